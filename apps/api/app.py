@@ -1,0 +1,55 @@
+"""The FastAPI application: built by `create_app`, its engine opened and closed by the lifespan."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from apps.api.auth import authenticate
+from apps.api.errors import install_error_handlers
+from apps.api.routes import artifacts, events, health, nodes, runs
+from apps.api.timezone import use_request_timezone
+from apps.core.database import create_engine, create_session_factory
+from apps.core.settings import Settings, load_settings
+from apps.orchestrator.artifact_store import LocalArtifactStore
+
+_PROTECTED_ROUTERS = (runs.router, nodes.router, artifacts.router, events.router)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    engine = create_engine(app.state.settings)
+    app.state.engine = engine
+    app.state.sessions = create_session_factory(engine)
+    try:
+        yield
+    finally:
+        await engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API with its routes, auth, error handlers and CORS, configured by `settings`."""
+    settings = settings or load_settings()
+    app = FastAPI(
+        title="Crew Orchestrator",
+        summary="Operator API for multi-agent LLM runs.",
+        version="0.1.0",
+        lifespan=_lifespan,
+        dependencies=[Depends(use_request_timezone)],
+    )
+    app.state.settings = settings
+    app.state.artifact_store = LocalArtifactStore(settings.artifacts_dir)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    for router in _PROTECTED_ROUTERS:
+        app.include_router(router, dependencies=[Depends(authenticate)])
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Location", "X-Request-ID"],
+        )
+    return app

@@ -1,0 +1,37 @@
+"""What routes are handed: the request's database session, the settings, the artifact store."""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apps.core.database import unit_of_work
+from apps.core.settings import Settings
+from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.orchestrator.pagination import MAX_LIMIT
+
+
+async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with unit_of_work(request.app.state.sessions) as session:
+        yield session
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _artifact_store(request: Request) -> LocalArtifactStore:
+    return request.app.state.artifact_store
+
+
+# scope="function" commits when the handler returns, before the response is sent: a failed commit
+# becomes the response instead of following a 200 the client already has.
+DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
+AppSettings = Annotated[Settings, Depends(_settings)]
+ArtifactStore = Annotated[LocalArtifactStore, Depends(_artifact_store)]
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}.")]
+Cursor = Annotated[
+    str | None, Query(description="`next_cursor` of the previous page.", max_length=512)
+]

@@ -1,0 +1,35 @@
+"""Events: the log in id order, polled with `after` (the id of the last event seen)."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from apps.api.dependencies import Cursor, DbSession, Limit
+from apps.api.schemas import Event, Page
+from apps.orchestrator import events
+from apps.orchestrator.pagination import DEFAULT_LIMIT
+
+router = APIRouter(tags=["events"])
+
+
+@router.get("/events")
+async def list_events(
+    session: DbSession,
+    run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="Only events with an id above this one.")
+    ] = None,
+    type: Annotated[
+        str | None,
+        Query(max_length=512, description="Only events of these types, comma-separated."),
+    ] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[Event]:
+    """Events in id order."""
+    types = [name.strip() for name in (type or "").split(",") if name.strip()]
+    page = await events.list_events(
+        session, run_id=run_id, types=types, after=after, limit=limit, cursor=cursor
+    )
+    return Page[Event].model_validate({"items": page.items, "next_cursor": page.next_cursor})

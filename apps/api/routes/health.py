@@ -1,0 +1,21 @@
+"""Liveness and database reachability, for load balancers and orchestrators; no key needed."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from apps.api.schemas import Health
+from apps.core.database import check_database
+
+router = APIRouter(tags=["health"])
+
+_UNAVAILABLE = {503: {"model": Health, "description": "The database cannot be reached."}}
+
+
+@router.get("/health", response_model=Health, responses=_UNAVAILABLE)
+@router.get("/healthz", response_model=Health, responses=_UNAVAILABLE, include_in_schema=False)
+async def get_health(request: Request) -> Health | JSONResponse:
+    """Whether the service is up and its database answers."""
+    problem = await check_database(request.app.state.engine)
+    if problem is None:
+        return Health(status="ok", database="ok")
+    return JSONResponse(Health(status="unavailable", database=problem).model_dump(), 503)

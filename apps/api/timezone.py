@@ -1,0 +1,55 @@
+"""Per-request time zone: `X-Timezone: <IANA zone>` converts every timestamp in the response.
+
+Timestamps are stored and compared in UTC; the zone only changes how they are written out (and how
+a timestamp without an offset in a query is read).
+"""
+
+from contextvars import ContextVar
+from datetime import UTC, datetime, tzinfo
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import Header
+from pydantic import PlainSerializer
+
+from apps.core.errors import BadRequest
+
+_response_zone: ContextVar[tzinfo | None] = ContextVar("response_zone", default=None)
+
+
+def _parse_zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadRequest(
+            f"X-Timezone {name!r} is not a known IANA time zone (e.g. Europe/Paris, UTC)"
+        ) from None
+
+
+async def use_request_timezone(
+    x_timezone: Annotated[
+        str | None,
+        Header(description="IANA time zone in which to write the response's timestamps."),
+    ] = None,
+) -> None:
+    """Read `X-Timezone` for the request; async so the zone is set in the request's own context."""
+    _response_zone.set(_parse_zone(x_timezone) if x_timezone else None)
+
+
+def request_zone() -> tzinfo:
+    return _response_zone.get() or UTC
+
+
+def _in_response_zone(value: datetime) -> datetime:
+    zone = _response_zone.get()
+    return value if zone is None else value.astimezone(zone)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A query timestamp in UTC; one given without an offset is read in the request's zone."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=request_zone())
+    return value.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_in_response_zone, return_type=datetime)]

@@ -1,0 +1,150 @@
+"""Every setting of the service, read once from the environment and `.env`.
+
+Nothing else in the code base reads the environment: entry points call `load_settings()` and pass
+the result down.
+"""
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+LLMProvider = Literal["demo", "openai", "ollama"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+# Short URL schemes users paste from other tools, mapped to the async driver we run on.
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+_SECRET_FIELDS = frozenset({"api_key", "openai_api_key", "sentry_dsn"})
+
+
+class SettingsError(Exception):
+    """A setting has a value the service cannot run with; the message is one line."""
+
+
+def normalize_database_url(value: str) -> str:
+    """Return `value` as an async SQLAlchemy URL, or raise ValueError saying what is wrong."""
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(
+            "not a database URL; expected sqlite+aiosqlite:///path/to/file.db "
+            "or postgresql+asyncpg://user:password@host:5432/dbname"
+        ) from None
+    driver = _ASYNC_DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported database {url.drivername!r}; use sqlite+aiosqlite or postgresql+asyncpg"
+        )
+    if driver == "postgresql+asyncpg" and not url.database:
+        raise ValueError("a PostgreSQL URL must name the database, e.g. .../dbname")
+    return url.set(drivername=driver).render_as_string(hide_password=False)
+
+
+class Settings(BaseSettings):
+    """The service's configuration; each field is the environment variable of the same name."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    api_key: SecretStr | None = Field(
+        default=None, description="Admin API key accepted in X-API-Key or Authorization: Bearer."
+    )
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./app.db", description="SQLAlchemy URL of the database."
+    )
+    alembic_database_url: str | None = Field(
+        default=None, description="Database URL for migrations; DATABASE_URL when unset."
+    )
+    db_pool_size: int = Field(default=5, ge=1, le=100, description="Connections kept per process.")
+    db_max_overflow: int = Field(default=10, ge=0, le=100, description="Extra connections allowed.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS; empty is off."
+    )
+    host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
+    web_concurrency: int = Field(
+        default=2, ge=1, le=64, description="API worker processes under api-run-prod."
+    )
+    log_level: LogLevel = Field(default="info", description="Log level of the service.")
+    llm_default_provider: LLMProvider = Field(
+        default="demo", description="Provider of agents with no role-specific binding."
+    )
+    llm_default_model: str = Field(
+        default="demo-1", min_length=1, description="Model of agents with no role binding."
+    )
+    llm_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="Timeout of one LLM call."
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="Key for the openai provider."
+    )
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1", description="Base URL of the openai provider."
+    )
+    ollama_base_url: str = Field(
+        default="http://127.0.0.1:11434/v1", description="OpenAI-compatible base URL of Ollama."
+    )
+    metrics_enabled: bool = Field(
+        default=False, description="Serve Prometheus metrics on /metrics."
+    )
+    sentry_dsn: SecretStr | None = Field(
+        default=None, description="Sentry DSN; unset sends nothing."
+    )
+    sentry_env: str = Field(default="development", description="Sentry environment name.")
+    release: str | None = Field(default=None, description="Release name reported to Sentry.")
+    artifacts_dir: Path = Field(
+        default=Path("./artifacts"), description="Directory holding artifact files and sidecars."
+    )
+
+    @field_validator("database_url", "alembic_database_url")
+    @classmethod
+    def _database_url_is_async(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_database_url(value)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def migrations_database_url(self) -> str:
+        return self.alembic_database_url or self.database_url
+
+    @property
+    def database(self) -> URL:
+        return make_url(self.database_url)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each bad variable, never echoing a secret's value."""
+    problems = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "settings"
+        shown = "" if field in _SECRET_FIELDS else f" (got {item.get('input')!r})"
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{field.upper()}: {message}{shown}")
+    return "invalid setting " + "; ".join(problems)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, raising `SettingsError` with one line when a value is bad."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error)) from None

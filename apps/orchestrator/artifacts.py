@@ -1,0 +1,94 @@
+"""Reading artifacts: metadata with sidecars, in the order they were written, and their files."""
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apps.core.errors import NotFound
+from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.orchestrator.models import Artifact
+from apps.orchestrator.pagination import (
+    Page,
+    decode_cursor,
+    encode_cursor,
+    paginate,
+    parse_timestamp,
+    parse_uuid,
+)
+from apps.orchestrator.runs import require_run
+
+ARTIFACT_COLUMNS = (
+    Artifact.id,
+    Artifact.run_id,
+    Artifact.node_id,
+    Artifact.name,
+    Artifact.media_type,
+    Artifact.size,
+    Artifact.sha256,
+    Artifact.created_at,
+    Artifact.sidecar,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactContent:
+    path: Path
+    media_type: str
+    name: str
+
+
+def _artifact_cursor(row: RowMapping) -> str:
+    return encode_cursor("artifacts", row["created_at"].isoformat(), row["id"].hex)
+
+
+async def list_artifacts(
+    session: AsyncSession,
+    *,
+    run_id: uuid.UUID | None,
+    node_id: uuid.UUID | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[RowMapping]:
+    """Artifacts oldest first, of one run and/or node when given (`NotFound` for an unknown run)."""
+    statement = select(*ARTIFACT_COLUMNS)
+    if run_id is not None:
+        await require_run(session, run_id)
+        statement = statement.where(Artifact.run_id == run_id)
+    if node_id is not None:
+        statement = statement.where(Artifact.node_id == node_id)
+    if cursor is not None:
+        created_at, artifact_id = decode_cursor(cursor, "artifacts", parse_timestamp, parse_uuid)
+        statement = statement.where(
+            tuple_(Artifact.created_at, Artifact.id) > (created_at, artifact_id)
+        )
+    statement = statement.order_by(Artifact.created_at, Artifact.id).limit(limit + 1)
+    rows = (await session.execute(statement)).mappings().all()
+    return paginate(rows, limit, _artifact_cursor)
+
+
+async def get_artifact(session: AsyncSession, artifact_id: uuid.UUID) -> RowMapping:
+    """One artifact's metadata and sidecar, or `NotFound`."""
+    statement = select(*ARTIFACT_COLUMNS).where(Artifact.id == artifact_id)
+    row = (await session.execute(statement)).mappings().first()
+    if row is None:
+        raise NotFound(f"artifact {artifact_id} not found")
+    return row
+
+
+async def get_artifact_content(
+    session: AsyncSession, store: LocalArtifactStore, artifact_id: uuid.UUID
+) -> ArtifactContent:
+    """The file of an artifact, or `NotFound` if the artifact or its file is not there."""
+    statement = select(Artifact.storage_key, Artifact.media_type, Artifact.name).where(
+        Artifact.id == artifact_id
+    )
+    row = (await session.execute(statement)).first()
+    if row is None:
+        raise NotFound(f"artifact {artifact_id} not found")
+    return ArtifactContent(
+        path=store.path_for(row.storage_key), media_type=row.media_type, name=row.name
+    )

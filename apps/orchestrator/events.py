@@ -1,0 +1,43 @@
+"""Reading the event log in id order, after a given event: the source of polling and streaming."""
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apps.orchestrator.models import Event
+from apps.orchestrator.pagination import Page, decode_cursor, encode_cursor, paginate, parse_int
+from apps.orchestrator.runs import require_run
+
+EVENT_COLUMNS = (Event.id, Event.run_id, Event.node_id, Event.type, Event.ts, Event.data)
+
+
+def _event_cursor(row: RowMapping) -> str:
+    return encode_cursor("events", row["id"])
+
+
+async def list_events(
+    session: AsyncSession,
+    *,
+    run_id: uuid.UUID | None,
+    types: Sequence[str],
+    after: int | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[RowMapping]:
+    """Events in id order with an id above `after` (and the cursor's), of `types` if any."""
+    statement = select(*EVENT_COLUMNS)
+    if run_id is not None:
+        await require_run(session, run_id)
+        statement = statement.where(Event.run_id == run_id)
+    if types:
+        statement = statement.where(Event.type.in_(types))
+    floor = max(after or 0, decode_cursor(cursor, "events", parse_int)[0] if cursor else 0)
+    if floor:
+        statement = statement.where(Event.id > floor)
+    statement = statement.order_by(Event.id).limit(limit + 1)
+    rows: Sequence[Any] = (await session.execute(statement)).mappings().all()
+    return paginate(rows, limit, _event_cursor)
