@@ -1,0 +1,64 @@
+# Crew Orchestrator. `make help` lists the targets; each installs what it needs on a fresh clone.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install deps-update api-run op-console api-run-prod test api-test test-api \
+	db-upgrade db-revision lint format bench
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z -]*:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed: make PYTHON=python3.11 ...")'
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED) ## Create .venv and install the project with its dev tools
+
+deps-update: ## Install new or changed dependencies after a pull
+	$(BIN)/python -m pip install --quiet --upgrade -e '.[dev]' && touch $(INSTALLED)
+
+.env:
+	cp .env.example .env
+	@echo "wrote .env from .env.example (API_KEY=test-key); edit it to configure the service"
+
+db-upgrade: $(INSTALLED) .env ## Migrate the database to the latest schema
+	$(BIN)/alembic upgrade head
+
+db-revision: $(INSTALLED) .env ## Autogenerate a migration: make db-revision msg="add a column"
+	@test -n "$(msg)" || { echo 'usage: make db-revision msg="what changes"'; exit 2; }
+	$(BIN)/alembic revision --autogenerate -m "$(msg)"
+
+api-run: db-upgrade ## Serve the API on HOST:PORT (default 127.0.0.1:8000) with reload
+	$(BIN)/python -m apps.api --reload
+
+op-console: api-run ## Alias of api-run
+
+api-run-prod: db-upgrade ## Serve with WEB_CONCURRENCY workers, no reload; needs a real API_KEY
+	$(BIN)/python -m apps.api --prod
+
+test: $(INSTALLED) ## Run the whole test suite (PostgreSQL tests need TEST_POSTGRES_URL)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+api-test test-api: test ## Aliases of test
+
+lint: $(INSTALLED) ## ruff check and ruff format --check
+	$(BIN)/ruff check apps tests bench alembic
+	$(BIN)/ruff format --check apps tests bench alembic
+
+format: $(INSTALLED) ## Format and fix what ruff can
+	$(BIN)/ruff format apps tests bench alembic
+	$(BIN)/ruff check --fix apps tests bench alembic
+
+bench: $(INSTALLED) ## Read API benchmark (SQLite and PostgreSQL; needs wrk)
+	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
+	$(BIN)/python bench/read_api.py --backend both

@@ -1,0 +1,37 @@
+import httpx
+from fastapi import FastAPI
+
+
+async def test_an_unhandled_error_is_a_json_500_without_a_trace(app: FastAPI) -> None:
+    async def explode() -> None:
+        raise RuntimeError("secret internals")
+
+    app.add_api_route("/explode", explode)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/explode")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal server error"}
+    assert "secret internals" not in response.text
+
+
+async def test_an_unknown_path_is_a_json_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/no-such-thing")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
+async def test_a_wrong_method_is_a_json_405(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/runs")
+    assert response.status_code == 405
+    assert response.json()["detail"] == "Method Not Allowed"
+
+
+async def test_a_validation_error_has_a_readable_detail_and_the_error_list(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/runs", params={"limit": 1000})
+    assert response.status_code == 422
+    body = response.json()
+    assert body["detail"] == "query limit: Input should be less than or equal to 200"
+    assert body["errors"][0]["loc"] == ["query", "limit"]

@@ -1,0 +1,32 @@
+import httpx
+import pytest
+
+from apps.api.app import create_app
+from apps.core.settings import load_settings
+
+
+async def test_health_answers_without_a_key(client: httpx.AsyncClient) -> None:
+    for path in ("/health", "/healthz"):
+        response = await client.get(path, headers={"X-API-Key": ""})
+        assert response.status_code == 200
+        assert response.json() == {"status": "ok", "database": "ok"}
+
+
+@pytest.mark.parametrize(
+    "unreachable_url",
+    [
+        "sqlite+aiosqlite:////nonexistent-directory/app.db",
+        "postgresql+asyncpg://postgres@127.0.0.1:1/nothing",
+    ],
+)
+async def test_health_is_503_with_a_reason_when_the_database_is_unreachable(
+    unreachable_url: str,
+) -> None:
+    app = create_app(load_settings(_env_file=None, database_url=unreachable_url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    assert response.json()["database"].startswith("unreachable")

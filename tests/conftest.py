@@ -1,0 +1,142 @@
+"""Shared fixtures: a migrated database per backend and test session, the app, an HTTP client.
+
+Every test that uses the database runs on SQLite and on PostgreSQL. PostgreSQL needs
+TEST_POSTGRES_URL; without it those tests skip, unless REQUIRE_POSTGRES is set (as in CI).
+"""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from alembic.config import Config
+from fastapi import FastAPI
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+
+from alembic import command
+from apps.api.app import create_app
+from apps.core.database import SessionFactory, unit_of_work
+from apps.core.settings import Settings, load_settings
+from apps.orchestrator.models import Base
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "test-key"
+POSTGRES_HELP = (
+    "PostgreSQL tests skipped: set TEST_POSTGRES_URL to run them, e.g. "
+    "TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test make test"
+)
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def postgres_server_url() -> str:
+    """The PostgreSQL server to test on, or a skip (a failure under REQUIRE_POSTGRES)."""
+    url = os.environ.get("TEST_POSTGRES_URL")
+    if url:
+        return url
+    if os.environ.get("REQUIRE_POSTGRES"):
+        pytest.fail("REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not")
+    pytest.skip(POSTGRES_HELP)
+
+
+async def _postgres_admin(server_url: str, statement: str) -> None:
+    dsn = make_url(server_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def create_postgres_database(server_url: str) -> str:
+    """A new empty database on the test server, so parallel sessions never share one."""
+    name = f"crew_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_postgres_admin(server_url, f'CREATE DATABASE "{name}"'))
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(server_url: str, database_url: str) -> None:
+    name = make_url(database_url).database
+    asyncio.run(_postgres_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def empty_database_url(backend: str, directory: Path) -> Iterator[str]:
+    """A fresh, unmigrated database of `backend`, dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{directory / 'test.db'}"
+        return
+    server = postgres_server_url()
+    url = create_postgres_database(server)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(server, url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database with no tables, for tests of the migrations themselves."""
+    yield from empty_database_url(request.param, tmp_path)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A database built by `alembic upgrade head`, one per backend for the whole session."""
+    for url in empty_database_url(request.param, tmp_path_factory.mktemp(request.param)):
+        command.upgrade(alembic_config(url), "head")
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return load_settings(
+        _env_file=None,
+        api_key=API_KEY,
+        database_url=database_url,
+        alembic_database_url=None,
+        artifacts_dir=tmp_path / "artifacts",
+        cors_origins=[],
+        metrics_enabled=False,
+        sentry_dsn=None,
+    )
+
+
+async def _empty_tables(sessions: SessionFactory) -> None:
+    async with unit_of_work(sessions) as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            await session.execute(delete(table))
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan running; the tables are emptied after each test."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        try:
+            yield application
+        finally:
+            await _empty_tables(application.state.sessions)
+
+
+@pytest.fixture
+def sessions(app: FastAPI) -> SessionFactory:
+    return app.state.sessions
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app, sending the admin key."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}
+    ) as http:
+        yield http

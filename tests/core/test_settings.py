@@ -1,0 +1,107 @@
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apps.core.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_run_out_of_the_box() -> None:
+    settings = load_settings(_env_file=None)
+    assert settings.database_url == "sqlite+aiosqlite:///./app.db"
+    assert settings.migrations_database_url == settings.database_url
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.llm_default_provider == "demo"
+    assert settings.cors_origins == []
+
+
+def test_the_example_env_file_is_valid_and_documents_every_setting() -> None:
+    settings = load_settings(_env_file=ROOT / ".env.example")
+    assert settings.api_key is not None
+    assert settings.api_key.get_secret_value() == "test-key"
+    assigned = re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    assert {name.upper() for name in type(settings).model_fields} == set(assigned)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("port", "not-a-number", "PORT"),
+        ("port", "70000", "PORT"),
+        ("llm_default_provider", "anthropic-direct", "LLM_DEFAULT_PROVIDER"),
+        ("database_url", "not a url", "DATABASE_URL"),
+        ("database_url", "mysql://user@host/db", "DATABASE_URL"),
+        ("database_url", "postgresql+asyncpg://host", "DATABASE_URL"),
+        ("metrics_enabled", "perhaps", "METRICS_ENABLED"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(variable: str, value: str, named: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(_env_file=None, **{variable: value})
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"{named}: " in message
+
+
+def test_a_secret_is_never_echoed_in_an_error() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(_env_file=None, openai_api_key=["sk-very-secret"])
+    assert "OPENAI_API_KEY: " in str(raised.value)
+    assert "sk-very-secret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgres://u:p@db:5432/crew", "postgresql+asyncpg://u:p@db:5432/crew"),
+        ("postgresql://u@db/crew", "postgresql+asyncpg://u@db/crew"),
+        ("sqlite:///./x.db", "sqlite+aiosqlite:///./x.db"),
+    ],
+)
+def test_plain_database_urls_get_the_async_driver(given: str, used: str) -> None:
+    assert load_settings(_env_file=None, database_url=given).database_url == used
+
+
+def test_cors_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example,")
+    assert load_settings(_env_file=None).cors_origins == ["https://a.example", "https://b.example"]
+
+
+def test_empty_variables_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALEMBIC_DATABASE_URL", "")
+    monkeypatch.setenv("API_KEY", "")
+    settings = load_settings(_env_file=None)
+    assert settings.alembic_database_url is None
+    assert settings.api_key is None
+
+
+def _serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "apps.api", *args],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_server_refuses_to_start_with_a_bad_setting(tmp_path: Path) -> None:
+    result = _serve(tmp_path, PORT="eighty")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid setting PORT: Input should be a valid integer, unable to parse string "
+        "as an integer (got 'eighty')"
+    ]
+
+
+@pytest.mark.parametrize("api_key", ["", "test-key", "change-me"])
+def test_production_mode_refuses_a_missing_or_placeholder_key(tmp_path: Path, api_key: str) -> None:
+    result = _serve(tmp_path, "--prod", API_KEY=api_key)
+    assert result.returncode != 0
+    assert "API_KEY is missing or a placeholder" in result.stderr
+    assert "Traceback" not in result.stderr
