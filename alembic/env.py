@@ -3,16 +3,21 @@
 
 import asyncio
 import sys
+from collections.abc import Callable
+from logging.config import fileConfig
 
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy.engine import Connection
+from sqlalchemy import Index
+from sqlalchemy.engine import Connection, make_url
 
 from alembic import context
-from apps.core.database import create_migration_engine, is_sqlite
+from apps.core.database import create_migration_engine
 from apps.core.settings import SettingsError, load_settings
-from apps.orchestrator.models import Base, JSONDocument, UTCDateTime
+from apps.orchestrator.models import ONLY_ON, Base, JSONDocument, UTCDateTime
 
 config = context.config
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
 def _database_url() -> str:
@@ -32,30 +37,44 @@ def _render_item(kind: str, item: object, autogen: AutogenContext) -> str | bool
     if isinstance(item, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     if item is JSONDocument:
-        autogen.imports.add("from sqlalchemy.dialects import postgresql")
-        return 'sa.JSON().with_variant(postgresql.JSONB(), "postgresql")'
+        return "sa.JSON(none_as_null=True)"
     return False
 
 
-def _configure(sqlite: bool, **options: object) -> None:
+def _on_this_dialect(dialect: str) -> Callable[..., bool]:
+    """Leave out of the comparison the indexes the models declare for another dialect only."""
+
+    def include(
+        item: object, _name: str | None, kind: str, reflected: bool, _other: object
+    ) -> bool:
+        if kind != "index" or reflected or not isinstance(item, Index):
+            return True
+        return item.info.get(ONLY_ON, dialect) == dialect
+
+    return include
+
+
+def _configure(dialect: str, **options: object) -> None:
     context.configure(
         target_metadata=Base.metadata,
-        render_as_batch=sqlite,
+        render_as_batch=dialect == "sqlite",
         compare_type=True,
         render_item=_render_item,
+        include_object=_on_this_dialect(dialect),
         **options,
     )
 
 
 def run_migrations_offline() -> None:
     url = _database_url()
-    _configure(is_sqlite(url), url=url, literal_binds=True, dialect_opts={"paramstyle": "named"})
+    dialect = make_url(url).get_backend_name()
+    _configure(dialect, url=url, literal_binds=True, dialect_opts={"paramstyle": "named"})
     with context.begin_transaction():
         context.run_migrations()
 
 
 def _run_sync_migrations(connection: Connection) -> None:
-    _configure(connection.dialect.name == "sqlite", connection=connection)
+    _configure(connection.dialect.name, connection=connection)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -56,7 +55,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column(
-            "task_spec", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+            "task_spec", sa.JSON(none_as_null=True), nullable=False
         ),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("created_by", sa.String(length=100), nullable=True),
@@ -77,6 +76,15 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             batch_op.f("ix_runs_status_created_at_id"), ["status", "created_at", "id"], unique=False
+        )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        op.create_index(
+            "ix_runs_title_trgm",
+            "runs",
+            ["title"],
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
         )
 
     op.create_table(
@@ -108,7 +116,7 @@ def upgrade() -> None:
         sa.Column("timeout_seconds", sa.Float(), nullable=True),
         sa.Column("provider", sa.String(length=32), nullable=False),
         sa.Column("model", sa.String(length=128), nullable=False),
-        sa.Column("gate", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
+        sa.Column("gate", sa.JSON(none_as_null=True), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("lease_owner", sa.String(length=128), nullable=True),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
@@ -149,7 +157,7 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("storage_key", sa.String(length=1024), nullable=False),
         sa.Column(
-            "sidecar", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+            "sidecar", sa.JSON(none_as_null=True), nullable=False
         ),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -187,7 +195,7 @@ def upgrade() -> None:
         sa.Column("node_id", sa.Uuid(), nullable=True),
         sa.Column("type", sa.String(length=64), nullable=False),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("data", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("data", sa.JSON(none_as_null=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["node_id"], ["nodes.id"], name=op.f("fk_events_node_id_nodes"), ondelete="CASCADE"
         ),
@@ -246,7 +254,7 @@ def upgrade() -> None:
         sa.Column("automatic", sa.Boolean(), nullable=False),
         sa.Column("action", sa.String(length=8), nullable=True),
         sa.Column("notes", sa.Text(), nullable=True),
-        sa.Column("patch", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
+        sa.Column("patch", sa.JSON(none_as_null=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["artifact_id"],
             ["artifacts.id"],
@@ -312,6 +320,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_nodes_run_id_position"))
 
     op.drop_table("nodes")
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index("ix_runs_title_trgm", table_name="runs")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_runs_status_created_at_id"))
         batch_op.drop_index(batch_op.f("ix_runs_created_at_id"))

@@ -28,7 +28,6 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from apps.orchestrator.states import GateStatus, NodeStatus, RunStatus
@@ -40,6 +39,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# An index whose `info` names a dialect under this key exists only on that dialect.
+ONLY_ON = "only_on_dialect"
 
 
 def utcnow() -> datetime:
@@ -67,7 +70,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+# Plain JSON on both backends keeps documents as written (JSONB would reorder keys), and a None
+# is stored as SQL NULL rather than a JSON null.
+JSONDocument = JSON(none_as_null=True)
 EventId = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -100,6 +105,15 @@ class Run(Base):
     __table_args__ = (
         Index(None, "created_at", "id"),
         Index(None, "status", "created_at", "id"),
+        # Serves the title-contains filter on PostgreSQL; SQLite has no index for it and scans
+        # in created_at order until a page is full.
+        Index(
+            "ix_runs_title_trgm",
+            "title",
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
+            info={ONLY_ON: "postgresql"},
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
