@@ -130,11 +130,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_nodes")),
         sa.UniqueConstraint("run_id", "key", name=op.f("uq_nodes_run_id_key")),
+        sa.UniqueConstraint("run_id", "position", name=op.f("uq_nodes_run_id_position")),
     )
     with op.batch_alter_table("nodes", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_nodes_run_id_position"), ["run_id", "position"], unique=False
-        )
         batch_op.create_index(
             batch_op.f("ix_nodes_status_lease_expires_at"),
             ["status", "lease_expires_at"],
@@ -317,7 +315,6 @@ def downgrade() -> None:
     with op.batch_alter_table("nodes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_nodes_status_next_attempt_at"))
         batch_op.drop_index(batch_op.f("ix_nodes_status_lease_expires_at"))
-        batch_op.drop_index(batch_op.f("ix_nodes_run_id_position"))
 
     op.drop_table("nodes")
     if op.get_bind().dialect.name == "postgresql":

@@ -31,6 +31,9 @@ DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
 AppSettings = Annotated[Settings, Depends(_settings)]
 ArtifactStore = Annotated[LocalArtifactStore, Depends(_artifact_store)]
 
+# Text stored in the database never holds NUL, and PostgreSQL refuses it in a parameter.
+NO_NUL = r"^[^\x00]*$"
+
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}.")]
 Cursor = Annotated[
     str | None, Query(description="`next_cursor` of the previous page.", max_length=512)

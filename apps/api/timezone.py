@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import Header
 from pydantic import PlainSerializer
 
-from apps.core.errors import BadRequest
+from apps.core.errors import BadRequest, Unprocessable
 
 _response_zone: ContextVar[tzinfo | None] = ContextVar("response_zone", default=None)
 
@@ -20,7 +20,7 @@ _response_zone: ContextVar[tzinfo | None] = ContextVar("response_zone", default=
 def _parse_zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise BadRequest(
             f"X-Timezone {name!r} is not a known IANA time zone (e.g. Europe/Paris, UTC)"
         ) from None
@@ -45,11 +45,16 @@ def _in_response_zone(value: datetime) -> datetime:
     return value if zone is None else value.astimezone(zone)
 
 
-def as_utc(value: datetime) -> datetime:
+def as_utc(value: datetime, name: str) -> datetime:
     """A query timestamp in UTC; one given without an offset is read in the request's zone."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=request_zone())
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise Unprocessable(
+            f"query {name}: {value.isoformat()} is outside the years 1-9999 in UTC"
+        ) from None
 
 
 Timestamp = Annotated[datetime, PlainSerializer(_in_response_zone, return_type=datetime)]

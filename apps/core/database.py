@@ -29,7 +29,13 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def _casefold(text: str | None) -> str | None:
+    return None if text is None else text.casefold()
+
+
 def _tune_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # SQLite's LIKE and lower() fold ASCII letters only; titles are written in every language.
+    dbapi_connection.create_function("casefold", 1, _casefold, deterministic=True)
     # WAL lets readers run beside the one writer; NORMAL is durable at checkpoints under WAL.
     cursor = dbapi_connection.cursor()
     for pragma in (

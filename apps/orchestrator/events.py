@@ -9,8 +9,17 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apps.orchestrator.models import Event
-from apps.orchestrator.pagination import Page, decode_cursor, encode_cursor, paginate, parse_int
+from apps.orchestrator.pagination import (
+    MAX_INT64,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    int_between,
+    paginate,
+)
 from apps.orchestrator.runs import require_run
+
+_event_id = int_between(0, MAX_INT64)
 
 EVENT_COLUMNS = (Event.id, Event.run_id, Event.node_id, Event.type, Event.ts, Event.data)
 
@@ -35,7 +44,7 @@ async def list_events(
         statement = statement.where(Event.run_id == run_id)
     if types:
         statement = statement.where(Event.type.in_(types))
-    floor = max(after or 0, decode_cursor(cursor, "events", parse_int)[0] if cursor else 0)
+    floor = max(after or 0, decode_cursor(cursor, "events", _event_id)[0] if cursor else 0)
     if floor:
         statement = statement.where(Event.id > floor)
     statement = statement.order_by(Event.id).limit(limit + 1)

@@ -155,7 +155,7 @@ class Node(Base):
     __tablename__ = "nodes"
     __table_args__ = (
         UniqueConstraint("run_id", "key"),
-        Index(None, "run_id", "position"),
+        UniqueConstraint("run_id", "position"),
         Index(None, "status", "next_attempt_at"),
         Index(None, "status", "lease_expires_at"),
     )

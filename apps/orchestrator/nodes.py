@@ -9,8 +9,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from apps.core.errors import NotFound
 from apps.orchestrator.models import Node, NodeDependency
-from apps.orchestrator.pagination import Page, decode_cursor, encode_cursor, paginate, parse_int
+from apps.orchestrator.pagination import (
+    MAX_INT32,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    int_between,
+    paginate,
+)
 from apps.orchestrator.runs import require_run
+
+_position = int_between(0, MAX_INT32)
 
 NODE_COLUMNS = (
     Node.id,
@@ -59,7 +68,7 @@ async def list_nodes(
     await require_run(session, run_id)
     statement = select(*NODE_COLUMNS).where(Node.run_id == run_id)
     if cursor is not None:
-        (position,) = decode_cursor(cursor, f"nodes:{run_id.hex}", parse_int)
+        (position,) = decode_cursor(cursor, f"nodes:{run_id.hex}", _position)
         statement = statement.where(Node.position > position)
     statement = statement.order_by(Node.position).limit(limit + 1)
     nodes = await _with_deps(session, statement)

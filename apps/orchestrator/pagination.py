@@ -9,7 +9,7 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -19,6 +19,8 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,25 +45,34 @@ def decode_cursor(token: str, kind: str, *parsers: Callable[[Any], Any]) -> tupl
         if tag != kind or len(key) != len(parsers):
             raise ValueError(tag)
         return tuple(parse(part) for parse, part in zip(parsers, key, strict=True))
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, OverflowError, binascii.Error):
         raise BadRequest(f"cursor {token!r} is not a cursor of this list") from None
 
 
-def parse_timestamp(value: str) -> datetime:
+def parse_timestamp(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError("not a timestamp")
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError("cursor timestamps carry their offset")
-    return parsed
+    return parsed.astimezone(UTC)
 
 
-def parse_uuid(value: str) -> UUID:
+def parse_uuid(value: object) -> UUID:
+    if not isinstance(value, str):
+        raise TypeError("not a UUID")
     return UUID(hex=value)
 
 
-def parse_int(value: int) -> int:
-    if type(value) is not int:
-        raise ValueError("not an integer")
-    return value
+def int_between(low: int, high: int) -> Callable[[object], int]:
+    """A parser of integers from `low` to `high`, the range of the column the cursor is on."""
+
+    def parse(value: object) -> int:
+        if type(value) is not int or not low <= value <= high:
+            raise ValueError("not an integer in range")
+        return value
+
+    return parse
 
 
 def paginate(rows: Sequence[T], limit: int, cursor_of: Callable[[T], str]) -> Page[T]:

@@ -69,20 +69,30 @@ def _node_counts(dialect_name: str) -> ColumnElement[Any]:
     )
 
 
+def _dialect(session: AsyncSession) -> str:
+    return session.bind.dialect.name
+
+
 def _select_runs(session: AsyncSession) -> Select[Any]:
-    return select(*RUN_COLUMNS, _node_counts(session.bind.dialect.name))
+    return select(*RUN_COLUMNS, _node_counts(_dialect(session)))
 
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _filtered(statement: Select[Any], where: RunFilter) -> Select[Any]:
+def _title_contains(text: str, dialect_name: str) -> ColumnElement[bool]:
+    if dialect_name == "sqlite":
+        pattern = f"%{_escape_like(text.casefold())}%"
+        return func.casefold(Run.title).like(pattern, escape="\\")
+    return Run.title.ilike(f"%{_escape_like(text)}%", escape="\\")
+
+
+def _filtered(statement: Select[Any], where: RunFilter, dialect_name: str) -> Select[Any]:
     if where.status is not None:
         statement = statement.where(Run.status == where.status)
     if where.title_contains:
-        pattern = f"%{_escape_like(where.title_contains)}%"
-        statement = statement.where(Run.title.ilike(pattern, escape="\\"))
+        statement = statement.where(_title_contains(where.title_contains, dialect_name))
     if where.created_after is not None:
         statement = statement.where(Run.created_at >= where.created_after)
     if where.created_before is not None:
@@ -98,7 +108,7 @@ async def list_runs(
     session: AsyncSession, where: RunFilter, limit: int, cursor: str | None
 ) -> Page[RowMapping]:
     """Runs matching `where`, newest first, `limit` at a time after `cursor`."""
-    statement = _filtered(_select_runs(session), where)
+    statement = _filtered(_select_runs(session), where, _dialect(session))
     if cursor is not None:
         created_at, run_id = decode_cursor(cursor, "runs", parse_timestamp, parse_uuid)
         # The row-value form lets SQLite walk the index; the expanded OR form scans it.

@@ -5,10 +5,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from apps.api.dependencies import Cursor, DbSession, Limit
+from apps.api.dependencies import NO_NUL, Cursor, DbSession, Limit
 from apps.api.schemas import Event, Page
 from apps.orchestrator import events
-from apps.orchestrator.pagination import DEFAULT_LIMIT
+from apps.orchestrator.pagination import DEFAULT_LIMIT, MAX_INT64
 
 router = APIRouter(tags=["events"])
 
@@ -18,11 +18,16 @@ async def list_events(
     session: DbSession,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
     after: Annotated[
-        int | None, Query(ge=0, description="Only events with an id above this one.")
+        int | None,
+        Query(ge=0, le=MAX_INT64, description="Only events with an id above this one."),
     ] = None,
     type: Annotated[
         str | None,
-        Query(max_length=512, description="Only events of these types, comma-separated."),
+        Query(
+            max_length=512,
+            pattern=NO_NUL,
+            description="Only events of these types, comma-separated.",
+        ),
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from apps.api.dependencies import Cursor, DbSession, Limit
+from apps.api.dependencies import NO_NUL, Cursor, DbSession, Limit
 from apps.api.schemas import Page, Run
 from apps.api.timezone import as_utc
 from apps.orchestrator import runs
@@ -21,7 +21,12 @@ async def list_runs(
     session: DbSession,
     status: Annotated[RunStatus | None, Query(description="Only runs in this status.")] = None,
     q: Annotated[
-        str | None, Query(max_length=200, description="Only runs whose title contains this.")
+        str | None,
+        Query(
+            max_length=200,
+            pattern=NO_NUL,
+            description="Only runs whose title contains this, ignoring case.",
+        ),
     ] = None,
     created_after: Annotated[
         datetime | None, Query(description="Only runs created at or after this time.")
@@ -36,8 +41,8 @@ async def list_runs(
     where = runs.RunFilter(
         status=status,
         title_contains=q,
-        created_after=as_utc(created_after) if created_after else None,
-        created_before=as_utc(created_before) if created_before else None,
+        created_after=as_utc(created_after, "created_after") if created_after else None,
+        created_before=as_utc(created_before, "created_before") if created_before else None,
     )
     page = await runs.list_runs(session, where, limit, cursor)
     return Page[Run].model_validate({"items": page.items, "next_cursor": page.next_cursor})

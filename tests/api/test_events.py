@@ -1,0 +1,261 @@
+"""GET /events: the log in id order, polled with `after`, filtered by run and type, paged."""
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from apps.core.database import SessionFactory, unit_of_work
+from apps.orchestrator.models import Event, Run
+from tests.factories import create_event, create_node, create_run, minutes_ago
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+TYPES = [
+    "run.created",
+    "node.started",
+    "node.succeeded",
+    "gate.waiting",
+    "node.started",
+    "node.failed",
+    "run.cancelled",
+]
+
+
+async def create_log(sessions: SessionFactory) -> tuple[Run, Run, list[Event]]:
+    """Events of two runs, interleaved: the first run has TYPES, the second one event per type."""
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+        other = await create_run(session)
+        events = []
+        for type_ in TYPES:
+            events.append(await create_event(session, run, type=type_))
+            events.append(await create_event(session, other, type=type_))
+    return run, other, events
+
+
+async def event_ids(client: httpx.AsyncClient, **params: Any) -> list[int]:
+    response = await client.get("/events", params=params)
+    assert response.status_code == 200, response.text
+    assert response.json()["next_cursor"] is None
+    return [event["id"] for event in response.json()["items"]]
+
+
+async def walk_events(client: httpx.AsyncClient, limit: int, **params: Any) -> list[int]:
+    """Every event id, following next_cursor from the first page to the last."""
+    seen: list[int] = []
+    cursor = None
+    while True:
+        query = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        response = await client.get("/events", params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["items"]) <= limit
+        seen += [event["id"] for event in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+
+
+def events_cursor(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
+
+
+async def test_events_are_listed_in_id_order(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    _, _, events = await create_log(sessions)
+
+    ids = await event_ids(client)
+
+    assert ids == [event.id for event in events]
+    assert ids == sorted(ids)
+
+
+async def test_an_event_has_every_field(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+        node = await create_node(session, run)
+        run_event = await create_event(session, run, ts=minutes_ago(2, NOW))
+        node_event = await create_event(
+            session,
+            run,
+            node_id=node.id,
+            type="node.succeeded",
+            ts=minutes_ago(1, NOW),
+            data={"attempt": 1, "by": "worker-1", "usage": {"total_tokens": 42}},
+        )
+
+    response = await client.get("/events")
+
+    assert response.status_code == 200
+    items = response.json()["items"]
+    assert [datetime.fromisoformat(item.pop("ts")) for item in items] == [
+        minutes_ago(2, NOW),
+        minutes_ago(1, NOW),
+    ]
+    assert items == [
+        {
+            "id": run_event.id,
+            "run_id": str(run.id),
+            "node_id": None,
+            "type": "run.created",
+            "data": {},
+        },
+        {
+            "id": node_event.id,
+            "run_id": str(run.id),
+            "node_id": str(node.id),
+            "type": "node.succeeded",
+            "data": {"attempt": 1, "by": "worker-1", "usage": {"total_tokens": 42}},
+        },
+    ]
+
+
+async def test_after_returns_only_later_events(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    _, _, events = await create_log(sessions)
+    ids = [event.id for event in events]
+
+    assert await event_ids(client, after=ids[4]) == ids[5:]
+    assert await event_ids(client, after=ids[-1]) == []
+    assert await event_ids(client, after=0) == ids
+
+
+async def test_type_filter_with_one_type(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    _, _, events = await create_log(sessions)
+
+    assert await event_ids(client, type="node.started") == [
+        event.id for event in events if event.type == "node.started"
+    ]
+    assert await event_ids(client, type="node.retrying") == []
+
+
+async def test_type_filter_with_several_comma_separated_types(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    _, _, events = await create_log(sessions)
+    expected = [event.id for event in events if event.type in {"run.created", "node.failed"}]
+
+    assert await event_ids(client, type="run.created,node.failed") == expected
+    assert await event_ids(client, type=" node.failed , run.created ,") == expected
+
+
+async def test_run_id_filter_keeps_only_that_runs_events(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    run, other, events = await create_log(sessions)
+
+    assert await event_ids(client, run_id=str(run.id)) == [
+        event.id for event in events if event.run_id == run.id
+    ]
+    assert await event_ids(client, run_id=str(other.id), type="node.started") == [
+        event.id for event in events if event.run_id == other.id and event.type == "node.started"
+    ]
+
+
+async def test_filters_and_after_combine(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    run, _, events = await create_log(sessions)
+    of_run = [event for event in events if event.run_id == run.id]
+
+    assert await event_ids(
+        client, run_id=str(run.id), type="node.started,node.failed", after=of_run[1].id
+    ) == [of_run[4].id, of_run[5].id]
+
+
+async def test_walking_every_page_yields_every_event_once(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    run, _, events = await create_log(sessions)
+    ids = [event.id for event in events]
+
+    for limit in (1, 2, 3, 14, 200):
+        assert await walk_events(client, limit) == ids
+    assert await walk_events(client, 2, run_id=str(run.id), type="node.started,gate.waiting") == [
+        event.id
+        for event in events
+        if event.run_id == run.id and event.type in {"node.started", "gate.waiting"}
+    ]
+    assert await walk_events(client, 3, after=ids[5]) == ids[6:]
+
+
+async def test_a_page_of_events_has_a_cursor_only_when_more_follow(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    _, _, events = await create_log(sessions)
+
+    first = await client.get("/events", params={"limit": 13})
+    last = await client.get("/events", params={"limit": 13, "cursor": first.json()["next_cursor"]})
+    everything = await client.get("/events", params={"limit": 14})
+
+    assert first.json()["next_cursor"] is not None
+    assert [event["id"] for event in last.json()["items"]] == [events[-1].id]
+    assert last.json()["next_cursor"] is None
+    assert everything.json()["next_cursor"] is None
+
+
+async def test_events_of_an_unknown_run_are_404_naming_it(client: httpx.AsyncClient) -> None:
+    run_id = uuid.uuid4()
+
+    response = await client.get("/events", params={"run_id": str(run_id)})
+
+    assert response.status_code == 404
+    assert str(run_id) in response.json()["detail"]
+
+
+@pytest.mark.parametrize("after", ["-1", "one", "1.5", str(2**63), str(10**30)])
+async def test_an_after_that_is_not_an_event_id_is_422(
+    client: httpx.AsyncClient, after: str
+) -> None:
+    response = await client.get("/events", params={"after": after})
+
+    assert response.status_code == 422
+    assert "after" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("limit", ["0", "201", "all"])
+async def test_a_bad_event_limit_is_422(client: httpx.AsyncClient, limit: str) -> None:
+    response = await client.get("/events", params={"limit": limit})
+
+    assert response.status_code == 422
+    assert "limit" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        pytest.param("garbage", id="garbage"),
+        pytest.param(events_cursor("events"), id="no-id"),
+        pytest.param(events_cursor("events", "7"), id="string-id"),
+        pytest.param(events_cursor("events", True), id="boolean-id"),
+        pytest.param(events_cursor("events", 2**63), id="id-beyond-bigint"),
+        pytest.param(
+            events_cursor("runs", "2024-06-01T12:00:00+00:00", uuid.UUID(int=1).hex),
+            id="a-runs-cursor",
+        ),
+    ],
+)
+async def test_a_cursor_that_is_not_an_events_cursor_is_400(
+    client: httpx.AsyncClient, cursor: str
+) -> None:
+    response = await client.get("/events", params={"cursor": cursor})
+
+    assert response.status_code == 400
+    assert "cursor" in response.json()["detail"]
+
+
+async def test_a_nul_character_in_type_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.get("/events", params={"type": "run.created\x00"})
+
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("query type: ")

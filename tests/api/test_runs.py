@@ -1,0 +1,467 @@
+"""GET /runs and GET /runs/{run_id}: newest first, filters, keyset pages, counts and usage."""
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+
+from apps.core.database import SessionFactory, unit_of_work
+from apps.orchestrator.states import NodeStatus, RunStatus
+from tests.factories import create_event, create_node, create_run, minutes_ago
+
+NOW = datetime(2024, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def run_cursor(*parts: Any) -> str:
+    raw = json.dumps(list(parts)).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def run_ids(client: httpx.AsyncClient, **params: Any) -> list[str]:
+    response = await client.get("/runs", params=params)
+    assert response.status_code == 200, response.text
+    assert response.json()["next_cursor"] is None
+    return [run["id"] for run in response.json()["items"]]
+
+
+async def walk_runs(client: httpx.AsyncClient, limit: int, **params: Any) -> list[str]:
+    """Every run id, following next_cursor from the first page to the last."""
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        response = await client.get("/runs", params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page["items"]) <= limit
+        seen += [run["id"] for run in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+        assert len(page["items"]) == limit
+
+
+async def test_runs_are_listed_newest_first(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        middle = await create_run(session, title="middle", created_at=minutes_ago(2, NOW))
+        newest = await create_run(session, title="newest", created_at=minutes_ago(1, NOW))
+        oldest = await create_run(session, title="oldest", created_at=minutes_ago(3, NOW))
+
+    assert await run_ids(client) == [str(newest.id), str(middle.id), str(oldest.id)]
+
+
+async def test_an_empty_list_has_no_items_and_no_cursor(client: httpx.AsyncClient) -> None:
+    response = await client.get("/runs")
+
+    assert response.status_code == 200
+    assert response.json() == {"items": [], "next_cursor": None}
+
+
+async def test_status_filter_keeps_only_runs_in_that_status(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        await create_run(session, status=RunStatus.QUEUED, created_at=minutes_ago(4, NOW))
+        first = await create_run(session, status=RunStatus.RUNNING, created_at=minutes_ago(3, NOW))
+        await create_run(session, status=RunStatus.SUCCEEDED, created_at=minutes_ago(2, NOW))
+        second = await create_run(session, status=RunStatus.RUNNING, created_at=minutes_ago(1, NOW))
+
+    assert await run_ids(client, status="running") == [str(second.id), str(first.id)]
+    assert await run_ids(client, status="cancelled") == []
+
+
+async def test_unknown_status_filter_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.get("/runs", params={"status": "exploded"})
+
+    assert response.status_code == 422
+    assert "status" in response.json()["detail"]
+
+
+async def test_q_matches_titles_case_insensitively(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        upper = await create_run(session, title="QUARTERLY REPORT", created_at=minutes_ago(3, NOW))
+        mixed = await create_run(
+            session, title="Annual Report 2024", created_at=minutes_ago(2, NOW)
+        )
+        await create_run(session, title="Release notes", created_at=minutes_ago(1, NOW))
+
+    assert await run_ids(client, q="report") == [str(mixed.id), str(upper.id)]
+    assert await run_ids(client, q="rEpOrT") == [str(mixed.id), str(upper.id)]
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("%", ["100% done"]),
+        ("100%", ["100% done"]),
+        ("_", ["snake_case plan"]),
+        ("e_c", ["snake_case plan"]),
+        ("\\", ["back\\slash"]),
+    ],
+)
+async def test_q_treats_like_wildcards_literally(
+    client: httpx.AsyncClient, sessions: SessionFactory, q: str, expected: list[str]
+) -> None:
+    titles = ["100% done", "1000 done", "snake_case plan", "snakeXcase plan", "back\\slash"]
+    async with unit_of_work(sessions) as session:
+        for minutes, title in enumerate(titles):
+            await create_run(session, title=title, created_at=minutes_ago(minutes, NOW))
+
+    response = await client.get("/runs", params={"q": q})
+
+    assert response.status_code == 200
+    assert [run["title"] for run in response.json()["items"]] == expected
+
+
+async def test_created_after_is_inclusive_and_created_before_exclusive(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        early = await create_run(session, created_at=minutes_ago(3, NOW))
+        boundary = await create_run(session, created_at=minutes_ago(2, NOW))
+        late = await create_run(session, created_at=minutes_ago(1, NOW))
+    at = minutes_ago(2, NOW).isoformat()
+
+    assert await run_ids(client, created_after=at) == [str(late.id), str(boundary.id)]
+    assert await run_ids(client, created_before=at) == [str(early.id)]
+    window = {"created_after": at, "created_before": minutes_ago(1, NOW).isoformat()}
+    assert await run_ids(client, **window) == [str(boundary.id)]
+
+
+async def test_created_after_with_an_offset_is_the_same_instant(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        early = await create_run(session, created_at=minutes_ago(3, NOW))
+        boundary = await create_run(session, created_at=minutes_ago(2, NOW))
+        late = await create_run(session, created_at=minutes_ago(1, NOW))
+    in_tokyo = minutes_ago(2, NOW).astimezone(timezone(timedelta(hours=9))).isoformat()
+    in_new_york = minutes_ago(2, NOW).astimezone(timezone(timedelta(hours=-4))).isoformat()
+
+    assert in_tokyo.endswith("+09:00")
+    assert await run_ids(client, created_after=in_tokyo) == [str(late.id), str(boundary.id)]
+    assert await run_ids(client, created_before=in_new_york) == [str(early.id)]
+
+
+async def test_a_naive_created_after_is_read_as_utc_without_a_zone_header(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        await create_run(session, created_at=minutes_ago(3, NOW))
+        boundary = await create_run(session, created_at=minutes_ago(2, NOW))
+        late = await create_run(session, created_at=minutes_ago(1, NOW))
+    naive = minutes_ago(2, NOW).replace(tzinfo=None).isoformat()
+
+    assert await run_ids(client, created_after=naive) == [str(late.id), str(boundary.id)]
+
+
+async def test_an_unparseable_created_after_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.get("/runs", params={"created_after": "last tuesday"})
+
+    assert response.status_code == 422
+    assert "created_after" in response.json()["detail"]
+
+
+async def test_walking_every_page_yields_every_run_once_in_order(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        runs = [
+            await create_run(session, created_at=NOW - timedelta(seconds=seconds))
+            for seconds in (5, 0, 0, 3, 0, 5, 1.5, 0, 3)
+        ]
+    expected = [
+        str(run.id) for run in sorted(runs, key=lambda run: (run.created_at, run.id), reverse=True)
+    ]
+
+    for limit in (1, 2, 3, 4, 200):
+        assert await walk_runs(client, limit) == expected
+
+
+async def test_runs_with_the_same_created_at_are_ordered_by_id_descending(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        runs = [await create_run(session, created_at=NOW) for _ in range(5)]
+
+    expected = [str(run_id) for run_id in sorted((run.id for run in runs), reverse=True)]
+    assert await run_ids(client) == expected
+    assert await walk_runs(client, 2) == expected
+
+
+async def test_pages_keep_the_filters_of_the_first_page(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        runs = [
+            await create_run(
+                session,
+                status=RunStatus.SUCCEEDED if index % 2 else RunStatus.FAILED,
+                created_at=minutes_ago(index, NOW),
+            )
+            for index in range(9)
+        ]
+
+    succeeded = [str(run.id) for run in runs if run.status == RunStatus.SUCCEEDED]
+    assert await walk_runs(client, 2, status="succeeded") == succeeded
+
+
+async def test_the_default_page_is_50_runs(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        for index in range(51):
+            await create_run(session, created_at=minutes_ago(index, NOW))
+
+    response = await client.get("/runs")
+
+    assert response.status_code == 200
+    assert len(response.json()["items"]) == 50
+    assert response.json()["next_cursor"] is not None
+
+
+@pytest.mark.parametrize("limit", ["0", "201", "-1", "ten", "1.5"])
+async def test_a_limit_outside_1_to_200_or_not_an_integer_is_422(
+    client: httpx.AsyncClient, limit: str
+) -> None:
+    response = await client.get("/runs", params={"limit": limit})
+
+    assert response.status_code == 422
+    assert isinstance(response.json()["detail"], str)
+    assert "limit" in response.json()["detail"]
+
+
+async def test_limits_of_1_and_200_are_accepted(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        older = await create_run(session, created_at=minutes_ago(2, NOW))
+        newer = await create_run(session, created_at=minutes_ago(1, NOW))
+
+    one = await client.get("/runs", params={"limit": 1})
+    all_of_them = await client.get("/runs", params={"limit": 200})
+
+    assert one.status_code == 200
+    assert [run["id"] for run in one.json()["items"]] == [str(newer.id)]
+    assert one.json()["next_cursor"] is not None
+    assert all_of_them.status_code == 200
+    assert [run["id"] for run in all_of_them.json()["items"]] == [str(newer.id), str(older.id)]
+    assert all_of_them.json()["next_cursor"] is None
+
+
+RUN_HEX = "0f9c3b1e7a2d4c6b8e1f2a3b4c5d6e7f"
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        pytest.param("not-a-cursor", id="not-base64-json"),
+        pytest.param("!!!!", id="punctuation"),
+        pytest.param(base64.urlsafe_b64encode(b"\xff\xfe\xfd").decode(), id="not-utf8"),
+        pytest.param(base64.urlsafe_b64encode(b'{"runs": 1}').decode(), id="an-object"),
+        pytest.param(run_cursor(), id="empty-list"),
+        pytest.param(run_cursor("runs"), id="no-key"),
+        pytest.param(run_cursor("runs", "yesterday", RUN_HEX), id="bad-timestamp"),
+        pytest.param(run_cursor("runs", "2024-06-01T12:00:00", RUN_HEX), id="naive-timestamp"),
+        pytest.param(run_cursor("runs", 1717243200, RUN_HEX), id="numeric-timestamp"),
+        pytest.param(run_cursor("runs", NOW.isoformat(), "not-a-uuid"), id="bad-uuid"),
+        pytest.param(run_cursor("runs", NOW.isoformat(), 5), id="numeric-uuid"),
+        pytest.param(run_cursor("runs", NOW.isoformat(), [RUN_HEX]), id="list-uuid"),
+        pytest.param(
+            run_cursor("runs", "0001-01-01T00:00:00+01:00", RUN_HEX), id="timestamp-before-year-1"
+        ),
+    ],
+)
+async def test_garbled_cursor_is_400(client: httpx.AsyncClient, cursor: str) -> None:
+    response = await client.get("/runs", params={"cursor": cursor})
+
+    assert response.status_code == 400
+    assert "cursor" in response.json()["detail"]
+
+
+async def test_a_cursor_of_another_list_is_400(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+        await create_event(session, run)
+        await create_event(session, run)
+    events_cursor = (await client.get("/events", params={"limit": 1})).json()["next_cursor"]
+    assert events_cursor is not None
+
+    response = await client.get("/runs", params={"cursor": events_cursor})
+
+    assert response.status_code == 400
+    assert "cursor" in response.json()["detail"]
+
+
+async def test_a_run_has_every_field_with_its_usage_from_its_columns(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(
+            session,
+            title="Rapport 80p",
+            status=RunStatus.FAILED,
+            task_spec={"type": "report", "max_cost": 1.5},
+            error="budget_exceeded",
+            created_by="alice",
+            prompt_tokens=1200,
+            completion_tokens=345,
+            total_tokens=1545,
+            cost=0.0123,
+            created_at=minutes_ago(10, NOW),
+            updated_at=minutes_ago(1, NOW),
+            started_at=minutes_ago(9, NOW),
+            finished_at=minutes_ago(2, NOW),
+            cancel_requested_at=None,
+        )
+
+    response = await client.get(f"/runs/{run.id}")
+
+    assert response.status_code == 200
+    body = response.json()
+    timestamps = {field: body.pop(field) for field in ("created_at", "updated_at")}
+    timestamps |= {field: body.pop(field) for field in ("started_at", "finished_at")}
+    assert body == {
+        "id": str(run.id),
+        "title": "Rapport 80p",
+        "status": "failed",
+        "task_spec": {"type": "report", "max_cost": 1.5},
+        "error": "budget_exceeded",
+        "created_by": "alice",
+        "cancel_requested_at": None,
+        "node_counts": {status.value: 0 for status in NodeStatus},
+        "usage": {
+            "prompt_tokens": 1200,
+            "completion_tokens": 345,
+            "total_tokens": 1545,
+            "cost": 0.0123,
+        },
+    }
+    assert {field: datetime.fromisoformat(value) for field, value in timestamps.items()} == {
+        "created_at": minutes_ago(10, NOW),
+        "updated_at": minutes_ago(1, NOW),
+        "started_at": minutes_ago(9, NOW),
+        "finished_at": minutes_ago(2, NOW),
+    }
+
+
+async def test_node_counts_list_every_status_with_zeros(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    statuses = [
+        NodeStatus.PENDING,
+        NodeStatus.PENDING,
+        NodeStatus.RUNNING,
+        NodeStatus.SUCCEEDED,
+        NodeStatus.SUCCEEDED,
+        NodeStatus.SUCCEEDED,
+        NodeStatus.WAITING_APPROVAL,
+    ]
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+        for position, status in enumerate(statuses):
+            await create_node(session, run, key=f"n{position}", position=position, status=status)
+        other = await create_run(session)
+        await create_node(session, other, key="elsewhere", status=NodeStatus.FAILED)
+
+    response = await client.get(f"/runs/{run.id}")
+
+    assert response.status_code == 200
+    assert response.json()["node_counts"] == {
+        "pending": 2,
+        "ready": 0,
+        "running": 1,
+        "waiting_approval": 1,
+        "succeeded": 3,
+        "failed": 0,
+        "cancelled": 0,
+        "skipped": 0,
+    }
+
+
+async def test_listed_runs_carry_their_own_node_counts_and_usage(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        busy = await create_run(
+            session, created_at=minutes_ago(2, NOW), prompt_tokens=10, total_tokens=10, cost=0.5
+        )
+        await create_node(session, busy, key="a", position=0, status=NodeStatus.SKIPPED)
+        await create_node(session, busy, key="b", position=1, status=NodeStatus.CANCELLED)
+        idle = await create_run(session, created_at=minutes_ago(1, NOW))
+
+    response = await client.get("/runs")
+
+    assert response.status_code == 200
+    items = {run["id"]: run for run in response.json()["items"]}
+    zeros = {status.value: 0 for status in NodeStatus}
+    assert items[str(busy.id)]["node_counts"] == zeros | {"skipped": 1, "cancelled": 1}
+    assert items[str(busy.id)]["usage"] == {
+        "prompt_tokens": 10,
+        "completion_tokens": 0,
+        "total_tokens": 10,
+        "cost": 0.5,
+    }
+    assert items[str(idle.id)]["node_counts"] == zeros
+    assert items[str(idle.id)]["usage"] == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "cost": 0.0,
+    }
+
+
+async def test_q_is_case_insensitive_beyond_ascii(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, title="ÉTÉ : Rapport des Écoles")
+
+    assert await run_ids(client, q="été") == [str(run.id)]
+    assert await run_ids(client, q="écoles") == [str(run.id)]
+
+
+async def test_a_nul_character_in_q_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.get("/runs", params={"q": "report\x00"})
+
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("query q: ")
+
+
+@pytest.mark.parametrize(
+    "created_after", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00"]
+)
+async def test_a_created_after_outside_the_utc_calendar_is_422(
+    client: httpx.AsyncClient, created_after: str
+) -> None:
+    response = await client.get("/runs", params={"created_after": created_after})
+
+    assert response.status_code == 422
+    assert "created_after" in response.json()["detail"]
+
+
+async def test_unknown_run_is_404_naming_it(client: httpx.AsyncClient) -> None:
+    run_id = uuid.uuid4()
+
+    response = await client.get(f"/runs/{run_id}")
+
+    assert response.status_code == 404
+    assert str(run_id) in response.json()["detail"]
+
+
+async def test_malformed_run_id_is_422_with_a_detail_string(client: httpx.AsyncClient) -> None:
+    response = await client.get("/runs/not-a-uuid")
+
+    assert response.status_code == 422
+    assert isinstance(response.json()["detail"], str)
+    assert "run_id" in response.json()["detail"]
