@@ -12,33 +12,19 @@ import pytest
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
 from apps.orchestrator.models import Artifact, Node, Run
-from tests.factories import create_artifact, create_event, create_node, create_run, minutes_ago
+from tests.api.pages import error_detail, events_cursor, every_page, get_json, single_page
+from tests.factories import create_artifact, create_node, create_run, minutes_ago
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 SECRET = b"top secret, outside the artifact store\n"
 
 
 async def ids(client: httpx.AsyncClient, path: str, **params: Any) -> list[str]:
-    response = await client.get(path, params=params)
-    assert response.status_code == 200, response.text
-    assert response.json()["next_cursor"] is None
-    return [artifact["id"] for artifact in response.json()["items"]]
+    return [artifact["id"] for artifact in await single_page(client, path, **params)]
 
 
 async def walk(client: httpx.AsyncClient, path: str, limit: int, **params: Any) -> list[str]:
-    """Every artifact id of `path`, following next_cursor from the first page to the last."""
-    seen: list[str] = []
-    cursor = None
-    while True:
-        query = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
-        response = await client.get(path, params=query)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        assert len(page["items"]) <= limit
-        seen += [artifact["id"] for artifact in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return seen
+    return [artifact["id"] for artifact in await every_page(client, path, limit, **params)]
 
 
 async def two_runs(
@@ -107,10 +93,7 @@ async def test_a_run_without_artifacts_has_an_empty_list(
     async with unit_of_work(sessions) as session:
         run = await create_run(session)
 
-    response = await client.get(f"/runs/{run.id}/artifacts")
-
-    assert response.status_code == 200
-    assert response.json() == {"items": [], "next_cursor": None}
+    assert await get_json(client, f"/runs/{run.id}/artifacts") == {"items": [], "next_cursor": None}
 
 
 async def test_walking_every_page_yields_every_artifact_once_in_order(
@@ -140,31 +123,23 @@ async def test_walking_every_page_yields_every_artifact_once_in_order(
 async def test_an_artifact_cursor_of_another_list_is_400(
     client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
-    async with unit_of_work(sessions) as session:
-        run = await create_run(session)
-        await create_event(session, run)
-        await create_event(session, run)
-    events_cursor = (await client.get("/events", params={"limit": 1})).json()["next_cursor"]
+    run, cursor = await events_cursor(client, sessions)
 
     for path in ("/artifacts", f"/runs/{run.id}/artifacts"):
-        response = await client.get(path, params={"cursor": events_cursor})
-        assert response.status_code == 400
-        assert "cursor" in response.json()["detail"]
+        assert "cursor" in await error_detail(client, path, 400, cursor=cursor)
 
 
 async def test_garbled_artifact_cursor_is_400(client: httpx.AsyncClient) -> None:
-    response = await client.get("/artifacts", params={"cursor": "garbage"})
+    detail = await error_detail(client, "/artifacts", 400, cursor="garbage")
 
-    assert response.status_code == 400
-    assert "cursor" in response.json()["detail"]
+    assert "cursor" in detail
 
 
 @pytest.mark.parametrize("limit", ["0", "201", "many"])
 async def test_a_bad_artifact_limit_is_422(client: httpx.AsyncClient, limit: str) -> None:
-    response = await client.get("/artifacts", params={"limit": limit})
+    detail = await error_detail(client, "/artifacts", 422, limit=limit)
 
-    assert response.status_code == 422
-    assert "limit" in response.json()["detail"]
+    assert "limit" in detail
 
 
 async def test_artifacts_of_an_unknown_run_are_404_naming_it(client: httpx.AsyncClient) -> None:
@@ -174,16 +149,13 @@ async def test_artifacts_of_an_unknown_run_are_404_naming_it(client: httpx.Async
         (f"/runs/{run_id}/artifacts", {}),
         ("/artifacts", {"run_id": str(run_id)}),
     ]:
-        response = await client.get(path, params=params)
-        assert response.status_code == 404
-        assert str(run_id) in response.json()["detail"]
+        assert str(run_id) in await error_detail(client, path, 404, **params)
 
 
 async def test_a_malformed_run_id_filter_is_422(client: httpx.AsyncClient) -> None:
-    response = await client.get("/artifacts", params={"run_id": "run-1"})
+    detail = await error_detail(client, "/artifacts", 422, run_id="run-1")
 
-    assert response.status_code == 422
-    assert "run_id" in response.json()["detail"]
+    assert "run_id" in detail
 
 
 async def test_an_artifact_has_its_metadata_and_sidecar(
@@ -213,10 +185,8 @@ async def test_an_artifact_has_its_metadata_and_sidecar(
             sidecar=sidecar | {"run_id": str(run.id), "node_id": str(node.id)},
         )
 
-    response = await client.get(f"/artifacts/{artifact.id}")
+    body = await get_json(client, f"/artifacts/{artifact.id}")
 
-    assert response.status_code == 200
-    body = response.json()
     assert datetime.fromisoformat(body.pop("created_at")) == minutes_ago(1, NOW)
     assert body == {
         "id": str(artifact.id),
@@ -236,28 +206,22 @@ async def test_a_listed_artifact_is_the_same_as_the_artifact_itself(
 ) -> None:
     run_a, *_ = await two_runs(sessions, settings.artifacts_dir)
 
-    listed = (await client.get(f"/runs/{run_a.id}/artifacts")).json()["items"]
+    listed = await single_page(client, f"/runs/{run_a.id}/artifacts")
 
     for item in listed:
-        response = await client.get(f"/artifacts/{item['id']}")
-        assert response.status_code == 200
-        assert response.json() == item
+        assert await get_json(client, f"/artifacts/{item['id']}") == item
 
 
 async def test_unknown_artifact_is_404_naming_it(client: httpx.AsyncClient) -> None:
     artifact_id = uuid.uuid4()
 
     for path in (f"/artifacts/{artifact_id}", f"/artifacts/{artifact_id}/content"):
-        response = await client.get(path)
-        assert response.status_code == 404
-        assert str(artifact_id) in response.json()["detail"]
+        assert str(artifact_id) in await error_detail(client, path, 404)
 
 
 async def test_malformed_artifact_id_is_422(client: httpx.AsyncClient) -> None:
     for path in ("/artifacts/intro.md", "/artifacts/intro.md/content"):
-        response = await client.get(path)
-        assert response.status_code == 422
-        assert isinstance(response.json()["detail"], str)
+        await error_detail(client, path, 422)
 
 
 async def test_content_is_the_exact_bytes_with_the_media_type_of_the_row(
@@ -380,10 +344,9 @@ async def test_a_missing_file_is_404(
 ) -> None:
     artifact = await create_artifact_at(sessions, settings, "run/node/never-written.md")
 
-    response = await client.get(f"/artifacts/{artifact.id}/content")
+    detail = await error_detail(client, f"/artifacts/{artifact.id}/content", 404)
 
-    assert response.status_code == 404
-    assert response.json()["detail"]
+    assert detail
 
 
 async def test_a_directory_is_not_served_as_content(
@@ -392,7 +355,6 @@ async def test_a_directory_is_not_served_as_content(
     (settings.artifacts_dir / "run" / "node").mkdir(parents=True)
     artifact = await create_artifact_at(sessions, settings, "run/node")
 
-    response = await client.get(f"/artifacts/{artifact.id}/content")
+    detail = await error_detail(client, f"/artifacts/{artifact.id}/content", 404)
 
-    assert response.status_code == 404
-    assert response.json()["detail"]
+    assert detail

@@ -1,7 +1,5 @@
 """GET /events: the log in id order, polled with `after`, filtered by run and type, paged."""
 
-import base64
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +9,7 @@ import pytest
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.models import Event, Run
+from tests.api.pages import error_detail, every_page, forge_cursor, get_json, single_page
 from tests.factories import create_event, create_node, create_run, minutes_ago
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -38,30 +37,11 @@ async def create_log(sessions: SessionFactory) -> tuple[Run, Run, list[Event]]:
 
 
 async def event_ids(client: httpx.AsyncClient, **params: Any) -> list[int]:
-    response = await client.get("/events", params=params)
-    assert response.status_code == 200, response.text
-    assert response.json()["next_cursor"] is None
-    return [event["id"] for event in response.json()["items"]]
+    return [event["id"] for event in await single_page(client, "/events", **params)]
 
 
 async def walk_events(client: httpx.AsyncClient, limit: int, **params: Any) -> list[int]:
-    """Every event id, following next_cursor from the first page to the last."""
-    seen: list[int] = []
-    cursor = None
-    while True:
-        query = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
-        response = await client.get("/events", params=query)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        assert len(page["items"]) <= limit
-        seen += [event["id"] for event in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return seen
-
-
-def events_cursor(*parts: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
+    return [event["id"] for event in await every_page(client, "/events", limit, **params)]
 
 
 async def test_events_are_listed_in_id_order(
@@ -91,10 +71,8 @@ async def test_an_event_has_every_field(
             data={"attempt": 1, "by": "worker-1", "usage": {"total_tokens": 42}},
         )
 
-    response = await client.get("/events")
+    items = await single_page(client, "/events")
 
-    assert response.status_code == 200
-    items = response.json()["items"]
     assert [datetime.fromisoformat(item.pop("ts")) for item in items] == [
         minutes_ago(2, NOW),
         minutes_ago(1, NOW),
@@ -194,53 +172,50 @@ async def test_a_page_of_events_has_a_cursor_only_when_more_follow(
 ) -> None:
     _, _, events = await create_log(sessions)
 
-    first = await client.get("/events", params={"limit": 13})
-    last = await client.get("/events", params={"limit": 13, "cursor": first.json()["next_cursor"]})
-    everything = await client.get("/events", params={"limit": 14})
+    first = await get_json(client, "/events", limit=13)
+    last = await get_json(client, "/events", limit=13, cursor=first["next_cursor"])
+    everything = await get_json(client, "/events", limit=14)
 
-    assert first.json()["next_cursor"] is not None
-    assert [event["id"] for event in last.json()["items"]] == [events[-1].id]
-    assert last.json()["next_cursor"] is None
-    assert everything.json()["next_cursor"] is None
+    assert first["next_cursor"] is not None
+    assert [event["id"] for event in last["items"]] == [events[-1].id]
+    assert last["next_cursor"] is None
+    assert everything["next_cursor"] is None
 
 
 async def test_events_of_an_unknown_run_are_404_naming_it(client: httpx.AsyncClient) -> None:
     run_id = uuid.uuid4()
 
-    response = await client.get("/events", params={"run_id": str(run_id)})
+    detail = await error_detail(client, "/events", 404, run_id=str(run_id))
 
-    assert response.status_code == 404
-    assert str(run_id) in response.json()["detail"]
+    assert str(run_id) in detail
 
 
 @pytest.mark.parametrize("after", ["-1", "one", "1.5", str(2**63), str(10**30)])
 async def test_an_after_that_is_not_an_event_id_is_422(
     client: httpx.AsyncClient, after: str
 ) -> None:
-    response = await client.get("/events", params={"after": after})
+    detail = await error_detail(client, "/events", 422, after=after)
 
-    assert response.status_code == 422
-    assert "after" in response.json()["detail"]
+    assert "after" in detail
 
 
 @pytest.mark.parametrize("limit", ["0", "201", "all"])
 async def test_a_bad_event_limit_is_422(client: httpx.AsyncClient, limit: str) -> None:
-    response = await client.get("/events", params={"limit": limit})
+    detail = await error_detail(client, "/events", 422, limit=limit)
 
-    assert response.status_code == 422
-    assert "limit" in response.json()["detail"]
+    assert "limit" in detail
 
 
 @pytest.mark.parametrize(
     "cursor",
     [
         pytest.param("garbage", id="garbage"),
-        pytest.param(events_cursor("events"), id="no-id"),
-        pytest.param(events_cursor("events", "7"), id="string-id"),
-        pytest.param(events_cursor("events", True), id="boolean-id"),
-        pytest.param(events_cursor("events", 2**63), id="id-beyond-bigint"),
+        pytest.param(forge_cursor("events"), id="no-id"),
+        pytest.param(forge_cursor("events", "7"), id="string-id"),
+        pytest.param(forge_cursor("events", True), id="boolean-id"),
+        pytest.param(forge_cursor("events", 2**63), id="id-beyond-bigint"),
         pytest.param(
-            events_cursor("runs", "2024-06-01T12:00:00+00:00", uuid.UUID(int=1).hex),
+            forge_cursor("runs", "2024-06-01T12:00:00+00:00", uuid.UUID(int=1).hex),
             id="a-runs-cursor",
         ),
     ],
@@ -248,14 +223,12 @@ async def test_a_bad_event_limit_is_422(client: httpx.AsyncClient, limit: str) -
 async def test_a_cursor_that_is_not_an_events_cursor_is_400(
     client: httpx.AsyncClient, cursor: str
 ) -> None:
-    response = await client.get("/events", params={"cursor": cursor})
+    detail = await error_detail(client, "/events", 400, cursor=cursor)
 
-    assert response.status_code == 400
-    assert "cursor" in response.json()["detail"]
+    assert "cursor" in detail
 
 
 async def test_a_nul_character_in_type_is_422(client: httpx.AsyncClient) -> None:
-    response = await client.get("/events", params={"type": "run.created\x00"})
+    detail = await error_detail(client, "/events", 422, type="run.created\x00")
 
-    assert response.status_code == 422
-    assert response.json()["detail"].startswith("query type: ")
+    assert detail.startswith("query type: ")

@@ -1,7 +1,5 @@
 """GET /runs/{run_id}/nodes and GET /nodes/{node_id}: plan order, deps, agent, pages."""
 
-import base64
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +10,7 @@ import pytest
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.models import Node, Run
 from apps.orchestrator.states import NodeStatus
+from tests.api.pages import error_detail, every_page, forge_cursor, get_json, single_page
 from tests.factories import add_dependency, create_node, create_run, minutes_ago
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -38,39 +37,15 @@ async def create_plan(sessions: SessionFactory) -> tuple[Run, dict[str, Node]]:
     return run, nodes
 
 
-async def walk_nodes(client: httpx.AsyncClient, run: Run, limit: int) -> list[dict[str, Any]]:
-    """Every node of `run`, following next_cursor from the first page to the last."""
-    seen: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-        response = await client.get(f"/runs/{run.id}/nodes", params=params)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        assert len(page["items"]) <= limit
-        seen += page["items"]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return seen
-
-
 async def test_nodes_are_listed_in_plan_order_by_position(
     client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
     run, _ = await create_plan(sessions)
 
-    response = await client.get(f"/runs/{run.id}/nodes")
+    items = await single_page(client, f"/runs/{run.id}/nodes")
 
-    assert response.status_code == 200
-    assert [node["key"] for node in response.json()["items"]] == [
-        "plan",
-        "write_a",
-        "write_b",
-        "review",
-        "assemble",
-    ]
-    assert [node["position"] for node in response.json()["items"]] == [0, 1, 2, 3, 4]
-    assert response.json()["next_cursor"] is None
+    assert [node["key"] for node in items] == ["plan", "write_a", "write_b", "review", "assemble"]
+    assert [node["position"] for node in items] == [0, 1, 2, 3, 4]
 
 
 async def test_deps_list_the_keys_of_upstream_nodes_in_plan_order(
@@ -78,10 +53,9 @@ async def test_deps_list_the_keys_of_upstream_nodes_in_plan_order(
 ) -> None:
     run, _ = await create_plan(sessions)
 
-    response = await client.get(f"/runs/{run.id}/nodes")
+    items = await single_page(client, f"/runs/{run.id}/nodes")
 
-    assert response.status_code == 200
-    assert {node["key"]: node["deps"] for node in response.json()["items"]} == {
+    assert {node["key"]: node["deps"] for node in items} == {
         "plan": [],
         "write_a": ["plan"],
         "write_b": ["plan"],
@@ -99,10 +73,9 @@ async def test_a_run_lists_only_its_own_nodes(
         other = await create_run(session)
         await create_node(session, other, key="write")
 
-    response = await client.get(f"/runs/{run.id}/nodes")
+    items = await single_page(client, f"/runs/{run.id}/nodes")
 
-    assert response.status_code == 200
-    assert [node["id"] for node in response.json()["items"]] == [str(mine.id)]
+    assert [node["id"] for node in items] == [str(mine.id)]
 
 
 async def test_a_run_without_nodes_has_an_empty_list(
@@ -111,20 +84,17 @@ async def test_a_run_without_nodes_has_an_empty_list(
     async with unit_of_work(sessions) as session:
         run = await create_run(session)
 
-    response = await client.get(f"/runs/{run.id}/nodes")
-
-    assert response.status_code == 200
-    assert response.json() == {"items": [], "next_cursor": None}
+    assert await get_json(client, f"/runs/{run.id}/nodes") == {"items": [], "next_cursor": None}
 
 
 async def test_walking_every_page_yields_every_node_once_with_its_deps(
     client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
     run, _ = await create_plan(sessions)
-    everything = (await client.get(f"/runs/{run.id}/nodes")).json()["items"]
+    everything = await single_page(client, f"/runs/{run.id}/nodes")
 
     for limit in (1, 2, 3, 5):
-        assert await walk_nodes(client, run, limit) == everything
+        assert await every_page(client, f"/runs/{run.id}/nodes", limit) == everything
 
 
 async def test_a_page_of_nodes_has_a_cursor_only_when_more_follow(
@@ -132,15 +102,13 @@ async def test_a_page_of_nodes_has_a_cursor_only_when_more_follow(
 ) -> None:
     run, _ = await create_plan(sessions)
 
-    first = await client.get(f"/runs/{run.id}/nodes", params={"limit": 3})
-    second = await client.get(
-        f"/runs/{run.id}/nodes", params={"limit": 3, "cursor": first.json()["next_cursor"]}
-    )
+    first = await get_json(client, f"/runs/{run.id}/nodes", limit=3)
+    second = await get_json(client, f"/runs/{run.id}/nodes", limit=3, cursor=first["next_cursor"])
 
-    assert [node["key"] for node in first.json()["items"]] == ["plan", "write_a", "write_b"]
-    assert first.json()["next_cursor"] is not None
-    assert [node["key"] for node in second.json()["items"]] == ["review", "assemble"]
-    assert second.json()["next_cursor"] is None
+    assert [node["key"] for node in first["items"]] == ["plan", "write_a", "write_b"]
+    assert first["next_cursor"] is not None
+    assert [node["key"] for node in second["items"]] == ["review", "assemble"]
+    assert second["next_cursor"] is None
 
 
 async def test_a_node_cursor_of_another_run_is_400(
@@ -148,12 +116,11 @@ async def test_a_node_cursor_of_another_run_is_400(
 ) -> None:
     run, _ = await create_plan(sessions)
     other, _ = await create_plan(sessions)
-    cursor = (await client.get(f"/runs/{run.id}/nodes", params={"limit": 1})).json()["next_cursor"]
+    cursor = (await get_json(client, f"/runs/{run.id}/nodes", limit=1))["next_cursor"]
 
-    response = await client.get(f"/runs/{other.id}/nodes", params={"cursor": cursor})
+    detail = await error_detail(client, f"/runs/{other.id}/nodes", 400, cursor=cursor)
 
-    assert response.status_code == 400
-    assert "cursor" in response.json()["detail"]
+    assert "cursor" in detail
 
 
 @pytest.mark.parametrize("position", [-(2**31) - 1, 2**31, 2**63, "1", 1.5, True])
@@ -161,13 +128,11 @@ async def test_a_forged_node_cursor_is_400(
     client: httpx.AsyncClient, sessions: SessionFactory, position: Any
 ) -> None:
     run, _ = await create_plan(sessions)
-    raw = json.dumps([f"nodes:{run.id.hex}", position]).encode()
-    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    cursor = forge_cursor(f"nodes:{run.id.hex}", position)
 
-    response = await client.get(f"/runs/{run.id}/nodes", params={"cursor": cursor})
+    detail = await error_detail(client, f"/runs/{run.id}/nodes", 400, cursor=cursor)
 
-    assert response.status_code == 400
-    assert "cursor" in response.json()["detail"]
+    assert "cursor" in detail
 
 
 @pytest.mark.parametrize("limit", ["0", "201", "two"])
@@ -176,10 +141,9 @@ async def test_a_bad_node_limit_is_422(
 ) -> None:
     run, _ = await create_plan(sessions)
 
-    response = await client.get(f"/runs/{run.id}/nodes", params={"limit": limit})
+    detail = await error_detail(client, f"/runs/{run.id}/nodes", 422, limit=limit)
 
-    assert response.status_code == 422
-    assert "limit" in response.json()["detail"]
+    assert "limit" in detail
 
 
 async def test_a_node_has_every_field_with_its_agent(
@@ -209,10 +173,8 @@ async def test_a_node_has_every_field_with_its_agent(
         )
         await add_dependency(session, node, outline)
 
-    response = await client.get(f"/nodes/{node.id}")
+    body = await get_json(client, f"/nodes/{node.id}")
 
-    assert response.status_code == 200
-    body = response.json()
     timestamps = {
         field: datetime.fromisoformat(body.pop(field))
         for field in ("created_at", "updated_at", "started_at", "finished_at")
@@ -245,37 +207,31 @@ async def test_a_listed_node_is_the_same_as_the_node_itself(
 ) -> None:
     run, nodes = await create_plan(sessions)
 
-    listed = (await client.get(f"/runs/{run.id}/nodes")).json()["items"]
-    review = await client.get(f"/nodes/{nodes['review'].id}")
+    listed = await single_page(client, f"/runs/{run.id}/nodes")
+    review = await get_json(client, f"/nodes/{nodes['review'].id}")
 
-    assert review.status_code == 200
-    assert review.json() == next(node for node in listed if node["key"] == "review")
-    assert review.json()["agent"] == {"provider": "demo", "model": "demo-1"}
-    assert review.json()["started_at"] is None
-    assert review.json()["gate"] is None
+    assert review == next(node for node in listed if node["key"] == "review")
+    assert review["agent"] == {"provider": "demo", "model": "demo-1"}
+    assert review["started_at"] is None
+    assert review["gate"] is None
 
 
 async def test_nodes_of_an_unknown_run_are_404_naming_it(client: httpx.AsyncClient) -> None:
     run_id = uuid.uuid4()
 
-    response = await client.get(f"/runs/{run_id}/nodes")
+    detail = await error_detail(client, f"/runs/{run_id}/nodes", 404)
 
-    assert response.status_code == 404
-    assert str(run_id) in response.json()["detail"]
+    assert str(run_id) in detail
 
 
 async def test_unknown_node_is_404_naming_it(client: httpx.AsyncClient) -> None:
     node_id = uuid.uuid4()
 
-    response = await client.get(f"/nodes/{node_id}")
+    detail = await error_detail(client, f"/nodes/{node_id}", 404)
 
-    assert response.status_code == 404
-    assert str(node_id) in response.json()["detail"]
+    assert str(node_id) in detail
 
 
 @pytest.mark.parametrize("path", ["/nodes/write", "/runs/42/nodes"])
 async def test_malformed_ids_in_node_routes_are_422(client: httpx.AsyncClient, path: str) -> None:
-    response = await client.get(path)
-
-    assert response.status_code == 422
-    assert isinstance(response.json()["detail"], str)
+    await error_detail(client, path, 422)

@@ -1,7 +1,6 @@
 """GET /runs and GET /runs/{run_id}: newest first, filters, keyset pages, counts and usage."""
 
 import base64
-import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -10,57 +9,45 @@ import httpx
 import pytest
 
 from apps.core.database import SessionFactory, unit_of_work
+from apps.orchestrator.models import Run
 from apps.orchestrator.states import NodeStatus, RunStatus
-from tests.factories import create_event, create_node, create_run, minutes_ago
+from tests.api.pages import (
+    error_detail,
+    events_cursor,
+    every_page,
+    forge_cursor,
+    get_json,
+    single_page,
+)
+from tests.factories import create_node, create_run, minutes_ago
 
 NOW = datetime(2024, 6, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-def run_cursor(*parts: Any) -> str:
-    raw = json.dumps(list(parts)).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+async def runs_minutes_ago(sessions: SessionFactory, *minutes: float) -> list[Run]:
+    """One run for each of `minutes`, created that many minutes before NOW, in that order."""
+    async with unit_of_work(sessions) as session:
+        return [await create_run(session, created_at=minutes_ago(m, NOW)) for m in minutes]
 
 
 async def run_ids(client: httpx.AsyncClient, **params: Any) -> list[str]:
-    response = await client.get("/runs", params=params)
-    assert response.status_code == 200, response.text
-    assert response.json()["next_cursor"] is None
-    return [run["id"] for run in response.json()["items"]]
+    return [run["id"] for run in await single_page(client, "/runs", **params)]
 
 
 async def walk_runs(client: httpx.AsyncClient, limit: int, **params: Any) -> list[str]:
-    """Every run id, following next_cursor from the first page to the last."""
-    seen: list[str] = []
-    cursor = None
-    while True:
-        query = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
-        response = await client.get("/runs", params=query)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        assert len(page["items"]) <= limit
-        seen += [run["id"] for run in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return seen
-        assert len(page["items"]) == limit
+    return [run["id"] for run in await every_page(client, "/runs", limit, **params)]
 
 
 async def test_runs_are_listed_newest_first(
     client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
-    async with unit_of_work(sessions) as session:
-        middle = await create_run(session, title="middle", created_at=minutes_ago(2, NOW))
-        newest = await create_run(session, title="newest", created_at=minutes_ago(1, NOW))
-        oldest = await create_run(session, title="oldest", created_at=minutes_ago(3, NOW))
+    middle, newest, oldest = await runs_minutes_ago(sessions, 2, 1, 3)
 
     assert await run_ids(client) == [str(newest.id), str(middle.id), str(oldest.id)]
 
 
 async def test_an_empty_list_has_no_items_and_no_cursor(client: httpx.AsyncClient) -> None:
-    response = await client.get("/runs")
-
-    assert response.status_code == 200
-    assert response.json() == {"items": [], "next_cursor": None}
+    assert await get_json(client, "/runs") == {"items": [], "next_cursor": None}
 
 
 async def test_status_filter_keeps_only_runs_in_that_status(
@@ -77,10 +64,9 @@ async def test_status_filter_keeps_only_runs_in_that_status(
 
 
 async def test_unknown_status_filter_is_422(client: httpx.AsyncClient) -> None:
-    response = await client.get("/runs", params={"status": "exploded"})
+    detail = await error_detail(client, "/runs", 422, status="exploded")
 
-    assert response.status_code == 422
-    assert "status" in response.json()["detail"]
+    assert "status" in detail
 
 
 async def test_q_matches_titles_case_insensitively(
@@ -115,19 +101,13 @@ async def test_q_treats_like_wildcards_literally(
         for minutes, title in enumerate(titles):
             await create_run(session, title=title, created_at=minutes_ago(minutes, NOW))
 
-    response = await client.get("/runs", params={"q": q})
-
-    assert response.status_code == 200
-    assert [run["title"] for run in response.json()["items"]] == expected
+    assert [run["title"] for run in await single_page(client, "/runs", q=q)] == expected
 
 
 async def test_created_after_is_inclusive_and_created_before_exclusive(
     client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
-    async with unit_of_work(sessions) as session:
-        early = await create_run(session, created_at=minutes_ago(3, NOW))
-        boundary = await create_run(session, created_at=minutes_ago(2, NOW))
-        late = await create_run(session, created_at=minutes_ago(1, NOW))
+    early, boundary, late = await runs_minutes_ago(sessions, 3, 2, 1)
     at = minutes_ago(2, NOW).isoformat()
 
     assert await run_ids(client, created_after=at) == [str(late.id), str(boundary.id)]
@@ -139,10 +119,7 @@ async def test_created_after_is_inclusive_and_created_before_exclusive(
 async def test_created_after_with_an_offset_is_the_same_instant(
     client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
-    async with unit_of_work(sessions) as session:
-        early = await create_run(session, created_at=minutes_ago(3, NOW))
-        boundary = await create_run(session, created_at=minutes_ago(2, NOW))
-        late = await create_run(session, created_at=minutes_ago(1, NOW))
+    early, boundary, late = await runs_minutes_ago(sessions, 3, 2, 1)
     in_tokyo = minutes_ago(2, NOW).astimezone(timezone(timedelta(hours=9))).isoformat()
     in_new_york = minutes_ago(2, NOW).astimezone(timezone(timedelta(hours=-4))).isoformat()
 
@@ -154,20 +131,16 @@ async def test_created_after_with_an_offset_is_the_same_instant(
 async def test_a_naive_created_after_is_read_as_utc_without_a_zone_header(
     client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
-    async with unit_of_work(sessions) as session:
-        await create_run(session, created_at=minutes_ago(3, NOW))
-        boundary = await create_run(session, created_at=minutes_ago(2, NOW))
-        late = await create_run(session, created_at=minutes_ago(1, NOW))
+    _, boundary, late = await runs_minutes_ago(sessions, 3, 2, 1)
     naive = minutes_ago(2, NOW).replace(tzinfo=None).isoformat()
 
     assert await run_ids(client, created_after=naive) == [str(late.id), str(boundary.id)]
 
 
 async def test_an_unparseable_created_after_is_422(client: httpx.AsyncClient) -> None:
-    response = await client.get("/runs", params={"created_after": "last tuesday"})
+    detail = await error_detail(client, "/runs", 422, created_after="last tuesday")
 
-    assert response.status_code == 422
-    assert "created_after" in response.json()["detail"]
+    assert "created_after" in detail
 
 
 async def test_walking_every_page_yields_every_run_once_in_order(
@@ -217,44 +190,35 @@ async def test_pages_keep_the_filters_of_the_first_page(
 async def test_the_default_page_is_50_runs(
     client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
-    async with unit_of_work(sessions) as session:
-        for index in range(51):
-            await create_run(session, created_at=minutes_ago(index, NOW))
+    await runs_minutes_ago(sessions, *range(51))
 
-    response = await client.get("/runs")
+    page = await get_json(client, "/runs")
 
-    assert response.status_code == 200
-    assert len(response.json()["items"]) == 50
-    assert response.json()["next_cursor"] is not None
+    assert len(page["items"]) == 50
+    assert page["next_cursor"] is not None
 
 
 @pytest.mark.parametrize("limit", ["0", "201", "-1", "ten", "1.5"])
 async def test_a_limit_outside_1_to_200_or_not_an_integer_is_422(
     client: httpx.AsyncClient, limit: str
 ) -> None:
-    response = await client.get("/runs", params={"limit": limit})
+    detail = await error_detail(client, "/runs", 422, limit=limit)
 
-    assert response.status_code == 422
-    assert isinstance(response.json()["detail"], str)
-    assert "limit" in response.json()["detail"]
+    assert "limit" in detail
 
 
 async def test_limits_of_1_and_200_are_accepted(
     client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
-    async with unit_of_work(sessions) as session:
-        older = await create_run(session, created_at=minutes_ago(2, NOW))
-        newer = await create_run(session, created_at=minutes_ago(1, NOW))
+    older, newer = await runs_minutes_ago(sessions, 2, 1)
 
-    one = await client.get("/runs", params={"limit": 1})
-    all_of_them = await client.get("/runs", params={"limit": 200})
+    one = await get_json(client, "/runs", limit=1)
+    all_of_them = await get_json(client, "/runs", limit=200)
 
-    assert one.status_code == 200
-    assert [run["id"] for run in one.json()["items"]] == [str(newer.id)]
-    assert one.json()["next_cursor"] is not None
-    assert all_of_them.status_code == 200
-    assert [run["id"] for run in all_of_them.json()["items"]] == [str(newer.id), str(older.id)]
-    assert all_of_them.json()["next_cursor"] is None
+    assert [run["id"] for run in one["items"]] == [str(newer.id)]
+    assert one["next_cursor"] is not None
+    assert [run["id"] for run in all_of_them["items"]] == [str(newer.id), str(older.id)]
+    assert all_of_them["next_cursor"] is None
 
 
 RUN_HEX = "0f9c3b1e7a2d4c6b8e1f2a3b4c5d6e7f"
@@ -267,40 +231,33 @@ RUN_HEX = "0f9c3b1e7a2d4c6b8e1f2a3b4c5d6e7f"
         pytest.param("!!!!", id="punctuation"),
         pytest.param(base64.urlsafe_b64encode(b"\xff\xfe\xfd").decode(), id="not-utf8"),
         pytest.param(base64.urlsafe_b64encode(b'{"runs": 1}').decode(), id="an-object"),
-        pytest.param(run_cursor(), id="empty-list"),
-        pytest.param(run_cursor("runs"), id="no-key"),
-        pytest.param(run_cursor("runs", "yesterday", RUN_HEX), id="bad-timestamp"),
-        pytest.param(run_cursor("runs", "2024-06-01T12:00:00", RUN_HEX), id="naive-timestamp"),
-        pytest.param(run_cursor("runs", 1717243200, RUN_HEX), id="numeric-timestamp"),
-        pytest.param(run_cursor("runs", NOW.isoformat(), "not-a-uuid"), id="bad-uuid"),
-        pytest.param(run_cursor("runs", NOW.isoformat(), 5), id="numeric-uuid"),
-        pytest.param(run_cursor("runs", NOW.isoformat(), [RUN_HEX]), id="list-uuid"),
+        pytest.param(forge_cursor(), id="empty-list"),
+        pytest.param(forge_cursor("runs"), id="no-key"),
+        pytest.param(forge_cursor("runs", "yesterday", RUN_HEX), id="bad-timestamp"),
+        pytest.param(forge_cursor("runs", "2024-06-01T12:00:00", RUN_HEX), id="naive-timestamp"),
+        pytest.param(forge_cursor("runs", 1717243200, RUN_HEX), id="numeric-timestamp"),
+        pytest.param(forge_cursor("runs", NOW.isoformat(), "not-a-uuid"), id="bad-uuid"),
+        pytest.param(forge_cursor("runs", NOW.isoformat(), 5), id="numeric-uuid"),
+        pytest.param(forge_cursor("runs", NOW.isoformat(), [RUN_HEX]), id="list-uuid"),
         pytest.param(
-            run_cursor("runs", "0001-01-01T00:00:00+01:00", RUN_HEX), id="timestamp-before-year-1"
+            forge_cursor("runs", "0001-01-01T00:00:00+01:00", RUN_HEX), id="timestamp-before-year-1"
         ),
     ],
 )
 async def test_garbled_cursor_is_400(client: httpx.AsyncClient, cursor: str) -> None:
-    response = await client.get("/runs", params={"cursor": cursor})
+    detail = await error_detail(client, "/runs", 400, cursor=cursor)
 
-    assert response.status_code == 400
-    assert "cursor" in response.json()["detail"]
+    assert "cursor" in detail
 
 
 async def test_a_cursor_of_another_list_is_400(
     client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
-    async with unit_of_work(sessions) as session:
-        run = await create_run(session)
-        await create_event(session, run)
-        await create_event(session, run)
-    events_cursor = (await client.get("/events", params={"limit": 1})).json()["next_cursor"]
-    assert events_cursor is not None
+    _, cursor = await events_cursor(client, sessions)
 
-    response = await client.get("/runs", params={"cursor": events_cursor})
+    detail = await error_detail(client, "/runs", 400, cursor=cursor)
 
-    assert response.status_code == 400
-    assert "cursor" in response.json()["detail"]
+    assert "cursor" in detail
 
 
 async def test_a_run_has_every_field_with_its_usage_from_its_columns(
@@ -325,10 +282,8 @@ async def test_a_run_has_every_field_with_its_usage_from_its_columns(
             cancel_requested_at=None,
         )
 
-    response = await client.get(f"/runs/{run.id}")
+    body = await get_json(client, f"/runs/{run.id}")
 
-    assert response.status_code == 200
-    body = response.json()
     timestamps = {field: body.pop(field) for field in ("created_at", "updated_at")}
     timestamps |= {field: body.pop(field) for field in ("started_at", "finished_at")}
     assert body == {
@@ -374,10 +329,9 @@ async def test_node_counts_list_every_status_with_zeros(
         other = await create_run(session)
         await create_node(session, other, key="elsewhere", status=NodeStatus.FAILED)
 
-    response = await client.get(f"/runs/{run.id}")
+    body = await get_json(client, f"/runs/{run.id}")
 
-    assert response.status_code == 200
-    assert response.json()["node_counts"] == {
+    assert body["node_counts"] == {
         "pending": 2,
         "ready": 0,
         "running": 1,
@@ -400,10 +354,8 @@ async def test_listed_runs_carry_their_own_node_counts_and_usage(
         await create_node(session, busy, key="b", position=1, status=NodeStatus.CANCELLED)
         idle = await create_run(session, created_at=minutes_ago(1, NOW))
 
-    response = await client.get("/runs")
+    items = {run["id"]: run for run in await single_page(client, "/runs")}
 
-    assert response.status_code == 200
-    items = {run["id"]: run for run in response.json()["items"]}
     zeros = {status.value: 0 for status in NodeStatus}
     assert items[str(busy.id)]["node_counts"] == zeros | {"skipped": 1, "cancelled": 1}
     assert items[str(busy.id)]["usage"] == {
@@ -432,10 +384,9 @@ async def test_q_is_case_insensitive_beyond_ascii(
 
 
 async def test_a_nul_character_in_q_is_422(client: httpx.AsyncClient) -> None:
-    response = await client.get("/runs", params={"q": "report\x00"})
+    detail = await error_detail(client, "/runs", 422, q="report\x00")
 
-    assert response.status_code == 422
-    assert response.json()["detail"].startswith("query q: ")
+    assert detail.startswith("query q: ")
 
 
 @pytest.mark.parametrize(
@@ -444,24 +395,20 @@ async def test_a_nul_character_in_q_is_422(client: httpx.AsyncClient) -> None:
 async def test_a_created_after_outside_the_utc_calendar_is_422(
     client: httpx.AsyncClient, created_after: str
 ) -> None:
-    response = await client.get("/runs", params={"created_after": created_after})
+    detail = await error_detail(client, "/runs", 422, created_after=created_after)
 
-    assert response.status_code == 422
-    assert "created_after" in response.json()["detail"]
+    assert "created_after" in detail
 
 
 async def test_unknown_run_is_404_naming_it(client: httpx.AsyncClient) -> None:
     run_id = uuid.uuid4()
 
-    response = await client.get(f"/runs/{run_id}")
+    detail = await error_detail(client, f"/runs/{run_id}", 404)
 
-    assert response.status_code == 404
-    assert str(run_id) in response.json()["detail"]
+    assert str(run_id) in detail
 
 
 async def test_malformed_run_id_is_422_with_a_detail_string(client: httpx.AsyncClient) -> None:
-    response = await client.get("/runs/not-a-uuid")
+    detail = await error_detail(client, "/runs/not-a-uuid", 422)
 
-    assert response.status_code == 422
-    assert isinstance(response.json()["detail"], str)
-    assert "run_id" in response.json()["detail"]
+    assert "run_id" in detail

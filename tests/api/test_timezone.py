@@ -8,6 +8,7 @@ import pytest
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
+from tests.api.pages import error_detail, get_json, single_page
 from tests.factories import create_artifact, create_event, create_node, create_run
 
 PARIS = {"X-Timezone": "Europe/Paris"}
@@ -47,10 +48,9 @@ async def create_everything(sessions: SessionFactory, settings: Settings) -> dic
     }
 
 
-async def get_json(client: httpx.AsyncClient, path: str, headers: dict[str, str]) -> Any:
-    response = await client.get(path, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()
+async def in_paris_and_in_utc(client: httpx.AsyncClient, path: str) -> tuple[Any, Any]:
+    """The body of GET `path` with the Paris zone, and without a zone."""
+    return await get_json(client, path, headers=PARIS), await get_json(client, path)
 
 
 def assert_same_instants(in_zone: dict[str, Any], in_utc: dict[str, Any], fields: Any) -> None:
@@ -73,9 +73,8 @@ async def test_paris_converts_every_run_timestamp(
     made = await create_everything(sessions, settings)
     path = f"/runs/{made['run'].id}"
 
-    in_paris = await get_json(client, path, PARIS)
-    in_utc = await get_json(client, path, {})
-    listed = (await get_json(client, "/runs", PARIS))["items"]
+    in_paris, in_utc = await in_paris_and_in_utc(client, path)
+    listed = await single_page(client, "/runs", headers=PARIS)
 
     assert {field: in_paris[field] for field in RUN_TIMESTAMPS} == {
         "created_at": "2024-01-15T11:00:00+01:00",
@@ -94,9 +93,8 @@ async def test_paris_converts_every_node_timestamp(
     made = await create_everything(sessions, settings)
     path = f"/nodes/{made['node'].id}"
 
-    in_paris = await get_json(client, path, PARIS)
-    in_utc = await get_json(client, path, {})
-    listed = (await get_json(client, f"/runs/{made['run'].id}/nodes", PARIS))["items"]
+    in_paris, in_utc = await in_paris_and_in_utc(client, path)
+    listed = await single_page(client, f"/runs/{made['run'].id}/nodes", headers=PARIS)
 
     assert {field: in_paris[field] for field in NODE_TIMESTAMPS} == {
         "created_at": "2024-01-15T11:00:00+01:00",
@@ -114,10 +112,9 @@ async def test_paris_converts_artifact_timestamps(
     made = await create_everything(sessions, settings)
     path = f"/artifacts/{made['artifact'].id}"
 
-    in_paris = await get_json(client, path, PARIS)
-    in_utc = await get_json(client, path, {})
-    listed = (await get_json(client, "/artifacts", PARIS))["items"]
-    listed_for_run = (await get_json(client, f"/runs/{made['run'].id}/artifacts", PARIS))["items"]
+    in_paris, in_utc = await in_paris_and_in_utc(client, path)
+    listed = await single_page(client, "/artifacts", headers=PARIS)
+    listed_for_run = await single_page(client, f"/runs/{made['run'].id}/artifacts", headers=PARIS)
 
     assert in_paris["created_at"] == "2024-07-01T12:00:00+02:00"
     assert_same_instants(in_paris, in_utc, ("created_at",))
@@ -128,10 +125,10 @@ async def test_paris_converts_event_timestamps(
     client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
 ) -> None:
     made = await create_everything(sessions, settings)
-    path = f"/events?run_id={made['run'].id}"
+    run_id = str(made["run"].id)
 
-    in_paris = (await get_json(client, path, PARIS))["items"]
-    in_utc = (await get_json(client, path, {}))["items"]
+    in_paris = await single_page(client, "/events", headers=PARIS, run_id=run_id)
+    in_utc = await single_page(client, "/events", run_id=run_id)
 
     assert [event["ts"] for event in in_paris] == [
         "2024-01-15T11:00:00+01:00",
@@ -146,7 +143,7 @@ async def test_a_zone_with_a_half_hour_offset(
 ) -> None:
     made = await create_everything(sessions, settings)
 
-    run = await get_json(client, f"/runs/{made['run'].id}", {"X-Timezone": "Asia/Kolkata"})
+    run = await get_json(client, f"/runs/{made['run'].id}", headers={"X-Timezone": "Asia/Kolkata"})
 
     assert run["created_at"] == "2024-01-15T15:30:00+05:30"
 
@@ -156,10 +153,10 @@ async def test_without_the_header_every_timestamp_is_utc(
 ) -> None:
     made = await create_everything(sessions, settings)
 
-    run = await get_json(client, f"/runs/{made['run'].id}", {})
-    node = await get_json(client, f"/nodes/{made['node'].id}", {})
-    artifact = await get_json(client, f"/artifacts/{made['artifact'].id}", {})
-    events = (await get_json(client, "/events", {}))["items"]
+    run = await get_json(client, f"/runs/{made['run'].id}")
+    node = await get_json(client, f"/nodes/{made['node'].id}")
+    artifact = await get_json(client, f"/artifacts/{made['artifact'].id}")
+    events = await single_page(client, "/events")
 
     timestamps = [run[field] for field in RUN_TIMESTAMPS]
     timestamps += [node[field] for field in NODE_TIMESTAMPS]
@@ -175,7 +172,7 @@ async def test_x_timezone_utc_writes_utc(
 ) -> None:
     made = await create_everything(sessions, settings)
 
-    run = await get_json(client, f"/runs/{made['run'].id}", {"X-Timezone": "UTC"})
+    run = await get_json(client, f"/runs/{made['run'].id}", headers={"X-Timezone": "UTC"})
 
     for field in RUN_TIMESTAMPS:
         assert_utc(run[field])
@@ -187,8 +184,8 @@ async def test_the_zone_of_one_request_does_not_leak_into_the_next(
     made = await create_everything(sessions, settings)
     path = f"/runs/{made['run'].id}"
 
-    await get_json(client, path, PARIS)
-    after_paris = await get_json(client, path, {})
+    await get_json(client, path, headers=PARIS)
+    after_paris = await get_json(client, path)
 
     assert_utc(after_paris["created_at"])
 
@@ -208,23 +205,19 @@ async def test_the_zone_of_one_request_does_not_leak_into_the_next(
     ],
 )
 async def test_an_unknown_zone_is_400_naming_it(client: httpx.AsyncClient, zone: str) -> None:
-    response = await client.get("/runs", headers={"X-Timezone": zone})
+    detail = await error_detail(client, "/runs", 400, headers={"X-Timezone": zone})
 
-    assert response.status_code == 400
-    assert zone in response.json()["detail"]
+    assert zone in detail
 
 
 async def test_an_unknown_zone_is_400_on_every_read_route(client: httpx.AsyncClient) -> None:
     for path in ("/runs", "/events", "/artifacts"):
-        response = await client.get(path, headers={"X-Timezone": "Mars/Olympus_Mons"})
-        assert response.status_code == 400
-        assert "Mars/Olympus_Mons" in response.json()["detail"]
+        detail = await error_detail(client, path, 400, headers={"X-Timezone": "Mars/Olympus_Mons"})
+        assert "Mars/Olympus_Mons" in detail
 
 
 async def run_ids(client: httpx.AsyncClient, headers: dict[str, str], **params: Any) -> list[str]:
-    response = await client.get("/runs", params=params, headers=headers)
-    assert response.status_code == 200, response.text
-    return [run["id"] for run in response.json()["items"]]
+    return [run["id"] for run in await single_page(client, "/runs", headers=headers, **params)]
 
 
 async def test_a_naive_created_after_is_read_in_the_request_zone(
