@@ -134,6 +134,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("nodes", schema=None) as batch_op:
         batch_op.create_index(
+            batch_op.f("ix_nodes_run_id_status"), ["run_id", "status"], unique=False
+        )
+        batch_op.create_index(
             batch_op.f("ix_nodes_status_lease_expires_at"),
             ["status", "lease_expires_at"],
             unique=False,
@@ -314,6 +317,7 @@ def downgrade() -> None:
     op.drop_table("artifacts")
     with op.batch_alter_table("nodes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_nodes_status_next_attempt_at"))
+        batch_op.drop_index(batch_op.f("ix_nodes_run_id_status"))
         batch_op.drop_index(batch_op.f("ix_nodes_status_lease_expires_at"))
 
     op.drop_table("nodes")

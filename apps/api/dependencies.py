@@ -17,6 +17,11 @@ async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
 def _settings(request: Request) -> Settings:
     return request.app.state.settings
 
@@ -28,6 +33,8 @@ def _artifact_store(request: Request) -> LocalArtifactStore:
 # scope="function" commits when the handler returns, before the response is sent: a failed commit
 # becomes the response instead of following a 200 the client already has.
 DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
+# Reads commit nothing: the session is only closed, which saves a round trip per request.
+ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
 AppSettings = Annotated[Settings, Depends(_settings)]
 ArtifactStore = Annotated[LocalArtifactStore, Depends(_artifact_store)]
 

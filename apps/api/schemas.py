@@ -3,7 +3,7 @@
 import uuid
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
 from apps.api.timezone import Timestamp
 from apps.orchestrator.states import NodeStatus, RunStatus
@@ -18,6 +18,19 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = Field(
         description="Opaque cursor of the next page; null on the last page."
     )
+
+
+class NodeCounts(BaseModel):
+    """How many of a run's nodes are in each status."""
+
+    pending: int = Field(default=0, description="Waiting for their dependencies.")
+    ready: int = Field(default=0, description="Ready to be claimed by a worker.")
+    running: int = Field(default=0, description="Being run by a worker.")
+    waiting_approval: int = Field(default=0, description="Held at a human gate.")
+    succeeded: int = Field(default=0, description="Done.")
+    failed: int = Field(default=0, description="Failed after their attempts.")
+    cancelled: int = Field(default=0, description="Stopped by a cancel.")
+    skipped: int = Field(default=0, description="Not run because a dependency failed.")
 
 
 class Usage(BaseModel):
@@ -41,28 +54,8 @@ class Run(BaseModel):
     started_at: Timestamp | None = Field(description="When the first node started.")
     finished_at: Timestamp | None = Field(description="When the run reached a final status.")
     cancel_requested_at: Timestamp | None = Field(description="When a cancel was requested.")
-    node_counts: dict[NodeStatus, int] = Field(
-        description="Number of the run's nodes in each status."
-    )
-    usage: Usage = Field(description="Token and cost totals of the run's LLM calls.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_row(cls, row: Any) -> Any:
-        """Nest the row's flat usage columns and list every node status, zeros included."""
-        if isinstance(row, cls):
-            return row
-        counts = row["node_counts"] or {}
-        return {
-            **row,
-            "node_counts": {status: counts.get(status, 0) for status in NodeStatus},
-            "usage": {
-                "prompt_tokens": row["prompt_tokens"],
-                "completion_tokens": row["completion_tokens"],
-                "total_tokens": row["total_tokens"],
-                "cost": row["cost"],
-            },
-        }
+    node_counts: Json[NodeCounts] = Field(description="How many nodes are in each status.")
+    usage: Json[Usage] = Field(description="Token and cost totals of the run's LLM calls.")
 
 
 class Agent(BaseModel):

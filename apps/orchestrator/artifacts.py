@@ -3,9 +3,9 @@
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, tuple_
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apps.core.errors import NotFound
@@ -13,6 +13,7 @@ from apps.orchestrator.artifact_store import LocalArtifactStore
 from apps.orchestrator.models import Artifact
 from apps.orchestrator.pagination import (
     Page,
+    as_dicts,
     decode_cursor,
     encode_cursor,
     paginate,
@@ -41,7 +42,7 @@ class ArtifactContent:
     name: str
 
 
-def _artifact_cursor(row: RowMapping) -> str:
+def _artifact_cursor(row: dict[str, Any]) -> str:
     return encode_cursor("artifacts", row["created_at"].isoformat(), row["id"].hex)
 
 
@@ -52,7 +53,7 @@ async def list_artifacts(
     node_id: uuid.UUID | None,
     limit: int,
     cursor: str | None,
-) -> Page[RowMapping]:
+) -> Page[dict[str, Any]]:
     """Artifacts oldest first, of one run and/or node when given (`NotFound` for an unknown run)."""
     statement = select(*ARTIFACT_COLUMNS)
     if run_id is not None:
@@ -66,17 +67,17 @@ async def list_artifacts(
             tuple_(Artifact.created_at, Artifact.id) > (created_at, artifact_id)
         )
     statement = statement.order_by(Artifact.created_at, Artifact.id).limit(limit + 1)
-    rows = (await session.execute(statement)).mappings().all()
+    rows = as_dicts(await session.execute(statement))
     return paginate(rows, limit, _artifact_cursor)
 
 
-async def get_artifact(session: AsyncSession, artifact_id: uuid.UUID) -> RowMapping:
+async def get_artifact(session: AsyncSession, artifact_id: uuid.UUID) -> dict[str, Any]:
     """One artifact's metadata and sidecar, or `NotFound`."""
     statement = select(*ARTIFACT_COLUMNS).where(Artifact.id == artifact_id)
-    row = (await session.execute(statement)).mappings().first()
-    if row is None:
+    rows = as_dicts(await session.execute(statement))
+    if not rows:
         raise NotFound(f"artifact {artifact_id} not found")
-    return row
+    return rows[0]
 
 
 async def get_artifact_content(

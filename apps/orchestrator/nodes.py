@@ -12,6 +12,7 @@ from apps.orchestrator.models import Node, NodeDependency
 from apps.orchestrator.pagination import (
     MAX_INT32,
     Page,
+    as_dicts,
     decode_cursor,
     encode_cursor,
     int_between,
@@ -43,7 +44,7 @@ NODE_COLUMNS = (
 
 
 async def _with_deps(session: AsyncSession, statement: Select[Any]) -> list[dict[str, Any]]:
-    nodes = [dict(row) for row in (await session.execute(statement)).mappings()]
+    nodes = as_dicts(await session.execute(statement))
     if not nodes:
         return nodes
     upstream = Node.__table__.alias("upstream")

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
+from sqlalchemy import Result
+
 from apps.core.errors import BadRequest
 
 T = TypeVar("T")
@@ -73,6 +75,12 @@ def int_between(low: int, high: int) -> Callable[[object], int]:
         return value
 
     return parse
+
+
+def as_dicts(result: Result[Any]) -> list[dict[str, Any]]:
+    """The rows of `result` as plain dicts, the input the response models validate fastest."""
+    keys = tuple(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def paginate(rows: Sequence[T], limit: int, cursor_of: Callable[[T], str]) -> Page[T]:

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from apps.api.dependencies import NO_NUL, Cursor, DbSession, Limit
+from apps.api.dependencies import NO_NUL, Cursor, Limit, ReadSession
 from apps.api.schemas import Event, Page
 from apps.orchestrator import events
 from apps.orchestrator.pagination import DEFAULT_LIMIT, MAX_INT64
@@ -15,7 +15,7 @@ router = APIRouter(tags=["events"])
 
 @router.get("/events")
 async def list_events(
-    session: DbSession,
+    session: ReadSession,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
     after: Annotated[
         int | None,

@@ -4,7 +4,7 @@ import uuid
 
 from fastapi import APIRouter
 
-from apps.api.dependencies import Cursor, DbSession, Limit
+from apps.api.dependencies import Cursor, Limit, ReadSession
 from apps.api.schemas import Node, Page
 from apps.orchestrator import nodes
 from apps.orchestrator.pagination import DEFAULT_LIMIT
@@ -14,7 +14,7 @@ router = APIRouter(tags=["nodes"])
 
 @router.get("/runs/{run_id}/nodes")
 async def list_run_nodes(
-    session: DbSession, run_id: uuid.UUID, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    session: ReadSession, run_id: uuid.UUID, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[Node]:
     """A run's nodes in plan order, each with the keys of the nodes it depends on."""
     page = await nodes.list_nodes(session, run_id, limit, cursor)
@@ -22,6 +22,6 @@ async def list_run_nodes(
 
 
 @router.get("/nodes/{node_id}")
-async def get_node(session: DbSession, node_id: uuid.UUID) -> Node:
+async def get_node(session: ReadSession, node_id: uuid.UUID) -> Node:
     """One node."""
     return Node.model_validate(await nodes.get_node(session, node_id))

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from apps.api.dependencies import NO_NUL, Cursor, DbSession, Limit
+from apps.api.dependencies import NO_NUL, Cursor, Limit, ReadSession
 from apps.api.schemas import Page, Run
 from apps.api.timezone import as_utc
 from apps.orchestrator import runs
@@ -18,7 +18,7 @@ router = APIRouter(tags=["runs"])
 
 @router.get("/runs")
 async def list_runs(
-    session: DbSession,
+    session: ReadSession,
     status: Annotated[RunStatus | None, Query(description="Only runs in this status.")] = None,
     q: Annotated[
         str | None,
@@ -49,6 +49,6 @@ async def list_runs(
 
 
 @router.get("/runs/{run_id}")
-async def get_run(session: DbSession, run_id: uuid.UUID) -> Run:
+async def get_run(session: ReadSession, run_id: uuid.UUID) -> Run:
     """One run, with its node counts by status and its usage totals."""
     return Run.model_validate(await runs.get_run(session, run_id))

@@ -1,0 +1,844 @@
+"""Load test of the read API: list pages of runs and events, first and deep, against a ceiling.
+
+For each backend it builds a fresh database with `alembic upgrade head`, seeds it (100,000 runs
+with 2-6 nodes each, 1,000,000 events of which every tenth belongs to one "big" run), serves the
+app with one uvicorn worker pinned to CPU 0, and loads each endpoint with `wrk` pinned to CPU 1:
+
+    ceiling       GET /bench/ceiling             50 pre-built runs, no database (ceiling_app.py)
+    runs first    GET /runs?limit=50
+    runs deep     GET /runs?limit=50&cursor=...  the page after row 90,000
+    events first  GET /events?run_id=<big run>&limit=50
+    events deep   the same after the big run's 90,000th event
+
+Each measured run follows a short warm-up; the set is repeated `--repeat` times and medians are
+reported, with the server's peak RSS sampled every 0.2 s, then checked against the targets:
+runs first page >= 25% of the ceiling's req/s, deep p50 / first p50 <= 1.2 for runs and events,
+peak RSS < 120 MB.
+
+Run from the repository root (PostgreSQL from TEST_POSTGRES_URL, else the local server):
+
+    .venv/bin/python bench/read_api.py                    # both backends, the defaults
+    .venv/bin/python bench/read_api.py --backend sqlite --duration 5 --repeat 1 --json
+
+The SQLite file (removed at the end unless --keep), the server logs and the artifacts directory
+live in bench/.work/ (gitignored); the PostgreSQL database is a new `bench_<random>`, dropped at
+the end. Exit status: 0 when every
+target passes, 1 when one fails, 2 when the benchmark itself could not run.
+"""
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any, Protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from alembic import command  # noqa: E402
+from apps.core.settings import Settings  # noqa: E402
+from apps.orchestrator.models import Base  # noqa: E402
+from apps.orchestrator.pagination import encode_cursor  # noqa: E402
+from apps.orchestrator.states import NodeStatus, RunStatus  # noqa: E402
+from bench.ceiling_app import CEILING_PATH, FakeRun, fake_run  # noqa: E402
+
+WORK = ROOT / "bench" / ".work"
+HOST = "127.0.0.1"
+API_KEY = "bench-key"
+DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+PAGE = 50
+DEEP_FRACTION = 0.9  # the deep pages start after 90% of the rows (row 90,000 of 100,000)
+BIG_RUN_SHARE = 10  # every 10th event belongs to the big run
+RUN_BATCH = 5_000
+EVENT_BATCH = 100_000
+SPAN = timedelta(days=365)
+RSS_INTERVAL = 0.2
+START_TIMEOUT = 60.0
+
+RUN_COLUMNS = tuple(c.name for c in Base.metadata.tables["runs"].columns)
+NODE_COLUMNS = tuple(c.name for c in Base.metadata.tables["nodes"].columns)
+EVENT_COLUMNS = ("id", "run_id", "node_id", "type", "ts", "data")
+# A run's own events, in order; node.* and llm.call events name one of its nodes.
+RUN_STORY = ("run.created", "node.started", "llm.call", "node.succeeded", "artifact.written")
+BIG_STORY = ("node.started", "llm.call", "llm.call", "artifact.written", "node.succeeded")
+
+TARGET_CEILING_SHARE = 25.0
+TARGET_DEEP_RATIO = 1.2
+TARGET_RSS_MB = 120.0
+
+
+class BenchError(Exception):
+    """The benchmark could not run; the message says why."""
+
+
+# --- seeding -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """How a backend's bulk loader wants UUIDs, timestamps and JSON documents: as the ORM
+    writes them, so SQLite gets 32-digit hex ids, naive UTC text and JSON text, and asyncpg's
+    COPY gets UUIDs, aware datetimes and JSON text (which json and jsonb columns both take)."""
+
+    uuid: Callable[[uuid.UUID], Any]
+    time: Callable[[datetime], Any]
+    json: Callable[[Any], str]
+
+    def encoders(self) -> dict[type, Callable[[Any], Any]]:
+        """The encoder of each type of value the fake rows hold; other values go as they are."""
+        return {
+            uuid.UUID: self.uuid,
+            datetime: self.time,
+            dict: self.json,
+            list: self.json,
+            RunStatus: str,
+            NodeStatus: str,
+        }
+
+
+def _sqlite_time(value: datetime) -> str:
+    # What UTCDateTime writes on SQLite: naive UTC text, always with microseconds.
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+
+SQLITE_CODEC = Codec(uuid=lambda value: value.hex, time=_sqlite_time, json=json.dumps)
+POSTGRES_CODEC = Codec(uuid=lambda value: value, time=lambda value: value, json=json.dumps)
+
+
+Row = tuple[Any, ...]
+
+
+def row_encoder(codec: Codec, columns: Sequence[str]) -> Callable[[dict[str, Any]], Row]:
+    """A function turning a fake row (column name to value) into the tuple the loader takes."""
+    encoders = codec.encoders()
+
+    def encode(row: dict[str, Any]) -> Row:
+        values = [row[name] for name in columns]
+        return tuple(v if (f := encoders.get(type(v))) is None else f(v) for v in values)
+
+    return encode
+
+
+class Sink(Protocol):
+    async def write(self, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+        """Insert `rows` into `table` in one transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """What the events and the cursors need of a seeded run."""
+
+    id: uuid.UUID
+    created_at: datetime
+    node_ids: tuple[uuid.UUID, ...]
+    node_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """The seeded database's landmarks the endpoints and the checks are built from."""
+
+    runs: int
+    events: int
+    big_run_id: uuid.UUID
+    runs_cursor: str
+    first_run_after_cursor: uuid.UUID
+    events_cursor: str
+    event_after_cursor: int
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def run_status(rng: random.Random, age_rank: int) -> RunStatus:
+    """Recent runs are still in flight; older ones mostly succeeded."""
+    if age_rank < 20:
+        return rng.choice((RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING))
+    statuses = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.RUNNING)
+    return rng.choices(statuses, weights=(82, 11, 6, 1))[0]
+
+
+def make_run(rng: random.Random, index: int, runs: int, start: datetime) -> FakeRun:
+    """The run `index` in creation order; run 0, the oldest, is the big long-running one."""
+    step_us = int(SPAN / timedelta(microseconds=1)) // runs
+    created_at = start + timedelta(microseconds=index * step_us + rng.randrange(step_us))
+    if index == 0:
+        title = "Continuous monitoring of competitor pricing pages"
+        return fake_run(rng, created_at, RunStatus.RUNNING, 6, title=title)
+    return fake_run(rng, created_at, run_status(rng, runs - 1 - index), rng.randint(2, 6))
+
+
+async def seed_runs(
+    sink: Sink, codec: Codec, rng: random.Random, runs: int, start: datetime
+) -> list[RunRef]:
+    """Insert `runs` runs with their nodes, oldest first, in batches; return their refs."""
+    refs: list[RunRef] = []
+    encode_run, encode_node = row_encoder(codec, RUN_COLUMNS), row_encoder(codec, NODE_COLUMNS)
+    for batch in chunks(range(runs), RUN_BATCH):
+        fakes = [make_run(rng, index, runs, start) for index in batch]
+        await sink.write("runs", RUN_COLUMNS, [encode_run(f.run) for f in fakes])
+        nodes = [encode_node(node) for f in fakes for node in f.nodes]
+        await sink.write("nodes", NODE_COLUMNS, nodes)
+        refs.extend(
+            RunRef(
+                id=f.run["id"],
+                created_at=f.run["created_at"],
+                node_ids=tuple(n["id"] for n in f.nodes),
+                node_keys=tuple(n["key"] for n in f.nodes),
+            )
+            for f in fakes
+        )
+    return refs
+
+
+def event_data(rng: random.Random, kind: str, node_key: str | None) -> dict[str, Any]:
+    if kind == "run.created":
+        return {"created_by": "admin", "source": "api"}
+    if kind == "llm.call":
+        prompt, completion = rng.randint(400, 3000), rng.randint(150, 1200)
+        return {
+            "node": node_key,
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "latency_ms": rng.randint(300, 9000),
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion},
+            "cost": round(prompt * 0.15e-6 + completion * 0.6e-6, 6),
+        }
+    if kind == "artifact.written":
+        return {"node": node_key, "name": f"{node_key}.md", "size": rng.randint(800, 40_000)}
+    return {"node": node_key, "attempt": 1}
+
+
+class EventMaker:
+    """Builds event rows; each (type, node) draws its data from 64 documents encoded once, which
+    keeps a million events quick to make while their sizes and shapes stay realistic."""
+
+    variants = 64
+
+    def __init__(self, rng: random.Random, codec: Codec) -> None:
+        self.rng, self.codec = rng, codec
+        self.documents: dict[tuple[str, str | None], list[str]] = {}
+
+    def data(self, kind: str, node_key: str | None) -> str:
+        pool = self.documents.get((kind, node_key))
+        if pool is None:
+            made = (event_data(self.rng, kind, node_key) for _ in range(self.variants))
+            pool = self.documents[kind, node_key] = [self.codec.json(doc) for doc in made]
+        return pool[int(self.rng.random() * self.variants)]
+
+    def row(self, event_id: int, run: RunRef, step: int, ts: datetime) -> Row:
+        story = BIG_STORY if event_id % BIG_RUN_SHARE == 0 else RUN_STORY
+        kind = story[step % len(story)]
+        node = step % len(run.node_ids) if run.node_ids and kind != "run.created" else None
+        node_id = None if node is None else self.codec.uuid(run.node_ids[node])
+        node_key = None if node is None else run.node_keys[node]
+        data = self.data(kind, node_key)
+        return (event_id, self.codec.uuid(run.id), node_id, kind, self.codec.time(ts), data)
+
+
+def other_run_steps(runs: int, count: int) -> Iterator[tuple[int, int]]:
+    """(run index, the event's place in that run) for `count` events spread evenly over runs
+    1..runs-1, oldest first."""
+    previous, step = -1, 0
+    for index in range(count):
+        run_index = 1 + index * (runs - 1) // count
+        step = step + 1 if run_index == previous else 0
+        previous = run_index
+        yield run_index, step
+
+
+def event_rows(
+    rng: random.Random, codec: Codec, refs: list[RunRef], total: int, start: datetime
+) -> Iterator[Row]:
+    """Events 1..total in id order: every 10th is the big run's (refs[0]), the others walk the
+    remaining runs oldest first, about 9 to a run for the defaults."""
+    maker, tick = EventMaker(rng, codec), SPAN / total
+    others = other_run_steps(len(refs), total - total // BIG_RUN_SHARE)
+    for event_id in range(1, total + 1):
+        if event_id % BIG_RUN_SHARE == 0:
+            step = event_id // BIG_RUN_SHARE - 1
+            yield maker.row(event_id, refs[0], step, start + tick * event_id)
+        else:
+            run_index, step = next(others)
+            run = refs[run_index]
+            yield maker.row(event_id, run, step, run.created_at + timedelta(seconds=5 * step + 5))
+
+
+def dataset_of(refs: list[RunRef], events: int) -> Dataset:
+    """The deep cursors: after row 90% of the newest-first runs, after 90% of the big run."""
+    newest_first = sorted(refs, key=lambda r: (r.created_at, r.id), reverse=True)
+    deep = round(len(refs) * DEEP_FRACTION)
+    last = newest_first[deep - 1]
+    big_event_ids = range(BIG_RUN_SHARE, events + 1, BIG_RUN_SHARE)
+    after = big_event_ids[round(len(big_event_ids) * DEEP_FRACTION) - 1]
+    return Dataset(
+        runs=len(refs),
+        events=events,
+        big_run_id=refs[0].id,
+        runs_cursor=encode_cursor("runs", last.created_at.isoformat(), last.id.hex),
+        first_run_after_cursor=newest_first[deep].id,
+        events_cursor=encode_cursor("events", after),
+        event_after_cursor=after,
+    )
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No garbage collection while millions of acyclic rows are made: saves about a sixth."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def seed(sink: Sink, codec: Codec, args: argparse.Namespace) -> Dataset:
+    rng = random.Random(args.seed)
+    start = datetime.now(UTC).replace(microsecond=0) - SPAN
+    with gc_paused():
+        refs = await seed_runs(sink, codec, rng, args.runs, start)
+        for rows in chunks(event_rows(rng, codec, refs, args.events, start), EVENT_BATCH):
+            await sink.write("events", EVENT_COLUMNS, rows)
+    return dataset_of(refs, args.events)
+
+
+class SQLiteSink:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    async def write(self, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+        names = ", ".join(f'"{name}"' for name in columns)
+        marks = ", ".join("?" * len(columns))
+        with self.connection:
+            self.connection.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
+
+
+class PostgresSink:
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self.connection = connection
+
+    async def write(self, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+        await self.connection.copy_records_to_table(table, records=rows, columns=list(columns))
+
+
+@contextmanager
+def sqlite_sink(path: Path) -> Iterator[SQLiteSink]:
+    """A bulk-load connection; the file is left in WAL mode, checkpointed, as the app runs it."""
+    connection = sqlite3.connect(path, isolation_level="DEFERRED")
+    try:
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-524288"):
+            connection.execute(f"PRAGMA {pragma}")
+        yield SQLiteSink(connection)
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
+
+
+@asynccontextmanager
+async def postgres_sink(url: str) -> AsyncIterator[PostgresSink]:
+    """A bulk-load connection; afterwards the event id sequence continues after the seeded ids
+    and the tables are vacuumed and analyzed, as autovacuum would have done by then."""
+    connection = await asyncpg.connect(plain_dsn(url))
+    try:
+        yield PostgresSink(connection)
+        await connection.execute(
+            "SELECT setval(pg_get_serial_sequence('events', 'id'), "
+            "(SELECT coalesce(max(id), 1) FROM events))"
+        )
+        await connection.execute("VACUUM ANALYZE runs, nodes, events")
+    finally:
+        await connection.close()
+
+
+def seed_sqlite(path: Path, args: argparse.Namespace) -> Dataset:
+    with sqlite_sink(path) as sink:
+        return asyncio.run(seed(sink, SQLITE_CODEC, args))
+
+
+async def seed_postgres(url: str, args: argparse.Namespace) -> Dataset:
+    async with postgres_sink(url) as sink:
+        return await seed(sink, POSTGRES_CODEC, args)
+
+
+# --- databases -----------------------------------------------------------------------------------
+
+
+def plain_dsn(url: str) -> str:
+    """`url` as asyncpg wants it: no SQLAlchemy driver suffix."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def postgres_admin(server_url: str, statement: str) -> None:
+    connection = await asyncpg.connect(plain_dsn(server_url))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def remove_sqlite_files() -> None:
+    for path in WORK.glob("read_api.db*"):
+        path.unlink()
+
+
+@contextmanager
+def sqlite_database(keep: bool) -> Iterator[str]:
+    """A new SQLite file in bench/.work/, removed afterwards unless `keep`."""
+    remove_sqlite_files()
+    try:
+        yield f"sqlite+aiosqlite:///{WORK / 'read_api.db'}"
+    finally:
+        if not keep:
+            remove_sqlite_files()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new `bench_<random>` database on TEST_POSTGRES_URL's server, dropped afterwards."""
+    server = os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(postgres_admin(server, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(postgres_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def migrate(url: str) -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    command.upgrade(config, "head")
+
+
+def build_database(backend: str, url: str, args: argparse.Namespace) -> Dataset:
+    migrate(url)
+    if backend == "sqlite":
+        return seed_sqlite(Path(make_url(url).database or ""), args)
+    return asyncio.run(seed_postgres(url, args))
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    pid: int
+    base_url: str
+
+
+def pinned(cpu: int) -> list[str]:
+    """A `taskset` prefix running a command on `cpu`, when taskset and that CPU exist."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) > cpu:
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def server_env(url: str, args: argparse.Namespace) -> dict[str, str]:
+    """The environment minus any of the service's own settings, plus the benchmark's."""
+    names = {name.upper() for name in Settings.model_fields}
+    env = {key: value for key, value in os.environ.items() if key.upper() not in names}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        DATABASE_URL=url,
+        API_KEY=API_KEY,
+        ARTIFACTS_DIR=str(WORK / "artifacts"),
+        LOG_LEVEL="warning",
+    )
+    if args.pool_size:
+        env["DB_POOL_SIZE"] = str(args.pool_size)
+    return env
+
+
+def server_command(port: int) -> list[str]:
+    return [
+        *pinned(0), sys.executable, "-m", "uvicorn", "bench.ceiling_app:create_bench_app",
+        "--factory", "--host", HOST, "--port", str(port), "--loop", "uvloop",
+        "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"X-API-Key": API_KEY})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def wait_ready(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(
+                f"the server exited ({process.returncode}):\n{log.read_text()[-3000:]}"
+            )
+        try:
+            if get(f"{base_url}/health", timeout=1.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"the server did not answer /health within {START_TIMEOUT:g}s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@contextmanager
+def serve(backend: str, url: str, args: argparse.Namespace) -> Iterator[Server]:
+    """One uvicorn worker on CPU 0 serving the bench app on `url`; its output goes to a log."""
+    port = free_port()
+    log = WORK / f"server-{backend}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            server_command(port), cwd=WORK, env=server_env(url, args), stdout=output, stderr=output
+        )
+        try:
+            wait_ready(process, f"http://{HOST}:{port}", log)
+            yield Server(pid=process.pid, base_url=f"http://{HOST}:{port}")
+        finally:
+            stop(process)
+
+
+# --- endpoints and their checks ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str
+    path: str
+
+
+def endpoints(data: Dataset) -> list[Endpoint]:
+    events = f"/events?run_id={data.big_run_id}&limit={PAGE}"
+    return [
+        Endpoint("ceiling", CEILING_PATH),
+        Endpoint("runs first page", f"/runs?limit={PAGE}"),
+        Endpoint("runs deep page", f"/runs?limit={PAGE}&cursor={data.runs_cursor}"),
+        Endpoint("events first page", events),
+        Endpoint("events deep page", f"{events}&cursor={data.events_cursor}"),
+    ]
+
+
+def fetch_page(server: Server, endpoint: Endpoint) -> list[dict[str, Any]]:
+    status, body = get(server.base_url + endpoint.path)
+    if status != 200:
+        raise BenchError(f"{endpoint.name}: {endpoint.path} answered {status}: {body[:300]!r}")
+    items = json.loads(body)["items"]
+    if len(items) != PAGE:
+        raise BenchError(f"{endpoint.name}: expected {PAGE} items, got {len(items)}")
+    return items
+
+
+def verify(server: Server, data: Dataset) -> None:
+    """One call per endpoint: a 200 with a full page, and the pages the cursors promise."""
+    pages = {endpoint.name: fetch_page(server, endpoint) for endpoint in endpoints(data)}
+    if not any(sum(item["node_counts"].values()) for item in pages["runs first page"]):
+        raise BenchError("runs first page: every run has zero nodes")
+    if pages["runs deep page"][0]["id"] != str(data.first_run_after_cursor):
+        raise BenchError("runs deep page: does not start after the cursor's run")
+    deep_events = pages["events deep page"]
+    if deep_events[0]["id"] <= data.event_after_cursor:
+        raise BenchError("events deep page: does not start after the cursor's event")
+    if {item["run_id"] for item in deep_events} != {str(data.big_run_id)}:
+        raise BenchError("events deep page: holds events of another run")
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One wrk run."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    peak_rss_mb: float
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def parse_latency(output: str, percentile: int) -> float:
+    match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
+    if match is None:
+        raise BenchError(f"no {percentile}% latency in wrk's output:\n{output}")
+    return float(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def parse_errors(output: str) -> int:
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sockets = re.search(r"Socket errors:.*?timeout (\d+)", output)
+    return sum(int(match.group(1)) for match in (non_2xx, sockets) if match)
+
+
+def wrk(url: str, seconds: int, connections: int) -> str:
+    command_line = [
+        *pinned(1), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+        "-H", f"X-API-Key: {API_KEY}", url,
+    ]  # fmt: skip
+    done = subprocess.run(
+        command_line, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def read_status_kb(pid: int, key: str) -> int:
+    """A `/proc/<pid>/status` figure in kB (VmRSS, VmHWM), 0 when the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+@contextmanager
+def rss_sampler(pid: int) -> Iterator[list[int]]:
+    """Sample the process's VmRSS every 0.2 s while the block runs; the list gets the peak."""
+    peak = [read_status_kb(pid, "VmRSS")]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(RSS_INTERVAL):
+            peak[0] = max(peak[0], read_status_kb(pid, "VmRSS"))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
+
+
+def load(server: Server, endpoint: Endpoint, args: argparse.Namespace) -> Sample:
+    url = server.base_url + endpoint.path
+    wrk(url, args.warmup, args.connections)
+    with rss_sampler(server.pid) as peak:
+        output = wrk(url, args.duration, args.connections)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if rps is None:
+        raise BenchError(f"no Requests/sec in wrk's output:\n{output}")
+    return Sample(
+        rps=float(rps.group(1)),
+        p50_ms=parse_latency(output, 50),
+        p99_ms=parse_latency(output, 99),
+        errors=parse_errors(output),
+        peak_rss_mb=peak[0] / 1024,
+    )
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """An endpoint's medians over the repeats (errors and RSS: the worst)."""
+
+    endpoint: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    peak_rss_mb: float
+    samples: list[Sample] = field(repr=False)
+
+
+def summarize(endpoint: str, samples: list[Sample]) -> Result:
+    return Result(
+        endpoint=endpoint,
+        rps=statistics.median(s.rps for s in samples),
+        p50_ms=statistics.median(s.p50_ms for s in samples),
+        p99_ms=statistics.median(s.p99_ms for s in samples),
+        errors=max(s.errors for s in samples),
+        peak_rss_mb=max(s.peak_rss_mb for s in samples),
+        samples=samples,
+    )
+
+
+def measure(server: Server, targets: list[Endpoint], args: argparse.Namespace) -> list[Result]:
+    samples: dict[str, list[Sample]] = {endpoint.name: [] for endpoint in targets}
+    for repeat in range(1, args.repeat + 1):
+        for endpoint in targets:
+            sample = load(server, endpoint, args)
+            samples[endpoint.name].append(sample)
+            print(
+                f"  [{repeat}/{args.repeat}] {endpoint.name:<18} {sample.rps:8.1f} req/s  "
+                f"p50 {sample.p50_ms:7.2f} ms  p99 {sample.p99_ms:7.2f} ms",
+                flush=True,
+            )
+    return [summarize(name, runs) for name, runs in samples.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    label: str
+    value: float
+    limit: float
+    unit: str
+    at_least: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.limit if self.at_least else self.value <= self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    backend: str
+    runs: int
+    events: int
+    seed_seconds: float
+    results: list[Result]
+    peak_rss_mb: float
+    vm_hwm_mb: float
+
+    def result(self, endpoint: str) -> Result:
+        return next(r for r in self.results if r.endpoint == endpoint)
+
+    def targets(self) -> list[Target]:
+        ceiling, first = self.result("ceiling"), self.result("runs first page")
+        share = 100 * first.rps / ceiling.rps
+        runs_ratio = self.result("runs deep page").p50_ms / first.p50_ms
+        events = self.result("events deep page").p50_ms / self.result("events first page").p50_ms
+        return [
+            Target("runs first page req/s / ceiling", share, TARGET_CEILING_SHARE, "%", True),
+            Target("runs deep p50 / first p50", runs_ratio, TARGET_DEEP_RATIO, "x", False),
+            Target("events deep p50 / first p50", events, TARGET_DEEP_RATIO, "x", False),
+            Target("peak RSS (sampled VmRSS)", self.peak_rss_mb, TARGET_RSS_MB, "MB", False),
+        ]
+
+
+def bench_backend(backend: str, args: argparse.Namespace) -> Report:
+    database = sqlite_database(args.keep) if backend == "sqlite" else postgres_database()
+    with database as url:
+        print(f"== {backend}: migrating and seeding {args.runs:,} runs, {args.events:,} events")
+        started = time.perf_counter()
+        data = build_database(backend, url, args)
+        seed_seconds = time.perf_counter() - started
+        print(f"   seeded in {seed_seconds:.1f} s; serving and loading", flush=True)
+        with serve(backend, url, args) as server:
+            verify(server, data)
+            results = measure(server, endpoints(data), args)
+            hwm = read_status_kb(server.pid, "VmHWM") / 1024
+    peak = max(result.peak_rss_mb for result in results)
+    return Report(backend, args.runs, args.events, seed_seconds, results, peak, hwm)
+
+
+def print_report(report: Report, args: argparse.Namespace) -> None:
+    print(
+        f"\n{report.backend}: {report.runs:,} runs, {report.events:,} events, seeded in "
+        f"{report.seed_seconds:.1f} s; wrk -c{args.connections} -d{args.duration}s, "
+        f"median of {args.repeat}"
+    )
+    print(f"{'endpoint':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'RSS MB':>9}{'errors':>8}")
+    for r in report.results:
+        print(
+            f"{r.endpoint:<20}{r.rps:>10.1f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
+            f"{r.peak_rss_mb:>9.1f}{r.errors:>8}"
+        )
+    for target in report.targets():
+        sign = ">=" if target.at_least else ("<" if target.unit == "MB" else "<=")
+        verdict = "PASS" if target.passed else "FAIL"
+        print(
+            f"  {target.label:<34}{target.value:>8.2f} {target.unit:<3}"
+            f"(target {sign} {target.limit:g}{target.unit})  {verdict}"
+        )
+    print(f"  {'server VmHWM':<34}{report.vm_hwm_mb:>8.2f} MB")
+
+
+def report_json(reports: list[Report]) -> str:
+    documents = [
+        {**asdict(report), "targets": [{**asdict(t), "passed": t.passed} for t in report.targets()]}
+        for report in reports
+    ]
+    return json.dumps(documents, indent=2)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each measured run")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--repeat", type=int, default=3, help="times the whole set is run")
+    parser.add_argument("--runs", type=int, default=100_000, help="runs to seed")
+    parser.add_argument("--events", type=int, default=1_000_000, help="events to seed")
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the data")
+    parser.add_argument("--pool-size", type=int, default=0, help="DB_POOL_SIZE (0: the default)")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep bench/.work/read_api.db")
+    args = parser.parse_args(argv)
+    if args.runs < 1_000 or args.events < 10_000:
+        parser.error("--runs >= 1,000 and --events >= 10,000: the deep pages must be full")
+    if not 1 <= args.duration <= 600 or not 1 <= args.repeat <= 20 or not 0 < args.warmup <= 60:
+        parser.error("--duration 1-600, --repeat 1-20, --warmup 1-60")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed (apt-get install -y wrk)")
+    WORK.mkdir(parents=True, exist_ok=True)
+    backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
+    reports = [bench_backend(backend, args) for backend in backends]
+    for report in reports:
+        print_report(report, args)
+    if args.json:
+        print(report_json(reports))
+    return 0 if all(t.passed for r in reports for t in r.targets()) else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
