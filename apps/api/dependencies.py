@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from apps.core.database import unit_of_work
 from apps.core.settings import Settings
@@ -17,9 +17,9 @@ async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessions() as session:
-        yield session
+async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    async with request.app.state.engine.connect() as connection:
+        yield connection
 
 
 def _settings(request: Request) -> Settings:
@@ -33,15 +33,16 @@ def _artifact_store(request: Request) -> LocalArtifactStore:
 # scope="function" commits when the handler returns, before the response is sent: a failed commit
 # becomes the response instead of following a 200 the client already has.
 DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
-# Reads commit nothing: the session is only closed, which saves a round trip per request.
-ReadSession = Annotated[AsyncSession, Depends(_read_session, scope="function")]
+# Reads need no ORM session and commit nothing: a bare connection, closed when the handler returns,
+# saves the session's bookkeeping and a round trip on every list page.
+ReadConnection = Annotated[AsyncConnection, Depends(_read_connection, scope="function")]
 AppSettings = Annotated[Settings, Depends(_settings)]
 ArtifactStore = Annotated[LocalArtifactStore, Depends(_artifact_store)]
 
 # Text stored in the database never holds NUL, and PostgreSQL refuses it in a parameter.
 NO_NUL = r"^[^\x00]*$"
 
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}.")]
-Cursor = Annotated[
-    str | None, Query(description="`next_cursor` of the previous page.", max_length=512)
-]
+LIMIT_HELP = f"Items per page, 1 to {MAX_LIMIT}."
+CURSOR_HELP = "`next_cursor` of the previous page."
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=LIMIT_HELP)]
+Cursor = Annotated[str | None, Query(description=CURSOR_HELP, max_length=512)]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, tuple_
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
 from apps.orchestrator.artifact_store import LocalArtifactStore
@@ -47,7 +47,7 @@ def _artifact_cursor(row: dict[str, Any]) -> str:
 
 
 async def list_artifacts(
-    session: AsyncSession,
+    connection: AsyncConnection,
     *,
     run_id: uuid.UUID | None,
     node_id: uuid.UUID | None,
@@ -57,7 +57,7 @@ async def list_artifacts(
     """Artifacts oldest first, of one run and/or node when given (`NotFound` for an unknown run)."""
     statement = select(*ARTIFACT_COLUMNS)
     if run_id is not None:
-        await require_run(session, run_id)
+        await require_run(connection, run_id)
         statement = statement.where(Artifact.run_id == run_id)
     if node_id is not None:
         statement = statement.where(Artifact.node_id == node_id)
@@ -67,27 +67,27 @@ async def list_artifacts(
             tuple_(Artifact.created_at, Artifact.id) > (created_at, artifact_id)
         )
     statement = statement.order_by(Artifact.created_at, Artifact.id).limit(limit + 1)
-    rows = as_dicts(await session.execute(statement))
+    rows = as_dicts(await connection.execute(statement))
     return paginate(rows, limit, _artifact_cursor)
 
 
-async def get_artifact(session: AsyncSession, artifact_id: uuid.UUID) -> dict[str, Any]:
+async def get_artifact(connection: AsyncConnection, artifact_id: uuid.UUID) -> dict[str, Any]:
     """One artifact's metadata and sidecar, or `NotFound`."""
     statement = select(*ARTIFACT_COLUMNS).where(Artifact.id == artifact_id)
-    rows = as_dicts(await session.execute(statement))
+    rows = as_dicts(await connection.execute(statement))
     if not rows:
         raise NotFound(f"artifact {artifact_id} not found")
     return rows[0]
 
 
 async def get_artifact_content(
-    session: AsyncSession, store: LocalArtifactStore, artifact_id: uuid.UUID
+    connection: AsyncConnection, store: LocalArtifactStore, artifact_id: uuid.UUID
 ) -> ArtifactContent:
     """The file of an artifact, or `NotFound` if the artifact or its file is not there."""
     statement = select(Artifact.storage_key, Artifact.media_type, Artifact.name).where(
         Artifact.id == artifact_id
     )
-    row = (await session.execute(statement)).first()
+    row = (await connection.execute(statement)).first()
     if row is None:
         raise NotFound(f"artifact {artifact_id} not found")
     return ArtifactContent(

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.orchestrator.models import Event
 from apps.orchestrator.pagination import (
@@ -29,7 +29,7 @@ def _event_cursor(row: dict[str, Any]) -> str:
 
 
 async def list_events(
-    session: AsyncSession,
+    connection: AsyncConnection,
     *,
     run_id: uuid.UUID | None,
     types: Sequence[str],
@@ -47,8 +47,8 @@ async def list_events(
     if floor:
         statement = statement.where(Event.id > floor)
     statement = statement.order_by(Event.id).limit(limit + 1)
-    rows = as_dicts(await session.execute(statement))
+    rows = as_dicts(await connection.execute(statement))
     if not rows and run_id is not None:
         # Only an empty page can hide an unknown run: polling a live run costs one query.
-        await require_run(session, run_id)
+        await require_run(connection, run_id)
     return paginate(rows, limit, _event_cursor)

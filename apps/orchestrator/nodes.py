@@ -5,7 +5,7 @@ from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import Select, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
 from apps.orchestrator.models import Node, NodeDependency
@@ -43,12 +43,12 @@ NODE_COLUMNS = (
 )
 
 
-async def _with_deps(session: AsyncSession, statement: Select[Any]) -> list[dict[str, Any]]:
-    nodes = as_dicts(await session.execute(statement))
+async def _with_deps(connection: AsyncConnection, statement: Select[Any]) -> list[dict[str, Any]]:
+    nodes = as_dicts(await connection.execute(statement))
     if not nodes:
         return nodes
     upstream = Node.__table__.alias("upstream")
-    edges = await session.execute(
+    edges = await connection.execute(
         select(NodeDependency.node_id, upstream.c.key)
         .join(upstream, upstream.c.id == NodeDependency.depends_on_id)
         .where(NodeDependency.node_id.in_([node["id"] for node in nodes]))
@@ -63,24 +63,24 @@ async def _with_deps(session: AsyncSession, statement: Select[Any]) -> list[dict
 
 
 async def list_nodes(
-    session: AsyncSession, run_id: uuid.UUID, limit: int, cursor: str | None
+    connection: AsyncConnection, run_id: uuid.UUID, limit: int, cursor: str | None
 ) -> Page[dict[str, Any]]:
     """A run's nodes in plan order, or `NotFound` for an unknown run."""
-    await require_run(session, run_id)
+    await require_run(connection, run_id)
     statement = select(*NODE_COLUMNS).where(Node.run_id == run_id)
     if cursor is not None:
         (position,) = decode_cursor(cursor, f"nodes:{run_id.hex}", _position)
         statement = statement.where(Node.position > position)
     statement = statement.order_by(Node.position).limit(limit + 1)
-    nodes = await _with_deps(session, statement)
+    nodes = await _with_deps(connection, statement)
     return paginate(
         nodes, limit, lambda node: encode_cursor(f"nodes:{run_id.hex}", node["position"])
     )
 
 
-async def get_node(session: AsyncSession, node_id: uuid.UUID) -> dict[str, Any]:
+async def get_node(connection: AsyncConnection, node_id: uuid.UUID) -> dict[str, Any]:
     """One node with its dependencies' keys, or `NotFound`."""
-    nodes = await _with_deps(session, select(*NODE_COLUMNS).where(Node.id == node_id))
+    nodes = await _with_deps(connection, select(*NODE_COLUMNS).where(Node.id == node_id))
     if not nodes:
         raise NotFound(f"node {node_id} not found")
     return nodes[0]

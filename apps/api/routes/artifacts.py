@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
-from apps.api.dependencies import ArtifactStore, Cursor, Limit, ReadSession
+from apps.api.dependencies import ArtifactStore, Cursor, Limit, ReadConnection
 from apps.api.schemas import Artifact, Page
 from apps.orchestrator import artifacts
 from apps.orchestrator.pagination import DEFAULT_LIMIT
@@ -16,7 +16,7 @@ router = APIRouter(tags=["artifacts"])
 
 @router.get("/artifacts")
 async def list_artifacts(
-    session: ReadSession,
+    connection: ReadConnection,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's artifacts.")] = None,
     node_id: Annotated[uuid.UUID | None, Query(description="Only this node's artifacts.")] = None,
     limit: Limit = DEFAULT_LIMIT,
@@ -24,23 +24,26 @@ async def list_artifacts(
 ) -> Page[Artifact]:
     """Artifacts in the order they were written."""
     page = await artifacts.list_artifacts(
-        session, run_id=run_id, node_id=node_id, limit=limit, cursor=cursor
+        connection, run_id=run_id, node_id=node_id, limit=limit, cursor=cursor
     )
     return Page[Artifact].model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
 @router.get("/runs/{run_id}/artifacts")
 async def list_run_artifacts(
-    session: ReadSession, run_id: uuid.UUID, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    connection: ReadConnection,
+    run_id: uuid.UUID,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> Page[Artifact]:
     """A run's artifacts in the order they were written."""
-    return await list_artifacts(session, run_id=run_id, limit=limit, cursor=cursor)
+    return await list_artifacts(connection, run_id=run_id, limit=limit, cursor=cursor)
 
 
 @router.get("/artifacts/{artifact_id}")
-async def get_artifact(session: ReadSession, artifact_id: uuid.UUID) -> Artifact:
+async def get_artifact(connection: ReadConnection, artifact_id: uuid.UUID) -> Artifact:
     """One artifact's metadata and sidecar."""
-    return Artifact.model_validate(await artifacts.get_artifact(session, artifact_id))
+    return Artifact.model_validate(await artifacts.get_artifact(connection, artifact_id))
 
 
 @router.get(
@@ -49,10 +52,10 @@ async def get_artifact(session: ReadSession, artifact_id: uuid.UUID) -> Artifact
     responses={200: {"content": {"*/*": {}}, "description": "The artifact's file."}},
 )
 async def get_artifact_content(
-    session: ReadSession, store: ArtifactStore, artifact_id: uuid.UUID
+    connection: ReadConnection, store: ArtifactStore, artifact_id: uuid.UUID
 ) -> FileResponse:
     """The artifact's file, with its media type."""
-    content = await artifacts.get_artifact_content(session, store, artifact_id)
+    content = await artifacts.get_artifact_content(connection, store, artifact_id)
     return FileResponse(
         content.path,
         media_type=content.media_type,

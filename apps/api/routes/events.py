@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from apps.api.dependencies import NO_NUL, Cursor, Limit, ReadSession
+from apps.api.dependencies import NO_NUL, Cursor, Limit, ReadConnection
 from apps.api.schemas import Event, Page
 from apps.orchestrator import events
 from apps.orchestrator.pagination import DEFAULT_LIMIT, MAX_INT64
@@ -15,7 +15,7 @@ router = APIRouter(tags=["events"])
 
 @router.get("/events")
 async def list_events(
-    session: ReadSession,
+    connection: ReadConnection,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
     after: Annotated[
         int | None,
@@ -35,6 +35,6 @@ async def list_events(
     """Events in id order."""
     types = [name.strip() for name in (type or "").split(",") if name.strip()]
     page = await events.list_events(
-        session, run_id=run_id, types=types, after=after, limit=limit, cursor=cursor
+        connection, run_id=run_id, types=types, after=after, limit=limit, cursor=cursor
     )
     return Page[Event].model_validate({"items": page.items, "next_cursor": page.next_cursor})

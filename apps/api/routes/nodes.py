@@ -4,7 +4,7 @@ import uuid
 
 from fastapi import APIRouter
 
-from apps.api.dependencies import Cursor, Limit, ReadSession
+from apps.api.dependencies import Cursor, Limit, ReadConnection
 from apps.api.schemas import Node, Page
 from apps.orchestrator import nodes
 from apps.orchestrator.pagination import DEFAULT_LIMIT
@@ -14,14 +14,17 @@ router = APIRouter(tags=["nodes"])
 
 @router.get("/runs/{run_id}/nodes")
 async def list_run_nodes(
-    session: ReadSession, run_id: uuid.UUID, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    connection: ReadConnection,
+    run_id: uuid.UUID,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> Page[Node]:
     """A run's nodes in plan order, each with the keys of the nodes it depends on."""
-    page = await nodes.list_nodes(session, run_id, limit, cursor)
+    page = await nodes.list_nodes(connection, run_id, limit, cursor)
     return Page[Node].model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
 @router.get("/nodes/{node_id}")
-async def get_node(session: ReadSession, node_id: uuid.UUID) -> Node:
+async def get_node(connection: ReadConnection, node_id: uuid.UUID) -> Node:
     """One node."""
-    return Node.model_validate(await nodes.get_node(session, node_id))
+    return Node.model_validate(await nodes.get_node(connection, node_id))
