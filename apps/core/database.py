@@ -52,10 +52,12 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     """Build the engine for `url` (the settings' DATABASE_URL by default)."""
     url = url or settings.database_url
     if is_sqlite(url):
+        # Each aiosqlite connection is a thread of its own and SQLite admits one writer at a
+        # time: connections beyond the pool would only add threads contending for the GIL.
         engine = _create_async_engine(
             url,
             pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
+            max_overflow=0,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         event.listen(engine.sync_engine, "connect", _tune_sqlite_connection)

@@ -70,7 +70,9 @@ class Settings(BaseSettings):
         default=None, description="Database URL for migrations; DATABASE_URL when unset."
     )
     db_pool_size: int = Field(default=5, ge=1, le=100, description="Connections kept per process.")
-    db_max_overflow: int = Field(default=10, ge=0, le=100, description="Extra connections allowed.")
+    db_max_overflow: int = Field(
+        default=10, ge=0, le=100, description="Extra connections allowed on PostgreSQL."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS; empty is off."
     )

@@ -186,9 +186,8 @@ async def list_runs(
     dialect = _dialect(connection)
     parameters = _list_parameters(where, dialect, limit, cursor)
     statement = _list_statement(dialect, frozenset(parameters))
-    rows = [
-        _with_task_spec(row) for row in as_dicts(await connection.execute(statement, parameters))
-    ]
+    result = await connection.execute(statement, parameters)
+    rows = [_with_task_spec(row) for row in as_dicts(result)]
     return paginate(rows, limit, _run_cursor)
 
 
