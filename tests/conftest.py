@@ -140,3 +140,11 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}
     ) as http:
         yield http
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say once, not per test, why the PostgreSQL half did not run and how to run it."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    postgres = [report for report in skipped if POSTGRES_HELP in str(report.longrepr)]
+    if postgres:
+        terminalreporter.write_line(f"{len(postgres)} {POSTGRES_HELP}", yellow=True)
