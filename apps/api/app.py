@@ -54,6 +54,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["Location", "X-Request-ID"],
+            expose_headers=["Location"],
         )
     return app

@@ -1,4 +1,4 @@
-"""What routes are handed: the request's database session, the settings, the artifact store."""
+"""What routes are handed: a database session or connection, the artifact store, paging."""
 
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -7,7 +7,6 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from apps.core.database import unit_of_work
-from apps.core.settings import Settings
 from apps.orchestrator.artifact_store import LocalArtifactStore
 from apps.orchestrator.pagination import MAX_LIMIT
 
@@ -22,10 +21,6 @@ async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
         yield connection
 
 
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
 def _artifact_store(request: Request) -> LocalArtifactStore:
     return request.app.state.artifact_store
 
@@ -36,7 +31,6 @@ DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
 # Reads need no ORM session and commit nothing: a bare connection, closed when the handler returns,
 # saves the session's bookkeeping and a round trip on every list page.
 ReadConnection = Annotated[AsyncConnection, Depends(_read_connection, scope="function")]
-AppSettings = Annotated[Settings, Depends(_settings)]
 ArtifactStore = Annotated[LocalArtifactStore, Depends(_artifact_store)]
 
 # Text stored in the database never holds NUL, and PostgreSQL refuses it in a parameter.
