@@ -34,7 +34,7 @@ deps-update: ## Install new or changed dependencies after a pull
 db-upgrade: $(INSTALLED) .env ## Migrate the database to the latest schema
 	$(BIN)/alembic upgrade head
 
-db-revision: $(INSTALLED) .env ## Autogenerate a migration: make db-revision msg="add a column"
+db-revision: db-upgrade ## Autogenerate a migration: make db-revision msg="add a column"
 	@test -n "$(msg)" || { echo 'usage: make db-revision msg="what changes"'; exit 2; }
 	$(BIN)/alembic revision --autogenerate -m "$(msg)"
 
