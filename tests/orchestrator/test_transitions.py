@@ -1,0 +1,80 @@
+import pytest
+from sqlalchemy import select
+
+from apps.core.database import SessionFactory, unit_of_work
+from apps.core.errors import InvalidTransition
+from apps.orchestrator.models import Event, Node, Run
+from apps.orchestrator.states import NodeStatus, RunStatus
+from apps.orchestrator.transitions import move_node, move_run
+from tests.factories import create_node, create_run
+
+
+async def _events(sessions: SessionFactory) -> list[tuple[str, str | None, dict]]:
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Event.type, Event.node_id, Event.data).order_by(Event.id)
+        )
+        return [(kind, node_id, data) for kind, node_id, data in rows]
+
+
+async def test_a_run_starts_and_finishes_with_its_events(sessions: SessionFactory) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+    async with unit_of_work(sessions) as session:
+        await move_run(session, run.id, RunStatus.QUEUED, RunStatus.RUNNING, cause="worker")
+    async with unit_of_work(sessions) as session:
+        await move_run(
+            session, run.id, RunStatus.RUNNING, RunStatus.FAILED, cause="node", error="boom"
+        )
+
+    async with sessions() as session:
+        stored = await session.get(Run, run.id)
+    assert stored is not None
+    assert (stored.status, stored.error) == (RunStatus.FAILED, "boom")
+    assert stored.started_at is not None
+    assert stored.finished_at is not None
+    assert [(kind, data["from"]) for kind, _, data in await _events(sessions)] == [
+        ("run.started", "queued"),
+        ("run.failed", "running"),
+    ]
+
+
+async def test_a_late_worker_cannot_overwrite_a_cancel(sessions: SessionFactory) -> None:
+    async with unit_of_work(sessions) as session:
+        node = await create_node(session, await create_run(session), status=NodeStatus.RUNNING)
+    async with unit_of_work(sessions) as session:
+        await move_node(session, node, NodeStatus.RUNNING, NodeStatus.CANCELLED, cause="operator")
+
+    with pytest.raises(InvalidTransition, match="node is cancelled now, not running"):
+        async with unit_of_work(sessions) as session:
+            await move_node(session, node, NodeStatus.RUNNING, NodeStatus.SUCCEEDED, cause="worker")
+
+    async with sessions() as session:
+        assert await session.scalar(select(Node.status)) is NodeStatus.CANCELLED
+    assert [kind for kind, _, _ in await _events(sessions)] == ["node.cancelled"]
+
+
+async def test_a_failed_attempt_going_back_to_ready_is_a_retry(sessions: SessionFactory) -> None:
+    async with unit_of_work(sessions) as session:
+        node = await create_node(session, await create_run(session), status=NodeStatus.RUNNING)
+    async with unit_of_work(sessions) as session:
+        await move_node(
+            session, node, NodeStatus.RUNNING, NodeStatus.READY, cause="timeout", attempt=2
+        )
+
+    async with sessions() as session:
+        stored = await session.get(Node, node.id)
+    assert stored is not None
+    assert (stored.status, stored.attempt) == (NodeStatus.READY, 2)
+    assert [(kind, node_id) for kind, node_id, _ in await _events(sessions)] == [
+        ("node.retrying", node.id)
+    ]
+
+
+async def test_a_refused_transition_writes_nothing(sessions: SessionFactory) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.SUCCEEDED)
+    with pytest.raises(InvalidTransition, match="final"):
+        async with unit_of_work(sessions) as session:
+            await move_run(session, run.id, RunStatus.SUCCEEDED, RunStatus.RUNNING, cause="x")
+    assert await _events(sessions) == []
