@@ -7,10 +7,12 @@ the result down.
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from apps.core.roles import Role
 
 LLMProvider = Literal["demo", "openai", "ollama"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -24,6 +26,15 @@ _ASYNC_DRIVERS = {
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
 _SECRET_FIELDS = frozenset({"api_key", "openai_api_key", "sentry_dsn"})
+
+
+class AgentBinding(BaseModel):
+    """The provider and model a role is bound to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    provider: LLMProvider
+    model: str = Field(min_length=1, max_length=128)
 
 
 class SettingsError(Exception):
@@ -88,6 +99,10 @@ class Settings(BaseSettings):
     llm_default_model: str = Field(
         default="demo-1", min_length=1, description="Model of agents with no role binding."
     )
+    llm_role_models: Annotated[dict[Role, AgentBinding], NoDecode] = Field(
+        default_factory=dict,
+        description="Agents per role, e.g. planner=openai:gpt-4o,writer=ollama:llama3.1:8b.",
+    )
     llm_timeout_seconds: float = Field(
         default=60.0, gt=0, le=3600, description="Timeout of one LLM call."
     )
@@ -116,6 +131,27 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url_is_async(cls, value: str | None) -> str | None:
         return None if value is None else normalize_database_url(value)
+
+    @field_validator("llm_role_models", mode="before")
+    @classmethod
+    def _parse_role_models(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        bindings = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            role, _, agent = item.partition("=")
+            provider, _, model = agent.partition(":")
+            if not (role and provider and model):
+                raise ValueError(f"{item!r} is not role=provider:model")
+            bindings[role.strip()] = {"provider": provider.strip(), "model": model.strip()}
+        return bindings
+
+    def agent_for(self, role: str) -> AgentBinding:
+        """The agent bound to `role`, or the default provider and model."""
+        bound = self.llm_role_models.get(role)
+        return bound or AgentBinding(
+            provider=self.llm_default_provider, model=self.llm_default_model
+        )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

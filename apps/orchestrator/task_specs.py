@@ -4,12 +4,12 @@ Every rule a plan must keep is checked here, before anything is written: a spec 
 which node and why (a cycle names its path).
 """
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-Role = Literal["planner", "researcher", "writer", "reviewer", "editor", "analyst", "assembler"]
-ROLES: tuple[str, ...] = get_args(Role)
+from apps.core.roles import Role
+
 MAX_NODES = 500
 MAX_SECTIONS = 40
 

@@ -37,6 +37,9 @@ def test_the_example_env_file_is_valid_and_documents_every_setting() -> None:
         ("database_url", "mysql://user@host/db", "DATABASE_URL"),
         ("database_url", "postgresql+asyncpg://host", "DATABASE_URL"),
         ("metrics_enabled", "perhaps", "METRICS_ENABLED"),
+        ("llm_role_models", "writer", "LLM_ROLE_MODELS"),
+        ("llm_role_models", "astrologer=openai:gpt-4o", "LLM_ROLE_MODELS"),
+        ("llm_role_models", "writer=watsonx:granite", "LLM_ROLE_MODELS"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(variable: str, value: str, named: str) -> None:
@@ -64,6 +67,20 @@ def test_a_secret_is_never_echoed_in_an_error() -> None:
 )
 def test_plain_database_urls_get_the_async_driver(given: str, used: str) -> None:
     assert load_settings(_env_file=None, database_url=given).database_url == used
+
+
+def test_roles_are_bound_to_agents_and_the_rest_get_the_default() -> None:
+    settings = load_settings(
+        _env_file=None,
+        llm_role_models="planner=openai:gpt-4o, writer=ollama:llama3.1:8b",
+        llm_default_provider="demo",
+    )
+    assert settings.agent_for("writer").model_dump() == {
+        "provider": "ollama",
+        "model": "llama3.1:8b",
+    }
+    assert settings.agent_for("planner").provider == "openai"
+    assert settings.agent_for("reviewer").model_dump() == {"provider": "demo", "model": "demo-1"}
 
 
 def test_cors_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,70 @@
+"""Submitting a task: the Supervisor's plan stored as a queued run, its nodes and their edges.
+
+The Manager's part happens here too: each node is bound to the agent settings give its role.
+Everything is added to the caller's session, so a rejected or failed submission writes nothing.
+"""
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from apps.core.settings import Settings
+from apps.orchestrator.models import Node, NodeDependency, Run
+from apps.orchestrator.planning import PlannedNode, plan_task
+from apps.orchestrator.task_specs import TaskRequest
+from apps.orchestrator.transitions import record_event
+
+
+def _node(run_id: uuid.UUID, position: int, planned: PlannedNode, settings: Settings) -> Node:
+    agent = settings.agent_for(planned.role)
+    return Node(
+        id=uuid.uuid4(),
+        run_id=run_id,
+        key=planned.key,
+        position=position,
+        role=planned.role,
+        prompt=planned.prompt,
+        provider=agent.provider,
+        model=agent.model,
+        gate=planned.gate.model_dump() if planned.gate else None,
+        max_attempts=planned.max_attempts,
+        timeout_seconds=planned.timeout_seconds,
+    )
+
+
+async def submit_task(
+    session: AsyncSession, request: TaskRequest, *, created_by: str, settings: Settings
+) -> uuid.UUID:
+    """Store `request` as a queued run with its planned nodes; returns the run's id."""
+    run = Run(
+        id=uuid.uuid4(),
+        title=request.title,
+        task_spec=request.task_spec.model_dump(mode="json", exclude_none=True),
+        created_by=created_by,
+    )
+    plan = plan_task(request.title, request.task_spec)
+    nodes = {
+        planned.key: _node(run.id, index, planned, settings) for index, planned in enumerate(plan)
+    }
+    session.add(run)
+    await session.flush()
+    session.add_all(nodes.values())
+    await session.flush()
+    session.add_all(
+        NodeDependency(node_id=nodes[planned.key].id, depends_on_id=nodes[dep].id)
+        for planned in plan
+        for dep in planned.deps
+    )
+    record_event(
+        session,
+        run.id,
+        "run.created",
+        data={
+            "title": run.title,
+            "type": request.task_spec.type,
+            "nodes": len(nodes),
+            "by": created_by,
+        },
+    )
+    await session.flush()
+    return run.id

@@ -1,0 +1,95 @@
+import httpx
+from sqlalchemy import func, select
+
+from apps.core.database import SessionFactory, unit_of_work
+from apps.core.settings import AgentBinding, Settings
+from apps.orchestrator.models import NodeDependency
+from apps.orchestrator.submission import submit_task
+from apps.orchestrator.task_specs import MAX_NODES, TaskRequest
+
+
+async def _submit(sessions: SessionFactory, settings: Settings, body: dict) -> str:
+    async with unit_of_work(sessions) as session:
+        run_id = await submit_task(
+            session, TaskRequest.model_validate(body), created_by="alice", settings=settings
+        )
+    return str(run_id)
+
+
+async def test_a_demo_task_becomes_a_queued_run_with_its_plan(
+    sessions: SessionFactory, settings: Settings, client: httpx.AsyncClient
+) -> None:
+    run_id = await _submit(sessions, settings, {"title": "Demo", "task_spec": {"type": "demo"}})
+
+    run = (await client.get(f"/runs/{run_id}")).json()
+    assert (run["title"], run["status"], run["created_by"]) == ("Demo", "queued", "alice")
+    assert run["task_spec"] == {"type": "demo", "sections": 3}
+    assert run["node_counts"]["pending"] == 6
+    nodes = (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
+    assert [(node["key"], node["position"], node["deps"]) for node in nodes] == [
+        ("plan", 0, []),
+        ("write-1", 1, ["plan"]),
+        ("write-2", 2, ["plan"]),
+        ("write-3", 3, ["plan"]),
+        ("review", 4, ["write-1", "write-2", "write-3"]),
+        ("assemble", 5, ["review"]),
+    ]
+    events = (await client.get("/events", params={"run_id": run_id})).json()["items"]
+    assert [(event["type"], event["data"]["nodes"]) for event in events] == [("run.created", 6)]
+
+
+async def test_each_role_gets_the_agent_settings_bind_to_it(
+    sessions: SessionFactory, settings: Settings, client: httpx.AsyncClient
+) -> None:
+    writer = AgentBinding(provider="ollama", model="llama3.1:8b")
+    bound = settings.model_copy(update={"llm_role_models": {"writer": writer}})
+    run_id = await _submit(sessions, bound, {"title": "Demo", "task_spec": {"type": "demo"}})
+
+    nodes = (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
+    agents = {node["role"]: (node["agent"]["provider"], node["agent"]["model"]) for node in nodes}
+    assert agents["writer"] == ("ollama", "llama3.1:8b")
+    assert agents["planner"] == ("demo", "demo-1")
+
+
+async def test_a_dag_keeps_its_gates_and_retry_policies(
+    sessions: SessionFactory, settings: Settings, client: httpx.AsyncClient
+) -> None:
+    body = {
+        "title": "Gated",
+        "task_spec": {
+            "type": "dag",
+            "nodes": [
+                {"key": "draft", "role": "writer", "prompt": "Draft it.", "max_attempts": 5},
+                {
+                    "key": "publish",
+                    "role": "editor",
+                    "prompt": "Publish it.",
+                    "deps": ["draft"],
+                    "gate": {"timeout_minutes": 30, "on_timeout": "fail"},
+                },
+            ],
+        },
+    }
+    run_id = await _submit(sessions, settings, body)
+
+    draft, publish = (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
+    assert draft["max_attempts"] == 5
+    assert draft["gate"] is None
+    assert publish["gate"]["on_timeout"] == "fail"
+    assert publish["gate"]["when"] == "after"
+
+
+async def test_the_largest_plan_is_stored_whole(
+    sessions: SessionFactory, settings: Settings
+) -> None:
+    nodes = [{"key": "root", "role": "planner", "prompt": "Plan."}] + [
+        {"key": f"n{i}", "role": "writer", "prompt": "Write.", "deps": ["root"]}
+        for i in range(MAX_NODES - 1)
+    ]
+    await _submit(
+        sessions, settings, {"title": "Wide", "task_spec": {"type": "dag", "nodes": nodes}}
+    )
+
+    async with sessions() as session:
+        edges = await session.scalar(select(func.count()).select_from(NodeDependency))
+    assert edges == MAX_NODES - 1
