@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install deps-update api-run op-console api-run-prod test api-test test-api \
+.PHONY: help install deps-update api-run op-console api-run-prod worker test api-test test-api \
 	db-upgrade db-revision lint format bench
 
 help: ## List the targets
@@ -45,6 +45,9 @@ op-console: api-run ## Alias of api-run
 
 api-run-prod: db-upgrade ## Serve with WEB_CONCURRENCY workers, no reload; needs a real API_KEY
 	$(BIN)/python -m apps.api --prod
+
+worker: db-upgrade ## A standalone worker process (set WORKER_IN_API=0 on the API processes)
+	$(BIN)/python -m apps.orchestrator.worker
 
 test: $(INSTALLED) ## Run the whole test suite (PostgreSQL tests need TEST_POSTGRES_URL)
 	$(BIN)/pytest $(PYTEST_ARGS)

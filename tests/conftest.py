@@ -107,6 +107,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         cors_origins=[],
         metrics_enabled=False,
         sentry_dsn=None,
+        worker_in_api=False,
+        demo_latency_ms=0,
     )
 
 

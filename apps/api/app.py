@@ -1,5 +1,7 @@
 """The FastAPI application: built by `create_app`, its engine opened and closed by the lifespan."""
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,13 +11,14 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from apps.api.auth import authenticate
 from apps.api.errors import install_error_handlers
-from apps.api.routes import artifacts, events, health, nodes, runs
+from apps.api.routes import artifacts, events, health, nodes, runs, tasks
 from apps.api.timezone import use_request_timezone
 from apps.core.database import create_engine, create_session_factory
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.orchestrator.worker import Worker
 
-_PROTECTED_ROUTERS = (runs.router, nodes.router, artifacts.router, events.router)
+_PROTECTED_ROUTERS = (tasks.router, runs.router, nodes.router, artifacts.router, events.router)
 
 
 @asynccontextmanager
@@ -23,13 +26,29 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_engine(app.state.settings)
     app.state.engine = engine
     app.state.sessions = create_session_factory(engine)
-    # What start-up built lives as long as the process: keep it out of the collector's scans,
-    # which otherwise grow with every module and route the app has loaded.
-    gc.freeze()
+    app.state.worker = None
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            if app.state.settings.worker_in_api:
+                app.state.worker = Worker(app.state.sessions, app.state.settings)
+                await stack.enter_async_context(_running(app.state.worker))
+            # What start-up built lives as long as the process: keep it out of the collector's
+            # scans, which otherwise grow with every module and route the app has loaded.
+            gc.freeze()
+            yield
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def _running(worker: Worker) -> AsyncIterator[None]:
+    task = asyncio.create_task(worker.run(), name="worker")
     try:
         yield
     finally:
-        await engine.dispose()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -115,6 +115,24 @@ class Settings(BaseSettings):
     ollama_base_url: str = Field(
         default="http://127.0.0.1:11434/v1", description="OpenAI-compatible base URL of Ollama."
     )
+    demo_latency_ms: int = Field(
+        default=100, ge=0, le=60_000, description="Latency of the offline demo provider."
+    )
+    worker_in_api: bool = Field(
+        default=True, description="Run the worker inside the API process (one-process setups)."
+    )
+    worker_concurrency: int = Field(
+        default=8, ge=1, le=256, description="Nodes one worker process runs at once."
+    )
+    run_concurrency: int = Field(
+        default=4, ge=1, le=256, description="Nodes of one run that run at once."
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="How long a claimed node is held without a heartbeat.",
+    )
     metrics_enabled: bool = Field(
         default=False, description="Serve Prometheus metrics on /metrics."
     )

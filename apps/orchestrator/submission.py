@@ -32,6 +32,30 @@ def _node(run_id: uuid.UUID, position: int, planned: PlannedNode, settings: Sett
     )
 
 
+def add_plan(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    plan: list[PlannedNode],
+    settings: Settings,
+    *,
+    first_position: int = 0,
+    planned_before: dict[str, uuid.UUID] | None = None,
+) -> list[Node]:
+    """Add `plan`'s nodes and edges to the session; deps may name nodes `planned_before`."""
+    nodes = {
+        planned.key: _node(run_id, first_position + index, planned, settings)
+        for index, planned in enumerate(plan)
+    }
+    ids = {**(planned_before or {}), **{key: node.id for key, node in nodes.items()}}
+    session.add_all(nodes.values())
+    session.add_all(
+        NodeDependency(node_id=ids[planned.key], depends_on_id=ids[dep])
+        for planned in plan
+        for dep in planned.deps
+    )
+    return list(nodes.values())
+
+
 async def submit_task(
     session: AsyncSession, request: TaskRequest, *, created_by: str, settings: Settings
 ) -> uuid.UUID:
@@ -42,19 +66,9 @@ async def submit_task(
         task_spec=request.task_spec.model_dump(mode="json", exclude_none=True),
         created_by=created_by,
     )
-    plan = plan_task(request.title, request.task_spec)
-    nodes = {
-        planned.key: _node(run.id, index, planned, settings) for index, planned in enumerate(plan)
-    }
     session.add(run)
     await session.flush()
-    session.add_all(nodes.values())
-    await session.flush()
-    session.add_all(
-        NodeDependency(node_id=nodes[planned.key].id, depends_on_id=nodes[dep].id)
-        for planned in plan
-        for dep in planned.deps
-    )
+    nodes = add_plan(session, run.id, plan_task(request.title, request.task_spec), settings)
     record_event(
         session,
         run.id,

@@ -104,6 +104,8 @@ async def move_node(
             "lease_owner": None,
             "lease_expires_at": None,
         }
+    elif error is not None:
+        values["error"] = error
     await _update_or_refuse(session, Node, node.id, current, values, "node")
     retry = current is NodeStatus.RUNNING and target is NodeStatus.READY
     kind = "node.retrying" if retry else NODE_EVENTS[target]

@@ -1,0 +1,36 @@
+"""Tasks: submitting one plans it and queues its run for the workers."""
+
+from fastapi import APIRouter, BackgroundTasks, Request, Response
+
+from apps.api.auth import Caller
+from apps.api.dependencies import DbSession
+from apps.api.schemas import Run
+from apps.orchestrator import runs, submission
+from apps.orchestrator.task_specs import TaskRequest
+
+router = APIRouter(tags=["tasks"])
+
+
+@router.post(
+    "/tasks",
+    status_code=202,
+    responses={422: {"description": "The task spec is invalid; `detail` says where and why."}},
+)
+async def submit_task(
+    task: TaskRequest,
+    session: DbSession,
+    caller: Caller,
+    request: Request,
+    response: Response,
+    background: BackgroundTasks,
+) -> Run:
+    """Plan a task and queue its run; `Location` is the run's URL."""
+    run_id = await submission.submit_task(
+        session, task, created_by=caller.name, settings=request.app.state.settings
+    )
+    run = await runs.get_run(await session.connection(), run_id)
+    response.headers["Location"] = f"/runs/{run_id}"
+    if request.app.state.worker is not None:
+        # After the response, so after the commit: the worker finds the run on its next look.
+        background.add_task(request.app.state.worker.wake)
+    return Run.model_validate(run)

@@ -1,0 +1,232 @@
+"""Whole runs: submitted through the API, executed by a worker, read back through the API."""
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from apps.core.database import SessionFactory, unit_of_work
+from apps.core.settings import Settings
+from apps.orchestrator import scheduling
+from apps.orchestrator.models import Node, utcnow
+from apps.orchestrator.providers.base import LLMReply, LLMRequest, ProviderError
+from apps.orchestrator.providers.demo import DemoProvider
+from apps.orchestrator.states import NodeStatus
+from apps.orchestrator.worker import Worker
+
+SIDECAR_FIELDS = {
+    "version",
+    "provider",
+    "model",
+    "latency_ms",
+    "usage",
+    "cost",
+    "prompts",
+    "timestamps",
+    "run_id",
+    "node_id",
+}
+NODE_STATUS_OF_EVENT = {
+    "node.ready": "ready",
+    "node.started": "running",
+    "node.retrying": "ready",
+    "node.succeeded": "succeeded",
+    "node.failed": "failed",
+    "node.skipped": "skipped",
+    "node.cancelled": "cancelled",
+}
+RUN_STATUS_OF_EVENT = {
+    "run.created": "queued",
+    "run.started": "running",
+    "run.succeeded": "succeeded",
+    "run.failed": "failed",
+}
+
+
+class FailingProvider:
+    """The demo provider, except that calls whose prompt holds `marker` fail as a provider would."""
+
+    def __init__(self, marker: str, *, retryable: bool) -> None:
+        self.marker = marker
+        self.retryable = retryable
+        self.calls = 0
+
+    async def complete(self, request: LLMRequest) -> LLMReply:
+        if self.marker in request.prompt:
+            self.calls += 1
+            raise ProviderError("upstream said no", retryable=self.retryable)
+        return await DemoProvider(0).complete(request)
+
+
+async def _submit(client: httpx.AsyncClient, task_spec: dict[str, Any]) -> str:
+    response = await client.post(
+        "/tasks", json={"title": "Quarterly report", "task_spec": task_spec}
+    )
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"] == f"/runs/{response.json()['id']}"
+    return response.json()["id"]
+
+
+async def _replayed(client: httpx.AsyncClient, run_id: str) -> tuple[str, dict[str, str]]:
+    events = (await client.get("/events", params={"run_id": run_id, "limit": 200})).json()["items"]
+    run_status, nodes = "", {}
+    for event in events:
+        if event["type"] in RUN_STATUS_OF_EVENT:
+            run_status = RUN_STATUS_OF_EVENT[event["type"]]
+        elif event["type"] in NODE_STATUS_OF_EVENT:
+            nodes[event["node_id"]] = NODE_STATUS_OF_EVENT[event["type"]]
+    return run_status, nodes
+
+
+async def _assert_events_replay_to_the_database(client: httpx.AsyncClient, run_id: str) -> None:
+    run = (await client.get(f"/runs/{run_id}")).json()
+    nodes = (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
+    replayed_run, replayed_nodes = await _replayed(client, run_id)
+    assert replayed_run == run["status"]
+    assert replayed_nodes == {node["id"]: node["status"] for node in nodes}
+
+
+async def test_the_seed_demo_task_runs_to_success_with_artifacts_and_sidecars(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, {"type": "demo"})
+
+    await Worker(sessions, settings).drain()
+
+    run = (await client.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "succeeded"
+    assert run["node_counts"]["succeeded"] == 6
+    assert run["usage"]["total_tokens"] > 0
+    artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
+    assert len(artifacts) == 6
+    for artifact in artifacts:
+        assert set(artifact["sidecar"]) >= SIDECAR_FIELDS
+        assert artifact["sidecar"]["run_id"] == run_id
+        content = await client.get(f"/artifacts/{artifact['id']}/content")
+        assert content.status_code == 200
+        assert len(content.content) == artifact["size"]
+    assembled = await client.get(f"/artifacts/{artifacts[-1]['id']}/content")
+    assert assembled.headers["content-type"].startswith("text/markdown")
+    await _assert_events_replay_to_the_database(client, run_id)
+
+
+async def test_a_report_is_planned_from_the_planners_outline(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, {"type": "report", "sections": 3})
+
+    await Worker(sessions, settings).drain()
+
+    nodes = (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
+    assert [node["key"] for node in nodes] == [
+        "outline",
+        "section-1",
+        "section-2",
+        "section-3",
+        "review",
+        "assemble",
+    ]
+    assert {node["status"] for node in nodes} == {"succeeded"}
+    artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
+    assert artifacts[0]["media_type"] == "application/json"
+    await _assert_events_replay_to_the_database(client, run_id)
+
+
+async def test_a_failed_node_skips_what_had_not_started_and_fails_the_run(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, {"type": "demo"})
+    provider = FailingProvider("Write part 2 of", retryable=False)
+
+    await Worker(sessions, settings, {"demo": provider}).drain()
+
+    run = (await client.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "failed"
+    assert run["error"] == "node 'write-2' failed after 1 attempt(s): upstream said no"
+    statuses = {
+        n["key"]: n["status"] for n in (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
+    }
+    assert statuses["write-2"] == "failed"
+    assert statuses["review"] == statuses["assemble"] == "skipped"
+    assert provider.calls == 1
+    await _assert_events_replay_to_the_database(client, run_id)
+
+
+async def test_a_retryable_error_is_retried_up_to_max_attempts(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, {"type": "demo"})
+    provider = FailingProvider("Write part 2 of", retryable=True)
+    worker = Worker(sessions, settings, {"demo": provider})
+
+    while (await client.get(f"/runs/{run_id}")).json()["status"] not in ("succeeded", "failed"):
+        await worker.drain()
+        async with unit_of_work(sessions) as session:
+            await session.execute(update(Node).values(next_attempt_at=None))
+
+    events = (await client.get("/events", params={"run_id": run_id, "limit": 200})).json()["items"]
+    assert Counter(event["type"] for event in events)["node.retrying"] == 2
+    assert provider.calls == 3
+    assert (
+        (await client.get(f"/runs/{run_id}"))
+        .json()["error"]
+        .endswith("after 3 attempt(s): upstream said no")
+    )
+
+
+async def test_an_expired_lease_is_taken_back_and_retried(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, {"type": "demo"})
+    async with unit_of_work(sessions) as session:
+        await scheduling.start_queued_runs(session)
+        await scheduling.promote_ready_nodes(session)
+    async with unit_of_work(sessions) as session:
+        (claimed,) = await scheduling.claim_ready_nodes(
+            session, worker="dead-worker", slots=1, per_run=4, lease_seconds=30
+        )
+        await session.execute(
+            update(Node)
+            .where(Node.id == claimed)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+    async with unit_of_work(sessions) as session:
+        assert await scheduling.take_back_expired_leases(session) == 1
+    async with sessions() as session:
+        node = await session.get_one(Node, claimed)
+    assert (node.status, node.attempt, node.lease_owner) == (NodeStatus.READY, 1, None)
+
+    async with unit_of_work(sessions) as session:
+        await session.execute(update(Node).values(next_attempt_at=None))
+    await Worker(sessions, settings).drain()
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
+    async with sessions() as session:
+        attempts = await session.scalar(select(Node.attempt).where(Node.id == claimed))
+    assert attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("task_spec", "detail"),
+    [
+        ({"type": "poem"}, "'demo', 'report', 'dag'"),
+        (
+            {
+                "type": "dag",
+                "nodes": [{"key": "a", "role": "writer", "prompt": "p", "deps": ["a"]}],
+            },
+            "node 'a' depends on itself",
+        ),
+    ],
+)
+async def test_a_bad_task_is_422_and_writes_nothing(
+    client: httpx.AsyncClient, task_spec: dict[str, Any], detail: str
+) -> None:
+    response = await client.post("/tasks", json={"title": "X", "task_spec": task_spec})
+
+    assert response.status_code == 422
+    assert detail in response.json()["detail"]
+    assert (await client.get("/runs")).json()["items"] == []
