@@ -37,6 +37,22 @@ class AgentBinding(BaseModel):
     model: str = Field(min_length=1, max_length=128)
 
 
+class ModelPrice(BaseModel):
+    """What a model costs, in dollars per million tokens."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: float = Field(ge=0)
+    completion: float = Field(ge=0)
+
+
+DEFAULT_PRICES = {
+    "gpt-4o-mini": ModelPrice(prompt=0.15, completion=0.60),
+    "gpt-4o": ModelPrice(prompt=2.50, completion=10.00),
+}
+FREE_PROVIDERS = frozenset({"demo", "ollama"})
+
+
 class SettingsError(Exception):
     """A setting has a value the service cannot run with; the message is one line."""
 
@@ -103,6 +119,10 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Agents per role, e.g. planner=openai:gpt-4o,writer=ollama:llama3.1:8b.",
     )
+    llm_prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES),
+        description="Dollars per million tokens, e.g. gpt-4o-mini=0.15/0.60,gpt-4o=2.50/10.",
+    )
     llm_timeout_seconds: float = Field(
         default=60.0, gt=0, le=3600, description="Timeout of one LLM call."
     )
@@ -163,6 +183,29 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not role=provider:model")
             bindings[role.strip()] = {"provider": provider.strip(), "model": model.strip()}
         return bindings
+
+    @field_validator("llm_prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        prices = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            model, _, rates = item.partition("=")
+            prompt, _, completion = rates.partition("/")
+            if not (model and prompt and completion):
+                raise ValueError(f"{item!r} is not model=prompt_price/completion_price")
+            prices[model.strip()] = {"prompt": prompt.strip(), "completion": completion.strip()}
+        return prices
+
+    def cost_of(
+        self, provider: str, model: str, prompt_tokens: int, completion_tokens: int
+    ) -> float:
+        """Dollars a call cost; nothing for the demo provider, Ollama or an unpriced model."""
+        price = None if provider in FREE_PROVIDERS else self.llm_prices.get(model)
+        if price is None:
+            return 0.0
+        return (prompt_tokens * price.prompt + completion_tokens * price.completion) / 1_000_000
 
     def agent_for(self, role: str) -> AgentBinding:
         """The agent bound to `role`, or the default provider and model."""

@@ -46,6 +46,7 @@ from apps.orchestrator.planning import (
 )
 from apps.orchestrator.providers.base import Provider, ProviderError
 from apps.orchestrator.providers.demo import DemoProvider
+from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
 from apps.orchestrator.submission import add_plan
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,14 @@ BUSY_SECONDS = 0.02
 
 
 def default_providers(settings: Settings) -> dict[str, Provider]:
-    return {"demo": DemoProvider(settings.demo_latency_ms / 1000)}
+    """The providers a worker offers, configured by the settings."""
+    openai_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    timeout = settings.llm_timeout_seconds
+    return {
+        "demo": DemoProvider(settings.demo_latency_ms / 1000),
+        "openai": OpenAICompatibleProvider("openai", settings.openai_base_url, openai_key, timeout),
+        "ollama": OpenAICompatibleProvider("ollama", settings.ollama_base_url, None, timeout),
+    }
 
 
 class Worker:
@@ -173,6 +181,9 @@ class Worker:
                 message = f"the planner's outline is invalid: {error}"
                 await self._end(work, message, retryable=True, cause="invalid_outline")
                 return
+        cost = self.settings.cost_of(
+            work.provider, work.model, reply.prompt_tokens, reply.completion_tokens
+        )
         output = write_output(
             self.store.root,
             work,
@@ -180,7 +191,7 @@ class Worker:
             reply,
             latency_ms=latency_ms,
             started_at=started_at,
-            cost=0.0,
+            cost=cost,
         )
         try:
             async with unit_of_work(self.sessions) as session:

@@ -73,3 +73,24 @@ def test_the_served_openapi_documents_every_field(served: str) -> None:
         properties = schema["components"]["schemas"][name]["properties"]
         undocumented = [field for field, spec in properties.items() if "description" not in spec]
         assert undocumented == [], name
+
+
+def test_the_seed_demo_call_runs_to_success_on_the_served_api(served: str) -> None:
+    headers = {"X-API-Key": API_KEY}
+    submitted = httpx.post(
+        f"{served}/tasks", headers=headers, json={"title": "Demo", "task_spec": {"type": "demo"}}
+    )
+    assert submitted.status_code == 202
+    run_url = f"{served}{submitted.headers['Location']}"
+    deadline = time.monotonic() + 30
+    while (run := httpx.get(run_url, headers=headers).json())["status"] not in (
+        "succeeded",
+        "failed",
+    ):
+        assert time.monotonic() < deadline, run
+        time.sleep(0.1)
+    assert run["status"] == "succeeded"
+    artifacts = httpx.get(f"{run_url}/artifacts", headers=headers).json()["items"]
+    report = httpx.get(f"{served}/artifacts/{artifacts[-1]['id']}/content", headers=headers)
+    assert report.status_code == 200
+    assert report.text.startswith("## ")

@@ -1,0 +1,121 @@
+"""The OpenAI-compatible provider against a real HTTP server on loopback."""
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from apps.core.database import SessionFactory, unit_of_work
+from apps.core.settings import Settings
+from apps.orchestrator.models import Node
+from apps.orchestrator.providers.base import LLMRequest, ProviderError
+from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
+from apps.orchestrator.submission import submit_task
+from apps.orchestrator.task_specs import TaskRequest
+from apps.orchestrator.worker import Worker
+from tests.chat_server import Script, chat_server
+
+KEY = "sk-test-never-leaks"
+
+
+@pytest.fixture
+def script() -> Script:
+    return Script()
+
+
+@pytest.fixture
+def base_url(script: Script) -> Iterator[str]:
+    with chat_server(script) as url:
+        yield url
+
+
+def _request(timeout: float = 5.0) -> LLMRequest:
+    return LLMRequest(
+        model="gpt-4o-mini", system="Be brief.", prompt="Say hi.", timeout_seconds=timeout
+    )
+
+
+async def test_an_answer_comes_back_with_its_usage(base_url: str, script: Script) -> None:
+    script.replies.append(("answer", "Hi."))
+    reply = await OpenAICompatibleProvider("openai", base_url, KEY, 5).complete(_request())
+
+    assert (reply.text, reply.prompt_tokens, reply.completion_tokens) == ("Hi.", 12, 34)
+    assert script.requests[0]["messages"][1] == {"role": "user", "content": "Say hi."}
+    assert script.authorizations == [f"Bearer {KEY}"]
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(429, True), (500, True), (400, False)])
+async def test_an_error_status_says_whether_to_retry_and_never_shows_the_key(
+    base_url: str, script: Script, status: int, retryable: bool
+) -> None:
+    script.replies.append(("status", status))
+    with pytest.raises(ProviderError) as failed:
+        await OpenAICompatibleProvider("openai", base_url, KEY, 5).complete(_request())
+
+    assert failed.value.retryable is retryable
+    assert failed.value.message == f"openai: HTTP {status}: scripted {status}"
+    assert KEY not in failed.value.message
+    assert len(script.requests) == 1
+
+
+async def test_a_slow_answer_times_out_as_retryable(base_url: str, script: Script) -> None:
+    script.replies.append(("slow", 2.0))
+    with pytest.raises(ProviderError) as failed:
+        await OpenAICompatibleProvider("openai", base_url, KEY, 5).complete(_request(timeout=0.3))
+
+    assert failed.value.retryable
+    assert "no answer within 0.3s" in failed.value.message
+
+
+async def test_an_unreachable_server_is_retryable() -> None:
+    provider = OpenAICompatibleProvider("ollama", "http://127.0.0.1:9/v1", None, 5)
+    with pytest.raises(ProviderError) as failed:
+        await provider.complete(_request())
+    assert failed.value.retryable
+    assert failed.value.message.startswith("ollama: cannot connect")
+
+
+async def test_a_run_on_openai_retries_a_429_and_costs_what_the_price_table_says(
+    base_url: str,
+    script: Script,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    script.replies.extend([("status", 429), ("status", 500)])
+    on_openai = settings.model_copy(
+        update={
+            "llm_default_provider": "openai",
+            "llm_default_model": "gpt-4o-mini",
+            "openai_base_url": base_url,
+        }
+    )
+    task = TaskRequest.model_validate(
+        {
+            "title": "One step",
+            "task_spec": {
+                "type": "dag",
+                "nodes": [{"key": "draft", "role": "writer", "prompt": "Draft."}],
+            },
+        }
+    )
+    async with unit_of_work(sessions) as session:
+        run_id = str(await submit_task(session, task, created_by="test", settings=on_openai))
+    worker = Worker(sessions, on_openai)
+
+    while (await client.get(f"/runs/{run_id}")).json()["status"] not in ("succeeded", "failed"):
+        await worker.drain()
+        async with unit_of_work(sessions) as session:
+            await session.execute(update(Node).values(next_attempt_at=None))
+
+    run = (await client.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "succeeded"
+    assert run["usage"]["total_tokens"] == 46
+    assert run["usage"]["cost"] == pytest.approx((12 * 0.15 + 34 * 0.60) / 1_000_000)
+    events = (await client.get("/events", params={"run_id": run_id})).json()["items"]
+    retries = [event["data"]["error"] for event in events if event["type"] == "node.retrying"]
+    assert retries == ["openai: HTTP 429: scripted 429", "openai: HTTP 500: scripted 500"]
+    (artifact,) = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
+    assert artifact["sidecar"]["provider"] == "openai"
+    assert artifact["sidecar"]["attempt"] == 3
