@@ -88,6 +88,13 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     yield from empty_database_url(request.param, tmp_path)
 
 
+@pytest.fixture
+def migrated_database(empty_database: str) -> str:
+    """A database of its own, migrated, for tests whose writes others must not see."""
+    command.upgrade(alembic_config(empty_database), "head")
+    return empty_database
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """A database built by `alembic upgrade head`, one per backend for the whole session."""

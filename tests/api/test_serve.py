@@ -32,12 +32,12 @@ def _wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) ->
 
 
 @pytest.fixture
-def served(database_url: str, tmp_path: Path) -> Iterator[str]:
+def served(migrated_database: str, tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": migrated_database,
         "API_KEY": API_KEY,
         "PORT": str(port),
         "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
