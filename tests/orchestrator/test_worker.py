@@ -1,13 +1,17 @@
 """Whole runs: submitted through the API, executed by a worker, read back through the API."""
 
+import json
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from jsonschema import Draft202012Validator
 from sqlalchemy import select, update
 
+from apps import orchestrator
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
 from apps.orchestrator import scheduling
@@ -17,18 +21,10 @@ from apps.orchestrator.providers.demo import DemoProvider
 from apps.orchestrator.states import NodeStatus
 from apps.orchestrator.worker import Worker
 
-SIDECAR_FIELDS = {
-    "version",
-    "provider",
-    "model",
-    "latency_ms",
-    "usage",
-    "cost",
-    "prompts",
-    "timestamps",
-    "run_id",
-    "node_id",
-}
+SIDECAR_SCHEMA = json.loads(
+    (Path(orchestrator.__file__).parent / "sidecar.schema.json").read_text()
+)
+SIDECARS = Draft202012Validator(SIDECAR_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
 NODE_STATUS_OF_EVENT = {
     "node.ready": "ready",
     "node.started": "running",
@@ -102,8 +98,12 @@ async def test_the_seed_demo_task_runs_to_success_with_artifacts_and_sidecars(
     assert run["usage"]["total_tokens"] > 0
     artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
     assert len(artifacts) == 6
+    on_disk = sorted(settings.artifacts_dir.glob(f"{run_id}/*/*.sidecar.json"))
+    assert len(on_disk) == 6
+    for sidecar in [json.loads(path.read_text()) for path in on_disk]:
+        SIDECARS.validate(sidecar)
     for artifact in artifacts:
-        assert set(artifact["sidecar"]) >= SIDECAR_FIELDS
+        SIDECARS.validate(artifact["sidecar"])
         assert artifact["sidecar"]["run_id"] == run_id
         content = await client.get(f"/artifacts/{artifact['id']}/content")
         assert content.status_code == 200
