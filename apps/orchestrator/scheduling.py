@@ -9,6 +9,7 @@ win: the loser's conditional update matches nothing and it moves on.
 import random
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -222,6 +223,37 @@ async def _skip_unstarted(session: AsyncSession, run_id: uuid.UUID, cause: str) 
     ).all()
     for node in nodes:
         await move_node(session, node, node.status, NodeStatus.SKIPPED, cause=cause)
+
+
+def budget_problem(budget: dict[str, Any], tokens: int, cost: float, calls: int) -> str | None:
+    """Why the run's next call would pass its budget (judged by its calls so far), or None."""
+    max_tokens, max_cost = budget.get("max_tokens"), budget.get("max_cost")
+    if max_tokens is not None and tokens + (tokens / calls if calls else 0) > max_tokens:
+        return f"budget_exceeded: spent {tokens} of {max_tokens} tokens"
+    if max_cost is not None and cost + (cost / calls if calls else 0) > max_cost:
+        return f"budget_exceeded: spent ${cost:.6f} of ${max_cost:.6f}"
+    return None
+
+
+async def stop_runs_over_budget(session: AsyncSession) -> int:
+    """Fail running runs whose next call would pass their budget; nothing new starts in them."""
+    calls = select(func.count(Artifact.id)).where(Artifact.run_id == Run.id).scalar_subquery()
+    runs = await session.execute(
+        select(Run.id, Run.task_spec, Run.total_tokens, Run.cost, calls).where(
+            Run.status == RunStatus.RUNNING
+        )
+    )
+    stopped = 0
+    for run_id, task_spec, tokens, cost, done in runs.all():
+        problem = budget_problem(task_spec.get("budget") or {}, tokens, cost, done)
+        if problem is None:
+            continue
+        await move_run(
+            session, run_id, RunStatus.RUNNING, RunStatus.FAILED, cause="budget", error=problem
+        )
+        await _skip_unstarted(session, run_id, "budget_exceeded")
+        stopped += 1
+    return stopped
 
 
 async def finish_runs(session: AsyncSession) -> int:

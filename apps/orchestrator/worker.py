@@ -104,6 +104,7 @@ class Worker:
         """One pass of the Manager's loop; whether it found anything to do."""
         async with unit_of_work(self.sessions) as session:
             changed = await scheduling.start_queued_runs(session)
+            changed += await scheduling.stop_runs_over_budget(session)
             changed += await scheduling.promote_ready_nodes(session)
         for node_id in await self._claim():
             self._tasks[node_id] = asyncio.create_task(self._execute(node_id))

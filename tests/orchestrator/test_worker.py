@@ -230,3 +230,18 @@ async def test_a_bad_task_is_422_and_writes_nothing(
     assert response.status_code == 422
     assert detail in response.json()["detail"]
     assert (await client.get("/runs")).json()["items"] == []
+
+
+async def test_a_run_that_would_pass_its_token_budget_stops_as_failed(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, {"type": "demo", "budget": {"max_tokens": 250}})
+
+    await Worker(sessions, settings).drain()
+
+    run = (await client.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "failed"
+    assert run["error"] == f"budget_exceeded: spent {run['usage']['total_tokens']} of 250 tokens"
+    assert run["node_counts"]["skipped"] >= 1
+    assert run["node_counts"]["succeeded"] < 6
+    await _assert_events_replay_to_the_database(client, run_id)
