@@ -15,7 +15,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from apps.core.errors import InvalidTransition
+from apps.core.errors import InvalidTransition, NotFound
 from apps.orchestrator.executor import NodeOutput
 from apps.orchestrator.models import Artifact, Node, NodeDependency, Run, utcnow
 from apps.orchestrator.states import NODE_TERMINAL, NodeStatus, RunStatus
@@ -281,3 +281,18 @@ async def finish_runs(session: AsyncSession) -> int:
         except InvalidTransition:
             continue
     return len(runs)
+
+
+async def cancel_run(session: AsyncSession, run_id: uuid.UUID, *, cause: str) -> None:
+    """Cancel a run and its unfinished nodes; `InvalidTransition` if it has already ended."""
+    status = await session.scalar(select(Run.status).where(Run.id == run_id))
+    if status is None:
+        raise NotFound(f"run {run_id} not found")
+    await move_run(session, run_id, status, RunStatus.CANCELLED, cause=cause)
+    nodes = (
+        await session.scalars(
+            select(Node).where(Node.run_id == run_id, Node.status.not_in(tuple(NODE_TERMINAL)))
+        )
+    ).all()
+    for node in nodes:
+        await move_node(session, node, node.status, NodeStatus.CANCELLED, cause=cause)
