@@ -29,4 +29,5 @@ async def test_health_is_503_with_a_reason_when_the_database_is_unreachable(
             response = await client.get("/health")
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"
-    assert response.json()["database"].startswith("unreachable")
+    # Unreachable at once, or no answer in time when the machine is busy: either is a reason.
+    assert response.json()["database"].startswith(("unreachable", "no answer within"))

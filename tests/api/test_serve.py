@@ -1,8 +1,5 @@
 """The real entry point: `python -m apps.api` serving HTTP through uvicorn."""
 
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,51 +7,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert server.poll() is None, log.read_text()
-        try:
-            httpx.get(f"{base_url}/health", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail("the server did not come up within 30 s")
+from tests.conftest import API_KEY
+from tests.servers import api_process, free_port
 
 
 @pytest.fixture
 def served(migrated_database: str, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": migrated_database,
-        "API_KEY": API_KEY,
-        "PORT": str(port),
-        "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-    }
-    log = tmp_path / "server.log"
-    base_url = f"http://127.0.0.1:{port}"
-    with (
-        log.open("wb") as output,
-        subprocess.Popen(
-            [sys.executable, "-m", "apps.api"], cwd=tmp_path, env=env, stderr=output
-        ) as server,
-    ):
-        try:
-            _wait_until_up(base_url, server, log)
-            yield base_url
-        finally:
-            server.terminate()
+    port = free_port()
+    with api_process(migrated_database, tmp_path, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 def test_the_served_api_answers_with_a_key_and_refuses_without(served: str) -> None:

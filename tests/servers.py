@@ -1,0 +1,61 @@
+"""Real API processes for end-to-end tests: `python -m apps.api` on a free loopback port."""
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import API_KEY, ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert server.poll() is None, log.read_text()
+        try:
+            httpx.get(f"{base_url}/health", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    pytest.fail("the server did not come up within 30 s")
+
+
+@contextmanager
+def api_process(
+    database_url: str, workdir: Path, port: int, **settings: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The API serving `database_url` on `port` until the block ends; its log in `workdir`."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": database_url,
+        "API_KEY": API_KEY,
+        "PORT": str(port),
+        "ARTIFACTS_DIR": str(workdir / "artifacts"),
+        **settings,
+    }
+    log = workdir / f"server-{port}.log"
+    with (
+        log.open("ab") as output,
+        subprocess.Popen(
+            [sys.executable, "-m", "apps.api"], cwd=workdir, env=env, stderr=output
+        ) as server,
+    ):
+        try:
+            _wait_until_up(f"http://127.0.0.1:{port}", server, log)
+            yield server
+        finally:
+            if server.poll() is None:
+                server.terminate()
