@@ -74,6 +74,8 @@ def build_request(work: NodeWork) -> LLMRequest:
         prompt=prompt,
         timeout_seconds=work.timeout_seconds,
         json_schema=schema,
+        role=work.role,
+        context=work.upstream,
     )
 
 

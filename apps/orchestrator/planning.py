@@ -88,7 +88,7 @@ def plan_report_body(title: str, outline: Outline) -> list[PlannedNode]:
         key="assemble",
         role="assembler",
         prompt=f"Assemble {outline.title!r} from its sections, applying the review.",
-        deps=("review",),
+        deps=(*section_keys, "review"),
     )
     return [*sections, review, assemble]
 
@@ -138,7 +138,7 @@ def _demo_plan(title: str, sections: int) -> list[PlannedNode]:
             key="assemble",
             role="assembler",
             prompt=f"Assemble {title!r} from its reviewed parts.",
-            deps=("review",),
+            deps=(*(writer.key for writer in writers), "review"),
         ),
     ]
 

@@ -54,4 +54,5 @@ def test_the_seed_demo_call_runs_to_success_on_the_served_api(served: str) -> No
     artifacts = httpx.get(f"{run_url}/artifacts", headers=headers).json()["items"]
     report = httpx.get(f"{served}/artifacts/{artifacts[-1]['id']}/content", headers=headers)
     assert report.status_code == 200
-    assert report.text.startswith("## ")
+    assert report.text.startswith("# Demo\n")
+    assert report.text.count("## Write part") == 3

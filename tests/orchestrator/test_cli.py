@@ -60,7 +60,9 @@ async def test_the_supervisor_plans_and_runs_a_report_to_its_assembled_document(
     assert "succeeded 6/6 nodes done" in result.stdout
     report = Path(lines[-1].removeprefix("succeeded; the result is "))
     assert report.name == "assemble.md"
-    assert (tmp_path / report).read_text().startswith("## ")
+    assembled = (tmp_path / report).read_text()
+    assert assembled.startswith("# Rapport 80p\n")
+    assert assembled.count("## Write the section") == 3
     runs = await _read_api(settings, migrated_database, "/runs")
     assert [(run["title"], run["status"], run["created_by"]) for run in runs["items"]] == [
         ("Rapport 80p", "succeeded", "cli")

@@ -32,7 +32,7 @@ async def test_a_demo_task_becomes_a_queued_run_with_its_plan(
         ("write-2", 2, ["plan"]),
         ("write-3", 3, ["plan"]),
         ("review", 4, ["write-1", "write-2", "write-3"]),
-        ("assemble", 5, ["review"]),
+        ("assemble", 5, ["write-1", "write-2", "write-3", "review"]),
     ]
     events = (await client.get("/events", params={"run_id": run_id})).json()["items"]
     assert [(event["type"], event["data"]["nodes"]) for event in events] == [("run.created", 6)]

@@ -245,3 +245,39 @@ async def test_a_run_that_would_pass_its_token_budget_stops_as_failed(
     assert run["node_counts"]["skipped"] >= 1
     assert run["node_counts"]["succeeded"] < 6
     await _assert_events_replay_to_the_database(client, run_id)
+
+
+class ChattyPlanner:
+    """The demo provider, except that the planner answers prose instead of an outline."""
+
+    def __init__(self) -> None:
+        self.outline_calls = 0
+
+    async def complete(self, request: LLMRequest) -> LLMReply:
+        if request.json_schema is not None:
+            self.outline_calls += 1
+            return LLMReply(
+                text="Sure! First, an introduction...", prompt_tokens=5, completion_tokens=5
+            )
+        return await DemoProvider(0).complete(request)
+
+
+async def test_an_invalid_outline_is_retried_then_fails_the_run_saying_why(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, {"type": "report"})
+    planner = ChattyPlanner()
+    worker = Worker(sessions, settings, {"demo": planner})
+
+    while (await client.get(f"/runs/{run_id}")).json()["status"] not in ("succeeded", "failed"):
+        await worker.drain()
+        async with unit_of_work(sessions) as session:
+            await session.execute(update(Node).values(next_attempt_at=None))
+
+    run = (await client.get(f"/runs/{run_id}")).json()
+    assert planner.outline_calls == 3
+    assert run["status"] == "failed"
+    assert run["error"].startswith(
+        "node 'outline' failed after 3 attempt(s): the planner's outline is invalid: "
+    )
+    assert "Invalid JSON" in run["error"]

@@ -12,6 +12,9 @@ class LLMRequest:
     timeout_seconds: float
     # When set, the answer must be JSON of this schema (the report's outline).
     json_schema: dict[str, Any] | None = None
+    # The role asking, and its dependencies' outputs (also written into `prompt`) by node key.
+    role: str = "writer"
+    context: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,12 @@ class DemoProvider:
     async def complete(self, request: LLMRequest) -> LLMReply:
         await asyncio.sleep(self.latency_seconds)
         seed = f"{request.model}\n{request.system}\n{request.prompt}".encode()
-        text = self._outline(seed) if request.json_schema else self._markdown(seed, request)
+        if request.json_schema:
+            text = self._outline(seed)
+        elif request.role == "assembler":
+            text = self._assembly(request)
+        else:
+            text = self._markdown(seed, request)
         return LLMReply(
             text=text,
             prompt_tokens=_tokens(request.system) + _tokens(request.prompt),
@@ -42,12 +47,21 @@ class DemoProvider:
 
     @staticmethod
     def _markdown(seed: bytes, request: LLMRequest) -> str:
-        heading = request.prompt.splitlines()[0][:80]
+        # The prompt is "Task: <title>", then the node's own instruction, then its context.
+        paragraphs = request.prompt.split("\n\n")
+        heading = paragraphs[min(1, len(paragraphs) - 1)].splitlines()[0][:80]
         words = _words(seed, 48)
         paragraphs = [
             " ".join(words[start : start + 16]).capitalize() + "." for start in (0, 16, 32)
         ]
         return f"## {heading}\n\n" + "\n\n".join(paragraphs) + "\n"
+
+    @staticmethod
+    def _assembly(request: LLMRequest) -> str:
+        """The parts it was given, in order, under one title: what an assembler is asked for."""
+        title = request.prompt.splitlines()[0].removeprefix("Task: ")
+        parts = [text.strip() for key, text in request.context if key != "review"]
+        return f"# {title}\n\n" + "\n\n".join(parts) + "\n"
 
     @staticmethod
     def _outline(seed: bytes) -> str:
