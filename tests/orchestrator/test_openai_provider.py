@@ -4,17 +4,16 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import update
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator.models import Node
 from apps.orchestrator.providers.base import LLMRequest, ProviderError
 from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
 from apps.orchestrator.submission import submit_task
 from apps.orchestrator.task_specs import TaskRequest
 from apps.orchestrator.worker import Worker
 from tests.chat_server import Script, chat_server
+from tests.orchestrator.driving import run_to_the_end
 
 KEY = "sk-test-never-leaks"
 
@@ -104,10 +103,7 @@ async def test_a_run_on_openai_retries_a_429_and_costs_what_the_price_table_says
         run_id = str(await submit_task(session, task, created_by="test", settings=on_openai))
     worker = Worker(sessions, on_openai)
 
-    while (await client.get(f"/runs/{run_id}")).json()["status"] not in ("succeeded", "failed"):
-        await worker.drain()
-        async with unit_of_work(sessions) as session:
-            await session.execute(update(Node).values(next_attempt_at=None))
+    await run_to_the_end(worker, sessions, client, run_id)
 
     run = (await client.get(f"/runs/{run_id}")).json()
     assert run["status"] == "succeeded"

@@ -20,6 +20,7 @@ from apps.orchestrator.providers.base import LLMReply, LLMRequest, ProviderError
 from apps.orchestrator.providers.demo import DemoProvider
 from apps.orchestrator.states import NodeStatus
 from apps.orchestrator.worker import Worker
+from tests.orchestrator.driving import run_to_the_end
 
 SIDECAR_SCHEMA = json.loads(
     (Path(orchestrator.__file__).parent / "sidecar.schema.json").read_text()
@@ -162,10 +163,7 @@ async def test_a_retryable_error_is_retried_up_to_max_attempts(
     provider = FailingProvider("Write part 2 of", retryable=True)
     worker = Worker(sessions, settings, {"demo": provider})
 
-    while (await client.get(f"/runs/{run_id}")).json()["status"] not in ("succeeded", "failed"):
-        await worker.drain()
-        async with unit_of_work(sessions) as session:
-            await session.execute(update(Node).values(next_attempt_at=None))
+    await run_to_the_end(worker, sessions, client, run_id)
 
     events = (await client.get("/events", params={"run_id": run_id, "limit": 200})).json()["items"]
     assert Counter(event["type"] for event in events)["node.retrying"] == 2
@@ -269,10 +267,7 @@ async def test_an_invalid_outline_is_retried_then_fails_the_run_saying_why(
     planner = ChattyPlanner()
     worker = Worker(sessions, settings, {"demo": planner})
 
-    while (await client.get(f"/runs/{run_id}")).json()["status"] not in ("succeeded", "failed"):
-        await worker.drain()
-        async with unit_of_work(sessions) as session:
-            await session.execute(update(Node).values(next_attempt_at=None))
+    await run_to_the_end(worker, sessions, client, run_id)
 
     run = (await client.get(f"/runs/{run_id}")).json()
     assert planner.outline_calls == 3
