@@ -1,0 +1,579 @@
+"""Orchestration overhead per node, and throughput of demo tasks through the HTTP API.
+
+Two measurements per backend (SQLite, and PostgreSQL when its server answers):
+
+1. Overhead per node. A DAG of `--nodes` nodes (200) runs on the `demo` provider at
+   DEMO_LATENCY_MS=0, so what is timed is the orchestration alone: the scheduling queries, the
+   claims, the artifact files and the status changes. Two shapes: "wide" (one root, nodes-2
+   parallel nodes depending on it, one last node depending on all of them) and "deep" (a chain).
+   Each run gets a fresh migrated database; the task is submitted in-process with `submit_task`,
+   then `Worker(sessions, settings).drain()` is timed until the run has succeeded. The wide DAG
+   runs once with the default WORKER_CONCURRENCY / RUN_CONCURRENCY and once with RUN_CONCURRENCY
+   raised to WORKER_CONCURRENCY. Median of 3. Targets: <= 2 ms/node wide, <= 4 ms/node deep.
+2. Throughput through HTTP. A real API process (`python -m apps.api`, WORKER_IN_API=1,
+   DEMO_LATENCY_MS=0, LOG_LEVEL=warning) on a fresh migrated database gets `--runs` (50)
+   `{"type": "demo"}` tasks as concurrent POSTs; GET /runs?status=succeeded|failed is polled until
+   every run has finished. Reported: the submit time, the drain time (first POST to the last
+   run's finished_at) and how many succeeded or failed. Target: all of them succeed.
+
+Run from the repository root (PostgreSQL from TEST_POSTGRES_URL, else the local server):
+
+    .venv/bin/python bench/orchestration.py                       # both backends, ~1-2 min
+    .venv/bin/python bench/orchestration.py --backend sqlite --nodes 200 --runs 50
+    .venv/bin/python bench/orchestration.py --backend sqlite --profile   # + cProfile of deep
+
+Only 127.0.0.1 is used. SQLite files, artifacts and the API's log live in bench/.work/
+(gitignored; the databases and artifacts are removed at the end, the log is kept); each
+PostgreSQL database is a new `bench_<random>`, dropped at the end. Exit status: 0 when every
+target passes, 1 when one fails, 2 when the benchmark itself could not run.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import os
+import pstats
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from alembic import command  # noqa: E402
+from apps.core.database import (  # noqa: E402
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+    unit_of_work,
+)
+from apps.core.settings import Settings, load_settings  # noqa: E402
+from apps.orchestrator.models import Run  # noqa: E402
+from apps.orchestrator.states import RunStatus  # noqa: E402
+from apps.orchestrator.submission import submit_task  # noqa: E402
+from apps.orchestrator.task_specs import MAX_NODES, TaskRequest  # noqa: E402
+from apps.orchestrator.worker import Worker  # noqa: E402
+
+WORK = ROOT / "bench" / ".work"
+HOST = "127.0.0.1"
+API_KEY = "bench-key"
+DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+REPEATS = 3
+TARGET_WIDE_MS = 2.0
+TARGET_DEEP_MS = 4.0
+DRAIN_TIMEOUT = 300.0
+HTTP_TIMEOUT = 180.0
+START_TIMEOUT = 60.0
+POLL_SECONDS = 0.05
+PAGE_LIMIT = 200
+PROFILE_LINES = 15
+
+
+class BenchError(Exception):
+    """The benchmark could not run; the message says why."""
+
+
+# --- databases -----------------------------------------------------------------------------------
+
+
+def plain_dsn(url: str) -> str:
+    """`url` as asyncpg wants it: no SQLAlchemy driver suffix."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def postgres_admin(server_url: str, statement: str) -> None:
+    connection = await asyncpg.connect(plain_dsn(server_url), timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def postgres_server(required: bool) -> str | None:
+    """The PostgreSQL server to use, None (with a note) when it does not answer."""
+    url = os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        asyncio.run(postgres_admin(url, "SELECT 1"))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        if required:
+            raise BenchError(f"PostgreSQL at {shown} is not reachable: {error}") from None
+        print(f"== postgresql: skipped, {shown} is not reachable ({type(error).__name__})")
+        return None
+    return url
+
+
+def migrate(url: str) -> None:
+    """`alembic upgrade head`, configured without alembic.ini's logging (no INFO lines)."""
+    config = Config()
+    config.set_main_option("script_location", str(ROOT / "alembic"))
+    config.set_main_option("path_separator", "os")
+    config.attributes["database_url"] = url
+    command.upgrade(config, "head")
+
+
+@contextmanager
+def sqlite_file(name: str) -> Iterator[str]:
+    path = WORK / f"orchestration_{name}.db"
+    try:
+        yield f"sqlite+aiosqlite:///{path}"
+    finally:
+        for leftover in WORK.glob(f"{path.name}*"):
+            leftover.unlink()
+
+
+@contextmanager
+def postgres_database(server: str, name: str) -> Iterator[str]:
+    asyncio.run(postgres_admin(server, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(postgres_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextmanager
+def fresh_database(backend: str, server: str | None) -> Iterator[str]:
+    """A new migrated database of `backend`, removed (SQLite) or dropped (PostgreSQL) after."""
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    database = sqlite_file(name) if backend == "sqlite" else postgres_database(server or "", name)
+    with database as url:
+        migrate(url)
+        yield url
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A new directory in bench/.work/ (artifacts, the API's working directory), removed after."""
+    path = WORK / f"{prefix}_{uuid.uuid4().hex[:12]}"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- overhead per node: in-process drain ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    shape: str
+    raised: bool  # RUN_CONCURRENCY raised to WORKER_CONCURRENCY
+    target_ms: float
+
+
+CASES = (
+    Case("wide", raised=False, target_ms=TARGET_WIDE_MS),
+    Case("wide", raised=True, target_ms=TARGET_WIDE_MS),
+    Case("deep", raised=False, target_ms=TARGET_DEEP_MS),
+)
+
+
+def dag_node(index: int, deps: list[int]) -> dict[str, Any]:
+    return {
+        "key": f"n{index:03d}",
+        "role": "writer",
+        "prompt": f"Write part {index}.",
+        "deps": [f"n{dep:03d}" for dep in deps],
+    }
+
+
+def dag_request(shape: str, count: int) -> TaskRequest:
+    """Wide: a root, count-2 nodes on it, a last node on all of those. Deep: a chain."""
+    if shape == "deep":
+        nodes = [dag_node(i, [i - 1] if i else []) for i in range(count)]
+    else:
+        middle = list(range(1, count - 1))
+        nodes = [dag_node(0, []), *(dag_node(i, [0]) for i in middle), dag_node(count - 1, middle)]
+    spec = {"type": "dag", "nodes": nodes}
+    return TaskRequest.model_validate({"title": f"bench {shape} {count}", "task_spec": spec})
+
+
+def drain_settings(url: str, artifacts: Path, *, raised: bool) -> Settings:
+    """The service's defaults (and environment), on `url`, the demo provider at zero latency."""
+    overrides: dict[str, Any] = {
+        "database_url": url,
+        "artifacts_dir": artifacts,
+        "demo_latency_ms": 0,
+        "worker_in_api": False,
+        "llm_default_provider": "demo",
+        "llm_role_models": {},
+    }
+    settings = load_settings(_env_file=None, **overrides)
+    if raised:
+        settings = load_settings(
+            _env_file=None, **overrides, run_concurrency=settings.worker_concurrency
+        )
+    return settings
+
+
+async def check_succeeded(sessions: SessionFactory, run_id: uuid.UUID) -> None:
+    async with sessions() as session:
+        row = (await session.execute(select(Run.status, Run.error).where(Run.id == run_id))).one()
+    if row.status != RunStatus.SUCCEEDED:
+        raise BenchError(f"run {run_id} ended {row.status}, not succeeded: {row.error}")
+
+
+async def time_drain(
+    settings: Settings, request: TaskRequest, profiler: cProfile.Profile | None = None
+) -> float:
+    """Submit `request`, then time `Worker.drain()` until its run has succeeded (seconds)."""
+    engine = create_engine(settings)
+    try:
+        sessions = create_session_factory(engine)
+        async with unit_of_work(sessions) as session:
+            run_id = await submit_task(session, request, created_by="bench", settings=settings)
+        worker = Worker(sessions, settings)
+        started = time.perf_counter()
+        with profiling(profiler):
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                await worker.drain()
+        elapsed = time.perf_counter() - started
+        await check_succeeded(sessions, run_id)
+    finally:
+        await engine.dispose()
+    return elapsed
+
+
+@contextmanager
+def profiling(profiler: cProfile.Profile | None) -> Iterator[None]:
+    if profiler is None:
+        yield
+        return
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+
+
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    backend: str
+    case: Case
+    nodes: int
+    worker_concurrency: int
+    run_concurrency: int
+    seconds: list[float]
+
+    @property
+    def ms_per_node(self) -> float:
+        return statistics.median(self.seconds) * 1000 / self.nodes
+
+    @property
+    def passed(self) -> bool:
+        return self.ms_per_node <= self.case.target_ms
+
+    @property
+    def setting(self) -> str:
+        which = "RUN_CONCURRENCY raised" if self.case.raised else "defaults"
+        return f"WORKER={self.worker_concurrency} RUN={self.run_concurrency} ({which})"
+
+
+def measure_case(backend: str, server: str | None, case: Case, nodes: int) -> DrainResult:
+    """The case `REPEATS` times, each on a fresh database and artifacts directory."""
+    seconds, settings = [], None
+    for repeat in range(1, REPEATS + 1):
+        with fresh_database(backend, server) as url, scratch_dir("artifacts") as artifacts:
+            settings = drain_settings(url, artifacts, raised=case.raised)
+            seconds.append(asyncio.run(time_drain(settings, dag_request(case.shape, nodes))))
+        print(
+            f"  [{repeat}/{REPEATS}] {case.shape:<5} run_concurrency={settings.run_concurrency:<3}"
+            f" {seconds[-1]:7.3f} s  {seconds[-1] * 1000 / nodes:6.2f} ms/node",
+            flush=True,
+        )
+    assert settings is not None
+    wc, rc = settings.worker_concurrency, settings.run_concurrency
+    return DrainResult(backend, case, nodes, wc, rc, seconds)
+
+
+def print_drain(results: list[DrainResult]) -> None:
+    first = results[0]
+    print(
+        f"\n{first.backend}: orchestration overhead, {first.nodes}-node DAG, demo provider, "
+        f"DEMO_LATENCY_MS=0, Worker.drain(), median of {REPEATS}"
+    )
+    print(f"{'shape':<7}{'settings':<42}{'runs (s)':<26}{'ms/node':>8}  target")
+    for r in results:
+        runs = " ".join(f"{s:.3f}" for s in r.seconds)
+        verdict = "PASS" if r.passed else "FAIL"
+        print(
+            f"{r.case.shape:<7}{r.setting:<42}{runs:<26}{r.ms_per_node:>8.2f}"
+            f"  <= {r.case.target_ms:g} ms  {verdict}"
+        )
+
+
+# --- throughput through HTTP ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def server_env(url: str, port: int, workdir: Path) -> dict[str, str]:
+    """The environment minus any of the service's own settings, plus the benchmark's."""
+    names = {name.upper() for name in Settings.model_fields}
+    env = {key: value for key, value in os.environ.items() if key.upper() not in names}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        DATABASE_URL=url,
+        API_KEY=API_KEY,
+        HOST=HOST,
+        PORT=str(port),
+        ARTIFACTS_DIR=str(workdir / "artifacts"),
+        DEMO_LATENCY_MS="0",
+        WORKER_IN_API="1",
+        LOG_LEVEL="warning",
+    )
+    return env
+
+
+def wait_ready(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise BenchError(f"the API exited ({process.returncode}):\n{tail}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{base_url}/health", timeout=1, trust_env=False).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise BenchError(f"the API did not answer /health within {START_TIMEOUT:g}s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@contextmanager
+def api_process(backend: str, url: str, workdir: Path) -> Iterator[str]:
+    """`python -m apps.api` on a free loopback port, run from `workdir` (so no .env is read)."""
+    port = free_port()
+    log = WORK / f"orchestration-server-{backend}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "apps.api"],
+            cwd=workdir,
+            env=server_env(url, port, workdir),
+            stdout=output,
+            stderr=output,
+        )
+        try:
+            wait_ready(process, f"http://{HOST}:{port}", log)
+            yield f"http://{HOST}:{port}"
+        finally:
+            stop(process)
+
+
+async def submit_one(client: httpx.AsyncClient, index: int) -> str:
+    """POST one demo task; its run id, or why it was not accepted (prefixed with `error:`)."""
+    body = {"title": f"bench demo {index}", "task_spec": {"type": "demo"}}
+    try:
+        response = await client.post("/tasks", json=body)
+    except httpx.HTTPError as error:
+        return f"error: {type(error).__name__}: {error}"
+    if response.status_code != 202:
+        return f"error: {response.status_code} {response.text[:200]}"
+    return response.json()["id"]
+
+
+async def runs_in(client: httpx.AsyncClient, status: str) -> list[dict[str, Any]]:
+    """Every run in `status`, following the cursor."""
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"status": status, "limit": PAGE_LIMIT}
+    while True:
+        response = await client.get("/runs", params=params)
+        response.raise_for_status()
+        page = response.json()
+        items += page["items"]
+        if not page["next_cursor"]:
+            return items
+        params["cursor"] = page["next_cursor"]
+
+
+async def wait_finished(
+    client: httpx.AsyncClient, count: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Poll until `count` runs have succeeded or failed, or HTTP_TIMEOUT has passed."""
+    deadline = time.monotonic() + HTTP_TIMEOUT
+    while True:
+        succeeded, failed = await runs_in(client, "succeeded"), await runs_in(client, "failed")
+        if len(succeeded) + len(failed) >= count or time.monotonic() > deadline:
+            return succeeded, failed
+        await asyncio.sleep(POLL_SECONDS)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResult:
+    backend: str
+    runs: int
+    submit_s: float
+    drain_s: float
+    rejected: list[str]
+    succeeded: int
+    failed: int
+    first_error: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.succeeded == self.runs
+
+
+def last_finished(runs: list[dict[str, Any]]) -> datetime | None:
+    stamps = [datetime.fromisoformat(run["finished_at"]) for run in runs if run["finished_at"]]
+    return max(stamps, default=None)
+
+
+async def load_api(backend: str, base_url: str, count: int) -> HttpResult:
+    headers = {"X-API-Key": API_KEY}
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers, timeout=60, limits=limits, trust_env=False
+    ) as client:
+        first_post, clock = datetime.now(UTC), time.perf_counter()
+        answers = await asyncio.gather(*(submit_one(client, i) for i in range(count)))
+        submit_s = time.perf_counter() - clock
+        accepted = [a for a in answers if not a.startswith("error:")]
+        succeeded, failed = await wait_finished(client, len(accepted))
+    last = last_finished(succeeded + failed)
+    drain_s = (last - first_post).total_seconds() if last else float("nan")
+    rejected = [a for a in answers if a.startswith("error:")]
+    error = next((run["error"] for run in failed), None)
+    return HttpResult(
+        backend, count, submit_s, drain_s, rejected, len(succeeded), len(failed), error
+    )
+
+
+def measure_http(backend: str, server: str | None, count: int) -> HttpResult:
+    """Serve a fresh migrated database with the worker in the API, then load it."""
+    with (
+        fresh_database(backend, server) as url,
+        scratch_dir("api") as workdir,
+        api_process(backend, url, workdir) as base_url,
+    ):
+        result = asyncio.run(load_api(backend, base_url, count))
+    print(f"  {count} POSTs in {result.submit_s:.3f} s, drained in {result.drain_s:.3f} s")
+    return result
+
+
+def print_http(result: HttpResult) -> None:
+    print(
+        f"\n{result.backend}: {result.runs} demo tasks through HTTP, {result.runs} concurrent "
+        "POST /tasks, API process with WORKER_IN_API=1, DEMO_LATENCY_MS=0, default concurrency"
+    )
+    print(f"  submit (first POST to last 202)          {result.submit_s:8.3f} s")
+    print(f"  drain (first POST to last run finished)  {result.drain_s:8.3f} s")
+    print(f"  rejected POSTs                           {len(result.rejected):8d}")
+    print(f"  succeeded / failed                       {result.succeeded:4d} / {result.failed}")
+    verdict = "PASS" if result.passed else "FAIL"
+    print(f"  all {result.runs} runs succeeded (target)  {verdict}")
+    for reason in filter(None, [*result.rejected[:1], result.first_error]):
+        print(f"  first problem: {reason}")
+
+
+# --- profile -------------------------------------------------------------------------------------
+
+
+def profile_deep(backend: str, server: str | None, nodes: int) -> None:
+    """cProfile of one drain of the deep chain: the top functions by cumulative and own time."""
+    profiler = cProfile.Profile()
+    with fresh_database(backend, server) as url, scratch_dir("artifacts") as artifacts:
+        settings = drain_settings(url, artifacts, raised=False)
+        elapsed = asyncio.run(time_drain(settings, dag_request("deep", nodes), profiler))
+    print(f"\n{backend}: cProfile of drain(), deep chain of {nodes}: {elapsed:.3f} s profiled")
+    stats = pstats.Stats(profiler, stream=sys.stdout).strip_dirs()
+    for order in ("cumulative", "tottime"):
+        print(f"--- top {PROFILE_LINES} by {order}")
+        stats.sort_stats(order).print_stats(PROFILE_LINES)
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    backend: str
+    drains: list[DrainResult]
+    http: HttpResult
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.drains) and self.http.passed
+
+
+def bench_backend(backend: str, server: str | None, args: argparse.Namespace) -> Report:
+    print(f"== {backend}: {args.nodes}-node DAGs, {REPEATS} times each", flush=True)
+    drains = [measure_case(backend, server, case, args.nodes) for case in CASES]
+    print(f"== {backend}: {args.runs} demo tasks through the API", flush=True)
+    return Report(backend, drains, measure_http(backend, server, args.runs))
+
+
+def servers(choice: str) -> list[tuple[str, str | None]]:
+    """The backends to run with their PostgreSQL server (None for SQLite)."""
+    chosen: list[tuple[str, str | None]] = []
+    if choice in ("sqlite", "both"):
+        chosen.append(("sqlite", None))
+    if choice in ("postgresql", "both"):
+        server = postgres_server(required=choice == "postgresql")
+        if server is not None:
+            chosen.append(("postgresql", server))
+    return chosen
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--nodes", type=int, default=200, help="nodes of each DAG (3-500)")
+    parser.add_argument("--runs", type=int, default=50, help="demo tasks POSTed at once (1-500)")
+    parser.add_argument("--profile", action="store_true", help="also cProfile the deep drain")
+    args = parser.parse_args(argv)
+    if not 3 <= args.nodes <= MAX_NODES or not 1 <= args.runs <= 500:
+        parser.error(f"--nodes 3-{MAX_NODES}, --runs 1-500")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    WORK.mkdir(parents=True, exist_ok=True)
+    backends = servers(args.backend)
+    reports = [bench_backend(backend, server, args) for backend, server in backends]
+    for report in reports:
+        print_drain(report.drains)
+        print_http(report.http)
+    if args.profile:
+        for backend, server in backends:
+            profile_deep(backend, server, args.nodes)
+    return 0 if all(report.passed for report in reports) else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
