@@ -30,12 +30,10 @@ target passes, 1 when one fails, 2 when the benchmark itself could not run.
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import os
 import pstats
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,11 +51,9 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
-from alembic.config import Config  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from alembic import command  # noqa: E402
 from apps.core.database import (  # noqa: E402
     SessionFactory,
     create_engine,
@@ -70,9 +66,17 @@ from apps.orchestrator.states import RunStatus  # noqa: E402
 from apps.orchestrator.submission import submit_task  # noqa: E402
 from apps.orchestrator.task_specs import MAX_NODES, TaskRequest  # noqa: E402
 from apps.orchestrator.worker import Worker  # noqa: E402
+from bench.processes import (  # noqa: E402
+    HOST,
+    WORK,
+    BenchError,
+    free_port,
+    migrate,
+    postgres_admin,
+    stop,
+    wait_ready,
+)
 
-WORK = ROOT / "bench" / ".work"
-HOST = "127.0.0.1"
 API_KEY = "bench-key"
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 REPEATS = 3
@@ -80,30 +84,12 @@ TARGET_WIDE_MS = 2.0
 TARGET_DEEP_MS = 4.0
 DRAIN_TIMEOUT = 300.0
 HTTP_TIMEOUT = 180.0
-START_TIMEOUT = 60.0
 POLL_SECONDS = 0.05
 PAGE_LIMIT = 200
 PROFILE_LINES = 15
 
 
-class BenchError(Exception):
-    """The benchmark could not run; the message says why."""
-
-
 # --- databases -----------------------------------------------------------------------------------
-
-
-def plain_dsn(url: str) -> str:
-    """`url` as asyncpg wants it: no SQLAlchemy driver suffix."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def postgres_admin(server_url: str, statement: str) -> None:
-    connection = await asyncpg.connect(plain_dsn(server_url), timeout=5)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
 
 
 def postgres_server(required: bool) -> str | None:
@@ -118,15 +104,6 @@ def postgres_server(required: bool) -> str | None:
         print(f"== postgresql: skipped, {shown} is not reachable ({type(error).__name__})")
         return None
     return url
-
-
-def migrate(url: str) -> None:
-    """`alembic upgrade head`, configured without alembic.ini's logging (no INFO lines)."""
-    config = Config()
-    config.set_main_option("script_location", str(ROOT / "alembic"))
-    config.set_main_option("path_separator", "os")
-    config.attributes["database_url"] = url
-    command.upgrade(config, "head")
 
 
 @contextmanager
@@ -323,12 +300,6 @@ def print_drain(results: list[DrainResult]) -> None:
 # --- throughput through HTTP ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
 def server_env(url: str, port: int, workdir: Path) -> dict[str, str]:
     """The environment minus any of the service's own settings, plus the benchmark's."""
     names = {name.upper() for name in Settings.model_fields}
@@ -345,29 +316,6 @@ def server_env(url: str, port: int, workdir: Path) -> dict[str, str]:
         LOG_LEVEL="warning",
     )
     return env
-
-
-def wait_ready(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:]
-            raise BenchError(f"the API exited ({process.returncode}):\n{tail}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{base_url}/health", timeout=1, trust_env=False).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise BenchError(f"the API did not answer /health within {START_TIMEOUT:g}s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @contextmanager

@@ -34,7 +34,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -56,18 +55,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
-from alembic.config import Config  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from alembic import command  # noqa: E402
 from apps.core.settings import Settings  # noqa: E402
 from apps.orchestrator.models import Base  # noqa: E402
 from apps.orchestrator.pagination import encode_cursor  # noqa: E402
 from apps.orchestrator.states import NodeStatus, RunStatus  # noqa: E402
 from bench.ceiling_app import CEILING_PATH, FakeRun, fake_run  # noqa: E402
+from bench.processes import (  # noqa: E402
+    HOST,
+    WORK,
+    BenchError,
+    free_port,
+    migrate,
+    plain_dsn,
+    postgres_admin,
+    stop,
+    wait_ready,
+)
 
-WORK = ROOT / "bench" / ".work"
-HOST = "127.0.0.1"
 API_KEY = "bench-key"
 DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 PAGE = 50
@@ -77,7 +83,6 @@ RUN_BATCH = 5_000
 EVENT_BATCH = 100_000
 SPAN = timedelta(days=365)
 RSS_INTERVAL = 0.2
-START_TIMEOUT = 60.0
 
 RUN_COLUMNS = tuple(c.name for c in Base.metadata.tables["runs"].columns)
 NODE_COLUMNS = tuple(c.name for c in Base.metadata.tables["nodes"].columns)
@@ -89,10 +94,6 @@ BIG_STORY = ("node.started", "llm.call", "llm.call", "artifact.written", "node.s
 TARGET_CEILING_SHARE = 25.0
 TARGET_DEEP_RATIO = 1.2
 TARGET_RSS_MB = 120.0
-
-
-class BenchError(Exception):
-    """The benchmark could not run; the message says why."""
 
 
 # --- seeding -------------------------------------------------------------------------------------
@@ -390,19 +391,6 @@ async def seed_postgres(url: str, args: argparse.Namespace) -> Dataset:
 # --- databases -----------------------------------------------------------------------------------
 
 
-def plain_dsn(url: str) -> str:
-    """`url` as asyncpg wants it: no SQLAlchemy driver suffix."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def postgres_admin(server_url: str, statement: str) -> None:
-    connection = await asyncpg.connect(plain_dsn(server_url))
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 def remove_sqlite_files() -> None:
     for path in WORK.glob("read_api.db*"):
         path.unlink()
@@ -431,12 +419,6 @@ def postgres_database() -> Iterator[str]:
         asyncio.run(postgres_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def migrate(url: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url
-    command.upgrade(config, "head")
-
-
 def build_database(backend: str, url: str, args: argparse.Namespace) -> Dataset:
     migrate(url)
     if backend == "sqlite":
@@ -458,12 +440,6 @@ def pinned(cpu: int) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) > cpu:
         return ["taskset", "-c", str(cpu)]
     return []
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def server_env(url: str, args: argparse.Namespace) -> dict[str, str]:
@@ -497,32 +473,6 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
-
-
-def wait_ready(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(
-                f"the server exited ({process.returncode}):\n{log.read_text()[-3000:]}"
-            )
-        try:
-            if get(f"{base_url}/health", timeout=1.0)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise BenchError(f"the server did not answer /health within {START_TIMEOUT:g}s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @contextmanager
