@@ -180,12 +180,11 @@ async def test_an_expired_lease_is_taken_back_and_retried(
 ) -> None:
     run_id = await _submit(client, {"type": "demo"})
     async with unit_of_work(sessions) as session:
-        await scheduling.start_queued_runs(session)
-        await scheduling.promote_ready_nodes(session)
+        (work,) = (
+            await scheduling.run_pass(session, [], worker="dead-worker", slots=1, settings=settings)
+        ).claimed
+        claimed = work.id
     async with unit_of_work(sessions) as session:
-        (claimed,) = await scheduling.claim_ready_nodes(
-            session, worker="dead-worker", slots=1, per_run=4, lease_seconds=30
-        )
         await session.execute(
             update(Node)
             .where(Node.id == claimed)
