@@ -107,14 +107,18 @@ async def authenticate(
     return principal
 
 
+def _roles_from(needed: KeyRole) -> str:
+    return " or ".join(role for role in KeyRole if _RANK[role] >= _RANK[needed])
+
+
 def require_role(needed: KeyRole) -> Callable[..., Awaitable[Principal]]:
     """A dependency answering the caller's principal, or 403 when its role is below `needed`."""
 
     async def caller_with_role(caller: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if not caller.may_act_as(needed):
             raise Forbidden(
-                f"this needs the {needed} role or higher; "
-                f"the key {caller.name!r} is a {caller.role}"
+                f"this needs the {_roles_from(needed)} role; "
+                f"the key {caller.name!r} has the {caller.role} role"
             )
         return caller
 
@@ -123,8 +127,9 @@ def require_role(needed: KeyRole) -> Callable[..., Awaitable[Principal]]:
 
 def forbidden_below(needed: KeyRole) -> dict[int | str, dict[str, Any]]:
     """The 403 of a route that needs `needed`, for its `responses=` in the OpenAPI page."""
-    allowed = " or ".join(role for role in KeyRole if _RANK[role] >= _RANK[needed])
-    return {403: {"description": f"The key's role may not do this: it needs {allowed}."}}
+    return {
+        403: {"description": f"The key's role may not do this: it needs {_roles_from(needed)}."}
+    }
 
 
 # What routes declare. Every key may read; writes name the role they need.

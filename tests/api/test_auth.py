@@ -10,6 +10,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import event, select, update
 
 from apps.api.app import create_app
+from apps.api.auth import AdminCaller
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
 from apps.orchestrator import api_keys
@@ -134,7 +135,7 @@ async def test_a_viewer_may_not_submit_a_task(
 
     assert response.status_code == 403
     assert response.json() == {
-        "detail": "this needs the operator role or higher; the key 'bob' is a viewer"
+        "detail": "this needs the operator or admin role; the key 'bob' has the viewer role"
     }
     assert (await client.get("/runs")).json()["items"] == []
 
@@ -158,6 +159,30 @@ async def test_the_api_key_setting_submits_as_admin(client: httpx.AsyncClient) -
 
     assert response.status_code == 202
     assert response.json()["created_by"] == "admin"
+
+
+def _add_admin_route(app: FastAPI) -> None:
+    async def admin_only(caller: AdminCaller) -> dict[str, str]:
+        return {"name": caller.name}
+
+    app.add_api_route("/test/admin", admin_only, methods=["POST"])
+
+
+async def test_an_admin_route_refuses_an_operator_and_serves_an_admin(
+    app: FastAPI, client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    _add_admin_route(app)
+    operator = {"X-API-Key": await _key(sessions, KeyRole.OPERATOR, name="alice")}
+    admin = {"X-API-Key": await _key(sessions, KeyRole.ADMIN, name="root")}
+
+    refused = await client.post("/test/admin", headers=operator)
+    served = await client.post("/test/admin", headers=admin)
+
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "detail": "this needs the admin role; the key 'alice' has the operator role"
+    }
+    assert (served.status_code, served.json()) == (200, {"name": "root"})
 
 
 async def test_a_revoked_key_is_refused_at_the_very_next_request(
