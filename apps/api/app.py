@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from apps.api.auth import authenticate
+from apps.api.auth import ROLES_DESCRIPTION, authenticate
 from apps.api.errors import install_error_handlers
 from apps.api.routes import artifacts, events, health, nodes, runs, tasks
 from apps.api.timezone import use_request_timezone
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Crew Orchestrator",
         summary="Operator API for multi-agent LLM runs.",
+        description=ROLES_DESCRIPTION,
         version="0.1.0",
         lifespan=_lifespan,
         dependencies=[Depends(use_request_timezone)],
