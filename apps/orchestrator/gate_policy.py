@@ -13,11 +13,12 @@ A policy file is YAML in the seed's `conf/operator.yaml` format, its rules under
         required: true
         when: before
 
-`roles:` and `nodes:` sections say which is meant where a name could be both; other top-level
-sections of the file are left to their owners. A node's gate is resolved once, at submission, from
-layers that each set only the fields they name: no gate, the policy's `defaults`, the rule of the
-node's role, the rule of its key, and the `gate` of its task spec, which wins (a task spec's gate
-that does not say `required` is required). The result is stored on the node, so the runtime reads
+`defaults`, `roles` and `nodes` are not node keys there: `roles:` and `nodes:` sections say which
+is meant where a name could be both (a dag node keyed `writer`). Other top-level sections of the
+file are left to their owners. A node's gate is resolved once, at submission, from layers that
+each set only the fields they name: no gate, the policy's `defaults`, the rule of the node's role,
+the rule of its key, and the `gate` of its task spec, which wins (a task spec's gate that does not
+say `required` is required). The result is stored on the node, so the runtime reads
 `read_gate(node.gate)` and never the policy.
 """
 
@@ -37,7 +38,6 @@ OnTimeout = Literal["approve", "reject", "fail"]
 GateWhen = Literal["after", "before"]
 
 MAX_TIMEOUT_MINUTES = 60 * 24 * 30
-_DEFAULTS_NAMES = frozenset({"defaults", "default"})
 _SECTIONS = ("roles", "nodes")
 _RULE_FIELDS = "required, auto_approve, timeout_minutes, on_timeout, when"
 _NO_GATE: dict[str, Any] = {
@@ -214,7 +214,7 @@ class _PolicyReader:
     def read(self, gates: Mapping[Any, Any]) -> None:
         for name, value in gates.items():
             where = f"gates.{name}"
-            if name in _DEFAULTS_NAMES:
+            if name == "defaults":
                 self.defaults = self._rule(where, value) or self.defaults
             elif name in _SECTIONS:
                 self._read_section(where, name, value)
