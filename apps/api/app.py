@@ -11,7 +11,17 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from apps.api.auth import ROLES_DESCRIPTION, authenticate
 from apps.api.errors import install_error_handlers
-from apps.api.routes import artifacts, config, events, health, nodes, runs, tasks
+from apps.api.routes import (
+    artifacts,
+    config,
+    control,
+    events,
+    gates,
+    health,
+    nodes,
+    runs,
+    tasks,
+)
 from apps.api.timezone import use_request_timezone
 from apps.core.database import create_engine, create_session_factory
 from apps.core.settings import Settings, load_settings
@@ -21,6 +31,8 @@ from apps.orchestrator.worker import Worker
 _PROTECTED_ROUTERS = (
     tasks.router,
     runs.router,
+    control.router,
+    gates.router,
     nodes.router,
     artifacts.router,
     events.router,

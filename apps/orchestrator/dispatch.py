@@ -72,12 +72,23 @@ def time_parameters(dialect: str, delay_seconds: float = 0.0) -> dict[str, Any]:
     return {"now": now, "delayed": now + timedelta(seconds=delay_seconds)}
 
 
+def _run_is_going_on() -> ColumnElement[bool]:
+    """The node's run is active and no cancel of it was asked for."""
+    return exists(
+        select(RUNS.c.id).where(
+            RUNS.c.id == NODES.c.run_id,
+            RUNS.c.status.in_(ACTIVE_RUNS),
+            RUNS.c.cancel_requested_at.is_(None),
+        )
+    )
+
+
 @cache
 def _succeed() -> Update:
     attempts = tuple_(NODES.c.id, NODES.c.attempt).in_(bindparam("attempts", expanding=True))
     return (
         update(NODES)
-        .where(NODES.c.status == NodeStatus.RUNNING, attempts)
+        .where(NODES.c.status == NodeStatus.RUNNING, attempts, _run_is_going_on())
         .values(node_values(NodeStatus.RUNNING, NodeStatus.SUCCEEDED, NOW))
         .returning(*MOVED_NODE_COLUMNS)
     )
@@ -86,7 +97,8 @@ def _succeed() -> Update:
 async def mark_succeeded(
     connection: AsyncConnection, attempts: Sequence[tuple[uuid.UUID, int]]
 ) -> list[MovedNode]:
-    """Move the nodes still running these (node, attempt) pairs to succeeded."""
+    """Move the nodes still running these (node, attempt) pairs, in runs going on, to
+    succeeded."""
     result = await connection.execute(_succeed(), {"attempts": attempts, "now": utcnow()})
     return moved_nodes(result)
 
@@ -142,12 +154,11 @@ def _promote(scope: str) -> Update:
         .join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id)
         .where(DEPENDENCIES.c.node_id == NODES.c.id, UPSTREAM.c.status != NodeStatus.SUCCEEDED)
     )
-    active = select(RUNS.c.id).where(RUNS.c.id == NODES.c.run_id, RUNS.c.status.in_(ACTIVE_RUNS))
     return (
         update(NODES)
-        .where(NODES.c.status == NodeStatus.PENDING, in_scope, ~exists(blocked), exists(active))
+        .where(NODES.c.status == NodeStatus.PENDING, in_scope, ~exists(blocked), _run_is_going_on())
         .values(node_values(NodeStatus.PENDING, NodeStatus.READY, NOW))
-        .returning(*MOVED_NODE_COLUMNS)
+        .returning(*MOVED_NODE_COLUMNS, NODES.c.gate)
     )
 
 
@@ -156,15 +167,14 @@ async def promote(
     *,
     after: Sequence[uuid.UUID] = (),
     runs: Sequence[uuid.UUID] = (),
-) -> list[MovedNode]:
+) -> list[Any]:
     """Make ready the nodes whose dependencies have all succeeded, among the dependents of the
-    nodes `after` and the nodes of `runs`."""
-    moved: list[MovedNode] = []
+    nodes `after` and the nodes of `runs`; their rows, with their gates, in plan order."""
+    rows: list[Any] = []
     for scope, ids in (("after", after), ("runs", runs)):
         if ids:
-            result = await connection.execute(_promote(scope), {scope: ids, "now": utcnow()})
-            moved += moved_nodes(result)
-    return moved
+            rows += await connection.execute(_promote(scope), {scope: ids, "now": utcnow()})
+    return sorted(rows, key=lambda row: (row.run_id, row.position))
 
 
 @cache
@@ -173,16 +183,22 @@ def _finished_runs() -> Select[Any]:
         NODES.c.run_id == RUNS.c.id, NODES.c.status.not_in(tuple(NODE_TERMINAL))
     )
     return select(
-        RUNS.c.id, RUNS.c.task_spec["budget"].label("budget"), RUNS.c.total_tokens, RUNS.c.cost
+        RUNS.c.id,
+        RUNS.c.status,
+        RUNS.c.task_spec["budget"].label("budget"),
+        RUNS.c.total_tokens,
+        RUNS.c.cost,
+        RUNS.c.cancel_requested_at.is_not(None).label("cancelling"),
     ).where(
         RUNS.c.id.in_(bindparam("runs", expanding=True)),
-        RUNS.c.status == RunStatus.RUNNING,
+        RUNS.c.status.in_(ACTIVE_RUNS),
         ~exists(unfinished),
     )
 
 
 async def finished_runs(connection: AsyncConnection, run_ids: Sequence[uuid.UUID]) -> list[Any]:
-    """Those of the running `run_ids` whose nodes are all final, with their budget and usage."""
+    """Those of the active `run_ids` whose nodes are all final, with their budget, usage and
+    whether a cancel was asked for."""
     return list(await connection.execute(_finished_runs(), {"runs": run_ids}))
 
 
@@ -194,6 +210,7 @@ CLAIMED_COLUMNS = (
     NODES.c.model,
     NODES.c.max_attempts,
     NODES.c.timeout_seconds,
+    NODES.c.gate,
     select(RUNS.c.title).where(RUNS.c.id == NODES.c.run_id).scalar_subquery().label("title"),
     select(RUNS.c.task_spec["budget"])
     .where(RUNS.c.id == NODES.c.run_id)
@@ -222,6 +239,7 @@ def _claim(dialect: str) -> Update:
             )
         )
         .where(NODES.c.status == NodeStatus.READY, RUNS.c.status.in_(ACTIVE_RUNS))
+        .where(RUNS.c.cancel_requested_at.is_(None))
         .where(NODES.c.next_attempt_at.is_(None) | (NODES.c.next_attempt_at <= now))
         .subquery("ranked")
     )

@@ -50,6 +50,8 @@ class NodeWork:
     upstream: tuple[tuple[str, str], ...]
     # The run's budget (`max_tokens`, `max_cost`), if its task spec set one.
     budget: dict[str, Any] | None = None
+    # The node's resolved gate (see `gate_policy.read_gate`), if it has one.
+    gate: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

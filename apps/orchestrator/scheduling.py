@@ -7,6 +7,7 @@ Every status change goes through `transitions`, so two workers racing for the sa
 win: the loser's conditional update matches nothing and it moves on.
 """
 
+import contextlib
 import random
 import uuid
 from collections import defaultdict
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from apps.core.errors import InvalidTransition, NotFound
+from apps.core.errors import InvalidTransition
 from apps.core.settings import Settings
 from apps.orchestrator import dispatch
 from apps.orchestrator.dispatch import (
@@ -28,9 +29,10 @@ from apps.orchestrator.dispatch import (
     time_parameters,
 )
 from apps.orchestrator.executor import Failed, NodeWork, Outcome, Succeeded
+from apps.orchestrator.gates import Hold, close_gates, gate_when, open_gates
 from apps.orchestrator.models import Artifact, Node, Run, utcnow
 from apps.orchestrator.planning import OUTLINE_KEY, Outline, plan_report_body
-from apps.orchestrator.states import NODE_TERMINAL, NodeStatus, RunStatus
+from apps.orchestrator.states import NodeStatus, RunStatus
 from apps.orchestrator.submission import add_plan
 from apps.orchestrator.transitions import (
     move_node,
@@ -103,18 +105,82 @@ async def record_outcomes(
     Successes whose node is no longer running that attempt are appended to `refused`.
     """
     successes = [outcome for outcome in outcomes if isinstance(outcome, Succeeded)]
-    recorded = await _record_successes(session, successes, settings)
-    refused.extend(outcome for outcome in successes if outcome.work.id not in recorded)
-    for outcome in outcomes:
-        if isinstance(outcome, Failed):
+    held = [outcome for outcome in successes if gate_when(outcome.work.gate) == "after"]
+    plain = [outcome for outcome in successes if outcome not in held]
+    recorded = await _record_successes(session, plain, settings)
+    recorded |= await _hold_outputs(session, held)
+    unrecorded = [outcome for outcome in successes if outcome.work.id not in recorded]
+    failures = [outcome for outcome in outcomes if isinstance(outcome, Failed)]
+    stopped = await _stop_in_cancelled_runs(session, [*unrecorded, *failures])
+    refused.extend(outcome for outcome in unrecorded if outcome.work.id not in stopped)
+    for failure in failures:
+        if failure.work.id not in stopped:
             await end_attempt(
                 session,
-                outcome.work,
-                outcome.message,
-                retryable=outcome.retryable,
-                cause=outcome.cause,
+                failure.work,
+                failure.message,
+                retryable=failure.retryable,
+                cause=failure.cause,
             )
-    return list(recorded), {outcome.work.run_id for outcome in outcomes}
+    return list(recorded - {o.work.id for o in held}), {o.work.run_id for o in outcomes}
+
+
+async def _hold_outputs(session: AsyncSession, held: Sequence[Succeeded]) -> set[uuid.UUID]:
+    """Record outputs whose node waits for approval: the artifact, its usage and the gate."""
+    holds, kept = [], []
+    for outcome in held:
+        try:
+            await move_node(
+                session,
+                outcome.work,
+                NodeStatus.RUNNING,
+                NodeStatus.WAITING_APPROVAL,
+                cause="completed",
+                expected_attempt=outcome.work.attempt,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        except InvalidTransition:
+            continue
+        row = _artifact_row(session, outcome)
+        await dispatch.add_artifacts(await session.connection(), [row])
+        holds.append(Hold(outcome.work.id, outcome.work.run_id, outcome.work.gate or {}, row["id"]))
+        kept.append(outcome)
+    if kept:
+        await _add_usage(session, kept)
+        await open_gates(session, holds)
+    return {outcome.work.id for outcome in kept}
+
+
+async def _stop_in_cancelled_runs(
+    session: AsyncSession, outcomes: Sequence[Outcome]
+) -> set[uuid.UUID]:
+    """Attempts that ended in runs being cancelled: their nodes are cancelled, whatever the
+    attempt answered; the ids of those nodes."""
+    if not outcomes:
+        return set()
+    cancelling = set(
+        await session.scalars(
+            select(Run.id).where(
+                Run.id.in_({outcome.work.run_id for outcome in outcomes}),
+                Run.cancel_requested_at.is_not(None),
+            )
+        )
+    )
+    stopped = set()
+    for outcome in outcomes:
+        if outcome.work.run_id in cancelling:
+            with contextlib.suppress(InvalidTransition):
+                await move_node(
+                    session,
+                    outcome.work,
+                    NodeStatus.RUNNING,
+                    NodeStatus.CANCELLED,
+                    cause="cancel",
+                    expected_attempt=outcome.work.attempt,
+                )
+                stopped.add(outcome.work.id)
+    return stopped
 
 
 async def _record_successes(
@@ -133,7 +199,10 @@ async def _record_successes(
         await _add_usage(session, kept)
     for outcome in kept:
         if outcome.outline is not None:
-            await _expand_report(session, outcome.work, outcome.outline, settings)
+            work = outcome.work
+            await expand_report(
+                session, work.run_id, work.id, work.run_title, outcome.outline, settings
+            )
     return recorded
 
 
@@ -203,18 +272,23 @@ async def _stop_if_over_budget(
         await skip_unstarted(session, run_id, BUDGET_EXCEEDED)
 
 
-async def _expand_report(
-    session: AsyncSession, work: NodeWork, outline: Outline, settings: Settings
+async def expand_report(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    outline_node: uuid.UUID,
+    title: str,
+    outline: Outline,
+    settings: Settings,
 ) -> None:
     """Plan a report's sections, review and assembly once its outline is in."""
-    last = await session.scalar(select(func.max(Node.position)).where(Node.run_id == work.run_id))
+    last = await session.scalar(select(func.max(Node.position)).where(Node.run_id == run_id))
     add_plan(
         session,
-        work.run_id,
-        plan_report_body(work.run_title, outline),
+        run_id,
+        plan_report_body(title, outline),
         settings,
         first_position=(last or 0) + 1,
-        planned_before={OUTLINE_KEY: work.id},
+        planned_before={OUTLINE_KEY: outline_node},
     )
     await session.flush()
 
@@ -275,9 +349,11 @@ async def end_attempt(
 
 
 async def skip_unstarted(session: AsyncSession, run_id: uuid.UUID, cause: str) -> None:
-    """Nothing new starts in a run that is failing: its pending and ready nodes are skipped."""
-    for status in (NodeStatus.PENDING, NodeStatus.READY):
+    """Nothing new starts in a run that is failing: its pending and ready nodes are skipped,
+    and so are those waiting at a gate, whose gates are closed."""
+    for status in (NodeStatus.PENDING, NodeStatus.READY, NodeStatus.WAITING_APPROVAL):
         await move_nodes(session, [Node.run_id == run_id], status, NodeStatus.SKIPPED, cause=cause)
+    await close_gates(session, run_id, cause)
 
 
 async def start_queued_runs(session: AsyncSession) -> list[uuid.UUID]:
@@ -304,19 +380,33 @@ async def promote_pending_nodes(
     the dependents of the nodes `after` and the nodes of `runs`; the runs they belong to."""
     moved = await dispatch.promote(await session.connection(), after=after, runs=runs)
     record_node_moves(session, moved, NodeStatus.PENDING, NodeStatus.READY, cause="dependencies")
+    held = [row for row in moved if gate_when(row.gate) == "before"]
+    if held:
+        await move_nodes(
+            session,
+            [Node.id.in_([row.id for row in held])],
+            NodeStatus.READY,
+            NodeStatus.WAITING_APPROVAL,
+            cause="gate",
+        )
+        await open_gates(session, [Hold(row.id, row.run_id, row.gate) for row in held])
     return {node.run_id for node in moved}
 
 
 async def finish_runs(session: AsyncSession, run_ids: Iterable[uuid.UUID]) -> int:
-    """End those of `run_ids` whose nodes are all final; how many."""
+    """End those of `run_ids` whose nodes are all final (cancelled, when a cancel was asked
+    for); how many."""
     run_ids = list(run_ids)
     if not run_ids:
         return 0
     done = await dispatch.finished_runs(await session.connection(), run_ids)
-    for run_id, budget, tokens, cost in done:
-        error = await _why_failed(session, run_id, budget or {}, tokens, cost)
+    for run in done:
+        if run.cancelling:
+            await move_run(session, run.id, run.status, RunStatus.CANCELLED, cause="cancel")
+            continue
+        error = await _why_failed(session, run.id, run.budget or {}, run.total_tokens, run.cost)
         target = RunStatus.FAILED if error else RunStatus.SUCCEEDED
-        await move_run(session, run_id, RunStatus.RUNNING, target, cause="nodes", error=error)
+        await move_run(session, run.id, run.status, target, cause="nodes", error=error)
     return len(done)
 
 
@@ -381,6 +471,7 @@ async def claim_ready_nodes(
             timeout_seconds=row.timeout_seconds or default_timeout,
             upstream=tuple(upstream[row.id].items()),
             budget=row.budget,
+            gate=row.gate,
         )
         for row in claimed
     ]
@@ -411,7 +502,9 @@ async def take_back_expired_leases(session: AsyncSession) -> int:
                 Node.attempt,
                 Node.max_attempts,
                 Node.lease_owner,
+                Run.cancel_requested_at,
             )
+            .join(Run, Run.id == Node.run_id)
             .where(
                 Node.status == NodeStatus.RUNNING,
                 Node.lease_expires_at < database_time(dialect),
@@ -421,39 +514,35 @@ async def take_back_expired_leases(session: AsyncSession) -> int:
         )
     ).all()
     for node in nodes:
+        if node.cancel_requested_at is not None:
+            with contextlib.suppress(InvalidTransition):
+                await move_node(
+                    session,
+                    node,
+                    NodeStatus.RUNNING,
+                    NodeStatus.CANCELLED,
+                    cause="cancel",
+                    expected_attempt=node.attempt,
+                )
+            continue
         message = f"lease of worker {node.lease_owner} expired"
         await end_attempt(session, node, message, retryable=True, cause="lease_expired")
     await finish_runs(session, {node.run_id for node in nodes})
     return len(nodes)
 
 
-async def nodes_no_longer_held(
+async def attempts_to_stop(
     session: AsyncSession, *, worker: str, node_ids: Sequence[uuid.UUID]
-) -> set[uuid.UUID]:
-    """Those of `node_ids` that `worker` no longer runs: cancelled, or their lease taken back."""
+) -> dict[uuid.UUID, bool]:
+    """Those of `node_ids` whose attempts `worker` should stop, each with whether it still holds
+    the node (its run is being cancelled: the worker records the stop) or not (the node ended,
+    or its lease was taken back: someone else did)."""
     if not node_ids:
-        return set()
-    rows = await session.scalars(
-        select(Node.id).where(
-            Node.id.in_(node_ids),
-            (Node.status != NodeStatus.RUNNING) | (Node.lease_owner != worker),
-        )
+        return {}
+    held = (Node.status == NodeStatus.RUNNING) & (Node.lease_owner == worker)
+    rows = await session.execute(
+        select(Node.id, held)
+        .join(Run, Run.id == Node.run_id)
+        .where(Node.id.in_(node_ids), ~held | Run.cancel_requested_at.is_not(None))
     )
-    return set(rows)
-
-
-async def cancel_run(session: AsyncSession, run_id: uuid.UUID, *, cause: str) -> None:
-    """Cancel a run and its unfinished nodes; `InvalidTransition` if it has already ended."""
-    status = await session.scalar(select(Run.status).where(Run.id == run_id))
-    if status is None:
-        raise NotFound(f"run {run_id} not found")
-    await move_run(session, run_id, status, RunStatus.CANCELLED, cause=cause)
-    for node_status in NodeStatus:
-        if node_status not in NODE_TERMINAL:
-            await move_nodes(
-                session,
-                [Node.run_id == run_id],
-                node_status,
-                NodeStatus.CANCELLED,
-                cause=cause,
-            )
+    return {node_id: bool(still_held) for node_id, still_held in rows}

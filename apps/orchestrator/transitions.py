@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 from apps.core.errors import InvalidTransition
 from apps.orchestrator.models import Event, Node, Run, utcnow
 from apps.orchestrator.states import (
+    NODE_RERUNNABLE,
     NODE_TERMINAL,
+    RUN_RESUMABLE,
     RUN_TERMINAL,
     NodeStatus,
     RunStatus,
@@ -32,6 +34,8 @@ RUN_EVENTS = {
     RunStatus.CANCELLED: "run.cancelled",
 }
 NODE_EVENTS = {
+    # Back to pending: a resumed run runs the node again.
+    NodeStatus.PENDING: "node.requeued",
     NodeStatus.READY: "node.ready",
     NodeStatus.RUNNING: "node.started",
     NodeStatus.WAITING_APPROVAL: "node.waiting_approval",
@@ -98,10 +102,17 @@ async def move_runs(
     error: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> list[uuid.UUID]:
-    """Move the runs in `current` that match `where` to `target`, with an event each; their ids."""
-    check_run_transition(current, target)
+    """Move the runs in `current` that match `where` to `target`, with an event each; their ids.
+
+    A failed or cancelled run going back to running is an operator's resume, checked as such.
+    Going back to running from anything but queued is recorded as `run.resumed`.
+    """
     now = utcnow()
     values: dict[str, Any] = {"status": target, "updated_at": now}
+    if current in RUN_RESUMABLE and target is RunStatus.RUNNING:
+        values |= {"finished_at": None, "error": None, "cancel_requested_at": None}
+    else:
+        check_run_transition(current, target)
     if target is RunStatus.RUNNING:
         values["started_at"] = func.coalesce(Run.started_at, now)
     if target in RUN_TERMINAL:
@@ -112,8 +123,10 @@ async def move_runs(
     )
     moved = list(result.scalars())
     details = {"from": current.value, "cause": cause, **({"error": error} if error else {})}
+    resumed = target is RunStatus.RUNNING and current is not RunStatus.QUEUED
+    kind = "run.resumed" if resumed else RUN_EVENTS[target]
     for run_id in moved:
-        record_event(session, run_id, RUN_EVENTS[target], data=details | (data or {}))
+        record_event(session, run_id, kind, data=details | (data or {}))
     return moved
 
 
@@ -147,10 +160,19 @@ def node_values(
 ) -> dict[str, Any]:
     """The columns a move from `current` to `target` sets, once the rules allow it.
 
-    `now` and `error` may be values or bound parameters of a statement built once.
+    `now` and `error` may be values or bound parameters of a statement built once. A final
+    node going back to pending is a resumed run's rerun, checked as such.
     """
-    check_node_transition(current, target)
     values: dict[str, Any] = {"status": target, "updated_at": now}
+    if current in NODE_RERUNNABLE and target is NodeStatus.PENDING:
+        return values | {
+            "error": None,
+            "finished_at": None,
+            "next_attempt_at": None,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+    check_node_transition(current, target)
     if target is NodeStatus.RUNNING:
         values["started_at"] = now
     if target in NODE_TERMINAL:
@@ -171,7 +193,8 @@ MOVED_NODE_COLUMNS = (NODES.c.id, NODES.c.run_id, NODES.c.position, NODES.c.atte
 
 def moved_nodes(rows: Iterable[Any]) -> list[MovedNode]:
     """The rows an UPDATE of nodes returned (`MOVED_NODE_COLUMNS`), in plan order."""
-    return sorted((MovedNode(*row) for row in rows), key=lambda n: (n.run_id, n.position))
+    moved = (MovedNode(row.id, row.run_id, row.position, row.attempt) for row in rows)
+    return sorted(moved, key=lambda node: (node.run_id, node.position))
 
 
 def record_node_moves(

@@ -24,7 +24,8 @@ from apps.core.database import (
     unit_of_work,
 )
 from apps.core.settings import Settings, SettingsError, load_settings
-from apps.orchestrator import scheduling
+from apps.orchestrator import gates, run_control, scheduling
+from apps.orchestrator.artifact_store import LocalArtifactStore
 from apps.orchestrator.executor import Executor, Failed, NodeWork, Outcome
 from apps.orchestrator.providers.base import Provider
 from apps.orchestrator.providers.demo import DemoProvider
@@ -74,8 +75,11 @@ class Worker:
         self._look_for_runs = True
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._outcomes: list[Outcome] = []
-        # Nodes someone else ended (a cancel, a lease taken back): their attempts end silently.
+        # Attempts stopped because someone else ended their node (a lease taken back): they
+        # end silently; and because their run is being cancelled: their stop is recorded.
         self._released: set[uuid.UUID] = set()
+        self._cancelled: set[uuid.UUID] = set()
+        self.store = LocalArtifactStore(settings.artifacts_dir)
 
     def wake(self) -> None:
         """Look for work now (a task was submitted in this process)."""
@@ -84,7 +88,7 @@ class Worker:
 
     async def run(self) -> None:
         """Work until cancelled; in-flight nodes are handed back as ready when it stops."""
-        watch = asyncio.create_task(self._keep_leases(), name="worker leases")
+        watch = asyncio.create_task(self._upkeep(), name="worker upkeep")
         try:
             while True:
                 await self._step_or_wait()
@@ -153,6 +157,9 @@ class Worker:
         try:
             outcome = await self.executor.attempt(work)
         except asyncio.CancelledError:
+            if work.id in self._cancelled:
+                outcome = Failed(work, "the run was cancelled", retryable=False, cause="cancel")
+                return
             outcome = Failed(work, "the worker stopped", retryable=True, cause="worker_stopped")
             raise
         except Exception as error:
@@ -163,22 +170,24 @@ class Worker:
             if outcome is not None and work.id not in self._released:
                 self._outcomes.append(outcome)
             self._released.discard(work.id)
+            self._cancelled.discard(work.id)
             self._wake.set()
 
-    async def _keep_leases(self) -> None:
-        """Renew this worker's leases, take back expired ones (at start-up too) and stop the
-        attempts of nodes this worker no longer holds."""
+    async def _upkeep(self) -> None:
+        """Stop the attempts this worker should no longer run, renew its leases and take back
+        expired ones (at start-up too), and carry out what timed-out gates decide."""
         renew_every = self.settings.lease_seconds / 3
         renewed = float("-inf")
         loop = asyncio.get_running_loop()
         while True:
             try:
+                await self._stop_attempts()
                 if loop.time() - renewed >= renew_every:
                     await self._renew_leases()
                     renewed = loop.time()
-                await self._release_lost_nodes()
+                await self._expire_gates()
             except (OSError, SQLAlchemyError) as error:
-                logger.warning("lease upkeep failed, retrying: %s", error)
+                logger.warning("worker upkeep failed, retrying: %s", error)
             await asyncio.sleep(WATCH_SECONDS)
 
     async def _renew_leases(self) -> None:
@@ -188,18 +197,26 @@ class Worker:
             if await scheduling.take_back_expired_leases(session):
                 self.wake()
 
-    async def _release_lost_nodes(self) -> None:
+    async def _stop_attempts(self) -> None:
         if not self._running:
             return
         async with self.sessions() as session:
-            lost = await scheduling.nodes_no_longer_held(
+            stopping = await scheduling.attempts_to_stop(
                 session, worker=self.name, node_ids=list(self._running)
             )
-        for node_id in lost:
+        for node_id, still_held in stopping.items():
             task = self._running.get(node_id)
             if task is not None:
-                self._released.add(node_id)
+                (self._cancelled if still_held else self._released).add(node_id)
                 task.cancel()
+
+    async def _expire_gates(self) -> None:
+        async with self.sessions() as session:
+            if not await gates.any_expired(session):
+                return
+        async with unit_of_work(self.sessions) as session:
+            await run_control.expire_gates(session, self.store, self.settings)
+        self.wake()
 
     async def _stop(self) -> None:
         """Stop the attempts in flight and record them, so their nodes are retried at once

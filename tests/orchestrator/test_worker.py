@@ -34,12 +34,17 @@ NODE_STATUS_OF_EVENT = {
     "node.failed": "failed",
     "node.skipped": "skipped",
     "node.cancelled": "cancelled",
+    "node.waiting_approval": "waiting_approval",
+    "node.requeued": "pending",
 }
 RUN_STATUS_OF_EVENT = {
     "run.created": "queued",
     "run.started": "running",
     "run.succeeded": "succeeded",
     "run.failed": "failed",
+    "run.waiting": "waiting",
+    "run.resumed": "running",
+    "run.cancelled": "cancelled",
 }
 
 
@@ -69,6 +74,7 @@ async def _submit(client: httpx.AsyncClient, task_spec: dict[str, Any]) -> str:
 
 async def _replayed(client: httpx.AsyncClient, run_id: str) -> tuple[str, dict[str, str]]:
     events = (await client.get("/events", params={"run_id": run_id, "limit": 200})).json()["items"]
+    assert len(events) < 200
     run_status, nodes = "", {}
     for event in events:
         if event["type"] in RUN_STATUS_OF_EVENT:

@@ -4,10 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.config_schemas import OperatorConfig, ValidationReport
 from apps.core.errors import PayloadTooLarge
 from apps.orchestrator import configuration
 from apps.orchestrator.configuration import MAX_DOCUMENT_BYTES, DocumentKind
+from apps.orchestrator.models import KeyRole
 
 router = APIRouter(prefix="/config", tags=["config"])
 
@@ -60,13 +62,14 @@ async def get_operator_config(request: Request) -> OperatorConfig:
     "/validate",
     openapi_extra=_DOCUMENT,
     responses={
+        **forbidden_below(KeyRole.OPERATOR),
         400: {"description": "The body is empty, or not JSON or YAML; `detail` says where."},
         413: {"description": "The body is over the size limit."},
         422: {"description": "`kind` is not settings or gate_policy, or query and body differ."},
     },
 )
 async def validate_config(
-    body: DocumentBody, request: Request, kind: KindQuery = None
+    _caller: OperatorCaller, body: DocumentBody, request: Request, kind: KindQuery = None
 ) -> ValidationReport:
     """Check a settings or gate-policy document, JSON or YAML by Content-Type, and list every
     problem with its location; nothing is changed or read besides the document."""
