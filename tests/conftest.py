@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from alembic import command
 from apps.api.app import create_app
-from apps.core.database import SessionFactory, unit_of_work
+from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.models import Base
 
@@ -139,6 +139,11 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 @pytest.fixture
 def sessions(app: FastAPI) -> SessionFactory:
     return app.state.sessions
+
+
+@pytest.fixture
+def transactions(app: FastAPI) -> Transactions:
+    return app.state.transactions
 
 
 @pytest.fixture

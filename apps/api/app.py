@@ -23,7 +23,7 @@ from apps.api.routes import (
     tasks,
 )
 from apps.api.timezone import use_request_timezone
-from apps.core.database import create_engine, create_session_factory
+from apps.core.database import open_database
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.artifact_store import LocalArtifactStore
 from apps.orchestrator.worker import Worker
@@ -42,21 +42,19 @@ _PROTECTED_ROUTERS = (
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    engine = create_engine(app.state.settings)
-    app.state.engine = engine
-    app.state.sessions = create_session_factory(engine)
-    app.state.worker = None
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            if app.state.settings.worker_in_api:
-                app.state.worker = Worker(app.state.sessions, app.state.settings)
-                await stack.enter_async_context(_running(app.state.worker))
-            # What start-up built lives as long as the process: keep it out of the collector's
-            # scans, which otherwise grow with every module and route the app has loaded.
-            gc.freeze()
-            yield
-    finally:
-        await engine.dispose()
+    async with contextlib.AsyncExitStack() as stack:
+        database = await stack.enter_async_context(open_database(app.state.settings))
+        app.state.engine = database.engine
+        app.state.sessions = database.sessions
+        app.state.transactions = database.transactions
+        app.state.worker = None
+        if app.state.settings.worker_in_api:
+            app.state.worker = Worker(database.transactions, app.state.settings)
+            await stack.enter_async_context(_running(app.state.worker))
+        # What start-up built lives as long as the process: keep it out of the collector's
+        # scans, which otherwise grow with every module and route the app has loaded.
+        gc.freeze()
+        yield
 
 
 @asynccontextmanager

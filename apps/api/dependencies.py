@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from apps.core.database import unit_of_work
+from apps.core.database import Transactions, unit_of_work
 from apps.orchestrator.artifact_store import LocalArtifactStore
 from apps.orchestrator.pagination import MAX_LIMIT
 
@@ -25,6 +25,10 @@ def _artifact_store(request: Request) -> LocalArtifactStore:
     return request.app.state.artifact_store
 
 
+def _transactions(request: Request) -> Transactions:
+    return request.app.state.transactions
+
+
 # scope="function" commits when the handler returns, before the response is sent: a failed commit
 # becomes the response instead of following a 200 the client already has.
 DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
@@ -32,6 +36,8 @@ DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
 # saves the session's bookkeeping and a round trip on every list page.
 ReadConnection = Annotated[AsyncConnection, Depends(_read_connection, scope="function")]
 ArtifactStore = Annotated[LocalArtifactStore, Depends(_artifact_store)]
+# Runs one synchronous domain function in a transaction of its own, committed before it returns.
+DbTransactions = Annotated[Transactions, Depends(_transactions)]
 
 # Text stored in the database never holds NUL, and PostgreSQL refuses it in a parameter.
 NO_NUL = r"^[^\x00]*$"

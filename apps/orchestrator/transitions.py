@@ -10,7 +10,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, NoReturn, Protocol
 
 from sqlalchemy import ColumnElement, event, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from apps.core.errors import InvalidTransition
@@ -53,7 +52,7 @@ EVENT_ORDER_LOCK = 0x63726577
 
 
 def record_event(
-    session: AsyncSession,
+    session: Session,
     run_id: uuid.UUID,
     type: str,
     *,
@@ -92,8 +91,8 @@ def _drop_pending_events(session: Session) -> None:
     session.info.pop(PENDING_EVENTS, None)
 
 
-async def move_runs(
-    session: AsyncSession,
+def move_runs(
+    session: Session,
     where: Sequence[ColumnElement[bool]],
     current: RunStatus,
     target: RunStatus,
@@ -117,8 +116,8 @@ async def move_runs(
         values["started_at"] = func.coalesce(Run.started_at, now)
     if target in RUN_TERMINAL:
         values |= {"finished_at": now, "error": error}
-    connection = await session.connection()
-    result = await connection.execute(
+    connection = session.connection()
+    result = connection.execute(
         update(Run).where(Run.status == current, *where).values(values).returning(Run.id)
     )
     moved = list(result.scalars())
@@ -130,8 +129,8 @@ async def move_runs(
     return moved
 
 
-async def move_run(
-    session: AsyncSession,
+def move_run(
+    session: Session,
     run_id: uuid.UUID,
     current: RunStatus,
     target: RunStatus,
@@ -141,11 +140,11 @@ async def move_run(
     data: dict[str, Any] | None = None,
 ) -> None:
     """Move one run from `current` to `target` and record `run.<target>`; see the module doc."""
-    moved = await move_runs(
+    moved = move_runs(
         session, [Run.id == run_id], current, target, cause=cause, error=error, data=data
     )
     if not moved:
-        await _refuse(session, Run, run_id, current, "run")
+        _refuse(session, Run, run_id, current, "run")
 
 
 class MovedNode(NamedTuple):
@@ -198,7 +197,7 @@ def moved_nodes(rows: Iterable[Any]) -> list[MovedNode]:
 
 
 def record_node_moves(
-    session: AsyncSession,
+    session: Session,
     moved: Iterable[MovedNode],
     current: NodeStatus,
     target: NodeStatus,
@@ -221,8 +220,8 @@ def record_node_moves(
         record_event(session, node.run_id, kind, node_id=node.id, data=event_data)
 
 
-async def move_nodes(
-    session: AsyncSession,
+def move_nodes(
+    session: Session,
     where: Sequence[ColumnElement[bool]],
     current: NodeStatus,
     target: NodeStatus,
@@ -237,8 +236,8 @@ async def move_nodes(
     an event each; the moved nodes in plan order. `parameters` binds what `columns` leave as
     parameters."""
     values = node_values(current, target, utcnow(), error) | columns
-    connection = await session.connection()
-    result = await connection.execute(
+    connection = session.connection()
+    result = connection.execute(
         update(NODES)
         .where(NODES.c.status == current, *where)
         .values(values)
@@ -255,8 +254,8 @@ class NodeRef(Protocol):
     def id(self) -> uuid.UUID: ...
 
 
-async def move_node(
-    session: AsyncSession,
+def move_node(
+    session: Session,
     node: NodeRef,
     current: NodeStatus,
     target: NodeStatus,
@@ -273,7 +272,7 @@ async def move_node(
     where = [NODES.c.id == node.id]
     if expected_attempt is not None:
         where.append(NODES.c.attempt == expected_attempt)
-    moved = await move_nodes(
+    moved = move_nodes(
         session,
         where,
         current,
@@ -285,17 +284,17 @@ async def move_node(
         **columns,
     )
     if not moved:
-        await _refuse(session, Node, node.id, current, "node")
+        _refuse(session, Node, node.id, current, "node")
 
 
-async def _refuse(
-    session: AsyncSession,
+def _refuse(
+    session: Session,
     model: type[Run] | type[Node],
     row_id: uuid.UUID,
     current: RunStatus | NodeStatus,
     kind: str,
 ) -> NoReturn:
-    now_status = await session.scalar(select(model.status).where(model.id == row_id))
+    now_status = session.scalar(select(model.status).where(model.id == row_id))
     if now_status is None:
         raise InvalidTransition(f"{kind} {row_id} does not exist")
     if now_status == current:

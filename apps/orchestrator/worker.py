@@ -17,14 +17,9 @@ from collections.abc import Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from apps.core.database import (
-    SessionFactory,
-    create_engine,
-    create_session_factory,
-    unit_of_work,
-)
+from apps.core.database import Transactions, open_database
 from apps.core.settings import Settings, SettingsError, load_settings
-from apps.orchestrator import gates, run_control, scheduling
+from apps.orchestrator import run_control, scheduling
 from apps.orchestrator.artifact_store import LocalArtifactStore
 from apps.orchestrator.executor import Executor, Failed, NodeWork, Outcome
 from apps.orchestrator.providers.base import Provider
@@ -60,11 +55,11 @@ class Worker:
 
     def __init__(
         self,
-        sessions: SessionFactory,
+        transactions: Transactions,
         settings: Settings,
         providers: Mapping[str, Provider] | None = None,
     ) -> None:
-        self.sessions = sessions
+        self.transactions = transactions
         self.settings = settings
         providers = providers if providers is not None else default_providers(settings)
         self.executor = Executor(providers, settings.artifacts_dir, settings)
@@ -105,15 +100,14 @@ class Worker:
         look_for_runs, self._look_for_runs = self._look_for_runs, False
         slots = max(0, self.settings.worker_concurrency - len(self._running))
         try:
-            async with unit_of_work(self.sessions) as session:
-                done = await scheduling.run_pass(
-                    session,
-                    outcomes,
-                    worker=self.name,
-                    slots=slots,
-                    settings=self.settings,
-                    start_queued=look_for_runs,
-                )
+            done = await self.transactions.run(
+                scheduling.run_pass,
+                outcomes,
+                worker=self.name,
+                slots=slots,
+                settings=self.settings,
+                start_queued=look_for_runs,
+            )
         except BaseException:
             # Nothing was recorded: the outcomes wait for the next pass.
             self._outcomes[:0] = outcomes
@@ -191,19 +185,18 @@ class Worker:
             await asyncio.sleep(WATCH_SECONDS)
 
     async def _renew_leases(self) -> None:
-        lease = self.settings.lease_seconds
-        async with unit_of_work(self.sessions) as session:
-            await scheduling.renew_leases(session, worker=self.name, lease_seconds=lease)
-            if await scheduling.take_back_expired_leases(session):
-                self.wake()
+        taken_back = await self.transactions.run(
+            scheduling.keep_leases, worker=self.name, lease_seconds=self.settings.lease_seconds
+        )
+        if taken_back:
+            self.wake()
 
     async def _stop_attempts(self) -> None:
         if not self._running:
             return
-        async with self.sessions() as session:
-            stopping = await scheduling.attempts_to_stop(
-                session, worker=self.name, node_ids=list(self._running)
-            )
+        stopping = await self.transactions.run(
+            scheduling.attempts_to_stop, worker=self.name, node_ids=list(self._running)
+        )
         for node_id, still_held in stopping.items():
             task = self._running.get(node_id)
             if task is not None:
@@ -211,12 +204,8 @@ class Worker:
                 task.cancel()
 
     async def _expire_gates(self) -> None:
-        async with self.sessions() as session:
-            if not await gates.any_expired(session):
-                return
-        async with unit_of_work(self.sessions) as session:
-            await run_control.expire_gates(session, self.store, self.settings)
-        self.wake()
+        if await self.transactions.run(run_control.expire_gates, self.store, self.settings):
+            self.wake()
 
     async def _stop(self) -> None:
         """Stop the attempts in flight and record them, so their nodes are retried at once
@@ -228,29 +217,30 @@ class Worker:
         if not self._outcomes:
             return
         try:
-            async with unit_of_work(self.sessions) as session:
-                await scheduling.run_pass(
-                    session, self._outcomes, worker=self.name, slots=0, settings=self.settings
-                )
+            await self.transactions.run(
+                scheduling.run_pass,
+                self._outcomes,
+                worker=self.name,
+                slots=0,
+                settings=self.settings,
+            )
         except (OSError, SQLAlchemyError) as error:
             logger.warning("could not hand nodes back, their leases will expire: %s", error)
 
 
 async def serve(settings: Settings) -> None:
     """Run one worker process until SIGINT or SIGTERM, then hand its nodes back."""
-    engine = create_engine(settings)
-    worker = Worker(create_session_factory(engine), settings)
-    task = asyncio.create_task(worker.run())
-    loop = asyncio.get_running_loop()
-    for stop in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(stop, task.cancel)
-    logger.info("worker %s started", worker.name)
-    try:
-        await task
-    except asyncio.CancelledError:
-        logger.info("worker %s stopped", worker.name)
-    finally:
-        await engine.dispose()
+    async with open_database(settings) as database:
+        worker = Worker(database.transactions, settings)
+        task = asyncio.create_task(worker.run())
+        loop = asyncio.get_running_loop()
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(stop, task.cancel)
+        logger.info("worker %s started", worker.name)
+        try:
+            await task
+        except asyncio.CancelledError:
+            logger.info("worker %s stopped", worker.name)
 
 
 def main() -> None:
