@@ -4,7 +4,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,9 +34,18 @@ def _wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) ->
 
 @contextmanager
 def api_process(
-    database_url: str, workdir: Path, port: int, **settings: str
+    database_url: str,
+    workdir: Path,
+    port: int,
+    *,
+    arguments: Sequence[str] = ("-m", "apps.api"),
+    **settings: str,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """The API serving `database_url` on `port` until the block ends; its log in `workdir`."""
+    """The API serving `database_url` on `port` until the block ends; its log in `workdir`.
+
+    `arguments` are the Python interpreter's: the entry point by default, or e.g. uvicorn serving
+    an app factory of the tests' own.
+    """
     env = {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(ROOT),
@@ -50,7 +59,7 @@ def api_process(
     with (
         log.open("ab") as output,
         subprocess.Popen(
-            [sys.executable, "-m", "apps.api"], cwd=workdir, env=env, stderr=output
+            [sys.executable, *arguments], cwd=workdir, env=env, stderr=output
         ) as server,
     ):
         try:

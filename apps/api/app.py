@@ -11,9 +11,12 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from apps.api.auth import authenticate
 from apps.api.errors import install_error_handlers
+from apps.api.middleware import ObservedFastAPI
+from apps.api.observability import instrument, start_error_reporting
 from apps.api.routes import artifacts, events, health, nodes, runs, tasks
 from apps.api.timezone import use_request_timezone
 from apps.core.database import create_engine, create_session_factory
+from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.artifact_store import LocalArtifactStore
 from apps.orchestrator.worker import Worker
@@ -38,6 +41,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
     finally:
         await engine.dispose()
+        forget_this_process(app.state.settings.prometheus_multiproc_dir)
 
 
 @asynccontextmanager
@@ -54,7 +58,8 @@ async def _running(worker: Worker) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API with its routes, auth, error handlers and CORS, configured by `settings`."""
     settings = settings or load_settings()
-    app = FastAPI(
+    start_error_reporting(settings)
+    app = ObservedFastAPI(
         title="Crew Orchestrator",
         summary="Operator API for multi-agent LLM runs.",
         version="0.1.0",
@@ -64,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.artifact_store = LocalArtifactStore(settings.artifacts_dir)
     install_error_handlers(app)
+    instrument(app, settings)
     app.include_router(health.router)
     for router in _PROTECTED_ROUTERS:
         app.include_router(router, dependencies=[Depends(authenticate)])
@@ -73,6 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["Location"],
+            expose_headers=["Location", "X-Request-ID"],
         )
     return app
