@@ -15,6 +15,11 @@ reported, with the server's peak RSS sampled every 0.2 s, then checked against t
 runs first page >= 25% of the ceiling's req/s, deep p50 / first p50 <= 1.2 for runs and events,
 peak RSS < 120 MB.
 
+Then the cost of observability: two fresh servers side by side, one as above and one with
+METRICS_ENABLED=1 and SENTRY_DSN pointing at a Sentry endpoint on loopback (the "on" one), are
+loaded in turn on the runs first page, `--repeat` times each, alternating which goes first;
+target: "on" loses at most 10% of the req/s of "off".
+
 Run from the repository root (PostgreSQL from TEST_POSTGRES_URL, else the local server):
 
     .venv/bin/python bench/read_api.py                    # both backends, the defaults
@@ -43,12 +48,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +76,7 @@ from bench.processes import (  # noqa: E402
     migrate,
     plain_dsn,
     postgres_admin,
+    sentry_sink,
     stop,
     wait_ready,
 )
@@ -94,6 +101,8 @@ BIG_STORY = ("node.started", "llm.call", "llm.call", "artifact.written", "node.s
 TARGET_CEILING_SHARE = 25.0
 TARGET_DEEP_RATIO = 1.2
 TARGET_RSS_MB = 120.0
+TARGET_OBSERVABILITY_COST = 10.0
+OBSERVED_ENDPOINT = "runs first page"
 
 
 # --- seeding -------------------------------------------------------------------------------------
@@ -442,7 +451,9 @@ def pinned(cpu: int) -> list[str]:
     return []
 
 
-def server_env(url: str, args: argparse.Namespace) -> dict[str, str]:
+def server_env(
+    url: str, args: argparse.Namespace, settings: Mapping[str, str] = MappingProxyType({})
+) -> dict[str, str]:
     """The environment minus any of the service's own settings, plus the benchmark's."""
     names = {name.upper() for name in Settings.model_fields}
     env = {key: value for key, value in os.environ.items() if key.upper() not in names}
@@ -455,7 +466,7 @@ def server_env(url: str, args: argparse.Namespace) -> dict[str, str]:
     )
     if args.pool_size:
         env["DB_POOL_SIZE"] = str(args.pool_size)
-    return env
+    return env | dict(settings)
 
 
 def server_command(port: int) -> list[str]:
@@ -476,13 +487,20 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 
 
 @contextmanager
-def serve(backend: str, url: str, args: argparse.Namespace) -> Iterator[Server]:
-    """One uvicorn worker on CPU 0 serving the bench app on `url`; its output goes to a log."""
+def serve(
+    name: str,
+    url: str,
+    args: argparse.Namespace,
+    settings: Mapping[str, str] = MappingProxyType({}),
+) -> Iterator[Server]:
+    """One uvicorn worker on CPU 0 serving the bench app on `url`, configured by `settings` too;
+    its output goes to `server-<name>.log`."""
     port = free_port()
-    log = WORK / f"server-{backend}.log"
+    log = WORK / f"server-{name}.log"
+    env = server_env(url, args, settings)
     with log.open("wb") as output:
         process = subprocess.Popen(
-            server_command(port), cwd=WORK, env=server_env(url, args), stdout=output, stderr=output
+            server_command(port), cwd=WORK, env=env, stdout=output, stderr=output
         )
         try:
             wait_ready(process, f"http://{HOST}:{port}", log)
@@ -680,6 +698,20 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class ObservabilityCost:
+    """The runs first page served with metrics and Sentry off and on, loaded in alternation."""
+
+    off: Result
+    on: Result
+    sentry_envelopes: int
+
+    @property
+    def percent(self) -> float:
+        """Share of the req/s lost by turning them on."""
+        return 100 * (self.off.rps - self.on.rps) / self.off.rps
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     backend: str
     runs: int
@@ -688,6 +720,7 @@ class Report:
     results: list[Result]
     peak_rss_mb: float
     vm_hwm_mb: float
+    observability: ObservabilityCost
 
     def result(self, endpoint: str) -> Result:
         return next(r for r in self.results if r.endpoint == endpoint)
@@ -702,7 +735,61 @@ class Report:
             Target("runs deep p50 / first p50", runs_ratio, TARGET_DEEP_RATIO, "x", False),
             Target("events deep p50 / first p50", events, TARGET_DEEP_RATIO, "x", False),
             Target("peak RSS (sampled VmRSS)", self.peak_rss_mb, TARGET_RSS_MB, "MB", False),
+            Target(
+                "req/s lost to metrics + Sentry",
+                self.observability.percent,
+                TARGET_OBSERVABILITY_COST,
+                "%",
+                False,
+            ),
         ]
+
+
+def counted_requests(server: Server, route: str) -> float:
+    """What the served /metrics says about GET `route` answered 2xx."""
+    status, body = get(server.base_url + "/metrics")
+    if status != 200:
+        raise BenchError(f"/metrics answered {status} with metrics on")
+    pattern = rf'^crew_http_requests_total{{method="GET",route="{route}",status="2xx"}} (\S+)$'
+    match = re.search(pattern, body.decode(), re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def measure_observability(
+    backend: str, url: str, data: Dataset, args: argparse.Namespace
+) -> ObservabilityCost:
+    """Load the runs first page on a server with metrics and Sentry off and on, in turns."""
+    endpoint = next(e for e in endpoints(data) if e.name == OBSERVED_ENDPOINT)
+    samples: dict[str, list[Sample]] = {"off": [], "on": []}
+    with (
+        sentry_sink() as (dsn, envelopes),
+        serve(f"{backend}-observability-off", url, args) as off,
+        serve(
+            f"{backend}-observability-on",
+            url,
+            args,
+            {"METRICS_ENABLED": "1", "SENTRY_DSN": dsn, "SENTRY_ENV": "bench"},
+        ) as on,
+    ):
+        servers = {"off": off, "on": on}
+        for repeat in range(1, args.repeat + 1):
+            # Alternating which goes first spreads the machine's drift over both.
+            for label in ("off", "on") if repeat % 2 else ("on", "off"):
+                sample = load(servers[label], endpoint, args)
+                samples[label].append(sample)
+                print(
+                    f"  [{repeat}/{args.repeat}] runs first page, observability {label:<3} "
+                    f"{sample.rps:8.1f} req/s  p99 {sample.p99_ms:7.2f} ms",
+                    flush=True,
+                )
+        if counted_requests(on, "/runs") < sum(s.rps for s in samples["on"]) * args.duration:
+            raise BenchError("the observed server did not count the requests it answered")
+        sent = len(envelopes)
+    return ObservabilityCost(
+        off=summarize("observability off", samples["off"]),
+        on=summarize("observability on", samples["on"]),
+        sentry_envelopes=sent,
+    )
 
 
 def bench_backend(backend: str, args: argparse.Namespace) -> Report:
@@ -717,8 +804,9 @@ def bench_backend(backend: str, args: argparse.Namespace) -> Report:
             verify(server, data)
             results = measure(server, endpoints(data), args)
             hwm = read_status_kb(server.pid, "VmHWM") / 1024
+        observability = measure_observability(backend, url, data, args)
     peak = max(result.peak_rss_mb for result in results)
-    return Report(backend, args.runs, args.events, seed_seconds, results, peak, hwm)
+    return Report(backend, args.runs, args.events, seed_seconds, results, peak, hwm, observability)
 
 
 def print_report(report: Report, args: argparse.Namespace) -> None:
@@ -741,6 +829,12 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
             f"(target {sign} {target.limit:g}{target.unit})  {verdict}"
         )
     print(f"  {'server VmHWM':<34}{report.vm_hwm_mb:>8.2f} MB")
+    cost = report.observability
+    print(
+        f"  runs first page, metrics + Sentry off {cost.off.rps:.1f} req/s (p99 "
+        f"{cost.off.p99_ms:.2f} ms), on {cost.on.rps:.1f} req/s (p99 {cost.on.p99_ms:.2f} ms); "
+        f"{cost.sentry_envelopes} envelope(s) reached the Sentry endpoint"
+    )
 
 
 def report_json(reports: list[Report]) -> str:
