@@ -21,6 +21,7 @@ from apps.core.settings import Settings
 
 CONTEXT_FIELDS = ("request_id", "run_id", "node_id")
 REDACTED = "[redacted]"
+MIN_REDACTED_LENGTH = 8
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 # The ASGI scope of the request being served: routing adds its `path_params` after the request
@@ -122,9 +123,14 @@ class JsonFormatter(_Redacting):
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """The configured secrets, which no log line may show."""
+    """The configured secrets, which no log line or error report may show.
+
+    One shorter than `MIN_REDACTED_LENGTH` is left out: replacing it would garble ordinary words
+    (the redaction is a safety net; no code logs or reports a secret on purpose).
+    """
     secrets = (settings.api_key, settings.openai_api_key, settings.sentry_dsn)
-    return [secret.get_secret_value() for secret in secrets if secret is not None]
+    values = (secret.get_secret_value() for secret in secrets if secret is not None)
+    return [value for value in values if len(value) >= MIN_REDACTED_LENGTH]
 
 
 def logging_config(settings: Settings) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from apps.core.logs import (
     current_context,
     log_context,
     request_context,
+    secret_values,
 )
 from apps.core.settings import load_settings
 from tests.conftest import ROOT
@@ -82,6 +83,11 @@ def test_the_logging_config_writes_json_lines_without_the_key() -> None:
     assert first == first | {"level": "warning", "logger": "apps.x", "run_id": "r-1"}
     assert first["message"] == f"key {REDACTED} seen"
     assert second["logger"] == "uvicorn.access"
+
+
+def test_a_secret_too_short_to_tell_from_words_is_not_redacted() -> None:
+    settings = load_settings(_env_file=None, api_key="k", openai_api_key="sk-long-enough")
+    assert secret_values(settings) == ["sk-long-enough"]
 
 
 def test_text_is_the_default_format() -> None:
