@@ -463,6 +463,9 @@ def server_env(
         API_KEY=API_KEY,
         ARTIFACTS_DIR=str(WORK / "artifacts"),
         LOG_LEVEL="warning",
+        # The API alone is measured: a worker in it would start the seeded runs, whose nodes
+        # name real providers (calls leaving the machine), and compete with the reads for CPU.
+        WORKER_IN_API="0",
     )
     if args.pool_size:
         env["DB_POOL_SIZE"] = str(args.pool_size)
