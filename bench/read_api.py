@@ -15,10 +15,10 @@ reported, with the server's peak RSS sampled every 0.2 s, then checked against t
 runs first page >= 25% of the ceiling's req/s, deep p50 / first p50 <= 1.2 for runs and events,
 peak RSS < 120 MB.
 
-Then the cost of observability: two fresh servers side by side, one as above and one with
-METRICS_ENABLED=1 and SENTRY_DSN pointing at a Sentry endpoint on loopback (the "on" one), are
-loaded in turn on the runs first page, `--repeat` times each, alternating which goes first;
-target: "on" loses at most 10% of the req/s of "off".
+Then the cost of observability, by `--pairs` (5) pairs of fresh servers side by side: one as
+above, one with METRICS_ENABLED=1 and SENTRY_DSN pointing at a Sentry endpoint on loopback, loaded
+on the runs first page off, on, on, off (or the reverse); target: the median pair loses at most 10%
+of its req/s with them on.
 
 Run from the repository root (PostgreSQL from TEST_POSTGRES_URL, else the local server):
 
@@ -103,6 +103,9 @@ TARGET_DEEP_RATIO = 1.2
 TARGET_RSS_MB = 120.0
 TARGET_OBSERVABILITY_COST = 10.0
 OBSERVED_ENDPOINT = "runs first page"
+# Each pair of servers is loaded in one of these orders, in turn: a slow spell of the machine
+# during one run falls on both.
+PAIR_ORDERS = (("off", "on", "on", "off"), ("on", "off", "off", "on"))
 
 
 # --- seeding -------------------------------------------------------------------------------------
@@ -702,16 +705,31 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class ObservabilityCost:
-    """The runs first page served with metrics and Sentry off and on, loaded in alternation."""
+    """The runs first page served with metrics and Sentry off and on by pairs of servers, each
+    pair loaded off, on, on, off (or on, off, off, on)."""
 
     off: Result
     on: Result
     sentry_envelopes: int
 
     @property
+    def pair_percents(self) -> list[float]:
+        """Share of the req/s each pair lost with them on."""
+        per_pair = len(PAIR_ORDERS[0]) // 2
+        off, on = self.off.samples, self.on.samples
+        return [
+            100
+            * (
+                1
+                - sum(s.rps for s in on[i : i + per_pair])
+                / sum(s.rps for s in off[i : i + per_pair])
+            )
+            for i in range(0, len(off), per_pair)
+        ]
+
+    @property
     def percent(self) -> float:
-        """Share of the req/s lost by turning them on."""
-        return 100 * (self.off.rps - self.on.rps) / self.off.rps
+        return statistics.median(self.pair_percents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -758,35 +776,43 @@ def counted_requests(server: Server, route: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+@contextmanager
+def observed_pair(
+    backend: str, url: str, args: argparse.Namespace, dsn: str
+) -> Iterator[dict[str, Server]]:
+    """Two fresh servers with one hash seed, metrics and Sentry off and on. Two processes of the
+    same app differ by up to 10% in req/s (memory layout), so every pair is new."""
+    seed = {"PYTHONHASHSEED": str(random.randrange(2**32))}
+    observed = {**seed, "METRICS_ENABLED": "1", "SENTRY_DSN": dsn, "SENTRY_ENV": "bench"}
+    with (
+        serve(f"{backend}-observability-off", url, args, seed) as off,
+        serve(f"{backend}-observability-on", url, args, observed) as on,
+    ):
+        yield {"off": off, "on": on}
+
+
 def measure_observability(
     backend: str, url: str, data: Dataset, args: argparse.Namespace
 ) -> ObservabilityCost:
-    """Load the runs first page on a server with metrics and Sentry off and on, in turns."""
+    """Load the runs first page with metrics and Sentry off and on, on `--pairs` fresh pairs of
+    servers, each loaded in one of PAIR_ORDERS."""
     endpoint = next(e for e in endpoints(data) if e.name == OBSERVED_ENDPOINT)
     samples: dict[str, list[Sample]] = {"off": [], "on": []}
-    with (
-        sentry_sink() as (dsn, envelopes),
-        serve(f"{backend}-observability-off", url, args) as off,
-        serve(
-            f"{backend}-observability-on",
-            url,
-            args,
-            {"METRICS_ENABLED": "1", "SENTRY_DSN": dsn, "SENTRY_ENV": "bench"},
-        ) as on,
-    ):
-        servers = {"off": off, "on": on}
-        for repeat in range(1, args.repeat + 1):
-            # Alternating which goes first spreads the machine's drift over both.
-            for label in ("off", "on") if repeat % 2 else ("on", "off"):
-                sample = load(servers[label], endpoint, args)
-                samples[label].append(sample)
-                print(
-                    f"  [{repeat}/{args.repeat}] runs first page, observability {label:<3} "
-                    f"{sample.rps:8.1f} req/s  p99 {sample.p99_ms:7.2f} ms",
-                    flush=True,
-                )
-        if counted_requests(on, "/runs") < sum(s.rps for s in samples["on"]) * args.duration:
-            raise BenchError("the observed server did not count the requests it answered")
+    with sentry_sink() as (dsn, envelopes):
+        for pair in range(1, args.pairs + 1):
+            with observed_pair(backend, url, args, dsn) as servers:
+                for label in PAIR_ORDERS[pair % 2]:
+                    sample = load(servers[label], endpoint, args)
+                    samples[label].append(sample)
+                    print(
+                        f"  [{pair}/{args.pairs}] runs first page, observability {label:<3} "
+                        f"{sample.rps:8.1f} req/s  p99 {sample.p99_ms:7.2f} ms",
+                        flush=True,
+                    )
+                # Its measured runs alone answered about req/s x duration each.
+                answered = sum(s.rps for s in samples["on"][-len(PAIR_ORDERS[0]) // 2 :])
+                if counted_requests(servers["on"], "/runs") < 0.9 * answered * args.duration:
+                    raise BenchError("the observed server did not count the requests it answered")
         sent = len(envelopes)
     return ObservabilityCost(
         off=summarize("observability off", samples["off"]),
@@ -836,6 +862,7 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
     print(
         f"  runs first page, metrics + Sentry off {cost.off.rps:.1f} req/s (p99 "
         f"{cost.off.p99_ms:.2f} ms), on {cost.on.rps:.1f} req/s (p99 {cost.on.p99_ms:.2f} ms); "
+        f"req/s lost per pair: {', '.join(f'{p:.1f}%' for p in cost.pair_percents)}; "
         f"{cost.sentry_envelopes} envelope(s) reached the Sentry endpoint"
     )
 
@@ -855,6 +882,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--repeat", type=int, default=3, help="times the whole set is run")
+    parser.add_argument(
+        "--pairs", type=int, default=5, help="server pairs measuring metrics + Sentry off and on"
+    )
     parser.add_argument("--runs", type=int, default=100_000, help="runs to seed")
     parser.add_argument("--events", type=int, default=1_000_000, help="events to seed")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the data")
@@ -866,6 +896,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--runs >= 1,000 and --events >= 10,000: the deep pages must be full")
     if not 1 <= args.duration <= 600 or not 1 <= args.repeat <= 20 or not 0 < args.warmup <= 60:
         parser.error("--duration 1-600, --repeat 1-20, --warmup 1-60")
+    if not 1 <= args.pairs <= 20:
+        parser.error("--pairs 1-20")
     return args
 
 
