@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import sentry_sdk
 from alembic.config import Config
 from fastapi import FastAPI
 from sqlalchemy import delete
@@ -154,6 +155,16 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}
     ) as http:
         yield http
+
+
+@pytest.fixture(autouse=True)
+def _error_reporting_stops_with_its_test() -> Iterator[None]:
+    """A test whose app reports to Sentry (a DSN in its settings) leaves no client behind for
+    the tests after it: Sentry is set up once per process."""
+    yield
+    if sentry_sdk.is_initialized():
+        sentry_sdk.get_client().close(timeout=0)
+        sentry_sdk.get_global_scope().set_client(None)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

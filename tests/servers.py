@@ -4,7 +4,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,15 +68,24 @@ def worker_process(
 
 @contextmanager
 def api_process(
-    database_url: str, workdir: Path, port: int, **settings: str
+    database_url: str,
+    workdir: Path,
+    port: int,
+    *,
+    arguments: Sequence[str] = ("-m", "apps.api"),
+    **settings: str,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """The API serving `database_url` on `port` until the block ends; its log in `workdir`."""
+    """The API serving `database_url` on `port` until the block ends; its log in `workdir`.
+
+    `arguments` are the Python interpreter's: the entry point by default, or e.g. uvicorn serving
+    an app factory of the tests' own.
+    """
     env = _environment(database_url, workdir, PORT=str(port), **settings)
     log = workdir / f"server-{port}.log"
     with (
         log.open("ab") as output,
         subprocess.Popen(
-            [sys.executable, "-m", "apps.api"], cwd=workdir, env=env, stderr=output
+            [sys.executable, *arguments], cwd=workdir, env=env, stderr=output
         ) as server,
     ):
         try:

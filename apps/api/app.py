@@ -11,6 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from apps.api.auth import ROLES_DESCRIPTION, authenticate
 from apps.api.errors import install_error_handlers
+from apps.api.middleware import ObservedFastAPI
+from apps.api.observability import instrument, start_error_reporting
 from apps.api.routes import (
     artifacts,
     config,
@@ -24,6 +26,7 @@ from apps.api.routes import (
 )
 from apps.api.timezone import use_request_timezone
 from apps.core.database import open_database
+from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.artifact_store import LocalArtifactStore
 from apps.orchestrator.worker import Worker
@@ -54,7 +57,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # What start-up built lives as long as the process: keep it out of the collector's
         # scans, which otherwise grow with every module and route the app has loaded.
         gc.freeze()
-        yield
+        try:
+            yield
+        finally:
+            forget_this_process(app.state.settings.prometheus_multiproc_dir)
 
 
 @asynccontextmanager
@@ -71,7 +77,8 @@ async def _running(worker: Worker) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API with its routes, auth, error handlers and CORS, configured by `settings`."""
     settings = settings or load_settings()
-    app = FastAPI(
+    start_error_reporting(settings)
+    app = ObservedFastAPI(
         title="Crew Orchestrator",
         summary="Operator API for multi-agent LLM runs.",
         description=ROLES_DESCRIPTION,
@@ -82,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.artifact_store = LocalArtifactStore(settings.artifacts_dir)
     install_error_handlers(app)
+    instrument(app, settings)
     app.include_router(health.router)
     for router in _PROTECTED_ROUTERS:
         app.include_router(router, dependencies=[Depends(authenticate)])
@@ -91,6 +99,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["Location"],
+            expose_headers=["Location", "X-Request-ID"],
         )
     return app

@@ -17,6 +17,7 @@ from apps.orchestrator.gate_policy import NO_GATES, GatePolicy, load_gate_policy
 
 LLMProvider = Literal["demo", "openai", "ollama"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["text", "json"]
 
 # Short URL schemes users paste from other tools, mapped to the async driver we run on.
 _ASYNC_DRIVERS = {
@@ -112,6 +113,9 @@ class Settings(BaseSettings):
         default=2, ge=1, le=64, description="API worker processes under api-run-prod."
     )
     log_level: LogLevel = Field(default="info", description="Log level of the service.")
+    log_format: LogFormat = Field(
+        default="text", description="Log lines as readable text, or as one JSON object a line."
+    )
     llm_default_provider: LLMProvider = Field(
         default="demo", description="Provider of agents with no role-specific binding."
     )
@@ -158,6 +162,10 @@ class Settings(BaseSettings):
     )
     metrics_enabled: bool = Field(
         default=False, description="Serve Prometheus metrics on /metrics."
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        description="Directory where API worker processes share metrics; a temporary one if unset.",
     )
     sentry_dsn: SecretStr | None = Field(
         default=None, description="Sentry DSN; unset sends nothing."

@@ -16,6 +16,7 @@ from sqlalchemy import exists, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
+from apps.core.metrics import record_gate_wait
 from apps.orchestrator.gate_policy import EffectiveGate, read_gate
 from apps.orchestrator.models import Gate, Node, Run, utcnow
 from apps.orchestrator.pagination import (
@@ -175,3 +176,9 @@ def any_expired(session: Session) -> bool:
         GATES.c.status == GateStatus.PENDING, GATES.c.expires_at < utcnow()
     )
     return bool(session.scalar(select(exists(expired))))
+
+
+def record_gate_decision(gate: dict[str, Any]) -> None:
+    """Count a decided gate (as `get_gate` shows it) and how long it waited."""
+    waited = (gate["decided_at"] - gate["opened_at"]).total_seconds()
+    record_gate_wait(waited, decision=str(gate["status"]))

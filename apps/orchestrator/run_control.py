@@ -275,6 +275,7 @@ def expire_gates(session: Session, store: LocalArtifactStore, settings: Settings
             .limit(scheduling.BATCH)
         )
     ).all()
+    decided = []
     for run_id, node_id, on_timeout in expired:
         decision = Decision(
             approve=on_timeout == "approve",
@@ -283,8 +284,8 @@ def expire_gates(session: Session, store: LocalArtifactStore, settings: Settings
             action="fail" if on_timeout == "fail" else "retry",
             automatic=True,
         )
-        decide(session, store, settings, run_id, node_id, decision)
-    return len(expired)
+        decided.append(decide(session, store, settings, run_id, node_id, decision))
+    return decided
 
 
 def request_cancel(session: Session, run_id: uuid.UUID, by: str) -> None:

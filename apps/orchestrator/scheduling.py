@@ -7,7 +7,6 @@ Every status change goes through `transitions`, so two workers racing for the sa
 win: the loser's conditional update matches nothing and it moves on.
 """
 
-import contextlib
 import random
 import uuid
 from collections import defaultdict
@@ -52,6 +51,21 @@ BACKOFF_CAP_SECONDS = 30.0
 def backoff_seconds(attempt: int) -> float:
     """Exponential backoff with full jitter before attempt `attempt + 1`."""
     return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)))
+
+
+class Attempt(Protocol):
+    """The attempt of a node that ended: a claimed `NodeWork`, or a row read back."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def run_id(self) -> uuid.UUID: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def max_attempts(self) -> int: ...
 
 
 @dataclass(slots=True)
@@ -165,20 +179,28 @@ def _stop_in_cancelled_runs(session: Session, outcomes: Sequence[Outcome]) -> se
             )
         )
     )
-    stopped = set()
-    for outcome in outcomes:
-        if outcome.work.run_id in cancelling:
-            with contextlib.suppress(InvalidTransition):
-                move_node(
-                    session,
-                    outcome.work,
-                    NodeStatus.RUNNING,
-                    NodeStatus.CANCELLED,
-                    cause="cancel",
-                    expected_attempt=outcome.work.attempt,
-                )
-                stopped.add(outcome.work.id)
-    return stopped
+    return {
+        outcome.work.id
+        for outcome in outcomes
+        if outcome.work.run_id in cancelling and cancel_attempt(session, outcome.work)
+    }
+
+
+def cancel_attempt(session: Session, node: Attempt) -> bool:
+    """A running attempt in a run being cancelled: its node is cancelled. False when the node
+    is no longer running that attempt."""
+    try:
+        move_node(
+            session,
+            node,
+            NodeStatus.RUNNING,
+            NodeStatus.CANCELLED,
+            cause="cancel",
+            expected_attempt=node.attempt,
+        )
+    except InvalidTransition:
+        return False
+    return True
 
 
 def _record_successes(
@@ -285,21 +307,6 @@ def expand_report(
         planned_before={OUTLINE_KEY: outline_node},
     )
     session.flush()
-
-
-class Attempt(Protocol):
-    """The attempt of a node that ended: a claimed `NodeWork`, or a row read back."""
-
-    @property
-    def id(self) -> uuid.UUID: ...
-    @property
-    def run_id(self) -> uuid.UUID: ...
-    @property
-    def key(self) -> str: ...
-    @property
-    def attempt(self) -> int: ...
-    @property
-    def max_attempts(self) -> int: ...
 
 
 def end_attempt(
@@ -492,7 +499,8 @@ def renew_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
 
 
 def take_back_expired_leases(session: Session) -> int:
-    """Retry (or fail, with no attempts left) running nodes whose worker stopped renewing."""
+    """Retry (or fail, with no attempts left) running nodes whose worker stopped renewing, or
+    cancel them in a run being cancelled; how many were taken back."""
     dialect = session.bind.dialect.name
     nodes = (
         session.execute(
@@ -514,22 +522,15 @@ def take_back_expired_leases(session: Session) -> int:
             time_parameters(dialect),
         )
     ).all()
+    taken_back = 0
     for node in nodes:
         if node.cancel_requested_at is not None:
-            with contextlib.suppress(InvalidTransition):
-                move_node(
-                    session,
-                    node,
-                    NodeStatus.RUNNING,
-                    NodeStatus.CANCELLED,
-                    cause="cancel",
-                    expected_attempt=node.attempt,
-                )
+            taken_back += cancel_attempt(session, node)
             continue
         message = f"lease of worker {node.lease_owner} expired"
-        end_attempt(session, node, message, retryable=True, cause="lease_expired")
+        taken_back += end_attempt(session, node, message, retryable=True, cause="lease_expired")
     finish_runs(session, {node.run_id for node in nodes})
-    return len(nodes)
+    return taken_back
 
 
 def attempts_to_stop(

@@ -12,16 +12,21 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from apps.core.database import Transactions, open_database
+from apps.core.error_reporting import init_sentry, report_node_error
+from apps.core.logs import configure_logging, log_context
+from apps.core.metrics import record_leases_taken_back, record_llm_usage, record_node_duration
 from apps.core.settings import Settings, SettingsError, load_settings
 from apps.orchestrator import run_control, scheduling
 from apps.orchestrator.artifact_store import LocalArtifactStore
-from apps.orchestrator.executor import Executor, Failed, NodeWork, Outcome
+from apps.orchestrator.executor import Executor, Failed, NodeWork, Outcome, Succeeded
+from apps.orchestrator.gates import record_gate_decision
 from apps.orchestrator.providers.base import Provider
 from apps.orchestrator.providers.demo import DemoProvider
 from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
@@ -149,16 +154,13 @@ class Worker:
     async def _attempt(self, work: NodeWork) -> None:
         outcome: Outcome | None = None
         try:
-            outcome = await self.executor.attempt(work)
+            outcome = await self._execute(work)
         except asyncio.CancelledError:
             if work.id in self._cancelled:
                 outcome = Failed(work, "the run was cancelled", retryable=False, cause="cancel")
                 return
             outcome = Failed(work, "the worker stopped", retryable=True, cause="worker_stopped")
             raise
-        except Exception as error:
-            logger.exception("node %s of run %s failed unexpectedly", work.key, work.run_id)
-            outcome = Failed(work, f"unexpected error: {error}", retryable=False, cause="error")
         finally:
             self._running.pop(work.id, None)
             if outcome is not None and work.id not in self._released:
@@ -166,6 +168,31 @@ class Worker:
             self._released.discard(work.id)
             self._cancelled.discard(work.id)
             self._wake.set()
+
+    async def _execute(self, work: NodeWork) -> Outcome:
+        """The attempt, measured, with the node named in its logs and error reports."""
+        started = time.perf_counter()
+        with log_context(run_id=work.run_id, node_id=work.id):
+            try:
+                outcome = await self.executor.attempt(work)
+            except Exception as error:
+                # Reported first, tagged: the error tracker keeps an exception's first report.
+                report_node_error(error, run_id=work.run_id, node_id=work.id)
+                logger.exception("node %s of run %s failed unexpectedly", work.key, work.run_id)
+                message = f"unexpected error: {error}"
+                outcome = Failed(work, message, retryable=False, cause="error")
+            finally:
+                record_node_duration(work.role, time.perf_counter() - started)
+        if isinstance(outcome, Succeeded):
+            output = outcome.output
+            record_llm_usage(
+                work.provider,
+                work.model,
+                prompt_tokens=output.prompt_tokens,
+                completion_tokens=output.completion_tokens,
+                cost=output.cost,
+            )
+        return outcome
 
     async def _upkeep(self) -> None:
         """Stop the attempts this worker should no longer run, renew its leases and take back
@@ -189,6 +216,7 @@ class Worker:
             scheduling.keep_leases, worker=self.name, lease_seconds=self.settings.lease_seconds
         )
         if taken_back:
+            record_leases_taken_back(taken_back)
             self.wake()
 
     async def _stop_attempts(self) -> None:
@@ -204,7 +232,10 @@ class Worker:
                 task.cancel()
 
     async def _expire_gates(self) -> None:
-        if await self.transactions.run(run_control.expire_gates, self.store, self.settings):
+        decided = await self.transactions.run(run_control.expire_gates, self.store, self.settings)
+        for gate in decided:
+            record_gate_decision(gate)
+        if decided:
             self.wake()
 
     async def _stop(self) -> None:
@@ -248,9 +279,8 @@ def main() -> None:
         settings = load_settings()
     except SettingsError as error:
         sys.exit(f"error: {error}")
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
+    init_sentry(settings)
     asyncio.run(serve(settings))
 
 

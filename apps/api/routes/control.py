@@ -13,6 +13,7 @@ from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.dependencies import ArtifactStore, DbTransactions, ReadConnection
 from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
 from apps.orchestrator import run_control, runs
+from apps.orchestrator.gates import record_gate_decision
 from apps.orchestrator.models import KeyRole
 
 router = APIRouter(tags=["control"])
@@ -50,6 +51,7 @@ async def approve_gate(
     gate = await transactions.run(
         run_control.decide, store, request.app.state.settings, run_id, body.node_id, decision
     )
+    record_gate_decision(gate)
     _wake_worker(request, background)
     return Gate.model_validate(gate)
 
@@ -71,6 +73,7 @@ async def reject_gate(
     gate = await transactions.run(
         run_control.decide, store, request.app.state.settings, run_id, body.node_id, decision
     )
+    record_gate_decision(gate)
     _wake_worker(request, background)
     return Gate.model_validate(gate)
 
