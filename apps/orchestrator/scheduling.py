@@ -1,7 +1,7 @@
-"""The Manager's bookkeeping, set-based, so that one pass of a worker is one transaction however
-many nodes it touches: record the outcomes of finished attempts, start queued runs, make nodes
-ready as their dependencies succeed, finish runs whose nodes are all final, and claim ready nodes
-under a lease.
+"""The Manager's steps, set-based so that a pass of a worker (see `passes`) is one transaction
+however many nodes it touches: start queued runs, make nodes ready as their dependencies succeed,
+claim ready nodes under a lease, end failed attempts (retry or fail), skip what a failing run will
+not start, and finish runs whose nodes are all final.
 
 Every status change goes through `transitions`, so two workers racing for the same row cannot both
 win: the loser's conditional update matches nothing and it moves on.
@@ -9,27 +9,22 @@ win: the loser's conditional update matches nothing and it moves on.
 
 import random
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from apps.core.errors import InvalidTransition
 from apps.core.settings import Settings
 from apps.orchestrator import dispatch
 from apps.orchestrator.dispatch import (
-    ACTIVE_RUNS,
-    NODES,
-    database_time,
     database_time_later,
     time_parameters,
 )
-from apps.orchestrator.executor import Failed, NodeWork, Outcome, Succeeded
+from apps.orchestrator.executor import NodeWork
 from apps.orchestrator.gates import Hold, close_gates, gate_when, open_gates
-from apps.orchestrator.models import Artifact, Node, Run, utcnow
+from apps.orchestrator.models import Node, Run
 from apps.orchestrator.planning import OUTLINE_KEY, Outline, plan_report_body
 from apps.orchestrator.states import NodeStatus, RunStatus
 from apps.orchestrator.submission import add_plan
@@ -38,7 +33,6 @@ from apps.orchestrator.transitions import (
     move_nodes,
     move_run,
     move_runs,
-    record_event,
     record_node_moves,
 )
 
@@ -68,124 +62,6 @@ class Attempt(Protocol):
     def max_attempts(self) -> int: ...
 
 
-@dataclass(slots=True)
-class PassResult:
-    """What one pass did: the attempts it claimed, the successes it could not record (their
-    node ended meanwhile) and whether it changed anything."""
-
-    claimed: list[NodeWork] = field(default_factory=list)
-    refused: list[Succeeded] = field(default_factory=list)
-    changed: bool = False
-
-
-def run_pass(
-    session: Session,
-    outcomes: Sequence[Outcome],
-    *,
-    worker: str,
-    slots: int,
-    settings: Settings,
-    start_queued: bool = True,
-) -> PassResult:
-    """One pass of the Manager, in the caller's transaction; `start_queued` looks for queued
-    runs too (a worker skips that while it only has its own outcomes to record)."""
-    result = PassResult()
-    succeeded, runs = record_outcomes(session, outcomes, settings, result.refused)
-    started = start_queued_runs(session) if start_queued else []
-    promoted = promote_pending_nodes(session, after=succeeded, runs=started)
-    # A run with a node just made ready is not finished: no need to look.
-    finished = finish_runs(session, runs - promoted)
-    if slots > 0:
-        result.claimed = claim_ready_nodes(
-            session,
-            worker=worker,
-            slots=slots,
-            per_run=settings.run_concurrency,
-            lease_seconds=settings.lease_seconds,
-            default_timeout=settings.llm_timeout_seconds,
-        )
-    result.changed = bool(outcomes or started or promoted or finished or result.claimed)
-    return result
-
-
-def record_outcomes(
-    session: Session,
-    outcomes: Sequence[Outcome],
-    settings: Settings,
-    refused: list[Succeeded],
-) -> tuple[list[uuid.UUID], set[uuid.UUID]]:
-    """Record finished attempts; the nodes that succeeded and the runs they touched.
-
-    Successes whose node is no longer running that attempt are appended to `refused`.
-    """
-    successes = [outcome for outcome in outcomes if isinstance(outcome, Succeeded)]
-    held = [outcome for outcome in successes if gate_when(outcome.work.gate) == "after"]
-    plain = [outcome for outcome in successes if outcome not in held]
-    recorded = _record_successes(session, plain, settings)
-    recorded |= _hold_outputs(session, held)
-    unrecorded = [outcome for outcome in successes if outcome.work.id not in recorded]
-    failures = [outcome for outcome in outcomes if isinstance(outcome, Failed)]
-    stopped = _stop_in_cancelled_runs(session, [*unrecorded, *failures])
-    refused.extend(outcome for outcome in unrecorded if outcome.work.id not in stopped)
-    for failure in failures:
-        if failure.work.id not in stopped:
-            end_attempt(
-                session,
-                failure.work,
-                failure.message,
-                retryable=failure.retryable,
-                cause=failure.cause,
-            )
-    return list(recorded - {o.work.id for o in held}), {o.work.run_id for o in outcomes}
-
-
-def _hold_outputs(session: Session, held: Sequence[Succeeded]) -> set[uuid.UUID]:
-    """Record outputs whose node waits for approval: the artifact, its usage and the gate."""
-    holds, kept = [], []
-    for outcome in held:
-        try:
-            move_node(
-                session,
-                outcome.work,
-                NodeStatus.RUNNING,
-                NodeStatus.WAITING_APPROVAL,
-                cause="completed",
-                expected_attempt=outcome.work.attempt,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-        except InvalidTransition:
-            continue
-        row = _artifact_row(session, outcome)
-        dispatch.add_artifacts(session.connection(), [row])
-        holds.append(Hold(outcome.work.id, outcome.work.run_id, outcome.work.gate or {}, row["id"]))
-        kept.append(outcome)
-    if kept:
-        _add_usage(session, kept)
-        open_gates(session, holds)
-    return {outcome.work.id for outcome in kept}
-
-
-def _stop_in_cancelled_runs(session: Session, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
-    """Attempts that ended in runs being cancelled: their nodes are cancelled, whatever the
-    attempt answered; the ids of those nodes."""
-    if not outcomes:
-        return set()
-    cancelling = set(
-        session.scalars(
-            select(Run.id).where(
-                Run.id.in_({outcome.work.run_id for outcome in outcomes}),
-                Run.cancel_requested_at.is_not(None),
-            )
-        )
-    )
-    return {
-        outcome.work.id
-        for outcome in outcomes
-        if outcome.work.run_id in cancelling and cancel_attempt(session, outcome.work)
-    }
-
-
 def cancel_attempt(session: Session, node: Attempt) -> bool:
     """A running attempt in a run being cancelled: its node is cancelled. False when the node
     is no longer running that attempt."""
@@ -201,91 +77,6 @@ def cancel_attempt(session: Session, node: Attempt) -> bool:
     except InvalidTransition:
         return False
     return True
-
-
-def _record_successes(
-    session: Session, successes: Sequence[Succeeded], settings: Settings
-) -> set[uuid.UUID]:
-    if not successes:
-        return set()
-    connection = session.connection()
-    attempts = [(outcome.work.id, outcome.work.attempt) for outcome in successes]
-    moved = dispatch.mark_succeeded(connection, attempts)
-    record_node_moves(session, moved, NodeStatus.RUNNING, NodeStatus.SUCCEEDED, cause="completed")
-    recorded = {node.id for node in moved}
-    kept = [outcome for outcome in successes if outcome.work.id in recorded]
-    if kept:
-        dispatch.add_artifacts(connection, [_artifact_row(session, o) for o in kept])
-        _add_usage(session, kept)
-    for outcome in kept:
-        if outcome.outline is not None:
-            work = outcome.work
-            expand_report(session, work.run_id, work.id, work.run_title, outcome.outline, settings)
-    return recorded
-
-
-def _artifact_row(session: Session, outcome: Succeeded) -> dict[str, Any]:
-    """The artifact row of a recorded success, with its `artifact.created` event."""
-    output, artifact_id = outcome.output, uuid.uuid4()
-    data = {"artifact_id": str(artifact_id), "name": output.name, "size": output.size}
-    record_event(
-        session, outcome.work.run_id, "artifact.created", node_id=outcome.work.id, data=data
-    )
-    return {
-        "id": artifact_id,
-        "run_id": outcome.work.run_id,
-        "node_id": outcome.work.id,
-        "name": output.name,
-        "media_type": output.media_type,
-        "size": output.size,
-        "sha256": output.sha256,
-        "storage_key": output.storage_key,
-        "sidecar": output.sidecar,
-        "created_at": utcnow(),
-    }
-
-
-def _add_usage(session: Session, successes: Sequence[Succeeded]) -> None:
-    """Add the calls' tokens and cost to their runs, and stop a run its next call would take
-    past its budget."""
-    totals: dict[uuid.UUID, tuple[int, int, float]] = defaultdict(lambda: (0, 0, 0.0))
-    budgets = {outcome.work.run_id: outcome.work.budget for outcome in successes}
-    for outcome in successes:
-        prompt, completion, cost = totals[outcome.work.run_id]
-        output = outcome.output
-        totals[outcome.work.run_id] = (
-            prompt + output.prompt_tokens,
-            completion + output.completion_tokens,
-            cost + output.cost,
-        )
-    connection = session.connection()
-    for run_id, (prompt, completion, cost) in totals.items():
-        status, tokens, spent = dispatch.add_usage(connection, run_id, prompt, completion, cost)
-        if budgets[run_id] and status in ACTIVE_RUNS:
-            _stop_if_over_budget(session, run_id, budgets[run_id], tokens, spent)
-
-
-def budget_problem(budget: dict[str, Any], tokens: int, cost: float, calls: int) -> str | None:
-    """Why the run's next call would pass its budget (judged by its calls so far), or None."""
-    max_tokens, max_cost = budget.get("max_tokens"), budget.get("max_cost")
-    if max_tokens is not None and tokens + (tokens / calls if calls else 0) > max_tokens:
-        return f"{BUDGET_EXCEEDED}: spent {tokens} of {max_tokens} tokens"
-    if max_cost is not None and cost + (cost / calls if calls else 0) > max_cost:
-        return f"{BUDGET_EXCEEDED}: spent ${cost:.6f} of ${max_cost:.6f}"
-    return None
-
-
-def _stop_if_over_budget(
-    session: Session,
-    run_id: uuid.UUID,
-    budget: dict[str, Any],
-    tokens: int,
-    cost: float,
-) -> None:
-    calls = session.scalar(select(func.count()).where(Artifact.run_id == run_id))
-    if budget_problem(budget, tokens, cost, calls or 0) is not None:
-        # The run fails once its calls in flight have ended, saying what they all cost.
-        skip_unstarted(session, run_id, BUDGET_EXCEEDED)
 
 
 def expand_report(
@@ -477,74 +268,3 @@ def claim_ready_nodes(
         )
         for row in claimed
     ]
-
-
-def keep_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
-    """A worker's heartbeat: renew its leases and take back expired ones; how many it took."""
-    renew_leases(session, worker=worker, lease_seconds=lease_seconds)
-    return take_back_expired_leases(session)
-
-
-def renew_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
-    """Extend the leases of the nodes `worker` is running (its heartbeat)."""
-    dialect = session.bind.dialect.name
-    connection = session.connection()
-    result = connection.execute(
-        update(NODES)
-        .where(NODES.c.lease_owner == worker, NODES.c.status == NodeStatus.RUNNING)
-        .values(lease_expires_at=database_time_later(dialect)),
-        time_parameters(dialect, lease_seconds),
-    )
-    return result.rowcount
-
-
-def take_back_expired_leases(session: Session) -> int:
-    """Retry (or fail, with no attempts left) running nodes whose worker stopped renewing, or
-    cancel them in a run being cancelled; how many were taken back."""
-    dialect = session.bind.dialect.name
-    nodes = (
-        session.execute(
-            select(
-                Node.id,
-                Node.run_id,
-                Node.key,
-                Node.attempt,
-                Node.max_attempts,
-                Node.lease_owner,
-                Run.cancel_requested_at,
-            )
-            .join(Run, Run.id == Node.run_id)
-            .where(
-                Node.status == NodeStatus.RUNNING,
-                Node.lease_expires_at < database_time(dialect),
-            )
-            .limit(BATCH),
-            time_parameters(dialect),
-        )
-    ).all()
-    taken_back = 0
-    for node in nodes:
-        if node.cancel_requested_at is not None:
-            taken_back += cancel_attempt(session, node)
-            continue
-        message = f"lease of worker {node.lease_owner} expired"
-        taken_back += end_attempt(session, node, message, retryable=True, cause="lease_expired")
-    finish_runs(session, {node.run_id for node in nodes})
-    return taken_back
-
-
-def attempts_to_stop(
-    session: Session, *, worker: str, node_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, bool]:
-    """Those of `node_ids` whose attempts `worker` should stop, each with whether it still holds
-    the node (its run is being cancelled: the worker records the stop) or not (the node ended,
-    or its lease was taken back: someone else did)."""
-    if not node_ids:
-        return {}
-    held = (Node.status == NodeStatus.RUNNING) & (Node.lease_owner == worker)
-    rows = session.execute(
-        select(Node.id, held)
-        .join(Run, Run.id == Node.run_id)
-        .where(Node.id.in_(node_ids), ~held | Run.cancel_requested_at.is_not(None))
-    )
-    return {node_id: bool(still_held) for node_id, still_held in rows}

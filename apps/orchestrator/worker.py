@@ -23,7 +23,7 @@ from apps.core.error_reporting import init_sentry, report_node_error
 from apps.core.logs import configure_logging, log_context
 from apps.core.metrics import record_leases_taken_back, record_llm_usage, record_node_duration
 from apps.core.settings import Settings, SettingsError, load_settings
-from apps.orchestrator import run_control, scheduling
+from apps.orchestrator import leases, passes, run_control
 from apps.orchestrator.artifact_store import LocalArtifactStore
 from apps.orchestrator.executor import Executor, Failed, NodeWork, Outcome, Succeeded
 from apps.orchestrator.gates import record_gate_decision
@@ -106,7 +106,7 @@ class Worker:
         slots = max(0, self.settings.worker_concurrency - len(self._running))
         try:
             done = await self.transactions.run(
-                scheduling.run_pass,
+                passes.run_pass,
                 outcomes,
                 worker=self.name,
                 slots=slots,
@@ -213,7 +213,7 @@ class Worker:
 
     async def _renew_leases(self) -> None:
         taken_back = await self.transactions.run(
-            scheduling.keep_leases, worker=self.name, lease_seconds=self.settings.lease_seconds
+            leases.keep_leases, worker=self.name, lease_seconds=self.settings.lease_seconds
         )
         if taken_back:
             record_leases_taken_back(taken_back)
@@ -223,7 +223,7 @@ class Worker:
         if not self._running:
             return
         stopping = await self.transactions.run(
-            scheduling.attempts_to_stop, worker=self.name, node_ids=list(self._running)
+            leases.attempts_to_stop, worker=self.name, node_ids=list(self._running)
         )
         for node_id, still_held in stopping.items():
             task = self._running.get(node_id)
@@ -249,7 +249,7 @@ class Worker:
             return
         try:
             await self.transactions.run(
-                scheduling.run_pass,
+                passes.run_pass,
                 self._outcomes,
                 worker=self.name,
                 slots=0,

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from apps import orchestrator
 from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator import scheduling
+from apps.orchestrator import leases, passes
 from apps.orchestrator.models import Node, utcnow
 from apps.orchestrator.providers.base import LLMReply, LLMRequest, ProviderError
 from apps.orchestrator.providers.demo import DemoProvider
@@ -201,7 +201,7 @@ async def test_an_expired_lease_is_taken_back_and_retried(
 ) -> None:
     run_id = await _submit(client, {"type": "demo"})
     passed = await transactions.run(
-        scheduling.run_pass, [], worker="dead-worker", slots=1, settings=settings
+        passes.run_pass, [], worker="dead-worker", slots=1, settings=settings
     )
     (claimed,) = [work.id for work in passed.claimed]
     async with unit_of_work(sessions) as session:
@@ -211,7 +211,7 @@ async def test_an_expired_lease_is_taken_back_and_retried(
             .values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
 
-    assert await transactions.run(scheduling.take_back_expired_leases) == 1
+    assert await transactions.run(leases.take_back_expired_leases) == 1
     async with sessions() as session:
         node = await session.get_one(Node, claimed)
     assert (node.status, node.attempt, node.lease_owner) == (NodeStatus.READY, 1, None)
