@@ -1,0 +1,105 @@
+"""A team's deployment on PostgreSQL: two API processes and three standalone workers on one
+database, one worker killed with SIGKILL mid-run. Every run finishes, and no node is done twice."""
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from alembic import command
+from tests.conftest import API_KEY, alembic_config, empty_database_url
+from tests.servers import api_process, free_port, worker_process
+
+HEADERS = {"X-API-Key": API_KEY}
+RUNS = 100
+SETTINGS = {"WORKER_IN_API": "0", "DEMO_LATENCY_MS": "100", "LEASE_SECONDS": "2"}
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture
+def postgres_database(tmp_path: Path) -> Iterator[str]:
+    """A migrated PostgreSQL database of the test's own (this test needs PostgreSQL)."""
+    for url in empty_database_url("postgresql", tmp_path):
+        command.upgrade(alembic_config(url), "head")
+        yield url
+
+
+def _wait_for(check: Callable[[], Any], seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {seconds:g} s")
+
+
+def _events(client: httpx.Client, run_id: str) -> list[dict[str, Any]]:
+    response = client.get("/events", params={"run_id": run_id, "limit": 200}, headers=HEADERS)
+    return response.json()["items"]
+
+
+def _started_by(client: httpx.Client, run_ids: list[str], pid: int) -> bool:
+    return any(
+        event["type"] == "node.started" and event["data"]["worker"].split(":")[1] == str(pid)
+        for run_id in run_ids
+        for event in _events(client, run_id)
+    )
+
+
+def _all_ended(client: httpx.Client, run_ids: list[str]) -> bool:
+    statuses = [
+        client.get(f"/runs/{run_id}", headers=HEADERS).json()["status"] for run_id in run_ids
+    ]
+    return all(status in FINAL for status in statuses)
+
+
+def test_two_apis_and_three_workers_run_every_node_once_through_a_killed_worker(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    ports = [free_port(), free_port()]
+    with ExitStack() as stack:
+        for port in ports:
+            stack.enter_context(api_process(postgres_database, tmp_path, port, **SETTINGS))
+        workers = [
+            stack.enter_context(worker_process(postgres_database, tmp_path, name, **SETTINGS))
+            for name in ("a", "b", "c")
+        ]
+        apis = [
+            stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30))
+            for port in ports
+        ]
+        body = {"task_spec": {"type": "demo"}}
+        run_ids = [
+            apis[index % 2]
+            .post("/tasks", json={"title": f"Run {index}", **body}, headers=HEADERS)
+            .json()["id"]
+            for index in range(RUNS)
+        ]
+        victim = workers[2]
+        _wait_for(lambda: _started_by(apis[0], run_ids[:20], victim.pid), 60, "the victim working")
+        victim.kill()
+        victim.wait()
+        _wait_for(lambda: _all_ended(apis[1], run_ids), 180, "every run ending")
+
+        runs = [apis[0].get(f"/runs/{run_id}", headers=HEADERS).json() for run_id in run_ids]
+        events = {run_id: _events(apis[1], run_id) for run_id in run_ids}
+
+    assert Counter(run["status"] for run in runs) == {"succeeded": RUNS}
+    for run_id, log in events.items():
+        succeeded = Counter(e["node_id"] for e in log if e["type"] == "node.succeeded")
+        assert len(succeeded) == 6, run_id
+        assert set(succeeded.values()) == {1}, run_id
+        written = Counter(e["node_id"] for e in log if e["type"] == "artifact.created")
+        assert set(written.values()) == {1}, run_id
+    workers_seen = {
+        e["data"]["worker"].split(":")[1]
+        for log in events.values()
+        for e in log
+        if e["type"] == "node.started"
+    }
+    assert workers_seen == {str(worker.pid) for worker in workers}
