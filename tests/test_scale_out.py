@@ -103,3 +103,7 @@ def test_two_apis_and_three_workers_run_every_node_once_through_a_killed_worker(
         if e["type"] == "node.started"
     }
     assert workers_seen == {str(worker.pid) for worker in workers}
+    taken_back = [
+        e for log in events.values() for e in log if e["data"].get("cause") == "lease_expired"
+    ]
+    assert taken_back, "the killed worker's nodes were taken back"
