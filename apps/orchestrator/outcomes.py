@@ -13,9 +13,7 @@ from sqlalchemy.orm import Session
 from apps.core.errors import InvalidTransition
 from apps.core.settings import Settings
 from apps.orchestrator import dispatch
-from apps.orchestrator.dispatch import (
-    ACTIVE_RUNS,
-)
+from apps.orchestrator.dispatch import ACTIVE_RUNS
 from apps.orchestrator.executor import Failed, Outcome, Succeeded
 from apps.orchestrator.gates import Hold, gate_when, open_gates
 from apps.orchestrator.models import Artifact, Run, utcnow
@@ -27,11 +25,7 @@ from apps.orchestrator.scheduling import (
     skip_unstarted,
 )
 from apps.orchestrator.states import NodeStatus
-from apps.orchestrator.transitions import (
-    move_node,
-    record_event,
-    record_node_moves,
-)
+from apps.orchestrator.transitions import move_node, record_event, record_node_moves
 
 
 def record_outcomes(
@@ -46,7 +40,8 @@ def record_outcomes(
     """
     successes = [outcome for outcome in outcomes if isinstance(outcome, Succeeded)]
     held = [outcome for outcome in successes if gate_when(outcome.work.gate) == "after"]
-    plain = [outcome for outcome in successes if outcome not in held]
+    held_ids = {outcome.work.id for outcome in held}
+    plain = [outcome for outcome in successes if outcome.work.id not in held_ids]
     recorded = _record_successes(session, plain, settings)
     recorded |= _hold_outputs(session, held)
     unrecorded = [outcome for outcome in successes if outcome.work.id not in recorded]
@@ -62,7 +57,7 @@ def record_outcomes(
                 retryable=failure.retryable,
                 cause=failure.cause,
             )
-    return list(recorded - {o.work.id for o in held}), {o.work.run_id for o in outcomes}
+    return list(recorded - held_ids), {outcome.work.run_id for outcome in outcomes}
 
 
 def _hold_outputs(session: Session, held: Sequence[Succeeded]) -> set[uuid.UUID]:
