@@ -49,9 +49,13 @@ def postgres_server_url() -> str:
     pytest.skip(POSTGRES_HELP)
 
 
+def postgres_dsn(url: str) -> str:
+    """`url` as asyncpg takes it: without SQLAlchemy's driver name."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 async def _postgres_admin(server_url: str, statement: str) -> None:
-    dsn = make_url(server_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(postgres_dsn(server_url))
     try:
         await connection.execute(statement)
     finally:
@@ -94,6 +98,14 @@ def migrated_database(empty_database: str) -> str:
     """A database of its own, migrated, for tests whose writes others must not see."""
     command.upgrade(alembic_config(empty_database), "head")
     return empty_database
+
+
+@pytest.fixture
+def postgres_database(tmp_path: Path) -> Iterator[str]:
+    """A migrated PostgreSQL database of the test's own, for what only PostgreSQL does."""
+    for url in empty_database_url("postgresql", tmp_path):
+        command.upgrade(alembic_config(url), "head")
+        yield url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

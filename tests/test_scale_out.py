@@ -3,30 +3,20 @@ database, one worker killed with SIGKILL mid-run. Every run finishes, and no nod
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from alembic import command
-from tests.conftest import API_KEY, alembic_config, empty_database_url
+from tests.conftest import API_KEY
 from tests.servers import api_process, free_port, worker_process
 
 HEADERS = {"X-API-Key": API_KEY}
 RUNS = 100
 SETTINGS = {"WORKER_IN_API": "0", "DEMO_LATENCY_MS": "100", "LEASE_SECONDS": "2"}
 FINAL = ("succeeded", "failed", "cancelled")
-
-
-@pytest.fixture
-def postgres_database(tmp_path: Path) -> Iterator[str]:
-    """A migrated PostgreSQL database of the test's own (this test needs PostgreSQL)."""
-    for url in empty_database_url("postgresql", tmp_path):
-        command.upgrade(alembic_config(url), "head")
-        yield url
 
 
 def _wait_for(check: Callable[[], Any], seconds: float, what: str) -> Any:

@@ -47,8 +47,6 @@ NODE_EVENTS = {
 
 PENDING_EVENTS = "pending_events"
 INSERT_EVENTS = insert(Event.__table__)
-# Any constant: the key of the transaction-scoped advisory lock that orders event ids.
-EVENT_ORDER_LOCK = 0x63726577
 
 
 def record_event(
@@ -71,19 +69,16 @@ def record_event(
 def _write_pending_events(session: Session) -> None:
     """Insert the transaction's events in one statement, last, in the order they happened.
 
-    On PostgreSQL ids come from a sequence, which hands them out in insert order, not commit
-    order: a reader could see id 11 committed before id 10 and skip 10 for good. Inserting under
-    a transaction-scoped advisory lock held until commit makes ids commit-ordered, so "events
-    after id N" never misses one. SQLite has one writer at a time and needs nothing.
+    Last, because their ids must be commit-ordered for "events after id N" never to miss one:
+    on PostgreSQL the insert takes a lock held until commit (a trigger of the schema's), so the
+    shorter the time between insert and commit, the less writers wait on each other. SQLite has
+    one writer at a time.
     """
     pending = session.info.pop(PENDING_EVENTS, None)
     if not pending:
         return
     session.flush()
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(select(func.pg_advisory_xact_lock(EVENT_ORDER_LOCK)))
-    connection.execute(INSERT_EVENTS, pending)
+    session.connection().execute(INSERT_EVENTS, pending)
 
 
 @event.listens_for(Session, "after_rollback")
