@@ -11,6 +11,9 @@ import uvicorn
 from apps.core.settings import Settings, SettingsError, load_settings
 
 _PLACEHOLDER_KEYS = frozenset({"test-key", "change-me", "changeme", "secret", "dev", ""})
+# An event stream without a run never ends on its own: without a limit, a stop or a reload would
+# wait for every watching client to hang up. After this, what still runs is cancelled.
+SHUTDOWN_GRACE_SECONDS = 5
 
 
 def _refuse_weak_key(settings: Settings) -> None:
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=settings.web_concurrency if args.prod else None,
         log_level=settings.log_level,
         proxy_headers=args.prod,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
 
 

@@ -11,14 +11,22 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from apps.api.auth import authenticate
 from apps.api.errors import install_error_handlers
-from apps.api.routes import artifacts, events, health, nodes, runs, tasks
+from apps.api.routes import artifacts, events, health, nodes, runs, streams, tasks
 from apps.api.timezone import use_request_timezone
 from apps.core.database import create_engine, create_session_factory
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.orchestrator.event_feed import build_event_feed
 from apps.orchestrator.worker import Worker
 
-_PROTECTED_ROUTERS = (tasks.router, runs.router, nodes.router, artifacts.router, events.router)
+_PROTECTED_ROUTERS = (
+    tasks.router,
+    runs.router,
+    nodes.router,
+    artifacts.router,
+    events.router,
+    streams.router,
+)
 
 
 @asynccontextmanager
@@ -27,8 +35,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.sessions = create_session_factory(engine)
     app.state.worker = None
+    app.state.event_feed = build_event_feed(
+        engine, poll_seconds=app.state.settings.event_poll_seconds
+    )
     try:
         async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(app.state.event_feed.running())
             if app.state.settings.worker_in_api:
                 app.state.worker = Worker(app.state.sessions, app.state.settings)
                 await stack.enter_async_context(_running(app.state.worker))
