@@ -88,8 +88,11 @@ LastEventId = Annotated[
 
 
 def _resume_after(after: int | None, last_event_id: str | None) -> int | None:
-    """The event id to resume after: the later of `?after=` and `Last-Event-ID`, if either."""
-    if last_event_id is None:
+    """The event id to resume after: the later of `?after=` and `Last-Event-ID`, if either.
+
+    An empty Last-Event-ID is no id: what an `id:` line with no value tells a client to send.
+    """
+    if not last_event_id:
         return after
     try:
         last_seen = int(last_event_id)
