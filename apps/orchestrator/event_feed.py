@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 FEED_PAGE = 1_000
 REPLAY_PAGE = 500
 SUBSCRIBER_BUFFER = 1_000
+RECENT_EVENTS = 5_000
 
 Poke = Callable[[], None]
 
@@ -113,7 +114,9 @@ class StreamedEvent:
 class Subscription:
     """What the feed handed one subscriber since it (re)started buffering, bounded in size."""
 
-    def __init__(self, run_id: uuid.UUID | None, after: int, limit: int) -> None:
+    def __init__(
+        self, run_id: uuid.UUID | None, after: int, limit: int, quiet_seconds: float
+    ) -> None:
         self.run_id = run_id
         self.last_sent = after
         self.overflowed = False
@@ -121,6 +124,10 @@ class Subscription:
         self._limit = limit
         self._pending: list[StreamedEvent] = []
         self._ready = asyncio.Event()
+        self._quiet_seconds = quiet_seconds
+        self._loop = asyncio.get_running_loop()
+        self._last_taken = self._loop.time()
+        self._quiet_timer: asyncio.TimerHandle | None = None
 
     def deliver(self, batch: Sequence[StreamedEvent]) -> None:
         """Buffer `batch`; past the limit, drop the buffer and mark the subscriber as behind."""
@@ -140,16 +147,33 @@ class Subscription:
     def close(self) -> None:
         self.closed = True
         self._ready.set()
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
 
-    async def take(self, wait_seconds: float) -> list[StreamedEvent]:
-        """What was buffered, waiting up to `wait_seconds` for something; [] if nothing came."""
-        if not self._pending and not self.overflowed and not self.closed:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_seconds):
-                    await self._ready.wait()
+    async def take(self) -> list[StreamedEvent]:
+        """What was buffered, waiting for something; [] after `quiet_seconds` with nothing."""
+        if not (self._pending or self.overflowed or self.closed):
+            if self._quiet_timer is None:
+                self._arm_quiet_timer()
+            await self._ready.wait()
         self._ready.clear()
+        self._last_taken = self._loop.time()
         batch, self._pending = self._pending, []
         return batch
+
+    def _arm_quiet_timer(self) -> None:
+        self._quiet_timer = self._loop.call_at(
+            self._last_taken + self._quiet_seconds, self._quiet_timer_fired
+        )
+
+    def _quiet_timer_fired(self) -> None:
+        # One timer per quiet period rather than one per wait: a busy stream would otherwise
+        # arm and cancel a timer for every write, which costs more than the write.
+        if self._loop.time() >= self._last_taken + self._quiet_seconds:
+            self._quiet_timer = None
+            self._ready.set()
+        else:
+            self._arm_quiet_timer()
 
 
 class EventFeed:
@@ -174,6 +198,7 @@ class EventFeed:
         self._wake = asyncio.Event()
         self._by_run: dict[uuid.UUID, set[Subscription]] = defaultdict(set)
         self._firehose: set[Subscription] = set()
+        self._recent: dict[int, StreamedEvent] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -221,11 +246,11 @@ class EventFeed:
             async with self._engine.connect() as connection:
                 final_id = await events.final_event_id(connection, run_id)
             over = final_id is not None and final_id <= (after or 0)
-        subscription = Subscription(run_id, after or 0, self._buffer_limit)
-        return self._stream(subscription, heartbeat_seconds, over=over, from_now=after is None)
+        subscription = Subscription(run_id, after or 0, self._buffer_limit, heartbeat_seconds)
+        return self._stream(subscription, over=over, from_now=after is None)
 
     async def _stream(
-        self, subscription: Subscription, heartbeat_seconds: float, *, over: bool, from_now: bool
+        self, subscription: Subscription, *, over: bool, from_now: bool
     ) -> AsyncIterator[list[StreamedEvent]]:
         if over:
             return
@@ -233,7 +258,7 @@ class EventFeed:
         try:
             if from_now and subscription.run_id is None:
                 subscription.last_sent = await self._latest_event_id()
-            async with contextlib.aclosing(self._batches(subscription, heartbeat_seconds)) as feed:
+            async with contextlib.aclosing(self._batches(subscription)) as feed:
                 async for batch in feed:
                     fresh = [event for event in batch if event.id > subscription.last_sent]
                     fresh, ended = _through_final(fresh, subscription.run_id)
@@ -246,9 +271,7 @@ class EventFeed:
         finally:
             self._unregister(subscription)
 
-    async def _batches(
-        self, subscription: Subscription, heartbeat_seconds: float
-    ) -> AsyncIterator[list[StreamedEvent]]:
+    async def _batches(self, subscription: Subscription) -> AsyncIterator[list[StreamedEvent]]:
         """Replayed pages, then buffered batches; a replay again after each overflow."""
         while not subscription.closed:
             subscription.restart()
@@ -257,15 +280,26 @@ class EventFeed:
                 if len(page) < self._replay_page:
                     break
             while True:
-                batch = await subscription.take(heartbeat_seconds)
+                batch = await subscription.take()
                 if subscription.overflowed or subscription.closed:
                     break
                 yield batch
 
     async def _replay(self, run_id: uuid.UUID | None, after: int) -> list[StreamedEvent]:
+        """The next page after `after`. The database says which events there are; their rows
+        come from the events the feed holds when it has them, which spares parsing the rows
+        again for each of hundreds of subscribers that (re)connect to a live run at once."""
         async with self._engine.connect() as connection:
-            rows = await events.events_after(connection, after, self._replay_page, run_id)
-            return await _with_final_marks(connection, [StreamedEvent(row) for row in rows])
+            ids = await events.event_ids_after(connection, after, self._replay_page, run_id)
+            held = {
+                event_id: self._recent[event_id] for event_id in ids if event_id in self._recent
+            }
+            missing = [event_id for event_id in ids if event_id not in held]
+            if missing:
+                rows = await events.events_by_id(connection, missing)
+                held |= {streamed.id: streamed for streamed in self._shared(rows)}
+            page = [held[event_id] for event_id in ids if event_id in held]
+            return await _with_final_marks(connection, page)
 
     async def _register(self, subscription: Subscription) -> None:
         if self._stale:
@@ -285,6 +319,7 @@ class EventFeed:
             return await events.latest_event_id(connection)
 
     def _unregister(self, subscription: Subscription) -> None:
+        subscription.close()
         if subscription.run_id is None:
             self._firehose.discard(subscription)
             return
@@ -325,11 +360,24 @@ class EventFeed:
                 rows = await events.events_after(connection, self._last_delivered, FEED_PAGE)
                 if not rows:
                     return
-                batch = await _with_final_marks(connection, [StreamedEvent(row) for row in rows])
+                batch = await _with_final_marks(connection, self._shared(rows))
                 self._last_delivered = batch[-1].id
                 self._fan_out(batch)
                 if len(rows) < FEED_PAGE:
                     return
+
+    def _shared(self, rows: list[dict[str, Any]]) -> list[StreamedEvent]:
+        """`rows` as events shared by every subscriber that reads them lately, live or by
+        replay, so that each is encoded once however many streams carry it."""
+        batch = []
+        for row in rows:
+            streamed = self._recent.get(row["id"])
+            if streamed is None:
+                streamed = self._recent[row["id"]] = StreamedEvent(row)
+            batch.append(streamed)
+        while len(self._recent) > RECENT_EVENTS:
+            del self._recent[next(iter(self._recent))]
+        return batch
 
     def _fan_out(self, batch: list[StreamedEvent]) -> None:
         for subscription in self._firehose:

@@ -69,6 +69,22 @@ async def events_after(
     return as_dicts(await connection.execute(statement.order_by(Event.id).limit(limit)))
 
 
+async def event_ids_after(
+    connection: AsyncConnection, after: int, limit: int, run_id: uuid.UUID | None = None
+) -> list[int]:
+    """The ids `events_after` would return: what a replay needs when it has the rows at hand."""
+    statement = select(Event.id).where(Event.id > after)
+    if run_id is not None:
+        statement = statement.where(Event.run_id == run_id)
+    return list(await connection.scalars(statement.order_by(Event.id).limit(limit)))
+
+
+async def events_by_id(connection: AsyncConnection, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The events with these ids, in id order."""
+    statement = select(*EVENT_COLUMNS).where(Event.id.in_(ids)).order_by(Event.id)
+    return as_dicts(await connection.execute(statement))
+
+
 async def latest_event_id(connection: AsyncConnection) -> int:
     """The highest event id written so far, 0 when there is none."""
     return await connection.scalar(select(func.coalesce(func.max(Event.id), 0))) or 0

@@ -104,6 +104,13 @@ async def rest_of(
     return ids + await take(stream, count - len(ids))
 
 
+async def live_firehose(feed: EventFeed) -> AsyncIterator[list[StreamedEvent]]:
+    """A firehose from now on, once it waits for live events (its first heartbeat says so)."""
+    firehose = await follow(feed, None, after=None, heartbeat=QUIET)
+    assert await asyncio.wait_for(anext(firehose), WAIT) == []
+    return firehose
+
+
 def first_batches(streams: Sequence[AsyncIterator[Any]]) -> list[asyncio.Task[Any]]:
     """Start waiting on each stream, which registers it with the feed."""
     return [asyncio.ensure_future(anext(stream)) for stream in streams]
@@ -114,12 +121,8 @@ async def test_each_subscriber_gets_its_runs_events_and_the_firehose_every_event
 ) -> None:
     first, second = await new_run(sessions), await new_run(sessions)
     async with running_feed(engine) as feed:
-        streams = [
-            await follow(feed, first),
-            await follow(feed, first),
-            await follow(feed, second),
-            await follow(feed, None, after=None),
-        ]
+        firehose = await live_firehose(feed)
+        streams = [await follow(feed, first), await follow(feed, first), await follow(feed, second)]
         pending = first_batches(streams)
         await subscribed(feed, 4)
         ids = []
@@ -129,12 +132,13 @@ async def test_each_subscriber_gets_its_runs_events_and_the_firehose_every_event
 
         got = [
             await rest_of(first_batch, stream, count)
-            for first_batch, stream, count in zip(pending, streams, [3, 3, 6, 9], strict=True)
+            for first_batch, stream, count in zip(pending, streams, [3, 3, 6], strict=True)
         ]
+        everything = await take(firehose, 9)
 
     assert got[0] == got[1] == ids[0::3]
     assert got[2] == sorted(ids[1::3] + ids[2::3])
-    assert got[3] == ids
+    assert everything == ids
 
 
 async def test_a_local_commit_wakes_the_feed_without_waiting_for_the_poll(
@@ -201,7 +205,7 @@ async def test_a_subscriber_that_falls_behind_rereads_from_the_database(
 
 
 async def test_a_buffer_past_its_limit_is_dropped_instead_of_growing() -> None:
-    subscription = Subscription(run_id=None, after=0, limit=3)
+    subscription = Subscription(run_id=None, after=0, limit=3, quiet_seconds=NEVER)
     events = [StreamedEvent({"id": i}) for i in range(1, 5)]
 
     subscription.deliver(events[:2])
@@ -209,10 +213,10 @@ async def test_a_buffer_past_its_limit_is_dropped_instead_of_growing() -> None:
     subscription.deliver(events[:1])
 
     assert subscription.overflowed
-    assert await subscription.take(0) == []
+    assert await subscription.take() == []
     subscription.restart()
     subscription.deliver(events[3:])
-    assert await subscription.take(0) == events[3:]
+    assert await subscription.take() == events[3:]
 
 
 async def test_a_run_stream_ends_after_the_final_event_of_a_finished_run(
@@ -258,6 +262,30 @@ async def test_a_failure_the_run_was_resumed_from_does_not_end_its_stream(
         assert await anext(stream) == []
 
 
+async def test_a_run_resumed_after_its_stream_ended_streams_past_that_failure(
+    engine: AsyncEngine, sessions: SessionFactory
+) -> None:
+    run = await new_run(sessions, status=RunStatus.RUNNING)
+    async with running_feed(engine) as feed:
+        watching = await follow(feed, run)
+        [pending] = first_batches([watching])
+        await subscribed(feed, 1)
+        failure = await finish(sessions, run, RunStatus.FAILED)
+        assert [e.id for e in await asyncio.wait_for(pending, WAIT)] == [failure]
+        with pytest.raises(StopAsyncIteration):
+            await anext(watching)
+        async with unit_of_work(sessions) as session:
+            await session.execute(
+                update(Run).where(Run.id == run.id).values(status=RunStatus.RUNNING)
+            )
+            resumed = (await create_event(session, run, type="run.resumed")).id
+
+        replaying = await follow(feed, run, heartbeat=QUIET)
+
+        assert await take(replaying, 2) == [failure, resumed]
+        assert await anext(replaying) == []
+
+
 async def test_an_unknown_run_cannot_be_followed(engine: AsyncEngine) -> None:
     async with running_feed(engine) as feed:
         with pytest.raises(NotFound):
@@ -270,12 +298,10 @@ async def test_the_firehose_starts_at_the_next_event_without_an_id_to_resume_aft
     run = await new_run(sessions)
     await add_events(sessions, run, "run.created")
     async with running_feed(engine) as feed:
-        stream = await follow(feed, None, after=None)
-        [pending] = first_batches([stream])
-        await subscribed(feed, 1)
+        firehose = await live_firehose(feed)
         ids = await add_events(sessions, run, "run.started")
 
-        assert [e.id for e in await asyncio.wait_for(pending, WAIT)] == ids
+        assert await take(firehose, 1) == ids
 
 
 async def test_a_quiet_stream_yields_heartbeats(
