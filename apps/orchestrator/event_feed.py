@@ -11,9 +11,8 @@ on; it then replays from the database what came after its last event id, and onl
 buffer, skipping the ids it already sent. A buffer is bounded: a subscriber that falls too far
 behind drops it and replays from the database again instead of growing the process's memory.
 
-What wakes the feed is pluggable (`WakeSource`): commits made through this process's engine
-(`CommitWake`), and a slow poll (`PollWake`) for the events other processes write, such as a
-standalone worker's.
+What wakes the feed is pluggable (`event_wakes.WakeSource`): by default, commits made through
+this process's engine and a slow poll for the events other processes write.
 """
 
 import asyncio
@@ -21,18 +20,16 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import event as sqlalchemy_event
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.pool import ConnectionPoolEntry
 
 from apps.core.errors import NotFound
 from apps.orchestrator import events
+from apps.orchestrator.event_wakes import CommitWake, PollWake, WakeSource
 
 logger = logging.getLogger(__name__)
 
@@ -40,60 +37,6 @@ FEED_PAGE = 1_000
 REPLAY_PAGE = 500
 SUBSCRIBER_BUFFER = 1_000
 RECENT_EVENTS = 5_000
-
-Poke = Callable[[], None]
-
-
-class WakeSource(Protocol):
-    """Something that knows when new events may have been committed."""
-
-    async def watch(self, poke: Poke) -> None:
-        """Call `poke` whenever new events may be in the database; run until cancelled."""
-
-
-@dataclass(frozen=True, slots=True)
-class CommitWake:
-    """Commits made through `engine`, in this process.
-
-    The engine's "commit" event fires just before the COMMIT is sent, when a read would not see
-    the transaction yet. So a commit only marks its connection, and the poke comes when that
-    connection is checked back in to the pool, which happens once the commit is done: a Session
-    releases its connection when it commits, `engine.begin()` when its block ends. A connection
-    that commits and stays checked out is seen when it is returned, or by the poll.
-    """
-
-    engine: AsyncEngine
-
-    async def watch(self, poke: Poke) -> None:
-        committed = object()  # a mark of this watch's own: others on the engine keep theirs
-
-        def mark(connection: Connection) -> None:
-            connection.info[committed] = True
-
-        def returned(_dbapi_connection: Any, record: ConnectionPoolEntry | None) -> None:
-            if record is not None and record.info.pop(committed, False):
-                poke()
-
-        engine = self.engine.sync_engine
-        sqlalchemy_event.listen(engine, "commit", mark)
-        sqlalchemy_event.listen(engine, "checkin", returned)
-        try:
-            await asyncio.Future()
-        finally:
-            sqlalchemy_event.remove(engine, "commit", mark)
-            sqlalchemy_event.remove(engine, "checkin", returned)
-
-
-@dataclass(frozen=True, slots=True)
-class PollWake:
-    """Every `seconds`: the fallback for events other processes commit."""
-
-    seconds: float
-
-    async def watch(self, poke: Poke) -> None:
-        while True:
-            await asyncio.sleep(self.seconds)
-            poke()
 
 
 @dataclass(slots=True, eq=False)
@@ -275,20 +218,26 @@ class EventFeed:
         """Replayed pages, then buffered batches; a replay again after each overflow."""
         while not subscription.closed:
             subscription.restart()
-            while page := await self._replay(subscription.run_id, subscription.last_sent):
-                yield page
-                if len(page) < self._replay_page:
-                    break
+            after, more = subscription.last_sent, True
+            while more:
+                page, after, more = await self._replay(subscription.run_id, after)
+                if page:
+                    yield page
             while True:
                 batch = await subscription.take()
                 if subscription.overflowed or subscription.closed:
                     break
                 yield batch
 
-    async def _replay(self, run_id: uuid.UUID | None, after: int) -> list[StreamedEvent]:
-        """The next page after `after`. The database says which events there are; their rows
-        come from the events the feed holds when it has them, which spares parsing the rows
-        again for each of hundreds of subscribers that (re)connect to a live run at once."""
+    async def _replay(
+        self, run_id: uuid.UUID | None, after: int
+    ) -> tuple[list[StreamedEvent], int, bool]:
+        """The page after `after`, the id it ends at, and whether more may follow.
+
+        The database says which events there are; their rows come from the events the feed
+        holds when it has them, which spares parsing the rows again for each of hundreds of
+        subscribers that (re)connect to a live run at once.
+        """
         async with self._engine.connect() as connection:
             ids = await events.event_ids_after(connection, after, self._replay_page, run_id)
             held = {
@@ -299,7 +248,8 @@ class EventFeed:
                 rows = await events.events_by_id(connection, missing)
                 held |= {streamed.id: streamed for streamed in self._shared(rows)}
             page = [held[event_id] for event_id in ids if event_id in held]
-            return await _with_final_marks(connection, page)
+            page = await _with_final_marks(connection, page)
+        return page, ids[-1] if ids else after, len(ids) == self._replay_page
 
     async def _register(self, subscription: Subscription) -> None:
         if self._stale:

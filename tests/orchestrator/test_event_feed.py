@@ -15,13 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from apps.core.database import SessionFactory, create_engine, create_session_factory, unit_of_work
 from apps.core.errors import NotFound
 from apps.core.settings import Settings
-from apps.orchestrator.event_feed import (
-    CommitWake,
-    EventFeed,
-    PollWake,
-    StreamedEvent,
-    Subscription,
-)
+from apps.orchestrator.event_feed import EventFeed, StreamedEvent, Subscription
+from apps.orchestrator.event_wakes import CommitWake, PollWake
 from apps.orchestrator.models import Run
 from apps.orchestrator.states import RunStatus
 from tests.factories import create_event, create_run
