@@ -1,16 +1,19 @@
 """GET /events/stream and /runs/{run_id}/events/stream on runs that have ended (so the streams
 end too); live streaming over a real server is in test_streams_served.py."""
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.models import Run
 from apps.orchestrator.states import RunStatus
 from tests.api.pages import single_page
+from tests.conftest import API_KEY
 from tests.factories import create_event, create_node, create_run
 from tests.sse import SseStream, parse_sse
 
@@ -173,3 +176,51 @@ async def test_the_openapi_schema_documents_the_streams_as_server_sent_events(
         assert operation["description"]
         parameters = {parameter["name"] for parameter in operation["parameters"]}
         assert {"after", "Last-Event-ID"} <= parameters
+
+
+async def test_a_client_that_hangs_up_mid_stream_releases_its_subscription(
+    app: FastAPI, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.RUNNING)
+        await create_event(session, run, type="run.started")
+    feed = app.state.event_feed
+    requested, hung_up = asyncio.Event(), asyncio.Event()
+    subscribers_while_streaming = []
+
+    async def receive() -> dict[str, Any]:
+        if not requested.is_set():
+            requested.set()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await hung_up.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and b"run.started" in message["body"]:
+            subscribers_while_streaming.append(feed.subscriber_count)
+            hung_up.set()
+
+    path = f"/runs/{run.id}/events/stream"
+    await asyncio.wait_for(app(http_get(path), receive, send), 5)
+
+    assert subscribers_while_streaming == [1]
+    assert feed.subscriber_count == 0
+
+
+def http_get(path: str) -> dict[str, Any]:
+    """The ASGI scope of a GET with the API key, as uvicorn builds it."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), (b"x-api-key", API_KEY.encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
