@@ -20,7 +20,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,7 @@ class StreamedEvent:
     """One event as read from the database, shared by every subscriber it is handed to."""
 
     row: dict[str, Any]
-    # Whether this event closes its run's log; decided once, by whoever read it.
+    # Whether this event closes its run's log, as of its latest read from the database.
     ends_run: bool = False
     # What the HTTP edge encoded it to, per time zone: hundreds of subscribers encode it once.
     encoded: dict[str, bytes] = field(default_factory=dict)
@@ -52,6 +52,10 @@ class StreamedEvent:
     @property
     def id(self) -> int:
         return self.row["id"]
+
+
+# What a stream yields: batches of events in id order; an empty one when it has been quiet.
+Batches = AsyncGenerator[list[StreamedEvent], None]
 
 
 class Subscription:
@@ -176,7 +180,7 @@ class EventFeed:
 
     async def follow(
         self, *, run_id: uuid.UUID | None, after: int | None, heartbeat_seconds: float
-    ) -> AsyncIterator[list[StreamedEvent]]:
+    ) -> Batches:
         """The events after `after` (one run's, or every run's), then the live ones as they come.
 
         Raises `NotFound` for an unknown run before anything is streamed. Without `after`, a
@@ -192,9 +196,7 @@ class EventFeed:
         subscription = Subscription(run_id, after or 0, self._buffer_limit, heartbeat_seconds)
         return self._stream(subscription, over=over, from_now=after is None)
 
-    async def _stream(
-        self, subscription: Subscription, *, over: bool, from_now: bool
-    ) -> AsyncIterator[list[StreamedEvent]]:
+    async def _stream(self, subscription: Subscription, *, over: bool, from_now: bool) -> Batches:
         if over:
             return
         await self._register(subscription)
@@ -214,7 +216,7 @@ class EventFeed:
         finally:
             self._unregister(subscription)
 
-    async def _batches(self, subscription: Subscription) -> AsyncIterator[list[StreamedEvent]]:
+    async def _batches(self, subscription: Subscription) -> Batches:
         """Replayed pages, then buffered batches; a replay again after each overflow."""
         while not subscription.closed:
             subscription.restart()

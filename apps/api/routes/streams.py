@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from apps.api.schemas import Event
 from apps.api.timezone import request_zone
 from apps.core.errors import BadRequest
-from apps.orchestrator.event_feed import EventFeed, StreamedEvent
+from apps.orchestrator.event_feed import Batches, EventFeed, StreamedEvent
 from apps.orchestrator.pagination import MAX_INT64
 
 router = APIRouter(tags=["events"])
@@ -113,10 +113,10 @@ def _encoded(streamed: StreamedEvent, zone: str) -> bytes:
     return chunk
 
 
-async def _sse_chunks(batches: AsyncIterator[list[StreamedEvent]]) -> AsyncIterator[bytes]:
+async def _sse_chunks(batches: Batches) -> AsyncIterator[bytes]:
     """Each batch as one write; an empty batch is a heartbeat."""
     zone = str(request_zone())
-    async with aclosing(batches):  # type: ignore[type-var]
+    async with aclosing(batches):
         async for batch in batches:
             if not batch:
                 yield KEEPALIVE_COMMENT
