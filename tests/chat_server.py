@@ -2,6 +2,8 @@
 endpoint does (answers, 429s, 500s, slow answers), over real HTTP, for the provider tests."""
 
 import json
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -19,6 +21,8 @@ class Script:
     replies: deque[tuple[str, Any]] = field(default_factory=deque)
     requests: list[dict[str, Any]] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
+    # When a client hung up on a ("hang", seconds) reply, by time.monotonic().
+    disconnects: list[float] = field(default_factory=list)
 
     def next_reply(self) -> tuple[str, Any]:
         return self.replies.popleft() if self.replies else ("answer", "A fine answer.")
@@ -56,8 +60,20 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             elif kind == "slow":
                 time.sleep(value)
                 self._send(200, _completion(body, "late"))
+            elif kind == "hang":
+                self._hang(value, body)
             else:
                 self._send(200, _completion(body, value))
+
+        def _hang(self, seconds: float, body: dict[str, Any]) -> None:
+            """Answer nothing for `seconds`, noting when the client closes the connection."""
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                readable, _, _ = select.select([self.connection], [], [], 0.02)
+                if readable and not self.connection.recv(1, socket.MSG_PEEK):
+                    script.disconnects.append(time.monotonic())
+                    return
+            self._send(200, _completion(body, "late"))
 
         def _send(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()

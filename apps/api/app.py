@@ -9,9 +9,20 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from apps.api.auth import authenticate
+from apps.api.auth import ROLES_DESCRIPTION, authenticate
 from apps.api.errors import install_error_handlers
-from apps.api.routes import artifacts, events, health, nodes, runs, streams, tasks
+from apps.api.routes import (
+    artifacts,
+    config,
+    control,
+    events,
+    gates,
+    health,
+    nodes,
+    runs,
+    streams,
+    tasks,
+)
 from apps.api.timezone import use_request_timezone
 from apps.core.database import create_engine, create_session_factory
 from apps.core.settings import Settings, load_settings
@@ -22,10 +33,13 @@ from apps.orchestrator.worker import Worker
 _PROTECTED_ROUTERS = (
     tasks.router,
     runs.router,
+    control.router,
+    gates.router,
     nodes.router,
     artifacts.router,
     events.router,
     streams.router,
+    config.router,
 )
 
 
@@ -69,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Crew Orchestrator",
         summary="Operator API for multi-agent LLM runs.",
+        description=ROLES_DESCRIPTION,
         version="0.1.0",
         lifespan=_lifespan,
         dependencies=[Depends(use_request_timezone)],

@@ -1,21 +1,50 @@
-"""Who is calling: an API key from `X-API-Key` or `Authorization: Bearer`, compared in constant
-time."""
+"""Who is calling, and whether their role may do what they ask.
+
+A key comes in `X-API-Key` or `Authorization: Bearer`. The `API_KEY` setting is the admin key
+named "admin", compared in constant time with no database access; any other key is looked up by
+its hash on every request, so a revocation holds from the next request on. Routes state the role
+they need with one of the annotated dependencies at the bottom of this module.
+"""
 
 import hmac
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from apps.core.errors import Unauthorized
+from apps.core.errors import Forbidden, Unauthorized
 from apps.core.settings import Settings
-from apps.orchestrator.models import KeyRole
+from apps.orchestrator import api_keys
+from apps.orchestrator.api_keys import ENV_KEY_NAME
+from apps.orchestrator.models import KeyRole, utcnow
 
-ENV_KEY_NAME = "admin"
+logger = logging.getLogger(__name__)
+
+ROLES_DESCRIPTION = """\
+Every route but `/health` and `/healthz` needs an API key, sent as `X-API-Key: <key>` or
+`Authorization: Bearer <key>`: a missing, unknown or revoked key is a 401. Each key has a role:
+
+- `viewer`: every read (`GET`).
+- `operator`: what a viewer may, plus submitting tasks, deciding gates, cancelling and resuming
+  runs, and validating configuration.
+- `admin`: everything. The `API_KEY` setting is an admin key named `admin`.
+
+A key whose role may not do what it asks gets a 403 naming the role needed. Keys are created,
+listed and revoked with `python -m apps.api.keys`.
+"""
+
+_RANK = {KeyRole.VIEWER: 0, KeyRole.OPERATOR: 1, KeyRole.ADMIN: 2}
 
 _api_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="An API key, e.g. the API_KEY setting."
+    name="X-API-Key",
+    auto_error=False,
+    description="An API key: the API_KEY setting, or one made by `python -m apps.api.keys`.",
 )
 _bearer = HTTPBearer(auto_error=False, description="An API key sent as a bearer token.")
 
@@ -27,9 +56,12 @@ class Principal:
     name: str
     role: KeyRole
 
+    def may_act_as(self, needed: KeyRole) -> bool:
+        return _RANK[self.role] >= _RANK[needed]
 
-def principal_for_key(presented: str, settings: Settings) -> Principal | None:
-    """The principal of `presented`, or None when no key matches."""
+
+def settings_principal(presented: str, settings: Settings) -> Principal | None:
+    """The admin principal when `presented` is the API_KEY setting, else None."""
     if settings.api_key is not None and hmac.compare_digest(
         presented.encode(), settings.api_key.get_secret_value().encode()
     ):
@@ -37,20 +69,70 @@ def principal_for_key(presented: str, settings: Settings) -> Principal | None:
     return None
 
 
+async def _stored_principal(request: Request, presented: str) -> Principal | None:
+    async with request.app.state.engine.connect() as connection:
+        key = await api_keys.find_active_key(connection, presented)
+        if key is None:
+            return None
+        now = utcnow()
+        if api_keys.use_is_unrecorded(key, now):
+            await _record_use(connection, key, now)
+    return Principal(name=key.name, role=key.role)
+
+
+async def _record_use(connection: AsyncConnection, key: api_keys.ActiveKey, now: datetime) -> None:
+    # Bookkeeping, not access control: a busy database must not turn a good request into a 500.
+    try:
+        await api_keys.record_use(connection, key.id, now)
+        await connection.commit()
+    except SQLAlchemyError as error:
+        logger.warning("could not record the use of API key %r: %s", key.name, error)
+
+
 async def authenticate(
     request: Request,
     api_key: Annotated[str | None, Security(_api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
-    """The caller's principal, or 401 when the key is missing or unknown."""
+    """The caller's principal, or 401 when the key is missing, unknown or revoked."""
     presented = api_key or (bearer.credentials if bearer else None)
     if not presented:
         raise Unauthorized("missing API key: send X-API-Key or Authorization: Bearer")
-    principal = principal_for_key(presented, request.app.state.settings)
+    principal = settings_principal(presented, request.app.state.settings)
+    if principal is None:
+        principal = await _stored_principal(request, presented)
     if principal is None:
         raise Unauthorized("invalid API key")
     request.state.principal = principal
     return principal
 
 
+def _roles_from(needed: KeyRole) -> str:
+    return " or ".join(role for role in KeyRole if _RANK[role] >= _RANK[needed])
+
+
+def require_role(needed: KeyRole) -> Callable[..., Awaitable[Principal]]:
+    """A dependency answering the caller's principal, or 403 when its role is below `needed`."""
+
+    async def caller_with_role(caller: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if not caller.may_act_as(needed):
+            raise Forbidden(
+                f"this needs the {_roles_from(needed)} role; "
+                f"the key {caller.name!r} has the {caller.role} role"
+            )
+        return caller
+
+    return caller_with_role
+
+
+def forbidden_below(needed: KeyRole) -> dict[int | str, dict[str, Any]]:
+    """The 403 of a route that needs `needed`, for its `responses=` in the OpenAPI page."""
+    return {
+        403: {"description": f"The key's role may not do this: it needs {_roles_from(needed)}."}
+    }
+
+
+# What routes declare. Every key may read; writes name the role they need.
 Caller = Annotated[Principal, Depends(authenticate)]
+OperatorCaller = Annotated[Principal, Depends(require_role(KeyRole.OPERATOR))]
+AdminCaller = Annotated[Principal, Depends(require_role(KeyRole.ADMIN))]

@@ -1,12 +1,12 @@
 """Response shapes of the HTTP API. Every field is described: the OpenAPI page is the manual."""
 
 import uuid
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
 from apps.api.timezone import Timestamp
-from apps.orchestrator.states import NodeStatus, RunStatus
+from apps.orchestrator.states import GateStatus, NodeStatus, RunStatus
 
 T = TypeVar("T")
 
@@ -124,3 +124,69 @@ class Event(BaseModel):
 class Health(BaseModel):
     status: str = Field(description="ok, or unavailable when the database cannot be reached.")
     database: str = Field(description="ok, or why the database cannot be reached.")
+
+
+class Gate(BaseModel):
+    """A human gate on a node: waiting in the operator's inbox, or decided."""
+
+    id: uuid.UUID = Field(description="Gate id.")
+    run_id: uuid.UUID = Field(description="Run of the gated node.")
+    run_title: str = Field(description="Title of that run.")
+    node_id: uuid.UUID = Field(description="The gated node.")
+    node_key: str = Field(description="Key of the gated node in its run's plan.")
+    artifact_id: uuid.UUID | None = Field(
+        description="The output waiting for approval; null for a gate before the node starts."
+    )
+    status: GateStatus = Field(
+        description="pending, approved, rejected, or cancelled (its run stopped first)."
+    )
+    when: Literal["before", "after"] = Field(
+        description="before: the node waits to start; after: its output waits for approval."
+    )
+    on_timeout: str | None = Field(description="What the gate decides when it expires.")
+    opened_at: Timestamp = Field(description="When the gate opened.")
+    expires_at: Timestamp | None = Field(description="When it times out; null: never.")
+    decided_at: Timestamp | None = Field(description="When it was decided.")
+    decided_by: str | None = Field(
+        description="Name of the API key that decided, or `timeout` for an automatic decision."
+    )
+    automatic: bool = Field(description="Whether the timeout decided, not a person.")
+    action: str | None = Field(description="approve, retry or fail, once decided.")
+    notes: str | None = Field(description="What the decider wrote.")
+
+
+class ApproveRequest(BaseModel):
+    """Release a waiting gate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: uuid.UUID | None = Field(
+        default=None, description="The gated node; may be left out when only one gate waits."
+    )
+    notes: str | None = Field(default=None, max_length=10_000, description="Why, for the record.")
+    patch: str | dict[str, Any] | None = Field(
+        default=None,
+        description="Edit the gated artifact before dependents see it: its new content as "
+        "text, or a JSON merge patch (RFC 7396) for a JSON artifact. The original is kept.",
+    )
+
+
+class RejectRequest(BaseModel):
+    """Turn down a waiting gate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: uuid.UUID | None = Field(
+        default=None, description="The gated node; may be left out when only one gate waits."
+    )
+    notes: str | None = Field(
+        default=None,
+        max_length=10_000,
+        description="Why; with `retry`, given to the agent as feedback for its next attempt.",
+    )
+    action: Literal["retry", "fail"] = Field(
+        default="retry",
+        description="retry: run the node again with the notes as feedback (a gate after the "
+        "node's output); fail: fail the node and its run. Rejecting a gate before the node "
+        "starts fails it.",
+    )

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
@@ -21,6 +21,8 @@ from apps.core.settings import Settings
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+# Execution option naming how a SQLite transaction begins ("immediate" for writers).
+SQLITE_BEGIN = "sqlite_begin"
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
@@ -36,6 +38,8 @@ def _casefold(text: str | None) -> str | None:
 def _tune_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
     # SQLite's LIKE and lower() fold ASCII letters only; titles are written in every language.
     dbapi_connection.create_function("casefold", 1, _casefold, deterministic=True)
+    # The driver's own implicit BEGIN is off: `_begin_sqlite_transaction` says how each begins.
+    dbapi_connection.isolation_level = None
     # WAL lets readers run beside the one writer; NORMAL is durable at checkpoints under WAL.
     cursor = dbapi_connection.cursor()
     for pragma in (
@@ -46,6 +50,18 @@ def _tune_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolEntry)
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    """Writers take the write lock when they begin; reads run without a transaction.
+
+    A deferred transaction that reads and then writes fails at once with "database is locked"
+    when another connection wrote in between (SQLite cannot upgrade a stale read snapshot), and
+    the worker and the API write side by side. A read connection issues single SELECTs, which
+    need no BEGIN, and must not take the write lock.
+    """
+    if connection.get_execution_options().get(SQLITE_BEGIN) == "immediate":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
@@ -61,6 +77,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         )
         event.listen(engine.sync_engine, "connect", _tune_sqlite_connection)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
         return engine
     return _create_async_engine(
         url,
@@ -80,7 +97,9 @@ def create_migration_engine(url: str) -> AsyncEngine:
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    """Sessions are units of work that write: on SQLite they begin holding the write lock."""
+    writer = engine.execution_options(**{SQLITE_BEGIN: "immediate"})
+    return async_sessionmaker(writer, expire_on_commit=False, autoflush=False)
 
 
 @asynccontextmanager

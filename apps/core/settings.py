@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from apps.core.roles import Role
+from apps.orchestrator.gate_policy import NO_GATES, GatePolicy, load_gate_policy
 
 LLMProvider = Literal["demo", "openai", "ollama"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -26,6 +27,8 @@ _ASYNC_DRIVERS = {
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
 _SECRET_FIELDS = frozenset({"api_key", "openai_api_key", "sentry_dsn"})
+# Their errors name the input themselves.
+_SELF_DESCRIBED_FIELDS = frozenset({"gate_policy_file"})
 
 
 class AgentBinding(BaseModel):
@@ -176,11 +179,23 @@ class Settings(BaseSettings):
     artifacts_dir: Path = Field(
         default=Path("./artifacts"), description="Directory holding artifact files and sidecars."
     )
+    gate_policy_file: Path | None = Field(
+        default=None,
+        description="YAML gate policy (the seed's conf/operator.yaml format); unset: no node "
+        "waits for a human unless its task spec gates it.",
+    )
 
     @field_validator("database_url", "alembic_database_url")
     @classmethod
     def _database_url_is_async(cls, value: str | None) -> str | None:
         return None if value is None else normalize_database_url(value)
+
+    @field_validator("gate_policy_file")
+    @classmethod
+    def _gate_policy_loads(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_gate_policy(value)
+        return value
 
     @field_validator("llm_role_models", mode="before")
     @classmethod
@@ -234,6 +249,12 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def gate_policy(self) -> GatePolicy:
+        """The policy GATE_POLICY_FILE holds (read once per process); no gates when unset."""
+        path = self.gate_policy_file
+        return NO_GATES if path is None else load_gate_policy(path)
+
+    @property
     def migrations_database_url(self) -> str:
         return self.alembic_database_url or self.database_url
 
@@ -247,7 +268,8 @@ def describe_validation_error(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else "settings"
-        shown = "" if field in _SECRET_FIELDS else f" (got {item.get('input')!r})"
+        quiet = field in _SECRET_FIELDS or field in _SELF_DESCRIBED_FIELDS
+        shown = "" if quiet else f" (got {item.get('input')!r})"
         message = item["msg"].removeprefix("Value error, ")
         problems.append(f"{field.upper()}: {message}{shown}")
     return "invalid setting " + "; ".join(problems)

@@ -24,3 +24,15 @@ class LocalArtifactStore:
         if not candidate.is_file():
             raise NotFound("artifact content is missing from the artifact store")
         return candidate
+
+    def read(self, storage_key: str) -> bytes:
+        """The content stored under `storage_key` (blocking: run it in a thread)."""
+        return self.path_for(storage_key).read_bytes()
+
+    def write(self, storage_key: str, content: bytes) -> None:
+        """Store `content` under `storage_key` (blocking: run it in a thread)."""
+        path = (self.root / storage_key).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"storage key outside the artifact store: {storage_key!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)

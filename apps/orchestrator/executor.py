@@ -1,17 +1,21 @@
-"""Executors: one node's LLM call, its artifact file and the sidecar of LLM metadata beside it."""
+"""Executors: one attempt of a node — its LLM call, its artifact file and the sidecar of LLM
+metadata beside it — ending in an `Outcome` for the Manager to record."""
 
+import asyncio
 import hashlib
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from apps.core.settings import Settings
 from apps.orchestrator.models import utcnow
-from apps.orchestrator.planning import OUTLINE_KEY, Outline
-from apps.orchestrator.providers.base import LLMReply, LLMRequest, Provider
+from apps.orchestrator.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
+from apps.orchestrator.providers.base import LLMReply, LLMRequest, Provider, ProviderError
 
 SIDECAR_VERSION = 1
 SIDECAR_SUFFIX = ".sidecar.json"
@@ -29,9 +33,9 @@ SYSTEM_PROMPTS = {
 
 @dataclass(frozen=True, slots=True)
 class NodeWork:
-    """What a claimed node needs to run, read when it was claimed."""
+    """A claimed attempt of a node: what it needs to run, as read when it was claimed."""
 
-    node_id: uuid.UUID
+    id: uuid.UUID
     run_id: uuid.UUID
     run_title: str
     key: str
@@ -42,7 +46,12 @@ class NodeWork:
     attempt: int
     max_attempts: int
     timeout_seconds: float
+    # (key, storage key) of each dependency's artifact, in plan order.
     upstream: tuple[tuple[str, str], ...]
+    # The run's budget (`max_tokens`, `max_cost`), if its task spec set one.
+    budget: dict[str, Any] | None = None
+    # The node's resolved gate (see `gate_policy.read_gate`), if it has one.
+    gate: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +69,29 @@ class NodeOutput:
     cost: float
 
 
-def build_request(work: NodeWork) -> LLMRequest:
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    work: NodeWork
+    output: NodeOutput
+    # The planner's outline, when the node planned a report.
+    outline: Outline | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    work: NodeWork
+    message: str
+    retryable: bool
+    cause: str
+
+
+Outcome = Succeeded | Failed
+
+
+def build_request(work: NodeWork, upstream_texts: tuple[tuple[str, str], ...]) -> LLMRequest:
     """The call for `work`: its prompt, with its dependencies' outputs as context."""
     prompt = f"Task: {work.run_title}\n\n{work.prompt}"
-    for key, text in work.upstream:
+    for key, text in upstream_texts:
         prompt += f"\n\n### Output of {key}\n\n{text}"
     schema = Outline.model_json_schema() if work.key == OUTLINE_KEY else None
     if schema:
@@ -75,20 +103,60 @@ def build_request(work: NodeWork) -> LLMRequest:
         timeout_seconds=work.timeout_seconds,
         json_schema=schema,
         role=work.role,
-        context=work.upstream,
+        context=upstream_texts,
     )
 
 
-async def call_agent(provider: Provider, request: LLMRequest) -> tuple[LLMReply, float, datetime]:
-    """The provider's reply, the call's latency in milliseconds and when it started."""
-    started_at = utcnow()
-    clock = time.perf_counter()
-    reply = await provider.complete(request)
-    return reply, (time.perf_counter() - clock) * 1000, started_at
+class Executor:
+    """Runs node attempts on the providers it is given, writing outputs under `root`."""
+
+    def __init__(self, providers: Mapping[str, Provider], root: Path, settings: Settings) -> None:
+        self.providers = providers
+        self.root = root
+        self.settings = settings
+
+    async def attempt(self, work: NodeWork) -> Outcome:
+        """One attempt of `work`; every expected failure is a `Failed`, never an exception."""
+        provider = self.providers.get(work.provider)
+        if provider is None:
+            message = f"provider {work.provider!r} is not set up"
+            return Failed(work, message, retryable=False, cause="config")
+        texts = await asyncio.to_thread(_read_upstream, self.root, work.upstream)
+        request = build_request(work, texts)
+        started_at, clock = utcnow(), time.perf_counter()
+        try:
+            async with asyncio.timeout(work.timeout_seconds):
+                reply = await provider.complete(request)
+        except TimeoutError:
+            message = f"no answer within {work.timeout_seconds:g}s"
+            return Failed(work, message, retryable=True, cause="timeout")
+        except ProviderError as error:
+            return Failed(work, error.message, retryable=error.retryable, cause="provider")
+        latency_ms = (time.perf_counter() - clock) * 1000
+        outline = None
+        if work.key == OUTLINE_KEY:
+            try:
+                outline = parse_outline(reply.text)
+            except InvalidOutline as error:
+                message = f"the planner's outline is invalid: {error}"
+                return Failed(work, message, retryable=True, cause="invalid_outline")
+        cost = self.settings.cost_of(
+            work.provider, work.model, reply.prompt_tokens, reply.completion_tokens
+        )
+        output = describe_output(
+            work, request, reply, latency_ms=latency_ms, started_at=started_at, cost=cost
+        )
+        await asyncio.to_thread(_write_output, self.root, output, reply.text.encode())
+        return Succeeded(work, output, outline)
 
 
-def write_output(
-    root: Path,
+def _read_upstream(
+    root: Path, upstream: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    return tuple((key, (root / storage_key).read_text()) for key, storage_key in upstream)
+
+
+def describe_output(
     work: NodeWork,
     request: LLMRequest,
     reply: LLMReply,
@@ -97,19 +165,18 @@ def write_output(
     started_at: datetime,
     cost: float,
 ) -> NodeOutput:
-    """Write the artifact and its sidecar under `root/<run>/<node>/` and describe them.
+    """The artifact of a reply and its sidecar, to be written under `<run>/<node>/`.
 
     The path depends only on the run, the node and its key, so a retried attempt overwrites the
     files of one that died before it was recorded instead of leaving a second copy.
     """
     is_json = request.json_schema is not None
     name = f"{work.key}.json" if is_json else f"{work.key}.md"
-    storage_key = f"{work.run_id}/{work.node_id}/{name}"
     content = reply.text.encode()
     sidecar = {
         "version": SIDECAR_VERSION,
         "run_id": str(work.run_id),
-        "node_id": str(work.node_id),
+        "node_id": str(work.id),
         "attempt": work.attempt,
         "provider": work.provider,
         "model": work.model,
@@ -123,14 +190,10 @@ def write_output(
         "prompts": {"system": request.system, "user": request.prompt},
         "timestamps": {"started_at": started_at.isoformat(), "finished_at": utcnow().isoformat()},
     }
-    path = root / storage_key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    path.with_name(name + SIDECAR_SUFFIX).write_text(json.dumps(sidecar, indent=2))
     return NodeOutput(
         name=name,
         media_type="application/json" if is_json else "text/markdown",
-        storage_key=storage_key,
+        storage_key=f"{work.run_id}/{work.id}/{name}",
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
         sidecar=sidecar,
@@ -138,6 +201,13 @@ def write_output(
         completion_tokens=reply.completion_tokens,
         cost=cost,
     )
+
+
+def _write_output(root: Path, output: NodeOutput, content: bytes) -> None:
+    path = root / output.storage_key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    path.with_name(output.name + SIDECAR_SUFFIX).write_text(json.dumps(output.sidecar, indent=2))
 
 
 def remove_output(root: Path, output: NodeOutput) -> None:

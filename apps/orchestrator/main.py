@@ -20,13 +20,15 @@ from sqlalchemy import func, select
 from apps.core.database import SessionFactory, create_engine, create_session_factory, unit_of_work
 from apps.core.settings import Settings, SettingsError, load_settings
 from apps.orchestrator.models import Artifact, Node, Run
-from apps.orchestrator.scheduling import cancel_run
+from apps.orchestrator.run_control import request_cancel
 from apps.orchestrator.states import RUN_TERMINAL, NodeStatus, RunStatus
 from apps.orchestrator.submission import submit_task
 from apps.orchestrator.task_specs import TaskRequest
 from apps.orchestrator.worker import Worker
 
 PROGRESS_SECONDS = 0.5
+# How long Ctrl-C waits for the calls in flight to stop before giving up on a clean end.
+CANCEL_WAIT_SECONDS = 30
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -153,9 +155,13 @@ async def _execute(sessions: SessionFactory, settings: Settings, run_id: uuid.UU
     try:
         run = await watching
     except asyncio.CancelledError:
+        loop.remove_signal_handler(signal.SIGINT)
+        print("cancelling: the calls in flight are being stopped", file=sys.stderr)
         async with unit_of_work(sessions) as session:
-            await cancel_run(session, run_id, cause="ctrl-c")
-        print("cancelled", file=sys.stderr)
+            await request_cancel(session, run_id, by="cli")
+        async with asyncio.timeout(CANCEL_WAIT_SECONDS):
+            run = await _watch(sessions, run_id)
+        print(run.status, file=sys.stderr)
         return 130
     finally:
         loop.remove_signal_handler(signal.SIGINT)

@@ -10,14 +10,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from apps.orchestrator.task_specs import (
-    MAX_SECTIONS,
-    DagSpec,
-    DemoSpec,
-    GateSpec,
-    NodeSpec,
-    ReportSpec,
-)
+from apps.orchestrator.gate_policy import GateRule
+from apps.orchestrator.task_specs import MAX_SECTIONS, DagSpec, DemoSpec, NodeSpec, ReportSpec
 
 OUTLINE_KEY = "outline"
 
@@ -30,7 +24,7 @@ class PlannedNode:
     role: str
     prompt: str
     deps: tuple[str, ...] = ()
-    gate: GateSpec | None = None
+    gate: GateRule | None = None
     max_attempts: int = 3
     timeout_seconds: float | None = None
 

@@ -34,6 +34,8 @@ class GateStatus(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
     REJECTED = "rejected"
+    # The run was cancelled while the gate waited.
+    CANCELLED = "cancelled"
 
 
 RUN_TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
@@ -57,7 +59,15 @@ NODE_TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
     NodeStatus.PENDING: frozenset(
         {NodeStatus.READY, NodeStatus.WAITING_APPROVAL, NodeStatus.SKIPPED, NodeStatus.CANCELLED}
     ),
-    NodeStatus.READY: frozenset({NodeStatus.RUNNING, NodeStatus.SKIPPED, NodeStatus.CANCELLED}),
+    # Ready to waiting: its dependencies are done and a gate asks for approval before it starts.
+    NodeStatus.READY: frozenset(
+        {
+            NodeStatus.RUNNING,
+            NodeStatus.WAITING_APPROVAL,
+            NodeStatus.SKIPPED,
+            NodeStatus.CANCELLED,
+        }
+    ),
     # Back to ready is a retry: a failed attempt with attempts left, or a lease taken back.
     NodeStatus.RUNNING: frozenset(
         {
@@ -69,7 +79,13 @@ NODE_TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
         }
     ),
     NodeStatus.WAITING_APPROVAL: frozenset(
-        {NodeStatus.READY, NodeStatus.SUCCEEDED, NodeStatus.FAILED, NodeStatus.CANCELLED}
+        {
+            NodeStatus.READY,
+            NodeStatus.SUCCEEDED,
+            NodeStatus.FAILED,
+            NodeStatus.CANCELLED,
+            NodeStatus.SKIPPED,
+        }
     ),
     NodeStatus.SUCCEEDED: frozenset(),
     NodeStatus.FAILED: frozenset(),
@@ -79,9 +95,10 @@ NODE_TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
 NODE_RERUNNABLE = frozenset({NodeStatus.FAILED, NodeStatus.CANCELLED, NodeStatus.SKIPPED})
 
 GATE_TRANSITIONS: dict[GateStatus, frozenset[GateStatus]] = {
-    GateStatus.PENDING: frozenset({GateStatus.APPROVED, GateStatus.REJECTED}),
+    GateStatus.PENDING: frozenset({GateStatus.APPROVED, GateStatus.REJECTED, GateStatus.CANCELLED}),
     GateStatus.APPROVED: frozenset(),
     GateStatus.REJECTED: frozenset(),
+    GateStatus.CANCELLED: frozenset(),
 }
 
 

@@ -9,6 +9,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from apps.core.settings import Settings
+from apps.orchestrator.gate_policy import gate_to_store
 from apps.orchestrator.models import Node, NodeDependency, Run
 from apps.orchestrator.planning import PlannedNode, plan_task
 from apps.orchestrator.task_specs import TaskRequest
@@ -26,7 +27,7 @@ def _node(run_id: uuid.UUID, position: int, planned: PlannedNode, settings: Sett
         prompt=planned.prompt,
         provider=agent.provider,
         model=agent.model,
-        gate=planned.gate.model_dump() if planned.gate else None,
+        gate=gate_to_store(settings.gate_policy, planned.role, planned.key, planned.gate),
         max_attempts=planned.max_attempts,
         timeout_seconds=planned.timeout_seconds,
     )

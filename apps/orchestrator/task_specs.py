@@ -8,12 +8,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from apps.core.roles import Role
+from apps.core.roles import NodeKey, Role
+from apps.orchestrator.gate_policy import GateRule
 
 MAX_NODES = 500
 MAX_SECTIONS = 40
 
-NodeKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
@@ -28,22 +28,6 @@ class Budget(Spec):
     max_tokens: int | None = Field(default=None, gt=0, description="Most tokens it may use.")
 
 
-class GateSpec(Spec):
-    """A human gate on one node."""
-
-    required: bool = Field(default=True, description="Whether the node waits for a decision.")
-    when: Literal["after", "before"] = Field(
-        default="after", description="Review the node's output, or approve it before it starts."
-    )
-    auto_approve: bool = Field(default=False, description="Approve by itself on timeout.")
-    timeout_minutes: float | None = Field(
-        default=None, gt=0, le=60 * 24 * 30, description="How long the gate waits."
-    )
-    on_timeout: Literal["approve", "reject", "fail"] | None = Field(
-        default=None, description="What the timeout decides; auto_approve means approve."
-    )
-
-
 class NodeSpec(Spec):
     """One step of an explicit plan."""
 
@@ -51,7 +35,11 @@ class NodeSpec(Spec):
     role: Role = Field(description="Role of the agent that does the step.")
     prompt: str = Field(min_length=1, max_length=20_000, description="What the agent is asked.")
     deps: list[NodeKey] = Field(default_factory=list, description="Keys this node waits for.")
-    gate: GateSpec | None = Field(default=None, description="A human gate on this node.")
+    gate: GateRule | None = Field(
+        default=None,
+        description="A human gate on this node, over the gate policy's rules; required unless "
+        "it says required: false.",
+    )
     max_attempts: int = Field(default=3, ge=1, le=10, description="Attempts before it fails.")
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=3600, description="Time one attempt may take."

@@ -7,7 +7,6 @@ when its lease expires and retried.
 """
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -16,8 +15,7 @@ import sys
 import uuid
 from collections.abc import Mapping
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import SQLAlchemyError
 
 from apps.core.database import (
     SessionFactory,
@@ -25,34 +23,19 @@ from apps.core.database import (
     create_session_factory,
     unit_of_work,
 )
-from apps.core.errors import InvalidTransition
 from apps.core.settings import Settings, SettingsError, load_settings
-from apps.orchestrator import scheduling
+from apps.orchestrator import gates, run_control, scheduling
 from apps.orchestrator.artifact_store import LocalArtifactStore
-from apps.orchestrator.executor import (
-    NodeWork,
-    build_request,
-    call_agent,
-    remove_output,
-    write_output,
-)
-from apps.orchestrator.models import Artifact, Node, NodeDependency, Run
-from apps.orchestrator.planning import (
-    OUTLINE_KEY,
-    InvalidOutline,
-    Outline,
-    parse_outline,
-    plan_report_body,
-)
-from apps.orchestrator.providers.base import Provider, ProviderError
+from apps.orchestrator.executor import Executor, Failed, NodeWork, Outcome
+from apps.orchestrator.providers.base import Provider
 from apps.orchestrator.providers.demo import DemoProvider
 from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
-from apps.orchestrator.submission import add_plan
 
 logger = logging.getLogger(__name__)
 
 IDLE_SECONDS = 0.5
-BUSY_SECONDS = 0.02
+# How often a worker checks that the nodes it runs are still its own (a cancel elsewhere).
+WATCH_SECONDS = 0.5
 
 
 def default_providers(settings: Settings) -> dict[str, Provider]:
@@ -67,7 +50,13 @@ def default_providers(settings: Settings) -> dict[str, Provider]:
 
 
 class Worker:
-    """Starts queued runs, dispatches ready nodes, runs them and finishes runs, until stopped."""
+    """Runs the Manager's passes and executes the nodes they claim, until stopped.
+
+    A pass is one transaction: it records the attempts that ended since the last one, starts
+    queued runs, makes ready what they unblocked, finishes runs and claims what the free slots
+    allow. A pass runs as soon as an attempt ends or a task is submitted in this process, and
+    at least every `IDLE_SECONDS` for what other processes did (submissions, retries now due).
+    """
 
     def __init__(
         self,
@@ -77,185 +66,174 @@ class Worker:
     ) -> None:
         self.sessions = sessions
         self.settings = settings
-        self.providers = providers if providers is not None else default_providers(settings)
-        self.store = LocalArtifactStore(settings.artifacts_dir)
+        providers = providers if providers is not None else default_providers(settings)
+        self.executor = Executor(providers, settings.artifacts_dir, settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
-        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # Whether the next pass looks for queued runs: at start, on a submission in this
+        # process, and after an idle wait (for runs other processes queued).
+        self._look_for_runs = True
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._outcomes: list[Outcome] = []
+        # Attempts stopped because someone else ended their node (a lease taken back): they
+        # end silently; and because their run is being cancelled: their stop is recorded.
+        self._released: set[uuid.UUID] = set()
+        self._cancelled: set[uuid.UUID] = set()
+        self.store = LocalArtifactStore(settings.artifacts_dir)
 
     def wake(self) -> None:
         """Look for work now (a task was submitted in this process)."""
+        self._look_for_runs = True
         self._wake.set()
 
     async def run(self) -> None:
         """Work until cancelled; in-flight nodes are handed back as ready when it stops."""
-        heartbeat = asyncio.create_task(self._heartbeat())
+        watch = asyncio.create_task(self._upkeep(), name="worker upkeep")
         try:
             while True:
-                found = await self.step()
-                await self._pause(BUSY_SECONDS if found or self._tasks else IDLE_SECONDS)
+                await self._step_or_wait()
+                await self._pause(IDLE_SECONDS)
         finally:
-            heartbeat.cancel()
-            for task in self._tasks.values():
-                task.cancel()
-            await asyncio.gather(heartbeat, *self._tasks.values(), return_exceptions=True)
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+            await self._stop()
 
     async def step(self) -> bool:
-        """One pass of the Manager's loop; whether it found anything to do."""
-        async with unit_of_work(self.sessions) as session:
-            changed = await scheduling.start_queued_runs(session)
-            changed += await scheduling.stop_runs_over_budget(session)
-            changed += await scheduling.promote_ready_nodes(session)
-        for node_id in await self._claim():
-            self._tasks[node_id] = asyncio.create_task(self._execute(node_id))
-            self._tasks[node_id].add_done_callback(lambda _, key=node_id: self._tasks.pop(key))
-            changed += 1
-        async with unit_of_work(self.sessions) as session:
-            changed += await scheduling.finish_runs(session)
-        return changed > 0
+        """One pass of the Manager; whether it changed anything."""
+        self._wake.clear()
+        outcomes, self._outcomes = self._outcomes, []
+        look_for_runs, self._look_for_runs = self._look_for_runs, False
+        slots = max(0, self.settings.worker_concurrency - len(self._running))
+        try:
+            async with unit_of_work(self.sessions) as session:
+                done = await scheduling.run_pass(
+                    session,
+                    outcomes,
+                    worker=self.name,
+                    slots=slots,
+                    settings=self.settings,
+                    start_queued=look_for_runs,
+                )
+        except BaseException:
+            # Nothing was recorded: the outcomes wait for the next pass.
+            self._outcomes[:0] = outcomes
+            self._look_for_runs |= look_for_runs
+            raise
+        for refused in done.refused:
+            logger.info("node %s of run %s ended meanwhile", refused.work.key, refused.work.run_id)
+        for work in done.claimed:
+            self._running[work.id] = asyncio.create_task(self._attempt(work), name=work.key)
+        return done.changed
 
     async def drain(self) -> None:
-        """Step until nothing is left to do and no node is running (for the CLI and tests)."""
-        while await self.step() or self._tasks:
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        """Pass until nothing is left to do and no node is running (for the CLI and tests)."""
+        while True:
+            changed = await self.step()
+            if self._running and not self._outcomes:
+                await self._wake.wait()
+            elif not (changed or self._outcomes):
+                return
+
+    async def _step_or_wait(self) -> None:
+        try:
+            await self.step()
+        except (OSError, SQLAlchemyError) as error:
+            logger.warning("worker pass failed, retrying: %s", error)
+            await asyncio.sleep(IDLE_SECONDS)
+        except Exception:
+            logger.exception("worker pass failed unexpectedly, retrying")
+            await asyncio.sleep(IDLE_SECONDS)
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
-
-    async def _heartbeat(self) -> None:
-        lease = self.settings.lease_seconds
-        while True:
-            async with unit_of_work(self.sessions) as session:
-                await scheduling.renew_leases(session, worker=self.name, lease_seconds=lease)
-                await scheduling.take_back_expired_leases(session)
-            await asyncio.sleep(lease / 3)
-
-    async def _claim(self) -> list[uuid.UUID]:
-        slots = self.settings.worker_concurrency - len(self._tasks)
-        if slots <= 0:
-            return []
-        async with unit_of_work(self.sessions) as session:
-            return await scheduling.claim_ready_nodes(
-                session,
-                worker=self.name,
-                slots=slots,
-                per_run=self.settings.run_concurrency,
-                lease_seconds=self.settings.lease_seconds,
-            )
-
-    async def _execute(self, node_id: uuid.UUID) -> None:
-        work = await self._load(node_id)
+        if self._outcomes:
+            return
         try:
-            await self._attempt(work)
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            self._look_for_runs = True
+
+    async def _attempt(self, work: NodeWork) -> None:
+        outcome: Outcome | None = None
+        try:
+            outcome = await self.executor.attempt(work)
         except asyncio.CancelledError:
-            await self._end(work, "the worker stopped", retryable=True, cause="worker_stopped")
+            if work.id in self._cancelled:
+                outcome = Failed(work, "the run was cancelled", retryable=False, cause="cancel")
+                return
+            outcome = Failed(work, "the worker stopped", retryable=True, cause="worker_stopped")
             raise
         except Exception as error:
             logger.exception("node %s of run %s failed unexpectedly", work.key, work.run_id)
-            await self._end(work, f"unexpected error: {error}", retryable=False, cause="error")
+            outcome = Failed(work, f"unexpected error: {error}", retryable=False, cause="error")
+        finally:
+            self._running.pop(work.id, None)
+            if outcome is not None and work.id not in self._released:
+                self._outcomes.append(outcome)
+            self._released.discard(work.id)
+            self._cancelled.discard(work.id)
+            self._wake.set()
 
-    async def _attempt(self, work: NodeWork) -> None:
-        provider = self.providers.get(work.provider)
-        if provider is None:
-            await self._end(
-                work, f"provider {work.provider!r} is not set up", retryable=False, cause="config"
-            )
-            return
-        request = build_request(work)
-        try:
-            async with asyncio.timeout(work.timeout_seconds):
-                reply, latency_ms, started_at = await call_agent(provider, request)
-        except TimeoutError:
-            message = f"no answer within {work.timeout_seconds:g}s"
-            await self._end(work, message, retryable=True, cause="timeout")
-            return
-        except ProviderError as error:
-            await self._end(work, error.message, retryable=error.retryable, cause="provider")
-            return
-        outline = None
-        if work.key == OUTLINE_KEY:
+    async def _upkeep(self) -> None:
+        """Stop the attempts this worker should no longer run, renew its leases and take back
+        expired ones (at start-up too), and carry out what timed-out gates decide."""
+        renew_every = self.settings.lease_seconds / 3
+        renewed = float("-inf")
+        loop = asyncio.get_running_loop()
+        while True:
             try:
-                outline = parse_outline(reply.text)
-            except InvalidOutline as error:
-                message = f"the planner's outline is invalid: {error}"
-                await self._end(work, message, retryable=True, cause="invalid_outline")
+                await self._stop_attempts()
+                if loop.time() - renewed >= renew_every:
+                    await self._renew_leases()
+                    renewed = loop.time()
+                await self._expire_gates()
+            except (OSError, SQLAlchemyError) as error:
+                logger.warning("worker upkeep failed, retrying: %s", error)
+            await asyncio.sleep(WATCH_SECONDS)
+
+    async def _renew_leases(self) -> None:
+        lease = self.settings.lease_seconds
+        async with unit_of_work(self.sessions) as session:
+            await scheduling.renew_leases(session, worker=self.name, lease_seconds=lease)
+            if await scheduling.take_back_expired_leases(session):
+                self.wake()
+
+    async def _stop_attempts(self) -> None:
+        if not self._running:
+            return
+        async with self.sessions() as session:
+            stopping = await scheduling.attempts_to_stop(
+                session, worker=self.name, node_ids=list(self._running)
+            )
+        for node_id, still_held in stopping.items():
+            task = self._running.get(node_id)
+            if task is not None:
+                (self._cancelled if still_held else self._released).add(node_id)
+                task.cancel()
+
+    async def _expire_gates(self) -> None:
+        async with self.sessions() as session:
+            if not await gates.any_expired(session):
                 return
-        cost = self.settings.cost_of(
-            work.provider, work.model, reply.prompt_tokens, reply.completion_tokens
-        )
-        output = write_output(
-            self.store.root,
-            work,
-            request,
-            reply,
-            latency_ms=latency_ms,
-            started_at=started_at,
-            cost=cost,
-        )
+        async with unit_of_work(self.sessions) as session:
+            await run_control.expire_gates(session, self.store, self.settings)
+        self.wake()
+
+    async def _stop(self) -> None:
+        """Stop the attempts in flight and record them, so their nodes are retried at once
+        rather than after their leases expire."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if not self._outcomes:
+            return
         try:
             async with unit_of_work(self.sessions) as session:
-                node = await session.get_one(Node, work.node_id)
-                await scheduling.record_success(session, node, output)
-                if outline is not None:
-                    await self._expand_report(session, work, outline)
-        except InvalidTransition:
-            remove_output(self.store.root, output)
-            logger.info(
-                "node %s of run %s ended meanwhile; its output is dropped", work.key, work.run_id
-            )
-
-    async def _expand_report(self, session: AsyncSession, work: NodeWork, outline: Outline) -> None:
-        """Plan a report's sections, review and assembly once its outline is in."""
-        last = await session.scalar(
-            select(func.max(Node.position)).where(Node.run_id == work.run_id)
-        )
-        add_plan(
-            session,
-            work.run_id,
-            plan_report_body(work.run_title, outline),
-            self.settings,
-            first_position=(last or 0) + 1,
-            planned_before={OUTLINE_KEY: work.node_id},
-        )
-
-    async def _end(self, work: NodeWork, message: str, *, retryable: bool, cause: str) -> None:
-        with contextlib.suppress(InvalidTransition):
-            async with unit_of_work(self.sessions) as session:
-                node = await session.get_one(Node, work.node_id)
-                await scheduling.end_attempt(
-                    session, node, message, retryable=retryable, cause=cause
+                await scheduling.run_pass(
+                    session, self._outcomes, worker=self.name, slots=0, settings=self.settings
                 )
-
-    async def _load(self, node_id: uuid.UUID) -> NodeWork:
-        async with self.sessions() as session:
-            node = await session.get_one(Node, node_id)
-            title = await session.scalar(select(Run.title).where(Run.id == node.run_id))
-            upstream = await session.execute(
-                select(Node.key, Artifact.storage_key)
-                .join(NodeDependency, NodeDependency.depends_on_id == Node.id)
-                .join(Artifact, Artifact.node_id == Node.id)
-                .where(NodeDependency.node_id == node_id)
-                .order_by(Node.position, Artifact.created_at)
-            )
-            outputs = tuple(
-                (key, self.store.path_for(storage_key).read_text()) for key, storage_key in upstream
-            )
-        return NodeWork(
-            node_id=node.id,
-            run_id=node.run_id,
-            run_title=title or "",
-            key=node.key,
-            role=node.role,
-            prompt=node.prompt,
-            provider=node.provider,
-            model=node.model,
-            attempt=node.attempt,
-            max_attempts=node.max_attempts,
-            timeout_seconds=node.timeout_seconds or self.settings.llm_timeout_seconds,
-            upstream=outputs,
-        )
+        except (OSError, SQLAlchemyError) as error:
+            logger.warning("could not hand nodes back, their leases will expire: %s", error)
 
 
 async def serve(settings: Settings) -> None:

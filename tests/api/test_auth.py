@@ -1,13 +1,20 @@
+import asyncio
 import re
 import uuid
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
+from sqlalchemy import event, select, update
 
 from apps.api.app import create_app
+from apps.api.auth import AdminCaller
+from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
+from apps.orchestrator import api_keys
+from apps.orchestrator.models import ApiKey, KeyRole, utcnow
 
 PUBLIC_PATHS = {"/health", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
@@ -91,3 +98,177 @@ async def test_cors_follows_cors_origins(settings: Settings, origins: list[str])
             )
     allowed = response.headers.get("Access-Control-Allow-Origin")
     assert allowed == ("https://console.example.com" if origins else None)
+
+
+# --- keys from the database, and roles ------------------------------------------------------------
+
+TASK = {"title": "Demo", "task_spec": {"type": "demo"}}
+
+
+async def _key(sessions: SessionFactory, role: KeyRole, name: str | None = None) -> str:
+    async with unit_of_work(sessions) as session:
+        created = await api_keys.create_key(session, name or f"{role}-key", role)
+    return created.secret
+
+
+async def test_a_viewer_may_read(client: httpx.AsyncClient, sessions: SessionFactory) -> None:
+    run = (await client.post("/tasks", json=TASK)).json()
+    viewer = {"X-API-Key": await _key(sessions, KeyRole.VIEWER)}
+
+    for path in (
+        "/runs",
+        f"/runs/{run['id']}",
+        f"/runs/{run['id']}/nodes",
+        "/events",
+        "/artifacts",
+    ):
+        response = await client.get(path, headers=viewer)
+        assert response.status_code == 200, (path, response.text)
+
+
+async def test_a_viewer_may_not_submit_a_task(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    viewer = {"X-API-Key": await _key(sessions, KeyRole.VIEWER, name="bob")}
+
+    response = await client.post("/tasks", json=TASK, headers=viewer)
+
+    assert response.status_code == 403
+    assert response.json() == {
+        "detail": "this needs the operator or admin role; the key 'bob' has the viewer role"
+    }
+    assert (await client.get("/runs")).json()["items"] == []
+
+
+@pytest.mark.parametrize("role", [KeyRole.OPERATOR, KeyRole.ADMIN])
+async def test_an_operator_or_admin_key_submits_tasks_under_its_name(
+    client: httpx.AsyncClient, sessions: SessionFactory, role: KeyRole
+) -> None:
+    key = await _key(sessions, role, name="alice")
+
+    response = await client.post(
+        "/tasks", json=TASK, headers={"X-API-Key": "", "Authorization": f"Bearer {key}"}
+    )
+
+    assert response.status_code == 202, response.text
+    assert response.json()["created_by"] == "alice"
+
+
+async def test_the_api_key_setting_submits_as_admin(client: httpx.AsyncClient) -> None:
+    response = await client.post("/tasks", json=TASK)
+
+    assert response.status_code == 202
+    assert response.json()["created_by"] == "admin"
+
+
+def _add_admin_route(app: FastAPI) -> None:
+    async def admin_only(caller: AdminCaller) -> dict[str, str]:
+        return {"name": caller.name}
+
+    app.add_api_route("/test/admin", admin_only, methods=["POST"])
+
+
+async def test_an_admin_route_refuses_an_operator_and_serves_an_admin(
+    app: FastAPI, client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    _add_admin_route(app)
+    operator = {"X-API-Key": await _key(sessions, KeyRole.OPERATOR, name="alice")}
+    admin = {"X-API-Key": await _key(sessions, KeyRole.ADMIN, name="root")}
+
+    refused = await client.post("/test/admin", headers=operator)
+    served = await client.post("/test/admin", headers=admin)
+
+    assert refused.status_code == 403
+    assert refused.json() == {
+        "detail": "this needs the admin role; the key 'alice' has the operator role"
+    }
+    assert (served.status_code, served.json()) == (200, {"name": "root"})
+
+
+async def test_a_revoked_key_is_refused_at_the_very_next_request(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    operator = {"X-API-Key": await _key(sessions, KeyRole.OPERATOR, name="alice")}
+    assert (await client.get("/runs", headers=operator)).status_code == 200
+
+    async with unit_of_work(sessions) as session:
+        await api_keys.revoke_key(session, "alice")
+    response = await client.get("/runs", headers=operator)
+
+    assert response.status_code == 401
+    assert response.json() == {"detail": "invalid API key"}
+
+
+async def _last_use(sessions: SessionFactory, name: str) -> datetime | None:
+    async with sessions() as session:
+        return await session.scalar(select(ApiKey.last_used_at).where(ApiKey.name == name))
+
+
+async def test_a_keys_last_use_is_recorded_once_a_minute_at_most(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    viewer = {"X-API-Key": await _key(sessions, KeyRole.VIEWER, name="bob")}
+    before = utcnow()
+
+    await client.get("/runs", headers=viewer)
+    first = await _last_use(sessions, "bob")
+    await client.get("/runs", headers=viewer)
+    assert first is not None and before <= first <= utcnow()
+    assert await _last_use(sessions, "bob") == first
+
+    async with unit_of_work(sessions) as session:
+        await session.execute(update(ApiKey).values(last_used_at=first - timedelta(minutes=2)))
+    await client.get("/runs", headers=viewer)
+    assert await _last_use(sessions, "bob") >= first
+
+
+def _count_statements(app: FastAPI) -> list[str]:
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(app.state.engine.sync_engine, "before_cursor_execute", record)
+    return statements
+
+
+async def test_a_read_costs_one_key_lookup_and_the_setting_key_none(
+    app: FastAPI, client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    viewer = {"X-API-Key": await _key(sessions, KeyRole.VIEWER)}
+    await client.get("/runs", headers=viewer)  # records the first use
+    statements = _count_statements(app)
+
+    await client.get("/runs")
+    setting_key = len(statements)
+    await client.get("/runs", headers=viewer)
+    stored_key = statements[setting_key:]
+
+    assert setting_key == 1
+    assert len(stored_key) == 2
+    assert "api_keys" in stored_key[0] and "key_hash" in stored_key[0]
+
+
+class TestOnOneConnection:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0})
+
+    async def test_a_stored_key_never_holds_two_connections_at_once(
+        self, client: httpx.AsyncClient, sessions: SessionFactory
+    ) -> None:
+        operator = {"X-API-Key": await _key(sessions, KeyRole.OPERATOR)}
+        reads = [client.get("/runs", headers=operator) for _ in range(8)]
+        writes = [client.post("/tasks", json=TASK, headers=operator) for _ in range(2)]
+
+        responses = await asyncio.wait_for(asyncio.gather(*reads, *writes), timeout=10)
+
+        assert [response.status_code for response in responses] == [200] * 8 + [202] * 2
+
+
+async def test_the_openapi_page_documents_roles_and_the_403(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+
+    assert "`operator`" in schema["info"]["description"]
+    forbidden = schema["paths"]["/tasks"]["post"]["responses"]["403"]["description"]
+    assert "operator or admin" in forbidden

@@ -17,6 +17,7 @@ from tests.conftest import API_KEY
 from tests.factories import create_event, create_node, create_run
 from tests.sse import SseStream, parse_sse
 
+WAIT = 10.0
 TYPES = ["run.created", "run.started", "node.started", "node.succeeded", "run.succeeded"]
 
 
@@ -39,7 +40,8 @@ async def finished_run(sessions: SessionFactory) -> tuple[Run, list[int]]:
 async def stream(
     client: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None, **params: Any
 ) -> SseStream:
-    response = await client.get(path, params=params, headers=headers)
+    async with asyncio.timeout(WAIT):  # a stream that failed to end fails the test, not the suite
+        response = await client.get(path, params=params, headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["cache-control"] == "no-cache"
@@ -201,7 +203,7 @@ async def test_a_client_that_hangs_up_mid_stream_releases_its_subscription(
             hung_up.set()
 
     path = f"/runs/{run.id}/events/stream"
-    await asyncio.wait_for(app(http_get(path), receive, send), 5)
+    await asyncio.wait_for(app(http_get(path), receive, send), WAIT)
 
     assert subscribers_while_streaming == [1]
     assert feed.subscriber_count == 0

@@ -235,7 +235,7 @@ async def test_a_run_that_had_ended_streams_its_log_and_ends(
     run = await new_run(sessions, status=RunStatus.RUNNING)
     ids = await add_events(sessions, run, "run.created", "run.started")
     ids.append(await finish(sessions, run, RunStatus.CANCELLED))
-    async with running_feed(engine) as feed:
+    async with running_feed(engine) as feed, asyncio.timeout(WAIT):
         streamed = [e.id async for batch in await follow(feed, run) for e in batch]
         resumed = [e.id async for batch in await follow(feed, run, after=ids[0]) for e in batch]
         after_the_end = [batch async for batch in await follow(feed, run, after=ids[-1])]

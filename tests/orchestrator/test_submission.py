@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import httpx
 from sqlalchemy import func, select
 
@@ -93,3 +95,53 @@ async def test_the_largest_plan_is_stored_whole(
     async with sessions() as session:
         edges = await session.scalar(select(func.count()).select_from(NodeDependency))
     assert edges == MAX_NODES - 1
+
+
+async def test_a_gate_policy_stores_the_resolved_gate_on_the_nodes_of_its_role(
+    sessions: SessionFactory, settings: Settings, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    policy = tmp_path / "operator.yaml"
+    policy.write_text(
+        "gates:\n"
+        "  defaults: {timeout_minutes: 1440}\n"
+        "  writer: {required: true, auto_approve: true, timeout_minutes: 60}\n"
+    )
+    gated = settings.model_copy(update={"gate_policy_file": policy})
+    body = {
+        "title": "Gated",
+        "task_spec": {
+            "type": "dag",
+            "nodes": [
+                {"key": "plan", "role": "planner", "prompt": "Plan."},
+                {"key": "draft", "role": "writer", "prompt": "Draft.", "deps": ["plan"]},
+                {
+                    "key": "notes",
+                    "role": "writer",
+                    "prompt": "Notes.",
+                    "deps": ["plan"],
+                    "gate": {"when": "before", "auto_approve": False},
+                },
+            ],
+        },
+    }
+    run_id = await _submit(sessions, gated, body)
+
+    plan, draft, notes = (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
+    assert plan["gate"] is None
+    assert draft["gate"] == {
+        "required": True,
+        "when": "after",
+        "timeout_minutes": 60.0,
+        "on_timeout": "approve",
+        "source": ["defaults", "role:writer"],
+    }
+    assert (notes["gate"]["when"], notes["gate"]["on_timeout"]) == ("before", "fail")
+    assert notes["gate"]["source"] == ["defaults", "role:writer", "task_spec"]
+
+
+async def test_with_no_policy_the_demo_task_has_no_gate(
+    sessions: SessionFactory, settings: Settings, client: httpx.AsyncClient
+) -> None:
+    run_id = await _submit(sessions, settings, {"title": "Demo", "task_spec": {"type": "demo"}})
+    nodes = (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
+    assert [node["gate"] for node in nodes] == [None] * 6

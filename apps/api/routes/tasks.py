@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 
-from apps.api.auth import Caller
+from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.dependencies import DbSession
 from apps.api.schemas import Run
 from apps.orchestrator import runs, submission
+from apps.orchestrator.models import KeyRole
 from apps.orchestrator.task_specs import TaskRequest
 
 router = APIRouter(tags=["tasks"])
@@ -14,17 +15,20 @@ router = APIRouter(tags=["tasks"])
 @router.post(
     "/tasks",
     status_code=202,
-    responses={422: {"description": "The task spec is invalid; `detail` says where and why."}},
+    responses={
+        **forbidden_below(KeyRole.OPERATOR),
+        422: {"description": "The task spec is invalid; `detail` says where and why."},
+    },
 )
 async def submit_task(
+    caller: OperatorCaller,
     task: TaskRequest,
     session: DbSession,
-    caller: Caller,
     request: Request,
     response: Response,
     background: BackgroundTasks,
 ) -> Run:
-    """Plan a task and queue its run; `Location` is the run's URL."""
+    """Plan a task and queue its run; `Location` is the run's URL. Needs an operator key."""
     run_id = await submission.submit_task(
         session, task, created_by=caller.name, settings=request.app.state.settings
     )

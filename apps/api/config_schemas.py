@@ -1,0 +1,81 @@
+"""Response shapes of the configuration endpoints. Every field is described."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from apps.core.settings import Settings
+from apps.orchestrator.configuration import REDACTED, SECRET_SETTINGS, DocumentKind
+from apps.orchestrator.gate_policy import EffectiveGate, GateRule
+
+
+def _effective_settings_model() -> type[BaseModel]:
+    """One field per setting, described as in `Settings`; secrets are strings of asterisks."""
+    fields: dict[str, Any] = {}
+    for name, info in Settings.model_fields.items():
+        if name in SECRET_SETTINGS:
+            described = f"{info.description} Redacted: {REDACTED} when set, null when not."
+            fields[name] = (str | None, Field(description=described))
+        else:
+            fields[name] = (info.annotation, Field(description=info.description))
+    return create_model(
+        "EffectiveSettings",
+        __doc__="Every setting in force, named as its variable in lower case.",
+        **fields,
+    )
+
+
+EffectiveSettings = _effective_settings_model()
+
+
+class GatePolicyInForce(BaseModel):
+    """The gate policy the service runs with, and where it came from."""
+
+    source: Literal["file", "none"] = Field(
+        description="file: read from GATE_POLICY_FILE at start-up; none: GATE_POLICY_FILE is "
+        "unset, so only a task spec's own gates hold nodes."
+    )
+    file: str | None = Field(description="The policy file, as GATE_POLICY_FILE names it.")
+    defaults: GateRule = Field(description="The rule of every node; a null field is not set.")
+    roles: dict[str, GateRule] = Field(description="Rules by role, over the defaults.")
+    nodes: dict[str, GateRule] = Field(description="Rules by node key, over the role's rule.")
+    by_role: dict[str, EffectiveGate | None] = Field(
+        description="The gate a node of each role gets when no key rule and no task-spec gate "
+        "applies; null: it waits for no one."
+    )
+
+
+class OperatorConfig(BaseModel):
+    """The configuration in force."""
+
+    settings: EffectiveSettings = Field(
+        description="Every setting; secrets and the passwords inside URLs are redacted."
+    )
+    gate_policy: GatePolicyInForce = Field(
+        description="The gate policy; a node's own gate in its task spec wins over it."
+    )
+
+
+class ValidationProblem(BaseModel):
+    """One thing wrong with a document."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    location: str = Field(
+        description="Where: a setting's name (PORT, LLM_ROLE_MODELS.writer) or a path in the "
+        "policy (gates.writer.timeout_minutes); `document` for the document as a whole."
+    )
+    message: str = Field(description="What is wrong there.")
+
+
+class ValidationReport(BaseModel):
+    """What a check of a document found; nothing was changed."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    valid: bool = Field(description="True when the document has no problem.")
+    kind: DocumentKind = Field(description="What the document was checked as.")
+    problems: list[ValidationProblem] = Field(description="Every problem, in document order.")
+    notes: list[str] = Field(
+        description="What the check did not look at, e.g. a file GATE_POLICY_FILE names."
+    )

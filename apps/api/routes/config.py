@@ -1,0 +1,77 @@
+"""Configuration: the settings and gate policy in force, and checks of documents."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from apps.api.auth import OperatorCaller, forbidden_below
+from apps.api.config_schemas import OperatorConfig, ValidationReport
+from apps.core.errors import PayloadTooLarge
+from apps.orchestrator import configuration
+from apps.orchestrator.configuration import MAX_DOCUMENT_BYTES, DocumentKind
+from apps.orchestrator.models import KeyRole
+
+router = APIRouter(prefix="/config", tags=["config"])
+
+_TOO_LARGE = f"the document is over {MAX_DOCUMENT_BYTES} bytes"
+_DOCUMENT = {
+    "requestBody": {
+        "required": True,
+        "description": 'A settings document (names as in .env, e.g. {"PORT": 8000}) or a '
+        f"gate-policy document (a gates: section), as JSON or YAML, at most "
+        f"{MAX_DOCUMENT_BYTES} bytes.",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/yaml": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+async def _document_body(request: Request) -> bytes:
+    """The raw body, refused with 413 as soon as it passes the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
+        raise PayloadTooLarge(_TOO_LARGE)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_DOCUMENT_BYTES:
+            raise PayloadTooLarge(_TOO_LARGE)
+    return bytes(body)
+
+
+DocumentBody = Annotated[bytes, Depends(_document_body)]
+KindQuery = Annotated[
+    DocumentKind | None,
+    Query(
+        description="settings or gate_policy; when absent, the body's `kind` field, else a "
+        "document with a gates: section is a gate policy."
+    ),
+]
+
+
+@router.get("/operator")
+async def get_operator_config(request: Request) -> OperatorConfig:
+    """The settings in force, every secret redacted, and the gate policy with its source."""
+    effective = configuration.effective_configuration(request.app.state.settings)
+    return OperatorConfig.model_validate(effective)
+
+
+@router.post(
+    "/validate",
+    openapi_extra=_DOCUMENT,
+    responses={
+        **forbidden_below(KeyRole.OPERATOR),
+        400: {"description": "The body is empty, or not JSON or YAML; `detail` says where."},
+        413: {"description": "The body is over the size limit."},
+        422: {"description": "`kind` is not settings or gate_policy, or query and body differ."},
+    },
+)
+async def validate_config(
+    _caller: OperatorCaller, body: DocumentBody, request: Request, kind: KindQuery = None
+) -> ValidationReport:
+    """Check a settings or gate-policy document, JSON or YAML by Content-Type, and list every
+    problem with its location; nothing is changed or read besides the document."""
+    report = configuration.validate_document(body, request.headers.get("content-type"), kind)
+    return ValidationReport.model_validate(report)

@@ -1,0 +1,124 @@
+"""Operator controls on a run: decisions at its gates, cancel and resume.
+
+Each answers once its change is committed; the worker in this process is woken after the
+response, and workers elsewhere see the change on their next look (within a second).
+"""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Path, Request
+
+from apps.api.auth import OperatorCaller, forbidden_below
+from apps.api.dependencies import ArtifactStore, DbSession
+from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
+from apps.orchestrator import run_control, runs
+from apps.orchestrator.models import KeyRole
+
+router = APIRouter(tags=["control"])
+
+RunId = Annotated[uuid.UUID, Path(description="Run id.")]
+_DECISION_ERRORS = {
+    **forbidden_below(KeyRole.OPERATOR),
+    404: {"description": "No such run."},
+    409: {
+        "description": "No gate waits on that node (`detail` gives its state: decided, by "
+        "whom, when), or several wait and `node_id` is needed (`detail` lists them)."
+    },
+}
+
+
+def _wake_worker(request: Request, background: BackgroundTasks) -> None:
+    if request.app.state.worker is not None:
+        background.add_task(request.app.state.worker.wake)
+
+
+@router.post("/runs/{run_id}/approve", responses=_DECISION_ERRORS)
+async def approve_gate(
+    caller: OperatorCaller,
+    run_id: RunId,
+    body: ApproveRequest,
+    session: DbSession,
+    store: ArtifactStore,
+    request: Request,
+    background: BackgroundTasks,
+) -> Gate:
+    """Release a waiting gate, optionally editing the gated artifact first."""
+    decision = run_control.Decision(
+        approve=True, by=caller.name, notes=body.notes, patch=body.patch
+    )
+    gate = await run_control.decide(
+        session, store, request.app.state.settings, run_id, body.node_id, decision
+    )
+    _wake_worker(request, background)
+    return Gate.model_validate(gate)
+
+
+@router.post("/runs/{run_id}/reject", responses=_DECISION_ERRORS)
+async def reject_gate(
+    caller: OperatorCaller,
+    run_id: RunId,
+    body: RejectRequest,
+    session: DbSession,
+    store: ArtifactStore,
+    request: Request,
+    background: BackgroundTasks,
+) -> Gate:
+    """Turn down a waiting gate: run the node again with the notes as feedback, or fail it."""
+    decision = run_control.Decision(
+        approve=False, by=caller.name, notes=body.notes, action=body.action
+    )
+    gate = await run_control.decide(
+        session, store, request.app.state.settings, run_id, body.node_id, decision
+    )
+    _wake_worker(request, background)
+    return Gate.model_validate(gate)
+
+
+@router.post(
+    "/runs/{run_id}/cancel",
+    status_code=202,
+    responses={
+        **forbidden_below(KeyRole.OPERATOR),
+        404: {"description": "No such run."},
+        409: {"description": "The run has already ended; `detail` says how."},
+    },
+)
+async def cancel_run(
+    caller: OperatorCaller,
+    run_id: RunId,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
+) -> Run:
+    """Stop a run: nothing starts any more, and its calls in flight are cancelled. The run is
+    `cancelled` once they have stopped (`run.cancelled`); until then it shows
+    `cancel_requested_at`."""
+    await run_control.request_cancel(session, run_id, by=caller.name)
+    run = await runs.get_run(await session.connection(), run_id)
+    _wake_worker(request, background)
+    return Run.model_validate(run)
+
+
+@router.post(
+    "/runs/{run_id}/resume",
+    status_code=202,
+    responses={
+        **forbidden_below(KeyRole.OPERATOR),
+        404: {"description": "No such run."},
+        409: {"description": "The run is not failed or cancelled; `detail` says what it is."},
+    },
+)
+async def resume_run(
+    caller: OperatorCaller,
+    run_id: RunId,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
+) -> Run:
+    """Continue a failed or cancelled run from where it stopped: succeeded nodes and their
+    artifacts are kept, the others run again."""
+    await run_control.resume(session, run_id, by=caller.name)
+    run = await runs.get_run(await session.connection(), run_id)
+    _wake_worker(request, background)
+    return Run.model_validate(run)

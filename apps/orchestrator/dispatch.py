@@ -1,0 +1,307 @@
+"""The statements of a worker's pass that run once per node: record a success, add its usage,
+make its dependents ready, claim ready nodes, read what a claimed node's dependencies produced.
+
+They are built once (per dialect where it matters) with bound parameters and run on the pass's
+connection as Core statements: building and cache-keying a statement, and the ORM's bulk
+machinery, cost more than the statement itself when a node's bookkeeping must take a few
+milliseconds in all.
+"""
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Float,
+    Interval,
+    Select,
+    Update,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apps.orchestrator.models import Artifact, Node, NodeDependency, Run, UTCDateTime, utcnow
+from apps.orchestrator.states import NODE_TERMINAL, NodeStatus, RunStatus
+from apps.orchestrator.transitions import MOVED_NODE_COLUMNS, MovedNode, moved_nodes, node_values
+
+NODES = Node.__table__
+RUNS = Run.__table__
+DEPENDENCIES = NodeDependency.__table__
+ARTIFACTS = Artifact.__table__
+UPSTREAM = NODES.alias("upstream")
+
+# Runs whose nodes may start: a run waiting at one node's gate goes on with its other branches.
+ACTIVE_RUNS = (RunStatus.RUNNING, RunStatus.WAITING)
+
+NOW = bindparam("now", type_=UTCDateTime())
+INSERT_ARTIFACTS = insert(ARTIFACTS)
+
+
+DELAY = bindparam("delay", type_=Interval())
+DELAYED = bindparam("delayed", type_=UTCDateTime())
+
+
+def database_time(dialect: str) -> ColumnElement[Any]:
+    """The database's clock, so that leases and retry times mean the same on every host
+    whatever its own clock says. SQLite serves the host of its only process, whose clock is
+    the database's: there the time is bound by `time_parameters`."""
+    return func.now() if dialect == "postgresql" else NOW
+
+
+def database_time_later(dialect: str) -> ColumnElement[Any]:
+    """`database_time` plus the delay given to `time_parameters`."""
+    return func.now() + DELAY if dialect == "postgresql" else DELAYED
+
+
+def time_parameters(dialect: str, delay_seconds: float = 0.0) -> dict[str, Any]:
+    """The values the statements of `database_time` and `database_time_later` are bound to."""
+    now = utcnow()
+    if dialect == "postgresql":
+        return {"now": now, "delay": timedelta(seconds=delay_seconds)}
+    return {"now": now, "delayed": now + timedelta(seconds=delay_seconds)}
+
+
+def _run_is_going_on() -> ColumnElement[bool]:
+    """The node's run is active and no cancel of it was asked for."""
+    return exists(
+        select(RUNS.c.id).where(
+            RUNS.c.id == NODES.c.run_id,
+            RUNS.c.status.in_(ACTIVE_RUNS),
+            RUNS.c.cancel_requested_at.is_(None),
+        )
+    )
+
+
+@cache
+def _succeed() -> Update:
+    attempts = tuple_(NODES.c.id, NODES.c.attempt).in_(bindparam("attempts", expanding=True))
+    return (
+        update(NODES)
+        .where(NODES.c.status == NodeStatus.RUNNING, attempts, _run_is_going_on())
+        .values(node_values(NodeStatus.RUNNING, NodeStatus.SUCCEEDED, NOW))
+        .returning(*MOVED_NODE_COLUMNS)
+    )
+
+
+async def mark_succeeded(
+    connection: AsyncConnection, attempts: Sequence[tuple[uuid.UUID, int]]
+) -> list[MovedNode]:
+    """Move the nodes still running these (node, attempt) pairs, in runs going on, to
+    succeeded."""
+    result = await connection.execute(_succeed(), {"attempts": attempts, "now": utcnow()})
+    return moved_nodes(result)
+
+
+async def add_artifacts(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    await connection.execute(INSERT_ARTIFACTS, rows)
+
+
+@cache
+def _add_usage() -> Update:
+    return (
+        update(RUNS)
+        .where(RUNS.c.id == bindparam("run"))
+        .values(
+            prompt_tokens=RUNS.c.prompt_tokens + bindparam("prompt", type_=BigInteger()),
+            completion_tokens=RUNS.c.completion_tokens
+            + bindparam("completion", type_=BigInteger()),
+            total_tokens=RUNS.c.total_tokens + bindparam("tokens", type_=BigInteger()),
+            cost=RUNS.c.cost + bindparam("spent", type_=Float()),
+        )
+        .returning(RUNS.c.status, RUNS.c.total_tokens, RUNS.c.cost)
+    )
+
+
+async def add_usage(
+    connection: AsyncConnection, run_id: uuid.UUID, prompt: int, completion: int, cost: float
+) -> tuple[RunStatus, int, float]:
+    """Add a run's new calls to its totals; its status, total tokens and cost now."""
+    parameters = {
+        "run": run_id,
+        "prompt": prompt,
+        "completion": completion,
+        "tokens": prompt + completion,
+        "spent": cost,
+    }
+    status, tokens, spent = (await connection.execute(_add_usage(), parameters)).one()
+    return status, tokens, spent
+
+
+@cache
+def _promote(scope: str) -> Update:
+    """Pending nodes of active runs with every dependency succeeded, among the dependents of
+    the nodes bound as `after` (scope "after") or the nodes of the runs bound as `runs`."""
+    if scope == "after":
+        dependents = select(DEPENDENCIES.c.node_id).where(
+            DEPENDENCIES.c.depends_on_id.in_(bindparam("after", expanding=True))
+        )
+        in_scope = NODES.c.id.in_(dependents)
+    else:
+        in_scope = NODES.c.run_id.in_(bindparam("runs", expanding=True))
+    blocked = (
+        select(DEPENDENCIES.c.node_id)
+        .join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id)
+        .where(DEPENDENCIES.c.node_id == NODES.c.id, UPSTREAM.c.status != NodeStatus.SUCCEEDED)
+    )
+    return (
+        update(NODES)
+        .where(NODES.c.status == NodeStatus.PENDING, in_scope, ~exists(blocked), _run_is_going_on())
+        .values(node_values(NodeStatus.PENDING, NodeStatus.READY, NOW))
+        .returning(*MOVED_NODE_COLUMNS, NODES.c.gate)
+    )
+
+
+async def promote(
+    connection: AsyncConnection,
+    *,
+    after: Sequence[uuid.UUID] = (),
+    runs: Sequence[uuid.UUID] = (),
+) -> list[Any]:
+    """Make ready the nodes whose dependencies have all succeeded, among the dependents of the
+    nodes `after` and the nodes of `runs`; their rows, with their gates, in plan order."""
+    rows: list[Any] = []
+    for scope, ids in (("after", after), ("runs", runs)):
+        if ids:
+            rows += await connection.execute(_promote(scope), {scope: ids, "now": utcnow()})
+    return sorted(rows, key=lambda row: (row.run_id, row.position))
+
+
+@cache
+def _finished_runs() -> Select[Any]:
+    unfinished = select(NODES.c.id).where(
+        NODES.c.run_id == RUNS.c.id, NODES.c.status.not_in(tuple(NODE_TERMINAL))
+    )
+    return select(
+        RUNS.c.id,
+        RUNS.c.status,
+        RUNS.c.task_spec["budget"].label("budget"),
+        RUNS.c.total_tokens,
+        RUNS.c.cost,
+        RUNS.c.cancel_requested_at.is_not(None).label("cancelling"),
+    ).where(
+        RUNS.c.id.in_(bindparam("runs", expanding=True)),
+        RUNS.c.status.in_(ACTIVE_RUNS),
+        ~exists(unfinished),
+    )
+
+
+async def finished_runs(connection: AsyncConnection, run_ids: Sequence[uuid.UUID]) -> list[Any]:
+    """Those of the active `run_ids` whose nodes are all final, with their budget, usage and
+    whether a cancel was asked for."""
+    return list(await connection.execute(_finished_runs(), {"runs": run_ids}))
+
+
+CLAIMED_COLUMNS = (
+    NODES.c.key,
+    NODES.c.role,
+    NODES.c.prompt,
+    NODES.c.provider,
+    NODES.c.model,
+    NODES.c.max_attempts,
+    NODES.c.timeout_seconds,
+    NODES.c.gate,
+    select(RUNS.c.title).where(RUNS.c.id == NODES.c.run_id).scalar_subquery().label("title"),
+    select(RUNS.c.task_spec["budget"])
+    .where(RUNS.c.id == NODES.c.run_id)
+    .scalar_subquery()
+    .label("budget"),
+)
+
+
+@cache
+def _claim(dialect: str) -> Update:
+    """Claim up to `slots` due ready nodes of active runs, oldest run first, leaving each run
+    at most `per_run` running nodes."""
+    now = database_time(dialect)
+    running = (
+        select(NODES.c.run_id, func.count().label("busy"))
+        .where(NODES.c.status == NodeStatus.RUNNING)
+        .group_by(NODES.c.run_id)
+        .subquery("running")
+    )
+    rank = func.row_number().over(partition_by=NODES.c.run_id, order_by=NODES.c.position)
+    ranked = (
+        select(NODES.c.id, rank.label("rank"), func.coalesce(running.c.busy, 0).label("busy"))
+        .select_from(
+            NODES.join(RUNS, RUNS.c.id == NODES.c.run_id).outerjoin(
+                running, running.c.run_id == NODES.c.run_id
+            )
+        )
+        .where(NODES.c.status == NodeStatus.READY, RUNS.c.status.in_(ACTIVE_RUNS))
+        .where(RUNS.c.cancel_requested_at.is_(None))
+        .where(NODES.c.next_attempt_at.is_(None) | (NODES.c.next_attempt_at <= now))
+        .subquery("ranked")
+    )
+    free = select(ranked.c.id).where(ranked.c.rank + ranked.c.busy <= bindparam("per_run"))
+    chosen = (
+        select(NODES.c.id)
+        .select_from(NODES.join(RUNS, RUNS.c.id == NODES.c.run_id))
+        .where(NODES.c.id.in_(free))
+        .order_by(RUNS.c.created_at, NODES.c.position)
+        .limit(bindparam("slots"))
+    )
+    if dialect == "postgresql":
+        # Workers on other hosts pass over the rows this one is claiming instead of queueing.
+        chosen = chosen.with_for_update(of=NODES, skip_locked=True)
+    values = node_values(NodeStatus.READY, NodeStatus.RUNNING, NOW) | {
+        "attempt": NODES.c.attempt + 1,
+        "lease_owner": bindparam("worker"),
+        "lease_expires_at": database_time_later(dialect),
+        "next_attempt_at": None,
+    }
+    return (
+        update(NODES)
+        .where(NODES.c.status == NodeStatus.READY, NODES.c.id.in_(chosen.scalar_subquery()))
+        .values(values)
+        .returning(*MOVED_NODE_COLUMNS, *CLAIMED_COLUMNS)
+    )
+
+
+async def claim(
+    connection: AsyncConnection, *, worker: str, slots: int, per_run: int, lease_seconds: float
+) -> list[Any]:
+    """Claim ready nodes for `worker` under a lease of `lease_seconds`; their rows."""
+    dialect = connection.dialect.name
+    parameters = {
+        "worker": worker,
+        "slots": slots,
+        "per_run": per_run,
+        **time_parameters(dialect, lease_seconds),
+    }
+    rows = (await connection.execute(_claim(dialect), parameters)).all()
+    return sorted(rows, key=lambda row: (row.run_id, row.position))
+
+
+@cache
+def _upstream() -> Any:
+    return (
+        select(DEPENDENCIES.c.node_id, UPSTREAM.c.key, ARTIFACTS.c.storage_key)
+        .select_from(
+            DEPENDENCIES.join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id).join(
+                ARTIFACTS, ARTIFACTS.c.node_id == UPSTREAM.c.id
+            )
+        )
+        .where(DEPENDENCIES.c.node_id.in_(bindparam("ids", expanding=True)))
+        .order_by(UPSTREAM.c.position, ARTIFACTS.c.created_at)
+    )
+
+
+async def upstream_artifacts(
+    connection: AsyncConnection, node_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, str]]:
+    """Per node, the storage key of each dependency's latest artifact, in plan order."""
+    found: dict[uuid.UUID, dict[str, str]] = defaultdict(dict)
+    for node_id, key, storage_key in await connection.execute(_upstream(), {"ids": node_ids}):
+        found[node_id][key] = storage_key
+    return found

@@ -1,0 +1,392 @@
+"""Operator controls through the HTTP API: gates and decisions, timeouts, cancel and resume."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from apps.core.database import SessionFactory
+from apps.core.settings import Settings
+from apps.orchestrator.models import KeyRole
+from apps.orchestrator.providers.base import LLMReply, LLMRequest
+from apps.orchestrator.providers.demo import DemoProvider
+from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
+from apps.orchestrator.worker import Worker
+from tests.api.test_auth import _key
+from tests.chat_server import Script, chat_server
+from tests.orchestrator.test_worker import (
+    FailingProvider,
+    _assert_events_replay_to_the_database,
+    _submit,
+)
+
+GATED_DAG = {
+    "type": "dag",
+    "nodes": [
+        {"key": "draft", "role": "writer", "prompt": "Draft it.", "gate": {}},
+        {"key": "final", "role": "assembler", "prompt": "Assemble.", "deps": ["draft"]},
+    ],
+}
+
+
+def _dag(*nodes: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "dag", "nodes": list(nodes)}
+
+
+async def _nodes(client: httpx.AsyncClient, run_id: str) -> dict[str, dict[str, Any]]:
+    items = (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
+    return {node["key"]: node for node in items}
+
+
+async def _wait_for(check: Callable[[], Any], *, seconds: float = 10.0, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if found := await check():
+            return found
+        await asyncio.sleep(every)
+    pytest.fail("the condition did not hold in time")
+
+
+@asynccontextmanager
+async def _working(worker: Worker) -> AsyncIterator[Worker]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_gated_output_waits_in_the_inbox_and_an_approval_with_a_patch_reaches_dependents(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, GATED_DAG)
+    await Worker(sessions, settings).drain()
+
+    run = (await client.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "waiting"
+    nodes = await _nodes(client, run_id)
+    assert nodes["draft"]["status"] == "waiting_approval"
+    assert nodes["final"]["status"] == "pending"
+    (gate,) = (await client.get("/gates", params={"status": "pending"})).json()["items"]
+    assert (gate["run_id"], gate["run_title"], gate["node_key"]) == (
+        run_id,
+        "Quarterly report",
+        "draft",
+    )
+    assert gate["artifact_id"] is not None
+    assert gate["expires_at"] is None
+
+    response = await client.post(
+        f"/runs/{run_id}/approve", json={"notes": "tightened", "patch": "# Edited draft\n"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "approved"
+    assert response.json()["decided_by"] == "admin"
+    await Worker(sessions, settings).drain()
+
+    run = (await client.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "succeeded"
+    artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
+    final = next(a for a in artifacts if a["name"] == "final.md")
+    content = (await client.get(f"/artifacts/{final['id']}/content")).text
+    assert "# Edited draft" in content
+    drafts = [a for a in artifacts if a["name"] == "draft.md"]
+    assert len(drafts) == 2
+    assert drafts[0]["sidecar"] == drafts[1]["sidecar"]
+    assert (await client.get("/gates", params={"status": "pending"})).json()["items"] == []
+    await _assert_events_replay_to_the_database(client, run_id)
+
+
+async def test_a_second_decision_on_a_gate_is_409_with_its_state(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, GATED_DAG)
+    await Worker(sessions, settings).drain()
+    draft = (await _nodes(client, run_id))["draft"]["id"]
+    assert (await client.post(f"/runs/{run_id}/approve", json={})).status_code == 200
+
+    response = await client.post(f"/runs/{run_id}/reject", json={"node_id": draft})
+
+    assert response.status_code == 409
+    assert "already approved by admin" in response.json()["detail"]
+
+
+async def test_two_decisions_racing_on_one_gate_one_wins_the_other_gets_409(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, GATED_DAG)
+    await Worker(sessions, settings).drain()
+
+    answers = await asyncio.gather(
+        client.post(f"/runs/{run_id}/approve", json={}),
+        client.post(f"/runs/{run_id}/reject", json={"action": "fail"}),
+        client.post(f"/runs/{run_id}/approve", json={}),
+    )
+
+    assert sorted(answer.status_code for answer in answers) == [200, 409, 409]
+    gates = (await client.get("/gates", params={"run_id": run_id})).json()["items"]
+    assert len(gates) == 1
+    assert gates[0]["status"] in ("approved", "rejected")
+
+
+async def test_a_rejection_with_retry_runs_the_node_again_with_the_notes_as_feedback(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, GATED_DAG)
+    await Worker(sessions, settings).drain()
+
+    response = await client.post(
+        f"/runs/{run_id}/reject", json={"notes": "cite your sources", "action": "retry"}
+    )
+    assert response.json()["action"] == "retry"
+    await Worker(sessions, settings).drain()
+
+    nodes = await _nodes(client, run_id)
+    assert (nodes["draft"]["status"], nodes["draft"]["attempt"]) == ("waiting_approval", 2)
+    artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
+    assert "cite your sources" in artifacts[-1]["sidecar"]["prompts"]["user"]
+    assert (await client.post(f"/runs/{run_id}/approve", json={})).status_code == 200
+    await Worker(sessions, settings).drain()
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
+    await _assert_events_replay_to_the_database(client, run_id)
+
+
+async def test_a_rejection_with_fail_fails_the_run_saying_who_and_why(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, GATED_DAG)
+    await Worker(sessions, settings).drain()
+
+    await client.post(f"/runs/{run_id}/reject", json={"notes": "off topic", "action": "fail"})
+    await Worker(sessions, settings).drain()
+
+    run = (await client.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "failed"
+    assert run["error"] == "node 'draft' was rejected by admin: off topic"
+    assert (await _nodes(client, run_id))["final"]["status"] == "skipped"
+    await _assert_events_replay_to_the_database(client, run_id)
+
+
+async def test_a_gate_before_a_node_holds_it_until_approved(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    spec = _dag(
+        {"key": "plan", "role": "planner", "prompt": "Plan."},
+        {
+            "key": "spend",
+            "role": "writer",
+            "prompt": "Spend.",
+            "deps": ["plan"],
+            "gate": {"when": "before"},
+        },
+    )
+    run_id = await _submit(client, spec)
+    await Worker(sessions, settings).drain()
+
+    nodes = await _nodes(client, run_id)
+    assert (nodes["spend"]["status"], nodes["spend"]["attempt"]) == ("waiting_approval", 0)
+    (gate,) = (await client.get("/gates", params={"run_id": run_id})).json()["items"]
+    assert (gate["when"], gate["artifact_id"]) == ("before", None)
+
+    await client.post(f"/runs/{run_id}/approve", json={"node_id": nodes["spend"]["id"]})
+    await Worker(sessions, settings).drain()
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
+
+
+async def test_with_several_gates_waiting_a_decision_must_name_the_node(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    spec = _dag(
+        {"key": "a", "role": "writer", "prompt": "A.", "gate": {}},
+        {"key": "b", "role": "writer", "prompt": "B.", "gate": {}},
+    )
+    run_id = await _submit(client, spec)
+    await Worker(sessions, settings).drain()
+
+    response = await client.post(f"/runs/{run_id}/approve", json={})
+
+    assert response.status_code == 409
+    assert "several gates wait" in response.json()["detail"]
+    for key, node in (await _nodes(client, run_id)).items():
+        assert f"{key} ({node['id']})" in response.json()["detail"]
+
+
+async def test_an_expired_gate_is_decided_by_the_workers_timer_as_automatic(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    gate = {"timeout_minutes": 0.005, "on_timeout": "approve"}
+    spec = _dag({"key": "draft", "role": "writer", "prompt": "Draft.", "gate": gate})
+    run_id = await _submit(client, spec)
+
+    async with _working(Worker(sessions, settings)):
+
+        async def finished() -> bool:
+            run = (await client.get(f"/runs/{run_id}")).json()
+            return run["status"] == "succeeded"
+
+        await _wait_for(finished)
+
+    (decided,) = (await client.get("/gates", params={"run_id": run_id})).json()["items"]
+    assert (decided["status"], decided["decided_by"], decided["automatic"]) == (
+        "approved",
+        "timeout",
+        True,
+    )
+    events = (await client.get("/events", params={"run_id": run_id})).json()["items"]
+    (waiting,) = [event for event in events if event["type"] == "gate.waiting"]
+    assert waiting["data"]["expires_at"] is not None
+    (approved,) = [event for event in events if event["type"] == "gate.approved"]
+    assert approved["data"]["automatic"] is True
+
+
+class HangingProvider:
+    """Answers after an hour, unless cancelled; records the cancellations."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = 0
+
+    async def complete(self, request: LLMRequest) -> LLMReply:
+        self.started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return LLMReply(text="never", prompt_tokens=1, completion_tokens=1)
+
+
+async def test_cancel_stops_the_calls_in_flight_then_the_run_is_cancelled_for_good(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    provider = HangingProvider()
+    run_id = await _submit(client, {"type": "demo"})
+
+    async with _working(Worker(sessions, settings, {"demo": provider})):
+        await asyncio.wait_for(provider.started.wait(), 10)
+        response = await client.post(f"/runs/{run_id}/cancel")
+        assert response.status_code == 202
+        assert response.json()["cancel_requested_at"] is not None
+        asked = time.monotonic()
+
+        async def cancelled() -> bool:
+            return (await client.get(f"/runs/{run_id}")).json()["status"] == "cancelled"
+
+        await _wait_for(cancelled)
+        assert time.monotonic() - asked < 1.5
+
+    assert provider.cancelled == 1
+    nodes = await _nodes(client, run_id)
+    assert {node["status"] for node in nodes.values()} == {"cancelled"}
+    types = [
+        e["type"] for e in (await client.get("/events", params={"run_id": run_id})).json()["items"]
+    ]
+    assert types.index("run.cancel_requested") < types.index("run.cancelled")
+    again = await client.post(f"/runs/{run_id}/cancel")
+    assert again.status_code == 409
+    assert again.json()["detail"].startswith("run is cancelled")
+    await _assert_events_replay_to_the_database(client, run_id)
+
+
+async def test_cancel_closes_the_providers_http_connection(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    script = Script()
+    script.replies.append(("hang", 30))
+    spec = _dag({"key": "draft", "role": "writer", "prompt": "Draft."})
+    with chat_server(script) as base_url:
+        provider = OpenAICompatibleProvider("openai", base_url, "sk-test", 60)
+        run_id = await _submit(client, spec)
+        async with _working(Worker(sessions, settings, {"demo": provider})):
+
+            async def calling() -> bool:
+                return bool(script.requests)
+
+            await _wait_for(calling)
+            await client.post(f"/runs/{run_id}/cancel")
+            asked = time.monotonic()
+
+            async def hung_up() -> bool:
+                return bool(script.disconnects)
+
+            await _wait_for(hung_up)
+
+    assert script.disconnects[0] - asked < 1.0
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "cancelled"
+
+
+async def test_cancelling_a_queued_run_cancels_it_at_once(client: httpx.AsyncClient) -> None:
+    run_id = await _submit(client, {"type": "demo"})
+
+    response = await client.post(f"/runs/{run_id}/cancel")
+
+    assert response.status_code == 202
+    assert response.json()["status"] == "cancelled"
+    assert response.json()["node_counts"]["cancelled"] == 6
+
+
+async def test_resume_reruns_what_failed_and_keeps_what_succeeded(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    run_id = await _submit(client, {"type": "demo"})
+    await Worker(
+        sessions, settings, {"demo": FailingProvider("Write part 2 of", retryable=False)}
+    ).drain()
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "failed"
+    before = await _nodes(client, run_id)
+
+    response = await client.post(f"/runs/{run_id}/resume")
+    assert response.status_code == 202
+    assert (response.json()["status"], response.json()["error"]) == ("running", None)
+    await Worker(sessions, settings, {"demo": DemoProvider(0)}).drain()
+
+    run = (await client.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "succeeded"
+    after = await _nodes(client, run_id)
+    assert after["write-1"]["attempt"] == before["write-1"]["attempt"] == 1
+    assert after["write-2"]["attempt"] == 2
+    artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
+    assert len(artifacts) == 6
+    await _assert_events_replay_to_the_database(client, run_id)
+
+
+@pytest.mark.parametrize("status", ["queued", "succeeded"])
+async def test_resuming_a_run_that_did_not_fail_or_cancel_is_409(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings, status: str
+) -> None:
+    run_id = await _submit(client, {"type": "demo"})
+    if status == "succeeded":
+        await Worker(sessions, settings).drain()
+
+    response = await client.post(f"/runs/{run_id}/resume")
+
+    assert response.status_code == 409
+    assert response.json()["detail"] == (
+        f"run is {status}; only a failed or cancelled run can be resumed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("approve", {}), ("reject", {}), ("cancel", None), ("resume", None)],
+)
+async def test_a_viewer_may_not_control_a_run(
+    client: httpx.AsyncClient, sessions: SessionFactory, path: str, body: dict[str, Any] | None
+) -> None:
+    run_id = await _submit(client, {"type": "demo"})
+    viewer = {"X-API-Key": await _key(sessions, KeyRole.VIEWER)}
+
+    response = await client.post(f"/runs/{run_id}/{path}", json=body, headers=viewer)
+
+    assert response.status_code == 403
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "queued"
+
+
+async def test_a_decision_on_an_unknown_run_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.post("/runs/00000000-0000-0000-0000-000000000000/approve", json={})
+    assert response.status_code == 404
