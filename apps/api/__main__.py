@@ -19,6 +19,9 @@ from apps.core.logs import logging_config
 from apps.core.settings import Settings, SettingsError, load_settings
 
 _PLACEHOLDER_KEYS = frozenset({"test-key", "change-me", "changeme", "secret", "dev", ""})
+# An event stream without a run never ends on its own: without a limit, a stop or a reload would
+# wait for every watching client to hang up. After this, what still runs is cancelled.
+SHUTDOWN_GRACE_SECONDS = 5
 
 
 def _refuse_weak_key(settings: Settings) -> None:
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             log_config=logging_config(settings),
             log_level=settings.log_level,
             proxy_headers=args.prod,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
 
 

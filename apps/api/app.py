@@ -22,6 +22,7 @@ from apps.api.routes import (
     health,
     nodes,
     runs,
+    streams,
     tasks,
 )
 from apps.api.timezone import use_request_timezone
@@ -29,6 +30,7 @@ from apps.core.database import open_database
 from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.orchestrator.event_feed import build_event_feed
 from apps.orchestrator.worker import Worker
 
 _PROTECTED_ROUTERS = (
@@ -39,6 +41,7 @@ _PROTECTED_ROUTERS = (
     nodes.router,
     artifacts.router,
     events.router,
+    streams.router,
     config.router,
 )
 
@@ -50,6 +53,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = database.engine
         app.state.sessions = database.sessions
         app.state.transactions = database.transactions
+        app.state.event_feed = build_event_feed(
+            database, poll_seconds=app.state.settings.event_poll_seconds
+        )
+        await stack.enter_async_context(app.state.event_feed.running())
         app.state.worker = None
         if app.state.settings.worker_in_api:
             app.state.worker = Worker(database.transactions, app.state.settings)

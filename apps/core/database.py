@@ -135,6 +135,7 @@ class Transactions:
 
     def __init__(self, engine: AsyncEngine, sessions: SessionFactory) -> None:
         self._sessions = sessions
+        self._committed: set[Callable[[], None]] = set()
         self._sqlite: sessionmaker[Session] | None = None
         self._thread: ThreadPoolExecutor | None = None
         if engine.dialect.name == "sqlite":
@@ -142,14 +143,24 @@ class Transactions:
             self._sqlite = sessionmaker(writer, expire_on_commit=False, autoflush=False)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
 
-    @property
-    def dialect(self) -> str:
-        return "sqlite" if self._sqlite is not None else "postgresql"
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` on the event loop after each transaction commits; returns what
+        stops it."""
+        self._committed.add(listener)
+        return functools.partial(self._committed.discard, listener)
 
     async def run(
         self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """`work(session, *args, **kwargs)` in one transaction; what it returned."""
+        result = await self._run(work, *args, **kwargs)
+        for listener in tuple(self._committed):
+            listener()
+        return result
+
+    async def _run(
+        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         if self._sqlite is None:
             async with self._sessions() as session:
                 result = await session.run_sync(work, *args, **kwargs)

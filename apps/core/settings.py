@@ -160,6 +160,18 @@ class Settings(BaseSettings):
         le=3600,
         description="How long a claimed node is held without a heartbeat.",
     )
+    event_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often live event streams look for events other processes wrote.",
+    )
+    sse_heartbeat_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="Seconds of silence after which an event stream sends a heartbeat comment.",
+    )
     metrics_enabled: bool = Field(
         default=False, description="Serve Prometheus metrics on /metrics."
     )

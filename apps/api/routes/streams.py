@@ -1,0 +1,165 @@
+"""Live events as Server-Sent Events, for one run or every run.
+
+Each event is `id:` its id, `event:` its type and `data:` the event as JSON, in exactly the shape
+`GET /events` returns. A reconnect with `Last-Event-ID` (or `?after=`) resumes after that event
+with no gap and no duplicate. The process's one `EventFeed` wakes the streams; nothing here polls.
+"""
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from apps.api.schemas import Event
+from apps.api.timezone import request_zone
+from apps.core.errors import BadRequest
+from apps.orchestrator.event_feed import Batches, EventFeed, StreamedEvent
+from apps.orchestrator.pagination import MAX_INT64
+
+router = APIRouter(tags=["events"])
+
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events; comment lines (`: ping`) are heartbeats.",
+        "content": {
+            "text/event-stream": {
+                "itemSchema": {
+                    "type": "object",
+                    "required": ["id", "event", "data"],
+                    "properties": {
+                        "id": {
+                            "type": "string",
+                            "description": "Event id; send it back as Last-Event-ID to resume.",
+                        },
+                        "event": {"type": "string", "description": "Event type."},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {"$ref": "#/components/schemas/Event"},
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+class EventStreamResponse(StreamingResponse):
+    """`text/event-stream` of chunks already in SSE's wire format (by `fastapi.sse`).
+
+    Not FastAPI's `EventSourceResponse`: that one streams a generator's items one by one through
+    two task hops each, where a stream here writes whatever piled up since its last write in one
+    go, which is what lets one process serve hundreds of subscribers. It closes its iterator
+    however it ends, a disconnect included, so the subscription is released at once.
+    """
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
+def _event_feed(request: Request) -> EventFeed:
+    return request.app.state.event_feed
+
+
+Feed = Annotated[EventFeed, Depends(_event_feed)]
+After = Annotated[
+    int | None,
+    Query(ge=0, le=MAX_INT64, description="Resume after this event id (as Last-Event-ID does)."),
+]
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        description="Id of the last event received; what a reconnecting EventSource sends.",
+    ),
+]
+
+
+def _resume_after(after: int | None, last_event_id: str | None) -> int | None:
+    """The event id to resume after: the later of `?after=` and `Last-Event-ID`, if either.
+
+    An empty Last-Event-ID is no id: what an `id:` line with no value tells a client to send.
+    """
+    if not last_event_id:
+        return after
+    try:
+        last_seen = int(last_event_id)
+    except ValueError:
+        last_seen = -1
+    if not 0 <= last_seen <= MAX_INT64:
+        raise BadRequest(f"Last-Event-ID {last_event_id!r} is not an event id")
+    return max(last_seen, after or 0)
+
+
+def _encoded(streamed: StreamedEvent, zone: str) -> bytes:
+    chunk = streamed.encoded.get(zone)
+    if chunk is None:
+        row = streamed.row
+        data = Event.model_validate(row).model_dump_json()
+        chunk = format_sse_event(data_str=data, event=row["type"], id=str(row["id"]))
+        streamed.encoded[zone] = chunk
+    return chunk
+
+
+async def _sse_chunks(batches: Batches) -> AsyncIterator[bytes]:
+    """Each batch as one write; an empty batch is a heartbeat."""
+    zone = str(request_zone())
+    async with aclosing(batches):
+        async for batch in batches:
+            if not batch:
+                yield KEEPALIVE_COMMENT
+                continue
+            yield b"".join(_encoded(streamed, zone) for streamed in batch)
+
+
+async def _respond(
+    request: Request, feed: EventFeed, run_id: uuid.UUID | None, after: int | None
+) -> EventStreamResponse:
+    heartbeat = request.app.state.settings.sse_heartbeat_seconds
+    batches = await feed.follow(run_id=run_id, after=after, heartbeat_seconds=heartbeat)
+    return EventStreamResponse(_sse_chunks(batches), headers=_STREAM_HEADERS)
+
+
+@router.get("/events/stream", response_class=EventStreamResponse, responses=_STREAM_RESPONSES)
+async def stream_events(
+    request: Request,
+    feed: Feed,
+    run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
+    after: After = None,
+    last_event_id: LastEventId = None,
+) -> EventStreamResponse:
+    """Events as Server-Sent Events, live.
+
+    With `run_id`, the run's events from its first (or after `Last-Event-ID` / `after`), ending
+    after the run's final event. Without, every run's events from now on (or after the id given),
+    never ending: the operator's firehose.
+    """
+    return await _respond(request, feed, run_id, _resume_after(after, last_event_id))
+
+
+@router.get(
+    "/runs/{run_id}/events/stream",
+    response_class=EventStreamResponse,
+    responses=_STREAM_RESPONSES,
+)
+async def stream_run_events(
+    request: Request,
+    feed: Feed,
+    run_id: uuid.UUID,
+    after: After = None,
+    last_event_id: LastEventId = None,
+) -> EventStreamResponse:
+    """One run's events as Server-Sent Events, live, ending after the run's final event."""
+    return await _respond(request, feed, run_id, _resume_after(after, last_event_id))

@@ -1,0 +1,122 @@
+"""What wakes the event feed: something that knows when new events may have been committed.
+
+A source calls `poke` whenever new events may be in the database; the feed coalesces the pokes
+and reads once. Sources run as tasks of the feed and are cancelled when it stops.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from apps.core.database import Transactions
+
+logger = logging.getLogger(__name__)
+
+Poke = Callable[[], None]
+# The channel the schema's trigger notifies when events commit (PostgreSQL).
+EVENTS_CHANNEL = "crew_events"
+
+
+class WakeSource(Protocol):
+    """Something that knows when new events may have been committed."""
+
+    async def watch(self, poke: Poke) -> None:
+        """Call `poke` whenever new events may be in the database; run until cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitWake:
+    """Commits made through `engine`, in this process.
+
+    The engine's "commit" event fires just before the COMMIT is sent, when a read would not see
+    the transaction yet. So a commit only marks its connection, and the poke comes when that
+    connection is checked back in to the pool, which happens once the commit is done: a Session
+    releases its connection when it commits, `engine.begin()` when its block ends. A connection
+    that commits and stays checked out is seen when it is returned, or by the poll.
+    """
+
+    engine: AsyncEngine
+
+    async def watch(self, poke: Poke) -> None:
+        committed = object()  # a mark of this watch's own: others on the engine keep theirs
+
+        def mark(connection: Connection) -> None:
+            connection.info[committed] = True
+
+        def returned(_dbapi_connection: Any, record: ConnectionPoolEntry | None) -> None:
+            if record is not None and record.info.pop(committed, False):
+                poke()
+
+        engine = self.engine.sync_engine
+        event.listen(engine, "commit", mark)
+        event.listen(engine, "checkin", returned)
+        try:
+            await asyncio.Future()
+        finally:
+            event.remove(engine, "commit", mark)
+            event.remove(engine, "checkin", returned)
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionsWake:
+    """Transactions this process commits through `Transactions` (a worker's passes, operators'
+    decisions): on SQLite they run on a writer thread of their own, outside `engine`."""
+
+    transactions: Transactions
+
+    async def watch(self, poke: Poke) -> None:
+        stop = self.transactions.on_commit(poke)
+        try:
+            await asyncio.Future()
+        finally:
+            stop()
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyWake:
+    """PostgreSQL's NOTIFY crew_events, which the schema sends when events commit (its payload
+    is the highest event id; the feed reads from the database anyway): events written by any
+    process, on any host, within milliseconds. Its own connection, re-opened when it is lost,
+    with a poke then for what was written meanwhile."""
+
+    dsn: str
+    retry_seconds: float = 1.0
+
+    async def watch(self, poke: Poke) -> None:
+        while True:
+            try:
+                await self._listen(poke)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                logger.warning("event notifications lost, listening again: %s", error)
+            await asyncio.sleep(self.retry_seconds)
+
+    async def _listen(self, poke: Poke) -> None:
+        connection = await asyncpg.connect(self.dsn)
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _connection: lost.set())
+        try:
+            await connection.add_listener(EVENTS_CHANNEL, lambda *_: poke())
+            poke()
+            await lost.wait()
+        finally:
+            await connection.close(timeout=1)
+
+
+@dataclass(frozen=True, slots=True)
+class PollWake:
+    """Every `seconds`: the fallback for events other processes commit."""
+
+    seconds: float
+
+    async def watch(self, poke: Poke) -> None:
+        while True:
+            await asyncio.sleep(self.seconds)
+            poke()
