@@ -94,29 +94,3 @@ def api_process(
         finally:
             if server.poll() is None:
                 server.terminate()
-
-
-@contextmanager
-def worker_process(
-    database_url: str, workdir: Path, **settings: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A standalone worker (`python -m apps.orchestrator.worker`) on `database_url`, working in
-    `workdir`, until the block ends; its log in `workdir`."""
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": database_url,
-        "ARTIFACTS_DIR": str(workdir / "artifacts"),
-        **settings,
-    }
-    with (
-        (workdir / "worker.log").open("ab") as output,
-        subprocess.Popen(
-            [sys.executable, "-m", "apps.orchestrator.worker"], cwd=workdir, env=env, stderr=output
-        ) as worker,
-    ):
-        try:
-            yield worker
-        finally:
-            if worker.poll() is None:
-                worker.terminate()

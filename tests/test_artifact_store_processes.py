@@ -62,7 +62,7 @@ def test_an_api_process_serves_what_a_worker_process_in_another_directory_wrote(
 
     with (
         api_process(migrated_database, api_dir, port, WORKER_IN_API="0", **settings),
-        worker_process(migrated_database, worker_dir, **settings),
+        worker_process(migrated_database, worker_dir, "standalone", **settings),
     ):
         body = {"title": "Across processes", "task_spec": {"type": "demo"}}
         run_id = httpx.post(f"{base}/tasks", json=body, headers=HEADERS).json()["id"]

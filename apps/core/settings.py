@@ -217,7 +217,8 @@ class Settings(BaseSettings):
         "http://127.0.0.1:9000; unset: AWS S3.",
     )
     artifact_s3_region: str | None = Field(
-        default=None, description="Region of the bucket; unset: boto's own (AWS_REGION)."
+        default=None,
+        description="Region of the bucket; unset: boto's own (AWS_DEFAULT_REGION, else us-east-1).",
     )
     artifact_s3_access_key_id: SecretStr | None = Field(
         default=None,

@@ -7,7 +7,7 @@ threads, Starlette's thread pool streaming a body), so no second event loop brid
 Objects are `<ARTIFACT_S3_PREFIX>/<storage key>`. Credentials come from the settings when given,
 else from boto's own chain, which reads the environment and files by itself (AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, ~/.aws/, a web identity token, the
-instance's role); so do AWS_REGION and AWS_ENDPOINT_URL_S3 when their settings are unset.
+instance's role); so do AWS_DEFAULT_REGION and AWS_ENDPOINT_URL_S3 when their settings are unset.
 """
 
 import logging
