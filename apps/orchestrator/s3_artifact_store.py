@@ -1,8 +1,7 @@
 """The artifact store in an S3-compatible bucket (AWS S3, MinIO, Cloudflare R2, Ceph, moto).
 
-Library: boto3 (`>=1.44,<1.45`), AWS's own SDK: the best-kept S3 client, and synchronous like the
-callers that block on a store anyway (operators' edits inside a transaction, the executor's
-threads, Starlette's thread pool streaming a body), so no second event loop bridge is needed.
+Library: boto3 (pinned `>=1.44,<1.45`), AWS's own and best-kept S3 SDK, synchronous like every
+caller of a store (which runs in a thread or a transaction anyway), so no event-loop bridge.
 
 Objects are `<ARTIFACT_S3_PREFIX>/<storage key>`. Credentials come from the settings when given,
 else from boto's own chain, which reads the environment and files by itself (AWS_ACCESS_KEY_ID,
