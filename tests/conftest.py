@@ -25,6 +25,8 @@ from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.models import Base
 
+# The local S3-compatible server's fixtures: `s3_endpoint`, `s3_bucket`.
+pytest_plugins = ("tests.s3_server",)
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-key"
 POSTGRES_HELP = (

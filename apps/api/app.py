@@ -29,7 +29,7 @@ from apps.api.timezone import use_request_timezone
 from apps.core.database import open_database
 from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
-from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.orchestrator.artifact_store import open_artifact_store
 from apps.orchestrator.event_feed import build_event_feed
 from apps.orchestrator.worker import Worker
 
@@ -59,7 +59,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await stack.enter_async_context(app.state.event_feed.running())
         app.state.worker = None
         if app.state.settings.worker_in_api:
-            app.state.worker = Worker(database.transactions, app.state.settings)
+            app.state.worker = Worker(
+                database.transactions, app.state.settings, store=app.state.artifact_store
+            )
             await stack.enter_async_context(_running(app.state.worker))
         # What start-up built lives as long as the process: keep it out of the collector's
         # scans, which otherwise grow with every module and route the app has loaded.
@@ -94,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(use_request_timezone)],
     )
     app.state.settings = settings
-    app.state.artifact_store = LocalArtifactStore(settings.artifacts_dir)
+    app.state.artifact_store = open_artifact_store(settings)
     install_error_handlers(app)
     instrument(app, settings)
     app.include_router(health.router)

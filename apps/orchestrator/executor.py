@@ -7,21 +7,19 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from apps.core.errors import NotFound, ServiceUnavailable
 from apps.core.settings import Settings
+from apps.orchestrator.artifact_store import ArtifactStore, sidecar_key, store_io
 from apps.orchestrator.models import utcnow
 from apps.orchestrator.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
 from apps.orchestrator.providers.base import LLMReply, LLMRequest, Provider, ProviderError
 
-T = TypeVar("T")
-
 SIDECAR_VERSION = 1
-SIDECAR_SUFFIX = ".sidecar.json"
 
 SYSTEM_PROMPTS = {
     "planner": "You plan work for a team of agents. Be concrete and brief.",
@@ -112,21 +110,32 @@ def build_request(work: NodeWork, upstream_texts: tuple[tuple[str, str], ...]) -
 
 
 class Executor:
-    """Runs node attempts on the providers it is given, writing outputs under `root`."""
+    """Runs node attempts on the providers it is given, keeping outputs in `store`."""
 
-    def __init__(self, providers: Mapping[str, Provider], root: Path, settings: Settings) -> None:
+    def __init__(
+        self, providers: Mapping[str, Provider], store: ArtifactStore, settings: Settings
+    ) -> None:
         self.providers = providers
-        self.root = root
+        self.store = store
         self.settings = settings
 
     async def attempt(self, work: NodeWork) -> Outcome:
         """One attempt of `work`; every expected failure is a `Failed`, never an exception."""
+        try:
+            return await self._attempt(work)
+        except (NotFound, ServiceUnavailable) as error:
+            # A dependency's output is missing or this one could not be stored: a later
+            # attempt, maybe on another host, may find the store whole again.
+            message = f"artifact store: {error.detail}"
+            return Failed(work, message, retryable=True, cause="artifact_store")
+
+    async def _attempt(self, work: NodeWork) -> Outcome:
         provider = self.providers.get(work.provider)
         if provider is None:
             message = f"provider {work.provider!r} is not set up"
             return Failed(work, message, retryable=False, cause="config")
-        read = functools.partial(_read_upstream, self.root, work.upstream)
-        texts = await _file_io(read, work.upstream_bytes)
+        read = functools.partial(_read_upstream, self.store, work.upstream)
+        texts = await store_io(self.store, work.upstream_bytes, read)
         request = build_request(work, texts)
         started_at, clock = utcnow(), time.perf_counter()
         try:
@@ -152,26 +161,16 @@ class Executor:
             work, request, reply, latency_ms=latency_ms, started_at=started_at, cost=cost
         )
         content = reply.text.encode()
-        await _file_io(functools.partial(_write_output, self.root, output, content), len(content))
+        sidecar = json.dumps(output.sidecar, indent=2).encode()
+        write = functools.partial(_write_output, self.store, output, content, sidecar)
+        await store_io(self.store, len(content) + len(sidecar), write)
         return Succeeded(work, output, outline)
 
 
-# Files up to this size are read and written on the event loop: that takes less time than
-# handing the work to a thread and back, which at a few milliseconds a node is what counts.
-INLINE_IO_BYTES = 256 * 1024
-
-
-async def _file_io(work: Callable[[], T], size: int) -> T:
-    """`work()`, which moves `size` bytes of files: in a thread when that is a lot."""
-    if size <= INLINE_IO_BYTES:
-        return work()
-    return await asyncio.to_thread(work)
-
-
 def _read_upstream(
-    root: Path, upstream: tuple[tuple[str, str], ...]
+    store: ArtifactStore, upstream: tuple[tuple[str, str], ...]
 ) -> tuple[tuple[str, str], ...]:
-    return tuple((key, (root / storage_key).read_text()) for key, storage_key in upstream)
+    return tuple((key, store.read(storage_key).decode()) for key, storage_key in upstream)
 
 
 def describe_output(
@@ -221,15 +220,6 @@ def describe_output(
     )
 
 
-def _write_output(root: Path, output: NodeOutput, content: bytes) -> None:
-    path = root / output.storage_key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    path.with_name(output.name + SIDECAR_SUFFIX).write_text(json.dumps(output.sidecar, indent=2))
-
-
-def remove_output(root: Path, output: NodeOutput) -> None:
-    """Take back files whose node could not be recorded as succeeded (it ended meanwhile)."""
-    path = root / output.storage_key
-    path.unlink(missing_ok=True)
-    path.with_name(output.name + SIDECAR_SUFFIX).unlink(missing_ok=True)
+def _write_output(store: ArtifactStore, output: NodeOutput, content: bytes, sidecar: bytes) -> None:
+    store.write(output.storage_key, content)
+    store.write(sidecar_key(output.storage_key), sidecar)

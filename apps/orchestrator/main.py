@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from apps.core.database import Database, SessionFactory, open_database, unit_of_work
 from apps.core.settings import Settings, SettingsError, load_settings
+from apps.orchestrator.artifact_store import open_artifact_store
 from apps.orchestrator.models import Artifact, Node, Run
 from apps.orchestrator.run_control import request_cancel
 from apps.orchestrator.states import RUN_TERMINAL, NodeStatus, RunStatus
@@ -167,9 +168,8 @@ async def _execute(database: Database, settings: Settings, run_id: uuid.UUID) ->
             await working
     if run.status is RunStatus.SUCCEEDED:
         final = await _final_artifact(sessions, run_id)
-        print(
-            f"succeeded; the result is {settings.artifacts_dir / final}" if final else "succeeded"
-        )
+        where = open_artifact_store(settings).location(final) if final else None
+        print(f"succeeded; the result is {where}" if where else "succeeded")
         return 0
     print(f"{run.status}: {run.error}", file=sys.stderr)
     return 1

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from apps.core.errors import Conflict, NotFound, Unprocessable
 from apps.core.settings import Settings
 from apps.orchestrator import scheduling
-from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.orchestrator.artifact_store import ArtifactStore, sidecar_key
 from apps.orchestrator.gates import GATES, close_gates, get_gate, pending_gates
 from apps.orchestrator.models import Artifact, Node, Run, utcnow
 from apps.orchestrator.planning import OUTLINE_KEY, InvalidOutline, parse_outline
@@ -53,7 +53,7 @@ class Decision:
 
 def decide(
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     settings: Settings,
     run_id: uuid.UUID,
     node_id: uuid.UUID | None,
@@ -133,7 +133,7 @@ def _claim_gate(session: Session, gate: Any, target: GateStatus, decision: Decis
 
 def _approve(
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     settings: Settings,
     gate: Any,
     decision: Decision,
@@ -185,9 +185,7 @@ def _release_run(session: Session, run_id: uuid.UUID) -> None:
         move_runs(session, [Run.id == run_id], RunStatus.WAITING, RunStatus.RUNNING, cause="gates")
 
 
-def _patch_artifact(
-    session: Session, store: LocalArtifactStore, gate: Any, decision: Decision
-) -> None:
+def _patch_artifact(session: Session, store: ArtifactStore, gate: Any, decision: Decision) -> None:
     """Store the edited artifact as a new artifact of the node, which its dependents read; the
     original stays, and the copy's sidecar keeps the original call's figures."""
     original = session.get(Artifact, gate.artifact_id)
@@ -197,6 +195,7 @@ def _patch_artifact(
     edited = _apply_patch(original.media_type, content, decision.patch)
     storage_key = f"{original.storage_key.rsplit('/', 1)[0]}/edited-{gate.id.hex}/{original.name}"
     store.write(storage_key, edited)
+    store.write(sidecar_key(storage_key), json.dumps(original.sidecar, indent=2).encode())
     artifact = Artifact(
         id=uuid.uuid4(),
         run_id=original.run_id,
@@ -245,9 +244,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return merged
 
 
-def _expand_outline(
-    session: Session, store: LocalArtifactStore, settings: Settings, gate: Any
-) -> None:
+def _expand_outline(session: Session, store: ArtifactStore, settings: Settings, gate: Any) -> None:
     """A report's outline was approved: plan its sections from the outline as approved."""
     storage_key, title = (
         session.execute(
@@ -265,7 +262,7 @@ def _expand_outline(
     scheduling.expand_report(session, gate.run_id, gate.node_id, title, outline, settings)
 
 
-def expire_gates(session: Session, store: LocalArtifactStore, settings: Settings) -> int:
+def expire_gates(session: Session, store: ArtifactStore, settings: Settings) -> int:
     """Carry out what their policy says for the gates past their `expires_at`; how many."""
     expired = (
         session.execute(

@@ -24,7 +24,7 @@ from apps.core.logs import configure_logging, log_context
 from apps.core.metrics import record_leases_taken_back, record_llm_usage, record_node_duration
 from apps.core.settings import Settings, SettingsError, load_settings
 from apps.orchestrator import leases, passes, run_control
-from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.orchestrator.artifact_store import ArtifactStore, open_artifact_store
 from apps.orchestrator.executor import Executor, Failed, NodeWork, Outcome, Succeeded
 from apps.orchestrator.gates import record_gate_decision
 from apps.orchestrator.providers.base import Provider
@@ -63,11 +63,13 @@ class Worker:
         transactions: Transactions,
         settings: Settings,
         providers: Mapping[str, Provider] | None = None,
+        store: ArtifactStore | None = None,
     ) -> None:
         self.transactions = transactions
         self.settings = settings
         providers = providers if providers is not None else default_providers(settings)
-        self.executor = Executor(providers, settings.artifacts_dir, settings)
+        self.store = store if store is not None else open_artifact_store(settings)
+        self.executor = Executor(providers, self.store, settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
         # Whether the next pass looks for queued runs: at start, on a submission in this
@@ -79,7 +81,6 @@ class Worker:
         # end silently; and because their run is being cancelled: their stop is recorded.
         self._released: set[uuid.UUID] = set()
         self._cancelled: set[uuid.UUID] = set()
-        self.store = LocalArtifactStore(settings.artifacts_dir)
 
     def wake(self) -> None:
         """Look for work now (a task was submitted in this process)."""
