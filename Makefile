@@ -43,8 +43,12 @@ api-run: db-upgrade ## Serve the API on HOST:PORT (default 127.0.0.1:8000) with 
 
 op-console: api-run ## Alias of api-run
 
-api-run-prod: db-upgrade ## Serve with WEB_CONCURRENCY workers, no reload; needs a real API_KEY
-	$(BIN)/python -m apps.api --prod
+api-run-prod: db-upgrade ## Serve with WEB_CONCURRENCY workers, no reload, JSON logs; needs a real API_KEY
+	LOG_FORMAT=$${LOG_FORMAT:-json} $(BIN)/python -m apps.api --prod
+
+.PHONY: api-run-metrics
+api-run-metrics: db-upgrade ## api-run with Prometheus metrics on /metrics (METRICS_ENABLED=1)
+	METRICS_ENABLED=1 $(BIN)/python -m apps.api --reload
 
 worker: db-upgrade ## A standalone worker process (set WORKER_IN_API=0 on the API processes)
 	$(BIN)/python -m apps.orchestrator.worker

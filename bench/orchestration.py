@@ -7,7 +7,7 @@ Two measurements per backend (SQLite, and PostgreSQL when its server answers):
    claims, the artifact files and the status changes. Two shapes: "wide" (one root, nodes-2
    parallel nodes depending on it, one last node depending on all of them) and "deep" (a chain).
    Each run gets a fresh migrated database; the task is submitted in-process with `submit_task`,
-   then `Worker(sessions, settings).drain()` is timed until the run has succeeded. The wide DAG
+   then `Worker(transactions, settings).drain()` is timed until the run has succeeded. The wide DAG
    runs once with the default WORKER_CONCURRENCY / RUN_CONCURRENCY and once with RUN_CONCURRENCY
    raised to WORKER_CONCURRENCY. Median of 3. Targets: <= 2 ms/node wide, <= 4 ms/node deep.
 2. Throughput through HTTP. A real API process (`python -m apps.api`, WORKER_IN_API=1,
@@ -22,9 +22,9 @@ Run from the repository root (PostgreSQL from TEST_POSTGRES_URL, else the local 
     .venv/bin/python bench/orchestration.py --backend sqlite --nodes 200 --runs 50
     .venv/bin/python bench/orchestration.py --backend sqlite --profile   # + cProfile of deep
 
-Only 127.0.0.1 is used. SQLite files, artifacts and the API's log live in bench/.work/
-(gitignored; the databases and artifacts are removed at the end, the log is kept); each
-PostgreSQL database is a new `bench_<random>`, dropped at the end. Exit status: 0 when every
+Only 127.0.0.1 is used. SQLite files and artifacts live in new directories under the system's
+temporary directory, removed at the end; the API's log is kept in bench/.work/ (gitignored);
+each PostgreSQL database is a new `bench_<random>`, dropped at the end. Exit status: 0 when every
 target passes, 1 when one fails, 2 when the benchmark itself could not run.
 """
 
@@ -33,10 +33,10 @@ import asyncio
 import cProfile
 import os
 import pstats
-import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -54,12 +54,7 @@ import httpx  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from apps.core.database import (  # noqa: E402
-    SessionFactory,
-    create_engine,
-    create_session_factory,
-    unit_of_work,
-)
+from apps.core.database import SessionFactory, open_database, unit_of_work  # noqa: E402
 from apps.core.settings import Settings, load_settings  # noqa: E402
 from apps.orchestrator.models import Run  # noqa: E402
 from apps.orchestrator.states import RunStatus  # noqa: E402
@@ -108,12 +103,8 @@ def postgres_server(required: bool) -> str | None:
 
 @contextmanager
 def sqlite_file(name: str) -> Iterator[str]:
-    path = WORK / f"orchestration_{name}.db"
-    try:
-        yield f"sqlite+aiosqlite:///{path}"
-    finally:
-        for leftover in WORK.glob(f"{path.name}*"):
-            leftover.unlink()
+    with scratch_dir(name) as directory:
+        yield f"sqlite+aiosqlite:///{directory / 'orchestration.db'}"
 
 
 @contextmanager
@@ -137,13 +128,12 @@ def fresh_database(backend: str, server: str | None) -> Iterator[str]:
 
 @contextmanager
 def scratch_dir(prefix: str) -> Iterator[Path]:
-    """A new directory in bench/.work/ (artifacts, the API's working directory), removed after."""
-    path = WORK / f"{prefix}_{uuid.uuid4().hex[:12]}"
-    path.mkdir(parents=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    """A new directory under the system's temporary directory (databases, artifacts, the API's
+    working directory), removed after. Not in the checkout: on the project's machine its tree
+    is watched, and a file created there costs about 2 ms, fifty times what it costs in /tmp,
+    which would measure the watcher rather than the orchestrator."""
+    with tempfile.TemporaryDirectory(prefix=f"crew-bench-{prefix}-") as path:
+        yield Path(path)
 
 
 # --- overhead per node: in-process drain ---------------------------------------------------------
@@ -212,20 +202,16 @@ async def time_drain(
     settings: Settings, request: TaskRequest, profiler: cProfile.Profile | None = None
 ) -> float:
     """Submit `request`, then time `Worker.drain()` until its run has succeeded (seconds)."""
-    engine = create_engine(settings)
-    try:
-        sessions = create_session_factory(engine)
-        async with unit_of_work(sessions) as session:
+    async with open_database(settings) as database:
+        async with unit_of_work(database.sessions) as session:
             run_id = await submit_task(session, request, created_by="bench", settings=settings)
-        worker = Worker(sessions, settings)
+        worker = Worker(database.transactions, settings)
         started = time.perf_counter()
         with profiling(profiler):
             async with asyncio.timeout(DRAIN_TIMEOUT):
                 await worker.drain()
         elapsed = time.perf_counter() - started
-        await check_succeeded(sessions, run_id)
-    finally:
-        await engine.dispose()
+        await check_succeeded(database.sessions, run_id)
     return elapsed
 
 

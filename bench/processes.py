@@ -3,8 +3,12 @@
 import contextlib
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -73,3 +77,33 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+class _SentryHandler(BaseHTTPRequestHandler):
+    envelopes: list[int]
+
+    def log_message(self, *_: Any) -> None:
+        return
+
+    def do_POST(self) -> None:
+        self.envelopes.append(len(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@contextlib.contextmanager
+def sentry_sink() -> Iterator[tuple[str, list[int]]]:
+    """A Sentry endpoint on loopback that accepts what an SDK sends: its DSN, and the sizes of
+    the envelopes it received."""
+    envelopes: list[int] = []
+    handler = type("Handler", (_SentryHandler,), {"envelopes": envelopes})
+    server = ThreadingHTTPServer((HOST, 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://public@{HOST}:{server.server_address[1]}/1", envelopes
+    finally:
+        server.shutdown()
+        server.server_close()

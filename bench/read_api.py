@@ -15,6 +15,11 @@ reported, with the server's peak RSS sampled every 0.2 s, then checked against t
 runs first page >= 25% of the ceiling's req/s, deep p50 / first p50 <= 1.2 for runs and events,
 peak RSS < 120 MB.
 
+Then the cost of observability, by `--pairs` (5) pairs of fresh servers side by side: one as
+above, one with METRICS_ENABLED=1 and SENTRY_DSN pointing at a Sentry endpoint on loopback, loaded
+on the runs first page off, on, on, off (or the reverse); target: the median pair loses at most 10%
+of its req/s with them on.
+
 Run from the repository root (PostgreSQL from TEST_POSTGRES_URL, else the local server):
 
     .venv/bin/python bench/read_api.py                    # both backends, the defaults
@@ -43,12 +48,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +76,7 @@ from bench.processes import (  # noqa: E402
     migrate,
     plain_dsn,
     postgres_admin,
+    sentry_sink,
     stop,
     wait_ready,
 )
@@ -94,6 +101,11 @@ BIG_STORY = ("node.started", "llm.call", "llm.call", "artifact.written", "node.s
 TARGET_CEILING_SHARE = 25.0
 TARGET_DEEP_RATIO = 1.2
 TARGET_RSS_MB = 120.0
+TARGET_OBSERVABILITY_COST = 10.0
+OBSERVED_ENDPOINT = "runs first page"
+# Each pair of servers is loaded in one of these orders, in turn: a slow spell of the machine
+# during one run falls on both.
+PAIR_ORDERS = (("off", "on", "on", "off"), ("on", "off", "off", "on"))
 
 
 # --- seeding -------------------------------------------------------------------------------------
@@ -442,7 +454,9 @@ def pinned(cpu: int) -> list[str]:
     return []
 
 
-def server_env(url: str, args: argparse.Namespace) -> dict[str, str]:
+def server_env(
+    url: str, args: argparse.Namespace, settings: Mapping[str, str] = MappingProxyType({})
+) -> dict[str, str]:
     """The environment minus any of the service's own settings, plus the benchmark's."""
     names = {name.upper() for name in Settings.model_fields}
     env = {key: value for key, value in os.environ.items() if key.upper() not in names}
@@ -452,10 +466,13 @@ def server_env(url: str, args: argparse.Namespace) -> dict[str, str]:
         API_KEY=API_KEY,
         ARTIFACTS_DIR=str(WORK / "artifacts"),
         LOG_LEVEL="warning",
+        # The API alone is measured: a worker in it would start the seeded runs, whose nodes
+        # name real providers (calls leaving the machine), and compete with the reads for CPU.
+        WORKER_IN_API="0",
     )
     if args.pool_size:
         env["DB_POOL_SIZE"] = str(args.pool_size)
-    return env
+    return env | dict(settings)
 
 
 def server_command(port: int) -> list[str]:
@@ -476,13 +493,20 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 
 
 @contextmanager
-def serve(backend: str, url: str, args: argparse.Namespace) -> Iterator[Server]:
-    """One uvicorn worker on CPU 0 serving the bench app on `url`; its output goes to a log."""
+def serve(
+    name: str,
+    url: str,
+    args: argparse.Namespace,
+    settings: Mapping[str, str] = MappingProxyType({}),
+) -> Iterator[Server]:
+    """One uvicorn worker on CPU 0 serving the bench app on `url`, configured by `settings` too;
+    its output goes to `server-<name>.log`."""
     port = free_port()
-    log = WORK / f"server-{backend}.log"
+    log = WORK / f"server-{name}.log"
+    env = server_env(url, args, settings)
     with log.open("wb") as output:
         process = subprocess.Popen(
-            server_command(port), cwd=WORK, env=server_env(url, args), stdout=output, stderr=output
+            server_command(port), cwd=WORK, env=env, stdout=output, stderr=output
         )
         try:
             wait_ready(process, f"http://{HOST}:{port}", log)
@@ -680,6 +704,35 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class ObservabilityCost:
+    """The runs first page served with metrics and Sentry off and on by pairs of servers, each
+    pair loaded off, on, on, off (or on, off, off, on)."""
+
+    off: Result
+    on: Result
+    sentry_envelopes: int
+
+    @property
+    def pair_percents(self) -> list[float]:
+        """Share of the req/s each pair lost with them on."""
+        per_pair = len(PAIR_ORDERS[0]) // 2
+        off, on = self.off.samples, self.on.samples
+        return [
+            100
+            * (
+                1
+                - sum(s.rps for s in on[i : i + per_pair])
+                / sum(s.rps for s in off[i : i + per_pair])
+            )
+            for i in range(0, len(off), per_pair)
+        ]
+
+    @property
+    def percent(self) -> float:
+        return statistics.median(self.pair_percents)
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     backend: str
     runs: int
@@ -688,6 +741,7 @@ class Report:
     results: list[Result]
     peak_rss_mb: float
     vm_hwm_mb: float
+    observability: ObservabilityCost
 
     def result(self, endpoint: str) -> Result:
         return next(r for r in self.results if r.endpoint == endpoint)
@@ -702,7 +756,69 @@ class Report:
             Target("runs deep p50 / first p50", runs_ratio, TARGET_DEEP_RATIO, "x", False),
             Target("events deep p50 / first p50", events, TARGET_DEEP_RATIO, "x", False),
             Target("peak RSS (sampled VmRSS)", self.peak_rss_mb, TARGET_RSS_MB, "MB", False),
+            Target(
+                "req/s lost to metrics + Sentry",
+                self.observability.percent,
+                TARGET_OBSERVABILITY_COST,
+                "%",
+                False,
+            ),
         ]
+
+
+def counted_requests(server: Server, route: str) -> float:
+    """What the served /metrics says about GET `route` answered 2xx."""
+    status, body = get(server.base_url + "/metrics")
+    if status != 200:
+        raise BenchError(f"/metrics answered {status} with metrics on")
+    pattern = rf'^crew_http_requests_total{{method="GET",route="{route}",status="2xx"}} (\S+)$'
+    match = re.search(pattern, body.decode(), re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+@contextmanager
+def observed_pair(
+    backend: str, url: str, args: argparse.Namespace, dsn: str
+) -> Iterator[dict[str, Server]]:
+    """Two fresh servers with one hash seed, metrics and Sentry off and on. Two processes of the
+    same app differ by up to 10% in req/s (memory layout), so every pair is new."""
+    seed = {"PYTHONHASHSEED": str(random.randrange(2**32))}
+    observed = {**seed, "METRICS_ENABLED": "1", "SENTRY_DSN": dsn, "SENTRY_ENV": "bench"}
+    with (
+        serve(f"{backend}-observability-off", url, args, seed) as off,
+        serve(f"{backend}-observability-on", url, args, observed) as on,
+    ):
+        yield {"off": off, "on": on}
+
+
+def measure_observability(
+    backend: str, url: str, data: Dataset, args: argparse.Namespace
+) -> ObservabilityCost:
+    """Load the runs first page with metrics and Sentry off and on, on `--pairs` fresh pairs of
+    servers, each loaded in one of PAIR_ORDERS."""
+    endpoint = next(e for e in endpoints(data) if e.name == OBSERVED_ENDPOINT)
+    samples: dict[str, list[Sample]] = {"off": [], "on": []}
+    with sentry_sink() as (dsn, envelopes):
+        for pair in range(1, args.pairs + 1):
+            with observed_pair(backend, url, args, dsn) as servers:
+                for label in PAIR_ORDERS[pair % 2]:
+                    sample = load(servers[label], endpoint, args)
+                    samples[label].append(sample)
+                    print(
+                        f"  [{pair}/{args.pairs}] runs first page, observability {label:<3} "
+                        f"{sample.rps:8.1f} req/s  p99 {sample.p99_ms:7.2f} ms",
+                        flush=True,
+                    )
+                # Its measured runs alone answered about req/s x duration each.
+                answered = sum(s.rps for s in samples["on"][-len(PAIR_ORDERS[0]) // 2 :])
+                if counted_requests(servers["on"], "/runs") < 0.9 * answered * args.duration:
+                    raise BenchError("the observed server did not count the requests it answered")
+        sent = len(envelopes)
+    return ObservabilityCost(
+        off=summarize("observability off", samples["off"]),
+        on=summarize("observability on", samples["on"]),
+        sentry_envelopes=sent,
+    )
 
 
 def bench_backend(backend: str, args: argparse.Namespace) -> Report:
@@ -717,8 +833,9 @@ def bench_backend(backend: str, args: argparse.Namespace) -> Report:
             verify(server, data)
             results = measure(server, endpoints(data), args)
             hwm = read_status_kb(server.pid, "VmHWM") / 1024
+        observability = measure_observability(backend, url, data, args)
     peak = max(result.peak_rss_mb for result in results)
-    return Report(backend, args.runs, args.events, seed_seconds, results, peak, hwm)
+    return Report(backend, args.runs, args.events, seed_seconds, results, peak, hwm, observability)
 
 
 def print_report(report: Report, args: argparse.Namespace) -> None:
@@ -741,6 +858,13 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
             f"(target {sign} {target.limit:g}{target.unit})  {verdict}"
         )
     print(f"  {'server VmHWM':<34}{report.vm_hwm_mb:>8.2f} MB")
+    cost = report.observability
+    print(
+        f"  runs first page, metrics + Sentry off {cost.off.rps:.1f} req/s (p99 "
+        f"{cost.off.p99_ms:.2f} ms), on {cost.on.rps:.1f} req/s (p99 {cost.on.p99_ms:.2f} ms); "
+        f"req/s lost per pair: {', '.join(f'{p:.1f}%' for p in cost.pair_percents)}; "
+        f"{cost.sentry_envelopes} envelope(s) reached the Sentry endpoint"
+    )
 
 
 def report_json(reports: list[Report]) -> str:
@@ -758,6 +882,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--repeat", type=int, default=3, help="times the whole set is run")
+    parser.add_argument(
+        "--pairs", type=int, default=5, help="server pairs measuring metrics + Sentry off and on"
+    )
     parser.add_argument("--runs", type=int, default=100_000, help="runs to seed")
     parser.add_argument("--events", type=int, default=1_000_000, help="events to seed")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the data")
@@ -769,6 +896,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--runs >= 1,000 and --events >= 10,000: the deep pages must be full")
     if not 1 <= args.duration <= 600 or not 1 <= args.repeat <= 20 or not 0 < args.warmup <= 60:
         parser.error("--duration 1-600, --repeat 1-20, --warmup 1-60")
+    if not 1 <= args.pairs <= 20:
+        parser.error("--pairs 1-20")
     return args
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import sentry_sdk
 from alembic.config import Config
 from fastapi import FastAPI
 from sqlalchemy import delete
@@ -20,10 +21,12 @@ from sqlalchemy.engine import make_url
 
 from alembic import command
 from apps.api.app import create_app
-from apps.core.database import SessionFactory, unit_of_work
+from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.models import Base
 
+# The local S3-compatible server's fixtures: `s3_endpoint`, `s3_bucket`.
+pytest_plugins = ("tests.s3_server",)
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-key"
 POSTGRES_HELP = (
@@ -48,9 +51,13 @@ def postgres_server_url() -> str:
     pytest.skip(POSTGRES_HELP)
 
 
+def postgres_dsn(url: str) -> str:
+    """`url` as asyncpg takes it: without SQLAlchemy's driver name."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 async def _postgres_admin(server_url: str, statement: str) -> None:
-    dsn = make_url(server_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(postgres_dsn(server_url))
     try:
         await connection.execute(statement)
     finally:
@@ -93,6 +100,14 @@ def migrated_database(empty_database: str) -> str:
     """A database of its own, migrated, for tests whose writes others must not see."""
     command.upgrade(alembic_config(empty_database), "head")
     return empty_database
+
+
+@pytest.fixture
+def postgres_database(tmp_path: Path) -> Iterator[str]:
+    """A migrated PostgreSQL database of the test's own, for what only PostgreSQL does."""
+    for url in empty_database_url("postgresql", tmp_path):
+        command.upgrade(alembic_config(url), "head")
+        yield url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -142,6 +157,11 @@ def sessions(app: FastAPI) -> SessionFactory:
 
 
 @pytest.fixture
+def transactions(app: FastAPI) -> Transactions:
+    return app.state.transactions
+
+
+@pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the app, sending the admin key."""
     transport = httpx.ASGITransport(app=app)
@@ -149,6 +169,16 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}
     ) as http:
         yield http
+
+
+@pytest.fixture(autouse=True)
+def _error_reporting_stops_with_its_test() -> Iterator[None]:
+    """A test whose app reports to Sentry (a DSN in its settings) leaves no client behind for
+    the tests after it: Sentry is set up once per process."""
+    yield
+    if sentry_sdk.is_initialized():
+        sentry_sdk.get_client().close(timeout=0)
+        sentry_sdk.get_global_scope().set_client(None)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -4,7 +4,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,25 +32,60 @@ def _wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) ->
     pytest.fail("the server did not come up within 30 s")
 
 
-@contextmanager
-def api_process(
-    database_url: str, workdir: Path, port: int, **settings: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    """The API serving `database_url` on `port` until the block ends; its log in `workdir`."""
-    env = {
+def _environment(database_url: str, workdir: Path, **settings: str) -> dict[str, str]:
+    return {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(ROOT),
         "DATABASE_URL": database_url,
         "API_KEY": API_KEY,
-        "PORT": str(port),
         "ARTIFACTS_DIR": str(workdir / "artifacts"),
         **settings,
     }
+
+
+@contextmanager
+def worker_process(
+    database_url: str, workdir: Path, name: str, **settings: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A standalone worker (`python -m apps.orchestrator.worker`) until the block ends."""
+    env = _environment(database_url, workdir, **settings)
+    log = workdir / f"worker-{name}.log"
+    with (
+        log.open("ab") as output,
+        subprocess.Popen(
+            [sys.executable, "-m", "apps.orchestrator.worker"],
+            cwd=workdir,
+            env=env,
+            stderr=output,
+        ) as worker,
+    ):
+        try:
+            yield worker
+        finally:
+            if worker.poll() is None:
+                worker.terminate()
+
+
+@contextmanager
+def api_process(
+    database_url: str,
+    workdir: Path,
+    port: int,
+    *,
+    arguments: Sequence[str] = ("-m", "apps.api"),
+    **settings: str,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The API serving `database_url` on `port` until the block ends; its log in `workdir`.
+
+    `arguments` are the Python interpreter's: the entry point by default, or e.g. uvicorn serving
+    an app factory of the tests' own.
+    """
+    env = _environment(database_url, workdir, PORT=str(port), **settings)
     log = workdir / f"server-{port}.log"
     with (
         log.open("ab") as output,
         subprocess.Popen(
-            [sys.executable, "-m", "apps.api"], cwd=workdir, env=env, stderr=output
+            [sys.executable, *arguments], cwd=workdir, env=env, stderr=output
         ) as server,
     ):
         try:

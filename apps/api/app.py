@@ -11,6 +11,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from apps.api.auth import ROLES_DESCRIPTION, authenticate
 from apps.api.errors import install_error_handlers
+from apps.api.middleware import ObservedFastAPI
+from apps.api.observability import instrument, start_error_reporting
 from apps.api.routes import (
     artifacts,
     config,
@@ -24,9 +26,10 @@ from apps.api.routes import (
     tasks,
 )
 from apps.api.timezone import use_request_timezone
-from apps.core.database import create_engine, create_session_factory
+from apps.core.database import open_database
+from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
-from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.orchestrator.artifact_store import open_artifact_store
 from apps.orchestrator.event_feed import build_event_feed
 from apps.orchestrator.worker import Worker
 
@@ -45,25 +48,28 @@ _PROTECTED_ROUTERS = (
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    engine = create_engine(app.state.settings)
-    app.state.engine = engine
-    app.state.sessions = create_session_factory(engine)
-    app.state.worker = None
-    app.state.event_feed = build_event_feed(
-        engine, poll_seconds=app.state.settings.event_poll_seconds
-    )
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(app.state.event_feed.running())
-            if app.state.settings.worker_in_api:
-                app.state.worker = Worker(app.state.sessions, app.state.settings)
-                await stack.enter_async_context(_running(app.state.worker))
-            # What start-up built lives as long as the process: keep it out of the collector's
-            # scans, which otherwise grow with every module and route the app has loaded.
-            gc.freeze()
+    async with contextlib.AsyncExitStack() as stack:
+        database = await stack.enter_async_context(open_database(app.state.settings))
+        app.state.engine = database.engine
+        app.state.sessions = database.sessions
+        app.state.transactions = database.transactions
+        app.state.event_feed = build_event_feed(
+            database, poll_seconds=app.state.settings.event_poll_seconds
+        )
+        await stack.enter_async_context(app.state.event_feed.running())
+        app.state.worker = None
+        if app.state.settings.worker_in_api:
+            app.state.worker = Worker(
+                database.transactions, app.state.settings, store=app.state.artifact_store
+            )
+            await stack.enter_async_context(_running(app.state.worker))
+        # What start-up built lives as long as the process: keep it out of the collector's
+        # scans, which otherwise grow with every module and route the app has loaded.
+        gc.freeze()
+        try:
             yield
-    finally:
-        await engine.dispose()
+        finally:
+            forget_this_process(app.state.settings.prometheus_multiproc_dir)
 
 
 @asynccontextmanager
@@ -80,7 +86,8 @@ async def _running(worker: Worker) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API with its routes, auth, error handlers and CORS, configured by `settings`."""
     settings = settings or load_settings()
-    app = FastAPI(
+    start_error_reporting(settings)
+    app = ObservedFastAPI(
         title="Crew Orchestrator",
         summary="Operator API for multi-agent LLM runs.",
         description=ROLES_DESCRIPTION,
@@ -89,8 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(use_request_timezone)],
     )
     app.state.settings = settings
-    app.state.artifact_store = LocalArtifactStore(settings.artifacts_dir)
+    app.state.artifact_store = open_artifact_store(settings)
     install_error_handlers(app)
+    instrument(app, settings)
     app.include_router(health.router)
     for router in _PROTECTED_ROUTERS:
         app.include_router(router, dependencies=[Depends(authenticate)])
@@ -100,6 +108,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["Location"],
+            expose_headers=["Location", "X-Request-ID"],
         )
     return app

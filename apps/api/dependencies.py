@@ -6,8 +6,8 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from apps.core.database import unit_of_work
-from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.core.database import Transactions, unit_of_work
+from apps.orchestrator import artifact_store
 from apps.orchestrator.pagination import MAX_LIMIT
 
 
@@ -21,8 +21,12 @@ async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
         yield connection
 
 
-def _artifact_store(request: Request) -> LocalArtifactStore:
+def _artifact_store(request: Request) -> artifact_store.ArtifactStore:
     return request.app.state.artifact_store
+
+
+def _transactions(request: Request) -> Transactions:
+    return request.app.state.transactions
 
 
 # scope="function" commits when the handler returns, before the response is sent: a failed commit
@@ -31,7 +35,9 @@ DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
 # Reads need no ORM session and commit nothing: a bare connection, closed when the handler returns,
 # saves the session's bookkeeping and a round trip on every list page.
 ReadConnection = Annotated[AsyncConnection, Depends(_read_connection, scope="function")]
-ArtifactStore = Annotated[LocalArtifactStore, Depends(_artifact_store)]
+ArtifactStore = Annotated[artifact_store.ArtifactStore, Depends(_artifact_store)]
+# Runs one synchronous domain function in a transaction of its own, committed before it returns.
+DbTransactions = Annotated[Transactions, Depends(_transactions)]
 
 # Text stored in the database never holds NUL, and PostgreSQL refuses it in a parameter.
 NO_NUL = r"^[^\x00]*$"

@@ -5,6 +5,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 from apps.core.errors import CrewError
@@ -38,6 +39,25 @@ async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
 
 
+def _database_unavailable(error: Exception) -> bool:
+    # A refused connection reaches us unwrapped from the driver's connect.
+    if isinstance(error, (OperationalError, InterfaceError, ConnectionError)):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+async def _database_error(request: Request, error: Exception) -> JSONResponse:
+    if not _database_unavailable(error):
+        return await _unexpected(request, error)
+    # Not a fault of this service: the database is restarting or out of reach.
+    logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, error)
+    return JSONResponse(
+        {"detail": "the database is unavailable; try again shortly"},
+        503,
+        headers={"Retry-After": "1"},
+    )
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return JSONResponse({"detail": "internal server error"}, 500)
@@ -47,4 +67,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(CrewError, _crew_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(ConnectionError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -4,16 +4,22 @@ Engines are built by whoever runs (the API's lifespan, the worker, the CLI), nev
 """
 
 import asyncio
+import contextvars
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
+from sqlalchemy import create_engine as _create_sync_engine
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from apps.core.settings import Settings
@@ -25,6 +31,8 @@ SQLITE_BUSY_TIMEOUT_MS = 5_000
 SQLITE_BEGIN = "sqlite_begin"
 
 SessionFactory = async_sessionmaker[AsyncSession]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -111,6 +119,106 @@ async def unit_of_work(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
     async with sessions() as session:
         yield session
         await session.commit()
+
+
+class Transactions:
+    """Runs a synchronous domain function in a transaction of its own, committed when it returns
+    and rolled back if it raises.
+
+    The orchestrator's bookkeeping (a worker's pass, an operator's decision) is synchronous
+    SQLAlchemy code. On PostgreSQL it runs on the async engine through `run_sync`. On SQLite it
+    runs on one thread of its own over the standard sqlite3 driver: a worker's pass is about ten
+    statements, and through aiosqlite each costs four hand-offs between threads, which made the
+    bookkeeping of a node cost more than the node. SQLite admits one writer at a time, so a
+    single writing thread loses nothing.
+    """
+
+    def __init__(self, engine: AsyncEngine, sessions: SessionFactory) -> None:
+        self._sessions = sessions
+        self._committed: set[Callable[[], None]] = set()
+        self._sqlite: sessionmaker[Session] | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        if engine.dialect.name == "sqlite":
+            writer = _create_sqlite_writer(engine.url)
+            self._sqlite = sessionmaker(writer, expire_on_commit=False, autoflush=False)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` on the event loop after each transaction commits; returns what
+        stops it."""
+        self._committed.add(listener)
+        return functools.partial(self._committed.discard, listener)
+
+    async def run(
+        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`work(session, *args, **kwargs)` in one transaction; what it returned."""
+        result = await self._run(work, *args, **kwargs)
+        for listener in tuple(self._committed):
+            listener()
+        return result
+
+    async def _run(
+        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        if self._sqlite is None:
+            async with self._sessions() as session:
+                result = await session.run_sync(work, *args, **kwargs)
+                await session.commit()
+                return result
+        call = functools.partial(self._in_transaction, work, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        # The caller's context (log fields, tags) goes along to the writer's thread.
+        return await loop.run_in_executor(self._thread, contextvars.copy_context().run, call)
+
+    def _in_transaction(
+        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        assert self._sqlite is not None
+        with self._sqlite.begin() as session:
+            return work(session, *args, **kwargs)
+
+    async def close(self) -> None:
+        """Close the SQLite writer's connection and thread."""
+        if self._sqlite is not None and self._thread is not None:
+            writer = self._sqlite.kw["bind"]
+            await asyncio.get_running_loop().run_in_executor(self._thread, writer.dispose)
+            self._thread.shutdown()
+
+
+def _create_sqlite_writer(url: URL) -> Engine:
+    """A synchronous engine on the same SQLite file, whose transactions begin as writers."""
+    engine = _create_sync_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _tune_sqlite_connection)
+    event.listen(engine, "begin", _begin_sqlite_transaction)
+    return engine.execution_options(**{SQLITE_BEGIN: "immediate"})
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """What an entry point opens once: the engine, its sessions and its transactions runner."""
+
+    engine: AsyncEngine
+    sessions: SessionFactory
+    transactions: Transactions
+
+
+@asynccontextmanager
+async def open_database(settings: Settings, url: str | None = None) -> AsyncIterator[Database]:
+    """The database of `url` (the settings' DATABASE_URL by default), closed when done."""
+    engine = create_engine(settings, url)
+    sessions = create_session_factory(engine)
+    transactions = Transactions(engine, sessions)
+    try:
+        yield Database(engine, sessions, transactions)
+    finally:
+        await transactions.close()
+        await engine.dispose()
 
 
 HEALTH_CHECK_SECONDS = 2.0

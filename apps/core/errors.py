@@ -9,7 +9,8 @@ any of them into a JSON answer and expected outcomes are never reported as fault
     ├── Conflict              409  the request does not fit the current state
     │   └── InvalidTransition 409  a status change the state rules refuse
     ├── PayloadTooLarge       413
-    └── Unprocessable         422  a well-formed request whose content is invalid
+    ├── Unprocessable         422  a well-formed request whose content is invalid
+    └── ServiceUnavailable    503  a service we depend on (the artifact store) failed to answer
 """
 
 from typing import ClassVar
@@ -55,3 +56,7 @@ class PayloadTooLarge(CrewError):
 
 class Unprocessable(CrewError):
     status_code = 422
+
+
+class ServiceUnavailable(CrewError):
+    status_code = 503

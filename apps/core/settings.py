@@ -4,10 +4,19 @@ Nothing else in the code base reads the environment: entry points call `load_set
 the result down.
 """
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -17,6 +26,7 @@ from apps.orchestrator.gate_policy import NO_GATES, GatePolicy, load_gate_policy
 
 LLMProvider = Literal["demo", "openai", "ollama"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["text", "json"]
 
 # Short URL schemes users paste from other tools, mapped to the async driver we run on.
 _ASYNC_DRIVERS = {
@@ -26,7 +36,17 @@ _ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
-_SECRET_FIELDS = frozenset({"api_key", "openai_api_key", "sentry_dsn"})
+_SECRET_FIELDS = frozenset(
+    {
+        "api_key",
+        "openai_api_key",
+        "sentry_dsn",
+        "artifact_s3_access_key_id",
+        "artifact_s3_secret_access_key",
+    }
+)
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_HTTP_URL = re.compile(r"https?://[^/?#\s]+(/[^?#\s]*)?")
 # Their errors name the input themselves.
 _SELF_DESCRIBED_FIELDS = frozenset({"gate_policy_file"})
 
@@ -112,6 +132,9 @@ class Settings(BaseSettings):
         default=2, ge=1, le=64, description="API worker processes under api-run-prod."
     )
     log_level: LogLevel = Field(default="info", description="Log level of the service.")
+    log_format: LogFormat = Field(
+        default="text", description="Log lines as readable text, or as one JSON object a line."
+    )
     llm_default_provider: LLMProvider = Field(
         default="demo", description="Provider of agents with no role-specific binding."
     )
@@ -171,13 +194,53 @@ class Settings(BaseSettings):
     metrics_enabled: bool = Field(
         default=False, description="Serve Prometheus metrics on /metrics."
     )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        description="Directory where API worker processes share metrics; a temporary one if unset.",
+    )
     sentry_dsn: SecretStr | None = Field(
         default=None, description="Sentry DSN; unset sends nothing."
     )
     sentry_env: str = Field(default="development", description="Sentry environment name.")
     release: str | None = Field(default=None, description="Release name reported to Sentry.")
+    artifact_store: Literal["local", "s3"] = Field(
+        default="local",
+        description="Where artifact files and sidecars are kept: local (ARTIFACTS_DIR) or s3 "
+        "(an S3-compatible bucket, ARTIFACT_S3_*).",
+    )
     artifacts_dir: Path = Field(
-        default=Path("./artifacts"), description="Directory holding artifact files and sidecars."
+        default=Path("./artifacts"),
+        description="Directory of the local artifact store; a relative path is taken from the "
+        "working directory at start-up, so every process sharing it must give the same absolute "
+        "path.",
+    )
+    artifact_s3_bucket: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="Bucket of the s3 artifact store (required with ARTIFACT_STORE=s3).",
+    )
+    artifact_s3_prefix: str = Field(
+        default="",
+        description="Key prefix of the artifacts in the bucket, e.g. crew/prod; empty: its root.",
+    )
+    artifact_s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible server (MinIO, R2, moto), e.g. "
+        "http://127.0.0.1:9000; unset: AWS S3.",
+    )
+    artifact_s3_region: str | None = Field(
+        default=None,
+        description="Region of the bucket; unset: boto's own (AWS_DEFAULT_REGION, else us-east-1).",
+    )
+    artifact_s3_access_key_id: SecretStr | None = Field(
+        default=None,
+        description="Access key id for the bucket; unset: boto's credential chain "
+        "(AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws, the instance's role).",
+    )
+    artifact_s3_secret_access_key: SecretStr | None = Field(
+        default=None,
+        validate_default=True,
+        description="Secret access key going with ARTIFACT_S3_ACCESS_KEY_ID.",
     )
     gate_policy_file: Path | None = Field(
         default=None,
@@ -195,6 +258,71 @@ class Settings(BaseSettings):
     def _gate_policy_loads(cls, value: Path | None) -> Path | None:
         if value is not None:
             load_gate_policy(value)
+        return value
+
+    @field_validator("artifacts_dir")
+    @classmethod
+    def _artifacts_dir_is_absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @field_validator("artifact_s3_bucket")
+    @classmethod
+    def _bucket_is_named_as_s3_wants(cls, value: str | None) -> str | None:
+        if value is not None and not _BUCKET_NAME.fullmatch(value):
+            raise ValueError(
+                "must be 3 to 63 lowercase letters, digits, dots or hyphens, starting and "
+                "ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("artifact_s3_endpoint_url")
+    @classmethod
+    def _endpoint_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not _HTTP_URL.fullmatch(value):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:9000")
+        return value
+
+    @field_validator("artifact_s3_prefix")
+    @classmethod
+    def _prefix_is_plain(cls, value: str) -> str:
+        prefix = value.strip("/")
+        if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+            raise ValueError("must be names separated by single slashes, e.g. crew/prod")
+        return prefix
+
+    @field_validator(
+        "artifact_s3_bucket",
+        "artifact_s3_prefix",
+        "artifact_s3_endpoint_url",
+        "artifact_s3_region",
+        "artifact_s3_access_key_id",
+        "artifact_s3_secret_access_key",
+    )
+    @classmethod
+    def _s3_settings_need_the_s3_store(cls, value: object, info: ValidationInfo) -> object:
+        if value and info.data.get("artifact_store") == "local":
+            raise ValueError(
+                "is set but ARTIFACT_STORE is local; set ARTIFACT_STORE=s3 or unset it"
+            )
+        return value
+
+    @field_validator("artifact_s3_bucket")
+    @classmethod
+    def _s3_store_needs_a_bucket(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("artifact_store") == "s3":
+            raise ValueError("is required with ARTIFACT_STORE=s3")
+        return value
+
+    @field_validator("artifact_s3_secret_access_key")
+    @classmethod
+    def _s3_keys_come_in_pairs(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        key_id = info.data.get("artifact_s3_access_key_id")
+        if value is None and key_id is not None:
+            raise ValueError("is required with ARTIFACT_S3_ACCESS_KEY_ID")
+        if value is not None and key_id is None:
+            raise ValueError("is set without ARTIFACT_S3_ACCESS_KEY_ID")
         return value
 
     @field_validator("llm_role_models", mode="before")
@@ -269,7 +397,8 @@ def describe_validation_error(error: ValidationError) -> str:
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else "settings"
         quiet = field in _SECRET_FIELDS or field in _SELF_DESCRIBED_FIELDS
-        shown = "" if quiet else f" (got {item.get('input')!r})"
+        # A required setting left unset has no value to show.
+        shown = "" if quiet or item.get("input") is None else f" (got {item.get('input')!r})"
         message = item["msg"].removeprefix("Value error, ")
         problems.append(f"{field.upper()}: {message}{shown}")
     return "invalid setting " + "; ".join(problems)

@@ -1,15 +1,15 @@
 """Reading artifacts: metadata with sidecars, in the order they were written, and their files."""
 
+import functools
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
-from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.orchestrator.artifact_store import ArtifactStore, StoredContent, store_io
 from apps.orchestrator.models import Artifact
 from apps.orchestrator.pagination import (
     Page,
@@ -37,7 +37,7 @@ ARTIFACT_COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class ArtifactContent:
-    path: Path
+    stored: StoredContent
     media_type: str
     name: str
 
@@ -81,15 +81,15 @@ async def get_artifact(connection: AsyncConnection, artifact_id: uuid.UUID) -> d
 
 
 async def get_artifact_content(
-    connection: AsyncConnection, store: LocalArtifactStore, artifact_id: uuid.UUID
+    connection: AsyncConnection, store: ArtifactStore, artifact_id: uuid.UUID
 ) -> ArtifactContent:
-    """The file of an artifact, or `NotFound` if the artifact or its file is not there."""
+    """The content of an artifact, opened in its store: `NotFound` if the artifact or its
+    content is not there, `ServiceUnavailable` if the store failed."""
     statement = select(Artifact.storage_key, Artifact.media_type, Artifact.name).where(
         Artifact.id == artifact_id
     )
     row = (await connection.execute(statement)).first()
     if row is None:
         raise NotFound(f"artifact {artifact_id} not found")
-    return ArtifactContent(
-        path=store.path_for(row.storage_key), media_type=row.media_type, name=row.name
-    )
+    stored = await store_io(store, 0, functools.partial(store.open, row.storage_key))
+    return ArtifactContent(stored=stored, media_type=row.media_type, name=row.name)

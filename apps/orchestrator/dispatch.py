@@ -29,7 +29,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from apps.orchestrator.models import Artifact, Node, NodeDependency, Run, UTCDateTime, utcnow
 from apps.orchestrator.states import NODE_TERMINAL, NodeStatus, RunStatus
@@ -94,17 +94,17 @@ def _succeed() -> Update:
     )
 
 
-async def mark_succeeded(
-    connection: AsyncConnection, attempts: Sequence[tuple[uuid.UUID, int]]
+def mark_succeeded(
+    connection: Connection, attempts: Sequence[tuple[uuid.UUID, int]]
 ) -> list[MovedNode]:
     """Move the nodes still running these (node, attempt) pairs, in runs going on, to
     succeeded."""
-    result = await connection.execute(_succeed(), {"attempts": attempts, "now": utcnow()})
+    result = connection.execute(_succeed(), {"attempts": attempts, "now": utcnow()})
     return moved_nodes(result)
 
 
-async def add_artifacts(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    await connection.execute(INSERT_ARTIFACTS, rows)
+def add_artifacts(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    connection.execute(INSERT_ARTIFACTS, rows)
 
 
 @cache
@@ -123,8 +123,8 @@ def _add_usage() -> Update:
     )
 
 
-async def add_usage(
-    connection: AsyncConnection, run_id: uuid.UUID, prompt: int, completion: int, cost: float
+def add_usage(
+    connection: Connection, run_id: uuid.UUID, prompt: int, completion: int, cost: float
 ) -> tuple[RunStatus, int, float]:
     """Add a run's new calls to its totals; its status, total tokens and cost now."""
     parameters = {
@@ -134,7 +134,7 @@ async def add_usage(
         "tokens": prompt + completion,
         "spent": cost,
     }
-    status, tokens, spent = (await connection.execute(_add_usage(), parameters)).one()
+    status, tokens, spent = (connection.execute(_add_usage(), parameters)).one()
     return status, tokens, spent
 
 
@@ -162,8 +162,8 @@ def _promote(scope: str) -> Update:
     )
 
 
-async def promote(
-    connection: AsyncConnection,
+def promote(
+    connection: Connection,
     *,
     after: Sequence[uuid.UUID] = (),
     runs: Sequence[uuid.UUID] = (),
@@ -173,7 +173,7 @@ async def promote(
     rows: list[Any] = []
     for scope, ids in (("after", after), ("runs", runs)):
         if ids:
-            rows += await connection.execute(_promote(scope), {scope: ids, "now": utcnow()})
+            rows += connection.execute(_promote(scope), {scope: ids, "now": utcnow()})
     return sorted(rows, key=lambda row: (row.run_id, row.position))
 
 
@@ -196,10 +196,10 @@ def _finished_runs() -> Select[Any]:
     )
 
 
-async def finished_runs(connection: AsyncConnection, run_ids: Sequence[uuid.UUID]) -> list[Any]:
+def finished_runs(connection: Connection, run_ids: Sequence[uuid.UUID]) -> list[Any]:
     """Those of the active `run_ids` whose nodes are all final, with their budget, usage and
     whether a cancel was asked for."""
-    return list(await connection.execute(_finished_runs(), {"runs": run_ids}))
+    return list(connection.execute(_finished_runs(), {"runs": run_ids}))
 
 
 CLAIMED_COLUMNS = (
@@ -268,8 +268,8 @@ def _claim(dialect: str) -> Update:
     )
 
 
-async def claim(
-    connection: AsyncConnection, *, worker: str, slots: int, per_run: int, lease_seconds: float
+def claim(
+    connection: Connection, *, worker: str, slots: int, per_run: int, lease_seconds: float
 ) -> list[Any]:
     """Claim ready nodes for `worker` under a lease of `lease_seconds`; their rows."""
     dialect = connection.dialect.name
@@ -279,14 +279,14 @@ async def claim(
         "per_run": per_run,
         **time_parameters(dialect, lease_seconds),
     }
-    rows = (await connection.execute(_claim(dialect), parameters)).all()
+    rows = (connection.execute(_claim(dialect), parameters)).all()
     return sorted(rows, key=lambda row: (row.run_id, row.position))
 
 
 @cache
 def _upstream() -> Any:
     return (
-        select(DEPENDENCIES.c.node_id, UPSTREAM.c.key, ARTIFACTS.c.storage_key)
+        select(DEPENDENCIES.c.node_id, UPSTREAM.c.key, ARTIFACTS.c.storage_key, ARTIFACTS.c.size)
         .select_from(
             DEPENDENCIES.join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id).join(
                 ARTIFACTS, ARTIFACTS.c.node_id == UPSTREAM.c.id
@@ -297,11 +297,13 @@ def _upstream() -> Any:
     )
 
 
-async def upstream_artifacts(
-    connection: AsyncConnection, node_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, dict[str, str]]:
-    """Per node, the storage key of each dependency's latest artifact, in plan order."""
-    found: dict[uuid.UUID, dict[str, str]] = defaultdict(dict)
-    for node_id, key, storage_key in await connection.execute(_upstream(), {"ids": node_ids}):
-        found[node_id][key] = storage_key
+def upstream_artifacts(
+    connection: Connection, node_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, tuple[str, int]]]:
+    """Per node, the storage key and size of each dependency's latest artifact, in plan
+    order."""
+    found: dict[uuid.UUID, dict[str, tuple[str, int]]] = defaultdict(dict)
+    rows = connection.execute(_upstream(), {"ids": node_ids})
+    for node_id, key, storage_key, size in rows:
+        found[node_id][key] = (storage_key, size)
     return found

@@ -27,9 +27,16 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from apps.core.database import Database
 from apps.core.errors import NotFound
 from apps.orchestrator import events
-from apps.orchestrator.event_wakes import CommitWake, PollWake, WakeSource
+from apps.orchestrator.event_wakes import (
+    CommitWake,
+    NotifyWake,
+    PollWake,
+    TransactionsWake,
+    WakeSource,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -344,9 +351,19 @@ class EventFeed:
                 subscription.deliver(run_events)
 
 
-def build_event_feed(engine: AsyncEngine, *, poll_seconds: float) -> EventFeed:
-    """The feed of an API process: woken by its own commits, and every `poll_seconds`."""
-    return EventFeed(engine, [CommitWake(engine), PollWake(poll_seconds)])
+def build_event_feed(database: Database, *, poll_seconds: float) -> EventFeed:
+    """The feed of an API process: woken by its own commits, on PostgreSQL by every process's
+    (NOTIFY), and every `poll_seconds` in case a wake was lost."""
+    engine = database.engine
+    sources: list[WakeSource] = [
+        CommitWake(engine),
+        TransactionsWake(database.transactions),
+        PollWake(poll_seconds),
+    ]
+    if engine.dialect.name == "postgresql":
+        url = engine.url.set(drivername="postgresql")
+        sources.append(NotifyWake(url.render_as_string(hide_password=False)))
+    return EventFeed(engine, sources)
 
 
 async def _with_final_marks(

@@ -5,16 +5,24 @@ and reads once. Sources run as tasks of the feed and are cancelled when it stops
 """
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from apps.core.database import Transactions
+
+logger = logging.getLogger(__name__)
+
 Poke = Callable[[], None]
+# The channel the schema's trigger notifies when events commit (PostgreSQL).
+EVENTS_CHANNEL = "crew_events"
 
 
 class WakeSource(Protocol):
@@ -55,6 +63,51 @@ class CommitWake:
         finally:
             event.remove(engine, "commit", mark)
             event.remove(engine, "checkin", returned)
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionsWake:
+    """Transactions this process commits through `Transactions` (a worker's passes, operators'
+    decisions): on SQLite they run on a writer thread of their own, outside `engine`."""
+
+    transactions: Transactions
+
+    async def watch(self, poke: Poke) -> None:
+        stop = self.transactions.on_commit(poke)
+        try:
+            await asyncio.Future()
+        finally:
+            stop()
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyWake:
+    """PostgreSQL's NOTIFY crew_events, which the schema sends when events commit (its payload
+    is the highest event id; the feed reads from the database anyway): events written by any
+    process, on any host, within milliseconds. Its own connection, re-opened when it is lost,
+    with a poke then for what was written meanwhile."""
+
+    dsn: str
+    retry_seconds: float = 1.0
+
+    async def watch(self, poke: Poke) -> None:
+        while True:
+            try:
+                await self._listen(poke)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                logger.warning("event notifications lost, listening again: %s", error)
+            await asyncio.sleep(self.retry_seconds)
+
+    async def _listen(self, poke: Poke) -> None:
+        connection = await asyncpg.connect(self.dsn)
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _connection: lost.set())
+        try:
+            await connection.add_listener(EVENTS_CHANNEL, lambda *_: poke())
+            poke()
+            await lost.wait()
+        finally:
+            await connection.close(timeout=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 metadata beside it — ending in an `Outcome` for the Manager to record."""
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
@@ -9,16 +10,16 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
+from apps.core.errors import NotFound, ServiceUnavailable
 from apps.core.settings import Settings
+from apps.orchestrator.artifact_store import ArtifactStore, sidecar_key, store_io
 from apps.orchestrator.models import utcnow
 from apps.orchestrator.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
 from apps.orchestrator.providers.base import LLMReply, LLMRequest, Provider, ProviderError
 
 SIDECAR_VERSION = 1
-SIDECAR_SUFFIX = ".sidecar.json"
 
 SYSTEM_PROMPTS = {
     "planner": "You plan work for a team of agents. Be concrete and brief.",
@@ -46,8 +47,9 @@ class NodeWork:
     attempt: int
     max_attempts: int
     timeout_seconds: float
-    # (key, storage key) of each dependency's artifact, in plan order.
+    # (key, storage key) of each dependency's artifact, in plan order, and their total size.
     upstream: tuple[tuple[str, str], ...]
+    upstream_bytes: int
     # The run's budget (`max_tokens`, `max_cost`), if its task spec set one.
     budget: dict[str, Any] | None = None
     # The node's resolved gate (see `gate_policy.read_gate`), if it has one.
@@ -108,20 +110,32 @@ def build_request(work: NodeWork, upstream_texts: tuple[tuple[str, str], ...]) -
 
 
 class Executor:
-    """Runs node attempts on the providers it is given, writing outputs under `root`."""
+    """Runs node attempts on the providers it is given, keeping outputs in `store`."""
 
-    def __init__(self, providers: Mapping[str, Provider], root: Path, settings: Settings) -> None:
+    def __init__(
+        self, providers: Mapping[str, Provider], store: ArtifactStore, settings: Settings
+    ) -> None:
         self.providers = providers
-        self.root = root
+        self.store = store
         self.settings = settings
 
     async def attempt(self, work: NodeWork) -> Outcome:
         """One attempt of `work`; every expected failure is a `Failed`, never an exception."""
+        try:
+            return await self._attempt(work)
+        except (NotFound, ServiceUnavailable) as error:
+            # A dependency's output is missing or this one could not be stored: a later
+            # attempt, maybe on another host, may find the store whole again.
+            message = f"artifact store: {error.detail}"
+            return Failed(work, message, retryable=True, cause="artifact_store")
+
+    async def _attempt(self, work: NodeWork) -> Outcome:
         provider = self.providers.get(work.provider)
         if provider is None:
             message = f"provider {work.provider!r} is not set up"
             return Failed(work, message, retryable=False, cause="config")
-        texts = await asyncio.to_thread(_read_upstream, self.root, work.upstream)
+        read = functools.partial(_read_upstream, self.store, work.upstream)
+        texts = await store_io(self.store, work.upstream_bytes, read)
         request = build_request(work, texts)
         started_at, clock = utcnow(), time.perf_counter()
         try:
@@ -146,14 +160,17 @@ class Executor:
         output = describe_output(
             work, request, reply, latency_ms=latency_ms, started_at=started_at, cost=cost
         )
-        await asyncio.to_thread(_write_output, self.root, output, reply.text.encode())
+        content = reply.text.encode()
+        sidecar = json.dumps(output.sidecar, indent=2).encode()
+        write = functools.partial(_write_output, self.store, output, content, sidecar)
+        await store_io(self.store, len(content) + len(sidecar), write)
         return Succeeded(work, output, outline)
 
 
 def _read_upstream(
-    root: Path, upstream: tuple[tuple[str, str], ...]
+    store: ArtifactStore, upstream: tuple[tuple[str, str], ...]
 ) -> tuple[tuple[str, str], ...]:
-    return tuple((key, (root / storage_key).read_text()) for key, storage_key in upstream)
+    return tuple((key, store.read(storage_key).decode()) for key, storage_key in upstream)
 
 
 def describe_output(
@@ -203,15 +220,6 @@ def describe_output(
     )
 
 
-def _write_output(root: Path, output: NodeOutput, content: bytes) -> None:
-    path = root / output.storage_key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    path.with_name(output.name + SIDECAR_SUFFIX).write_text(json.dumps(output.sidecar, indent=2))
-
-
-def remove_output(root: Path, output: NodeOutput) -> None:
-    """Take back files whose node could not be recorded as succeeded (it ended meanwhile)."""
-    path = root / output.storage_key
-    path.unlink(missing_ok=True)
-    path.with_name(output.name + SIDECAR_SUFFIX).unlink(missing_ok=True)
+def _write_output(store: ArtifactStore, output: NodeOutput, content: bytes, sidecar: bytes) -> None:
+    store.write(output.storage_key, content)
+    store.write(sidecar_key(output.storage_key), sidecar)

@@ -13,8 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exists, insert, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import Session
 
+from apps.core.metrics import record_gate_wait
 from apps.orchestrator.gate_policy import EffectiveGate, read_gate
 from apps.orchestrator.models import Gate, Node, Run, utcnow
 from apps.orchestrator.pagination import (
@@ -48,12 +50,12 @@ class Hold:
     artifact_id: uuid.UUID | None = None
 
 
-async def open_gates(session: AsyncSession, holds: Sequence[Hold]) -> None:
+def open_gates(session: Session, holds: Sequence[Hold]) -> None:
     """Open a pending gate for each hold (its node already moved to waiting_approval) and put
     the runs that were running into waiting."""
     now = utcnow()
     rows = [_gate_row(hold, now) for hold in holds]
-    await (await session.connection()).execute(insert(GATES), rows)
+    session.connection().execute(insert(GATES), rows)
     for row in rows:
         data = {
             "gate_id": str(row["id"]),
@@ -64,7 +66,7 @@ async def open_gates(session: AsyncSession, holds: Sequence[Hold]) -> None:
         }
         record_event(session, row["run_id"], "gate.waiting", node_id=row["node_id"], data=data)
     runs = {hold.run_id for hold in holds}
-    await move_runs(session, [Run.id.in_(runs)], RunStatus.RUNNING, RunStatus.WAITING, cause="gate")
+    move_runs(session, [Run.id.in_(runs)], RunStatus.RUNNING, RunStatus.WAITING, cause="gate")
 
 
 def _gate_row(hold: Hold, now: datetime) -> dict[str, Any]:
@@ -138,26 +140,26 @@ async def list_gates(
     return paginate(as_dicts(await connection.execute(statement)), limit, _gate_cursor)
 
 
-async def get_gate(session: AsyncSession, gate_id: uuid.UUID) -> dict[str, Any]:
+def get_gate(session: Session, gate_id: uuid.UUID) -> dict[str, Any]:
     """One gate as the inbox shows it."""
-    result = await (await session.connection()).execute(_gates().where(GATES.c.id == gate_id))
+    result = session.connection().execute(_gates().where(GATES.c.id == gate_id))
     return as_dicts(result)[0]
 
 
-async def pending_gates(
-    session: AsyncSession, run_id: uuid.UUID, node_id: uuid.UUID | None = None
+def pending_gates(
+    session: Session, run_id: uuid.UUID, node_id: uuid.UUID | None = None
 ) -> list[Any]:
     """The run's pending gates (on `node_id` only, when given), oldest first."""
     statement = _gates().where(GATES.c.run_id == run_id, GATES.c.status == GateStatus.PENDING)
     if node_id is not None:
         statement = statement.where(GATES.c.node_id == node_id)
-    result = await (await session.connection()).execute(statement.order_by(GATES.c.opened_at))
+    result = session.connection().execute(statement.order_by(GATES.c.opened_at))
     return list(result)
 
 
-async def close_gates(session: AsyncSession, run_id: uuid.UUID, cause: str) -> None:
+def close_gates(session: Session, run_id: uuid.UUID, cause: str) -> None:
     """Close the run's pending gates with no decision (the run is failing or cancelled)."""
-    result = await (await session.connection()).execute(
+    result = session.connection().execute(
         update(GATES)
         .where(GATES.c.run_id == run_id, GATES.c.status == GateStatus.PENDING)
         .values(status=GateStatus.CANCELLED, decided_at=utcnow(), automatic=True, notes=cause)
@@ -168,9 +170,15 @@ async def close_gates(session: AsyncSession, run_id: uuid.UUID, cause: str) -> N
         record_event(session, run_id, "gate.cancelled", node_id=node_id, data=data)
 
 
-async def any_expired(session: AsyncSession) -> bool:
+def any_expired(session: Session) -> bool:
     """Whether a pending gate is past its `expires_at` (a cheap look before a write)."""
     expired = select(GATES.c.id).where(
         GATES.c.status == GateStatus.PENDING, GATES.c.expires_at < utcnow()
     )
-    return bool(await session.scalar(select(exists(expired))))
+    return bool(session.scalar(select(exists(expired))))
+
+
+def record_gate_decision(gate: dict[str, Any]) -> None:
+    """Count a decided gate (as `get_gate` shows it) and how long it waited."""
+    waited = (gate["decided_at"] - gate["opened_at"]).total_seconds()
+    record_gate_wait(waited, decision=str(gate["status"]))

@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from apps.core.database import SessionFactory, create_engine, create_session_factory, unit_of_work
+from apps.core.database import Database, SessionFactory, open_database, unit_of_work
 from apps.core.settings import Settings, SettingsError, load_settings
+from apps.orchestrator.artifact_store import open_artifact_store
 from apps.orchestrator.models import Artifact, Node, Run
 from apps.orchestrator.run_control import request_cancel
 from apps.orchestrator.states import RUN_TERMINAL, NodeStatus, RunStatus
@@ -131,9 +132,8 @@ async def _watch(sessions: SessionFactory, run_id: uuid.UUID) -> Run:
 
 async def run_task(task: TaskRequest, settings: Settings, *, wait: bool) -> int:
     """Submit `task`, print its plan and, if `wait`, run it to the end; the exit status."""
-    engine = create_engine(settings)
-    sessions = create_session_factory(engine)
-    try:
+    async with open_database(settings) as database:
+        sessions = database.sessions
         async with unit_of_work(sessions) as session:
             run_id = await submit_task(session, task, created_by="cli", settings=settings)
         print(f"run {run_id}: {task.title}")
@@ -141,13 +141,12 @@ async def run_task(task: TaskRequest, settings: Settings, *, wait: bool) -> int:
             print(f"  {key:<12} {role:<10} {agent}")
         if not wait:
             return 0
-        return await _execute(sessions, settings, run_id)
-    finally:
-        await engine.dispose()
+        return await _execute(database, settings, run_id)
 
 
-async def _execute(sessions: SessionFactory, settings: Settings, run_id: uuid.UUID) -> int:
-    worker = Worker(sessions, settings)
+async def _execute(database: Database, settings: Settings, run_id: uuid.UUID) -> int:
+    sessions = database.sessions
+    worker = Worker(database.transactions, settings)
     working = asyncio.create_task(worker.run())
     watching = asyncio.create_task(_watch(sessions, run_id))
     loop = asyncio.get_running_loop()
@@ -157,8 +156,7 @@ async def _execute(sessions: SessionFactory, settings: Settings, run_id: uuid.UU
     except asyncio.CancelledError:
         loop.remove_signal_handler(signal.SIGINT)
         print("cancelling: the calls in flight are being stopped", file=sys.stderr)
-        async with unit_of_work(sessions) as session:
-            await request_cancel(session, run_id, by="cli")
+        await database.transactions.run(request_cancel, run_id, by="cli")
         async with asyncio.timeout(CANCEL_WAIT_SECONDS):
             run = await _watch(sessions, run_id)
         print(run.status, file=sys.stderr)
@@ -170,9 +168,8 @@ async def _execute(sessions: SessionFactory, settings: Settings, run_id: uuid.UU
             await working
     if run.status is RunStatus.SUCCEEDED:
         final = await _final_artifact(sessions, run_id)
-        print(
-            f"succeeded; the result is {settings.artifacts_dir / final}" if final else "succeeded"
-        )
+        where = open_artifact_store(settings).location(final) if final else None
+        print(f"succeeded; the result is {where}" if where else "succeeded")
         return 0
     print(f"{run.status}: {run.error}", file=sys.stderr)
     return 1

@@ -7,7 +7,6 @@ and `run.cancelled` once no attempt of the run is in flight any more (written he
 else by the worker that stops the last one).
 """
 
-import asyncio
 import hashlib
 import json
 import uuid
@@ -15,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from apps.core.errors import Conflict, NotFound, Unprocessable
 from apps.core.settings import Settings
 from apps.orchestrator import scheduling
-from apps.orchestrator.artifact_store import LocalArtifactStore
+from apps.orchestrator.artifact_store import ArtifactStore, sidecar_key
 from apps.orchestrator.gates import GATES, close_gates, get_gate, pending_gates
 from apps.orchestrator.models import Artifact, Node, Run, utcnow
 from apps.orchestrator.planning import OUTLINE_KEY, InvalidOutline, parse_outline
@@ -52,33 +51,33 @@ class Decision:
     automatic: bool = False
 
 
-async def decide(
-    session: AsyncSession,
-    store: LocalArtifactStore,
+def decide(
+    session: Session,
+    store: ArtifactStore,
     settings: Settings,
     run_id: uuid.UUID,
     node_id: uuid.UUID | None,
     decision: Decision,
 ) -> dict[str, Any]:
     """Decide the gate waiting on `node_id` (or the run's only waiting gate); the gate after."""
-    gate = await _waiting_gate(session, run_id, node_id)
+    gate = _waiting_gate(session, run_id, node_id)
     target = GateStatus.APPROVED if decision.approve else GateStatus.REJECTED
     check_gate_decision(GateStatus.PENDING, target)
-    await _claim_gate(session, gate, target, decision)
+    _claim_gate(session, gate, target, decision)
     if decision.approve:
-        await _approve(session, store, settings, gate, decision)
+        _approve(session, store, settings, gate, decision)
     else:
-        await _reject(session, gate, decision)
-    await _release_run(session, run_id)
-    await scheduling.finish_runs(session, [run_id])
-    return await get_gate(session, gate.id)
+        _reject(session, gate, decision)
+    _release_run(session, run_id)
+    scheduling.finish_runs(session, [run_id])
+    return get_gate(session, gate.id)
 
 
-async def _waiting_gate(session: AsyncSession, run_id: uuid.UUID, node_id: uuid.UUID | None) -> Any:
-    status = await session.scalar(select(Run.status).where(Run.id == run_id))
+def _waiting_gate(session: Session, run_id: uuid.UUID, node_id: uuid.UUID | None) -> Any:
+    status = session.scalar(select(Run.status).where(Run.id == run_id))
     if status is None:
         raise NotFound(f"run {run_id} not found")
-    waiting = await pending_gates(session, run_id, node_id)
+    waiting = pending_gates(session, run_id, node_id)
     if len(waiting) == 1:
         return waiting[0]
     if waiting:
@@ -86,13 +85,13 @@ async def _waiting_gate(session: AsyncSession, run_id: uuid.UUID, node_id: uuid.
         raise Conflict(f"several gates wait in this run; say which with node_id: {keys}")
     if node_id is None:
         raise Conflict(f"no gate waits in this run; the run is {status}")
-    raise Conflict(await _gate_state(session, run_id, node_id))
+    raise Conflict(_gate_state(session, run_id, node_id))
 
 
-async def _gate_state(session: AsyncSession, run_id: uuid.UUID, node_id: uuid.UUID) -> str:
+def _gate_state(session: Session, run_id: uuid.UUID, node_id: uuid.UUID) -> str:
     """Why no gate waits on `node_id`: its last gate's decision, or that it has none."""
     last = (
-        await session.execute(
+        session.execute(
             select(GATES.c.status, GATES.c.decided_by, GATES.c.decided_at)
             .where(GATES.c.run_id == run_id, GATES.c.node_id == node_id)
             .order_by(GATES.c.opened_at.desc())
@@ -105,12 +104,10 @@ async def _gate_state(session: AsyncSession, run_id: uuid.UUID, node_id: uuid.UU
     return f"the gate of node {node_id} is already {last.status}{by} at {last.decided_at}"
 
 
-async def _claim_gate(
-    session: AsyncSession, gate: Any, target: GateStatus, decision: Decision
-) -> None:
+def _claim_gate(session: Session, gate: Any, target: GateStatus, decision: Decision) -> None:
     """Close the gate with the decision, unless another decision closed it first."""
     action = "approve" if decision.approve else decision.action
-    result = await session.execute(
+    result = session.execute(
         update(GATES)
         .where(GATES.c.id == gate.id, GATES.c.status == GateStatus.PENDING)
         .values(
@@ -123,7 +120,7 @@ async def _claim_gate(
         )
     )
     if result.rowcount != 1:
-        raise Conflict(await _gate_state(session, gate.run_id, gate.node_id))
+        raise Conflict(_gate_state(session, gate.run_id, gate.node_id))
     data = {
         "gate_id": str(gate.id),
         "by": decision.by,
@@ -134,9 +131,9 @@ async def _claim_gate(
     record_event(session, gate.run_id, f"gate.{target}", node_id=gate.node_id, data=data)
 
 
-async def _approve(
-    session: AsyncSession,
-    store: LocalArtifactStore,
+def _approve(
+    session: Session,
+    store: ArtifactStore,
     settings: Settings,
     gate: Any,
     decision: Decision,
@@ -144,21 +141,21 @@ async def _approve(
     where = [Node.id == gate.node_id]
     cause = "approved"
     if gate.when == "before":
-        await move_nodes(session, where, NodeStatus.WAITING_APPROVAL, NodeStatus.READY, cause=cause)
+        move_nodes(session, where, NodeStatus.WAITING_APPROVAL, NodeStatus.READY, cause=cause)
         return
     if decision.patch is not None:
-        await _patch_artifact(session, store, gate, decision)
-    await move_nodes(session, where, NodeStatus.WAITING_APPROVAL, NodeStatus.SUCCEEDED, cause=cause)
+        _patch_artifact(session, store, gate, decision)
+    move_nodes(session, where, NodeStatus.WAITING_APPROVAL, NodeStatus.SUCCEEDED, cause=cause)
     if gate.node_key == OUTLINE_KEY:
-        await _expand_outline(session, store, settings, gate)
-    await scheduling.promote_pending_nodes(session, after=[gate.node_id])
+        _expand_outline(session, store, settings, gate)
+    scheduling.promote_pending_nodes(session, after=[gate.node_id])
 
 
-async def _reject(session: AsyncSession, gate: Any, decision: Decision) -> None:
+def _reject(session: Session, gate: Any, decision: Decision) -> None:
     where = [Node.id == gate.node_id]
     if decision.action == "retry" and gate.when == "after":
         feedback = f"\n\nReviewer feedback on your previous answer: {decision.notes or 'redo it'}"
-        await move_nodes(
+        move_nodes(
             session,
             where,
             NodeStatus.WAITING_APPROVAL,
@@ -171,7 +168,7 @@ async def _reject(session: AsyncSession, gate: Any, decision: Decision) -> None:
     reason = f"node {gate.node_key!r} was rejected by {decision.by}"
     if decision.notes:
         reason += f": {decision.notes}"
-    await move_nodes(
+    move_nodes(
         session,
         where,
         NodeStatus.WAITING_APPROVAL,
@@ -179,29 +176,26 @@ async def _reject(session: AsyncSession, gate: Any, decision: Decision) -> None:
         cause="rejected",
         error=reason,
     )
-    await scheduling.skip_unstarted(session, gate.run_id, f"node {gate.node_key!r} was rejected")
+    scheduling.skip_unstarted(session, gate.run_id, f"node {gate.node_key!r} was rejected")
 
 
-async def _release_run(session: AsyncSession, run_id: uuid.UUID) -> None:
+def _release_run(session: Session, run_id: uuid.UUID) -> None:
     """A waiting run with no gate waiting any more goes on running."""
-    if not await pending_gates(session, run_id):
-        await move_runs(
-            session, [Run.id == run_id], RunStatus.WAITING, RunStatus.RUNNING, cause="gates"
-        )
+    if not pending_gates(session, run_id):
+        move_runs(session, [Run.id == run_id], RunStatus.WAITING, RunStatus.RUNNING, cause="gates")
 
 
-async def _patch_artifact(
-    session: AsyncSession, store: LocalArtifactStore, gate: Any, decision: Decision
-) -> None:
+def _patch_artifact(session: Session, store: ArtifactStore, gate: Any, decision: Decision) -> None:
     """Store the edited artifact as a new artifact of the node, which its dependents read; the
     original stays, and the copy's sidecar keeps the original call's figures."""
-    original = await session.get(Artifact, gate.artifact_id)
+    original = session.get(Artifact, gate.artifact_id)
     if original is None:
         raise Conflict("the gated artifact no longer exists")
-    content = await asyncio.to_thread(store.read, original.storage_key)
+    content = store.read(original.storage_key)
     edited = _apply_patch(original.media_type, content, decision.patch)
     storage_key = f"{original.storage_key.rsplit('/', 1)[0]}/edited-{gate.id.hex}/{original.name}"
-    await asyncio.to_thread(store.write, storage_key, edited)
+    store.write(storage_key, edited)
+    store.write(sidecar_key(storage_key), json.dumps(original.sidecar, indent=2).encode())
     artifact = Artifact(
         id=uuid.uuid4(),
         run_id=original.run_id,
@@ -215,7 +209,7 @@ async def _patch_artifact(
         created_at=utcnow(),
     )
     session.add(artifact)
-    await session.flush()
+    session.flush()
     data = {
         "artifact_id": str(artifact.id),
         "edited_from": str(original.id),
@@ -250,12 +244,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return merged
 
 
-async def _expand_outline(
-    session: AsyncSession, store: LocalArtifactStore, settings: Settings, gate: Any
-) -> None:
+def _expand_outline(session: Session, store: ArtifactStore, settings: Settings, gate: Any) -> None:
     """A report's outline was approved: plan its sections from the outline as approved."""
     storage_key, title = (
-        await session.execute(
+        session.execute(
             select(Artifact.storage_key, Run.title)
             .join(Run, Run.id == Artifact.run_id)
             .where(Artifact.node_id == gate.node_id)
@@ -264,22 +256,23 @@ async def _expand_outline(
         )
     ).one()
     try:
-        outline = parse_outline((await asyncio.to_thread(store.read, storage_key)).decode())
+        outline = parse_outline(store.read(storage_key).decode())
     except InvalidOutline as error:
         raise Unprocessable(f"the approved outline is invalid: {error}") from None
-    await scheduling.expand_report(session, gate.run_id, gate.node_id, title, outline, settings)
+    scheduling.expand_report(session, gate.run_id, gate.node_id, title, outline, settings)
 
 
-async def expire_gates(session: AsyncSession, store: LocalArtifactStore, settings: Settings) -> int:
+def expire_gates(session: Session, store: ArtifactStore, settings: Settings) -> int:
     """Carry out what their policy says for the gates past their `expires_at`; how many."""
     expired = (
-        await session.execute(
+        session.execute(
             select(GATES.c.run_id, GATES.c.node_id, GATES.c.on_timeout)
             .where(GATES.c.status == GateStatus.PENDING, GATES.c.expires_at < utcnow())
             .order_by(GATES.c.expires_at)
             .limit(scheduling.BATCH)
         )
     ).all()
+    decided = []
     for run_id, node_id, on_timeout in expired:
         decision = Decision(
             approve=on_timeout == "approve",
@@ -288,23 +281,21 @@ async def expire_gates(session: AsyncSession, store: LocalArtifactStore, setting
             action="fail" if on_timeout == "fail" else "retry",
             automatic=True,
         )
-        await decide(session, store, settings, run_id, node_id, decision)
-    return len(expired)
+        decided.append(decide(session, store, settings, run_id, node_id, decision))
+    return decided
 
 
-async def request_cancel(session: AsyncSession, run_id: uuid.UUID, by: str) -> None:
+def request_cancel(session: Session, run_id: uuid.UUID, by: str) -> None:
     """Ask for a run to stop: nothing starts any more, its waiting nodes and gates are
     cancelled, and the run is cancelled once no attempt of it is in flight."""
-    status, requested = await _run_state(session, run_id)
+    status, requested = _run_state(session, run_id)
     if status in RUN_TERMINAL:
         raise Conflict(f"run is {status}; only a run that has not ended can be cancelled")
     if requested is None:
-        await session.execute(
-            update(Run).where(Run.id == run_id).values(cancel_requested_at=utcnow())
-        )
+        session.execute(update(Run).where(Run.id == run_id).values(cancel_requested_at=utcnow()))
         record_event(session, run_id, "run.cancel_requested", data={"by": by})
     for node_status in (NodeStatus.PENDING, NodeStatus.READY, NodeStatus.WAITING_APPROVAL):
-        await move_nodes(
+        move_nodes(
             session,
             [Node.run_id == run_id],
             node_status,
@@ -312,22 +303,22 @@ async def request_cancel(session: AsyncSession, run_id: uuid.UUID, by: str) -> N
             cause="cancel",
             data={"by": by},
         )
-    await close_gates(session, run_id, "cancel")
+    close_gates(session, run_id, "cancel")
     if status is RunStatus.QUEUED:
-        await move_run(session, run_id, status, RunStatus.CANCELLED, cause="cancel")
+        move_run(session, run_id, status, RunStatus.CANCELLED, cause="cancel")
     else:
-        await scheduling.finish_runs(session, [run_id])
+        scheduling.finish_runs(session, [run_id])
 
 
-async def resume(session: AsyncSession, run_id: uuid.UUID, by: str) -> None:
+def resume(session: Session, run_id: uuid.UUID, by: str) -> None:
     """Continue a failed or cancelled run: its succeeded nodes and their artifacts are kept,
     the others run again (their attempt counts go on)."""
-    status, _ = await _run_state(session, run_id)
+    status, _ = _run_state(session, run_id)
     if status not in RUN_RESUMABLE:
         raise Conflict(f"run is {status}; only a failed or cancelled run can be resumed")
-    await move_run(session, run_id, status, RunStatus.RUNNING, cause="operator", data={"by": by})
+    move_run(session, run_id, status, RunStatus.RUNNING, cause="operator", data={"by": by})
     for node_status in sorted(NODE_RERUNNABLE):
-        await move_nodes(
+        move_nodes(
             session,
             [Node.run_id == run_id],
             node_status,
@@ -335,13 +326,13 @@ async def resume(session: AsyncSession, run_id: uuid.UUID, by: str) -> None:
             cause="resume",
             data={"by": by},
         )
-    await scheduling.promote_pending_nodes(session, runs=[run_id])
-    await scheduling.finish_runs(session, [run_id])
+    scheduling.promote_pending_nodes(session, runs=[run_id])
+    scheduling.finish_runs(session, [run_id])
 
 
-async def _run_state(session: AsyncSession, run_id: uuid.UUID) -> tuple[RunStatus, Any]:
+def _run_state(session: Session, run_id: uuid.UUID) -> tuple[RunStatus, Any]:
     row = (
-        await session.execute(select(Run.status, Run.cancel_requested_at).where(Run.id == run_id))
+        session.execute(select(Run.status, Run.cancel_requested_at).where(Run.id == run_id))
     ).first()
     if row is None:
         raise NotFound(f"run {run_id} not found")

@@ -7,6 +7,7 @@ Everything is added to the caller's session, so a rejected or failed submission 
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from apps.core.settings import Settings
 from apps.orchestrator.gate_policy import gate_to_store
@@ -34,7 +35,7 @@ def _node(run_id: uuid.UUID, position: int, planned: PlannedNode, settings: Sett
 
 
 def add_plan(
-    session: AsyncSession,
+    session: Session,
     run_id: uuid.UUID,
     plan: list[PlannedNode],
     settings: Settings,
@@ -69,9 +70,10 @@ async def submit_task(
     )
     session.add(run)
     await session.flush()
-    nodes = add_plan(session, run.id, plan_task(request.title, request.task_spec), settings)
+    plan = plan_task(request.title, request.task_spec)
+    nodes = add_plan(session.sync_session, run.id, plan, settings)
     record_event(
-        session,
+        session.sync_session,
         run.id,
         "run.created",
         data={

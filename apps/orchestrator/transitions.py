@@ -10,7 +10,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, NoReturn, Protocol
 
 from sqlalchemy import ColumnElement, event, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from apps.core.errors import InvalidTransition
@@ -48,12 +47,10 @@ NODE_EVENTS = {
 
 PENDING_EVENTS = "pending_events"
 INSERT_EVENTS = insert(Event.__table__)
-# Any constant: the key of the transaction-scoped advisory lock that orders event ids.
-EVENT_ORDER_LOCK = 0x63726577
 
 
 def record_event(
-    session: AsyncSession,
+    session: Session,
     run_id: uuid.UUID,
     type: str,
     *,
@@ -72,19 +69,16 @@ def record_event(
 def _write_pending_events(session: Session) -> None:
     """Insert the transaction's events in one statement, last, in the order they happened.
 
-    On PostgreSQL ids come from a sequence, which hands them out in insert order, not commit
-    order: a reader could see id 11 committed before id 10 and skip 10 for good. Inserting under
-    a transaction-scoped advisory lock held until commit makes ids commit-ordered, so "events
-    after id N" never misses one. SQLite has one writer at a time and needs nothing.
+    Last, because their ids must be commit-ordered for "events after id N" never to miss one:
+    on PostgreSQL the insert takes a lock held until commit (a trigger of the schema's), so the
+    shorter the time between insert and commit, the less writers wait on each other. SQLite has
+    one writer at a time.
     """
     pending = session.info.pop(PENDING_EVENTS, None)
     if not pending:
         return
     session.flush()
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(select(func.pg_advisory_xact_lock(EVENT_ORDER_LOCK)))
-    connection.execute(INSERT_EVENTS, pending)
+    session.connection().execute(INSERT_EVENTS, pending)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -92,8 +86,8 @@ def _drop_pending_events(session: Session) -> None:
     session.info.pop(PENDING_EVENTS, None)
 
 
-async def move_runs(
-    session: AsyncSession,
+def move_runs(
+    session: Session,
     where: Sequence[ColumnElement[bool]],
     current: RunStatus,
     target: RunStatus,
@@ -117,8 +111,8 @@ async def move_runs(
         values["started_at"] = func.coalesce(Run.started_at, now)
     if target in RUN_TERMINAL:
         values |= {"finished_at": now, "error": error}
-    connection = await session.connection()
-    result = await connection.execute(
+    connection = session.connection()
+    result = connection.execute(
         update(Run).where(Run.status == current, *where).values(values).returning(Run.id)
     )
     moved = list(result.scalars())
@@ -130,8 +124,8 @@ async def move_runs(
     return moved
 
 
-async def move_run(
-    session: AsyncSession,
+def move_run(
+    session: Session,
     run_id: uuid.UUID,
     current: RunStatus,
     target: RunStatus,
@@ -141,11 +135,11 @@ async def move_run(
     data: dict[str, Any] | None = None,
 ) -> None:
     """Move one run from `current` to `target` and record `run.<target>`; see the module doc."""
-    moved = await move_runs(
+    moved = move_runs(
         session, [Run.id == run_id], current, target, cause=cause, error=error, data=data
     )
     if not moved:
-        await _refuse(session, Run, run_id, current, "run")
+        _refuse(session, Run, run_id, current, "run")
 
 
 class MovedNode(NamedTuple):
@@ -198,7 +192,7 @@ def moved_nodes(rows: Iterable[Any]) -> list[MovedNode]:
 
 
 def record_node_moves(
-    session: AsyncSession,
+    session: Session,
     moved: Iterable[MovedNode],
     current: NodeStatus,
     target: NodeStatus,
@@ -221,8 +215,8 @@ def record_node_moves(
         record_event(session, node.run_id, kind, node_id=node.id, data=event_data)
 
 
-async def move_nodes(
-    session: AsyncSession,
+def move_nodes(
+    session: Session,
     where: Sequence[ColumnElement[bool]],
     current: NodeStatus,
     target: NodeStatus,
@@ -237,8 +231,8 @@ async def move_nodes(
     an event each; the moved nodes in plan order. `parameters` binds what `columns` leave as
     parameters."""
     values = node_values(current, target, utcnow(), error) | columns
-    connection = await session.connection()
-    result = await connection.execute(
+    connection = session.connection()
+    result = connection.execute(
         update(NODES)
         .where(NODES.c.status == current, *where)
         .values(values)
@@ -255,8 +249,8 @@ class NodeRef(Protocol):
     def id(self) -> uuid.UUID: ...
 
 
-async def move_node(
-    session: AsyncSession,
+def move_node(
+    session: Session,
     node: NodeRef,
     current: NodeStatus,
     target: NodeStatus,
@@ -273,7 +267,7 @@ async def move_node(
     where = [NODES.c.id == node.id]
     if expected_attempt is not None:
         where.append(NODES.c.attempt == expected_attempt)
-    moved = await move_nodes(
+    moved = move_nodes(
         session,
         where,
         current,
@@ -285,17 +279,17 @@ async def move_node(
         **columns,
     )
     if not moved:
-        await _refuse(session, Node, node.id, current, "node")
+        _refuse(session, Node, node.id, current, "node")
 
 
-async def _refuse(
-    session: AsyncSession,
+def _refuse(
+    session: Session,
     model: type[Run] | type[Node],
     row_id: uuid.UUID,
     current: RunStatus | NodeStatus,
     kind: str,
 ) -> NoReturn:
-    now_status = await session.scalar(select(model.status).where(model.id == row_id))
+    now_status = session.scalar(select(model.status).where(model.id == row_id))
     if now_status is None:
         raise InvalidTransition(f"{kind} {row_id} does not exist")
     if now_status == current:

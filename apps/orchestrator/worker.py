@@ -12,21 +12,21 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from apps.core.database import (
-    SessionFactory,
-    create_engine,
-    create_session_factory,
-    unit_of_work,
-)
+from apps.core.database import Transactions, open_database
+from apps.core.error_reporting import init_sentry, report_node_error
+from apps.core.logs import configure_logging, log_context
+from apps.core.metrics import record_leases_taken_back, record_llm_usage, record_node_duration
 from apps.core.settings import Settings, SettingsError, load_settings
-from apps.orchestrator import gates, run_control, scheduling
-from apps.orchestrator.artifact_store import LocalArtifactStore
-from apps.orchestrator.executor import Executor, Failed, NodeWork, Outcome
+from apps.orchestrator import leases, passes, run_control
+from apps.orchestrator.artifact_store import ArtifactStore, open_artifact_store
+from apps.orchestrator.executor import Executor, Failed, NodeWork, Outcome, Succeeded
+from apps.orchestrator.gates import record_gate_decision
 from apps.orchestrator.providers.base import Provider
 from apps.orchestrator.providers.demo import DemoProvider
 from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
@@ -60,14 +60,16 @@ class Worker:
 
     def __init__(
         self,
-        sessions: SessionFactory,
+        transactions: Transactions,
         settings: Settings,
         providers: Mapping[str, Provider] | None = None,
+        store: ArtifactStore | None = None,
     ) -> None:
-        self.sessions = sessions
+        self.transactions = transactions
         self.settings = settings
         providers = providers if providers is not None else default_providers(settings)
-        self.executor = Executor(providers, settings.artifacts_dir, settings)
+        self.store = store if store is not None else open_artifact_store(settings)
+        self.executor = Executor(providers, self.store, settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
         # Whether the next pass looks for queued runs: at start, on a submission in this
@@ -79,7 +81,6 @@ class Worker:
         # end silently; and because their run is being cancelled: their stop is recorded.
         self._released: set[uuid.UUID] = set()
         self._cancelled: set[uuid.UUID] = set()
-        self.store = LocalArtifactStore(settings.artifacts_dir)
 
     def wake(self) -> None:
         """Look for work now (a task was submitted in this process)."""
@@ -105,15 +106,14 @@ class Worker:
         look_for_runs, self._look_for_runs = self._look_for_runs, False
         slots = max(0, self.settings.worker_concurrency - len(self._running))
         try:
-            async with unit_of_work(self.sessions) as session:
-                done = await scheduling.run_pass(
-                    session,
-                    outcomes,
-                    worker=self.name,
-                    slots=slots,
-                    settings=self.settings,
-                    start_queued=look_for_runs,
-                )
+            done = await self.transactions.run(
+                passes.run_pass,
+                outcomes,
+                worker=self.name,
+                slots=slots,
+                settings=self.settings,
+                start_queued=look_for_runs,
+            )
         except BaseException:
             # Nothing was recorded: the outcomes wait for the next pass.
             self._outcomes[:0] = outcomes
@@ -155,16 +155,13 @@ class Worker:
     async def _attempt(self, work: NodeWork) -> None:
         outcome: Outcome | None = None
         try:
-            outcome = await self.executor.attempt(work)
+            outcome = await self._execute(work)
         except asyncio.CancelledError:
             if work.id in self._cancelled:
                 outcome = Failed(work, "the run was cancelled", retryable=False, cause="cancel")
                 return
             outcome = Failed(work, "the worker stopped", retryable=True, cause="worker_stopped")
             raise
-        except Exception as error:
-            logger.exception("node %s of run %s failed unexpectedly", work.key, work.run_id)
-            outcome = Failed(work, f"unexpected error: {error}", retryable=False, cause="error")
         finally:
             self._running.pop(work.id, None)
             if outcome is not None and work.id not in self._released:
@@ -172,6 +169,31 @@ class Worker:
             self._released.discard(work.id)
             self._cancelled.discard(work.id)
             self._wake.set()
+
+    async def _execute(self, work: NodeWork) -> Outcome:
+        """The attempt, measured, with the node named in its logs and error reports."""
+        started = time.perf_counter()
+        with log_context(run_id=work.run_id, node_id=work.id):
+            try:
+                outcome = await self.executor.attempt(work)
+            except Exception as error:
+                # Reported first, tagged: the error tracker keeps an exception's first report.
+                report_node_error(error, run_id=work.run_id, node_id=work.id)
+                logger.exception("node %s of run %s failed unexpectedly", work.key, work.run_id)
+                message = f"unexpected error: {error}"
+                outcome = Failed(work, message, retryable=False, cause="error")
+            finally:
+                record_node_duration(work.role, time.perf_counter() - started)
+        if isinstance(outcome, Succeeded):
+            output = outcome.output
+            record_llm_usage(
+                work.provider,
+                work.model,
+                prompt_tokens=output.prompt_tokens,
+                completion_tokens=output.completion_tokens,
+                cost=output.cost,
+            )
+        return outcome
 
     async def _upkeep(self) -> None:
         """Stop the attempts this worker should no longer run, renew its leases and take back
@@ -191,19 +213,19 @@ class Worker:
             await asyncio.sleep(WATCH_SECONDS)
 
     async def _renew_leases(self) -> None:
-        lease = self.settings.lease_seconds
-        async with unit_of_work(self.sessions) as session:
-            await scheduling.renew_leases(session, worker=self.name, lease_seconds=lease)
-            if await scheduling.take_back_expired_leases(session):
-                self.wake()
+        taken_back = await self.transactions.run(
+            leases.keep_leases, worker=self.name, lease_seconds=self.settings.lease_seconds
+        )
+        if taken_back:
+            record_leases_taken_back(taken_back)
+            self.wake()
 
     async def _stop_attempts(self) -> None:
         if not self._running:
             return
-        async with self.sessions() as session:
-            stopping = await scheduling.attempts_to_stop(
-                session, worker=self.name, node_ids=list(self._running)
-            )
+        stopping = await self.transactions.run(
+            leases.attempts_to_stop, worker=self.name, node_ids=list(self._running)
+        )
         for node_id, still_held in stopping.items():
             task = self._running.get(node_id)
             if task is not None:
@@ -211,12 +233,11 @@ class Worker:
                 task.cancel()
 
     async def _expire_gates(self) -> None:
-        async with self.sessions() as session:
-            if not await gates.any_expired(session):
-                return
-        async with unit_of_work(self.sessions) as session:
-            await run_control.expire_gates(session, self.store, self.settings)
-        self.wake()
+        decided = await self.transactions.run(run_control.expire_gates, self.store, self.settings)
+        for gate in decided:
+            record_gate_decision(gate)
+        if decided:
+            self.wake()
 
     async def _stop(self) -> None:
         """Stop the attempts in flight and record them, so their nodes are retried at once
@@ -228,29 +249,30 @@ class Worker:
         if not self._outcomes:
             return
         try:
-            async with unit_of_work(self.sessions) as session:
-                await scheduling.run_pass(
-                    session, self._outcomes, worker=self.name, slots=0, settings=self.settings
-                )
+            await self.transactions.run(
+                passes.run_pass,
+                self._outcomes,
+                worker=self.name,
+                slots=0,
+                settings=self.settings,
+            )
         except (OSError, SQLAlchemyError) as error:
             logger.warning("could not hand nodes back, their leases will expire: %s", error)
 
 
 async def serve(settings: Settings) -> None:
     """Run one worker process until SIGINT or SIGTERM, then hand its nodes back."""
-    engine = create_engine(settings)
-    worker = Worker(create_session_factory(engine), settings)
-    task = asyncio.create_task(worker.run())
-    loop = asyncio.get_running_loop()
-    for stop in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(stop, task.cancel)
-    logger.info("worker %s started", worker.name)
-    try:
-        await task
-    except asyncio.CancelledError:
-        logger.info("worker %s stopped", worker.name)
-    finally:
-        await engine.dispose()
+    async with open_database(settings) as database:
+        worker = Worker(database.transactions, settings)
+        task = asyncio.create_task(worker.run())
+        loop = asyncio.get_running_loop()
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(stop, task.cancel)
+        logger.info("worker %s started", worker.name)
+        try:
+            await task
+        except asyncio.CancelledError:
+            logger.info("worker %s stopped", worker.name)
 
 
 def main() -> None:
@@ -258,9 +280,8 @@ def main() -> None:
         settings = load_settings()
     except SettingsError as error:
         sys.exit(f"error: {error}")
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
+    init_sentry(settings)
     asyncio.run(serve(settings))
 
 

@@ -23,7 +23,7 @@ def test_the_example_env_file_is_valid_and_documents_every_setting() -> None:
     settings = load_settings(_env_file=ROOT / ".env.example")
     assert settings.api_key is not None
     assert settings.api_key.get_secret_value() == "test-key"
-    assigned = re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    assigned = re.findall(r"^([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.MULTILINE)
     assert {name.upper() for name in type(settings).model_fields} == set(assigned)
 
 
@@ -96,6 +96,67 @@ def test_empty_variables_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.api_key is None
 
 
+S3 = {"artifact_store": "s3", "artifact_s3_bucket": "crew-artifacts"}
+
+
+@pytest.mark.parametrize(
+    ("given", "named", "says"),
+    [
+        ({"artifact_store": "ftp"}, "ARTIFACT_STORE", "'local' or 's3'"),
+        ({"artifact_store": "s3"}, "ARTIFACT_S3_BUCKET", "is required with ARTIFACT_STORE=s3"),
+        ({"artifact_s3_bucket": "crew"}, "ARTIFACT_S3_BUCKET", "ARTIFACT_STORE is local"),
+        ({"artifact_s3_region": "eu-west-3"}, "ARTIFACT_S3_REGION", "ARTIFACT_STORE is local"),
+        ({**S3, "artifact_s3_bucket": "Crew_Artifacts"}, "ARTIFACT_S3_BUCKET", "lowercase"),
+        ({**S3, "artifact_s3_endpoint_url": "minio:9000"}, "ARTIFACT_S3_ENDPOINT_URL", "http"),
+        ({**S3, "artifact_s3_prefix": "crew/../other"}, "ARTIFACT_S3_PREFIX", "single slashes"),
+        (
+            {**S3, "artifact_s3_access_key_id": "AKIA1"},
+            "ARTIFACT_S3_SECRET_ACCESS_KEY",
+            "is required with ARTIFACT_S3_ACCESS_KEY_ID",
+        ),
+        (
+            {**S3, "artifact_s3_secret_access_key": "s3cr3t-Kq9"},
+            "ARTIFACT_S3_SECRET_ACCESS_KEY",
+            "is set without ARTIFACT_S3_ACCESS_KEY_ID",
+        ),
+    ],
+)
+def test_a_bad_artifact_store_is_one_line_naming_the_variable(
+    given: dict[str, str], named: str, says: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(_env_file=None, **given)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"{named}: " in message
+    assert says in message
+    assert "s3cr3t-Kq9" not in message
+    assert "(got None)" not in message
+
+
+def test_the_s3_store_takes_its_settings_with_the_prefix_trimmed() -> None:
+    settings = load_settings(
+        _env_file=None,
+        **S3,
+        artifact_s3_prefix="/crew/prod/",
+        artifact_s3_endpoint_url="http://127.0.0.1:9000",
+        artifact_s3_access_key_id="AKIA1",
+        artifact_s3_secret_access_key="s3cr3t",
+    )
+    assert settings.artifact_s3_prefix == "crew/prod"
+    assert settings.artifact_s3_endpoint_url == "http://127.0.0.1:9000"
+    assert settings.artifact_s3_secret_access_key is not None
+    assert settings.artifact_s3_secret_access_key.get_secret_value() == "s3cr3t"
+    assert "s3cr3t" not in repr(settings)
+
+
+def test_a_relative_artifacts_dir_is_taken_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(_env_file=None, artifacts_dir="store").artifacts_dir == tmp_path / "store"
+
+
 def _serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "apps.api", *args],
@@ -113,6 +174,14 @@ def test_the_server_refuses_to_start_with_a_bad_setting(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "error: invalid setting PORT: Input should be a valid integer, unable to parse string "
         "as an integer (got 'eighty')"
+    ]
+
+
+def test_the_server_refuses_to_start_with_an_s3_store_and_no_bucket(tmp_path: Path) -> None:
+    result = _serve(tmp_path, ARTIFACT_STORE="s3")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid setting ARTIFACT_S3_BUCKET: is required with ARTIFACT_STORE=s3"
     ]
 
 

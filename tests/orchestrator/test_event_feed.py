@@ -14,11 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apps.core.database import SessionFactory, create_engine, create_session_factory, unit_of_work
 from apps.core.errors import NotFound
-from apps.core.settings import Settings
+from apps.core.settings import Settings, load_settings
 from apps.orchestrator.event_feed import EventFeed, StreamedEvent, Subscription
-from apps.orchestrator.event_wakes import CommitWake, PollWake
+from apps.orchestrator.event_wakes import CommitWake, NotifyWake, PollWake
 from apps.orchestrator.models import Run
 from apps.orchestrator.states import RunStatus
+from tests.conftest import postgres_dsn
 from tests.factories import create_event, create_run
 
 WAIT = 5.0
@@ -325,3 +326,26 @@ async def test_closing_a_stream_or_stopping_the_feed_releases_its_subscription(
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(pending[1], WAIT)
     assert feed.subscriber_count == 0
+
+
+async def test_events_another_process_writes_arrive_by_notify_not_by_the_poll(
+    postgres_database: str,
+) -> None:
+    """Another process's commit (here another engine's, which this feed does not watch) reaches
+    a subscriber through PostgreSQL's NOTIFY, long before the poll would look."""
+    settings = load_settings(_env_file=None, database_url=postgres_database)
+    own, other = create_engine(settings), create_engine(settings)
+    dsn = postgres_dsn(postgres_database)
+    feed = EventFeed(own, [NotifyWake(dsn), PollWake(NEVER)])
+    try:
+        async with feed.running():
+            run = await new_run(create_session_factory(other))
+            stream = await follow(feed, run, heartbeat=QUIET)
+            assert await asyncio.wait_for(anext(stream), WAIT) == []
+            (written,) = await add_events(create_session_factory(other), run, "node.started")
+            async with asyncio.timeout(1.0):
+                assert [streamed.id for streamed in await anext(stream)] == [written]
+            await stream.aclose()
+    finally:
+        await own.dispose()
+        await other.dispose()

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from apps.core.database import SessionFactory, unit_of_work
+from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings
 from apps.orchestrator.providers.base import LLMRequest, ProviderError
 from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
@@ -76,6 +76,7 @@ async def test_an_unreachable_server_is_retryable() -> None:
 
 
 async def test_a_run_on_openai_retries_a_429_and_costs_what_the_price_table_says(
+    transactions: Transactions,
     base_url: str,
     script: Script,
     client: httpx.AsyncClient,
@@ -101,7 +102,7 @@ async def test_a_run_on_openai_retries_a_429_and_costs_what_the_price_table_says
     )
     async with unit_of_work(sessions) as session:
         run_id = str(await submit_task(session, task, created_by="test", settings=on_openai))
-    worker = Worker(sessions, on_openai)
+    worker = Worker(transactions, on_openai)
 
     await run_to_the_end(worker, sessions, client, run_id)
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from apps.core.database import SessionFactory
+from apps.core.database import SessionFactory, Transactions
 from apps.core.settings import Settings
 from apps.orchestrator.models import KeyRole
 from apps.orchestrator.providers.base import LLMReply, LLMRequest
@@ -62,10 +62,13 @@ async def _working(worker: Worker) -> AsyncIterator[Worker]:
 
 
 async def test_a_gated_output_waits_in_the_inbox_and_an_approval_with_a_patch_reaches_dependents(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, GATED_DAG)
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     run = (await client.get(f"/runs/{run_id}")).json()
     assert run["status"] == "waiting"
@@ -87,7 +90,7 @@ async def test_a_gated_output_waits_in_the_inbox_and_an_approval_with_a_patch_re
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "approved"
     assert response.json()["decided_by"] == "admin"
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     run = (await client.get(f"/runs/{run_id}")).json()
     assert run["status"] == "succeeded"
@@ -103,10 +106,13 @@ async def test_a_gated_output_waits_in_the_inbox_and_an_approval_with_a_patch_re
 
 
 async def test_a_second_decision_on_a_gate_is_409_with_its_state(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, GATED_DAG)
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
     draft = (await _nodes(client, run_id))["draft"]["id"]
     assert (await client.post(f"/runs/{run_id}/approve", json={})).status_code == 200
 
@@ -117,10 +123,13 @@ async def test_a_second_decision_on_a_gate_is_409_with_its_state(
 
 
 async def test_two_decisions_racing_on_one_gate_one_wins_the_other_gets_409(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, GATED_DAG)
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     answers = await asyncio.gather(
         client.post(f"/runs/{run_id}/approve", json={}),
@@ -135,35 +144,41 @@ async def test_two_decisions_racing_on_one_gate_one_wins_the_other_gets_409(
 
 
 async def test_a_rejection_with_retry_runs_the_node_again_with_the_notes_as_feedback(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, GATED_DAG)
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     response = await client.post(
         f"/runs/{run_id}/reject", json={"notes": "cite your sources", "action": "retry"}
     )
     assert response.json()["action"] == "retry"
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     nodes = await _nodes(client, run_id)
     assert (nodes["draft"]["status"], nodes["draft"]["attempt"]) == ("waiting_approval", 2)
     artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
     assert "cite your sources" in artifacts[-1]["sidecar"]["prompts"]["user"]
     assert (await client.post(f"/runs/{run_id}/approve", json={})).status_code == 200
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
     assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
     await _assert_events_replay_to_the_database(client, run_id)
 
 
 async def test_a_rejection_with_fail_fails_the_run_saying_who_and_why(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, GATED_DAG)
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     await client.post(f"/runs/{run_id}/reject", json={"notes": "off topic", "action": "fail"})
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     run = (await client.get(f"/runs/{run_id}")).json()
     assert run["status"] == "failed"
@@ -173,7 +188,10 @@ async def test_a_rejection_with_fail_fails_the_run_saying_who_and_why(
 
 
 async def test_a_gate_before_a_node_holds_it_until_approved(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     spec = _dag(
         {"key": "plan", "role": "planner", "prompt": "Plan."},
@@ -186,7 +204,7 @@ async def test_a_gate_before_a_node_holds_it_until_approved(
         },
     )
     run_id = await _submit(client, spec)
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     nodes = await _nodes(client, run_id)
     assert (nodes["spend"]["status"], nodes["spend"]["attempt"]) == ("waiting_approval", 0)
@@ -194,19 +212,22 @@ async def test_a_gate_before_a_node_holds_it_until_approved(
     assert (gate["when"], gate["artifact_id"]) == ("before", None)
 
     await client.post(f"/runs/{run_id}/approve", json={"node_id": nodes["spend"]["id"]})
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
     assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
 
 
 async def test_with_several_gates_waiting_a_decision_must_name_the_node(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     spec = _dag(
         {"key": "a", "role": "writer", "prompt": "A.", "gate": {}},
         {"key": "b", "role": "writer", "prompt": "B.", "gate": {}},
     )
     run_id = await _submit(client, spec)
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     response = await client.post(f"/runs/{run_id}/approve", json={})
 
@@ -217,13 +238,16 @@ async def test_with_several_gates_waiting_a_decision_must_name_the_node(
 
 
 async def test_an_expired_gate_is_decided_by_the_workers_timer_as_automatic(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     gate = {"timeout_minutes": 0.005, "on_timeout": "approve"}
     spec = _dag({"key": "draft", "role": "writer", "prompt": "Draft.", "gate": gate})
     run_id = await _submit(client, spec)
 
-    async with _working(Worker(sessions, settings)):
+    async with _working(Worker(transactions, settings)):
 
         async def finished() -> bool:
             run = (await client.get(f"/runs/{run_id}")).json()
@@ -262,12 +286,15 @@ class HangingProvider:
 
 
 async def test_cancel_stops_the_calls_in_flight_then_the_run_is_cancelled_for_good(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     provider = HangingProvider()
     run_id = await _submit(client, {"type": "demo"})
 
-    async with _working(Worker(sessions, settings, {"demo": provider})):
+    async with _working(Worker(transactions, settings, {"demo": provider})):
         await asyncio.wait_for(provider.started.wait(), 10)
         response = await client.post(f"/runs/{run_id}/cancel")
         assert response.status_code == 202
@@ -294,7 +321,10 @@ async def test_cancel_stops_the_calls_in_flight_then_the_run_is_cancelled_for_go
 
 
 async def test_cancel_closes_the_providers_http_connection(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     script = Script()
     script.replies.append(("hang", 30))
@@ -302,7 +332,7 @@ async def test_cancel_closes_the_providers_http_connection(
     with chat_server(script) as base_url:
         provider = OpenAICompatibleProvider("openai", base_url, "sk-test", 60)
         run_id = await _submit(client, spec)
-        async with _working(Worker(sessions, settings, {"demo": provider})):
+        async with _working(Worker(transactions, settings, {"demo": provider})):
 
             async def calling() -> bool:
                 return bool(script.requests)
@@ -331,11 +361,14 @@ async def test_cancelling_a_queued_run_cancels_it_at_once(client: httpx.AsyncCli
 
 
 async def test_resume_reruns_what_failed_and_keeps_what_succeeded(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "demo"})
     await Worker(
-        sessions, settings, {"demo": FailingProvider("Write part 2 of", retryable=False)}
+        transactions, settings, {"demo": FailingProvider("Write part 2 of", retryable=False)}
     ).drain()
     assert (await client.get(f"/runs/{run_id}")).json()["status"] == "failed"
     before = await _nodes(client, run_id)
@@ -343,7 +376,7 @@ async def test_resume_reruns_what_failed_and_keeps_what_succeeded(
     response = await client.post(f"/runs/{run_id}/resume")
     assert response.status_code == 202
     assert (response.json()["status"], response.json()["error"]) == ("running", None)
-    await Worker(sessions, settings, {"demo": DemoProvider(0)}).drain()
+    await Worker(transactions, settings, {"demo": DemoProvider(0)}).drain()
 
     run = (await client.get(f"/runs/{run_id}")).json()
     assert run["status"] == "succeeded"
@@ -357,11 +390,15 @@ async def test_resume_reruns_what_failed_and_keeps_what_succeeded(
 
 @pytest.mark.parametrize("status", ["queued", "succeeded"])
 async def test_resuming_a_run_that_did_not_fail_or_cancel_is_409(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings, status: str
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
+    status: str,
 ) -> None:
     run_id = await _submit(client, {"type": "demo"})
     if status == "succeeded":
-        await Worker(sessions, settings).drain()
+        await Worker(transactions, settings).drain()
 
     response = await client.post(f"/runs/{run_id}/resume")
 

@@ -21,10 +21,12 @@ async def test_a_run_starts_and_finishes_with_its_events(sessions: SessionFactor
     async with unit_of_work(sessions) as session:
         run = await create_run(session)
     async with unit_of_work(sessions) as session:
-        await move_run(session, run.id, RunStatus.QUEUED, RunStatus.RUNNING, cause="worker")
+        await session.run_sync(
+            move_run, run.id, RunStatus.QUEUED, RunStatus.RUNNING, cause="worker"
+        )
     async with unit_of_work(sessions) as session:
-        await move_run(
-            session, run.id, RunStatus.RUNNING, RunStatus.FAILED, cause="node", error="boom"
+        await session.run_sync(
+            move_run, run.id, RunStatus.RUNNING, RunStatus.FAILED, cause="node", error="boom"
         )
 
     async with sessions() as session:
@@ -43,11 +45,15 @@ async def test_a_late_worker_cannot_overwrite_a_cancel(sessions: SessionFactory)
     async with unit_of_work(sessions) as session:
         node = await create_node(session, await create_run(session), status=NodeStatus.RUNNING)
     async with unit_of_work(sessions) as session:
-        await move_node(session, node, NodeStatus.RUNNING, NodeStatus.CANCELLED, cause="operator")
+        await session.run_sync(
+            move_node, node, NodeStatus.RUNNING, NodeStatus.CANCELLED, cause="operator"
+        )
 
     with pytest.raises(InvalidTransition, match="node is cancelled now, not running"):
         async with unit_of_work(sessions) as session:
-            await move_node(session, node, NodeStatus.RUNNING, NodeStatus.SUCCEEDED, cause="worker")
+            await session.run_sync(
+                move_node, node, NodeStatus.RUNNING, NodeStatus.SUCCEEDED, cause="worker"
+            )
 
     async with sessions() as session:
         assert await session.scalar(select(Node.status)) is NodeStatus.CANCELLED
@@ -58,8 +64,8 @@ async def test_a_failed_attempt_going_back_to_ready_is_a_retry(sessions: Session
     async with unit_of_work(sessions) as session:
         node = await create_node(session, await create_run(session), status=NodeStatus.RUNNING)
     async with unit_of_work(sessions) as session:
-        await move_node(
-            session, node, NodeStatus.RUNNING, NodeStatus.READY, cause="timeout", attempt=2
+        await session.run_sync(
+            move_node, node, NodeStatus.RUNNING, NodeStatus.READY, cause="timeout", attempt=2
         )
 
     async with sessions() as session:
@@ -76,5 +82,7 @@ async def test_a_refused_transition_writes_nothing(sessions: SessionFactory) -> 
         run = await create_run(session, status=RunStatus.SUCCEEDED)
     with pytest.raises(InvalidTransition, match="final"):
         async with unit_of_work(sessions) as session:
-            await move_run(session, run.id, RunStatus.SUCCEEDED, RunStatus.RUNNING, cause="x")
+            await session.run_sync(
+                move_run, run.id, RunStatus.SUCCEEDED, RunStatus.RUNNING, cause="x"
+            )
     assert await _events(sessions) == []

@@ -12,9 +12,9 @@ from jsonschema import Draft202012Validator
 from sqlalchemy import select, update
 
 from apps import orchestrator
-from apps.core.database import SessionFactory, unit_of_work
+from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator import scheduling
+from apps.orchestrator import leases, passes
 from apps.orchestrator.models import Node, utcnow
 from apps.orchestrator.providers.base import LLMReply, LLMRequest, ProviderError
 from apps.orchestrator.providers.demo import DemoProvider
@@ -93,11 +93,14 @@ async def _assert_events_replay_to_the_database(client: httpx.AsyncClient, run_i
 
 
 async def test_the_seed_demo_task_runs_to_success_with_artifacts_and_sidecars(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "demo"})
 
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     run = (await client.get(f"/runs/{run_id}")).json()
     assert run["status"] == "succeeded"
@@ -121,11 +124,14 @@ async def test_the_seed_demo_task_runs_to_success_with_artifacts_and_sidecars(
 
 
 async def test_a_report_is_planned_from_the_planners_outline(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "report", "sections": 3})
 
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     nodes = (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
     assert [node["key"] for node in nodes] == [
@@ -143,12 +149,15 @@ async def test_a_report_is_planned_from_the_planners_outline(
 
 
 async def test_a_failed_node_skips_what_had_not_started_and_fails_the_run(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "demo"})
     provider = FailingProvider("Write part 2 of", retryable=False)
 
-    await Worker(sessions, settings, {"demo": provider}).drain()
+    await Worker(transactions, settings, {"demo": provider}).drain()
 
     run = (await client.get(f"/runs/{run_id}")).json()
     assert run["status"] == "failed"
@@ -163,11 +172,14 @@ async def test_a_failed_node_skips_what_had_not_started_and_fails_the_run(
 
 
 async def test_a_retryable_error_is_retried_up_to_max_attempts(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "demo"})
     provider = FailingProvider("Write part 2 of", retryable=True)
-    worker = Worker(sessions, settings, {"demo": provider})
+    worker = Worker(transactions, settings, {"demo": provider})
 
     await run_to_the_end(worker, sessions, client, run_id)
 
@@ -182,14 +194,16 @@ async def test_a_retryable_error_is_retried_up_to_max_attempts(
 
 
 async def test_an_expired_lease_is_taken_back_and_retried(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "demo"})
-    async with unit_of_work(sessions) as session:
-        (work,) = (
-            await scheduling.run_pass(session, [], worker="dead-worker", slots=1, settings=settings)
-        ).claimed
-        claimed = work.id
+    passed = await transactions.run(
+        passes.run_pass, [], worker="dead-worker", slots=1, settings=settings
+    )
+    (claimed,) = [work.id for work in passed.claimed]
     async with unit_of_work(sessions) as session:
         await session.execute(
             update(Node)
@@ -197,15 +211,14 @@ async def test_an_expired_lease_is_taken_back_and_retried(
             .values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
 
-    async with unit_of_work(sessions) as session:
-        assert await scheduling.take_back_expired_leases(session) == 1
+    assert await transactions.run(leases.take_back_expired_leases) == 1
     async with sessions() as session:
         node = await session.get_one(Node, claimed)
     assert (node.status, node.attempt, node.lease_owner) == (NodeStatus.READY, 1, None)
 
     async with unit_of_work(sessions) as session:
         await session.execute(update(Node).values(next_attempt_at=None))
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
     assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
     async with sessions() as session:
         attempts = await session.scalar(select(Node.attempt).where(Node.id == claimed))
@@ -236,11 +249,14 @@ async def test_a_bad_task_is_422_and_writes_nothing(
 
 
 async def test_a_run_that_would_pass_its_token_budget_stops_as_failed(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "demo", "budget": {"max_tokens": 250}})
 
-    await Worker(sessions, settings).drain()
+    await Worker(transactions, settings).drain()
 
     run = (await client.get(f"/runs/{run_id}")).json()
     assert run["status"] == "failed"
@@ -266,11 +282,14 @@ class ChattyPlanner:
 
 
 async def test_an_invalid_outline_is_retried_then_fails_the_run_saying_why(
-    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "report"})
     planner = ChattyPlanner()
-    worker = Worker(sessions, settings, {"demo": planner})
+    worker = Worker(transactions, settings, {"demo": planner})
 
     await run_to_the_end(worker, sessions, client, run_id)
 

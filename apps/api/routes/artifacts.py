@@ -2,16 +2,24 @@
 
 import uuid
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from apps.api.dependencies import ArtifactStore, Cursor, Limit, ReadConnection
 from apps.api.schemas import Artifact, Page
 from apps.orchestrator import artifacts
+from apps.orchestrator.artifact_store import StoredFile
 from apps.orchestrator.pagination import DEFAULT_LIMIT
 
 router = APIRouter(tags=["artifacts"])
+
+_CONTENT_RESPONSES = {
+    200: {"content": {"*/*": {}}, "description": "The artifact's file."},
+    404: {"description": "No such artifact, or its content is not in the artifact store."},
+    503: {"description": "The artifact store failed to answer."},
+}
 
 
 @router.get("/artifacts")
@@ -47,18 +55,30 @@ async def get_artifact(connection: ReadConnection, artifact_id: uuid.UUID) -> Ar
 
 
 @router.get(
-    "/artifacts/{artifact_id}/content",
-    response_class=FileResponse,
-    responses={200: {"content": {"*/*": {}}, "description": "The artifact's file."}},
+    "/artifacts/{artifact_id}/content", response_class=Response, responses=_CONTENT_RESPONSES
 )
 async def get_artifact_content(
     connection: ReadConnection, store: ArtifactStore, artifact_id: uuid.UUID
-) -> FileResponse:
-    """The artifact's file, with its media type."""
+) -> Response:
+    """The artifact's file, with its media type, streamed from the artifact store."""
     content = await artifacts.get_artifact_content(connection, store, artifact_id)
-    return FileResponse(
-        content.path,
-        media_type=content.media_type,
-        filename=content.name,
-        content_disposition_type="inline",
-    )
+    stored = content.stored
+    if isinstance(stored, StoredFile):
+        return FileResponse(
+            stored.path,
+            media_type=content.media_type,
+            filename=content.name,
+            content_disposition_type="inline",
+        )
+    headers = {"content-length": str(stored.size), "content-disposition": _inline(content.name)}
+    if stored.etag:
+        headers["etag"] = stored.etag
+    return StreamingResponse(stored.chunks, media_type=content.media_type, headers=headers)
+
+
+def _inline(filename: str) -> str:
+    """Content-Disposition showing the file in place, under its name (as FileResponse says it)."""
+    quoted = quote(filename)
+    if quoted != filename:
+        return f"inline; filename*=utf-8''{quoted}"
+    return f'inline; filename="{filename}"'

@@ -10,9 +10,10 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Path, Request
 
 from apps.api.auth import OperatorCaller, forbidden_below
-from apps.api.dependencies import ArtifactStore, DbSession
+from apps.api.dependencies import ArtifactStore, DbTransactions, ReadConnection
 from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
 from apps.orchestrator import run_control, runs
+from apps.orchestrator.gates import record_gate_decision
 from apps.orchestrator.models import KeyRole
 
 router = APIRouter(tags=["control"])
@@ -38,7 +39,7 @@ async def approve_gate(
     caller: OperatorCaller,
     run_id: RunId,
     body: ApproveRequest,
-    session: DbSession,
+    transactions: DbTransactions,
     store: ArtifactStore,
     request: Request,
     background: BackgroundTasks,
@@ -47,9 +48,10 @@ async def approve_gate(
     decision = run_control.Decision(
         approve=True, by=caller.name, notes=body.notes, patch=body.patch
     )
-    gate = await run_control.decide(
-        session, store, request.app.state.settings, run_id, body.node_id, decision
+    gate = await transactions.run(
+        run_control.decide, store, request.app.state.settings, run_id, body.node_id, decision
     )
+    record_gate_decision(gate)
     _wake_worker(request, background)
     return Gate.model_validate(gate)
 
@@ -59,7 +61,7 @@ async def reject_gate(
     caller: OperatorCaller,
     run_id: RunId,
     body: RejectRequest,
-    session: DbSession,
+    transactions: DbTransactions,
     store: ArtifactStore,
     request: Request,
     background: BackgroundTasks,
@@ -68,9 +70,10 @@ async def reject_gate(
     decision = run_control.Decision(
         approve=False, by=caller.name, notes=body.notes, action=body.action
     )
-    gate = await run_control.decide(
-        session, store, request.app.state.settings, run_id, body.node_id, decision
+    gate = await transactions.run(
+        run_control.decide, store, request.app.state.settings, run_id, body.node_id, decision
     )
+    record_gate_decision(gate)
     _wake_worker(request, background)
     return Gate.model_validate(gate)
 
@@ -87,15 +90,16 @@ async def reject_gate(
 async def cancel_run(
     caller: OperatorCaller,
     run_id: RunId,
-    session: DbSession,
+    transactions: DbTransactions,
+    connection: ReadConnection,
     request: Request,
     background: BackgroundTasks,
 ) -> Run:
     """Stop a run: nothing starts any more, and its calls in flight are cancelled. The run is
     `cancelled` once they have stopped (`run.cancelled`); until then it shows
     `cancel_requested_at`."""
-    await run_control.request_cancel(session, run_id, by=caller.name)
-    run = await runs.get_run(await session.connection(), run_id)
+    await transactions.run(run_control.request_cancel, run_id, by=caller.name)
+    run = await runs.get_run(connection, run_id)
     _wake_worker(request, background)
     return Run.model_validate(run)
 
@@ -112,13 +116,14 @@ async def cancel_run(
 async def resume_run(
     caller: OperatorCaller,
     run_id: RunId,
-    session: DbSession,
+    transactions: DbTransactions,
+    connection: ReadConnection,
     request: Request,
     background: BackgroundTasks,
 ) -> Run:
     """Continue a failed or cancelled run from where it stopped: succeeded nodes and their
     artifacts are kept, the others run again."""
-    await run_control.resume(session, run_id, by=caller.name)
-    run = await runs.get_run(await session.connection(), run_id)
+    await transactions.run(run_control.resume, run_id, by=caller.name)
+    run = await runs.get_run(connection, run_id)
     _wake_worker(request, background)
     return Run.model_validate(run)

@@ -1,0 +1,18 @@
+"""Prometheus metrics, served without a key when METRICS_ENABLED is on (and absent, so a 404,
+when it is off)."""
+
+from fastapi import APIRouter, Request, Response
+
+from apps.api.dependencies import ReadConnection
+from apps.core import metrics
+from apps.orchestrator.gauges import read_gauges
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/metrics", response_class=Response)
+async def get_metrics(request: Request, connection: ReadConnection) -> Response:
+    """Metrics in the Prometheus text format, the database's gauges read now."""
+    gauges = await read_gauges(connection)
+    body = metrics.render(request.app.state.recorded_metrics, gauges)
+    return Response(body, media_type=metrics.CONTENT_TYPE)
