@@ -10,7 +10,8 @@ import pytest
 from fastapi import FastAPI
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.models import Run
+from apps.orchestrator import api_keys
+from apps.orchestrator.models import KeyRole, Run
 from apps.orchestrator.states import RunStatus
 from tests.api.pages import single_page
 from tests.conftest import API_KEY
@@ -155,6 +156,20 @@ async def test_a_last_event_id_that_is_not_an_event_id_is_a_400(
 
     assert response.status_code == 400
     assert "Last-Event-ID" in response.json()["detail"]
+
+
+async def test_a_viewer_may_watch_a_run(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    run, ids = await finished_run(sessions)
+    async with unit_of_work(sessions) as session:
+        viewer = await api_keys.create_key(session, "watcher", KeyRole.VIEWER)
+
+    streamed = await stream(
+        client, f"/runs/{run.id}/events/stream", headers={"X-API-Key": viewer.secret}
+    )
+
+    assert streamed.ids == ids
 
 
 @pytest.mark.parametrize("path", ["/events/stream", f"/runs/{uuid.uuid4()}/events/stream"])
