@@ -113,21 +113,31 @@ class RssSampler:
 
 @contextlib.contextmanager
 def api_process(
-    backend: str, url: str, workdir: Path, latency_ms: int
+    backend: str, url: str, workdir: Path, latency_ms: int, standalone_worker: bool
 ) -> Iterator[tuple[str, int]]:
-    """`python -m apps.api` with the worker in it; its base URL and pid."""
+    """`python -m apps.api` with the worker in it, or beside it in a process of its own; the
+    API's base URL and pid."""
     port = free_port()
     env = server_env(url, port, workdir) | {"DEMO_LATENCY_MS": str(latency_ms)}
+    if standalone_worker:
+        env["WORKER_IN_API"] = "0"
     log = WORK / f"streams-server-{backend}.log"
-    with log.open("wb") as output:
+    with log.open("wb") as output, contextlib.ExitStack() as stack:
         process = subprocess.Popen(
             [sys.executable, "-m", "apps.api"], cwd=workdir, env=env, stdout=output, stderr=output
         )
-        try:
-            wait_ready(process, f"http://{HOST}:{port}", log)
-            yield f"http://{HOST}:{port}", process.pid
-        finally:
-            stop(process)
+        stack.callback(stop, process)
+        if standalone_worker:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "apps.orchestrator.worker"],
+                cwd=workdir,
+                env=env,
+                stdout=output,
+                stderr=output,
+            )
+            stack.callback(stop, worker)
+        wait_ready(process, f"http://{HOST}:{port}", log)
+        yield f"http://{HOST}:{port}", process.pid
 
 
 # --- the subscribers -----------------------------------------------------------------------------
@@ -358,7 +368,10 @@ def measure(backend: str, server: str | None, args: argparse.Namespace) -> Resul
     with (
         fresh_database(backend, server) as url,
         scratch_dir("streams") as workdir,
-        api_process(backend, url, workdir, args.latency_ms) as (base_url, pid),
+        api_process(backend, url, workdir, args.latency_ms, args.standalone_worker) as (
+            base_url,
+            pid,
+        ),
     ):
         return asyncio.run(stream_one_run(base_url, pid, args))
 
@@ -369,7 +382,8 @@ ROW = "{:<7}{:>9}{:>10}{:>8}{:>10}{:>8}{:>16}{:>9}{:>8}{:>8}{:>8}{:>10}"
 def print_results(backend: str, results: list[Result], args: argparse.Namespace) -> None:
     print(
         f"\n{backend}: {args.subscribers} SSE subscribers on one {args.nodes}-node dag run "
-        f"({results[0].events} events), DEMO_LATENCY_MS={args.latency_ms}, worker in the API"
+        f"({results[0].events} events), DEMO_LATENCY_MS={args.latency_ms}, "
+        f"{'a standalone worker process' if args.standalone_worker else 'worker in the API'}"
     )
     print(
         ROW.format(
@@ -427,6 +441,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs per backend (median)")
     parser.add_argument(
         "--shape", choices=("layered", "wide"), default="layered", help="of the dag, see above"
+    )
+    parser.add_argument(
+        "--standalone-worker",
+        action="store_true",
+        help="run the nodes in a worker process beside the API (WORKER_IN_API=0): events then "
+        "cross processes (NOTIFY on PostgreSQL, EVENT_POLL_SECONDS on SQLite)",
     )
     args = parser.parse_args(argv)
     if not 3 <= args.nodes <= MAX_NODES or not 1 <= args.subscribers <= 5000 or args.repeat < 1:
