@@ -8,11 +8,13 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Path, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.dependencies import ArtifactStore, DbTransactions, ReadConnection
 from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
-from apps.orchestrator import run_control, runs
+from apps.core.database import Transactions
+from apps.orchestrator import artifact_store, run_control, runs
 from apps.orchestrator.gates import record_gate_decision
 from apps.orchestrator.models import KeyRole
 
@@ -34,6 +36,30 @@ def _wake_worker(request: Request, background: BackgroundTasks) -> None:
         background.add_task(request.app.state.worker.wake)
 
 
+async def _decide(
+    transactions: Transactions,
+    store: artifact_store.ArtifactStore,
+    request: Request,
+    background: BackgroundTasks,
+    run_id: uuid.UUID,
+    node_id: uuid.UUID | None,
+    decision: run_control.Decision,
+) -> Gate:
+    settings = request.app.state.settings
+    gate = await transactions.run(run_control.decide, store, settings, run_id, node_id, decision)
+    record_gate_decision(gate)
+    _wake_worker(request, background)
+    return Gate.model_validate(gate)
+
+
+async def _run_after_control(
+    connection: AsyncConnection, request: Request, background: BackgroundTasks, run_id: uuid.UUID
+) -> Run:
+    run = await runs.get_run(connection, run_id)
+    _wake_worker(request, background)
+    return Run.model_validate(run)
+
+
 @router.post("/runs/{run_id}/approve", responses=_DECISION_ERRORS)
 async def approve_gate(
     caller: OperatorCaller,
@@ -48,12 +74,7 @@ async def approve_gate(
     decision = run_control.Decision(
         approve=True, by=caller.name, notes=body.notes, patch=body.patch
     )
-    gate = await transactions.run(
-        run_control.decide, store, request.app.state.settings, run_id, body.node_id, decision
-    )
-    record_gate_decision(gate)
-    _wake_worker(request, background)
-    return Gate.model_validate(gate)
+    return await _decide(transactions, store, request, background, run_id, body.node_id, decision)
 
 
 @router.post("/runs/{run_id}/reject", responses=_DECISION_ERRORS)
@@ -70,12 +91,7 @@ async def reject_gate(
     decision = run_control.Decision(
         approve=False, by=caller.name, notes=body.notes, action=body.action
     )
-    gate = await transactions.run(
-        run_control.decide, store, request.app.state.settings, run_id, body.node_id, decision
-    )
-    record_gate_decision(gate)
-    _wake_worker(request, background)
-    return Gate.model_validate(gate)
+    return await _decide(transactions, store, request, background, run_id, body.node_id, decision)
 
 
 @router.post(
@@ -99,9 +115,7 @@ async def cancel_run(
     `cancelled` once they have stopped (`run.cancelled`); until then it shows
     `cancel_requested_at`."""
     await transactions.run(run_control.request_cancel, run_id, by=caller.name)
-    run = await runs.get_run(connection, run_id)
-    _wake_worker(request, background)
-    return Run.model_validate(run)
+    return await _run_after_control(connection, request, background, run_id)
 
 
 @router.post(
@@ -124,6 +138,4 @@ async def resume_run(
     """Continue a failed or cancelled run from where it stopped: succeeded nodes and their
     artifacts are kept, the others run again."""
     await transactions.run(run_control.resume, run_id, by=caller.name)
-    run = await runs.get_run(connection, run_id)
-    _wake_worker(request, background)
-    return Run.model_validate(run)
+    return await _run_after_control(connection, request, background, run_id)
