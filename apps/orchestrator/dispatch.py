@@ -254,6 +254,10 @@ def _claim(dialect: str) -> Update:
     if dialect == "postgresql":
         # Workers on other hosts pass over the rows this one is claiming instead of queueing.
         chosen = chosen.with_for_update(of=NODES, skip_locked=True)
+    # Materialized: the choice is made once. As an IN (subquery) PostgreSQL may plan it as the
+    # inner side of a nested loop, run again per ready row, each time past the rows already
+    # claimed, and so claim every ready node whatever the slots.
+    chosen_once = chosen.cte("chosen").prefix_with("MATERIALIZED")
     values = node_values(NodeStatus.READY, NodeStatus.RUNNING, NOW) | {
         "attempt": NODES.c.attempt + 1,
         "lease_owner": bindparam("worker"),
@@ -262,7 +266,7 @@ def _claim(dialect: str) -> Update:
     }
     return (
         update(NODES)
-        .where(NODES.c.status == NodeStatus.READY, NODES.c.id.in_(chosen.scalar_subquery()))
+        .where(NODES.c.status == NodeStatus.READY, NODES.c.id == chosen_once.c.id)
         .values(values)
         .returning(*MOVED_NODE_COLUMNS, *CLAIMED_COLUMNS)
     )

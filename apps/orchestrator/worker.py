@@ -7,6 +7,7 @@ when its lease expires and retried.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -73,8 +74,10 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = asyncio.Event()
         # Whether the next pass looks for queued runs: at start, on a submission in this
-        # process, and after an idle wait (for runs other processes queued).
+        # process, and at least every IDLE_SECONDS (for runs other processes queued, even
+        # while this worker is busy).
         self._look_for_runs = True
+        self._looked_at = float("-inf")
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._outcomes: list[Outcome] = []
         # Attempts stopped because someone else ended their node (a lease taken back): they
@@ -103,7 +106,9 @@ class Worker:
         """One pass of the Manager; whether it changed anything."""
         self._wake.clear()
         outcomes, self._outcomes = self._outcomes, []
-        look_for_runs, self._look_for_runs = self._look_for_runs, False
+        now = asyncio.get_running_loop().time()
+        look_for_runs = self._look_for_runs or now - self._looked_at >= IDLE_SECONDS
+        self._look_for_runs = False
         slots = max(0, self.settings.worker_concurrency - len(self._running))
         try:
             done = await self.transactions.run(
@@ -119,6 +124,8 @@ class Worker:
             self._outcomes[:0] = outcomes
             self._look_for_runs |= look_for_runs
             raise
+        if look_for_runs:
+            self._looked_at = now
         for refused in done.refused:
             logger.info("node %s of run %s ended meanwhile", refused.work.key, refused.work.run_id)
         for work in done.claimed:
@@ -147,10 +154,8 @@ class Worker:
     async def _pause(self, seconds: float) -> None:
         if self._outcomes:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            self._look_for_runs = True
 
     async def _attempt(self, work: NodeWork) -> None:
         outcome: Outcome | None = None
