@@ -41,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -363,20 +364,42 @@ def tally(
     return Sample(len(done), seconds, per_second, failed, retried, cpu)
 
 
-def measure(server: str, setup: Setup, args: argparse.Namespace) -> Sample:
-    """One cluster on a fresh database: submit the backlog, start the workers, observe."""
-    with (
-        fresh_database("postgresql", server) as url,
-        scratch_dir("scale") as workdir,
-        api_process(url, workdir) as (base_url, api_pid),
-    ):
-        asyncio.run(submit_backlog(base_url, args))
+@contextmanager
+def queued_backlog(server: str, args: argparse.Namespace) -> Iterator[str]:
+    """A migrated database holding the backlog, queued through POST /tasks; its name. Each
+    measurement runs on a copy (CREATE DATABASE ... TEMPLATE), so the backlog is queued once."""
+    with fresh_database("postgresql", server) as url, scratch_dir("queue") as workdir:
+        with api_process(url, workdir) as (base_url, _):
+            clock = time.perf_counter()
+            asyncio.run(submit_backlog(base_url, args))
+        print(f"queued {args.runs} runs through POST /tasks in {time.perf_counter() - clock:.1f} s")
         # This server runs without autovacuum; a production one would have analyzed the new
         # rows by now, and without statistics the planner makes ready nodes by walking every
-        # pending node of every running run.
+        # pending node of every running run. The copies keep these statistics.
         asyncio.run(postgres_admin(url, "ANALYZE"))
-        with worker_processes(url, workdir, setup) as workers:
-            return asyncio.run(observe(url, setup, api_pid, workers, args))
+        yield make_url(url).database or ""
+
+
+@contextmanager
+def copy_of(server: str, template: str) -> Iterator[str]:
+    """A new database copied from `template`, dropped after; its URL."""
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(postgres_admin(server, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(postgres_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def measure(server: str, template: str, setup: Setup, args: argparse.Namespace) -> Sample:
+    """One cluster, an API process and the workers, on a copy of the backlog; observed."""
+    with (
+        copy_of(server, template) as url,
+        scratch_dir("scale") as workdir,
+        api_process(url, workdir) as (_, api_pid),
+        worker_processes(url, workdir, setup) as workers,
+    ):
+        return asyncio.run(observe(url, setup, api_pid, workers, args))
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -538,10 +561,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average before: {Path('/proc/loadavg').read_text().split()[:3]}", flush=True)
     chosen = setups(args)
     samples: dict[Setup, list[Sample]] = {setup: [] for setup in chosen}
-    for repeat in range(1, args.repeat + 1):
-        for setup in chosen:
-            samples[setup].append(measure(server, setup, args))
-            print_sample(setup, repeat, samples[setup][-1])
+    with queued_backlog(server, args) as template:
+        for repeat in range(1, args.repeat + 1):
+            for setup in chosen:
+                samples[setup].append(measure(server, template, setup, args))
+                print_sample(setup, repeat, samples[setup][-1])
     print(f"load average after: {Path('/proc/loadavg').read_text().split()[:3]}")
     results = [Result(setup, samples[setup]) for setup in chosen]
     print_results(results, args)
