@@ -45,7 +45,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,8 @@ SHARE_TIMEOUT = 20.0
 POLL_SECONDS = 0.1
 CORES = os.cpu_count() or 1
 TICKS = os.sysconf("SC_CLK_TCK")
+
+Process = subprocess.Popen[bytes]
 
 
 # --- CPU from /proc ------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ def cluster_env(url: str, workdir: Path, **settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def spawn(command: list[str], env: dict[str, str], workdir: Path, log: Path) -> Iterator[Any]:
+def spawn(command: list[str], env: dict[str, str], workdir: Path, log: Path) -> Iterator[Process]:
     """`command` from `workdir` (so no .env is read), its output into `log`; stopped after."""
     with log.open("wb") as output:
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=output, stderr=output)
@@ -209,7 +211,7 @@ def api_process(url: str, workdir: Path) -> Iterator[tuple[str, int]]:
 
 
 @contextmanager
-def worker_processes(url: str, workdir: Path, setup: Setup) -> Iterator[list[Any]]:
+def worker_processes(url: str, workdir: Path, setup: Setup) -> Iterator[list[Process]]:
     """`setup.workers` worker processes, started together."""
     env = cluster_env(url, workdir, WORKER_CONCURRENCY=str(setup.worker_concurrency))
     command = [sys.executable, "-m", "apps.orchestrator.worker"]
@@ -261,8 +263,8 @@ class Sample:
     failed: int  # nodes failed (should be none)
     retried: int  # nodes of the window that needed more than one attempt (should be none)
     cpu: dict[str, float]
-    in_flight: int = 0  # the most nodes one worker held at once
-    working: int = 0  # workers that claimed nodes in the window
+    in_flight: int  # the most nodes one worker held at once
+    working: int  # workers that claimed nodes in the window
 
     @property
     def rate(self) -> float:
@@ -270,7 +272,7 @@ class Sample:
 
 
 async def wait_all_working(
-    connection: asyncpg.Connection, setup: Setup, workers: list[Any]
+    connection: asyncpg.Connection, setup: Setup, workers: list[Process]
 ) -> None:
     """Return once every worker holds a node, or after SHARE_TIMEOUT (one worker may keep
     every node to itself: the window shows it); `BenchError` if a worker exits."""
@@ -287,7 +289,7 @@ async def wait_all_working(
 
 
 async def observe(
-    url: str, setup: Setup, api_pid: int, workers: list[Any], args: argparse.Namespace
+    url: str, setup: Setup, api_pid: int, workers: list[Process], args: argparse.Namespace
 ) -> Sample:
     """Warm up, then count the nodes that finish in the window and sample the CPU meanwhile."""
     database = make_url(url).database or ""
@@ -304,11 +306,7 @@ async def observe(
         rows = await connection.fetch(NODE_ROWS)
     finally:
         await connection.close()
-    sample = tally(rows, start, end, setup, cpu_usage(before, after, processes))
-    working = {
-        row["worker"] for row in rows if row["started_at"] and start <= row["started_at"] < end
-    }
-    return replace(sample, in_flight=most_in_flight(rows, end), working=len(working - {None}))
+    return tally(rows, start, end, setup, cpu_usage(before, after, processes))
 
 
 # Each node with the worker that started its latest attempt (the `node.started` event says).
@@ -321,7 +319,7 @@ FROM nodes AS n LEFT JOIN (
 """
 
 
-def most_in_flight(rows: list[Any], end: datetime) -> int:
+def most_in_flight(rows: list[asyncpg.Record], end: datetime) -> int:
     """The most nodes one worker held at once up to `end`, from when each was claimed to when
     its end was recorded (a node still held counts until `end`). A worker frees a slot before
     the pass that records the end and claims again, and that pass writes the end first, so a
@@ -342,7 +340,7 @@ def most_in_flight(rows: list[Any], end: datetime) -> int:
 
 
 def tally(
-    rows: list[Any], start: datetime, end: datetime, setup: Setup, cpu: dict[str, float]
+    rows: list[asyncpg.Record], start: datetime, end: datetime, setup: Setup, cpu: dict[str, float]
 ) -> Sample:
     seconds = (end - start).total_seconds()
     done = [
@@ -361,7 +359,13 @@ def tally(
             per_second[second] += 1
     failed = sum(1 for row in rows if row["status"] == "failed")
     retried = sum(1 for row in done if row["attempt"] > 1)
-    return Sample(len(done), seconds, per_second, failed, retried, cpu)
+    working = {
+        row["worker"] for row in rows if row["started_at"] and start <= row["started_at"] < end
+    }
+    in_flight = most_in_flight(rows, end)
+    return Sample(
+        len(done), seconds, per_second, failed, retried, cpu, in_flight, len(working - {None})
+    )
 
 
 @contextmanager
