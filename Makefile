@@ -10,7 +10,8 @@ INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install deps-update api-run op-console api-run-prod worker test api-test test-api \
-	db-upgrade db-revision lint format bench bench-read bench-orchestration bench-streams
+	db-upgrade db-revision lint format bench bench-read bench-orchestration bench-streams \
+	bench-scale
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z -]*:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +68,7 @@ format: $(INSTALLED) ## Format and fix what ruff can
 	$(BIN)/ruff check --fix apps tests bench alembic
 
 bench: bench-read bench-orchestration bench-streams ## Every benchmark, on SQLite and PostgreSQL
+	$(BIN)/python bench/scale.py
 
 bench-read: $(INSTALLED) ## Read API benchmark (needs wrk)
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
@@ -77,3 +79,9 @@ bench-orchestration: $(INSTALLED) ## Orchestration overhead per node and 50 runs
 
 bench-streams: $(INSTALLED) ## 500 SSE subscribers on one 2,000-event run: delivery and latency
 	$(BIN)/python bench/streams.py --backend both
+
+bench-scale: $(INSTALLED) ## Node throughput with 1, 2, 4 workers, then bench-read, on PostgreSQL
+	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
+	@status=0; $(BIN)/python bench/scale.py || status=$$?; \
+	$(BIN)/python bench/read_api.py --backend postgresql || status=$$(( $$? > status ? $$? : status )); \
+	exit $$status
