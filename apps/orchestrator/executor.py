@@ -14,7 +14,7 @@ from typing import Any
 
 from apps.core.errors import NotFound, ServiceUnavailable
 from apps.core.settings import Settings
-from apps.orchestrator.artifact_store import ArtifactStore, sidecar_key, store_io
+from apps.orchestrator.artifact_store import ArtifactStore, encode_sidecar, sidecar_key, store_io
 from apps.orchestrator.models import utcnow
 from apps.orchestrator.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
 from apps.orchestrator.providers.base import LLMReply, LLMRequest, Provider, ProviderError
@@ -161,7 +161,7 @@ class Executor:
             work, request, reply, latency_ms=latency_ms, started_at=started_at, cost=cost
         )
         content = reply.text.encode()
-        sidecar = json.dumps(output.sidecar, indent=2).encode()
+        sidecar = encode_sidecar(output.sidecar)
         write = functools.partial(_write_output, self.store, output, content, sidecar)
         await store_io(self.store, len(content) + len(sidecar), write)
         return Succeeded(work, output, outline)

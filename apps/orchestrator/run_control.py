@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from apps.core.errors import Conflict, NotFound, Unprocessable
 from apps.core.settings import Settings
 from apps.orchestrator import scheduling
-from apps.orchestrator.artifact_store import ArtifactStore, sidecar_key
+from apps.orchestrator.artifact_store import ArtifactStore, encode_sidecar, sidecar_key
 from apps.orchestrator.gates import GATES, close_gates, get_gate, pending_gates
 from apps.orchestrator.models import Artifact, Node, Run, utcnow
 from apps.orchestrator.planning import OUTLINE_KEY, InvalidOutline, parse_outline
@@ -195,7 +195,7 @@ def _patch_artifact(session: Session, store: ArtifactStore, gate: Any, decision:
     edited = _apply_patch(original.media_type, content, decision.patch)
     storage_key = f"{original.storage_key.rsplit('/', 1)[0]}/edited-{gate.id.hex}/{original.name}"
     store.write(storage_key, edited)
-    store.write(sidecar_key(storage_key), json.dumps(original.sidecar, indent=2).encode())
+    store.write(sidecar_key(storage_key), encode_sidecar(original.sidecar))
     artifact = Artifact(
         id=uuid.uuid4(),
         run_id=original.run_id,

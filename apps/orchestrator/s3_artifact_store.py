@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from apps.core.errors import NotFound, ServiceUnavailable
 from apps.core.settings import Settings
-from apps.orchestrator.artifact_store import StoredContent, StoredStream
+from apps.orchestrator.artifact_store import StoredContent, StoredStream, is_plain_key
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +35,6 @@ CLIENT_CONFIG = Config(
     read_timeout=30,
     max_pool_connections=32,
 )
-
-
-def is_plain_key(key: str) -> bool:
-    """Whether `key` is names separated by single slashes: no `.`, `..`, empty or absolute
-    part, no backslash or control character (which HTTP stacks or servers might reinterpret)."""
-    parts = key.split("/")
-    return (
-        key.isprintable() and "\\" not in key and all(part not in ("", ".", "..") for part in parts)
-    )
 
 
 class S3ArtifactStore:
