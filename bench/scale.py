@@ -1,15 +1,16 @@
 """Node throughput on PostgreSQL with 1, 2 and 4 standalone worker processes.
 
-Each measurement is one cluster on a fresh migrated `bench_<random>` database. An API process
-(`python -m apps.api`, WORKER_IN_API=0) gets `--runs` (100) `dag` tasks of `--nodes` (100) nodes
-through POST /tasks, the database is analyzed, then N worker processes (`python -m
-apps.orchestrator.worker`, what `make worker` runs) start together on the demo provider at
+The backlog is queued once: an API process (`python -m apps.api`, WORKER_IN_API=0) gets `--runs`
+(100) `dag` tasks of `--nodes` (400) nodes through POST /tasks, into a fresh migrated
+`bench_<random>` database, which is then analyzed. Each measurement runs on a copy of it
+(CREATE DATABASE ... TEMPLATE), dropped after: an API process and N worker processes (`python -m
+apps.orchestrator.worker`, what `make worker` runs) started together, on the demo provider at
 DEMO_LATENCY_MS=50. Once every worker holds a node, a warm-up (3 s) passes, then a window (10 s)
 in which are counted the nodes whose success was recorded (their `finished_at`) and sampled,
 from /proc, the CPU of the workers, of the API process (idle: the work was queued before), of
 PostgreSQL (the backends of the benchmark's database and the server's background processes) and
-of the whole machine, other engineers' processes included. Then the workers are stopped and the
-database dropped. Each setup is measured `--repeat` (3) times, interleaved; medians.
+of the whole machine, other engineers' processes included. Each setup is measured `--repeat` (3)
+times, interleaved; medians.
 
 The workload makes the number of workers the limit the settings set. A run is RUN_CONCURRENCY (4)
 parallel chains ("chains"; "wide" is one root, nodes-2 nodes on it, one last node on them all),
@@ -20,9 +21,10 @@ WORKER_CONCURRENCY / 50 ms nodes a second ("bound"). The series runs at the defa
 WORKER_CONCURRENCY and again at `--raised` (32), where the machine, not the setting, is the limit.
 How many nodes each worker held at once is read back from the nodes' claim and end times.
 
-Targets: throughput grows with workers (by 10% or more a step) until the two cores are saturated
-(the machine 90% busy or more, whoever's the work) at the smaller count; no node fails or needs
-a second attempt; no worker holds more nodes at once than its WORKER_CONCURRENCY.
+Targets: throughput grows with workers until the two cores are saturated: each step up in workers
+adds 10% or more, unless the machine (whoever's the work) is 90% busy or more at the larger count,
+where the step must not lose more than 10%; no node fails or needs a second attempt; no worker
+holds more nodes at once than its WORKER_CONCURRENCY; every worker claims nodes.
 
     .venv/bin/python bench/scale.py                      # ~8 min
     .venv/bin/python bench/scale.py --workers 1 2 --repeat 1 --window 5 --raised 0
@@ -82,6 +84,7 @@ DEFAULT_CONCURRENCY = 8
 RUN_CONCURRENCY = 4
 SATURATED = 0.9  # share of every core busy from which the machine counts as saturated
 GROWTH = 1.1  # the least a step up in workers must add before the cores saturate
+LOSS = 0.1  # the most a step up in workers may lose where it saturates them
 SUBMITTERS = 8
 # A worker's pass starts at most this many queued runs, and a busy worker does not look for more.
 MAX_RUNS = 200
@@ -351,7 +354,7 @@ def tally(
     )
     room = sum(min(RUN_CONCURRENCY, count) for count in left.values())
     if room < setup.workers * setup.worker_concurrency:
-        raise BenchError(f"the backlog ran low: {room} nodes could run at the end; raise --runs")
+        raise BenchError(f"the backlog ran low: {room} nodes could run at the end; raise --nodes")
     per_second = [0] * int(seconds)
     for row in done:
         second = int((row["finished_at"] - start).total_seconds())
@@ -451,7 +454,7 @@ class Step:
 
     @property
     def passed(self) -> bool:
-        return self.speedup >= GROWTH or self.smaller.saturated
+        return self.speedup >= GROWTH or (self.larger.saturated and self.speedup >= 1 - LOSS)
 
 
 def steps(results: list[Result]) -> list[Step]:
@@ -503,14 +506,14 @@ CPU_COLUMNS = ("api", "postgres", "machine", "others")
 
 def print_targets(results: list[Result]) -> bool:
     passed = True
-    print(f"\ntargets: each step up in workers adds >= {GROWTH - 1:.0%} until the cores saturate")
+    print(
+        f"\ntargets: each step up in workers adds >= {GROWTH - 1:.0%}, or loses <= "
+        f"{LOSS:.0%} where the machine is >= {SATURATED:.0%} busy (saturated)"
+    )
     for step in steps(results):
         small, large = step.smaller, step.larger
-        where = (
-            f"machine {small.cpu('machine'):.0f}% at {small.setup.workers}: saturated"
-            if small.saturated
-            else f"machine {small.cpu('machine'):.0f}% at {small.setup.workers}"
-        )
+        where = f"machine {small.cpu('machine'):.0f}% -> {large.cpu('machine'):.0f}%"
+        where += ": saturated" if large.saturated else ""
         verdict = "PASS" if step.passed else "FAIL"
         print(
             f"  WORKER_CONCURRENCY={small.setup.worker_concurrency}: {small.setup.workers} -> "
@@ -546,7 +549,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--raised", type=int, default=32, help="WORKER_CONCURRENCY, 0: skip")
     parser.add_argument("--shape", choices=("chains", "wide"), default="chains")
     parser.add_argument("--runs", type=int, default=100, help="runs queued before the workers")
-    parser.add_argument("--nodes", type=int, default=100, help=f"nodes a run (3-{MAX_NODES})")
+    parser.add_argument("--nodes", type=int, default=400, help=f"nodes a run (3-{MAX_NODES})")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds")
     parser.add_argument("--window", type=float, default=10.0, help="seconds")
     parser.add_argument("--repeat", type=int, default=3)
