@@ -61,6 +61,8 @@ def decide(
 ) -> dict[str, Any]:
     """Decide the gate waiting on `node_id` (or the run's only waiting gate); the gate after."""
     gate = _waiting_gate(session, run_id, node_id)
+    if decision.patch is not None and gate.artifact_id is None:
+        raise Unprocessable("patch edits a gated output; this gate is before its node starts")
     target = GateStatus.APPROVED if decision.approve else GateStatus.REJECTED
     check_gate_decision(GateStatus.PENDING, target)
     _claim_gate(session, gate, target, decision)

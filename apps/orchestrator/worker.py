@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 IDLE_SECONDS = 0.5
 # How often a worker checks that the nodes it runs are still its own (a cancel elsewhere).
 WATCH_SECONDS = 0.5
+# How long a stopping worker tries to hand its nodes back.
+STOP_SECONDS = 10.0
 
 
 def default_providers(settings: Settings) -> dict[str, Provider]:
@@ -99,8 +101,14 @@ class Worker:
                 await self._pause(IDLE_SECONDS)
         finally:
             watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
-            await self._stop()
+            try:
+                # A stop must not hang on a database that does not answer: the leases of what
+                # could not be handed back expire, and the nodes are retried then.
+                async with asyncio.timeout(STOP_SECONDS):
+                    await asyncio.gather(watch, return_exceptions=True)
+                    await self._stop()
+            except TimeoutError:
+                logger.warning("worker %s stopped without handing its nodes back", self.name)
 
     async def step(self) -> bool:
         """One pass of the Manager; whether it changed anything."""

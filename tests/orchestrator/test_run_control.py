@@ -58,7 +58,7 @@ async def _working(worker: Worker) -> AsyncIterator[Worker]:
         yield worker
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30)
 
 
 async def test_a_gated_output_waits_in_the_inbox_and_an_approval_with_a_patch_reaches_dependents(
@@ -211,6 +211,9 @@ async def test_a_gate_before_a_node_holds_it_until_approved(
     (gate,) = (await client.get("/gates", params={"run_id": run_id})).json()["items"]
     assert (gate["when"], gate["artifact_id"]) == ("before", None)
 
+    patched = await client.post(f"/runs/{run_id}/approve", json={"patch": "no output yet"})
+    assert patched.status_code == 422
+    assert "before its node starts" in patched.json()["detail"]
     await client.post(f"/runs/{run_id}/approve", json={"node_id": nodes["spend"]["id"]})
     await Worker(transactions, settings).drain()
     assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
