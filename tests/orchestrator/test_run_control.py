@@ -42,6 +42,15 @@ async def _nodes(client: httpx.AsyncClient, run_id: str) -> dict[str, dict[str, 
     return {node["key"]: node for node in items}
 
 
+async def _waiting_at_its_gate(
+    client: httpx.AsyncClient, transactions: Transactions, settings: Settings
+) -> str:
+    """A run of GATED_DAG, worked until its draft waits for a decision; its id."""
+    run_id = await _submit(client, GATED_DAG)
+    await Worker(transactions, settings).drain()
+    return run_id
+
+
 async def _wait_for(check: Callable[[], Any], *, seconds: float = 10.0, every: float = 0.05) -> Any:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -64,11 +73,9 @@ async def _working(worker: Worker) -> AsyncIterator[Worker]:
 async def test_a_gated_output_waits_in_the_inbox_and_an_approval_with_a_patch_reaches_dependents(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
-    run_id = await _submit(client, GATED_DAG)
-    await Worker(transactions, settings).drain()
+    run_id = await _waiting_at_its_gate(client, transactions, settings)
 
     run = (await client.get(f"/runs/{run_id}")).json()
     assert run["status"] == "waiting"
@@ -108,11 +115,9 @@ async def test_a_gated_output_waits_in_the_inbox_and_an_approval_with_a_patch_re
 async def test_a_second_decision_on_a_gate_is_409_with_its_state(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
-    run_id = await _submit(client, GATED_DAG)
-    await Worker(transactions, settings).drain()
+    run_id = await _waiting_at_its_gate(client, transactions, settings)
     draft = (await _nodes(client, run_id))["draft"]["id"]
     assert (await client.post(f"/runs/{run_id}/approve", json={})).status_code == 200
 
@@ -125,11 +130,9 @@ async def test_a_second_decision_on_a_gate_is_409_with_its_state(
 async def test_two_decisions_racing_on_one_gate_one_wins_the_other_gets_409(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
-    run_id = await _submit(client, GATED_DAG)
-    await Worker(transactions, settings).drain()
+    run_id = await _waiting_at_its_gate(client, transactions, settings)
 
     answers = await asyncio.gather(
         client.post(f"/runs/{run_id}/approve", json={}),
@@ -146,11 +149,9 @@ async def test_two_decisions_racing_on_one_gate_one_wins_the_other_gets_409(
 async def test_a_rejection_with_retry_runs_the_node_again_with_the_notes_as_feedback(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
-    run_id = await _submit(client, GATED_DAG)
-    await Worker(transactions, settings).drain()
+    run_id = await _waiting_at_its_gate(client, transactions, settings)
 
     response = await client.post(
         f"/runs/{run_id}/reject", json={"notes": "cite your sources", "action": "retry"}
@@ -171,11 +172,9 @@ async def test_a_rejection_with_retry_runs_the_node_again_with_the_notes_as_feed
 async def test_a_rejection_with_fail_fails_the_run_saying_who_and_why(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
-    run_id = await _submit(client, GATED_DAG)
-    await Worker(transactions, settings).drain()
+    run_id = await _waiting_at_its_gate(client, transactions, settings)
 
     await client.post(f"/runs/{run_id}/reject", json={"notes": "off topic", "action": "fail"})
     await Worker(transactions, settings).drain()
@@ -190,7 +189,6 @@ async def test_a_rejection_with_fail_fails_the_run_saying_who_and_why(
 async def test_a_gate_before_a_node_holds_it_until_approved(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
     spec = _dag(
@@ -222,7 +220,6 @@ async def test_a_gate_before_a_node_holds_it_until_approved(
 async def test_with_several_gates_waiting_a_decision_must_name_the_node(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
     spec = _dag(
@@ -243,7 +240,6 @@ async def test_with_several_gates_waiting_a_decision_must_name_the_node(
 async def test_an_expired_gate_is_decided_by_the_workers_timer_as_automatic(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
     gate = {"timeout_minutes": 0.005, "on_timeout": "approve"}
@@ -291,7 +287,6 @@ class HangingProvider:
 async def test_cancel_stops_the_calls_in_flight_then_the_run_is_cancelled_for_good(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
     provider = HangingProvider()
@@ -326,7 +321,6 @@ async def test_cancel_stops_the_calls_in_flight_then_the_run_is_cancelled_for_go
 async def test_cancel_closes_the_providers_http_connection(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
     script = Script()
@@ -366,7 +360,6 @@ async def test_cancelling_a_queued_run_cancels_it_at_once(client: httpx.AsyncCli
 async def test_resume_reruns_what_failed_and_keeps_what_succeeded(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "demo"})
@@ -395,7 +388,6 @@ async def test_resume_reruns_what_failed_and_keeps_what_succeeded(
 async def test_resuming_a_run_that_did_not_fail_or_cancel_is_409(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
     status: str,
 ) -> None:

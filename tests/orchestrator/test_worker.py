@@ -95,7 +95,6 @@ async def _assert_events_replay_to_the_database(client: httpx.AsyncClient, run_i
 async def test_the_seed_demo_task_runs_to_success_with_artifacts_and_sidecars(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "demo"})
@@ -126,7 +125,6 @@ async def test_the_seed_demo_task_runs_to_success_with_artifacts_and_sidecars(
 async def test_a_report_is_planned_from_the_planners_outline(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "report", "sections": 3})
@@ -151,7 +149,6 @@ async def test_a_report_is_planned_from_the_planners_outline(
 async def test_a_failed_node_skips_what_had_not_started_and_fails_the_run(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "demo"})
@@ -251,7 +248,6 @@ async def test_a_bad_task_is_422_and_writes_nothing(
 async def test_a_run_that_would_pass_its_token_budget_stops_as_failed(
     transactions: Transactions,
     client: httpx.AsyncClient,
-    sessions: SessionFactory,
     settings: Settings,
 ) -> None:
     run_id = await _submit(client, {"type": "demo", "budget": {"max_tokens": 250}})
