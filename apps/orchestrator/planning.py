@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from apps.core.text import NO_NUL
 from apps.orchestrator.gate_policy import GateRule
 from apps.orchestrator.task_specs import MAX_SECTIONS, DagSpec, DemoSpec, NodeSpec, ReportSpec
 
@@ -32,8 +33,12 @@ class PlannedNode:
 class OutlineSection(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    title: str = Field(min_length=1, max_length=200, description="Heading of the section.")
-    brief: str = Field(min_length=1, max_length=2_000, description="What the section covers.")
+    title: str = Field(
+        min_length=1, max_length=200, pattern=NO_NUL, description="Heading of the section."
+    )
+    brief: str = Field(
+        min_length=1, max_length=2_000, pattern=NO_NUL, description="What the section covers."
+    )
 
 
 class Outline(BaseModel):
@@ -41,7 +46,9 @@ class Outline(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    title: str = Field(min_length=1, max_length=200, description="Title of the document.")
+    title: str = Field(
+        min_length=1, max_length=200, pattern=NO_NUL, description="Title of the document."
+    )
     sections: list[OutlineSection] = Field(min_length=1, max_length=MAX_SECTIONS)
 
 
