@@ -25,8 +25,8 @@ from apps.core.database import (
 )
 from apps.core.errors import CrewError
 from apps.core.settings import Settings, SettingsError, load_settings
-from apps.orchestrator import api_keys
-from apps.orchestrator.models import ApiKey, KeyRole
+from apps.orchestrator.control import api_keys
+from apps.orchestrator.model.models import ApiKey, KeyRole
 
 PROG = "python -m apps.api.keys"
 ROLES_HELP = (

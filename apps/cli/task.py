@@ -19,12 +19,12 @@ from sqlalchemy import func, select
 
 from apps.core.database import Database, SessionFactory, open_database, unit_of_work
 from apps.core.settings import Settings, SettingsError, load_settings
-from apps.orchestrator.artifact_store import open_artifact_store
-from apps.orchestrator.models import Artifact, Node, Run
-from apps.orchestrator.run_control import request_cancel
-from apps.orchestrator.states import RUN_TERMINAL, NodeStatus, RunStatus
-from apps.orchestrator.submission import submit_task
-from apps.orchestrator.task_specs import TaskRequest
+from apps.orchestrator.control.run_control import request_cancel
+from apps.orchestrator.engine.submission import submit_task
+from apps.orchestrator.infra.storage.base import open_artifact_store
+from apps.orchestrator.model.models import Artifact, Node, Run
+from apps.orchestrator.model.states import RUN_TERMINAL, NodeStatus, RunStatus
+from apps.orchestrator.plans.task_specs import TaskRequest
 from apps.orchestrator.worker import Worker
 
 PROGRESS_SECONDS = 0.5

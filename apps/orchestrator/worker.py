@@ -10,27 +10,26 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from apps.core.database import Transactions, open_database
-from apps.core.error_reporting import init_sentry, report_node_error
-from apps.core.logs import configure_logging, log_context
+from apps.core.database import Transactions
+from apps.core.error_reporting import report_node_error
+from apps.core.logs import log_context
 from apps.core.metrics import record_leases_taken_back, record_llm_usage, record_node_duration
-from apps.core.settings import Settings, SettingsError, load_settings
-from apps.orchestrator import leases, passes, run_control
-from apps.orchestrator.artifact_store import ArtifactStore, open_artifact_store
-from apps.orchestrator.executor import Executor, Failed, NodeWork, Outcome, Succeeded
-from apps.orchestrator.gates import record_gate_decision
-from apps.orchestrator.providers.base import Provider
-from apps.orchestrator.providers.demo import DemoProvider
-from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
+from apps.core.settings import Settings
+from apps.orchestrator.control import run_control
+from apps.orchestrator.engine import leases, passes
+from apps.orchestrator.engine.executor import Executor, Failed, NodeWork, Outcome, Succeeded
+from apps.orchestrator.engine.gates import record_gate_decision
+from apps.orchestrator.infra.providers.base import Provider
+from apps.orchestrator.infra.providers.demo import DemoProvider
+from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
+from apps.orchestrator.infra.storage.base import ArtifactStore, open_artifact_store
 
 logger = logging.getLogger(__name__)
 
@@ -273,30 +272,8 @@ class Worker:
             logger.warning("could not hand nodes back, their leases will expire: %s", error)
 
 
-async def serve(settings: Settings) -> None:
-    """Run one worker process until SIGINT or SIGTERM, then hand its nodes back."""
-    async with open_database(settings) as database:
-        worker = Worker(database.transactions, settings)
-        task = asyncio.create_task(worker.run())
-        loop = asyncio.get_running_loop()
-        for stop in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(stop, task.cancel)
-        logger.info("worker %s started", worker.name)
-        try:
-            await task
-        except asyncio.CancelledError:
-            logger.info("worker %s stopped", worker.name)
-
-
-def main() -> None:
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        sys.exit(f"error: {error}")
-    configure_logging(settings)
-    init_sentry(settings)
-    asyncio.run(serve(settings))
-
-
 if __name__ == "__main__":
+    # `python -m apps.orchestrator.worker`, as the docs have it; the command is apps.cli.worker.
+    from apps.cli.worker import main
+
     main()

@@ -6,7 +6,7 @@ import httpx
 from sqlalchemy import update
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.models import Node
+from apps.orchestrator.model.models import Node
 from apps.orchestrator.worker import Worker
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from apps.core.errors import Conflict, NotFound, Unprocessable
-from apps.orchestrator.models import ApiKey, KeyRole, utcnow
+from apps.orchestrator.model.models import ApiKey, KeyRole, utcnow
 
 KEY_PREFIX = "crew_"
 # The name decisions and runs record for the API_KEY setting's admin key, which is not stored.

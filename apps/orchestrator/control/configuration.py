@@ -17,8 +17,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from apps.core.errors import BadRequest, Unprocessable
 from apps.core.roles import ROLES
 from apps.core.settings import Settings
-from apps.orchestrator.documents import DocumentError, Problem, read_json, read_yaml
-from apps.orchestrator.gate_policy import parse_gate_policy, resolve_gate
+from apps.orchestrator.plans.documents import DocumentError, Problem, read_json, read_yaml
+from apps.orchestrator.plans.gate_policy import parse_gate_policy, resolve_gate
 
 DocumentKind = Literal["settings", "gate_policy"]
 DOCUMENT_KINDS: tuple[str, ...] = get_args(DocumentKind)

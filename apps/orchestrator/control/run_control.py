@@ -18,12 +18,11 @@ from sqlalchemy.orm import Session
 
 from apps.core.errors import Conflict, NotFound, Unprocessable
 from apps.core.settings import Settings
-from apps.orchestrator import scheduling
-from apps.orchestrator.artifact_store import ArtifactStore, encode_sidecar, sidecar_key
-from apps.orchestrator.gates import GATES, close_gates, get_gate, pending_gates
-from apps.orchestrator.models import Artifact, Node, Run, utcnow
-from apps.orchestrator.planning import OUTLINE_KEY, InvalidOutline, parse_outline
-from apps.orchestrator.states import (
+from apps.orchestrator.engine import scheduling
+from apps.orchestrator.engine.gates import GATES, close_gates, get_gate, pending_gates
+from apps.orchestrator.infra.storage.base import ArtifactStore, encode_sidecar, sidecar_key
+from apps.orchestrator.model.models import Artifact, Node, Run, utcnow
+from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
     RUN_RESUMABLE,
     RUN_TERMINAL,
@@ -32,7 +31,8 @@ from apps.orchestrator.states import (
     RunStatus,
     check_gate_decision,
 )
-from apps.orchestrator.transitions import move_nodes, move_run, move_runs, record_event
+from apps.orchestrator.model.transitions import move_nodes, move_run, move_runs, record_event
+from apps.orchestrator.plans.planning import OUTLINE_KEY, InvalidOutline, parse_outline
 
 Action = Literal["retry", "fail"]
 

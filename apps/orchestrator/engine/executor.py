@@ -14,10 +14,15 @@ from typing import Any
 
 from apps.core.errors import NotFound, ServiceUnavailable
 from apps.core.settings import Settings
-from apps.orchestrator.artifact_store import ArtifactStore, encode_sidecar, sidecar_key, store_io
-from apps.orchestrator.models import utcnow
-from apps.orchestrator.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
-from apps.orchestrator.providers.base import LLMReply, LLMRequest, Provider, ProviderError
+from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest, Provider, ProviderError
+from apps.orchestrator.infra.storage.base import (
+    ArtifactStore,
+    encode_sidecar,
+    sidecar_key,
+    store_io,
+)
+from apps.orchestrator.model.models import utcnow
+from apps.orchestrator.plans.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
 
 SIDECAR_VERSION = 1
 

@@ -17,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from apps.core.metrics import record_gate_wait
-from apps.orchestrator.gate_policy import EffectiveGate, read_gate
-from apps.orchestrator.models import Gate, Node, Run, utcnow
-from apps.orchestrator.pagination import (
+from apps.orchestrator.model.models import Gate, Node, Run, utcnow
+from apps.orchestrator.model.states import GateStatus, RunStatus
+from apps.orchestrator.model.transitions import move_runs, record_event
+from apps.orchestrator.plans.gate_policy import EffectiveGate, read_gate
+from apps.orchestrator.reading.pagination import (
     Page,
     as_dicts,
     decode_cursor,
@@ -28,8 +30,6 @@ from apps.orchestrator.pagination import (
     parse_timestamp,
     parse_uuid,
 )
-from apps.orchestrator.states import GateStatus, RunStatus
-from apps.orchestrator.transitions import move_runs, record_event
 
 GATES = Gate.__table__
 

@@ -8,20 +8,20 @@ from collections.abc import Sequence
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from apps.orchestrator.dispatch import (
-    NODES,
-    database_time,
-    database_time_later,
-    time_parameters,
-)
-from apps.orchestrator.models import Node, Run
-from apps.orchestrator.scheduling import (
+from apps.orchestrator.engine.scheduling import (
     BATCH,
     cancel_attempt,
     end_attempt,
     finish_runs,
 )
-from apps.orchestrator.states import NodeStatus
+from apps.orchestrator.engine.statements import (
+    NODES,
+    database_time,
+    database_time_later,
+    time_parameters,
+)
+from apps.orchestrator.model.models import Node, Run
+from apps.orchestrator.model.states import NodeStatus
 
 
 def keep_leases(session: Session, *, worker: str, lease_seconds: float) -> int:

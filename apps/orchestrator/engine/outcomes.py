@@ -12,20 +12,20 @@ from sqlalchemy.orm import Session
 
 from apps.core.errors import InvalidTransition
 from apps.core.settings import Settings
-from apps.orchestrator import dispatch
-from apps.orchestrator.dispatch import ACTIVE_RUNS
-from apps.orchestrator.executor import Failed, Outcome, Succeeded
-from apps.orchestrator.gates import Hold, gate_when, open_gates
-from apps.orchestrator.models import Artifact, Run, utcnow
-from apps.orchestrator.scheduling import (
+from apps.orchestrator.engine import statements
+from apps.orchestrator.engine.executor import Failed, Outcome, Succeeded
+from apps.orchestrator.engine.gates import Hold, gate_when, open_gates
+from apps.orchestrator.engine.scheduling import (
     BUDGET_EXCEEDED,
     cancel_attempt,
     end_attempt,
     expand_report,
     skip_unstarted,
 )
-from apps.orchestrator.states import NodeStatus
-from apps.orchestrator.transitions import move_node, record_event, record_node_moves
+from apps.orchestrator.engine.statements import ACTIVE_RUNS
+from apps.orchestrator.model.models import Artifact, Run, utcnow
+from apps.orchestrator.model.states import NodeStatus
+from apps.orchestrator.model.transitions import move_node, record_event, record_node_moves
 
 
 def record_outcomes(
@@ -78,7 +78,7 @@ def _hold_outputs(session: Session, held: Sequence[Succeeded]) -> set[uuid.UUID]
         except InvalidTransition:
             continue
         row = _artifact_row(session, outcome)
-        dispatch.add_artifacts(session.connection(), [row])
+        statements.add_artifacts(session.connection(), [row])
         holds.append(Hold(outcome.work.id, outcome.work.run_id, outcome.work.gate or {}, row["id"]))
         kept.append(outcome)
     if kept:
@@ -114,12 +114,12 @@ def _record_successes(
         return set()
     connection = session.connection()
     attempts = [(outcome.work.id, outcome.work.attempt) for outcome in successes]
-    moved = dispatch.mark_succeeded(connection, attempts)
+    moved = statements.mark_succeeded(connection, attempts)
     record_node_moves(session, moved, NodeStatus.RUNNING, NodeStatus.SUCCEEDED, cause="completed")
     recorded = {node.id for node in moved}
     kept = [outcome for outcome in successes if outcome.work.id in recorded]
     if kept:
-        dispatch.add_artifacts(connection, [_artifact_row(session, o) for o in kept])
+        statements.add_artifacts(connection, [_artifact_row(session, o) for o in kept])
         _add_usage(session, kept)
     for outcome in kept:
         if outcome.outline is not None:
@@ -164,7 +164,7 @@ def _add_usage(session: Session, successes: Sequence[Succeeded]) -> None:
         )
     connection = session.connection()
     for run_id, (prompt, completion, cost) in totals.items():
-        status, tokens, spent = dispatch.add_usage(connection, run_id, prompt, completion, cost)
+        status, tokens, spent = statements.add_usage(connection, run_id, prompt, completion, cost)
         if budgets[run_id] and status in ACTIVE_RUNS:
             _stop_if_over_budget(session, run_id, budgets[run_id], tokens, spent)
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from apps.core.settings import Settings
-from apps.orchestrator.executor import NodeWork, Outcome, Succeeded
-from apps.orchestrator.outcomes import record_outcomes
-from apps.orchestrator.scheduling import (
+from apps.orchestrator.engine.executor import NodeWork, Outcome, Succeeded
+from apps.orchestrator.engine.outcomes import record_outcomes
+from apps.orchestrator.engine.scheduling import (
     claim_ready_nodes,
     finish_runs,
     promote_pending_nodes,

@@ -17,24 +17,24 @@ from sqlalchemy.orm import Session
 
 from apps.core.errors import InvalidTransition
 from apps.core.settings import Settings
-from apps.orchestrator import dispatch
-from apps.orchestrator.dispatch import (
+from apps.orchestrator.engine import statements
+from apps.orchestrator.engine.executor import NodeWork
+from apps.orchestrator.engine.gates import Hold, close_gates, gate_when, open_gates
+from apps.orchestrator.engine.statements import (
     database_time_later,
     time_parameters,
 )
-from apps.orchestrator.executor import NodeWork
-from apps.orchestrator.gates import Hold, close_gates, gate_when, open_gates
-from apps.orchestrator.models import Node, Run
-from apps.orchestrator.planning import OUTLINE_KEY, Outline, plan_report_body
-from apps.orchestrator.states import NodeStatus, RunStatus
-from apps.orchestrator.submission import add_plan
-from apps.orchestrator.transitions import (
+from apps.orchestrator.engine.submission import add_plan
+from apps.orchestrator.model.models import Node, Run
+from apps.orchestrator.model.states import NodeStatus, RunStatus
+from apps.orchestrator.model.transitions import (
     move_node,
     move_nodes,
     move_run,
     move_runs,
     record_node_moves,
 )
+from apps.orchestrator.plans.planning import OUTLINE_KEY, Outline, plan_report_body
 
 BATCH = 200
 BUDGET_EXCEEDED = "budget_exceeded"
@@ -170,7 +170,7 @@ def promote_pending_nodes(
 ) -> set[uuid.UUID]:
     """Make ready the pending nodes of active runs whose dependencies have all succeeded, among
     the dependents of the nodes `after` and the nodes of `runs`; the runs they belong to."""
-    moved = dispatch.promote(session.connection(), after=after, runs=runs)
+    moved = statements.promote(session.connection(), after=after, runs=runs)
     record_node_moves(session, moved, NodeStatus.PENDING, NodeStatus.READY, cause="dependencies")
     held = [row for row in moved if gate_when(row.gate) == "before"]
     if held:
@@ -191,7 +191,7 @@ def finish_runs(session: Session, run_ids: Iterable[uuid.UUID]) -> int:
     run_ids = list(run_ids)
     if not run_ids:
         return 0
-    done = dispatch.finished_runs(session.connection(), run_ids)
+    done = statements.finished_runs(session.connection(), run_ids)
     for run in done:
         if run.cancelling:
             move_run(session, run.id, run.status, RunStatus.CANCELLED, cause="cancel")
@@ -234,7 +234,7 @@ def claim_ready_nodes(
 ) -> list[NodeWork]:
     """Claim up to `slots` ready nodes under a lease, oldest run first; what each needs to run."""
     connection = session.connection()
-    claimed = dispatch.claim(
+    claimed = statements.claim(
         connection, worker=worker, slots=slots, per_run=per_run, lease_seconds=lease_seconds
     )
     if not claimed:
@@ -247,7 +247,7 @@ def claim_ready_nodes(
         cause="claimed",
         data={"worker": worker},
     )
-    upstream = dispatch.upstream_artifacts(connection, [row.id for row in claimed])
+    upstream = statements.upstream_artifacts(connection, [row.id for row in claimed])
     return [
         NodeWork(
             id=row.id,

@@ -31,9 +31,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from apps.orchestrator.models import Artifact, Node, NodeDependency, Run, UTCDateTime, utcnow
-from apps.orchestrator.states import NODE_TERMINAL, NodeStatus, RunStatus
-from apps.orchestrator.transitions import MOVED_NODE_COLUMNS, MovedNode, moved_nodes, node_values
+from apps.orchestrator.model.models import Artifact, Node, NodeDependency, Run, UTCDateTime, utcnow
+from apps.orchestrator.model.states import NODE_TERMINAL, NodeStatus, RunStatus
+from apps.orchestrator.model.transitions import (
+    MOVED_NODE_COLUMNS,
+    MovedNode,
+    moved_nodes,
+    node_values,
+)
 
 NODES = Node.__table__
 RUNS = Run.__table__

@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from apps.core.settings import Settings
-from apps.orchestrator.gate_policy import gate_to_store
-from apps.orchestrator.models import Node, NodeDependency, Run
-from apps.orchestrator.planning import PlannedNode, plan_task
-from apps.orchestrator.task_specs import TaskRequest
-from apps.orchestrator.transitions import record_event
+from apps.orchestrator.model.models import Node, NodeDependency, Run
+from apps.orchestrator.model.transitions import record_event
+from apps.orchestrator.plans.gate_policy import gate_to_store
+from apps.orchestrator.plans.planning import PlannedNode, plan_task
+from apps.orchestrator.plans.task_specs import TaskRequest
 
 
 def _node(run_id: uuid.UUID, position: int, planned: PlannedNode, settings: Settings) -> Node:

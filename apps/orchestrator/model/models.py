@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from apps.orchestrator.states import GateStatus, NodeStatus, RunStatus
+from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -13,8 +13,8 @@ from sqlalchemy import ColumnElement, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from apps.core.errors import InvalidTransition
-from apps.orchestrator.models import Event, Node, Run, utcnow
-from apps.orchestrator.states import (
+from apps.orchestrator.model.models import Event, Node, Run, utcnow
+from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
     NODE_TERMINAL,
     RUN_RESUMABLE,

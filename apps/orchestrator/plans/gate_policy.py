@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from apps.core.roles import NODE_KEY_PATTERN, ROLES, NodeKey, Role
-from apps.orchestrator.documents import DocumentError, Problem, read_yaml
+from apps.orchestrator.plans.documents import DocumentError, Problem, read_yaml
 
 OnTimeout = Literal["approve", "reject", "fail"]
 GateWhen = Literal["after", "before"]

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from apps.orchestrator.gate_policy import GateRule
-from apps.orchestrator.task_specs import MAX_SECTIONS, DagSpec, DemoSpec, NodeSpec, ReportSpec
+from apps.orchestrator.plans.gate_policy import GateRule
+from apps.orchestrator.plans.task_specs import MAX_SECTIONS, DagSpec, DemoSpec, NodeSpec, ReportSpec
 
 OUTLINE_KEY = "outline"
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from apps.core.roles import NodeKey, Role
-from apps.orchestrator.gate_policy import GateRule
+from apps.orchestrator.plans.gate_policy import GateRule
 
 MAX_NODES = 500
 MAX_SECTIONS = 40

@@ -9,9 +9,9 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
-from apps.orchestrator.artifact_store import ArtifactStore, StoredContent, store_io
-from apps.orchestrator.models import Artifact
-from apps.orchestrator.pagination import (
+from apps.orchestrator.infra.storage.base import ArtifactStore, StoredContent, store_io
+from apps.orchestrator.model.models import Artifact
+from apps.orchestrator.reading.pagination import (
     Page,
     as_dicts,
     decode_cursor,
@@ -20,7 +20,7 @@ from apps.orchestrator.pagination import (
     parse_timestamp,
     parse_uuid,
 )
-from apps.orchestrator.runs import require_run
+from apps.orchestrator.reading.runs import require_run
 
 ARTIFACT_COLUMNS = (
     Artifact.id,

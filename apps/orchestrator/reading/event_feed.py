@@ -29,14 +29,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apps.core.database import Database
 from apps.core.errors import NotFound
-from apps.orchestrator import events
-from apps.orchestrator.event_wakes import (
+from apps.orchestrator.infra.event_wakes import (
     CommitWake,
     NotifyWake,
     PollWake,
     TransactionsWake,
     WakeSource,
 )
+from apps.orchestrator.reading import events
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
-from apps.orchestrator.models import Event, Run
-from apps.orchestrator.pagination import (
+from apps.orchestrator.model.models import Event, Run
+from apps.orchestrator.model.states import RUN_TERMINAL
+from apps.orchestrator.model.transitions import RUN_EVENTS
+from apps.orchestrator.reading.pagination import (
     MAX_INT64,
     Page,
     as_dicts,
@@ -18,9 +20,7 @@ from apps.orchestrator.pagination import (
     int_between,
     paginate,
 )
-from apps.orchestrator.runs import require_run
-from apps.orchestrator.states import RUN_TERMINAL
-from apps.orchestrator.transitions import RUN_EVENTS
+from apps.orchestrator.reading.runs import require_run
 
 _event_id = int_between(0, MAX_INT64)
 

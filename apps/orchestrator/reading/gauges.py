@@ -5,8 +5,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.metrics import DatabaseGauges
-from apps.orchestrator.models import Gate, Node, Run, utcnow
-from apps.orchestrator.states import GateStatus, NodeStatus, RunStatus
+from apps.orchestrator.model.models import Gate, Node, Run, utcnow
+from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
 
 
 async def _count_by_status(

@@ -8,8 +8,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
-from apps.orchestrator.models import Node, NodeDependency
-from apps.orchestrator.pagination import (
+from apps.orchestrator.model.models import Node, NodeDependency
+from apps.orchestrator.reading.pagination import (
     MAX_INT32,
     Page,
     as_dicts,
@@ -18,7 +18,7 @@ from apps.orchestrator.pagination import (
     int_between,
     paginate,
 )
-from apps.orchestrator.runs import require_run
+from apps.orchestrator.reading.runs import require_run
 
 _position = int_between(0, MAX_INT32)
 

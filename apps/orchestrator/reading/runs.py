@@ -29,8 +29,9 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
-from apps.orchestrator.models import Node, Run, UTCDateTime
-from apps.orchestrator.pagination import (
+from apps.orchestrator.model.models import Node, Run, UTCDateTime
+from apps.orchestrator.model.states import RunStatus
+from apps.orchestrator.reading.pagination import (
     Page,
     as_dicts,
     decode_cursor,
@@ -39,7 +40,6 @@ from apps.orchestrator.pagination import (
     parse_timestamp,
     parse_uuid,
 )
-from apps.orchestrator.states import RunStatus
 
 _JSON_OBJECT = {"sqlite": func.json_object, "postgresql": func.json_build_object}
 _JSON_OBJECT_AGG = {"sqlite": func.json_group_object, "postgresql": func.json_object_agg}

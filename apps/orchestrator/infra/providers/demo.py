@@ -4,7 +4,7 @@ import asyncio
 import hashlib
 import json
 
-from apps.orchestrator.providers.base import LLMReply, LLMRequest
+from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest
 
 _WORDS = (
     "agents", "plan", "review", "draft", "evidence", "summary", "risk", "scope", "outcome",

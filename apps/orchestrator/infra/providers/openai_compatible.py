@@ -5,7 +5,7 @@ retry policy (backoff with jitter, `max_attempts`) decides what follows."""
 import openai
 from openai import AsyncOpenAI
 
-from apps.orchestrator.providers.base import LLMReply, LLMRequest, ProviderError
+from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest, ProviderError
 
 
 class OpenAICompatibleProvider:

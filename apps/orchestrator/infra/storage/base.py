@@ -153,7 +153,7 @@ def open_artifact_store(settings: Settings) -> ArtifactStore:
     """The store ARTIFACT_STORE names, configured by the settings."""
     if settings.artifact_store == "s3":
         # Imported here: boto3 adds ~0.2 s and ~10 MB to start-up, which local setups never need.
-        from apps.orchestrator.s3_artifact_store import S3ArtifactStore
+        from apps.orchestrator.infra.storage.s3 import S3ArtifactStore
 
         return S3ArtifactStore.from_settings(settings)
     return LocalArtifactStore(settings.artifacts_dir)

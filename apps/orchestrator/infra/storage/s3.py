@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from apps.core.errors import NotFound, ServiceUnavailable
 from apps.core.settings import Settings
-from apps.orchestrator.artifact_store import StoredContent, StoredStream, is_plain_key
+from apps.orchestrator.infra.storage.base import StoredContent, StoredStream, is_plain_key
 
 logger = logging.getLogger(__name__)
 
