@@ -29,7 +29,7 @@ from apps.api.timezone import use_request_timezone
 from apps.core.database import open_database
 from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
-from apps.orchestrator.infra.storage.base import open_artifact_store
+from apps.orchestrator.infra.storage import open_artifact_store
 from apps.orchestrator.reading.event_feed import build_event_feed
 from apps.orchestrator.worker import Worker
 

@@ -21,7 +21,7 @@ from apps.core.database import Database, SessionFactory, open_database, unit_of_
 from apps.core.settings import Settings, SettingsError, load_settings
 from apps.orchestrator.control.run_control import request_cancel
 from apps.orchestrator.engine.submission import submit_task
-from apps.orchestrator.infra.storage.base import open_artifact_store
+from apps.orchestrator.infra.storage import open_artifact_store
 from apps.orchestrator.model.models import Artifact, Node, Run
 from apps.orchestrator.model.states import RUN_TERMINAL, NodeStatus, RunStatus
 from apps.orchestrator.plans.task_specs import TaskRequest

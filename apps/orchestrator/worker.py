@@ -29,7 +29,8 @@ from apps.orchestrator.engine.gates import record_gate_decision
 from apps.orchestrator.infra.providers.base import Provider
 from apps.orchestrator.infra.providers.demo import DemoProvider
 from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
-from apps.orchestrator.infra.storage.base import ArtifactStore, open_artifact_store
+from apps.orchestrator.infra.storage import open_artifact_store
+from apps.orchestrator.infra.storage.base import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
