@@ -61,7 +61,7 @@ from apps.orchestrator.engine.submission import submit_task  # noqa: E402
 from apps.orchestrator.model.models import Run  # noqa: E402
 from apps.orchestrator.model.states import RunStatus  # noqa: E402
 from apps.orchestrator.plans.task_specs import MAX_NODES, TaskRequest  # noqa: E402
-from apps.orchestrator.worker import Worker  # noqa: E402
+from apps.orchestrator.worker.loop import Worker  # noqa: E402
 from bench.processes import (  # noqa: E402
     HOST,
     WORK,

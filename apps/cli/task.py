@@ -25,7 +25,7 @@ from apps.orchestrator.infra.storage import open_artifact_store
 from apps.orchestrator.model.models import Artifact, Node, Run
 from apps.orchestrator.model.states import RUN_TERMINAL, NodeStatus, RunStatus
 from apps.orchestrator.plans.task_specs import TaskRequest
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.worker.loop import Worker
 
 PROGRESS_SECONDS = 0.5
 # How long Ctrl-C waits for the calls in flight to stop before giving up on a clean end.

@@ -15,7 +15,7 @@ from apps.core.database import open_database
 from apps.core.error_reporting import init_sentry
 from apps.core.logs import configure_logging
 from apps.core.settings import Settings, SettingsError, load_settings
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.worker.loop import Worker
 
 # Its lines are the worker's, under the name they have always had.
 logger = logging.getLogger("apps.orchestrator.worker")

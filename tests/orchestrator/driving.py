@@ -7,7 +7,7 @@ from sqlalchemy import update
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.model.models import Node
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.worker.loop import Worker
 
 
 async def run_to_the_end(

@@ -19,7 +19,7 @@ from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest, Provide
 from apps.orchestrator.infra.providers.demo import DemoProvider
 from apps.orchestrator.model.models import Node, utcnow
 from apps.orchestrator.model.states import NodeStatus
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.worker.loop import Worker
 from tests.orchestrator.driving import run_to_the_end
 
 SIDECAR_SCHEMA = json.loads(

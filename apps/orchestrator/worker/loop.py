@@ -271,10 +271,3 @@ class Worker:
             )
         except (OSError, SQLAlchemyError) as error:
             logger.warning("could not hand nodes back, their leases will expire: %s", error)
-
-
-if __name__ == "__main__":
-    # `python -m apps.orchestrator.worker`, as the docs have it; the command is apps.cli.worker.
-    from apps.cli.worker import main
-
-    main()
