@@ -26,8 +26,8 @@ from apps.api.app import create_app
 from apps.api.auth import authenticate
 from apps.api.schemas import Page, Run
 from apps.core.settings import load_settings
-from apps.orchestrator.pagination import encode_cursor
-from apps.orchestrator.states import NodeStatus, RunStatus
+from apps.orchestrator.model.states import NodeStatus, RunStatus
+from apps.orchestrator.reading.pagination import encode_cursor
 
 CEILING_PATH = "/bench/ceiling"
 CEILING_ITEMS = 50

@@ -57,11 +57,11 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from apps.core.database import SessionFactory, open_database, unit_of_work  # noqa: E402
 from apps.core.settings import Settings, load_settings  # noqa: E402
-from apps.orchestrator.models import Run  # noqa: E402
-from apps.orchestrator.states import RunStatus  # noqa: E402
-from apps.orchestrator.submission import submit_task  # noqa: E402
-from apps.orchestrator.task_specs import MAX_NODES, TaskRequest  # noqa: E402
-from apps.orchestrator.worker import Worker  # noqa: E402
+from apps.orchestrator.engine.submission import submit_task  # noqa: E402
+from apps.orchestrator.model.models import Run  # noqa: E402
+from apps.orchestrator.model.states import RunStatus  # noqa: E402
+from apps.orchestrator.plans.task_specs import MAX_NODES, TaskRequest  # noqa: E402
+from apps.orchestrator.worker.loop import Worker  # noqa: E402
 from bench.processes import (  # noqa: E402
     HOST,
     WORK,

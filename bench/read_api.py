@@ -64,9 +64,9 @@ import asyncpg  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from apps.core.settings import Settings  # noqa: E402
-from apps.orchestrator.models import Base  # noqa: E402
-from apps.orchestrator.pagination import encode_cursor  # noqa: E402
-from apps.orchestrator.states import NodeStatus, RunStatus  # noqa: E402
+from apps.orchestrator.model.models import Base  # noqa: E402
+from apps.orchestrator.model.states import NodeStatus, RunStatus  # noqa: E402
+from apps.orchestrator.reading.pagination import encode_cursor  # noqa: E402
 from bench.ceiling_app import CEILING_PATH, FakeRun, fake_run  # noqa: E402
 from bench.processes import (  # noqa: E402
     HOST,

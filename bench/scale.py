@@ -59,7 +59,7 @@ import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from apps.orchestrator.task_specs import MAX_NODES  # noqa: E402
+from apps.orchestrator.plans.task_specs import MAX_NODES  # noqa: E402
 from bench.orchestration import (  # noqa: E402
     API_KEY,
     dag_node,

@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 import httptools  # noqa: E402
 import httpx  # noqa: E402
 
-from apps.orchestrator.task_specs import MAX_NODES  # noqa: E402
+from apps.orchestrator.plans.task_specs import MAX_NODES  # noqa: E402
 from bench.orchestration import (  # noqa: E402
     API_KEY,
     dag_node,

@@ -23,7 +23,7 @@ from alembic import command
 from apps.api.app import create_app
 from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings, load_settings
-from apps.orchestrator.models import Base
+from apps.orchestrator.model.models import Base
 
 # The local S3-compatible server's fixtures: `s3_endpoint`, `s3_bucket`.
 pytest_plugins = ("tests.s3_server",)

@@ -30,9 +30,9 @@ from apps.api.timezone import use_request_timezone
 from apps.core.database import open_database
 from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
-from apps.orchestrator.artifact_store import open_artifact_store
-from apps.orchestrator.event_feed import build_event_feed
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.infra.storage import open_artifact_store
+from apps.orchestrator.reading.event_feed import build_event_feed
+from apps.orchestrator.worker.loop import Worker
 
 _PROTECTED_ROUTERS = (
     tasks.router,

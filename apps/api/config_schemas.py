@@ -5,8 +5,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from apps.core.settings import Settings
-from apps.orchestrator.configuration import REDACTED, SECRET_SETTINGS, DocumentKind
-from apps.orchestrator.gate_policy import EffectiveGate, GateRule
+from apps.orchestrator.control.configuration import REDACTED, SECRET_SETTINGS, DocumentKind
+from apps.orchestrator.plans.gate_policy import EffectiveGate, GateRule
 
 
 def _effective_settings_model() -> type[BaseModel]:

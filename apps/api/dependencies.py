@@ -7,8 +7,8 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from apps.core.database import Transactions, unit_of_work
-from apps.orchestrator import artifact_store
-from apps.orchestrator.pagination import MAX_LIMIT
+from apps.orchestrator.infra.storage import base as artifact_store
+from apps.orchestrator.reading.pagination import MAX_LIMIT
 
 
 async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -6,7 +6,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
 from apps.api.timezone import Timestamp
-from apps.orchestrator.states import GateStatus, NodeStatus, RunStatus
+from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
 
 T = TypeVar("T")
 

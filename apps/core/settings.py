@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from apps.core.roles import Role
-from apps.orchestrator.gate_policy import NO_GATES, GatePolicy, load_gate_policy
+from apps.orchestrator.plans.gate_policy import NO_GATES, GatePolicy, load_gate_policy
 
 LLMProvider = Literal["demo", "openai", "ollama"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from apps.api.app import create_app
 from apps.core.settings import Settings
-from apps.orchestrator.configuration import MAX_DOCUMENT_BYTES
+from apps.orchestrator.control.configuration import MAX_DOCUMENT_BYTES
 from tests.conftest import ROOT
 
 ADMIN_KEY = "admin-key-Zq81vX0pLm"

@@ -12,7 +12,7 @@ from sqlalchemy import Row, select
 from apps.api.app import create_app
 from apps.core.database import create_engine
 from apps.core.settings import Settings, load_settings
-from apps.orchestrator.models import ApiKey
+from apps.orchestrator.model.models import ApiKey
 from tests.conftest import ROOT
 
 CLI = [sys.executable, "-m", "apps.api.keys"]

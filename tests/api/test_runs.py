@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.models import Run
-from apps.orchestrator.states import NodeStatus, RunStatus
+from apps.orchestrator.model.models import Run
+from apps.orchestrator.model.states import NodeStatus, RunStatus
 from tests.api.pages import (
     error_detail,
     events_cursor,

@@ -6,8 +6,8 @@ import httpx
 from sqlalchemy import update
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.models import Node
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.model.models import Node
+from apps.orchestrator.worker.loop import Worker
 
 
 async def run_to_the_end(

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from apps.core.settings import SettingsError, load_settings
-from apps.orchestrator.gate_policy import (
+from apps.orchestrator.plans.gate_policy import (
     NO_GATES,
     GatePolicy,
     GatePolicyError,

@@ -11,11 +11,11 @@ import pytest
 
 from apps.core.database import SessionFactory, Transactions
 from apps.core.settings import Settings
-from apps.orchestrator.models import KeyRole
-from apps.orchestrator.providers.base import LLMReply, LLMRequest
-from apps.orchestrator.providers.demo import DemoProvider
-from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest
+from apps.orchestrator.infra.providers.demo import DemoProvider
+from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
+from apps.orchestrator.model.models import KeyRole
+from apps.orchestrator.worker.loop import Worker
 from tests.api.test_auth import _key
 from tests.chat_server import Script, chat_server
 from tests.orchestrator.test_worker import (

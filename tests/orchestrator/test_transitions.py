@@ -3,9 +3,9 @@ from sqlalchemy import select
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.errors import InvalidTransition
-from apps.orchestrator.models import Event, Node, Run
-from apps.orchestrator.states import NodeStatus, RunStatus
-from apps.orchestrator.transitions import move_node, move_run
+from apps.orchestrator.model.models import Event, Node, Run
+from apps.orchestrator.model.states import NodeStatus, RunStatus
+from apps.orchestrator.model.transitions import move_node, move_run
 from tests.factories import create_node, create_run
 
 

@@ -9,9 +9,9 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from apps.api.dependencies import ArtifactStore, Cursor, Limit, ReadConnection
 from apps.api.schemas import Artifact, Page
-from apps.orchestrator import artifacts
-from apps.orchestrator.artifact_store import StoredFile
-from apps.orchestrator.pagination import DEFAULT_LIMIT
+from apps.orchestrator.infra.storage.base import StoredFile
+from apps.orchestrator.reading import artifacts
+from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 
 router = APIRouter(tags=["artifacts"])
 

@@ -14,9 +14,11 @@ from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.dependencies import ArtifactStore, DbTransactions, ReadConnection
 from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
 from apps.core.database import Transactions
-from apps.orchestrator import artifact_store, run_control, runs
-from apps.orchestrator.gates import record_gate_decision
-from apps.orchestrator.models import KeyRole
+from apps.orchestrator.control import run_control
+from apps.orchestrator.engine.gates import record_gate_decision
+from apps.orchestrator.infra.storage import base as artifact_store
+from apps.orchestrator.model.models import KeyRole
+from apps.orchestrator.reading import runs
 
 router = APIRouter(tags=["control"])
 

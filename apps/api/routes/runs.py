@@ -11,9 +11,9 @@ from apps.api.dependencies import CURSOR_HELP, LIMIT_HELP, ReadConnection
 from apps.api.schemas import Page, Run
 from apps.api.timezone import as_utc
 from apps.core.text import NO_NUL
-from apps.orchestrator import runs
-from apps.orchestrator.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from apps.orchestrator.states import RunStatus
+from apps.orchestrator.model.states import RunStatus
+from apps.orchestrator.reading import runs
+from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(tags=["runs"])
 

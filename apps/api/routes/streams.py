@@ -18,8 +18,8 @@ from starlette.types import Receive, Scope, Send
 from apps.api.schemas import Event
 from apps.api.timezone import request_zone
 from apps.core.errors import BadRequest
-from apps.orchestrator.event_feed import Batches, EventFeed, StreamedEvent
-from apps.orchestrator.pagination import MAX_INT64
+from apps.orchestrator.reading.event_feed import Batches, EventFeed, StreamedEvent
+from apps.orchestrator.reading.pagination import MAX_INT64
 
 router = APIRouter(tags=["events"])
 

@@ -1,0 +1,50 @@
+"""Run a standalone worker process until SIGINT or SIGTERM.
+
+    crew-worker            (also: python -m apps.orchestrator.worker, make worker)
+
+For PostgreSQL deployments with several hosts: set WORKER_IN_API=0 on the API processes and start
+workers on their own. A stopping worker hands its nodes back as ready.
+"""
+
+import asyncio
+import logging
+import signal
+import sys
+
+from apps.core.database import open_database
+from apps.core.error_reporting import init_sentry
+from apps.core.logs import configure_logging
+from apps.core.settings import Settings, SettingsError, load_settings
+from apps.orchestrator.worker.loop import Worker
+
+# Its lines are the worker's, under the name they have always had.
+logger = logging.getLogger("apps.orchestrator.worker")
+
+
+async def serve(settings: Settings) -> None:
+    """Run one worker process until SIGINT or SIGTERM, then hand its nodes back."""
+    async with open_database(settings) as database:
+        worker = Worker(database.transactions, settings)
+        task = asyncio.create_task(worker.run())
+        loop = asyncio.get_running_loop()
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(stop, task.cancel)
+        logger.info("worker %s started", worker.name)
+        try:
+            await task
+        except asyncio.CancelledError:
+            logger.info("worker %s stopped", worker.name)
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        sys.exit(f"error: {error}")
+    configure_logging(settings)
+    init_sentry(settings)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Reading artifacts: metadata with sidecars, in the order they were written, and their files."""
+
+import functools
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apps.core.errors import NotFound
+from apps.orchestrator.infra.storage.base import ArtifactStore, StoredContent, store_io
+from apps.orchestrator.model.models import Artifact
+from apps.orchestrator.reading.pagination import (
+    Page,
+    as_dicts,
+    decode_cursor,
+    encode_cursor,
+    paginate,
+    parse_timestamp,
+    parse_uuid,
+)
+from apps.orchestrator.reading.runs import require_run
+
+ARTIFACT_COLUMNS = (
+    Artifact.id,
+    Artifact.run_id,
+    Artifact.node_id,
+    Artifact.name,
+    Artifact.media_type,
+    Artifact.size,
+    Artifact.sha256,
+    Artifact.created_at,
+    Artifact.sidecar,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactContent:
+    stored: StoredContent
+    media_type: str
+    name: str
+
+
+def _artifact_cursor(row: dict[str, Any]) -> str:
+    return encode_cursor("artifacts", row["created_at"].isoformat(), row["id"].hex)
+
+
+async def list_artifacts(
+    connection: AsyncConnection,
+    *,
+    run_id: uuid.UUID | None,
+    node_id: uuid.UUID | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[dict[str, Any]]:
+    """Artifacts oldest first, of one run and/or node when given (`NotFound` for an unknown run)."""
+    statement = select(*ARTIFACT_COLUMNS)
+    if run_id is not None:
+        await require_run(connection, run_id)
+        statement = statement.where(Artifact.run_id == run_id)
+    if node_id is not None:
+        statement = statement.where(Artifact.node_id == node_id)
+    if cursor is not None:
+        created_at, artifact_id = decode_cursor(cursor, "artifacts", parse_timestamp, parse_uuid)
+        statement = statement.where(
+            tuple_(Artifact.created_at, Artifact.id) > (created_at, artifact_id)
+        )
+    statement = statement.order_by(Artifact.created_at, Artifact.id).limit(limit + 1)
+    rows = as_dicts(await connection.execute(statement))
+    return paginate(rows, limit, _artifact_cursor)
+
+
+async def get_artifact(connection: AsyncConnection, artifact_id: uuid.UUID) -> dict[str, Any]:
+    """One artifact's metadata and sidecar, or `NotFound`."""
+    statement = select(*ARTIFACT_COLUMNS).where(Artifact.id == artifact_id)
+    rows = as_dicts(await connection.execute(statement))
+    if not rows:
+        raise NotFound(f"artifact {artifact_id} not found")
+    return rows[0]
+
+
+async def get_artifact_content(
+    connection: AsyncConnection, store: ArtifactStore, artifact_id: uuid.UUID
+) -> ArtifactContent:
+    """The content of an artifact, opened in its store: `NotFound` if the artifact or its
+    content is not there, `ServiceUnavailable` if the store failed."""
+    statement = select(Artifact.storage_key, Artifact.media_type, Artifact.name).where(
+        Artifact.id == artifact_id
+    )
+    row = (await connection.execute(statement)).first()
+    if row is None:
+        raise NotFound(f"artifact {artifact_id} not found")
+    stored = await store_io(store, 0, functools.partial(store.open, row.storage_key))
+    return ArtifactContent(stored=stored, media_type=row.media_type, name=row.name)

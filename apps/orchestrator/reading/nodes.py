@@ -1,0 +1,86 @@
+"""Reading nodes: a run's nodes in plan order, with the keys of the nodes each depends on."""
+
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apps.core.errors import NotFound
+from apps.orchestrator.model.models import Node, NodeDependency
+from apps.orchestrator.reading.pagination import (
+    MAX_INT32,
+    Page,
+    as_dicts,
+    decode_cursor,
+    encode_cursor,
+    int_between,
+    paginate,
+)
+from apps.orchestrator.reading.runs import require_run
+
+_position = int_between(0, MAX_INT32)
+
+NODE_COLUMNS = (
+    Node.id,
+    Node.run_id,
+    Node.key,
+    Node.position,
+    Node.role,
+    Node.status,
+    Node.attempt,
+    Node.max_attempts,
+    Node.timeout_seconds,
+    Node.provider,
+    Node.model,
+    Node.gate,
+    Node.error,
+    Node.created_at,
+    Node.updated_at,
+    Node.started_at,
+    Node.finished_at,
+)
+
+
+async def _with_deps(connection: AsyncConnection, statement: Select[Any]) -> list[dict[str, Any]]:
+    nodes = as_dicts(await connection.execute(statement))
+    if not nodes:
+        return nodes
+    upstream = Node.__table__.alias("upstream")
+    edges = await connection.execute(
+        select(NodeDependency.node_id, upstream.c.key)
+        .join(upstream, upstream.c.id == NodeDependency.depends_on_id)
+        .where(NodeDependency.node_id.in_([node["id"] for node in nodes]))
+        .order_by(upstream.c.position)
+    )
+    deps: dict[uuid.UUID, list[str]] = defaultdict(list)
+    for node_id, key in edges:
+        deps[node_id].append(key)
+    for node in nodes:
+        node["deps"] = deps[node["id"]]
+    return nodes
+
+
+async def list_nodes(
+    connection: AsyncConnection, run_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[dict[str, Any]]:
+    """A run's nodes in plan order, or `NotFound` for an unknown run."""
+    await require_run(connection, run_id)
+    statement = select(*NODE_COLUMNS).where(Node.run_id == run_id)
+    if cursor is not None:
+        (position,) = decode_cursor(cursor, f"nodes:{run_id.hex}", _position)
+        statement = statement.where(Node.position > position)
+    statement = statement.order_by(Node.position).limit(limit + 1)
+    nodes = await _with_deps(connection, statement)
+    return paginate(
+        nodes, limit, lambda node: encode_cursor(f"nodes:{run_id.hex}", node["position"])
+    )
+
+
+async def get_node(connection: AsyncConnection, node_id: uuid.UUID) -> dict[str, Any]:
+    """One node with its dependencies' keys, or `NotFound`."""
+    nodes = await _with_deps(connection, select(*NODE_COLUMNS).where(Node.id == node_id))
+    if not nodes:
+        raise NotFound(f"node {node_id} not found")
+    return nodes[0]

@@ -1,0 +1,206 @@
+"""Reading runs: the newest-first list with its filters, and one run with its node counts.
+
+The list is the API's hot path. Its statements are built once per dialect and filter shape, with
+parameters bound at execution; they select only the columns a run's answer has, and hand the JSON
+parts (`task_spec`, node counts by status, usage totals) back as text for the response model to
+parse, so one page is one round trip and no per-value conversion in Python.
+"""
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    Text,
+    Uuid,
+    bindparam,
+    cast,
+    func,
+    select,
+    tuple_,
+    type_coerce,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from apps.core.errors import NotFound
+from apps.orchestrator.model.models import Node, Run, UTCDateTime
+from apps.orchestrator.model.states import RunStatus
+from apps.orchestrator.reading.pagination import (
+    Page,
+    as_dicts,
+    decode_cursor,
+    encode_cursor,
+    paginate,
+    parse_timestamp,
+    parse_uuid,
+)
+
+_JSON_OBJECT = {"sqlite": func.json_object, "postgresql": func.json_build_object}
+_JSON_OBJECT_AGG = {"sqlite": func.json_group_object, "postgresql": func.json_object_agg}
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    status: RunStatus | None = None
+    title_contains: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def _node_counts(dialect: str) -> ColumnElement[str]:
+    """The run's node counts by status as a JSON object, correlated to the outer run row."""
+    per_status = (
+        select(Node.status, func.count().label("n"))
+        .where(Node.run_id == Run.id)
+        .group_by(Node.status)
+        .correlate(Run)
+        .subquery()
+    )
+    counts = select(_JSON_OBJECT_AGG[dialect](per_status.c.status, per_status.c.n))
+    # PostgreSQL aggregates no rows to NULL where SQLite gives {}.
+    return func.coalesce(cast(counts.scalar_subquery(), Text), "{}").label("node_counts")
+
+
+def _usage(dialect: str) -> ColumnElement[str]:
+    totals = _JSON_OBJECT[dialect](
+        "prompt_tokens",
+        Run.prompt_tokens,
+        "completion_tokens",
+        Run.completion_tokens,
+        "total_tokens",
+        Run.total_tokens,
+        "cost",
+        Run.cost,
+    )
+    return cast(totals, Text).label("usage")
+
+
+def _select_runs(dialect: str) -> Select[Any]:
+    return select(
+        # The id as the driver gives it (hex text on SQLite): the response model parses it faster
+        # than a UUID type processor does.
+        type_coerce(Run.id, String).label("id"),
+        Run.title,
+        Run.status,
+        cast(Run.task_spec, Text).label("task_spec"),
+        Run.error,
+        Run.created_by,
+        Run.created_at,
+        Run.updated_at,
+        Run.started_at,
+        Run.finished_at,
+        Run.cancel_requested_at,
+        _node_counts(dialect),
+        _usage(dialect),
+    )
+
+
+def _title_contains(dialect: str) -> ColumnElement[bool]:
+    pattern = bindparam("title", type_=Text)
+    if dialect == "sqlite":
+        # SQLite's LIKE folds ASCII only; `casefold` is registered on its connections.
+        return func.casefold(Run.title).like(pattern, escape="\\")
+    return Run.title.ilike(pattern, escape="\\")
+
+
+@lru_cache(maxsize=128)
+def _list_statement(dialect: str, filters: frozenset[str]) -> Select[Any]:
+    """The list statement for the filters named by their parameters' names."""
+    statement = _select_runs(dialect)
+    if "status" in filters:
+        statement = statement.where(Run.status == bindparam("status"))
+    if "title" in filters:
+        statement = statement.where(_title_contains(dialect))
+    if "after" in filters:
+        statement = statement.where(Run.created_at >= bindparam("after", type_=UTCDateTime))
+    if "before" in filters:
+        statement = statement.where(Run.created_at < bindparam("before", type_=UTCDateTime))
+    if "cursor_at" in filters:
+        # The row-value form lets SQLite walk the index; the expanded OR form scans it.
+        last_seen = tuple_(
+            bindparam("cursor_at", type_=UTCDateTime), bindparam("cursor_id", type_=Uuid)
+        )
+        statement = statement.where(tuple_(Run.created_at, Run.id) < last_seen)
+    return statement.order_by(Run.created_at.desc(), Run.id.desc()).limit(bindparam("limit"))
+
+
+@lru_cache(maxsize=4)
+def _get_statement(dialect: str) -> Select[Any]:
+    return _select_runs(dialect).where(Run.id == bindparam("run_id", type_=Uuid))
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _list_parameters(
+    where: RunFilter, dialect: str, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"limit": limit + 1}
+    if where.status is not None:
+        parameters["status"] = where.status
+    if where.title_contains:
+        text = where.title_contains.casefold() if dialect == "sqlite" else where.title_contains
+        parameters["title"] = f"%{_escape_like(text)}%"
+    if where.created_after is not None:
+        parameters["after"] = where.created_after
+    if where.created_before is not None:
+        parameters["before"] = where.created_before
+    if cursor is not None:
+        parameters["cursor_at"], parameters["cursor_id"] = decode_cursor(
+            cursor, "runs", parse_timestamp, parse_uuid
+        )
+    return parameters
+
+
+@lru_cache(maxsize=1024)
+def _task_spec(text: str) -> dict[str, Any]:
+    """The parsed spec. A run's spec never changes, so the runs a dashboard keeps polling are
+    parsed once; the documents are shared and never mutated."""
+    return json.loads(text)
+
+
+def _with_task_spec(row: dict[str, Any]) -> dict[str, Any]:
+    row["task_spec"] = _task_spec(row["task_spec"])
+    return row
+
+
+def _run_cursor(row: dict[str, Any]) -> str:
+    return encode_cursor("runs", row["created_at"].isoformat(), uuid.UUID(str(row["id"])).hex)
+
+
+def _dialect(connection: AsyncConnection) -> str:
+    return connection.dialect.name
+
+
+async def list_runs(
+    connection: AsyncConnection, where: RunFilter, limit: int, cursor: str | None
+) -> Page[dict[str, Any]]:
+    """Runs matching `where`, newest first, `limit` at a time after `cursor`."""
+    dialect = _dialect(connection)
+    parameters = _list_parameters(where, dialect, limit, cursor)
+    statement = _list_statement(dialect, frozenset(parameters))
+    result = await connection.execute(statement, parameters)
+    rows = [_with_task_spec(row) for row in as_dicts(result)]
+    return paginate(rows, limit, _run_cursor)
+
+
+async def get_run(connection: AsyncConnection, run_id: uuid.UUID) -> dict[str, Any]:
+    """One run with its node counts and usage, or `NotFound`."""
+    statement = _get_statement(_dialect(connection))
+    rows = as_dicts(await connection.execute(statement, {"run_id": run_id}))
+    if not rows:
+        raise NotFound(f"run {run_id} not found")
+    return _with_task_spec(rows[0])
+
+
+async def require_run(connection: AsyncConnection, run_id: uuid.UUID) -> None:
+    """Raise `NotFound` unless the run exists."""
+    if await connection.scalar(select(Run.id).where(Run.id == run_id)) is None:
+        raise NotFound(f"run {run_id} not found")
