@@ -30,6 +30,7 @@ from apps.api.timezone import use_request_timezone
 from apps.core.database import open_database
 from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
+from apps.core.supervision import start_supervised
 from apps.orchestrator.infra.storage import open_artifact_store
 from apps.orchestrator.reading.event_feed import build_event_feed
 from apps.orchestrator.worker.loop import Worker
@@ -75,7 +76,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def _running(worker: Worker) -> AsyncIterator[None]:
-    task = asyncio.create_task(worker.run(), name="worker")
+    task = start_supervised("worker", worker.run)
     try:
         yield
     finally:

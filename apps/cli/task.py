@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from apps.core.database import Database, SessionFactory, open_database, unit_of_work
 from apps.core.settings import Settings, SettingsError, load_settings
+from apps.core.supervision import start_supervised
 from apps.orchestrator.control.run_control import request_cancel
 from apps.orchestrator.engine.submission import submit_task
 from apps.orchestrator.infra.storage import open_artifact_store
@@ -147,7 +148,7 @@ async def run_task(task: TaskRequest, settings: Settings, *, wait: bool) -> int:
 async def _execute(database: Database, settings: Settings, run_id: uuid.UUID) -> int:
     sessions = database.sessions
     worker = Worker(database.transactions, settings)
-    working = asyncio.create_task(worker.run())
+    working = start_supervised("worker", worker.run)
     watching = asyncio.create_task(_watch(sessions, run_id))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, watching.cancel)

@@ -15,6 +15,7 @@ from apps.core.database import open_database
 from apps.core.error_reporting import init_sentry
 from apps.core.logs import configure_logging
 from apps.core.settings import Settings, SettingsError, load_settings
+from apps.core.supervision import start_supervised
 from apps.orchestrator.worker.loop import Worker
 
 # Its lines are the worker's, under the name they have always had.
@@ -25,7 +26,7 @@ async def serve(settings: Settings) -> None:
     """Run one worker process until SIGINT or SIGTERM, then hand its nodes back."""
     async with open_database(settings) as database:
         worker = Worker(database.transactions, settings)
-        task = asyncio.create_task(worker.run())
+        task = start_supervised("worker", worker.run)
         loop = asyncio.get_running_loop()
         for stop in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(stop, task.cancel)

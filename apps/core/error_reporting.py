@@ -119,3 +119,12 @@ def report_run_error(error: BaseException, *, run_id: object, node_id: object = 
     with sentry_sdk.new_scope() as scope:
         scope.set_tags(tags)
         sentry_sdk.capture_exception(error)
+
+
+def report_error(error: BaseException, **tags: object) -> None:
+    """Report an unexpected error with `tags` (a background task's name, for one)."""
+    if not sentry_sdk.is_initialized():
+        return
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tags({name: str(value) for name, value in tags.items()})
+        sentry_sdk.capture_exception(error)

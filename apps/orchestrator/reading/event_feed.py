@@ -17,18 +17,18 @@ this process's engine and a slow poll for the events other processes write.
 
 import asyncio
 import contextlib
-import logging
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apps.core.database import Database
 from apps.core.errors import NotFound
+from apps.core.supervision import start_supervised
 from apps.orchestrator.infra.event_wakes import (
     CommitWake,
     NotifyWake,
@@ -37,8 +37,6 @@ from apps.orchestrator.infra.event_wakes import (
     WakeSource,
 )
 from apps.orchestrator.reading import events
-
-logger = logging.getLogger(__name__)
 
 FEED_PAGE = 1_000
 REPLAY_PAGE = 500
@@ -153,7 +151,7 @@ class EventFeed:
         self._by_run: dict[uuid.UUID, set[Subscription]] = defaultdict(set)
         self._firehose: set[Subscription] = set()
         self._recent: dict[int, StreamedEvent] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
 
     @property
     def last_delivered_id(self) -> int:
@@ -171,9 +169,12 @@ class EventFeed:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator["EventFeed"]:
         """Read and fan out while the block runs; close every subscription when it ends."""
-        self._tasks = [asyncio.create_task(self._pump(), name="event-feed")]
+        self._tasks = [start_supervised("event feed", self._pump)]
         self._tasks += [
-            asyncio.create_task(self._watch(source), name=f"event-feed-{type(source).__name__}")
+            start_supervised(
+                f"event feed wake source {type(source).__name__}",
+                functools.partial(source.watch, self.poke),
+            )
             for source in self._wake_sources
         ]
         try:
@@ -290,28 +291,17 @@ class EventFeed:
     def _all_run_subscriptions(self) -> list[Subscription]:
         return [subscription for group in self._by_run.values() for subscription in group]
 
-    async def _watch(self, source: WakeSource) -> None:
-        try:
-            await source.watch(self.poke)
-        except Exception:
-            logger.exception("event feed: wake source %s stopped", type(source).__name__)
-
     async def _pump(self) -> None:
+        """Read and fan out on each wake. A failed read stops it, and its supervisor starts it
+        again; the next wake (at worst the poll) reads again from the same event."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             if not (self._firehose or self._by_run):
                 self._stale = True
                 continue
-            try:
-                async with self._reading:
-                    await self._read_new_events()
-            except (OSError, SQLAlchemyError) as error:
-                # The next wake (at worst the poll) tries again from the same event.
-                logger.warning("event feed: reading new events failed: %s", error)
-            except Exception:
-                # A fault here must not stop live events for every subscriber of the process.
-                logger.exception("event feed: reading new events failed")
+            async with self._reading:
+                await self._read_new_events()
 
     async def _read_new_events(self) -> None:
         async with self._engine.connect() as connection:
