@@ -64,6 +64,11 @@ async def _artifact_at(
     return str(artifact.id)
 
 
+def _attempt_key(run_id: str, artifact: dict[str, Any]) -> str:
+    """Where the attempt that produced `artifact` wrote it."""
+    return f"{run_id}/{artifact['node_id']}/{artifact['sidecar']['attempt']}/{artifact['name']}"
+
+
 async def test_a_demo_run_keeps_artifacts_and_sidecars_in_the_bucket_and_is_served_from_it(
     transactions: Transactions, client: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -74,10 +79,10 @@ async def test_a_demo_run_keeps_artifacts_and_sidecars_in_the_bucket_and_is_serv
     assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
     artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
     assert len(artifacts) == 6
-    keys = {f"{run_id}/{a['node_id']}/{a['name']}" for a in artifacts}
+    keys = {_attempt_key(run_id, artifact) for artifact in artifacts}
     assert _keys(settings) == keys | {f"{key}.sidecar.json" for key in keys}
     for artifact in artifacts:
-        key = f"{run_id}/{artifact['node_id']}/{artifact['name']}"
+        key = _attempt_key(run_id, artifact)
         sidecar = json.loads(_get_object(settings, f"{key}.sidecar.json"))
         SIDECARS.validate(sidecar)
         assert sidecar == artifact["sidecar"]

@@ -107,7 +107,7 @@ async def test_the_seed_demo_task_runs_to_success_with_artifacts_and_sidecars(
     assert run["usage"]["total_tokens"] > 0
     artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
     assert len(artifacts) == 6
-    on_disk = sorted(settings.artifacts_dir.glob(f"{run_id}/*/*.sidecar.json"))
+    on_disk = sorted(settings.artifacts_dir.glob(f"{run_id}/*/*/*.sidecar.json"))
     assert len(on_disk) == 6
     for sidecar in [json.loads(path.read_text()) for path in on_disk]:
         SIDECARS.validate(sidecar)

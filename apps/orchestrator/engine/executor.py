@@ -187,10 +187,10 @@ def describe_output(
     started_at: datetime,
     cost: float,
 ) -> NodeOutput:
-    """The artifact of a reply and its sidecar, to be written under `<run>/<node>/`.
+    """The artifact of a reply and its sidecar, to be written under `<run>/<node>/<attempt>/`.
 
-    The path depends only on the run, the node and its key, so a retried attempt overwrites the
-    files of one that died before it was recorded instead of leaving a second copy.
+    Every attempt writes files of its own: a retry (after a rejection, a timeout, a lease taken
+    back, a resume) never rewrites what an earlier attempt's artifact describes.
     """
     is_json = request.json_schema is not None
     name = f"{work.key}.json" if is_json else f"{work.key}.md"
@@ -215,7 +215,7 @@ def describe_output(
     return NodeOutput(
         name=name,
         media_type="application/json" if is_json else "text/markdown",
-        storage_key=f"{work.run_id}/{work.id}/{name}",
+        storage_key=f"{work.run_id}/{work.id}/{work.attempt}/{name}",
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
         sidecar=sidecar,

@@ -1,9 +1,13 @@
 """What every artifact store offers, and what callers of any store share.
 
-Keys are the `storage_key`s of artifacts, `<run>/<node>/<name>`, with each sidecar beside its
-artifact under `<key>.sidecar.json`. No key from the database or a request names anything outside
-the store: the local store resolves every path inside its root (refusing `..`, absolute paths and
-symlinks out), the S3 store refuses any key that is not plain `/`-separated names.
+Keys are the `storage_key`s of artifacts, `<run>/<node>/<attempt>/<name>` for what an attempt
+produced and `<run>/<node>/edited-<artifact>/<name>` for an operator's edit, with each sidecar
+beside its artifact under `<key>.sidecar.json`. A key is written once: every attempt and every
+edit has keys of its own, so the content an artifact's size and sha256 describe never changes.
+
+No key from the database or a request names anything outside the store: the local store resolves
+every path inside its root (refusing `..`, absolute paths and symlinks out), the S3 store refuses
+any key that is not plain `/`-separated names.
 
 Store calls block (a file system or the network): `store_io` decides whether one runs on the event
 loop or in a thread. Errors: `NotFound` for missing content, `ServiceUnavailable` when the store
@@ -50,6 +54,10 @@ class ArtifactStore(Protocol):
 
     def write(self, storage_key: str, content: bytes) -> None:
         """Store `content` under `storage_key`, replacing what was there."""
+        ...
+
+    def delete(self, storage_key: str) -> None:
+        """Remove what `storage_key` holds, if anything (content no artifact refers to)."""
         ...
 
     def open(self, storage_key: str) -> StoredContent:

@@ -1,5 +1,6 @@
 """The local artifact store: files under one directory, the default (ARTIFACT_STORE=local)."""
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -48,6 +49,18 @@ class LocalArtifactStore:
             path.write_bytes(content)
         except OSError as error:
             raise ServiceUnavailable(f"the artifact store failed: {error.strerror}") from None
+
+    def delete(self, storage_key: str) -> None:
+        if not is_plain_key(storage_key):
+            raise ValueError(f"storage key outside the artifact store: {storage_key!r}")
+        path = self.root / storage_key
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            raise ServiceUnavailable(f"the artifact store failed: {error.strerror}") from None
+        # The directory of an attempt or an edit is its own: gone with its last file.
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
 
     def open(self, storage_key: str) -> StoredContent:
         return StoredFile(self.path_for(storage_key))

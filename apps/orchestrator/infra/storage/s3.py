@@ -79,6 +79,13 @@ class S3ArtifactStore:
         with self._answers(key):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=content)
 
+    def delete(self, storage_key: str) -> None:
+        if not is_plain_key(storage_key):
+            raise ValueError(f"storage key outside the artifact store: {storage_key!r}")
+        key = self.prefix + storage_key
+        with self._answers(key):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
     def open(self, storage_key: str) -> StoredContent:
         key = self.object_key(storage_key)
         with self._answers(key):
