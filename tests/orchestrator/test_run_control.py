@@ -422,3 +422,19 @@ async def test_a_viewer_may_not_control_a_run(
 async def test_a_decision_on_an_unknown_run_is_404(client: httpx.AsyncClient) -> None:
     response = await client.post("/runs/00000000-0000-0000-0000-000000000000/approve", json={})
     assert response.status_code == 404
+
+
+async def test_more_cancels_and_resumes_at_once_than_the_pool_has_connections_all_answer(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """A control request holds one connection at a time: one held while it waits for a second
+    would, with as many requests as connections, leave every one of them waiting."""
+    connections = settings.db_pool_size + settings.db_max_overflow
+    run_ids = [await _submit(client, {"type": "demo"}) for _ in range(connections + 5)]
+
+    async with asyncio.timeout(20):
+        cancels = await asyncio.gather(*(client.post(f"/runs/{r}/cancel") for r in run_ids))
+        resumes = await asyncio.gather(*(client.post(f"/runs/{r}/resume") for r in run_ids))
+
+    assert {response.status_code for response in cancels} == {202}
+    assert {response.status_code for response in resumes} == {202}

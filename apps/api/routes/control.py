@@ -8,17 +8,15 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Path, Request
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.api.auth import OperatorCaller, forbidden_below
-from apps.api.dependencies import ArtifactStore, DbTransactions, ReadConnection
+from apps.api.dependencies import ArtifactStore, DbTransactions
 from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
 from apps.core.database import Transactions
-from apps.orchestrator.control import run_control
+from apps.orchestrator.control import decisions, run_control
 from apps.orchestrator.engine.gates import record_gate_decision
 from apps.orchestrator.infra.storage import base as artifact_store
 from apps.orchestrator.model.models import KeyRole
-from apps.orchestrator.reading import runs
 
 router = APIRouter(tags=["control"])
 
@@ -29,6 +27,10 @@ _DECISION_ERRORS = {
     409: {
         "description": "No gate waits on that node (`detail` gives its state: decided, by "
         "whom, when), or several wait and `node_id` is needed (`detail` lists them)."
+    },
+    503: {
+        "description": "The artifact store, which an approval reads the gated artifact from "
+        "or writes an edit to, did not answer; nothing was decided."
     },
 }
 
@@ -45,21 +47,13 @@ async def _decide(
     background: BackgroundTasks,
     run_id: uuid.UUID,
     node_id: uuid.UUID | None,
-    decision: run_control.Decision,
+    decision: decisions.Decision,
 ) -> Gate:
     settings = request.app.state.settings
-    gate = await transactions.run(run_control.decide, store, settings, run_id, node_id, decision)
+    gate = await decisions.decide_gate(transactions, store, settings, run_id, node_id, decision)
     record_gate_decision(gate)
     _wake_worker(request, background)
     return Gate.model_validate(gate)
-
-
-async def _run_after_control(
-    connection: AsyncConnection, request: Request, background: BackgroundTasks, run_id: uuid.UUID
-) -> Run:
-    run = await runs.get_run(connection, run_id)
-    _wake_worker(request, background)
-    return Run.model_validate(run)
 
 
 @router.post("/runs/{run_id}/approve", responses=_DECISION_ERRORS)
@@ -73,9 +67,7 @@ async def approve_gate(
     background: BackgroundTasks,
 ) -> Gate:
     """Release a waiting gate, optionally editing the gated artifact first."""
-    decision = run_control.Decision(
-        approve=True, by=caller.name, notes=body.notes, patch=body.patch
-    )
+    decision = decisions.Decision(approve=True, by=caller.name, notes=body.notes, patch=body.patch)
     return await _decide(transactions, store, request, background, run_id, body.node_id, decision)
 
 
@@ -90,7 +82,7 @@ async def reject_gate(
     background: BackgroundTasks,
 ) -> Gate:
     """Turn down a waiting gate: run the node again with the notes as feedback, or fail it."""
-    decision = run_control.Decision(
+    decision = decisions.Decision(
         approve=False, by=caller.name, notes=body.notes, action=body.action
     )
     return await _decide(transactions, store, request, background, run_id, body.node_id, decision)
@@ -109,15 +101,15 @@ async def cancel_run(
     caller: OperatorCaller,
     run_id: RunId,
     transactions: DbTransactions,
-    connection: ReadConnection,
     request: Request,
     background: BackgroundTasks,
 ) -> Run:
     """Stop a run: nothing starts any more, and its calls in flight are cancelled. The run is
     `cancelled` once they have stopped (`run.cancelled`); until then it shows
     `cancel_requested_at`."""
-    await transactions.run(run_control.request_cancel, run_id, by=caller.name)
-    return await _run_after_control(connection, request, background, run_id)
+    run = await transactions.run(run_control.request_cancel, run_id, by=caller.name)
+    _wake_worker(request, background)
+    return Run.model_validate(run)
 
 
 @router.post(
@@ -133,11 +125,11 @@ async def resume_run(
     caller: OperatorCaller,
     run_id: RunId,
     transactions: DbTransactions,
-    connection: ReadConnection,
     request: Request,
     background: BackgroundTasks,
 ) -> Run:
     """Continue a failed or cancelled run from where it stopped: succeeded nodes and their
     artifacts are kept, the others run again."""
-    await transactions.run(run_control.resume, run_id, by=caller.name)
-    return await _run_after_control(connection, request, background, run_id)
+    run = await transactions.run(run_control.resume, run_id, by=caller.name)
+    _wake_worker(request, background)
+    return Run.model_validate(run)

@@ -3,7 +3,7 @@ operator's inbox of the gates waiting across runs.
 
 A gate opens as one `gates` row (at most one pending per node) with a `gate.waiting` event that
 carries when it expires; its run goes to `waiting` until no gate of it waits any more. Decisions
-are in `run_control`.
+are in `decisions`.
 """
 
 import uuid
@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, insert, select, tuple_, update
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from apps.core.metrics import record_gate_wait
-from apps.orchestrator.model.models import Gate, Node, Run, utcnow
+from apps.orchestrator.engine.statements import database_now, database_time
+from apps.orchestrator.model.models import Gate, Node, Run
 from apps.orchestrator.model.states import GateStatus, RunStatus
 from apps.orchestrator.model.transitions import move_runs, record_event
 from apps.orchestrator.plans.gate_policy import EffectiveGate, read_gate
@@ -53,7 +54,7 @@ class Hold:
 def open_gates(session: Session, holds: Sequence[Hold]) -> None:
     """Open a pending gate for each hold (its node already moved to waiting_approval) and put
     the runs that were running into waiting."""
-    now = utcnow()
+    now = database_now(session.connection())
     rows = [_gate_row(hold, now) for hold in holds]
     session.connection().execute(insert(GATES), rows)
     for row in rows:
@@ -162,20 +163,17 @@ def close_gates(session: Session, run_id: uuid.UUID, cause: str) -> None:
     result = session.connection().execute(
         update(GATES)
         .where(GATES.c.run_id == run_id, GATES.c.status == GateStatus.PENDING)
-        .values(status=GateStatus.CANCELLED, decided_at=utcnow(), automatic=True, notes=cause)
+        .values(
+            status=GateStatus.CANCELLED,
+            decided_at=database_time(session.bind.dialect.name),
+            automatic=True,
+            notes=cause,
+        )
         .returning(GATES.c.id, GATES.c.node_id)
     )
     for gate_id, node_id in result:
         data = {"gate_id": str(gate_id), "cause": cause}
         record_event(session, run_id, "gate.cancelled", node_id=node_id, data=data)
-
-
-def any_expired(session: Session) -> bool:
-    """Whether a pending gate is past its `expires_at` (a cheap look before a write)."""
-    expired = select(GATES.c.id).where(
-        GATES.c.status == GateStatus.PENDING, GATES.c.expires_at < utcnow()
-    )
-    return bool(session.scalar(select(exists(expired))))
 
 
 def record_gate_decision(gate: dict[str, Any]) -> None:

@@ -20,56 +20,63 @@ from apps.orchestrator.engine.statements import (
     database_time_later,
     time_parameters,
 )
+from apps.orchestrator.model.locks import lock_runs
 from apps.orchestrator.model.models import Node, Run
 from apps.orchestrator.model.states import NodeStatus
 
 
 def keep_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
-    """A worker's heartbeat: renew its leases and take back expired ones; how many it took."""
+    """A worker's heartbeat: take back other workers' expired leases and renew its own (even
+    expired: it is still running their attempts); how many it took back."""
+    taken_back = take_back_expired_leases(session, besides=worker)
     renew_leases(session, worker=worker, lease_seconds=lease_seconds)
-    return take_back_expired_leases(session)
+    return taken_back
 
 
 def renew_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
-    """Extend the leases of the nodes `worker` is running (its heartbeat)."""
+    """Extend the leases of the nodes `worker` is running (its heartbeat).
+
+    A node whose row another transaction holds is changing hands (its attempt is being
+    recorded, or stopped): its lease is left as it is rather than waited for (see `locks`)."""
     dialect = session.bind.dialect.name
     connection = session.connection()
+    held = (
+        select(NODES.c.id)
+        .where(NODES.c.lease_owner == worker, NODES.c.status == NodeStatus.RUNNING)
+        .with_for_update(key_share=True, skip_locked=True)
+    )
     result = connection.execute(
         update(NODES)
-        .where(NODES.c.lease_owner == worker, NODES.c.status == NodeStatus.RUNNING)
+        .where(NODES.c.id.in_(held.scalar_subquery()))
         .values(lease_expires_at=database_time_later(dialect)),
         time_parameters(dialect, lease_seconds),
     )
     return result.rowcount
 
 
-def take_back_expired_leases(session: Session) -> int:
+def take_back_expired_leases(session: Session, *, besides: str | None = None) -> int:
     """Retry (or fail, with no attempts left) running nodes whose worker stopped renewing, or
-    cancel them in a run being cancelled; how many were taken back."""
+    cancel them in a run being cancelled; how many were taken back. The leases of the worker
+    `besides` are left to it."""
     dialect = session.bind.dialect.name
-    nodes = (
-        session.execute(
-            select(
-                Node.id,
-                Node.run_id,
-                Node.key,
-                Node.attempt,
-                Node.max_attempts,
-                Node.lease_owner,
-                Run.cancel_requested_at,
-            )
-            .join(Run, Run.id == Node.run_id)
-            .where(
-                Node.status == NodeStatus.RUNNING,
-                Node.lease_expires_at < database_time(dialect),
-            )
-            .limit(BATCH),
-            time_parameters(dialect),
-        )
+    expired = [Node.status == NodeStatus.RUNNING, Node.lease_expires_at < database_time(dialect)]
+    if besides is not None:
+        expired.append(Node.lease_owner.is_distinct_from(besides))
+    candidates = session.scalars(select(Node.run_id).where(*expired).limit(BATCH))
+    # The runs first (see `locks`), so a cancel asked for meanwhile is seen; then the nodes
+    # still expired, locked so that their worker's renewal cannot slip in before they are taken.
+    runs = lock_runs(session, set(candidates))
+    if not runs:
+        return 0
+    nodes = session.execute(
+        select(Node.id, Node.run_id, Node.key, Node.attempt, Node.max_attempts, Node.lease_owner)
+        .where(*expired, Node.run_id.in_(list(runs)))
+        .limit(BATCH)
+        .with_for_update(key_share=True, skip_locked=True)
     ).all()
     taken_back = 0
     for node in nodes:
-        if node.cancel_requested_at is not None:
+        if runs[node.run_id].cancelling:
             taken_back += cancel_attempt(session, node)
             continue
         message = f"lease of worker {node.lease_owner} expired"

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from apps.core.errors import InvalidTransition
@@ -23,7 +23,8 @@ from apps.orchestrator.engine.scheduling import (
     skip_unstarted,
 )
 from apps.orchestrator.engine.statements import ACTIVE_RUNS
-from apps.orchestrator.model.models import Artifact, Run, utcnow
+from apps.orchestrator.model.locks import lock_runs
+from apps.orchestrator.model.models import Artifact, utcnow
 from apps.orchestrator.model.states import NodeStatus
 from apps.orchestrator.model.transitions import move_node, record_event, record_node_moves
 
@@ -36,20 +37,24 @@ def record_outcomes(
 ) -> tuple[list[uuid.UUID], set[uuid.UUID]]:
     """Record finished attempts; the nodes that succeeded and the runs they touched.
 
-    Successes whose node is no longer running that attempt are appended to `refused`.
+    Their runs are locked first (see `locks`). Successes whose node is no longer running that
+    attempt are appended to `refused`.
     """
-    successes = [outcome for outcome in outcomes if isinstance(outcome, Succeeded)]
+    runs = {outcome.work.run_id for outcome in outcomes}
+    cancelling = {run_id for run_id, run in lock_runs(session, runs).items() if run.cancelling}
+    going_on = [outcome for outcome in outcomes if outcome.work.run_id not in cancelling]
+    _stop_in_cancelled_runs(
+        session, [outcome for outcome in outcomes if outcome.work.run_id in cancelling], refused
+    )
+    successes = [outcome for outcome in going_on if isinstance(outcome, Succeeded)]
     held = [outcome for outcome in successes if gate_when(outcome.work.gate) == "after"]
     held_ids = {outcome.work.id for outcome in held}
     plain = [outcome for outcome in successes if outcome.work.id not in held_ids]
     recorded = _record_successes(session, plain, settings)
     recorded |= _hold_outputs(session, held)
-    unrecorded = [outcome for outcome in successes if outcome.work.id not in recorded]
-    failures = [outcome for outcome in outcomes if isinstance(outcome, Failed)]
-    stopped = _stop_in_cancelled_runs(session, [*unrecorded, *failures])
-    refused.extend(outcome for outcome in unrecorded if outcome.work.id not in stopped)
-    for failure in failures:
-        if failure.work.id not in stopped:
+    refused.extend(outcome for outcome in successes if outcome.work.id not in recorded)
+    for failure in going_on:
+        if isinstance(failure, Failed):
             end_attempt(
                 session,
                 failure.work,
@@ -57,7 +62,7 @@ def record_outcomes(
                 retryable=failure.retryable,
                 cause=failure.cause,
             )
-    return list(recorded - held_ids), {outcome.work.run_id for outcome in outcomes}
+    return list(recorded - held_ids), runs
 
 
 def _hold_outputs(session: Session, held: Sequence[Succeeded]) -> set[uuid.UUID]:
@@ -87,24 +92,23 @@ def _hold_outputs(session: Session, held: Sequence[Succeeded]) -> set[uuid.UUID]
     return {outcome.work.id for outcome in kept}
 
 
-def _stop_in_cancelled_runs(session: Session, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
+def _stop_in_cancelled_runs(
+    session: Session, outcomes: Sequence[Outcome], refused: list[Succeeded]
+) -> None:
     """Attempts that ended in runs being cancelled: their nodes are cancelled, whatever the
-    attempt answered; the ids of those nodes."""
-    if not outcomes:
-        return set()
-    cancelling = set(
-        session.scalars(
-            select(Run.id).where(
-                Run.id.in_({outcome.work.run_id for outcome in outcomes}),
-                Run.cancel_requested_at.is_not(None),
-            )
-        )
-    )
-    return {
-        outcome.work.id
-        for outcome in outcomes
-        if outcome.work.run_id in cancelling and cancel_attempt(session, outcome.work)
-    }
+    attempt answered. An output is recorded all the same, with what its call cost, but never
+    gated and never planned from: the call was made and paid for."""
+    stopped = []
+    for outcome in outcomes:
+        if cancel_attempt(session, outcome.work):
+            stopped.append(outcome)
+        elif isinstance(outcome, Succeeded):
+            refused.append(outcome)
+    outputs = [outcome for outcome in stopped if isinstance(outcome, Succeeded)]
+    if outputs:
+        rows = [_artifact_row(session, outcome) for outcome in outputs]
+        statements.add_artifacts(session.connection(), rows)
+        _add_usage(session, outputs)
 
 
 def _record_successes(
@@ -126,6 +130,15 @@ def _record_successes(
             work = outcome.work
             expand_report(session, work.run_id, work.id, work.run_title, outcome.outline, settings)
     return recorded
+
+
+def output_recorded(session: Session, outcome: Succeeded) -> bool:
+    """Whether an artifact refers to the files of `outcome`'s output (a pass whose commit
+    seemed to fail may have recorded it all the same)."""
+    recorded = select(Artifact.id).where(
+        Artifact.node_id == outcome.work.id, Artifact.storage_key == outcome.output.storage_key
+    )
+    return bool(session.scalar(select(exists(recorded))))
 
 
 def _artifact_row(session: Session, outcome: Succeeded) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from apps.orchestrator.engine.scheduling import (
     start_queued_runs,
 )
 from apps.orchestrator.engine.statements import ACTIVE_RUNS, EVERY_RUN, RunScope
+from apps.orchestrator.model.locks import lock_runs
 from apps.orchestrator.model.models import Node, Run
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.model.transitions import move_nodes, move_runs
@@ -115,6 +116,8 @@ def fail_run_at_fault(session: Session, run_id: uuid.UUID, reason: str) -> bool:
     """Fail a run whose rows the worker cannot process: nothing more of it starts, its running
     attempts are failed (their results could not be recorded) and the run fails with `reason`.
     False when the run had ended meanwhile."""
+    if run_id not in lock_runs(session, [run_id]):
+        return False
     error = f"the worker could not process this run: {reason}"
     skip_unstarted(session, run_id, "the run failed")
     where = [Node.run_id == run_id]

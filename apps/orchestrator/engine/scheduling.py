@@ -151,12 +151,16 @@ def skip_unstarted(session: Session, run_id: uuid.UUID, cause: str) -> None:
 def start_queued_runs(
     session: Session, where: Sequence[ColumnElement[bool]] = ()
 ) -> list[uuid.UUID]:
-    """Move the oldest queued runs (of those matching `where`) to running; their ids."""
+    """Move the oldest queued runs (of those matching `where`) to running; their ids.
+
+    A run another transaction holds (a cancel, another worker starting it) is passed over: see
+    `locks`."""
     queued = (
         select(Run.id)
         .where(Run.status == RunStatus.QUEUED, *where)
         .order_by(Run.created_at)
         .limit(BATCH)
+        .with_for_update(key_share=True, skip_locked=True)
         .scalar_subquery()
     )
     return move_runs(

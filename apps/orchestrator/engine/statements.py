@@ -11,7 +11,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Float,
     Interval,
     Select,
+    String,
     Update,
     bindparam,
     exists,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     insert,
     select,
     tuple_,
+    type_coerce,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -55,27 +57,41 @@ INSERT_ARTIFACTS = insert(ARTIFACTS)
 
 
 DELAY = bindparam("delay", type_=Interval())
-DELAYED = bindparam("delayed", type_=UTCDateTime())
+# SQLite adds a delay to a time with a modifier: "+30.000000 seconds".
+DELAY_MODIFIER = bindparam("delay_modifier", type_=String())
+# SQLite's time as the schema stores timestamps there (naive UTC text, which sorts as time does).
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%f"
 
 
-def database_time(dialect: str) -> ColumnElement[Any]:
-    """The database's clock, so that leases and retry times mean the same on every host
-    whatever its own clock says. SQLite serves the host of its only process, whose clock is
-    the database's: there the time is bound by `time_parameters`."""
-    return func.now() if dialect == "postgresql" else NOW
+def database_time(dialect: str) -> ColumnElement[datetime]:
+    """The database's clock. Every time the engine compares across processes (a lease, when a
+    retry is due, when a gate expires, how long it waited) is taken from it, never from the
+    host's, so that hosts whose clocks disagree still agree on what has expired."""
+    if dialect == "postgresql":
+        return type_coerce(func.now(), UTCDateTime())
+    return type_coerce(func.strftime(SQLITE_TIME_FORMAT, "now"), UTCDateTime())
 
 
-def database_time_later(dialect: str) -> ColumnElement[Any]:
+def database_time_later(dialect: str) -> ColumnElement[datetime]:
     """`database_time` plus the delay given to `time_parameters`."""
-    return func.now() + DELAY if dialect == "postgresql" else DELAYED
+    if dialect == "postgresql":
+        return type_coerce(func.now() + DELAY, UTCDateTime())
+    return type_coerce(func.strftime(SQLITE_TIME_FORMAT, "now", DELAY_MODIFIER), UTCDateTime())
 
 
 def time_parameters(dialect: str, delay_seconds: float = 0.0) -> dict[str, Any]:
-    """The values the statements of `database_time` and `database_time_later` are bound to."""
-    now = utcnow()
+    """The values the statements of `database_time_later` are bound to, and `now`: the host's
+    time, which statements built once record where nothing compares it (`updated_at`)."""
     if dialect == "postgresql":
-        return {"now": now, "delay": timedelta(seconds=delay_seconds)}
-    return {"now": now, "delayed": now + timedelta(seconds=delay_seconds)}
+        return {"now": utcnow(), "delay": timedelta(seconds=delay_seconds)}
+    return {"now": utcnow(), "delay_modifier": f"{delay_seconds:+.6f} seconds"}
+
+
+def database_now(connection: Connection) -> datetime:
+    """What the database's clock says now (see `database_time`)."""
+    now = connection.scalar(select(database_time(connection.dialect.name)))
+    assert now is not None
+    return now
 
 
 def _run_is_going_on() -> ColumnElement[bool]:

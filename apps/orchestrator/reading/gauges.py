@@ -5,7 +5,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.metrics import DatabaseGauges
-from apps.orchestrator.model.models import Gate, Node, Run, utcnow
+from apps.orchestrator.engine.statements import database_time
+from apps.orchestrator.model.models import Gate, Node, Run
 from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
 
 
@@ -21,10 +22,13 @@ async def _count_by_status(
 
 async def read_gauges(connection: AsyncConnection) -> DatabaseGauges:
     """The database's gauges now."""
-    now = utcnow()
-    waiting, oldest = (
+    # The database's clock, as the gates' opening times are (see `database_time`).
+    now = database_time(connection.dialect.name)
+    waiting, oldest, now = (
         await connection.execute(
-            select(func.count(), func.min(Gate.opened_at)).where(Gate.status == GateStatus.PENDING)
+            select(func.count(), func.min(Gate.opened_at), now).where(
+                Gate.status == GateStatus.PENDING
+            )
         )
     ).one()
     ready = await connection.scalar(

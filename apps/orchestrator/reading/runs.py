@@ -27,6 +27,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import Session
 
 from apps.core.errors import NotFound
 from apps.orchestrator.model.models import Node, Run, UTCDateTime
@@ -194,7 +195,16 @@ async def list_runs(
 async def get_run(connection: AsyncConnection, run_id: uuid.UUID) -> dict[str, Any]:
     """One run with its node counts and usage, or `NotFound`."""
     statement = _get_statement(_dialect(connection))
-    rows = as_dicts(await connection.execute(statement, {"run_id": run_id}))
+    return _one_run(as_dicts(await connection.execute(statement, {"run_id": run_id})), run_id)
+
+
+def get_run_in(session: Session, run_id: uuid.UUID) -> dict[str, Any]:
+    """`get_run` in a transaction: the run as the transaction's changes leave it."""
+    statement = _get_statement(session.bind.dialect.name)
+    return _one_run(as_dicts(session.execute(statement, {"run_id": run_id})), run_id)
+
+
+def _one_run(rows: list[dict[str, Any]], run_id: uuid.UUID) -> dict[str, Any]:
     if not rows:
         raise NotFound(f"run {run_id} not found")
     return _with_task_spec(rows[0])

@@ -8,6 +8,7 @@ when its lease expires and retried.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -19,18 +20,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from apps.core.database import Transactions
 from apps.core.error_reporting import report_run_error
+from apps.core.errors import CrewError
 from apps.core.logs import log_context
 from apps.core.metrics import record_leases_taken_back, record_llm_usage, record_node_duration
 from apps.core.settings import Settings
-from apps.orchestrator.control import run_control
+from apps.core.supervision import start_supervised
 from apps.orchestrator.engine import leases
 from apps.orchestrator.engine.executor import Executor, Failed, NodeWork, Outcome, Succeeded
 from apps.orchestrator.engine.gates import record_gate_decision
+from apps.orchestrator.engine.outcomes import output_recorded
 from apps.orchestrator.infra.providers.base import Provider
 from apps.orchestrator.infra.providers.demo import DemoProvider
 from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
 from apps.orchestrator.infra.storage import open_artifact_store
-from apps.orchestrator.infra.storage.base import ArtifactStore
+from apps.orchestrator.infra.storage.base import ArtifactStore, sidecar_key, store_io
+from apps.orchestrator.worker.gate_timer import GateTimer
 from apps.orchestrator.worker.pass_runner import PassRunner
 
 logger = logging.getLogger(__name__)
@@ -76,6 +80,7 @@ class Worker:
         self.executor = Executor(providers, self.store, settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._passes = PassRunner(transactions, settings, self.name)
+        self._gate_timer = GateTimer(transactions, self.store, settings)
         self._wake = asyncio.Event()
         # Whether the next pass looks for queued runs: at start, on a submission in this
         # process, and at least every IDLE_SECONDS (for runs other processes queued, even
@@ -95,19 +100,27 @@ class Worker:
         self._wake.set()
 
     async def run(self) -> None:
-        """Work until cancelled; in-flight nodes are handed back as ready when it stops."""
-        watch = asyncio.create_task(self._upkeep(), name="worker upkeep")
+        """Work until cancelled; in-flight nodes are handed back as ready when it stops.
+
+        Its loops run supervised (`supervise`): one that fails is logged, reported and
+        restarted, and the others go on meanwhile."""
+        renew_every = self.settings.lease_seconds / 3
+        loops = [
+            start_supervised("worker passes", self._pass_loop, max_delay=5.0),
+            start_supervised("worker cancel watch", self._watch_loop, max_delay=5.0),
+            start_supervised("worker leases", self._lease_loop, max_delay=renew_every),
+            start_supervised("worker gate timer", self._gate_loop),
+        ]
         try:
-            while True:
-                await self._step_or_wait()
-                await self._pause(IDLE_SECONDS)
+            await asyncio.gather(*loops)
         finally:
-            watch.cancel()
+            for task in loops:
+                task.cancel()
             try:
                 # A stop must not hang on a database that does not answer: the leases of what
                 # could not be handed back expire, and the nodes are retried then.
                 async with asyncio.timeout(STOP_SECONDS):
-                    await asyncio.gather(watch, return_exceptions=True)
+                    await asyncio.gather(*loops, return_exceptions=True)
                     await self._stop()
             except TimeoutError:
                 logger.warning("worker %s stopped without handing its nodes back", self.name)
@@ -132,6 +145,7 @@ class Worker:
             self._looked_at = now
         for refused in done.refused:
             logger.info("node %s of run %s ended meanwhile", refused.work.key, refused.work.run_id)
+            await self._discard(refused)
         for work in done.claimed:
             self._running[work.id] = asyncio.create_task(self._attempt(work), name=work.key)
         return done.changed
@@ -145,15 +159,21 @@ class Worker:
             elif not (changed or self._outcomes):
                 return
 
-    async def _step_or_wait(self) -> None:
-        try:
+    async def _pass_loop(self) -> None:
+        while True:
             await self.step()
-        except (OSError, SQLAlchemyError) as error:
-            logger.warning("worker pass failed, retrying: %s", error)
-            await asyncio.sleep(IDLE_SECONDS)
-        except Exception:
-            logger.exception("worker pass failed unexpectedly, retrying")
-            await asyncio.sleep(IDLE_SECONDS)
+            await self._pause(IDLE_SECONDS)
+
+    async def _discard(self, refused: Succeeded) -> None:
+        """Remove the files of an output nobody will record: its attempt was no longer the
+        node's (an attempt's files are its own, see `describe_output`)."""
+        key = refused.output.storage_key
+        discard = functools.partial(_delete_files, self.store, (key, sidecar_key(key)))
+        try:
+            if not await self.transactions.run(output_recorded, refused):
+                await store_io(self.store, 0, discard)
+        except (CrewError, OSError, SQLAlchemyError) as error:
+            logger.warning("kept the files of an unrecorded output: %s", error)
 
     async def _pause(self, seconds: float) -> None:
         if self._outcomes:
@@ -204,21 +224,27 @@ class Worker:
             )
         return outcome
 
-    async def _upkeep(self) -> None:
-        """Stop the attempts this worker should no longer run, renew its leases and take back
-        expired ones (at start-up too), and carry out what timed-out gates decide."""
-        renew_every = self.settings.lease_seconds / 3
-        renewed = float("-inf")
-        loop = asyncio.get_running_loop()
+    async def _watch_loop(self) -> None:
+        """Stop the attempts this worker should no longer run (their run is being cancelled,
+        or their node was taken back)."""
         while True:
-            try:
-                await self._stop_attempts()
-                if loop.time() - renewed >= renew_every:
-                    await self._renew_leases()
-                    renewed = loop.time()
-                await self._expire_gates()
-            except (OSError, SQLAlchemyError) as error:
-                logger.warning("worker upkeep failed, retrying: %s", error)
+            await self._stop_attempts()
+            await asyncio.sleep(WATCH_SECONDS)
+
+    async def _lease_loop(self) -> None:
+        """Renew this worker's leases and take back expired ones (at start-up too)."""
+        while True:
+            await self._renew_leases()
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+
+    async def _gate_loop(self) -> None:
+        """Carry out what timed-out gates decide."""
+        while True:
+            decided = await self._gate_timer.decide_expired()
+            for gate in decided:
+                record_gate_decision(gate)
+            if decided:
+                self.wake()
             await asyncio.sleep(WATCH_SECONDS)
 
     async def _renew_leases(self) -> None:
@@ -241,13 +267,6 @@ class Worker:
                 (self._cancelled if still_held else self._released).add(node_id)
                 task.cancel()
 
-    async def _expire_gates(self) -> None:
-        decided = await self.transactions.run(run_control.expire_gates, self.store, self.settings)
-        for gate in decided:
-            record_gate_decision(gate)
-        if decided:
-            self.wake()
-
     async def _stop(self) -> None:
         """Stop the attempts in flight and record them, so their nodes are retried at once
         rather than after their leases expire."""
@@ -261,3 +280,8 @@ class Worker:
             await self._passes.run(self._outcomes, slots=0)
         except (OSError, SQLAlchemyError) as error:
             logger.warning("could not hand nodes back, their leases will expire: %s", error)
+
+
+def _delete_files(store: ArtifactStore, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        store.delete(key)
