@@ -209,14 +209,15 @@ def _waiting_gate(
         keys = ", ".join(f"{gate.node_key} ({gate.node_id})" for gate in waiting)
         raise Conflict(f"several gates wait in this run; say which with node_id: {keys}")
     if gate_id is not None:
-        raise GateDecided(_gate_state(session, GATES.c.id == gate_id))
+        raise _decided(session, GATES.c.id == gate_id) or Conflict("no such gate in this run")
     if node_id is None:
         raise Conflict(f"no gate waits in this run; the run is {status}")
-    raise Conflict(_gate_state(session, GATES.c.node_id == node_id, GATES.c.run_id == run_id))
+    where = (GATES.c.node_id == node_id, GATES.c.run_id == run_id)
+    raise _decided(session, *where) or Conflict(f"node {node_id} of this run has no gate waiting")
 
 
-def _gate_state(session: Session, *where: Any) -> str:
-    """Why no gate waits: the last matching gate's decision, or that there is none."""
+def _decided(session: Session, *where: Any) -> GateDecided | None:
+    """What decided the last gate matching `where`, or None when there is none."""
     last = (
         session.execute(
             select(GATES.c.node_id, GATES.c.status, GATES.c.decided_by, GATES.c.decided_at)
@@ -226,9 +227,10 @@ def _gate_state(session: Session, *where: Any) -> str:
         )
     ).first()
     if last is None:
-        return "no such gate waits in this run"
+        return None
     by = f" by {last.decided_by}" if last.decided_by else ""
-    return f"the gate of node {last.node_id} is already {last.status}{by} at {last.decided_at}"
+    state = f"the gate of node {last.node_id} is already {last.status}{by} at {last.decided_at}"
+    return GateDecided(state)
 
 
 def _claim_gate(session: Session, gate: Any, target: GateStatus, decision: Decision) -> None:
@@ -248,7 +250,7 @@ def _claim_gate(session: Session, gate: Any, target: GateStatus, decision: Decis
         )
     )
     if result.rowcount != 1:
-        raise GateDecided(_gate_state(session, GATES.c.id == gate.id))
+        raise _decided(session, GATES.c.id == gate.id) or Conflict("the gate is gone")
     data = {
         "gate_id": str(gate.id),
         "by": decision.by,
