@@ -4,7 +4,7 @@ duplicate between what a subscriber replays from the database and what it is han
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -165,6 +165,35 @@ async def test_events_another_process_writes_arrive_with_the_poll(
             assert [e.id for e in await asyncio.wait_for(pending, WAIT)] == ids
     finally:
         await other_engine.dispose()
+
+
+class FailsFirst:
+    """A wake source whose first watch fails as no source expects to, then polls."""
+
+    def __init__(self) -> None:
+        self.watches = 0
+
+    async def watch(self, poke: Callable[[], None]) -> None:
+        self.watches += 1
+        if self.watches == 1:
+            raise RuntimeError("the listening connection broke in an unforeseen way")
+        await PollWake(0.05).watch(poke)
+
+
+async def test_a_wake_source_that_fails_is_started_again_and_events_keep_coming(
+    engine: AsyncEngine, sessions: SessionFactory
+) -> None:
+    run = await new_run(sessions)
+    source = FailsFirst()
+    feed = EventFeed(engine, [source])
+    async with feed.running():
+        stream = await follow(feed, run)
+        [pending] = first_batches([stream])
+        await subscribed(feed, 1)
+        ids = await add_events(sessions, run, "node.started")
+
+        assert [e.id for e in await asyncio.wait_for(pending, WAIT)] == ids
+    assert source.watches == 2
 
 
 async def test_events_committed_during_the_replay_are_streamed_once_in_order(
