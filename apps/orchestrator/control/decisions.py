@@ -236,8 +236,8 @@ def _decided(session: Session, *where: Any) -> GateDecided | None:
 def _claim_gate(session: Session, gate: Any, target: GateStatus, decision: Decision) -> None:
     """Close the gate with the decision, unless another decision closed it first."""
     action = "approve" if decision.approve else decision.action
-    dialect = session.bind.dialect.name
-    result = session.execute(
+    dialect = session.get_bind().dialect.name
+    result = session.connection().execute(
         update(GATES)
         .where(GATES.c.id == gate.id, GATES.c.status == GateStatus.PENDING)
         .values(
@@ -348,7 +348,7 @@ def expired_gates(
 ) -> list[ExpiredGate]:
     """The pending gates past their `expires_at` by the database's clock, oldest first, but
     those `excluded`."""
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     statement = (
         select(GATES.c.id, GATES.c.run_id, GATES.c.node_id, GATES.c.on_timeout)
         .where(GATES.c.status == GateStatus.PENDING, GATES.c.expires_at < database_time(dialect))

@@ -165,7 +165,7 @@ def close_gates(session: Session, run_id: uuid.UUID, cause: str) -> None:
         .where(GATES.c.run_id == run_id, GATES.c.status == GateStatus.PENDING)
         .values(
             status=GateStatus.CANCELLED,
-            decided_at=database_time(session.bind.dialect.name),
+            decided_at=database_time(session.get_bind().dialect.name),
             automatic=True,
             notes=cause,
         )

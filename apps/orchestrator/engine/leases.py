@@ -38,7 +38,7 @@ def renew_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
 
     A node whose row another transaction holds is changing hands (its attempt is being
     recorded, or stopped): its lease is left as it is rather than waited for (see `locks`)."""
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     connection = session.connection()
     held = (
         select(NODES.c.id)
@@ -58,7 +58,7 @@ def take_back_expired_leases(session: Session, *, besides: str | None = None) ->
     """Retry (or fail, with no attempts left) running nodes whose worker stopped renewing, or
     cancel them in a run being cancelled; how many were taken back. The leases of the worker
     `besides` are left to it."""
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     expired = [Node.status == NodeStatus.RUNNING, Node.lease_expires_at < database_time(dialect)]
     if besides is not None:
         expired.append(Node.lease_owner.is_distinct_from(besides))

@@ -89,7 +89,7 @@ def time_parameters(dialect: str, delay_seconds: float = 0.0) -> dict[str, Any]:
 
 def database_now(connection: Connection) -> datetime:
     """What the database's clock says now (see `database_time`)."""
-    now = connection.scalar(select(database_time(connection.dialect.name)))
+    now: datetime | None = connection.scalar(select(database_time(connection.dialect.name)))
     assert now is not None
     return now
 

@@ -23,10 +23,10 @@ async def _count_by_status(
 async def read_gauges(connection: AsyncConnection) -> DatabaseGauges:
     """The database's gauges now."""
     # The database's clock, as the gates' opening times are (see `database_time`).
-    now = database_time(connection.dialect.name)
+    clock = database_time(connection.dialect.name)
     waiting, oldest, now = (
         await connection.execute(
-            select(func.count(), func.min(Gate.opened_at), now).where(
+            select(func.count(), func.min(Gate.opened_at), clock).where(
                 Gate.status == GateStatus.PENDING
             )
         )

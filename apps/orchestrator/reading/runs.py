@@ -200,7 +200,7 @@ async def get_run(connection: AsyncConnection, run_id: uuid.UUID) -> dict[str, A
 
 def get_run_in(session: Session, run_id: uuid.UUID) -> dict[str, Any]:
     """`get_run` in a transaction: the run as the transaction's changes leave it."""
-    statement = _get_statement(session.bind.dialect.name)
+    statement = _get_statement(session.get_bind().dialect.name)
     return _one_run(as_dicts(session.execute(statement, {"run_id": run_id})), run_id)
 
 
