@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from apps.core.errors import Conflict, NotFound, Unprocessable
 from apps.core.settings import Settings
 from apps.orchestrator.engine import scheduling
-from apps.orchestrator.engine.gates import GATES, close_gates, get_gate, pending_gates
+from apps.orchestrator.engine.gates import GATES, close_gates
 from apps.orchestrator.infra.storage.base import ArtifactStore, encode_sidecar, sidecar_key
 from apps.orchestrator.model.models import Artifact, Node, Run, utcnow
 from apps.orchestrator.model.states import (
@@ -33,6 +33,7 @@ from apps.orchestrator.model.states import (
 )
 from apps.orchestrator.model.transitions import move_nodes, move_run, move_runs, record_event
 from apps.orchestrator.plans.planning import OUTLINE_KEY, InvalidOutline, parse_outline
+from apps.orchestrator.reading.gates import get_gate, pending_gates
 
 Action = Literal["retry", "fail"]
 
