@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from apps.cli.startup import load_checked_settings
 from apps.core.database import Database, SessionFactory, open_database, unit_of_work
-from apps.core.settings import Settings, SettingsError, load_settings
+from apps.core.settings import Settings, SettingsError
 from apps.orchestrator.control.run_control import request_cancel
 from apps.orchestrator.engine.submission import submit_task
 from apps.orchestrator.infra.storage import open_artifact_store
@@ -62,7 +63,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         "llm_default_model": args.model,
         "database_url": args.database_url,
     }
-    return load_settings(**{key: value for key, value in overrides.items() if value is not None})
+    return load_checked_settings(
+        **{key: value for key, value in overrides.items() if value is not None}
+    )
 
 
 def _task(args: argparse.Namespace) -> TaskRequest:

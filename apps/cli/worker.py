@@ -11,10 +11,11 @@ import logging
 import signal
 import sys
 
+from apps.cli.startup import load_checked_settings
 from apps.core.database import open_database
 from apps.core.error_reporting import init_sentry
 from apps.core.logs import configure_logging
-from apps.core.settings import Settings, SettingsError, load_settings
+from apps.core.settings import Settings, SettingsError
 from apps.orchestrator.worker.loop import Worker
 
 # Its lines are the worker's, under the name they have always had.
@@ -38,7 +39,7 @@ async def serve(settings: Settings) -> None:
 
 def main() -> None:
     try:
-        settings = load_settings()
+        settings = load_checked_settings()
     except SettingsError as error:
         sys.exit(f"error: {error}")
     configure_logging(settings)

@@ -22,7 +22,6 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from apps.core.roles import Role
-from apps.orchestrator.plans.gate_policy import NO_GATES, GatePolicy, load_gate_policy
 
 LLMProvider = Literal["demo", "openai", "ollama"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -47,8 +46,6 @@ _SECRET_FIELDS = frozenset(
 )
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _HTTP_URL = re.compile(r"https?://[^/?#\s]+(/[^?#\s]*)?")
-# Their errors name the input themselves.
-_SELF_DESCRIBED_FIELDS = frozenset({"gate_policy_file"})
 
 
 class AgentBinding(BaseModel):
@@ -73,7 +70,6 @@ DEFAULT_PRICES = {
     "gpt-4o-mini": ModelPrice(prompt=0.15, completion=0.60),
     "gpt-4o": ModelPrice(prompt=2.50, completion=10.00),
 }
-FREE_PROVIDERS = frozenset({"demo", "ollama"})
 
 
 class SettingsError(Exception):
@@ -253,13 +249,6 @@ class Settings(BaseSettings):
     def _database_url_is_async(cls, value: str | None) -> str | None:
         return None if value is None else normalize_database_url(value)
 
-    @field_validator("gate_policy_file")
-    @classmethod
-    def _gate_policy_loads(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            load_gate_policy(value)
-        return value
-
     @field_validator("artifacts_dir")
     @classmethod
     def _artifacts_dir_is_absolute(cls, value: Path) -> Path:
@@ -353,34 +342,12 @@ class Settings(BaseSettings):
             prices[model.strip()] = {"prompt": prompt.strip(), "completion": completion.strip()}
         return prices
 
-    def cost_of(
-        self, provider: str, model: str, prompt_tokens: int, completion_tokens: int
-    ) -> float:
-        """Dollars a call cost; nothing for the demo provider, Ollama or an unpriced model."""
-        price = None if provider in FREE_PROVIDERS else self.llm_prices.get(model)
-        if price is None:
-            return 0.0
-        return (prompt_tokens * price.prompt + completion_tokens * price.completion) / 1_000_000
-
-    def agent_for(self, role: str) -> AgentBinding:
-        """The agent bound to `role`, or the default provider and model."""
-        bound = self.llm_role_models.get(role)
-        return bound or AgentBinding(
-            provider=self.llm_default_provider, model=self.llm_default_model
-        )
-
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
-
-    @property
-    def gate_policy(self) -> GatePolicy:
-        """The policy GATE_POLICY_FILE holds (read once per process); no gates when unset."""
-        path = self.gate_policy_file
-        return NO_GATES if path is None else load_gate_policy(path)
 
     @property
     def migrations_database_url(self) -> str:
@@ -396,7 +363,7 @@ def describe_validation_error(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else "settings"
-        quiet = field in _SECRET_FIELDS or field in _SELF_DESCRIBED_FIELDS
+        quiet = field in _SECRET_FIELDS
         # A required setting left unset has no value to show.
         shown = "" if quiet or item.get("input") is None else f" (got {item.get('input')!r})"
         message = item["msg"].removeprefix("Value error, ")

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from apps.core.errors import BadRequest, Unprocessable
 from apps.core.roles import ROLES
 from apps.core.settings import Settings
 from apps.orchestrator.plans.documents import DocumentError, Problem, read_json, read_yaml
-from apps.orchestrator.plans.gate_policy import parse_gate_policy, resolve_gate
+from apps.orchestrator.plans.gate_policy import gate_policy_of, parse_gate_policy, resolve_gate
 
 DocumentKind = Literal["settings", "gate_policy"]
 DOCUMENT_KINDS: tuple[str, ...] = get_args(DocumentKind)
@@ -59,7 +59,7 @@ def redacted_settings(settings: Settings) -> dict[str, Any]:
 
 def gate_policy_in_force(settings: Settings) -> dict[str, Any]:
     """The gate policy the service runs with, where it came from, and what each role gets."""
-    policy = settings.gate_policy
+    policy = gate_policy_of(settings)
     return {
         "source": "none" if settings.gate_policy_file is None else "file",
         "file": None if settings.gate_policy_file is None else str(settings.gate_policy_file),
@@ -102,12 +102,6 @@ class _DocumentSettings(Settings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
-
-    # Overrides the check that reads the file: a document's path is on the server, not checked.
-    @field_validator("gate_policy_file")
-    @classmethod
-    def _gate_policy_loads(cls, value: Any) -> Any:
-        return value
 
 
 def _setting_problem(item: Mapping[str, Any]) -> Problem:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from apps.core.roles import NODE_KEY_PATTERN, ROLES, NodeKey, Role
+from apps.core.settings import Settings, SettingsError
 from apps.orchestrator.plans.documents import DocumentError, Problem, read_yaml
 
 OnTimeout = Literal["approve", "reject", "fail"]
@@ -293,6 +294,19 @@ def parse_gate_policy(document: object) -> tuple[GatePolicy, list[Problem]]:
     reader = _PolicyReader()
     reader.read(gates)
     return reader.policy(), reader.problems
+
+
+def gate_policy_of(settings: Settings) -> GatePolicy:
+    """The policy GATE_POLICY_FILE holds (read once per process), no gates when it is unset; a
+    `SettingsError` naming the variable when the file cannot be used, which entry points call
+    this for at start-up."""
+    path = settings.gate_policy_file
+    if path is None:
+        return NO_GATES
+    try:
+        return load_gate_policy(path)
+    except GatePolicyError as error:
+        raise SettingsError(f"invalid setting GATE_POLICY_FILE: {error}") from None
 
 
 @functools.lru_cache(maxsize=8)

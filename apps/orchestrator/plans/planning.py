@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from apps.core.roles import Role
 from apps.orchestrator.plans.gate_policy import GateRule
 from apps.orchestrator.plans.task_specs import MAX_SECTIONS, DagSpec, DemoSpec, NodeSpec, ReportSpec
 
@@ -21,7 +22,7 @@ class PlannedNode:
     """One node of a plan, before it is stored; plans list nodes so each follows its deps."""
 
     key: str
-    role: str
+    role: Role
     prompt: str
     deps: tuple[str, ...] = ()
     gate: GateRule | None = None
