@@ -59,9 +59,11 @@ test: $(INSTALLED) ## Run the whole test suite (PostgreSQL tests need TEST_POSTG
 
 api-test test-api: test ## Aliases of test
 
-lint: $(INSTALLED) ## ruff check and ruff format --check
+lint: $(INSTALLED) ## ruff, mypy and the import contracts (pyproject.toml says what each checks)
 	$(BIN)/ruff check apps tests bench alembic
 	$(BIN)/ruff format --check apps tests bench alembic
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(INSTALLED) ## Format and fix what ruff can
 	$(BIN)/ruff format apps tests bench alembic

@@ -43,7 +43,7 @@ def request_id_of(scope: Scope) -> str:
     """The caller's X-Request-ID when it is a sane one, else a new id."""
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
-            given = value.decode("latin-1")
+            given: str = value.decode("latin-1")
             if _VALID_REQUEST_ID.fullmatch(given):
                 return given
             break

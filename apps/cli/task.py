@@ -82,7 +82,7 @@ async def _plan(sessions: SessionFactory, run_id: uuid.UUID) -> list[tuple[str, 
             .where(Node.run_id == run_id)
             .order_by(Node.position)
         )
-        return [tuple(row) for row in rows]
+        return [(key, role, agent) for key, role, agent in rows]
 
 
 async def _progress(sessions: SessionFactory, run_id: uuid.UUID) -> tuple[Run, str]:

@@ -6,7 +6,7 @@ the result down.
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -371,7 +371,7 @@ def describe_validation_error(error: ValidationError) -> str:
     return "invalid setting " + "; ".join(problems)
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings, raising `SettingsError` with one line when a value is bad."""
     try:
         return Settings(**overrides)

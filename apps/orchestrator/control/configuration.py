@@ -8,7 +8,7 @@ sending it as a gate-policy document).
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr, ValidationError
@@ -178,7 +178,7 @@ def _kind_of(document: object, asked: DocumentKind | None) -> DocumentKind:
     if asked and named and asked != named:
         raise Unprocessable(f"kind is {asked} in the query but {named} in the body")
     if asked or named:
-        return asked or named
+        return asked or cast(DocumentKind, named)  # one of DOCUMENT_KINDS, checked above
     return "gate_policy" if isinstance(document, Mapping) and "gates" in document else "settings"
 
 

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from apps.core.errors import Conflict, NotFound, Unprocessable
 from apps.core.settings import Settings
 from apps.orchestrator.engine import scheduling
-from apps.orchestrator.engine.gates import GATES, close_gates
+from apps.orchestrator.engine.gates import close_gates
 from apps.orchestrator.infra.storage.base import ArtifactStore, encode_sidecar, sidecar_key
-from apps.orchestrator.model.models import Artifact, Node, Run, utcnow
+from apps.orchestrator.model.models import GATES, Artifact, Node, Run, utcnow
 from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
     RUN_RESUMABLE,
@@ -110,7 +110,7 @@ def _gate_state(session: Session, run_id: uuid.UUID, node_id: uuid.UUID) -> str:
 def _claim_gate(session: Session, gate: Any, target: GateStatus, decision: Decision) -> None:
     """Close the gate with the decision, unless another decision closed it first."""
     action = "approve" if decision.approve else decision.action
-    result = session.execute(
+    result = session.connection().execute(
         update(GATES)
         .where(GATES.c.id == gate.id, GATES.c.status == GateStatus.PENDING)
         .values(
@@ -265,8 +265,11 @@ def _expand_outline(session: Session, store: ArtifactStore, settings: Settings, 
     scheduling.expand_report(session, gate.run_id, gate.node_id, title, outline, settings)
 
 
-def expire_gates(session: Session, store: ArtifactStore, settings: Settings) -> int:
-    """Carry out what their policy says for the gates past their `expires_at`; how many."""
+def decide_expired_gates(
+    session: Session, store: ArtifactStore, settings: Settings
+) -> list[dict[str, Any]]:
+    """Carry out what their policy says for the gates past their `expires_at`; the gates
+    decided, as the inbox shows them."""
     expired = (
         session.execute(
             select(GATES.c.run_id, GATES.c.node_id, GATES.c.on_timeout)

@@ -15,12 +15,10 @@ from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from apps.core.metrics import record_gate_wait
-from apps.orchestrator.model.models import Gate, Run, utcnow
+from apps.orchestrator.model.models import GATES, Run, utcnow
 from apps.orchestrator.model.states import GateStatus, RunStatus
 from apps.orchestrator.model.transitions import move_runs, record_event
 from apps.orchestrator.plans.gate_policy import EffectiveGate, read_gate
-
-GATES = Gate.__table__
 
 
 def gate_when(stored: dict[str, Any] | None) -> str | None:

@@ -15,12 +15,11 @@ from apps.orchestrator.engine.scheduling import (
     finish_runs,
 )
 from apps.orchestrator.engine.statements import (
-    NODES,
     database_time,
     database_time_later,
     time_parameters,
 )
-from apps.orchestrator.model.models import Node, Run
+from apps.orchestrator.model.models import NODES, Node, Run
 from apps.orchestrator.model.states import NodeStatus
 
 
@@ -32,7 +31,7 @@ def keep_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
 
 def renew_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
     """Extend the leases of the nodes `worker` is running (its heartbeat)."""
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     connection = session.connection()
     result = connection.execute(
         update(NODES)
@@ -46,7 +45,7 @@ def renew_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
 def take_back_expired_leases(session: Session) -> int:
     """Retry (or fail, with no attempts left) running nodes whose worker stopped renewing, or
     cancel them in a run being cancelled; how many were taken back."""
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     nodes = (
         session.execute(
             select(

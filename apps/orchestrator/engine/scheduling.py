@@ -106,7 +106,7 @@ def end_attempt(
     """A failed attempt: back to ready after a backoff while attempts remain, else failed.
 
     False when the node is no longer running that attempt (it ended meanwhile)."""
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     try:
         if retryable and node.attempt < node.max_attempts:
             move_node(

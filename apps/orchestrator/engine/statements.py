@@ -31,7 +31,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from apps.orchestrator.model.models import Artifact, Node, NodeDependency, Run, UTCDateTime, utcnow
+from apps.orchestrator.model.models import (
+    ARTIFACTS,
+    DEPENDENCIES,
+    NODES,
+    RUNS,
+    UTCDateTime,
+    utcnow,
+)
 from apps.orchestrator.model.states import NODE_TERMINAL, NodeStatus, RunStatus
 from apps.orchestrator.model.transitions import (
     MOVED_NODE_COLUMNS,
@@ -40,10 +47,6 @@ from apps.orchestrator.model.transitions import (
     node_values,
 )
 
-NODES = Node.__table__
-RUNS = Run.__table__
-DEPENDENCIES = NodeDependency.__table__
-ARTIFACTS = Artifact.__table__
 UPSTREAM = NODES.alias("upstream")
 
 # Runs whose nodes may start: a run waiting at one node's gate goes on with its other branches.

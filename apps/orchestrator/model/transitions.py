@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, event, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from apps.core.errors import InvalidTransition
-from apps.orchestrator.model.models import Event, Node, Run, utcnow
+from apps.orchestrator.model.models import EVENTS, NODES, Node, Run, utcnow
 from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
     NODE_TERMINAL,
@@ -46,7 +46,7 @@ NODE_EVENTS = {
 
 
 PENDING_EVENTS = "pending_events"
-INSERT_EVENTS = insert(Event.__table__)
+INSERT_EVENTS = insert(EVENTS)
 
 
 def record_event(
@@ -181,7 +181,6 @@ def node_values(
     return values
 
 
-NODES = Node.__table__
 MOVED_NODE_COLUMNS = (NODES.c.id, NODES.c.run_id, NODES.c.position, NODES.c.attempt)
 
 

@@ -259,7 +259,7 @@ class _PolicyReader:
             return None
 
     def policy(self) -> GatePolicy:
-        return GatePolicy(defaults=self.defaults, **self.rules)
+        return GatePolicy.model_validate({"defaults": self.defaults, **self.rules})
 
 
 def _name_problem(section: str, name: object) -> str | None:

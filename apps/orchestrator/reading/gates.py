@@ -8,7 +8,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
-from apps.orchestrator.model.models import Gate, Node, Run
+from apps.orchestrator.model.models import GATES, Node, Run
 from apps.orchestrator.model.states import GateStatus
 from apps.orchestrator.reading.pagination import (
     Page,
@@ -19,8 +19,6 @@ from apps.orchestrator.reading.pagination import (
     parse_timestamp,
     parse_uuid,
 )
-
-GATES = Gate.__table__
 
 GATE_COLUMNS = (
     GATES.c.id,

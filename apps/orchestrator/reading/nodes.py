@@ -8,7 +8,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
-from apps.orchestrator.model.models import Node, NodeDependency
+from apps.orchestrator.model.models import NODES, Node, NodeDependency
 from apps.orchestrator.reading.pagination import (
     MAX_INT32,
     Page,
@@ -47,7 +47,7 @@ async def _with_deps(connection: AsyncConnection, statement: Select[Any]) -> lis
     nodes = as_dicts(await connection.execute(statement))
     if not nodes:
         return nodes
-    upstream = Node.__table__.alias("upstream")
+    upstream = NODES.alias("upstream")
     edges = await connection.execute(
         select(NodeDependency.node_id, upstream.c.key)
         .join(upstream, upstream.c.id == NodeDependency.depends_on_id)

@@ -81,7 +81,7 @@ def _usage(dialect: str) -> ColumnElement[str]:
     return cast(totals, Text).label("usage")
 
 
-def _select_runs(dialect: str) -> Select[Any]:
+def _select_runs(dialect: str) -> Select[*tuple[Any, ...]]:
     return select(
         # The id as the driver gives it (hex text on SQLite): the response model parses it faster
         # than a UUID type processor does.
@@ -163,7 +163,8 @@ def _list_parameters(
 def _task_spec(text: str) -> dict[str, Any]:
     """The parsed spec. A run's spec never changes, so the runs a dashboard keeps polling are
     parsed once; the documents are shared and never mutated."""
-    return json.loads(text)
+    spec: dict[str, Any] = json.loads(text)
+    return spec
 
 
 def _with_task_spec(row: dict[str, Any]) -> dict[str, Any]:

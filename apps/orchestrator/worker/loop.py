@@ -246,7 +246,9 @@ class Worker:
                 task.cancel()
 
     async def _expire_gates(self) -> None:
-        decided = await self.transactions.run(run_control.expire_gates, self.store, self.settings)
+        decided = await self.transactions.run(
+            run_control.decide_expired_gates, self.store, self.settings
+        )
         for gate in decided:
             record_gate_decision(gate)
         if decided:
