@@ -1,4 +1,7 @@
 import asyncio
+import json
+import sqlite3
+from pathlib import Path
 
 from sqlalchemy import inspect
 
@@ -36,3 +39,31 @@ def test_the_models_and_the_migrations_agree(empty_database: str) -> None:
     config = alembic_config(empty_database)
     command.upgrade(config, "head")
     command.check(config)
+
+
+def test_stored_json_with_infinities_is_repaired_on_upgrade(tmp_path: Path) -> None:
+    """Before 0003 SQLite stored `Infinity` and `NaN` from task specs, which its JSON functions
+    reject; the upgrade rewrites them as null (no limit), and leaves valid JSON as it was."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0002")
+    broken = '{"type": "demo", "budget": {"max_cost": Infinity, "max_tokens": NaN}}'
+    fine = '{"type": "demo", "budget": {"max_cost": 1.5}}'
+    with sqlite3.connect(tmp_path / "old.db") as connection:
+        for run_id, spec in (("a" * 32, broken), ("b" * 32, fine)):
+            connection.execute(
+                "INSERT INTO runs (id, title, status, task_spec, prompt_tokens, "
+                "completion_tokens, total_tokens, cost, created_at, updated_at) "
+                "VALUES (?, 't', 'queued', ?, 0, 0, 0, 0, '2026-01-01', '2026-01-01')",
+                (run_id, spec),
+            )
+
+    command.upgrade(config, "head")
+
+    with sqlite3.connect(tmp_path / "old.db") as connection:
+        specs = dict(connection.execute("SELECT id, task_spec FROM runs").fetchall())
+    assert json.loads(specs["a" * 32]) == {
+        "type": "demo",
+        "budget": {"max_cost": None, "max_tokens": None},
+    }
+    assert specs["b" * 32] == fine

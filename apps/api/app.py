@@ -25,6 +25,7 @@ from apps.api.routes import (
     streams,
     tasks,
 )
+from apps.api.storable_input import refuse_unstorable_input
 from apps.api.timezone import use_request_timezone
 from apps.core.database import open_database
 from apps.core.metrics import forget_this_process
@@ -102,8 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     instrument(app, settings)
     app.include_router(health.router)
+    # The key first: a caller without one learns nothing about its input.
+    checks = [Depends(authenticate), Depends(refuse_unstorable_input)]
     for router in _PROTECTED_ROUTERS:
-        app.include_router(router, dependencies=[Depends(authenticate)])
+        app.include_router(router, dependencies=checks)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

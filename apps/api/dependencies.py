@@ -41,9 +41,6 @@ ArtifactStore = Annotated[artifact_store.ArtifactStore, Depends(_artifact_store)
 # Runs one synchronous domain function in a transaction of its own, committed before it returns.
 DbTransactions = Annotated[Transactions, Depends(_transactions)]
 
-# Text stored in the database never holds NUL, and PostgreSQL refuses it in a parameter.
-NO_NUL = r"^[^\x00]*$"
-
 LIMIT_HELP = f"Items per page, 1 to {MAX_LIMIT}."
 CURSOR_HELP = "`next_cursor` of the previous page."
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=LIMIT_HELP)]

@@ -5,9 +5,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
+from apps.core.database import is_transient
 from apps.core.errors import CrewError
 
 logger = logging.getLogger(__name__)
@@ -39,17 +40,10 @@ async def _http_error(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
 
 
-def _database_unavailable(error: Exception) -> bool:
-    # A refused connection reaches us unwrapped from the driver's connect.
-    if isinstance(error, (OperationalError, InterfaceError, ConnectionError)):
-        return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
-
-
 async def _database_error(request: Request, error: Exception) -> JSONResponse:
-    if not _database_unavailable(error):
+    if not is_transient(error):
         return await _unexpected(request, error)
-    # Not a fault of this service: the database is restarting or out of reach.
+    # Not a fault of this service: the database is restarting, out of reach or busy.
     logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, error)
     return JSONResponse(
         {"detail": "the database is unavailable; try again shortly"},

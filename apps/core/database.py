@@ -6,7 +6,9 @@ Engines are built by whoever runs (the API's lifespan, the worker, the CLI), nev
 import asyncio
 import contextvars
 import functools
+import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -16,7 +18,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import Engine, event, text
 from sqlalchemy import create_engine as _create_sync_engine
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,6 +33,10 @@ SQLITE_BUSY_TIMEOUT_MS = 5_000
 SQLITE_BEGIN = "sqlite_begin"
 
 SessionFactory = async_sessionmaker[AsyncSession]
+# JSON columns refuse NaN and infinities rather than store text that SQLite's JSON functions and
+# PostgreSQL reject: a value that slipped past the edge fails its own write, not every later read.
+JSON_SERIALIZER = functools.partial(json.dumps, allow_nan=False)
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -83,6 +89,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             pool_size=settings.db_pool_size,
             max_overflow=0,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            json_serializer=JSON_SERIALIZER,
         )
         event.listen(engine.sync_engine, "connect", _tune_sqlite_connection)
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
@@ -92,6 +99,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
+        json_serializer=JSON_SERIALIZER,
     )
 
 
@@ -193,6 +201,7 @@ def _create_sqlite_writer(url: URL) -> Engine:
         pool_size=1,
         max_overflow=0,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        json_serializer=JSON_SERIALIZER,
     )
     event.listen(engine, "connect", _tune_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)
@@ -219,6 +228,46 @@ async def open_database(settings: Settings, url: str | None = None) -> AsyncIter
     finally:
         await transactions.close()
         await engine.dispose()
+
+
+# SQLSTATE classes of failures that say nothing of the statement: connection exceptions, rollbacks
+# (serialization failures, deadlocks), insufficient resources, operator intervention.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
+# sqlite3 raises OperationalError for a busy database and for malformed JSON alike.
+SQLITE_TRANSIENT_MESSAGES = (
+    "database is locked",
+    "database table is locked",
+    "unable to open database",
+    "disk i/o error",
+    "database or disk is full",
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` is the database being out of reach or busy, so that the same work is
+    worth trying again, rather than a fault of the statement or of the data it touched."""
+    if isinstance(error, OSError):
+        # A refused or lost connection reaches us unwrapped from the driver's connect.
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated or isinstance(error, InterfaceError):
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate:
+        return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+    if isinstance(error.orig, sqlite3.OperationalError):
+        message = str(error.orig).lower()
+        return any(transient in message for transient in SQLITE_TRANSIENT_MESSAGES)
+    return isinstance(error, OperationalError)
+
+
+def describe_fault(error: BaseException, limit: int = 300) -> str:
+    """One line naming what went wrong, for a stored error: a database error's own message
+    without the statement and its parameters, which may hold prompts."""
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    first_line = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first_line}"[:limit]
 
 
 HEALTH_CHECK_SECONDS = 2.0

@@ -1,10 +1,10 @@
 """Sentry: set up once per process from the settings, and what it may carry out of the process.
 
 Only faults are reported: an unhandled error in a route, an unexpected error in a node's execution
-(`report_node_error`). Expected outcomes are not: 4xx answers (the `CrewError` hierarchy), a
-provider's 429 or 5xx, a node failing by its retry policy. That is why the SDK's auto-enabled
-integrations stay off: its OpenAI integration, for one, reports every failed call (a 429 too)
-and records prompts.
+or in the worker's bookkeeping of a run (`report_run_error`). Expected outcomes are not: 4xx
+answers (the `CrewError` hierarchy), a provider's 429 or 5xx, a node failing by its retry policy.
+That is why the SDK's auto-enabled integrations stay off: its OpenAI integration, for one,
+reports every failed call (a 429 too) and records prompts.
 
 Nothing that identifies a caller or holds an LLM's input leaves: `before_send` and
 `before_breadcrumb` drop request bodies, cookies, `X-API-Key` and `Authorization`, any field named
@@ -110,13 +110,14 @@ def tag_current_request() -> None:
         sentry_sdk.get_isolation_scope().set_tags(current_context())
 
 
-def report_node_error(error: BaseException, *, run_id: object, node_id: object) -> None:
-    """Report an unexpected error in a node's execution, tagged with its run and node.
+def report_run_error(error: BaseException, *, run_id: object, node_id: object = None) -> None:
+    """Report an unexpected error in a run's work, tagged with its run (and node, if one).
 
     Not for failures the retry policy expects (timeouts, provider errors, invalid outlines).
     """
     if not sentry_sdk.is_initialized():
         return
+    tags = {"run_id": str(run_id)} | ({"node_id": str(node_id)} if node_id is not None else {})
     with sentry_sdk.new_scope() as scope:
-        scope.set_tags({"run_id": str(run_id), "node_id": str(node_id)})
+        scope.set_tags(tags)
         sentry_sdk.capture_exception(error)

@@ -157,7 +157,7 @@ NODE_FAULT = textwrap.dedent(
     """
     import logging, sys
     import sentry_sdk
-    from apps.core.error_reporting import init_sentry, report_node_error
+    from apps.core.error_reporting import init_sentry, report_run_error
     from apps.core.logs import log_context
     from apps.core.settings import load_settings
 
@@ -168,7 +168,7 @@ NODE_FAULT = textwrap.dedent(
         try:
             raise RuntimeError("reported by the worker")
         except RuntimeError as error:
-            report_node_error(error, run_id=run_id, node_id=node_id)
+            report_run_error(error, run_id=run_id, node_id=node_id)
             logger.exception("node failed unexpectedly")
         try:
             raise KeyError("only logged by the worker")

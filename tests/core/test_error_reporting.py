@@ -1,6 +1,6 @@
 import sentry_sdk
 
-from apps.core.error_reporting import FILTERED, Scrubber, init_sentry, report_node_error
+from apps.core.error_reporting import FILTERED, Scrubber, init_sentry, report_run_error
 from apps.core.logs import log_context, request_context
 from apps.core.settings import load_settings
 
@@ -8,7 +8,7 @@ from apps.core.settings import load_settings
 def test_with_no_dsn_sentry_is_not_set_up_and_reporting_is_a_no_op() -> None:
     assert init_sentry(load_settings(_env_file=None, sentry_dsn=None)) is False
     assert not sentry_sdk.is_initialized()
-    report_node_error(RuntimeError("unseen"), run_id="r", node_id="n")
+    report_run_error(RuntimeError("unseen"), run_id="r", node_id="n")
 
 
 def test_an_event_loses_keys_cookies_bodies_and_prompts() -> None:

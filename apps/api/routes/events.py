@@ -5,8 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from apps.api.dependencies import NO_NUL, Cursor, Limit, ReadConnection
+from apps.api.dependencies import Cursor, Limit, ReadConnection
 from apps.api.schemas import Event, Page
+from apps.core.text import NO_NUL
 from apps.orchestrator.reading import events
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_INT64
 

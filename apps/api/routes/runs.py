@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from apps.api.dependencies import CURSOR_HELP, LIMIT_HELP, NO_NUL, ReadConnection
+from apps.api.dependencies import CURSOR_HELP, LIMIT_HELP, ReadConnection
 from apps.api.schemas import Page, Run
 from apps.api.timezone import as_utc
+from apps.core.text import NO_NUL
 from apps.orchestrator.model.states import RunStatus
 from apps.orchestrator.reading import runs
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_LIMIT

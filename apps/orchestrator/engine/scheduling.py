@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
 from apps.core.errors import InvalidTransition
@@ -148,11 +148,13 @@ def skip_unstarted(session: Session, run_id: uuid.UUID, cause: str) -> None:
     close_gates(session, run_id, cause)
 
 
-def start_queued_runs(session: Session) -> list[uuid.UUID]:
-    """Move the oldest queued runs to running; their ids."""
+def start_queued_runs(
+    session: Session, where: Sequence[ColumnElement[bool]] = ()
+) -> list[uuid.UUID]:
+    """Move the oldest queued runs (of those matching `where`) to running; their ids."""
     queued = (
         select(Run.id)
-        .where(Run.status == RunStatus.QUEUED)
+        .where(Run.status == RunStatus.QUEUED, *where)
         .order_by(Run.created_at)
         .limit(BATCH)
         .scalar_subquery()
@@ -231,11 +233,18 @@ def claim_ready_nodes(
     per_run: int,
     lease_seconds: float,
     default_timeout: float,
+    scope: statements.RunScope = statements.EVERY_RUN,
 ) -> list[NodeWork]:
-    """Claim up to `slots` ready nodes under a lease, oldest run first; what each needs to run."""
+    """Claim up to `slots` ready nodes of the runs of `scope` under a lease, oldest run first;
+    what each needs to run."""
     connection = session.connection()
     claimed = statements.claim(
-        connection, worker=worker, slots=slots, per_run=per_run, lease_seconds=lease_seconds
+        connection,
+        worker=worker,
+        slots=slots,
+        per_run=per_run,
+        lease_seconds=lease_seconds,
+        scope=scope,
     )
     if not claimed:
         return []

@@ -10,6 +10,7 @@ milliseconds in all.
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from typing import Any
@@ -227,10 +228,48 @@ CLAIMED_COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class RunScope:
+    """The runs a pass may touch: every run (the default), one run only, or all but some."""
+
+    only: uuid.UUID | None = None
+    excluded: frozenset[uuid.UUID] = frozenset()
+
+    def where(self, run_id: ColumnElement[uuid.UUID]) -> list[ColumnElement[bool]]:
+        """The condition on `run_id` for a statement built per call."""
+        if self.only is not None:
+            return [run_id == self.only]
+        return [run_id.not_in(self.excluded)] if self.excluded else []
+
+    @property
+    def kind(self) -> str:
+        """What a statement built once needs to know of the scope (see `_in_scope`)."""
+        if self.only is not None:
+            return "only"
+        return "excluding" if self.excluded else "every"
+
+    def parameters(self) -> dict[str, Any]:
+        """The values the statement of `_in_scope(self.kind)` is bound to."""
+        if self.only is not None:
+            return {"run": self.only}
+        return {"excluded": list(self.excluded)} if self.excluded else {}
+
+
+EVERY_RUN = RunScope()
+
+
+def _in_scope(kind: str) -> list[ColumnElement[bool]]:
+    if kind == "only":
+        return [NODES.c.run_id == bindparam("run")]
+    if kind == "excluding":
+        return [NODES.c.run_id.not_in(bindparam("excluded", expanding=True))]
+    return []
+
+
 @cache
-def _claim(dialect: str) -> Update:
-    """Claim up to `slots` due ready nodes of active runs, oldest run first, leaving each run
-    at most `per_run` running nodes."""
+def _claim(dialect: str, scope: str) -> Update:
+    """Claim up to `slots` due ready nodes of active runs (of the runs `scope` names), oldest
+    run first, leaving each run at most `per_run` running nodes."""
     now = database_time(dialect)
     running = (
         select(NODES.c.run_id, func.count().label("busy"))
@@ -249,6 +288,7 @@ def _claim(dialect: str) -> Update:
         .where(NODES.c.status == NodeStatus.READY, RUNS.c.status.in_(ACTIVE_RUNS))
         .where(RUNS.c.cancel_requested_at.is_(None))
         .where(NODES.c.next_attempt_at.is_(None) | (NODES.c.next_attempt_at <= now))
+        .where(*_in_scope(scope))
         .subquery("ranked")
     )
     free = select(ranked.c.id).where(ranked.c.rank + ranked.c.busy <= bindparam("per_run"))
@@ -281,17 +321,25 @@ def _claim(dialect: str) -> Update:
 
 
 def claim(
-    connection: Connection, *, worker: str, slots: int, per_run: int, lease_seconds: float
+    connection: Connection,
+    *,
+    worker: str,
+    slots: int,
+    per_run: int,
+    lease_seconds: float,
+    scope: RunScope = EVERY_RUN,
 ) -> list[Any]:
-    """Claim ready nodes for `worker` under a lease of `lease_seconds`; their rows."""
+    """Claim ready nodes of the runs of `scope` for `worker` under a lease of `lease_seconds`;
+    their rows."""
     dialect = connection.dialect.name
     parameters = {
         "worker": worker,
         "slots": slots,
         "per_run": per_run,
         **time_parameters(dialect, lease_seconds),
+        **scope.parameters(),
     }
-    rows = (connection.execute(_claim(dialect), parameters)).all()
+    rows = (connection.execute(_claim(dialect, scope.kind), parameters)).all()
     return sorted(rows, key=lambda row: (row.run_id, row.position))
 
 

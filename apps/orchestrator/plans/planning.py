@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from apps.core.roles import Role
+from apps.core.text import NO_NUL
 from apps.orchestrator.plans.gate_policy import GateRule
 from apps.orchestrator.plans.task_specs import MAX_SECTIONS, DagSpec, DemoSpec, NodeSpec, ReportSpec
 
@@ -33,8 +34,12 @@ class PlannedNode:
 class OutlineSection(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    title: str = Field(min_length=1, max_length=200, description="Heading of the section.")
-    brief: str = Field(min_length=1, max_length=2_000, description="What the section covers.")
+    title: str = Field(
+        min_length=1, max_length=200, pattern=NO_NUL, description="Heading of the section."
+    )
+    brief: str = Field(
+        min_length=1, max_length=2_000, pattern=NO_NUL, description="What the section covers."
+    )
 
 
 class Outline(BaseModel):
@@ -42,7 +47,9 @@ class Outline(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    title: str = Field(min_length=1, max_length=200, description="Title of the document.")
+    title: str = Field(
+        min_length=1, max_length=200, pattern=NO_NUL, description="Title of the document."
+    )
     sections: list[OutlineSection] = Field(min_length=1, max_length=MAX_SECTIONS)
 
 

@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from sqlalchemy.exc import SQLAlchemyError
 
 from apps.core.database import Transactions
-from apps.core.error_reporting import report_node_error
+from apps.core.error_reporting import report_run_error
 from apps.core.logs import log_context
 from apps.core.metrics import record_leases_taken_back, record_llm_usage, record_node_duration
 from apps.core.settings import Settings
 from apps.orchestrator.control import run_control
-from apps.orchestrator.engine import leases, passes
+from apps.orchestrator.engine import leases
 from apps.orchestrator.engine.executor import Executor, Failed, NodeWork, Outcome, Succeeded
 from apps.orchestrator.engine.gates import record_gate_decision
 from apps.orchestrator.infra.providers.base import Provider
@@ -31,6 +31,7 @@ from apps.orchestrator.infra.providers.demo import DemoProvider
 from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
 from apps.orchestrator.infra.storage import open_artifact_store
 from apps.orchestrator.infra.storage.base import ArtifactStore
+from apps.orchestrator.worker.pass_runner import PassRunner
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class Worker:
         self.store = store if store is not None else open_artifact_store(settings)
         self.executor = Executor(providers, self.store, settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._passes = PassRunner(transactions, settings, self.name)
         self._wake = asyncio.Event()
         # Whether the next pass looks for queued runs: at start, on a submission in this
         # process, and at least every IDLE_SECONDS (for runs other processes queued, even
@@ -119,19 +121,13 @@ class Worker:
         self._look_for_runs = False
         slots = max(0, self.settings.worker_concurrency - len(self._running))
         try:
-            done = await self.transactions.run(
-                passes.run_pass,
-                outcomes,
-                worker=self.name,
-                slots=slots,
-                settings=self.settings,
-                start_queued=look_for_runs,
-            )
+            done = await self._passes.run(outcomes, slots=slots, start_queued=look_for_runs)
         except BaseException:
             # Nothing was recorded: the outcomes wait for the next pass.
             self._outcomes[:0] = outcomes
             self._look_for_runs |= look_for_runs
             raise
+        self._outcomes[:0] = done.postponed
         if look_for_runs:
             self._looked_at = now
         for refused in done.refused:
@@ -191,7 +187,7 @@ class Worker:
                 outcome = await self.executor.attempt(work)
             except Exception as error:
                 # Reported first, tagged: the error tracker keeps an exception's first report.
-                report_node_error(error, run_id=work.run_id, node_id=work.id)
+                report_run_error(error, run_id=work.run_id, node_id=work.id)
                 logger.exception("node %s of run %s failed unexpectedly", work.key, work.run_id)
                 message = f"unexpected error: {error}"
                 outcome = Failed(work, message, retryable=False, cause="error")
@@ -264,12 +260,6 @@ class Worker:
         if not self._outcomes:
             return
         try:
-            await self.transactions.run(
-                passes.run_pass,
-                self._outcomes,
-                worker=self.name,
-                slots=0,
-                settings=self.settings,
-            )
+            await self._passes.run(self._outcomes, slots=0)
         except (OSError, SQLAlchemyError) as error:
             logger.warning("could not hand nodes back, their leases will expire: %s", error)
