@@ -66,7 +66,8 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from apps.core.settings import Settings  # noqa: E402
 from apps.orchestrator.model.models import Base  # noqa: E402
 from apps.orchestrator.model.states import NodeStatus, RunStatus  # noqa: E402
-from apps.orchestrator.reading.pagination import encode_cursor  # noqa: E402
+from apps.orchestrator.reading.events import EVENT_ORDER  # noqa: E402
+from apps.orchestrator.reading.runs import RUN_ORDER  # noqa: E402
 from bench.ceiling_app import CEILING_PATH, FakeRun, fake_run  # noqa: E402
 from bench.processes import (  # noqa: E402
     HOST,
@@ -315,9 +316,9 @@ def dataset_of(refs: list[RunRef], events: int) -> Dataset:
         runs=len(refs),
         events=events,
         big_run_id=refs[0].id,
-        runs_cursor=encode_cursor("runs", last.created_at.isoformat(), last.id.hex),
+        runs_cursor=RUN_ORDER.cursor_of({"created_at": last.created_at, "id": last.id}),
         first_run_after_cursor=newest_first[deep].id,
-        events_cursor=encode_cursor("events", after),
+        events_cursor=EVENT_ORDER.cursor_of({"id": after}),
         event_after_cursor=after,
     )
 

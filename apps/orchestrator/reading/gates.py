@@ -4,21 +4,13 @@ key; and the same rows for a decision to read inside its transaction."""
 import uuid
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from apps.orchestrator.model.models import GATES, Node, Run
 from apps.orchestrator.model.states import GateStatus
-from apps.orchestrator.reading.pagination import (
-    Page,
-    as_dicts,
-    decode_cursor,
-    encode_cursor,
-    paginate,
-    parse_timestamp,
-    parse_uuid,
-)
+from apps.orchestrator.reading.pagination import Keyset, Page, as_dicts
 
 GATE_COLUMNS = (
     GATES.c.id,
@@ -48,8 +40,8 @@ def _gates() -> Any:
     )
 
 
-def _gate_cursor(row: dict[str, Any]) -> str:
-    return encode_cursor("gates", row["opened_at"].isoformat(), row["id"].hex)
+# Oldest first: the gate waiting longest is the first an operator sees.
+GATE_ORDER = Keyset("gates", GATES.c.opened_at, GATES.c.id)
 
 
 async def list_gates(
@@ -66,13 +58,8 @@ async def list_gates(
         statement = statement.where(GATES.c.status == status)
     if run_id is not None:
         statement = statement.where(GATES.c.run_id == run_id)
-    if cursor is not None:
-        opened_at, gate_id = decode_cursor(cursor, "gates", parse_timestamp, parse_uuid)
-        statement = statement.where(
-            tuple_(GATES.c.opened_at, GATES.c.id) > tuple_(opened_at, gate_id)
-        )
-    statement = statement.order_by(GATES.c.opened_at, GATES.c.id).limit(limit + 1)
-    return paginate(as_dicts(await connection.execute(statement)), limit, _gate_cursor)
+    statement, parameters = GATE_ORDER.bounds(statement, limit, cursor)
+    return GATE_ORDER.page(as_dicts(await connection.execute(statement, parameters)), limit)
 
 
 def get_gate(session: Session, gate_id: uuid.UUID) -> dict[str, Any]:
