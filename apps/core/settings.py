@@ -5,6 +5,7 @@ the result down.
 """
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from apps.core.roles import Role
+from apps.core.validation import Problem, error_location, error_message
 
 LLMProvider = Literal["demo", "openai", "ollama"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -358,16 +360,21 @@ class Settings(BaseSettings):
         return make_url(self.database_url)
 
 
+def setting_problem(item: Mapping[str, Any]) -> Problem:
+    """An error of the settings, located at the variable it is about."""
+    variable = error_location(item["loc"][:1]).upper()
+    return Problem(variable or "settings", error_message(item))
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line naming each bad variable, never echoing a secret's value."""
     problems = []
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "settings"
-        quiet = field in _SECRET_FIELDS
+        problem = setting_problem(item)
+        quiet = problem.location.lower() in _SECRET_FIELDS
         # A required setting left unset has no value to show.
         shown = "" if quiet or item.get("input") is None else f" (got {item.get('input')!r})"
-        message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{field.upper()}: {message}{shown}")
+        problems.append(f"{problem}{shown}")
     return "invalid setting " + "; ".join(problems)
 
 

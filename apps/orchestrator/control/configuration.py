@@ -16,8 +16,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from apps.core.errors import BadRequest, Unprocessable
 from apps.core.roles import ROLES
-from apps.core.settings import Settings
-from apps.orchestrator.plans.documents import DocumentError, Problem, read_json, read_yaml
+from apps.core.settings import Settings, setting_problem
+from apps.core.validation import Problem
+from apps.orchestrator.plans.documents import DocumentError, read_json, read_yaml
 from apps.orchestrator.plans.gate_policy import gate_policy_of, parse_gate_policy, resolve_gate
 
 DocumentKind = Literal["settings", "gate_policy"]
@@ -104,12 +105,6 @@ class _DocumentSettings(Settings):
         return (init_settings,)
 
 
-def _setting_problem(item: Mapping[str, Any]) -> Problem:
-    name, *inner = item["loc"] or ("document",)
-    location = ".".join([str(name).upper(), *(str(part) for part in inner)])
-    return Problem(location, str(item["msg"]).removeprefix("Value error, "))
-
-
 def _setting_values(document: Mapping[Any, Any]) -> tuple[dict[str, Any], list[Problem]]:
     values: dict[str, Any] = {}
     problems = []
@@ -134,7 +129,7 @@ def check_settings(document: object) -> ValidationReport:
     try:
         _DocumentSettings(**values)
     except ValidationError as error:
-        problems.extend(_setting_problem(item) for item in error.errors())
+        problems.extend(setting_problem(item) for item in error.errors())
     order = {str(name).upper(): index for index, name in enumerate(document)}
     problems.sort(key=lambda problem: order.get(problem.location.split(".")[0].upper(), 0))
     notes = []

@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from apps.core.roles import NODE_KEY_PATTERN, ROLES, NodeKey, Role
 from apps.core.settings import Settings, SettingsError
-from apps.orchestrator.plans.documents import DocumentError, Problem, read_yaml
+from apps.core.validation import Problem, error_location, error_message
+from apps.orchestrator.plans.documents import DocumentError, read_yaml
 
 OnTimeout = Literal["approve", "reject", "fail"]
 GateWhen = Literal["after", "before"]
@@ -253,7 +254,7 @@ class _PolicyReader:
             return GateRule.model_validate(value or {})
         except ValidationError as error:
             self.problems.extend(
-                Problem(where + "".join(f".{part}" for part in item["loc"]), _message(item))
+                Problem(error_location((where, *item["loc"])), _message(item))
                 for item in error.errors()
             )
             return None
@@ -276,7 +277,7 @@ def _name_problem(section: str, name: object) -> str | None:
 def _message(item: Mapping[str, Any]) -> str:
     if item["type"] == "extra_forbidden":
         return f"not a gate field; the fields are {_RULE_FIELDS}"
-    return str(item["msg"]).removeprefix("Value error, ")
+    return error_message(item)
 
 
 def parse_gate_policy(document: object) -> tuple[GatePolicy, list[Problem]]:

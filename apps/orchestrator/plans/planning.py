@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from apps.core.roles import Role
 from apps.core.text import NO_NUL
+from apps.core.validation import error_problem
 from apps.orchestrator.plans.gate_policy import GateRule
 from apps.orchestrator.plans.task_specs import MAX_SECTIONS, DagSpec, DemoSpec, NodeSpec, ReportSpec
 
@@ -100,10 +101,7 @@ def parse_outline(answer: str) -> Outline:
     try:
         return Outline.model_validate_json(answer)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'answer'}: {item['msg']}"
-            for item in error.errors()
-        )
+        problems = "; ".join(str(error_problem(item, whole="answer")) for item in error.errors())
         raise InvalidOutline(problems) from None
 
 
