@@ -15,7 +15,7 @@ from apps.api.dependencies import ArtifactStore, DbTransactions, ReadConnection
 from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
 from apps.core.database import Transactions
 from apps.orchestrator.control import run_control
-from apps.orchestrator.engine.gates import record_gate_decision
+from apps.orchestrator.engine.gates import count_gate_decision
 from apps.orchestrator.infra.storage import base as artifact_store
 from apps.orchestrator.model.models import KeyRole
 from apps.orchestrator.reading import runs
@@ -49,7 +49,7 @@ async def _decide(
 ) -> Gate:
     settings = request.app.state.settings
     gate = await transactions.run(run_control.decide, store, settings, run_id, node_id, decision)
-    record_gate_decision(gate)
+    count_gate_decision(gate)
     _wake_worker(request, background)
     return Gate.model_validate(gate)
 

@@ -85,7 +85,7 @@ def close_gates(session: Session, run_id: uuid.UUID, cause: str) -> None:
         record_event(session, run_id, "gate.cancelled", node_id=node_id, data=data)
 
 
-def record_gate_decision(gate: dict[str, Any]) -> None:
+def count_gate_decision(gate: dict[str, Any]) -> None:
     """Count a decided gate (as `get_gate` shows it) and how long it waited."""
     waited = (gate["decided_at"] - gate["opened_at"]).total_seconds()
     record_gate_wait(waited, decision=str(gate["status"]))

@@ -23,8 +23,9 @@ from apps.orchestrator.model.models import NODES, Node, Run
 from apps.orchestrator.model.states import NodeStatus
 
 
-def keep_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
-    """A worker's heartbeat: renew its leases and take back expired ones; how many it took."""
+def renew_and_take_back_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
+    """A worker's heartbeat: renew its own leases, and take back the expired leases of any
+    worker (one that died, or this one after a stall); how many it took back."""
     renew_leases(session, worker=worker, lease_seconds=lease_seconds)
     return take_back_expired_leases(session)
 

@@ -25,7 +25,7 @@ from apps.core.settings import Settings
 from apps.orchestrator.control import run_control
 from apps.orchestrator.engine import leases
 from apps.orchestrator.engine.executor import Executor, Failed, NodeWork, Outcome, Succeeded
-from apps.orchestrator.engine.gates import record_gate_decision
+from apps.orchestrator.engine.gates import count_gate_decision
 from apps.orchestrator.infra.providers.base import Provider
 from apps.orchestrator.infra.providers.demo import DemoProvider
 from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
@@ -214,16 +214,18 @@ class Worker:
             try:
                 await self._stop_attempts()
                 if loop.time() - renewed >= renew_every:
-                    await self._renew_leases()
+                    await self._renew_and_take_back_leases()
                     renewed = loop.time()
-                await self._expire_gates()
+                await self._decide_expired_gates()
             except (OSError, SQLAlchemyError) as error:
                 logger.warning("worker upkeep failed, retrying: %s", error)
             await asyncio.sleep(WATCH_SECONDS)
 
-    async def _renew_leases(self) -> None:
+    async def _renew_and_take_back_leases(self) -> None:
         taken_back = await self.transactions.run(
-            leases.keep_leases, worker=self.name, lease_seconds=self.settings.lease_seconds
+            leases.renew_and_take_back_leases,
+            worker=self.name,
+            lease_seconds=self.settings.lease_seconds,
         )
         if taken_back:
             record_leases_taken_back(taken_back)
@@ -241,12 +243,12 @@ class Worker:
                 (self._cancelled if still_held else self._released).add(node_id)
                 task.cancel()
 
-    async def _expire_gates(self) -> None:
+    async def _decide_expired_gates(self) -> None:
         decided = await self.transactions.run(
             run_control.decide_expired_gates, self.store, self.settings
         )
         for gate in decided:
-            record_gate_decision(gate)
+            count_gate_decision(gate)
         if decided:
             self.wake()
 
