@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help install deps-update api-run op-console api-run-prod worker test api-test test-api \
 	db-upgrade db-revision lint format bench bench-read bench-orchestration bench-streams \
-	bench-scale
+	bench-scale bench-smoke
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z -]*:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,20 +70,29 @@ format: $(INSTALLED) ## Format and fix what ruff can
 	$(BIN)/ruff check --fix apps tests bench alembic
 
 bench: bench-read bench-orchestration bench-streams ## Every benchmark, on SQLite and PostgreSQL
-	$(BIN)/python bench/scale.py
+	$(BIN)/python -m bench.scale
 
 bench-read: $(INSTALLED) ## Read API benchmark (needs wrk)
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
-	$(BIN)/python bench/read_api.py --backend both
+	$(BIN)/python -m bench.read_api --backend both
 
 bench-orchestration: $(INSTALLED) ## Orchestration overhead per node and 50 runs through HTTP
-	$(BIN)/python bench/orchestration.py --backend both
+	$(BIN)/python -m bench.orchestration --backend both
 
 bench-streams: $(INSTALLED) ## 500 SSE subscribers on one 2,000-event run: delivery and latency
-	$(BIN)/python bench/streams.py --backend both
+	$(BIN)/python -m bench.streams --backend both
 
 bench-scale: $(INSTALLED) ## Node throughput with 1, 2, 4 workers, then bench-read, on PostgreSQL
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
-	@status=0; $(BIN)/python bench/scale.py || status=$$?; \
-	$(BIN)/python bench/read_api.py --backend postgresql || status=$$(( $$? > status ? $$? : status )); \
+	@status=0; $(BIN)/python -m bench.scale || status=$$?; \
+	$(BIN)/python -m bench.read_api --backend postgresql || status=$$(( $$? > status ? $$? : status )); \
 	exit $$status
+
+BENCHMARKS := read_api orchestration streams scale middleware_overhead
+
+bench-smoke: $(INSTALLED) ## Every benchmark at tiny sizes (what CI runs): fails when one breaks
+	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
+	@for name in $(BENCHMARKS); do \
+		echo "== bench.$$name --smoke"; \
+		$(BIN)/python -m bench.$$name --smoke || { echo "bench.$$name --smoke failed"; exit 1; }; \
+	done

@@ -1,14 +1,21 @@
-"""What the benchmark scripts share: scratch databases, migrations and API processes on loopback."""
+"""What the benchmarks share: where they run (scratch directories, fresh migrated databases on
+SQLite or PostgreSQL), the service's processes on loopback with the benchmark's settings, the
+plans they submit, and how a benchmark's command ends (`run`)."""
 
+import asyncio
 import contextlib
+import os
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import httpx
@@ -16,11 +23,18 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 from alembic import command
+from apps.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / ".work"
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
+API_KEY = "bench-key"
+DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+SMOKE_HELP = (
+    "tiny sizes, a few seconds: check that the benchmark runs end to end (what CI does); "
+    "its figures mean nothing and its targets are not judged"
+)
 
 
 class BenchError(Exception):
@@ -107,3 +121,134 @@ def sentry_sink() -> Iterator[tuple[str, list[int]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- databases -----------------------------------------------------------------------------------
+
+
+def postgres_server(required: bool) -> str | None:
+    """The PostgreSQL server to use (TEST_POSTGRES_URL, else the local one), or None with a note
+    when it does not answer and is not `required`."""
+    url = os.environ.get("TEST_POSTGRES_URL") or DEFAULT_POSTGRES
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        asyncio.run(postgres_admin(url, "SELECT 1"))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        if required:
+            raise BenchError(f"PostgreSQL at {shown} is not reachable: {error}") from None
+        print(f"== postgresql: skipped, {shown} is not reachable ({type(error).__name__})")
+        return None
+    return url
+
+
+def servers(choice: str) -> list[tuple[str, str | None]]:
+    """The backends `--backend` chose, with their PostgreSQL server (None for SQLite)."""
+    chosen: list[tuple[str, str | None]] = []
+    if choice in ("sqlite", "both"):
+        chosen.append(("sqlite", None))
+    if choice in ("postgresql", "both"):
+        server = postgres_server(required=choice == "postgresql")
+        if server is not None:
+            chosen.append(("postgresql", server))
+    return chosen
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A new directory under the system's temporary directory (databases, artifacts, a
+    process's working directory), removed after. Not in the checkout: on the project's machine
+    its tree is watched, and a file created there costs about 2 ms, fifty times what it costs
+    in /tmp, which would measure the watcher rather than the service."""
+    with tempfile.TemporaryDirectory(prefix=f"crew-bench-{prefix}-") as path:
+        yield Path(path)
+
+
+@contextlib.contextmanager
+def postgres_database(server: str, *, template: str | None = None) -> Iterator[str]:
+    """A new database `bench_<random>` on `server`, empty or a copy of `template`; dropped
+    after."""
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    asyncio.run(postgres_admin(server, f'CREATE DATABASE "{name}"{copy}'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(postgres_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def fresh_database(backend: str, server: str | None) -> Iterator[str]:
+    """A new migrated database of `backend`, removed (SQLite) or dropped (PostgreSQL) after."""
+    if backend == "sqlite":
+        with scratch_dir("sqlite") as directory:
+            url = f"sqlite+aiosqlite:///{directory / 'bench.db'}"
+            migrate(url)
+            yield url
+        return
+    with postgres_database(server or "") as url:
+        migrate(url)
+        yield url
+
+
+# --- the service's processes ---------------------------------------------------------------------
+
+
+def service_env(url: str, **settings: str) -> dict[str, str]:
+    """The environment without any of the service's own settings, then the benchmark's: the
+    database `url`, its key, warnings only, and `settings`."""
+    names = {name.upper() for name in Settings.model_fields}
+    env = {key: value for key, value in os.environ.items() if key.upper() not in names}
+    # The processes run from scratch directories, so that no .env is read: the benchmarks
+    # (bench.ceiling_app) are found from the checkout, the service from its installation.
+    env.update(PYTHONPATH=str(ROOT), DATABASE_URL=url, API_KEY=API_KEY, LOG_LEVEL="warning")
+    return env | settings
+
+
+@contextlib.contextmanager
+def spawn(
+    command: Sequence[str], env: dict[str, str], workdir: Path, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` from `workdir`, its output into `log`; stopped when the block ends."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=output, stderr=output)
+        try:
+            yield process
+        finally:
+            stop(process)
+
+
+API_COMMAND = (sys.executable, "-m", "apps.api")
+WORKER_COMMAND = (sys.executable, "-m", "apps.orchestrator.worker")
+
+
+# --- plans ---------------------------------------------------------------------------------------
+
+
+def dag_node(index: int, deps: list[int]) -> dict[str, Any]:
+    """Node `index` of a dag task spec, a writer depending on the nodes `deps`."""
+    return {
+        "key": f"n{index:03d}",
+        "role": "writer",
+        "prompt": f"Write part {index}.",
+        "deps": [f"n{dep:03d}" for dep in deps],
+    }
+
+
+def wide_dag(nodes: int) -> list[dict[str, Any]]:
+    """A root, `nodes - 2` nodes on it, a last node on all of those."""
+    middle = list(range(1, nodes - 1))
+    return [dag_node(0, []), *(dag_node(i, [0]) for i in middle), dag_node(nodes - 1, middle)]
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def run(main: Callable[[], int]) -> NoReturn:
+    """End the process with what `main` answered: 0 when every target passes (or a smoke run
+    went through), 1 when one fails; 2 with the reason when the benchmark could not run."""
+    try:
+        status = main()
+    except BenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(status)
