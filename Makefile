@@ -10,7 +10,7 @@ INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install deps-update api-run op-console api-run-prod worker test api-test test-api \
-	db-upgrade db-revision lint format bench bench-read bench-orchestration bench-streams \
+	db-upgrade db-revision lint format coverage bench bench-read bench-orchestration bench-streams \
 	bench-scale bench-smoke
 
 help: ## List the targets
@@ -40,24 +40,27 @@ db-revision: db-upgrade ## Autogenerate a migration: make db-revision msg="add a
 	$(BIN)/alembic revision --autogenerate -m "$(msg)"
 
 api-run: db-upgrade ## Serve the API on HOST:PORT (default 127.0.0.1:8000) with reload
-	$(BIN)/python -m apps.api --reload
+	$(BIN)/crew-api --reload
 
 op-console: api-run ## Alias of api-run
 
 api-run-prod: db-upgrade ## Serve with WEB_CONCURRENCY workers, no reload, JSON logs; needs a real API_KEY
-	LOG_FORMAT=$${LOG_FORMAT:-json} $(BIN)/python -m apps.api --prod
+	LOG_FORMAT=$${LOG_FORMAT:-json} $(BIN)/crew-api --prod
 
 .PHONY: api-run-metrics
 api-run-metrics: db-upgrade ## api-run with Prometheus metrics on /metrics (METRICS_ENABLED=1)
-	METRICS_ENABLED=1 $(BIN)/python -m apps.api --reload
+	METRICS_ENABLED=1 $(BIN)/crew-api --reload
 
 worker: db-upgrade ## A standalone worker process (set WORKER_IN_API=0 on the API processes)
-	$(BIN)/python -m apps.orchestrator.worker
+	$(BIN)/crew-worker
 
 test: $(INSTALLED) ## Run the whole test suite (PostgreSQL tests need TEST_POSTGRES_URL)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 api-test test-api: test ## Aliases of test
+
+coverage: $(INSTALLED) ## The whole suite, measuring what it runs of apps/ (processes it starts too)
+	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 lint: $(INSTALLED) ## ruff, mypy and the import contracts (pyproject.toml says what each checks)
 	$(BIN)/ruff check apps tests bench alembic

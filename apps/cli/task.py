@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from apps.cli.startup import load_checked_settings
+from apps.cli.startup import invoked_as, load_checked_settings
 from apps.core.database import Database, SessionFactory, open_database, unit_of_work
 from apps.core.settings import Settings, SettingsError
 from apps.orchestrator.control.run_control import request_cancel
@@ -35,7 +35,7 @@ CANCEL_WAIT_SECONDS = 30
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m apps.orchestrator.main",
+        prog=invoked_as("crew-task", "apps.orchestrator.main"),
         description="Plan a task, run it and show its progress.",
     )
     parser.add_argument("--title", required=True, help="what the task is about")
