@@ -7,6 +7,7 @@ import pytest
 
 from apps.core.settings import SettingsError, load_settings
 from apps.orchestrator.plans.agents import agent_for
+from tests.conftest import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,7 +163,7 @@ def _serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProces
     return subprocess.run(
         [sys.executable, "-m", "apps.api", *args],
         cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **env},
+        env=process_env(**env),
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,6 +18,7 @@ from apps.orchestrator.plans.gate_policy import (
     read_gate,
     resolve_gate,
 )
+from tests.conftest import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -277,7 +278,7 @@ def test_the_server_refuses_to_start_with_a_bad_policy_file(tmp_path: Path) -> N
     result = subprocess.run(
         [sys.executable, "-m", "apps.api"],
         cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "GATE_POLICY_FILE": "operator.yaml"},
+        env=process_env(GATE_POLICY_FILE="operator.yaml"),
         capture_output=True,
         text=True,
         timeout=60,
