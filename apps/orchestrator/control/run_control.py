@@ -10,6 +10,7 @@ else by the worker that stops the last one).
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -300,15 +301,8 @@ def request_cancel(session: Session, run_id: uuid.UUID, by: str) -> None:
     if requested is None:
         session.execute(update(Run).where(Run.id == run_id).values(cancel_requested_at=utcnow()))
         record_event(session, run_id, "run.cancel_requested", data={"by": by})
-    for node_status in (NodeStatus.PENDING, NodeStatus.READY, NodeStatus.WAITING_APPROVAL):
-        move_nodes(
-            session,
-            [Node.run_id == run_id],
-            node_status,
-            NodeStatus.CANCELLED,
-            cause="cancel",
-            data={"by": by},
-        )
+    waiting = (NodeStatus.PENDING, NodeStatus.READY, NodeStatus.WAITING_APPROVAL)
+    _move_run_nodes(session, run_id, waiting, NodeStatus.CANCELLED, cause="cancel", by=by)
     close_gates(session, run_id, "cancel")
     if status is RunStatus.QUEUED:
         move_run(session, run_id, status, RunStatus.CANCELLED, cause="cancel")
@@ -323,17 +317,24 @@ def resume(session: Session, run_id: uuid.UUID, by: str) -> None:
     if status not in RUN_RESUMABLE:
         raise Conflict(f"run is {status}; only a failed or cancelled run can be resumed")
     move_run(session, run_id, status, RunStatus.RUNNING, cause="operator", data={"by": by})
-    for node_status in sorted(NODE_RERUNNABLE):
-        move_nodes(
-            session,
-            [Node.run_id == run_id],
-            node_status,
-            NodeStatus.PENDING,
-            cause="resume",
-            data={"by": by},
-        )
+    rerun = sorted(NODE_RERUNNABLE)
+    _move_run_nodes(session, run_id, rerun, NodeStatus.PENDING, cause="resume", by=by)
     scheduling.promote_pending_nodes(session, runs=[run_id])
     scheduling.finish_runs(session, [run_id])
+
+
+def _move_run_nodes(
+    session: Session,
+    run_id: uuid.UUID,
+    statuses: Iterable[NodeStatus],
+    target: NodeStatus,
+    *,
+    cause: str,
+    by: str,
+) -> None:
+    """Move the run's nodes in each of `statuses` to `target`, for what `by` asked."""
+    for status in statuses:
+        move_nodes(session, [Node.run_id == run_id], status, target, cause=cause, data={"by": by})
 
 
 def _run_state(session: Session, run_id: uuid.UUID) -> tuple[RunStatus, Any]:
