@@ -118,7 +118,8 @@ def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(writer, expire_on_commit=False, autoflush=False)
 
 
-# Where a session keeps the rows its unit of work inserts last (`insert_at_commit`).
+# Where the session of a unit of work keeps the rows it inserts last (`insert_at_commit`); a
+# session without it is not a unit of work's.
 _AT_COMMIT = "insert_at_commit"
 
 
@@ -129,13 +130,16 @@ def insert_at_commit(session: Session, statement: Insert, row: dict[str, Any]) -
     For rows whose order must follow commit order (events: see `transitions.record_event`):
     the later they are inserted, the shorter the locks that keep that order are held.
     """
-    pending: dict[Insert, list[dict[str, Any]]] = session.info.setdefault(_AT_COMMIT, {})
+    pending: dict[Insert, list[dict[str, Any]]] | None = session.info.get(_AT_COMMIT)
+    if pending is None:
+        # Nothing would insert the row: a bare session's commit is no commit point.
+        raise RuntimeError("insert_at_commit outside a unit of work (unit_of_work, Transactions)")
     pending.setdefault(statement, []).append(row)
 
 
 def _insert_pending(session: Session) -> None:
     """What every commit point does just before it commits: the rows `insert_at_commit` kept."""
-    pending: dict[Insert, list[dict[str, Any]]] = session.info.pop(_AT_COMMIT, {})
+    pending: dict[Insert, list[dict[str, Any]]] = session.info.pop(_AT_COMMIT)
     if not pending:
         return
     session.flush()
@@ -151,6 +155,7 @@ def _work_then_pending(
     *args: P.args,
     **kwargs: P.kwargs,
 ) -> T:
+    session.info[_AT_COMMIT] = {}
     result = work(session, *args, **kwargs)
     _insert_pending(session)
     return result
@@ -164,6 +169,7 @@ async def unit_of_work(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
     they asked to be inserted at the commit point.
     """
     async with sessions() as session:
+        session.info[_AT_COMMIT] = {}
         yield session
         await session.run_sync(_insert_pending)
         await session.commit()
