@@ -33,12 +33,12 @@ def _wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) ->
 
 
 def _environment(database_url: str, workdir: Path, **settings: str) -> dict[str, str]:
-    return process_env(
-        DATABASE_URL=database_url,
-        API_KEY=API_KEY,
-        ARTIFACTS_DIR=str(workdir / "artifacts"),
-        **settings,
-    )
+    defaults = {
+        "DATABASE_URL": database_url,
+        "API_KEY": API_KEY,
+        "ARTIFACTS_DIR": str(workdir / "artifacts"),
+    }
+    return process_env(**(defaults | settings))
 
 
 @contextmanager
