@@ -97,6 +97,25 @@ def normalize_database_url(value: str) -> str:
     return url.set(drivername=driver).render_as_string(hide_password=False)
 
 
+def _comma_separated(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _keyed_pairs(
+    value: str, separator: str, names: tuple[str, str], form: str
+) -> dict[str, dict[str, str]]:
+    """`key=first<separator>second,...` as {key: {names[0]: first, names[1]: second}}, the
+    second part being all after the first separator; a ValueError naming `form` otherwise."""
+    parsed = {}
+    for item in _comma_separated(value):
+        key, _, pair = item.partition("=")
+        first, _, second = pair.partition(separator)
+        if not (key.strip() and first.strip() and second.strip()):
+            raise ValueError(f"{item!r} is not {form}")
+        parsed[key.strip()] = {names[0]: first.strip(), names[1]: second.strip()}
+    return parsed
+
+
 class Settings(BaseSettings):
     """The service's configuration; each field is the environment variable of the same name."""
 
@@ -321,35 +340,20 @@ class Settings(BaseSettings):
     def _parse_role_models(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        bindings = {}
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            role, _, agent = item.partition("=")
-            provider, _, model = agent.partition(":")
-            if not (role and provider and model):
-                raise ValueError(f"{item!r} is not role=provider:model")
-            bindings[role.strip()] = {"provider": provider.strip(), "model": model.strip()}
-        return bindings
+        return _keyed_pairs(value, ":", ("provider", "model"), "role=provider:model")
 
     @field_validator("llm_prices", mode="before")
     @classmethod
     def _parse_prices(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        prices = {}
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            model, _, rates = item.partition("=")
-            prompt, _, completion = rates.partition("/")
-            if not (model and prompt and completion):
-                raise ValueError(f"{item!r} is not model=prompt_price/completion_price")
-            prices[model.strip()] = {"prompt": prompt.strip(), "completion": completion.strip()}
-        return prices
+        form = "model=prompt_price/completion_price"
+        return _keyed_pairs(value, "/", ("prompt", "completion"), form)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
-        return value
+        return _comma_separated(value) if isinstance(value, str) else value
 
     @property
     def migrations_database_url(self) -> str:

@@ -25,12 +25,12 @@ from apps.orchestrator.infra.storage.base import ArtifactStore, encode_sidecar, 
 from apps.orchestrator.model.models import GATES, Artifact, Node, Run, utcnow
 from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
-    RUN_RESUMABLE,
     RUN_TERMINAL,
     GateStatus,
     NodeStatus,
     RunStatus,
     check_gate_decision,
+    check_run_resume,
 )
 from apps.orchestrator.model.transitions import move_nodes, move_run, move_runs, record_event
 from apps.orchestrator.plans.planning import OUTLINE_KEY, InvalidOutline, parse_outline
@@ -314,8 +314,7 @@ def resume(session: Session, run_id: uuid.UUID, by: str) -> None:
     """Continue a failed or cancelled run: its succeeded nodes and their artifacts are kept,
     the others run again (their attempt counts go on)."""
     status, _ = _run_state(session, run_id)
-    if status not in RUN_RESUMABLE:
-        raise Conflict(f"run is {status}; only a failed or cancelled run can be resumed")
+    check_run_resume(status)
     move_run(session, run_id, status, RunStatus.RUNNING, cause="operator", data={"by": by})
     rerun = sorted(NODE_RERUNNABLE)
     _move_run_nodes(session, run_id, rerun, NodeStatus.PENDING, cause="resume", by=by)
