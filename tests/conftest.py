@@ -35,6 +35,14 @@ POSTGRES_HELP = (
 )
 
 
+def process_env(**variables: str) -> dict[str, str]:
+    """The environment of a process a test starts: a plain PATH, the checkout on PYTHONPATH,
+    `variables`, and of this process's environment only coverage's variables, so that `make
+    coverage` measures the processes too."""
+    measured = {name: value for name, value in os.environ.items() if name.startswith("COVERAGE_")}
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **measured, **variables}
+
+
 def alembic_config(database_url: str) -> Config:
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["database_url"] = database_url

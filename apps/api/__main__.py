@@ -1,6 +1,6 @@
-"""`python -m apps.api`, as the docs have it: the command is `crew-api` (apps.cli.api)."""
+"""`python -m apps.api`, as the docs have it: runs the command `crew-api`
+(apps.cli.api), as if it were run with -m."""
 
-if __name__ == "__main__":
-    from apps.cli.api import main
+import runpy
 
-    main()
+runpy.run_module("apps.cli.api", run_name="__main__", alter_sys=True)

@@ -22,11 +22,13 @@ async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
 
 
 def _artifact_store(request: Request) -> artifact_store.ArtifactStore:
-    return request.app.state.artifact_store
+    store: artifact_store.ArtifactStore = request.app.state.artifact_store
+    return store
 
 
 def _transactions(request: Request) -> Transactions:
-    return request.app.state.transactions
+    transactions: Transactions = request.app.state.transactions
+    return transactions
 
 
 # scope="function" commits when the handler returns, before the response is sent: a failed commit

@@ -1,6 +1,6 @@
-"""`python -m apps.api.keys`, as the docs have it: the command is `crew-keys` (apps.cli.keys)."""
+"""`python -m apps.api.keys`, as the docs have it: runs the command `crew-keys`
+(apps.cli.keys), as if it were run with -m."""
 
-if __name__ == "__main__":
-    from apps.cli.keys import main
+import runpy
 
-    main()
+runpy.run_module("apps.cli.keys", run_name="__main__", alter_sys=True)

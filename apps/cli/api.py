@@ -15,8 +15,9 @@ from pathlib import Path
 
 import uvicorn
 
+from apps.cli.startup import invoked_as, load_checked_settings
 from apps.core.logs import logging_config
-from apps.core.settings import Settings, SettingsError, load_settings
+from apps.core.settings import Settings, SettingsError
 
 _PLACEHOLDER_KEYS = frozenset({"test-key", "change-me", "changeme", "secret", "dev", ""})
 # An event stream without a run never ends on its own: without a limit, a stop or a reload would
@@ -50,13 +51,13 @@ def _shared_metrics_directory(settings: Settings, several_processes: bool) -> It
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m apps.api", description=__doc__)
+    parser = argparse.ArgumentParser(prog=invoked_as("crew-api", "apps.api"), description=__doc__)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     mode.add_argument("--prod", action="store_true", help="WEB_CONCURRENCY workers, no reload")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_checked_settings()
     except SettingsError as error:
         sys.exit(f"error: {error}")
     if args.prod:

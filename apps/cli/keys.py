@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from apps.cli.startup import invoked_as
 from apps.core.database import (
     SessionFactory,
     create_engine,
@@ -28,7 +29,7 @@ from apps.core.settings import Settings, SettingsError, load_settings
 from apps.orchestrator.control import api_keys
 from apps.orchestrator.model.models import ApiKey, KeyRole
 
-PROG = "python -m apps.api.keys"
+PROG = invoked_as("crew-keys", "apps.api.keys")
 ROLES_HELP = (
     "viewer: every read; operator: reads, submitting tasks, gate decisions, cancel, resume and "
     "config validation; admin: everything"

@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from apps.cli.startup import invoked_as, load_checked_settings
 from apps.core.database import Database, SessionFactory, open_database, unit_of_work
-from apps.core.settings import Settings, SettingsError, load_settings
+from apps.core.settings import Settings, SettingsError
 from apps.core.supervision import start_supervised
 from apps.orchestrator.control.run_control import request_cancel
 from apps.orchestrator.engine.submission import submit_task
@@ -35,7 +36,7 @@ CANCEL_WAIT_SECONDS = 30
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m apps.orchestrator.main",
+        prog=invoked_as("crew-task", "apps.orchestrator.main"),
         description="Plan a task, run it and show its progress.",
     )
     parser.add_argument("--title", required=True, help="what the task is about")
@@ -63,7 +64,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         "llm_default_model": args.model,
         "database_url": args.database_url,
     }
-    return load_settings(**{key: value for key, value in overrides.items() if value is not None})
+    return load_checked_settings(
+        **{key: value for key, value in overrides.items() if value is not None}
+    )
 
 
 def _task(args: argparse.Namespace) -> TaskRequest:
@@ -80,7 +83,7 @@ async def _plan(sessions: SessionFactory, run_id: uuid.UUID) -> list[tuple[str, 
             .where(Node.run_id == run_id)
             .order_by(Node.position)
         )
-        return [tuple(row) for row in rows]
+        return [(key, role, agent) for key, role, agent in rows]
 
 
 async def _progress(sessions: SessionFactory, run_id: uuid.UUID) -> tuple[Run, str]:

@@ -6,15 +6,17 @@ For PostgreSQL deployments with several hosts: set WORKER_IN_API=0 on the API pr
 workers on their own. A stopping worker hands its nodes back as ready.
 """
 
+import argparse
 import asyncio
 import logging
 import signal
 import sys
 
+from apps.cli.startup import invoked_as, load_checked_settings
 from apps.core.database import open_database
 from apps.core.error_reporting import init_sentry
 from apps.core.logs import configure_logging
-from apps.core.settings import Settings, SettingsError, load_settings
+from apps.core.settings import Settings, SettingsError
 from apps.core.supervision import start_supervised
 from apps.orchestrator.worker.loop import Worker
 
@@ -37,9 +39,15 @@ async def serve(settings: Settings) -> None:
             logger.info("worker %s stopped", worker.name)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog=invoked_as("crew-worker", "apps.orchestrator.worker"),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_checked_settings()
     except SettingsError as error:
         sys.exit(f"error: {error}")
     configure_logging(settings)

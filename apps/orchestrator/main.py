@@ -1,7 +1,6 @@
-"""`python -m apps.orchestrator.main`, as the docs have it: the command is `crew-task`
-(apps.cli.task)."""
+"""`python -m apps.orchestrator.main`, as the docs have it: runs the command `crew-task`
+(apps.cli.task), as if it were run with -m."""
 
-if __name__ == "__main__":
-    from apps.cli.task import main
+import runpy
 
-    main()
+runpy.run_module("apps.cli.task", run_name="__main__", alter_sys=True)

@@ -1,7 +1,7 @@
 """Artifacts: metadata with sidecars, and the files themselves."""
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query
@@ -15,7 +15,7 @@ from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 
 router = APIRouter(tags=["artifacts"])
 
-_CONTENT_RESPONSES = {
+_CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"*/*": {}}, "description": "The artifact's file."},
     404: {"description": "No such artifact, or its content is not in the artifact store."},
     503: {"description": "The artifact store failed to answer."},

@@ -14,7 +14,7 @@ from apps.api.dependencies import ArtifactStore, DbTransactions
 from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
 from apps.core.database import Transactions
 from apps.orchestrator.control import decisions, run_control
-from apps.orchestrator.engine.gates import record_gate_decision
+from apps.orchestrator.engine.gates import count_gate_decision
 from apps.orchestrator.infra.storage import base as artifact_store
 from apps.orchestrator.model.models import KeyRole
 
@@ -51,7 +51,7 @@ async def _decide(
 ) -> Gate:
     settings = request.app.state.settings
     gate = await decisions.decide_gate(transactions, store, settings, run_id, node_id, decision)
-    record_gate_decision(gate)
+    count_gate_decision(gate)
     _wake_worker(request, background)
     return Gate.model_validate(gate)
 

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Query
 
 from apps.api.dependencies import Cursor, Limit, ReadConnection
 from apps.api.schemas import Gate, Page
-from apps.orchestrator.engine import gates
 from apps.orchestrator.model.states import GateStatus
+from apps.orchestrator.reading import gates
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 
 router = APIRouter(tags=["gates"])

@@ -6,7 +6,7 @@ with no gap and no duplicate. The process's one `EventFeed` wakes the streams; n
 """
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Annotated, Any
 
@@ -66,11 +66,13 @@ class EventStreamResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            if isinstance(self.body_iterator, AsyncGenerator):
+                await self.body_iterator.aclose()
 
 
 def _event_feed(request: Request) -> EventFeed:
-    return request.app.state.event_feed
+    feed: EventFeed = request.app.state.event_feed
+    return feed
 
 
 Feed = Annotated[EventFeed, Depends(_event_feed)]

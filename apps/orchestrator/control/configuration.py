@@ -8,17 +8,18 @@ sending it as a gate-policy document).
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from apps.core.errors import BadRequest, Unprocessable
 from apps.core.roles import ROLES
-from apps.core.settings import Settings
-from apps.orchestrator.plans.documents import DocumentError, Problem, read_json, read_yaml
-from apps.orchestrator.plans.gate_policy import parse_gate_policy, resolve_gate
+from apps.core.settings import Settings, setting_problem
+from apps.core.validation import Problem
+from apps.orchestrator.plans.documents import DocumentError, read_json, read_yaml
+from apps.orchestrator.plans.gate_policy import gate_policy_of, parse_gate_policy, resolve_gate
 
 DocumentKind = Literal["settings", "gate_policy"]
 DOCUMENT_KINDS: tuple[str, ...] = get_args(DocumentKind)
@@ -59,7 +60,7 @@ def redacted_settings(settings: Settings) -> dict[str, Any]:
 
 def gate_policy_in_force(settings: Settings) -> dict[str, Any]:
     """The gate policy the service runs with, where it came from, and what each role gets."""
-    policy = settings.gate_policy
+    policy = gate_policy_of(settings)
     return {
         "source": "none" if settings.gate_policy_file is None else "file",
         "file": None if settings.gate_policy_file is None else str(settings.gate_policy_file),
@@ -103,18 +104,6 @@ class _DocumentSettings(Settings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 
-    # Overrides the check that reads the file: a document's path is on the server, not checked.
-    @field_validator("gate_policy_file")
-    @classmethod
-    def _gate_policy_loads(cls, value: Any) -> Any:
-        return value
-
-
-def _setting_problem(item: Mapping[str, Any]) -> Problem:
-    name, *inner = item["loc"] or ("document",)
-    location = ".".join([str(name).upper(), *(str(part) for part in inner)])
-    return Problem(location, str(item["msg"]).removeprefix("Value error, "))
-
 
 def _setting_values(document: Mapping[Any, Any]) -> tuple[dict[str, Any], list[Problem]]:
     values: dict[str, Any] = {}
@@ -140,7 +129,7 @@ def check_settings(document: object) -> ValidationReport:
     try:
         _DocumentSettings(**values)
     except ValidationError as error:
-        problems.extend(_setting_problem(item) for item in error.errors())
+        problems.extend(setting_problem(item) for item in error.errors())
     order = {str(name).upper(): index for index, name in enumerate(document)}
     problems.sort(key=lambda problem: order.get(problem.location.split(".")[0].upper(), 0))
     notes = []
@@ -184,7 +173,7 @@ def _kind_of(document: object, asked: DocumentKind | None) -> DocumentKind:
     if asked and named and asked != named:
         raise Unprocessable(f"kind is {asked} in the query but {named} in the body")
     if asked or named:
-        return asked or named
+        return asked or cast(DocumentKind, named)  # one of DOCUMENT_KINDS, checked above
     return "gate_policy" if isinstance(document, Mapping) and "gates" in document else "settings"
 
 

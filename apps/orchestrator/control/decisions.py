@@ -26,14 +26,14 @@ from apps.core.errors import Conflict, NotFound, Unprocessable
 from apps.core.settings import Settings
 from apps.orchestrator.control.edits import Edit, apply_patch, discard, edit_of, write_edit
 from apps.orchestrator.engine import scheduling
-from apps.orchestrator.engine.gates import GATES, get_gate, pending_gates
-from apps.orchestrator.engine.statements import database_time
 from apps.orchestrator.infra.storage.base import ArtifactStore
+from apps.orchestrator.model.clock import database_time
 from apps.orchestrator.model.locks import lock_run
-from apps.orchestrator.model.models import Artifact, Node, Run, utcnow
+from apps.orchestrator.model.models import GATES, Artifact, Node, Run, utcnow
 from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus, check_gate_decision
 from apps.orchestrator.model.transitions import move_nodes, move_runs, record_event
 from apps.orchestrator.plans.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
+from apps.orchestrator.reading.gates import get_gate, pending_gates
 
 logger = logging.getLogger(__name__)
 

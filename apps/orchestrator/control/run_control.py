@@ -7,6 +7,7 @@ records the last one: whatever that attempt answered, the run is cancelled).
 """
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import update
@@ -19,10 +20,10 @@ from apps.orchestrator.model.locks import lock_run
 from apps.orchestrator.model.models import Node, Run, utcnow
 from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
-    RUN_RESUMABLE,
     RUN_TERMINAL,
     NodeStatus,
     RunStatus,
+    check_run_resume,
 )
 from apps.orchestrator.model.transitions import move_nodes, move_run, record_event
 from apps.orchestrator.reading.runs import get_run_in
@@ -37,15 +38,8 @@ def request_cancel(session: Session, run_id: uuid.UUID, by: str) -> dict[str, An
     if requested is None:
         session.execute(update(Run).where(Run.id == run_id).values(cancel_requested_at=utcnow()))
         record_event(session, run_id, "run.cancel_requested", data={"by": by})
-    for node_status in (NodeStatus.PENDING, NodeStatus.READY, NodeStatus.WAITING_APPROVAL):
-        move_nodes(
-            session,
-            [Node.run_id == run_id],
-            node_status,
-            NodeStatus.CANCELLED,
-            cause="cancel",
-            data={"by": by},
-        )
+    waiting = (NodeStatus.PENDING, NodeStatus.READY, NodeStatus.WAITING_APPROVAL)
+    _move_run_nodes(session, run_id, waiting, NodeStatus.CANCELLED, cause="cancel", by=by)
     close_gates(session, run_id, "cancel")
     if status is RunStatus.QUEUED:
         move_run(session, run_id, status, RunStatus.CANCELLED, cause="cancel")
@@ -58,18 +52,24 @@ def resume(session: Session, run_id: uuid.UUID, by: str) -> dict[str, Any]:
     """Continue a failed or cancelled run: its succeeded nodes and their artifacts are kept,
     the others run again (their attempt counts go on); the run after."""
     status, _ = lock_run(session, run_id)
-    if status not in RUN_RESUMABLE:
-        raise Conflict(f"run is {status}; only a failed or cancelled run can be resumed")
+    check_run_resume(status)
     move_run(session, run_id, status, RunStatus.RUNNING, cause="operator", data={"by": by})
-    for node_status in sorted(NODE_RERUNNABLE):
-        move_nodes(
-            session,
-            [Node.run_id == run_id],
-            node_status,
-            NodeStatus.PENDING,
-            cause="resume",
-            data={"by": by},
-        )
+    rerun = sorted(NODE_RERUNNABLE)
+    _move_run_nodes(session, run_id, rerun, NodeStatus.PENDING, cause="resume", by=by)
     scheduling.promote_pending_nodes(session, runs=[run_id])
     scheduling.finish_runs(session, [run_id])
     return get_run_in(session, run_id)
+
+
+def _move_run_nodes(
+    session: Session,
+    run_id: uuid.UUID,
+    statuses: Iterable[NodeStatus],
+    target: NodeStatus,
+    *,
+    cause: str,
+    by: str,
+) -> None:
+    """Move the run's nodes in each of `statuses` to `target`, for what `by` asked."""
+    for status in statuses:
+        move_nodes(session, [Node.run_id == run_id], status, target, cause=cause, data={"by": by})

@@ -22,6 +22,7 @@ from apps.orchestrator.infra.storage.base import (
     store_io,
 )
 from apps.orchestrator.model.models import utcnow
+from apps.orchestrator.plans.agents import cost_of
 from apps.orchestrator.plans.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
 
 SIDECAR_VERSION = 1
@@ -159,8 +160,8 @@ class Executor:
             except InvalidOutline as error:
                 message = f"the planner's outline is invalid: {error}"
                 return Failed(work, message, retryable=True, cause="invalid_outline")
-        cost = self.settings.cost_of(
-            work.provider, work.model, reply.prompt_tokens, reply.completion_tokens
+        cost = cost_of(
+            self.settings, work.provider, work.model, reply.prompt_tokens, reply.completion_tokens
         )
         output = describe_output(
             work, request, reply, latency_ms=latency_ms, started_at=started_at, cost=cost

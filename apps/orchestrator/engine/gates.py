@@ -1,9 +1,8 @@
-"""Human gates: a node held for a decision, before it starts or with its output, and the
-operator's inbox of the gates waiting across runs.
+"""Human gates: a node held for a decision, before it starts or with its output.
 
 A gate opens as one `gates` row (at most one pending per node) with a `gate.waiting` event that
 carries when it expires; its run goes to `waiting` until no gate of it waits any more. Decisions
-are in `decisions`.
+are in `control.decisions`, the inbox in `reading.gates`.
 """
 
 import uuid
@@ -12,27 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import insert, update
 from sqlalchemy.orm import Session
 
 from apps.core.metrics import record_gate_wait
-from apps.orchestrator.engine.statements import database_now, database_time
-from apps.orchestrator.model.models import Gate, Node, Run
+from apps.orchestrator.model.clock import database_now, database_time
+from apps.orchestrator.model.models import GATES, Run
 from apps.orchestrator.model.states import GateStatus, RunStatus
 from apps.orchestrator.model.transitions import move_runs, record_event
 from apps.orchestrator.plans.gate_policy import EffectiveGate, read_gate
-from apps.orchestrator.reading.pagination import (
-    Page,
-    as_dicts,
-    decode_cursor,
-    encode_cursor,
-    paginate,
-    parse_timestamp,
-    parse_uuid,
-)
-
-GATES = Gate.__table__
 
 
 def gate_when(stored: dict[str, Any] | None) -> str | None:
@@ -86,78 +73,6 @@ def _gate_row(hold: Hold, now: datetime) -> dict[str, Any]:
     }
 
 
-GATE_COLUMNS = (
-    GATES.c.id,
-    GATES.c.run_id,
-    Run.title.label("run_title"),
-    GATES.c.node_id,
-    Node.key.label("node_key"),
-    GATES.c.artifact_id,
-    GATES.c.status,
-    GATES.c.when,
-    GATES.c.on_timeout,
-    GATES.c.opened_at,
-    GATES.c.expires_at,
-    GATES.c.decided_at,
-    GATES.c.decided_by,
-    GATES.c.automatic,
-    GATES.c.action,
-    GATES.c.notes,
-)
-
-
-def _gates() -> Any:
-    return (
-        select(*GATE_COLUMNS)
-        .join(Run, Run.id == GATES.c.run_id)
-        .join(Node, Node.id == GATES.c.node_id)
-    )
-
-
-def _gate_cursor(row: dict[str, Any]) -> str:
-    return encode_cursor("gates", row["opened_at"].isoformat(), row["id"].hex)
-
-
-async def list_gates(
-    connection: AsyncConnection,
-    *,
-    status: GateStatus | None,
-    run_id: uuid.UUID | None,
-    limit: int,
-    cursor: str | None,
-) -> Page[dict[str, Any]]:
-    """Gates oldest first, in `status` and of `run_id` when given: the operator's inbox."""
-    statement = _gates()
-    if status is not None:
-        statement = statement.where(GATES.c.status == status)
-    if run_id is not None:
-        statement = statement.where(GATES.c.run_id == run_id)
-    if cursor is not None:
-        opened_at, gate_id = decode_cursor(cursor, "gates", parse_timestamp, parse_uuid)
-        statement = statement.where(
-            tuple_(GATES.c.opened_at, GATES.c.id) > tuple_(opened_at, gate_id)
-        )
-    statement = statement.order_by(GATES.c.opened_at, GATES.c.id).limit(limit + 1)
-    return paginate(as_dicts(await connection.execute(statement)), limit, _gate_cursor)
-
-
-def get_gate(session: Session, gate_id: uuid.UUID) -> dict[str, Any]:
-    """One gate as the inbox shows it."""
-    result = session.connection().execute(_gates().where(GATES.c.id == gate_id))
-    return as_dicts(result)[0]
-
-
-def pending_gates(
-    session: Session, run_id: uuid.UUID, node_id: uuid.UUID | None = None
-) -> list[Any]:
-    """The run's pending gates (on `node_id` only, when given), oldest first."""
-    statement = _gates().where(GATES.c.run_id == run_id, GATES.c.status == GateStatus.PENDING)
-    if node_id is not None:
-        statement = statement.where(GATES.c.node_id == node_id)
-    result = session.connection().execute(statement.order_by(GATES.c.opened_at))
-    return list(result)
-
-
 def close_gates(session: Session, run_id: uuid.UUID, cause: str) -> None:
     """Close the run's pending gates with no decision (the run is failing or cancelled)."""
     result = session.connection().execute(
@@ -176,7 +91,7 @@ def close_gates(session: Session, run_id: uuid.UUID, cause: str) -> None:
         record_event(session, run_id, "gate.cancelled", node_id=node_id, data=data)
 
 
-def record_gate_decision(gate: dict[str, Any]) -> None:
+def count_gate_decision(gate: dict[str, Any]) -> None:
     """Count a decided gate (as `get_gate` shows it) and how long it waited."""
     waited = (gate["decided_at"] - gate["opened_at"]).total_seconds()
     record_gate_wait(waited, decision=str(gate["status"]))

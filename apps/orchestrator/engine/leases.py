@@ -14,20 +14,16 @@ from apps.orchestrator.engine.scheduling import (
     end_attempt,
     finish_runs,
 )
-from apps.orchestrator.engine.statements import (
-    NODES,
-    database_time,
-    database_time_later,
-    time_parameters,
-)
+from apps.orchestrator.model.clock import database_time, database_time_later, time_parameters
 from apps.orchestrator.model.locks import lock_runs
-from apps.orchestrator.model.models import Node, Run
+from apps.orchestrator.model.models import NODES, Node, Run
 from apps.orchestrator.model.states import NodeStatus
 
 
-def keep_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
-    """A worker's heartbeat: take back other workers' expired leases and renew its own (even
-    expired: it is still running their attempts); how many it took back."""
+def renew_and_take_back_leases(session: Session, *, worker: str, lease_seconds: float) -> int:
+    """A worker's heartbeat: take back the expired leases of other workers, and renew its own
+    (even expired ones, after a stall: it is still running their attempts, and taking them back
+    would pay for their calls twice); how many it took back."""
     taken_back = take_back_expired_leases(session, besides=worker)
     renew_leases(session, worker=worker, lease_seconds=lease_seconds)
     return taken_back

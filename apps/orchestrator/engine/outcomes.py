@@ -178,8 +178,9 @@ def _add_usage(session: Session, successes: Sequence[Succeeded]) -> None:
     connection = session.connection()
     for run_id, (prompt, completion, cost) in totals.items():
         status, tokens, spent = statements.add_usage(connection, run_id, prompt, completion, cost)
-        if budgets[run_id] and status in ACTIVE_RUNS:
-            _stop_if_over_budget(session, run_id, budgets[run_id], tokens, spent)
+        budget = budgets[run_id]
+        if budget and status in ACTIVE_RUNS:
+            _stop_if_over_budget(session, run_id, budget, tokens, spent)
 
 
 def budget_problem(budget: dict[str, Any], tokens: int, cost: float, calls: int) -> str | None:

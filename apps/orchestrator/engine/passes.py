@@ -24,7 +24,7 @@ from apps.orchestrator.engine.scheduling import (
 )
 from apps.orchestrator.engine.statements import ACTIVE_RUNS, EVERY_RUN, RunScope
 from apps.orchestrator.model.locks import lock_runs
-from apps.orchestrator.model.models import Node, Run
+from apps.orchestrator.model.models import RUNS, Node, Run
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.model.transitions import move_nodes, move_runs
 
@@ -62,7 +62,7 @@ def run_pass(
     outcomes to record). `outcomes` must belong to runs of `scope`."""
     result = PassResult()
     succeeded, runs = record_outcomes(session, outcomes, settings, result.refused)
-    started = start_queued_runs(session, scope.where(Run.id)) if start_queued else []
+    started = start_queued_runs(session, scope.where(RUNS.c.id)) if start_queued else []
     promoted = promote_pending_nodes(session, after=succeeded, runs=started)
     # A run with a node just made ready is not finished: no need to look.
     finished = finish_runs(session, runs - promoted)

@@ -20,11 +20,8 @@ from apps.core.settings import Settings
 from apps.orchestrator.engine import statements
 from apps.orchestrator.engine.executor import NodeWork
 from apps.orchestrator.engine.gates import Hold, close_gates, gate_when, open_gates
-from apps.orchestrator.engine.statements import (
-    database_time_later,
-    time_parameters,
-)
 from apps.orchestrator.engine.submission import add_plan
+from apps.orchestrator.model.clock import database_time_later, time_parameters
 from apps.orchestrator.model.models import Node, Run
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.model.transitions import (
@@ -106,7 +103,7 @@ def end_attempt(
     """A failed attempt: back to ready after a backoff while attempts remain, else failed.
 
     False when the node is no longer running that attempt (it ended meanwhile)."""
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     try:
         if retryable and node.attempt < node.max_attempts:
             move_node(

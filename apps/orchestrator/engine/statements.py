@@ -11,7 +11,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -19,9 +18,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Float,
-    Interval,
     Select,
-    String,
     Update,
     bindparam,
     exists,
@@ -29,12 +26,19 @@ from sqlalchemy import (
     insert,
     select,
     tuple_,
-    type_coerce,
     update,
 )
 from sqlalchemy.engine import Connection
 
-from apps.orchestrator.model.models import Artifact, Node, NodeDependency, Run, UTCDateTime, utcnow
+from apps.orchestrator.model.clock import database_time, database_time_later, time_parameters
+from apps.orchestrator.model.models import (
+    ARTIFACTS,
+    DEPENDENCIES,
+    NODES,
+    RUNS,
+    UTCDateTime,
+    utcnow,
+)
 from apps.orchestrator.model.states import NODE_TERMINAL, NodeStatus, RunStatus
 from apps.orchestrator.model.transitions import (
     MOVED_NODE_COLUMNS,
@@ -43,10 +47,6 @@ from apps.orchestrator.model.transitions import (
     node_values,
 )
 
-NODES = Node.__table__
-RUNS = Run.__table__
-DEPENDENCIES = NodeDependency.__table__
-ARTIFACTS = Artifact.__table__
 UPSTREAM = NODES.alias("upstream")
 
 # Runs whose nodes may start: a run waiting at one node's gate goes on with its other branches.
@@ -54,44 +54,6 @@ ACTIVE_RUNS = (RunStatus.RUNNING, RunStatus.WAITING)
 
 NOW = bindparam("now", type_=UTCDateTime())
 INSERT_ARTIFACTS = insert(ARTIFACTS)
-
-
-DELAY = bindparam("delay", type_=Interval())
-# SQLite adds a delay to a time with a modifier: "+30.000000 seconds".
-DELAY_MODIFIER = bindparam("delay_modifier", type_=String())
-# SQLite's time as the schema stores timestamps there (naive UTC text, which sorts as time does).
-SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%f"
-
-
-def database_time(dialect: str) -> ColumnElement[datetime]:
-    """The database's clock. Every time the engine compares across processes (a lease, when a
-    retry is due, when a gate expires, how long it waited) is taken from it, never from the
-    host's, so that hosts whose clocks disagree still agree on what has expired."""
-    if dialect == "postgresql":
-        return type_coerce(func.now(), UTCDateTime())
-    return type_coerce(func.strftime(SQLITE_TIME_FORMAT, "now"), UTCDateTime())
-
-
-def database_time_later(dialect: str) -> ColumnElement[datetime]:
-    """`database_time` plus the delay given to `time_parameters`."""
-    if dialect == "postgresql":
-        return type_coerce(func.now() + DELAY, UTCDateTime())
-    return type_coerce(func.strftime(SQLITE_TIME_FORMAT, "now", DELAY_MODIFIER), UTCDateTime())
-
-
-def time_parameters(dialect: str, delay_seconds: float = 0.0) -> dict[str, Any]:
-    """The values the statements of `database_time_later` are bound to, and `now`: the host's
-    time, which statements built once record where nothing compares it (`updated_at`)."""
-    if dialect == "postgresql":
-        return {"now": utcnow(), "delay": timedelta(seconds=delay_seconds)}
-    return {"now": utcnow(), "delay_modifier": f"{delay_seconds:+.6f} seconds"}
-
-
-def database_now(connection: Connection) -> datetime:
-    """What the database's clock says now (see `database_time`)."""
-    now: datetime | None = connection.scalar(select(database_time(connection.dialect.name)))
-    assert now is not None
-    return now
 
 
 def _run_is_going_on() -> ColumnElement[bool]:

@@ -12,13 +12,14 @@ from sqlalchemy.orm import Session
 from apps.core.settings import Settings
 from apps.orchestrator.model.models import Node, NodeDependency, Run
 from apps.orchestrator.model.transitions import record_event
-from apps.orchestrator.plans.gate_policy import gate_to_store
+from apps.orchestrator.plans.agents import agent_for
+from apps.orchestrator.plans.gate_policy import gate_policy_of, gate_to_store
 from apps.orchestrator.plans.planning import PlannedNode, plan_task
 from apps.orchestrator.plans.task_specs import TaskRequest
 
 
 def _node(run_id: uuid.UUID, position: int, planned: PlannedNode, settings: Settings) -> Node:
-    agent = settings.agent_for(planned.role)
+    agent = agent_for(settings, planned.role)
     return Node(
         id=uuid.uuid4(),
         run_id=run_id,
@@ -28,7 +29,7 @@ def _node(run_id: uuid.UUID, position: int, planned: PlannedNode, settings: Sett
         prompt=planned.prompt,
         provider=agent.provider,
         model=agent.model,
-        gate=gate_to_store(settings.gate_policy, planned.role, planned.key, planned.gate),
+        gate=gate_to_store(gate_policy_of(settings), planned.role, planned.key, planned.gate),
         max_attempts=planned.max_attempts,
         timeout_seconds=planned.timeout_seconds,
     )

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -293,3 +294,13 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+# The Core tables, for statements built without the ORM. Mapped classes type `__table__` as any
+# FromClause; these are the Tables declared above.
+RUNS = cast(Table, Run.__table__)
+NODES = cast(Table, Node.__table__)
+DEPENDENCIES = cast(Table, NodeDependency.__table__)
+ARTIFACTS = cast(Table, Artifact.__table__)
+EVENTS = cast(Table, Event.__table__)
+GATES = cast(Table, Gate.__table__)

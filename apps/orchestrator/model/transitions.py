@@ -9,12 +9,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, NoReturn, Protocol
 
-from sqlalchemy import ColumnElement, event, func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from apps.core.database import insert_at_commit
 from apps.core.errors import InvalidTransition
 from apps.core.text import storable_text
-from apps.orchestrator.model.models import Event, Node, Run, utcnow
+from apps.orchestrator.model.models import EVENTS, NODES, Node, Run, utcnow
 from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
     NODE_TERMINAL,
@@ -46,8 +47,7 @@ NODE_EVENTS = {
 }
 
 
-PENDING_EVENTS = "pending_events"
-INSERT_EVENTS = insert(Event.__table__)
+INSERT_EVENTS = insert(EVENTS)
 
 
 def record_event(
@@ -58,33 +58,16 @@ def record_event(
     node_id: uuid.UUID | None = None,
     data: dict[str, Any] | None = None,
 ) -> None:
-    """Add an event to the session's transaction: it is written, and becomes visible, with the
-    change it describes when the transaction commits."""
-    pending = session.info.setdefault(PENDING_EVENTS, [])
-    pending.append(
-        {"run_id": run_id, "node_id": node_id, "type": type, "ts": utcnow(), "data": data or {}}
-    )
+    """Record an event in the session's unit of work: it is inserted at its commit point, after
+    everything else the unit wrote, with the unit's other events in the order they happened.
 
-
-@event.listens_for(Session, "before_commit")
-def _write_pending_events(session: Session) -> None:
-    """Insert the transaction's events in one statement, last, in the order they happened.
-
-    Last, because their ids must be commit-ordered for "events after id N" never to miss one:
-    on PostgreSQL the insert takes a lock held until commit (a trigger of the schema's), so the
+    Last, because event ids must be commit-ordered for "events after id N" never to miss one: on
+    PostgreSQL the insert takes a lock held until commit (a trigger of the schema's), so the
     shorter the time between insert and commit, the less writers wait on each other. SQLite has
-    one writer at a time.
+    one writer at a time. The event becomes visible with the change it describes, or never.
     """
-    pending = session.info.pop(PENDING_EVENTS, None)
-    if not pending:
-        return
-    session.flush()
-    session.connection().execute(INSERT_EVENTS, pending)
-
-
-@event.listens_for(Session, "after_rollback")
-def _drop_pending_events(session: Session) -> None:
-    session.info.pop(PENDING_EVENTS, None)
+    row = {"run_id": run_id, "node_id": node_id, "type": type, "ts": utcnow(), "data": data or {}}
+    insert_at_commit(session, INSERT_EVENTS, row)
 
 
 def move_runs(
@@ -183,7 +166,6 @@ def node_values(
     return values
 
 
-NODES = Node.__table__
 MOVED_NODE_COLUMNS = (NODES.c.id, NODES.c.run_id, NODES.c.position, NODES.c.attempt)
 
 

@@ -6,7 +6,6 @@ cannot expand into a huge one. Errors say where, as `line L, column C: what`.
 """
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -17,17 +16,6 @@ from yaml.nodes import MappingNode
 
 class DocumentError(ValueError):
     """A document that is not well-formed YAML or JSON; the message says where and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a document: where (`gates.writer.timeout_minutes`) and what."""
-
-    location: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.message}"
 
 
 class _StrictLoader(yaml.SafeLoader):

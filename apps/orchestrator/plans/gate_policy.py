@@ -32,7 +32,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from apps.core.roles import NODE_KEY_PATTERN, ROLES, NodeKey, Role
-from apps.orchestrator.plans.documents import DocumentError, Problem, read_yaml
+from apps.core.settings import Settings, SettingsError
+from apps.core.validation import Problem, error_location, error_message
+from apps.orchestrator.plans.documents import DocumentError, read_yaml
 
 OnTimeout = Literal["approve", "reject", "fail"]
 GateWhen = Literal["after", "before"]
@@ -252,13 +254,13 @@ class _PolicyReader:
             return GateRule.model_validate(value or {})
         except ValidationError as error:
             self.problems.extend(
-                Problem(where + "".join(f".{part}" for part in item["loc"]), _message(item))
+                Problem(error_location((where, *item["loc"])), _message(item))
                 for item in error.errors()
             )
             return None
 
     def policy(self) -> GatePolicy:
-        return GatePolicy(defaults=self.defaults, **self.rules)
+        return GatePolicy.model_validate({"defaults": self.defaults, **self.rules})
 
 
 def _name_problem(section: str, name: object) -> str | None:
@@ -275,7 +277,7 @@ def _name_problem(section: str, name: object) -> str | None:
 def _message(item: Mapping[str, Any]) -> str:
     if item["type"] == "extra_forbidden":
         return f"not a gate field; the fields are {_RULE_FIELDS}"
-    return str(item["msg"]).removeprefix("Value error, ")
+    return error_message(item)
 
 
 def parse_gate_policy(document: object) -> tuple[GatePolicy, list[Problem]]:
@@ -293,6 +295,19 @@ def parse_gate_policy(document: object) -> tuple[GatePolicy, list[Problem]]:
     reader = _PolicyReader()
     reader.read(gates)
     return reader.policy(), reader.problems
+
+
+def gate_policy_of(settings: Settings) -> GatePolicy:
+    """The policy GATE_POLICY_FILE holds (read once per process), no gates when it is unset; a
+    `SettingsError` naming the variable when the file cannot be used, which entry points call
+    this for at start-up."""
+    path = settings.gate_policy_file
+    if path is None:
+        return NO_GATES
+    try:
+        return load_gate_policy(path)
+    except GatePolicyError as error:
+        raise SettingsError(f"invalid setting GATE_POLICY_FILE: {error}") from None
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from apps.core.roles import Role
 from apps.core.text import NO_NUL
+from apps.core.validation import error_problem
 from apps.orchestrator.plans.gate_policy import GateRule
 from apps.orchestrator.plans.task_specs import MAX_SECTIONS, DagSpec, DemoSpec, NodeSpec, ReportSpec
 
@@ -22,7 +24,7 @@ class PlannedNode:
     """One node of a plan, before it is stored; plans list nodes so each follows its deps."""
 
     key: str
-    role: str
+    role: Role
     prompt: str
     deps: tuple[str, ...] = ()
     gate: GateRule | None = None
@@ -70,28 +72,18 @@ def plan_task(title: str, spec: DemoSpec | ReportSpec | DagSpec) -> list[Planned
 def plan_report_body(title: str, outline: Outline) -> list[PlannedNode]:
     """The nodes that follow a report's outline: one writer per section, a review, the assembly."""
     sections = [
-        PlannedNode(
-            key=f"section-{number}",
-            role="writer",
-            prompt=f"Write the section {section.title!r} of {title!r}: {section.brief}",
-            deps=(OUTLINE_KEY,),
+        _writer(
+            f"section-{number}",
+            f"Write the section {section.title!r} of {title!r}: {section.brief}",
+            OUTLINE_KEY,
         )
         for number, section in enumerate(outline.sections, start=1)
     ]
-    section_keys = tuple(node.key for node in sections)
-    review = PlannedNode(
-        key="review",
-        role="reviewer",
-        prompt=f"Review the sections of {outline.title!r} for accuracy, overlap and gaps.",
-        deps=section_keys,
+    return _reviewed_and_assembled(
+        sections,
+        review=f"Review the sections of {outline.title!r} for accuracy, overlap and gaps.",
+        assemble=f"Assemble {outline.title!r} from its sections, applying the review.",
     )
-    assemble = PlannedNode(
-        key="assemble",
-        role="assembler",
-        prompt=f"Assemble {outline.title!r} from its sections, applying the review.",
-        deps=(*section_keys, "review"),
-    )
-    return [*sections, review, assemble]
 
 
 def parse_outline(answer: str) -> Outline:
@@ -99,10 +91,7 @@ def parse_outline(answer: str) -> Outline:
     try:
         return Outline.model_validate_json(answer)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'answer'}: {item['msg']}"
-            for item in error.errors()
-        )
+        problems = "; ".join(str(error_problem(item, whole="answer")) for item in error.errors())
         raise InvalidOutline(problems) from None
 
 
@@ -118,29 +107,33 @@ def _outline_node(title: str, spec: ReportSpec) -> PlannedNode:
 
 def _demo_plan(title: str, sections: int) -> list[PlannedNode]:
     writers = [
-        PlannedNode(
-            key=f"write-{number}",
-            role="writer",
-            prompt=f"Write part {number} of {sections} of {title!r}.",
-            deps=("plan",),
-        )
+        _writer(f"write-{number}", f"Write part {number} of {sections} of {title!r}.", "plan")
         for number in range(1, sections + 1)
     ]
+    plan = PlannedNode(key="plan", role="planner", prompt=f"Plan {title!r} in {sections} parts.")
     return [
-        PlannedNode(key="plan", role="planner", prompt=f"Plan {title!r} in {sections} parts."),
-        *writers,
-        PlannedNode(
-            key="review",
-            role="reviewer",
-            prompt=f"Review the parts of {title!r}.",
-            deps=tuple(writer.key for writer in writers),
+        plan,
+        *_reviewed_and_assembled(
+            writers,
+            review=f"Review the parts of {title!r}.",
+            assemble=f"Assemble {title!r} from its reviewed parts.",
         ),
-        PlannedNode(
-            key="assemble",
-            role="assembler",
-            prompt=f"Assemble {title!r} from its reviewed parts.",
-            deps=(*(writer.key for writer in writers), "review"),
-        ),
+    ]
+
+
+def _writer(key: str, prompt: str, after: str) -> PlannedNode:
+    return PlannedNode(key=key, role="writer", prompt=prompt, deps=(after,))
+
+
+def _reviewed_and_assembled(
+    parts: list[PlannedNode], *, review: str, assemble: str
+) -> list[PlannedNode]:
+    """`parts`, then a review of them all, then their assembly, which applies the review."""
+    keys = tuple(part.key for part in parts)
+    return [
+        *parts,
+        PlannedNode(key="review", role="reviewer", prompt=review, deps=keys),
+        PlannedNode(key="assemble", role="assembler", prompt=assemble, deps=(*keys, "review")),
     ]
 
 

@@ -5,21 +5,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
 from apps.orchestrator.infra.storage.base import ArtifactStore, StoredContent, store_io
-from apps.orchestrator.model.models import Artifact
-from apps.orchestrator.reading.pagination import (
-    Page,
-    as_dicts,
-    decode_cursor,
-    encode_cursor,
-    paginate,
-    parse_timestamp,
-    parse_uuid,
-)
+from apps.orchestrator.model.models import ARTIFACTS, Artifact
+from apps.orchestrator.reading.pagination import Keyset, Page, as_dicts
 from apps.orchestrator.reading.runs import require_run
 
 ARTIFACT_COLUMNS = (
@@ -42,8 +34,8 @@ class ArtifactContent:
     name: str
 
 
-def _artifact_cursor(row: dict[str, Any]) -> str:
-    return encode_cursor("artifacts", row["created_at"].isoformat(), row["id"].hex)
+# In the order they were written.
+ARTIFACT_ORDER = Keyset("artifacts", ARTIFACTS.c.created_at, ARTIFACTS.c.id)
 
 
 async def list_artifacts(
@@ -61,14 +53,9 @@ async def list_artifacts(
         statement = statement.where(Artifact.run_id == run_id)
     if node_id is not None:
         statement = statement.where(Artifact.node_id == node_id)
-    if cursor is not None:
-        created_at, artifact_id = decode_cursor(cursor, "artifacts", parse_timestamp, parse_uuid)
-        statement = statement.where(
-            tuple_(Artifact.created_at, Artifact.id) > (created_at, artifact_id)
-        )
-    statement = statement.order_by(Artifact.created_at, Artifact.id).limit(limit + 1)
-    rows = as_dicts(await connection.execute(statement))
-    return paginate(rows, limit, _artifact_cursor)
+    statement, parameters = ARTIFACT_ORDER.bounds(statement, limit, cursor)
+    rows = as_dicts(await connection.execute(statement, parameters))
+    return ARTIFACT_ORDER.page(rows, limit)
 
 
 async def get_artifact(connection: AsyncConnection, artifact_id: uuid.UUID) -> dict[str, Any]:

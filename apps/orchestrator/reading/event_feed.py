@@ -56,7 +56,8 @@ class StreamedEvent:
 
     @property
     def id(self) -> int:
-        return self.row["id"]
+        event_id: int = self.row["id"]
+        return event_id
 
 
 # What a stream yields: batches of events in id order; an empty one when it has been quiet.

@@ -8,29 +8,18 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
-from apps.orchestrator.model.models import Event, Run
+from apps.orchestrator.model.models import EVENTS, Event, Run
 from apps.orchestrator.model.states import RUN_TERMINAL
 from apps.orchestrator.model.transitions import RUN_EVENTS
-from apps.orchestrator.reading.pagination import (
-    MAX_INT64,
-    Page,
-    as_dicts,
-    decode_cursor,
-    encode_cursor,
-    int_between,
-    paginate,
-)
+from apps.orchestrator.reading.pagination import Keyset, Page, as_dicts
 from apps.orchestrator.reading.runs import require_run
 
-_event_id = int_between(0, MAX_INT64)
+# In id order, which is commit order: what polling and streams rely on.
+EVENT_ORDER = Keyset("events", EVENTS.c.id)
 
 EVENT_COLUMNS = (Event.id, Event.run_id, Event.node_id, Event.type, Event.ts, Event.data)
 # The events that may close a run's log: the one matching the run's final status does.
 FINAL_EVENT_TYPES = frozenset(RUN_EVENTS[status] for status in RUN_TERMINAL)
-
-
-def _event_cursor(row: dict[str, Any]) -> str:
-    return encode_cursor("events", row["id"])
 
 
 async def list_events(
@@ -48,15 +37,14 @@ async def list_events(
         statement = statement.where(Event.run_id == run_id)
     if types:
         statement = statement.where(Event.type.in_(types))
-    floor = max(after or 0, decode_cursor(cursor, "events", _event_id)[0] if cursor else 0)
-    if floor:
-        statement = statement.where(Event.id > floor)
-    statement = statement.order_by(Event.id).limit(limit + 1)
-    rows = as_dicts(await connection.execute(statement))
+    if after:
+        statement = statement.where(Event.id > after)
+    statement, parameters = EVENT_ORDER.bounds(statement, limit, cursor)
+    rows = as_dicts(await connection.execute(statement, parameters))
     if not rows and run_id is not None:
         # Only an empty page can hide an unknown run: polling a live run costs one query.
         await require_run(connection, run_id)
-    return paginate(rows, limit, _event_cursor)
+    return EVENT_ORDER.page(rows, limit)
 
 
 async def events_after(

@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.metrics import DatabaseGauges
-from apps.orchestrator.engine.statements import database_time
+from apps.orchestrator.model.clock import database_time
 from apps.orchestrator.model.models import Gate, Node, Run
 from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
 

@@ -8,19 +8,12 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
-from apps.orchestrator.model.models import Node, NodeDependency
-from apps.orchestrator.reading.pagination import (
-    MAX_INT32,
-    Page,
-    as_dicts,
-    decode_cursor,
-    encode_cursor,
-    int_between,
-    paginate,
-)
+from apps.orchestrator.model.models import NODES, Node, NodeDependency
+from apps.orchestrator.reading.pagination import Keyset, Page, as_dicts
 from apps.orchestrator.reading.runs import require_run
 
-_position = int_between(0, MAX_INT32)
+# In plan order, within one run: its cursors name the run.
+NODE_ORDER = Keyset("nodes", NODES.c.position)
 
 NODE_COLUMNS = (
     Node.id,
@@ -43,11 +36,15 @@ NODE_COLUMNS = (
 )
 
 
-async def _with_deps(connection: AsyncConnection, statement: Select[Any]) -> list[dict[str, Any]]:
-    nodes = as_dicts(await connection.execute(statement))
+async def _with_deps(
+    connection: AsyncConnection,
+    statement: Select[*tuple[Any, ...]],
+    parameters: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    nodes = as_dicts(await connection.execute(statement, parameters))
     if not nodes:
         return nodes
-    upstream = Node.__table__.alias("upstream")
+    upstream = NODES.alias("upstream")
     edges = await connection.execute(
         select(NodeDependency.node_id, upstream.c.key)
         .join(upstream, upstream.c.id == NodeDependency.depends_on_id)
@@ -68,14 +65,9 @@ async def list_nodes(
     """A run's nodes in plan order, or `NotFound` for an unknown run."""
     await require_run(connection, run_id)
     statement = select(*NODE_COLUMNS).where(Node.run_id == run_id)
-    if cursor is not None:
-        (position,) = decode_cursor(cursor, f"nodes:{run_id.hex}", _position)
-        statement = statement.where(Node.position > position)
-    statement = statement.order_by(Node.position).limit(limit + 1)
-    nodes = await _with_deps(connection, statement)
-    return paginate(
-        nodes, limit, lambda node: encode_cursor(f"nodes:{run_id.hex}", node["position"])
-    )
+    statement, parameters = NODE_ORDER.bounds(statement, limit, cursor, scope=run_id.hex)
+    nodes = await _with_deps(connection, statement, parameters)
+    return NODE_ORDER.page(nodes, limit, scope=run_id.hex)
 
 
 async def get_node(connection: AsyncConnection, node_id: uuid.UUID) -> dict[str, Any]:

@@ -23,24 +23,18 @@ from sqlalchemy import (
     cast,
     func,
     select,
-    tuple_,
     type_coerce,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from apps.core.errors import NotFound
-from apps.orchestrator.model.models import Node, Run, UTCDateTime
+from apps.orchestrator.model.models import RUNS, Node, Run, UTCDateTime
 from apps.orchestrator.model.states import RunStatus
-from apps.orchestrator.reading.pagination import (
-    Page,
-    as_dicts,
-    decode_cursor,
-    encode_cursor,
-    paginate,
-    parse_timestamp,
-    parse_uuid,
-)
+from apps.orchestrator.reading.pagination import Keyset, Page, as_dicts
+
+# Newest first; the id settles runs created in the same microsecond.
+RUN_ORDER = Keyset("runs", RUNS.c.created_at, RUNS.c.id, descending=True)
 
 _JSON_OBJECT = {"sqlite": func.json_object, "postgresql": func.json_build_object}
 _JSON_OBJECT_AGG = {"sqlite": func.json_group_object, "postgresql": func.json_object_agg}
@@ -82,7 +76,7 @@ def _usage(dialect: str) -> ColumnElement[str]:
     return cast(totals, Text).label("usage")
 
 
-def _select_runs(dialect: str) -> Select[Any]:
+def _select_runs(dialect: str) -> Select[*tuple[Any, ...]]:
     return select(
         # The id as the driver gives it (hex text on SQLite): the response model parses it faster
         # than a UUID type processor does.
@@ -111,8 +105,9 @@ def _title_contains(dialect: str) -> ColumnElement[bool]:
 
 
 @lru_cache(maxsize=128)
-def _list_statement(dialect: str, filters: frozenset[str]) -> Select[Any]:
-    """The list statement for the filters named by their parameters' names."""
+def _list_statement(dialect: str, filters: frozenset[str], resumed: bool) -> Select[Any]:
+    """The list statement for the filters named by their parameters' names, after a cursor
+    when `resumed`."""
     statement = _select_runs(dialect)
     if "status" in filters:
         statement = statement.where(Run.status == bindparam("status"))
@@ -122,13 +117,9 @@ def _list_statement(dialect: str, filters: frozenset[str]) -> Select[Any]:
         statement = statement.where(Run.created_at >= bindparam("after", type_=UTCDateTime))
     if "before" in filters:
         statement = statement.where(Run.created_at < bindparam("before", type_=UTCDateTime))
-    if "cursor_at" in filters:
-        # The row-value form lets SQLite walk the index; the expanded OR form scans it.
-        last_seen = tuple_(
-            bindparam("cursor_at", type_=UTCDateTime), bindparam("cursor_id", type_=Uuid)
-        )
-        statement = statement.where(tuple_(Run.created_at, Run.id) < last_seen)
-    return statement.order_by(Run.created_at.desc(), Run.id.desc()).limit(bindparam("limit"))
+    if resumed:
+        statement = statement.where(RUN_ORDER.resume_after())
+    return statement.order_by(*RUN_ORDER.order_by()).limit(bindparam("limit"))
 
 
 @lru_cache(maxsize=4)
@@ -140,10 +131,8 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _list_parameters(
-    where: RunFilter, dialect: str, limit: int, cursor: str | None
-) -> dict[str, Any]:
-    parameters: dict[str, Any] = {"limit": limit + 1}
+def _filter_parameters(where: RunFilter, dialect: str) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
     if where.status is not None:
         parameters["status"] = where.status
     if where.title_contains:
@@ -153,10 +142,6 @@ def _list_parameters(
         parameters["after"] = where.created_after
     if where.created_before is not None:
         parameters["before"] = where.created_before
-    if cursor is not None:
-        parameters["cursor_at"], parameters["cursor_id"] = decode_cursor(
-            cursor, "runs", parse_timestamp, parse_uuid
-        )
     return parameters
 
 
@@ -164,16 +149,13 @@ def _list_parameters(
 def _task_spec(text: str) -> dict[str, Any]:
     """The parsed spec. A run's spec never changes, so the runs a dashboard keeps polling are
     parsed once; the documents are shared and never mutated."""
-    return json.loads(text)
+    spec: dict[str, Any] = json.loads(text)
+    return spec
 
 
 def _with_task_spec(row: dict[str, Any]) -> dict[str, Any]:
     row["task_spec"] = _task_spec(row["task_spec"])
     return row
-
-
-def _run_cursor(row: dict[str, Any]) -> str:
-    return encode_cursor("runs", row["created_at"].isoformat(), uuid.UUID(str(row["id"])).hex)
 
 
 def _dialect(connection: AsyncConnection) -> str:
@@ -185,11 +167,13 @@ async def list_runs(
 ) -> Page[dict[str, Any]]:
     """Runs matching `where`, newest first, `limit` at a time after `cursor`."""
     dialect = _dialect(connection)
-    parameters = _list_parameters(where, dialect, limit, cursor)
-    statement = _list_statement(dialect, frozenset(parameters))
+    filters = _filter_parameters(where, dialect)
+    statement = _list_statement(dialect, frozenset(filters), resumed=cursor is not None)
+    position = RUN_ORDER.cursor_parameters(cursor) if cursor is not None else {}
+    parameters = {**filters, **position, "limit": limit + 1}
     result = await connection.execute(statement, parameters)
     rows = [_with_task_spec(row) for row in as_dicts(result)]
-    return paginate(rows, limit, _run_cursor)
+    return RUN_ORDER.page(rows, limit)
 
 
 async def get_run(connection: AsyncConnection, run_id: uuid.UUID) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from apps.core.settings import Settings
 from apps.core.supervision import start_supervised
 from apps.orchestrator.engine import leases
 from apps.orchestrator.engine.executor import Executor, Failed, NodeWork, Outcome, Succeeded
-from apps.orchestrator.engine.gates import record_gate_decision
+from apps.orchestrator.engine.gates import count_gate_decision
 from apps.orchestrator.engine.outcomes import output_recorded
 from apps.orchestrator.infra.providers.base import Provider
 from apps.orchestrator.infra.providers.demo import DemoProvider
@@ -234,7 +234,7 @@ class Worker:
     async def _lease_loop(self) -> None:
         """Renew this worker's leases and take back expired ones (at start-up too)."""
         while True:
-            await self._renew_leases()
+            await self._renew_and_take_back_leases()
             await asyncio.sleep(self.settings.lease_seconds / 3)
 
     async def _gate_loop(self) -> None:
@@ -242,14 +242,16 @@ class Worker:
         while True:
             decided = await self._gate_timer.decide_expired()
             for gate in decided:
-                record_gate_decision(gate)
+                count_gate_decision(gate)
             if decided:
                 self.wake()
             await asyncio.sleep(WATCH_SECONDS)
 
-    async def _renew_leases(self) -> None:
+    async def _renew_and_take_back_leases(self) -> None:
         taken_back = await self.transactions.run(
-            leases.keep_leases, worker=self.name, lease_seconds=self.settings.lease_seconds
+            leases.renew_and_take_back_leases,
+            worker=self.name,
+            lease_seconds=self.settings.lease_seconds,
         )
         if taken_back:
             record_leases_taken_back(taken_back)

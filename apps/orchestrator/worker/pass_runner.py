@@ -115,13 +115,13 @@ class PassRunner:
             result.postponed += [o for o in outcomes if o.work.run_id in at_fault]
             return
         result.add(rest)
-        for run_id, error in at_fault.items():
+        for run_id, fault in at_fault.items():
             with log_context(run_id=run_id):
-                report_run_error(error, run_id=run_id)
-                logger.error("run %s failed: the worker cannot process it", run_id, exc_info=error)
+                report_run_error(fault, run_id=run_id)
+                logger.error("run %s failed: the worker cannot process it", run_id, exc_info=fault)
                 try:
                     await self.transactions.run(
-                        passes.fail_run_at_fault, run_id, describe_fault(error)
+                        passes.fail_run_at_fault, run_id, describe_fault(fault)
                     )
                 except Exception:
                     logger.exception("could not fail run %s; its outcomes wait", run_id)

@@ -25,7 +25,7 @@ class OpenAICompatibleProvider:
                     {"role": "user", "content": request.prompt},
                 ],
                 timeout=request.timeout_seconds,
-                **({"response_format": {"type": "json_object"}} if request.json_schema else {}),
+                response_format={"type": "json_object"} if request.json_schema else openai.omit,
             )
         except openai.APITimeoutError:
             raise ProviderError(
@@ -52,5 +52,6 @@ def _message(error: openai.APIStatusError) -> str:
     if isinstance(body, dict):
         detail = body.get("error", body)
         if isinstance(detail, dict) and isinstance(detail.get("message"), str):
-            return detail["message"]
+            message: str = detail["message"]
+            return message
     return error.message

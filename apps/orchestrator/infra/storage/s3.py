@@ -70,7 +70,8 @@ class S3ArtifactStore:
     def read(self, storage_key: str) -> bytes:
         key = self.object_key(storage_key)
         with self._answers(key):
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            content: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return content
 
     def write(self, storage_key: str, content: bytes) -> None:
         if not is_plain_key(storage_key):
