@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sentry_sdk.utils import BadDsn, Dsn
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -263,7 +264,21 @@ class Settings(BaseSettings):
     @field_validator("artifacts_dir")
     @classmethod
     def _artifacts_dir_is_absolute(cls, value: Path) -> Path:
-        return value.expanduser().absolute()
+        try:
+            return value.expanduser().absolute()
+        except RuntimeError:
+            user = value.parts[0]
+            raise ValueError(f"{value}: the home directory of {user} is unknown") from None
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _sentry_dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Dsn(value.get_secret_value())
+            except BadDsn as error:
+                raise ValueError(f"not a Sentry DSN: {error}") from None
+        return value
 
     @field_validator("artifact_s3_bucket")
     @classmethod

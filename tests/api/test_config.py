@@ -268,3 +268,32 @@ async def test_validating_changes_nothing(app: FastAPI, client: httpx.AsyncClien
     assert dict(os.environ) == environment
     assert (await client.get("/config/operator")).json() == before
     assert (await client.get("/runs", headers={"X-API-Key": "another-key"})).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "location"),
+    [
+        (b"PORT: 2020-13-45\n", YAML, "PORT"),
+        (b"PORT: 2020-02-30\n", YAML, "PORT"),
+        (b"PORT: " + b"9" * 5000 + b"\n", YAML, "PORT"),
+        (b"ARTIFACTS_DIR: ~nosuchuser/x\n", YAML, "ARTIFACTS_DIR"),
+        (b"SENTRY_DSN: not-a-dsn\n", YAML, "SENTRY_DSN"),
+        (b"gates: {writer: {timeout_minutes: 2020-13-45}}", YAML, "gates.writer.timeout_minutes"),
+    ],
+)
+async def test_a_value_no_parser_can_build_is_a_problem_not_a_500(
+    client: httpx.AsyncClient, body: bytes, headers: dict[str, str], location: str
+) -> None:
+    response = await client.post("/config/validate", content=body, headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert [problem["location"] for problem in response.json()["problems"]] == [location]
+
+
+async def test_a_json_integer_past_what_python_reads_is_400(client: httpx.AsyncClient) -> None:
+    body = b'{"PORT": ' + b"9" * 5000 + b"}"
+    response = await client.post(
+        "/config/validate", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "5000 digits" in response.json()["detail"]
