@@ -22,6 +22,7 @@ from sentry_sdk.utils import BadDsn, Dsn
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from apps.core.redaction import redact
 from apps.core.roles import Role
 from apps.orchestrator.gate_policy import NO_GATES, GatePolicy, load_gate_policy
 
@@ -407,7 +408,8 @@ class Settings(BaseSettings):
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """One line naming each bad variable, never echoing a secret's value."""
+    """One line naming each bad variable, never echoing a secret's value nor a credential in a
+    URL."""
     problems = []
     for item in error.errors():
         field = str(item["loc"][0]) if item["loc"] else "settings"
@@ -416,7 +418,7 @@ def describe_validation_error(error: ValidationError) -> str:
         shown = "" if quiet or item.get("input") is None else f" (got {item.get('input')!r})"
         message = item["msg"].removeprefix("Value error, ")
         problems.append(f"{field.upper()}: {message}{shown}")
-    return "invalid setting " + "; ".join(problems)
+    return redact("invalid setting " + "; ".join(problems))
 
 
 def load_settings(**overrides: object) -> Settings:

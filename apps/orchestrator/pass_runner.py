@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from apps.core.database import Transactions, describe_fault, is_transient
 from apps.core.error_reporting import report_run_error
 from apps.core.logs import log_context
+from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
 from apps.orchestrator import passes
 from apps.orchestrator.dispatch import EVERY_RUN, RunScope
@@ -115,13 +116,14 @@ class PassRunner:
             result.postponed += [o for o in outcomes if o.work.run_id in at_fault]
             return
         result.add(rest)
+        secrets = configured_secrets(self.settings)
         for run_id, error in at_fault.items():
             with log_context(run_id=run_id):
                 report_run_error(error, run_id=run_id)
                 logger.error("run %s failed: the worker cannot process it", run_id, exc_info=error)
                 try:
                     await self.transactions.run(
-                        passes.fail_run_at_fault, run_id, describe_fault(error)
+                        passes.fail_run_at_fault, run_id, redact(describe_fault(error), secrets)
                     )
                 except Exception:
                     logger.exception("could not fail run %s; its outcomes wait", run_id)

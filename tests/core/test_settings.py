@@ -218,3 +218,15 @@ def test_a_gate_policy_value_yaml_cannot_build_names_the_file(tmp_path: Path) ->
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: invalid setting GATE_POLICY_FILE: {policy}: ")
     assert "gates.writer.timeout_minutes: Input should be a valid number" in line
+
+
+def test_a_database_password_is_not_printed_when_start_up_refuses_its_url(tmp_path: Path) -> None:
+    for url in (
+        "mysql://crew:Hunter2-db-pass@db/crew",
+        "postgresql://crew:Hunter2-db-pass@db",
+        "postgresql://crew@db?password=Hunter2-db-pass",
+    ):
+        result = _serve(tmp_path, DATABASE_URL=url)
+        assert result.returncode != 0
+        assert "DATABASE_URL: " in result.stderr
+        assert "Hunter2-db-pass" not in result.stderr

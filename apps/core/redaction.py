@@ -1,0 +1,91 @@
+"""What text may not carry out of the process, and the one function that takes it out: `redact`.
+
+Every path by which text leaves uses it: log lines, Sentry events, error answers, the errors
+stored on runs, nodes and events, the configuration view, and the errors of start-up and the CLIs.
+It replaces:
+
+- the configured secrets, `configured_secrets(settings)`: every `SecretStr` setting, and the
+  credentials inside the URLs of the settings;
+- the password of any URL (`scheme://user:password@host`);
+- the value of any URL query parameter named like a credential (`?password=`, `&api_key=`,
+  `token`, `secret`, `X-Amz-Signature`, ...);
+- credentials in header-like text: `Authorization: Bearer ...`, `X-API-Key: ...`, `api_key=...`,
+  and any `Bearer <token>` or `Basic <token>`, as a provider's error may echo a request.
+"""
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import SecretStr
+
+if TYPE_CHECKING:
+    from apps.core.settings import Settings
+
+REDACTED = "[redacted]"
+# A configured secret shorter than this is only hidden where a pattern finds it: replacing it
+# everywhere would garble ordinary words (a database password "postgres" and its user's name).
+MIN_REDACTED_LENGTH = 8
+
+_CREDENTIAL_NAME = r"[\w.-]*(?:pass|pwd|secret|token|key|auth|signature|credential|session)[\w.-]*"
+_URL_PASSWORD = re.compile(r"(?P<lead>[a-z][a-z0-9+.-]*://[^\s:@/?#]*:)[^\s/?#]*(?=@)", re.I)
+_QUERY_CREDENTIAL = re.compile(rf"(?P<lead>[?&;](?:{_CREDENTIAL_NAME}|sig)=)[^&#\s\"'<>]*", re.I)
+_HEADER_CREDENTIAL = re.compile(
+    r"(?P<lead>\b(?:proxy-authorization|authorization|x-api-key|api[_-]?key|password|passwd"
+    r"|client[_-]secret|access[_-]token)[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token)\s+)?)"
+    r"[^\s\"',;}&]+",
+    re.I,
+)
+_AUTH_SCHEME_TOKEN = re.compile(r"(?P<lead>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}", re.I)
+_PATTERNS = (_URL_PASSWORD, _QUERY_CREDENTIAL, _HEADER_CREDENTIAL, _AUTH_SCHEME_TOKEN)
+
+
+def redact(text: str, secrets: Iterable[str] = (), marker: str = REDACTED) -> str:
+    """`text` with `secrets` (longest first) and every credential the patterns above find
+    replaced by `marker`."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, marker)
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda match: match["lead"] + marker, text)
+    return text
+
+
+def url_credentials(text: str) -> Iterator[str]:
+    """The password, and the values of the credential query parameters, of the URL `text`."""
+    try:
+        parts = urlsplit(text)
+        password = parts.password
+    except ValueError:
+        return
+    if password:
+        yield password
+    for name, value in parse_qsl(parts.query):
+        if value and (re.fullmatch(_CREDENTIAL_NAME, name, re.I) or name.lower() == "sig"):
+            yield value
+
+
+def configured_secrets(settings: "Settings") -> list[str]:
+    """What the settings hold that no text may show, long enough to be replaced wherever it
+    appears: their `SecretStr` values (and a Sentry DSN's key) and the credentials inside their
+    URLs."""
+    found: list[str] = []
+    for value in settings.model_dump().values():
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            found.append(secret)
+            found.extend(_url_user(secret))
+            found.extend(url_credentials(secret))
+        elif isinstance(value, str) and "://" in value:
+            found.extend(url_credentials(value))
+    return sorted({item for item in found if len(item) >= MIN_REDACTED_LENGTH})
+
+
+def _url_user(text: str) -> Iterator[str]:
+    try:
+        user = urlsplit(text).username
+    except ValueError:
+        return
+    if user:
+        yield user
