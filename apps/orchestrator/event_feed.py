@@ -194,12 +194,17 @@ class EventFeed:
         run's stream starts at its first event and the firehose at the next event written. The
         stream yields batches in id order, an empty batch when `heartbeat_seconds` pass without
         an event, and ends after the run's final event (at once if the run ended by `after`).
+        An `after` past the newest event is taken as the newest.
         """
         over = False
-        if run_id is not None:
-            async with self._engine.connect() as connection:
+        async with self._engine.connect() as connection:
+            if after is not None:
+                # An id past the newest event names nothing the client saw: waiting for the
+                # events above it would skip the rest of the run, and its end.
+                after = min(after, await events.latest_event_id(connection))
+            if run_id is not None:
                 final_id = await events.final_event_id(connection, run_id)
-            over = final_id is not None and final_id <= (after or 0)
+                over = final_id is not None and final_id <= (after or 0)
         subscription = Subscription(run_id, after or 0, self._buffer_limit, heartbeat_seconds)
         return self._stream(subscription, over=over, from_now=after is None)
 

@@ -144,7 +144,9 @@ async def test_the_stream_of_an_unknown_run_is_a_404_before_streaming(
     assert response.json() == {"detail": f"run {run_id} not found"}
 
 
-@pytest.mark.parametrize("last_event_id", ["abc", "-1", "9223372036854775808", "1.5"])
+@pytest.mark.parametrize(
+    "last_event_id", ["abc", "-1", "9223372036854775808", "1.5", "5_0", "+5", "5 5"]
+)
 async def test_a_last_event_id_that_is_not_an_event_id_is_a_400(
     client: httpx.AsyncClient, sessions: SessionFactory, last_event_id: str
 ) -> None:
@@ -156,6 +158,18 @@ async def test_a_last_event_id_that_is_not_an_event_id_is_a_400(
 
     assert response.status_code == 400
     assert "Last-Event-ID" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("after", ["5_0", "+5", "0x5", "5.0"])
+async def test_an_after_that_is_not_an_event_id_is_a_422(
+    client: httpx.AsyncClient, sessions: SessionFactory, after: str
+) -> None:
+    run, _ = await finished_run(sessions)
+
+    for path in (f"/runs/{run.id}/events/stream", "/events"):
+        response = await client.get(path, params={"after": after, "run_id": str(run.id)})
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["errors"][0]["loc"] == ["query", "after"]
 
 
 async def test_a_viewer_may_watch_a_run(

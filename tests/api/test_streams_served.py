@@ -148,3 +148,18 @@ async def test_the_firehose_streams_every_run(client: httpx.AsyncClient) -> None
     for run_id in run_ids:
         events = [event for event in received.events if event["run_id"] == run_id]
         assert events == await polled(client, run_id)
+
+
+async def test_a_stream_resumed_past_the_newest_event_ends_with_its_run(
+    client: httpx.AsyncClient,
+) -> None:
+    """An id no event has yet cannot have been seen: the stream goes on from the newest event
+    and ends after the run's final one, instead of waiting for ids that come much later."""
+    run_id = await start_demo(client, "Resumed from the future")
+
+    streamed, ended = await read(
+        client, f"/runs/{run_id}/events/stream", headers={"Last-Event-ID": str(10**15)}
+    )
+
+    assert ended
+    assert streamed.messages[-1]["event"] == "run.succeeded"

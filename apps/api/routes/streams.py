@@ -15,6 +15,7 @@ from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from apps.api.dependencies import EVENT_ID, EventIdQuery
 from apps.api.schemas import Event
 from apps.api.timezone import request_zone
 from apps.core.errors import BadRequest
@@ -75,7 +76,7 @@ def _event_feed(request: Request) -> EventFeed:
 
 Feed = Annotated[EventFeed, Depends(_event_feed)]
 After = Annotated[
-    int | None,
+    EventIdQuery,
     Query(ge=0, le=MAX_INT64, description="Resume after this event id (as Last-Event-ID does)."),
 ]
 LastEventId = Annotated[
@@ -94,13 +95,9 @@ def _resume_after(after: int | None, last_event_id: str | None) -> int | None:
     """
     if not last_event_id:
         return after
-    try:
-        last_seen = int(last_event_id)
-    except ValueError:
-        last_seen = -1
-    if not 0 <= last_seen <= MAX_INT64:
+    if not EVENT_ID.fullmatch(last_event_id) or int(last_event_id) > MAX_INT64:
         raise BadRequest(f"Last-Event-ID {last_event_id!r} is not an event id")
-    return max(last_seen, after or 0)
+    return max(int(last_event_id), after or 0)
 
 
 def _encoded(streamed: StreamedEvent, zone: str) -> bytes:
