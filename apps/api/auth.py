@@ -95,6 +95,9 @@ async def authenticate(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
     """The caller's principal, or 401 when the key is missing, unknown or revoked."""
+    checked: Principal | None = getattr(request.state, "principal", None)
+    if checked is not None:  # by the route, before it read the body
+        return checked
     presented = api_key or (bearer.credentials if bearer else None)
     if not presented:
         raise Unauthorized("missing API key: send X-API-Key or Authorization: Bearer")
@@ -105,6 +108,12 @@ async def authenticate(
         raise Unauthorized("invalid API key")
     request.state.principal = principal
     return principal
+
+
+async def authenticate_request(request: Request) -> Principal:
+    """`authenticate` from the request's headers alone, for a route to call before it reads its
+    body."""
+    return await authenticate(request, await _api_key_header(request), await _bearer(request))
 
 
 def _roles_from(needed: KeyRole) -> str:

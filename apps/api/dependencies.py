@@ -57,6 +57,5 @@ def _written_as_an_event_id(value: object) -> object:
     return value
 
 
-
 # An event id in a query, read strictly; routes add `Query(...)` with their description.
 EventIdQuery = Annotated[int | None, BeforeValidator(_written_as_an_event_id)]

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from apps.api.dependencies import ArtifactStore, Cursor, Limit, ReadConnection
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Artifact, Page
 from apps.orchestrator import artifacts
 from apps.orchestrator.artifact_store import StoredFile
 from apps.orchestrator.pagination import DEFAULT_LIMIT
 
-router = APIRouter(tags=["artifacts"])
+router = APIRouter(tags=["artifacts"], route_class=ProtectedRoute)
 
 _CONTENT_RESPONSES = {
     200: {"content": {"*/*": {}}, "description": "The artifact's file."},

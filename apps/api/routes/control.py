@@ -12,15 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.dependencies import ArtifactStore, DbTransactions, ReadConnection
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
 from apps.core.database import Transactions
 from apps.orchestrator import artifact_store, run_control, runs
 from apps.orchestrator.gates import record_gate_decision
 from apps.orchestrator.models import KeyRole
 
-router = APIRouter(tags=["control"])
+router = APIRouter(tags=["control"], route_class=ProtectedRoute)
 
 RunId = Annotated[uuid.UUID, Path(description="Run id.")]
+# An approval may carry the gated artifact's new content.
+MAX_APPROVAL_BYTES = 4 * 1024 * 1024
 _DECISION_ERRORS = {
     **forbidden_below(KeyRole.OPERATOR),
     404: {"description": "No such run."},
@@ -60,7 +63,7 @@ async def _run_after_control(
     return Run.model_validate(run)
 
 
-@router.post("/runs/{run_id}/approve", responses=_DECISION_ERRORS)
+@router.post("/runs/{run_id}/approve", responses=_DECISION_ERRORS, max_body_size=MAX_APPROVAL_BYTES)
 async def approve_gate(
     caller: OperatorCaller,
     run_id: RunId,

@@ -6,12 +6,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from apps.api.dependencies import Cursor, EventIdQuery, Limit, ReadConnection
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Event, Page
 from apps.core.text import NO_NUL
 from apps.orchestrator import events
 from apps.orchestrator.pagination import DEFAULT_LIMIT, MAX_INT64
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 
 
 @router.get("/events")

@@ -6,12 +6,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from apps.api.dependencies import Cursor, Limit, ReadConnection
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Gate, Page
 from apps.orchestrator import gates
 from apps.orchestrator.pagination import DEFAULT_LIMIT
 from apps.orchestrator.states import GateStatus
 
-router = APIRouter(tags=["gates"])
+router = APIRouter(tags=["gates"], route_class=ProtectedRoute)
 
 
 @router.get("/gates")

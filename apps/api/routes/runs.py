@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from apps.api.dependencies import CURSOR_HELP, LIMIT_HELP, ReadConnection
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Page, Run
 from apps.api.timezone import as_utc
 from apps.core.text import NO_NUL
@@ -15,7 +16,7 @@ from apps.orchestrator import runs
 from apps.orchestrator.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from apps.orchestrator.states import RunStatus
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=ProtectedRoute)
 
 
 class RunQuery(BaseModel):

@@ -16,13 +16,14 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from apps.api.dependencies import EVENT_ID, EventIdQuery
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Event
 from apps.api.timezone import request_zone
 from apps.core.errors import BadRequest
 from apps.orchestrator.event_feed import Batches, EventFeed, StreamedEvent
 from apps.orchestrator.pagination import MAX_INT64
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
