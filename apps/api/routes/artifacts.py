@@ -31,7 +31,8 @@ async def list_artifacts(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[Artifact]:
-    """Artifacts in the order they were written."""
+    """Artifacts in the order they were written; their sidecars without `prompts`, which
+    `GET /artifacts/{artifact_id}` has."""
     page = await artifacts.list_artifacts(
         connection, run_id=run_id, node_id=node_id, limit=limit, cursor=cursor
     )
@@ -45,13 +46,14 @@ async def list_run_artifacts(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[Artifact]:
-    """A run's artifacts in the order they were written."""
+    """A run's artifacts in the order they were written; their sidecars without `prompts`, which
+    `GET /artifacts/{artifact_id}` has."""
     return await list_artifacts(connection, run_id=run_id, limit=limit, cursor=cursor)
 
 
 @router.get("/artifacts/{artifact_id}")
 async def get_artifact(connection: ReadConnection, artifact_id: uuid.UUID) -> Artifact:
-    """One artifact's metadata and sidecar."""
+    """One artifact's metadata and whole sidecar, its prompts included."""
     return Artifact.model_validate(await artifacts.get_artifact(connection, artifact_id))
 
 
