@@ -13,6 +13,7 @@ from apps.api.auth import ROLES_DESCRIPTION, authenticate
 from apps.api.errors import install_error_handlers
 from apps.api.middleware import ObservedFastAPI
 from apps.api.observability import instrument, start_error_reporting
+from apps.api.revocations import streams_end_on_revocation
 from apps.api.routes import (
     artifacts,
     config,
@@ -58,6 +59,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             database, poll_seconds=app.state.settings.event_poll_seconds
         )
         await stack.enter_async_context(app.state.event_feed.running())
+        await stack.enter_async_context(
+            streams_end_on_revocation(app.state.event_feed, database.engine)
+        )
         app.state.worker = None
         if app.state.settings.worker_in_api:
             app.state.worker = Worker(

@@ -8,6 +8,7 @@ they need with one of the annotated dependencies at the bottom of this module.
 
 import hmac
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,6 +56,9 @@ class Principal:
 
     name: str
     role: KeyRole
+    # The stored key's id, by which what it opened (event streams) ends when it is revoked;
+    # None for the API_KEY setting, which lasts as long as the process.
+    key_id: uuid.UUID | None = None
 
     def may_act_as(self, needed: KeyRole) -> bool:
         return _RANK[self.role] >= _RANK[needed]
@@ -77,7 +81,7 @@ async def _stored_principal(request: Request, presented: str) -> Principal | Non
         now = utcnow()
         if api_keys.use_is_unrecorded(key, now):
             await _record_use(connection, key, now)
-    return Principal(name=key.name, role=key.role)
+    return Principal(name=key.name, role=key.role, key_id=key.id)
 
 
 async def _record_use(connection: AsyncConnection, key: api_keys.ActiveKey, now: datetime) -> None:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,9 +69,15 @@ class Subscription:
     """What the feed handed one subscriber since it (re)started buffering, bounded in size."""
 
     def __init__(
-        self, run_id: uuid.UUID | None, after: int, limit: int, quiet_seconds: float
+        self,
+        run_id: uuid.UUID | None,
+        after: int,
+        limit: int,
+        quiet_seconds: float,
+        owner: Hashable = None,
     ) -> None:
         self.run_id = run_id
+        self.owner = owner
         self.last_sent = after
         self.overflowed = False
         self.closed = False
@@ -164,6 +170,18 @@ class EventFeed:
     def subscriber_count(self) -> int:
         return len(self._firehose) + sum(len(group) for group in self._by_run.values())
 
+    def stream_owners(self) -> set[Hashable]:
+        """Who opened the streams open now (what `follow` was given as `owner`), None aside."""
+        subscriptions = [*self._firehose, *self._all_run_subscriptions()]
+        return {s.owner for s in subscriptions if s.owner is not None}
+
+    def end_streams_of(self, owners: Collection[Hashable]) -> None:
+        """End the streams opened by any of `owners`, as a stream ends after its run's last
+        event: their subscribers' iterations stop."""
+        for subscription in [*self._firehose, *self._all_run_subscriptions()]:
+            if subscription.owner in owners:
+                subscription.close()
+
     def poke(self) -> None:
         """New events may be in the database; pokes that come while a read runs coalesce."""
         self._wake.set()
@@ -186,7 +204,12 @@ class EventFeed:
                 subscription.close()
 
     async def follow(
-        self, *, run_id: uuid.UUID | None, after: int | None, heartbeat_seconds: float
+        self,
+        *,
+        run_id: uuid.UUID | None,
+        after: int | None,
+        heartbeat_seconds: float,
+        owner: Hashable = None,
     ) -> Batches:
         """The events after `after` (one run's, or every run's), then the live ones as they come.
 
@@ -194,7 +217,8 @@ class EventFeed:
         run's stream starts at its first event and the firehose at the next event written. The
         stream yields batches in id order, an empty batch when `heartbeat_seconds` pass without
         an event, and ends after the run's final event (at once if the run ended by `after`).
-        An `after` past the newest event is taken as the newest.
+        An `after` past the newest event is taken as the newest. `owner` names who opened the
+        stream, for `end_streams_of`.
         """
         over = False
         async with self._engine.connect() as connection:
@@ -205,7 +229,9 @@ class EventFeed:
             if run_id is not None:
                 final_id = await events.final_event_id(connection, run_id)
                 over = final_id is not None and final_id <= (after or 0)
-        subscription = Subscription(run_id, after or 0, self._buffer_limit, heartbeat_seconds)
+        subscription = Subscription(
+            run_id, after or 0, self._buffer_limit, heartbeat_seconds, owner
+        )
         return self._stream(subscription, over=over, from_now=after is None)
 
     async def _stream(self, subscription: Subscription, *, over: bool, from_now: bool) -> Batches:

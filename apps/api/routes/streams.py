@@ -15,6 +15,7 @@ from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from apps.api.auth import Caller, Principal
 from apps.api.dependencies import EVENT_ID, EventIdQuery
 from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Event
@@ -123,16 +124,24 @@ async def _sse_chunks(batches: Batches) -> AsyncIterator[bytes]:
 
 
 async def _respond(
-    request: Request, feed: EventFeed, run_id: uuid.UUID | None, after: int | None
+    request: Request,
+    caller: Principal,
+    feed: EventFeed,
+    run_id: uuid.UUID | None,
+    after: int | None,
 ) -> EventStreamResponse:
     heartbeat = request.app.state.settings.sse_heartbeat_seconds
-    batches = await feed.follow(run_id=run_id, after=after, heartbeat_seconds=heartbeat)
+    # Owned by the caller's key: the stream ends when the key is revoked (`revocations`).
+    batches = await feed.follow(
+        run_id=run_id, after=after, heartbeat_seconds=heartbeat, owner=caller.key_id
+    )
     return EventStreamResponse(_sse_chunks(batches), headers=_STREAM_HEADERS)
 
 
 @router.get("/events/stream", response_class=EventStreamResponse, responses=_STREAM_RESPONSES)
 async def stream_events(
     request: Request,
+    caller: Caller,
     feed: Feed,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
     after: After = None,
@@ -142,9 +151,10 @@ async def stream_events(
 
     With `run_id`, the run's events from its first (or after `Last-Event-ID` / `after`), ending
     after the run's final event. Without, every run's events from now on (or after the id given),
-    never ending: the operator's firehose.
+    never ending: the operator's firehose. Either ends within seconds of the revocation of the
+    key that opened it.
     """
-    return await _respond(request, feed, run_id, _resume_after(after, last_event_id))
+    return await _respond(request, caller, feed, run_id, _resume_after(after, last_event_id))
 
 
 @router.get(
@@ -154,10 +164,12 @@ async def stream_events(
 )
 async def stream_run_events(
     request: Request,
+    caller: Caller,
     feed: Feed,
     run_id: uuid.UUID,
     after: After = None,
     last_event_id: LastEventId = None,
 ) -> EventStreamResponse:
-    """One run's events as Server-Sent Events, live, ending after the run's final event."""
-    return await _respond(request, feed, run_id, _resume_after(after, last_event_id))
+    """One run's events as Server-Sent Events, live, ending after the run's final event (or
+    within seconds of the revocation of the key that opened it)."""
+    return await _respond(request, caller, feed, run_id, _resume_after(after, last_event_id))
