@@ -51,7 +51,7 @@ api-run-prod: db-upgrade ## Serve with WEB_CONCURRENCY workers, no reload, JSON 
 api-run-metrics: db-upgrade ## api-run with Prometheus metrics on /metrics (METRICS_ENABLED=1)
 	METRICS_ENABLED=1 $(BIN)/python -m apps.api --reload
 
-worker: db-upgrade ## A standalone worker process (set WORKER_IN_API=0 on the API processes)
+worker: db-upgrade ## A standalone worker process (WORKER_IN_API=0 on the API; metrics on WORKER_METRICS_PORT)
 	$(BIN)/python -m apps.orchestrator.worker
 
 test: $(INSTALLED) ## Run the whole test suite (PostgreSQL tests need TEST_POSTGRES_URL)

@@ -196,6 +196,13 @@ class Settings(BaseSettings):
     metrics_enabled: bool = Field(
         default=False, description="Serve Prometheus metrics on /metrics."
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on HOST where a standalone worker (make worker) serves its Prometheus "
+        "metrics (node duration, LLM usage, leases taken back); unset: none.",
+    )
     prometheus_multiproc_dir: Path | None = Field(
         default=None,
         description="Directory where API worker processes share metrics; a temporary one if unset.",

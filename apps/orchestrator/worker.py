@@ -22,7 +22,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from apps.core.database import Transactions, open_database
 from apps.core.error_reporting import init_sentry, report_run_error
 from apps.core.logs import configure_logging, log_context
-from apps.core.metrics import record_leases_taken_back, record_llm_usage, record_node_duration
+from apps.core.metrics import (
+    record_leases_taken_back,
+    record_llm_usage,
+    record_node_duration,
+    serving_recorded_metrics,
+)
 from apps.core.settings import Settings, SettingsError, load_settings
 from apps.orchestrator import leases, run_control
 from apps.orchestrator.artifact_store import ArtifactStore, open_artifact_store
@@ -285,7 +290,19 @@ def main() -> None:
         sys.exit(f"error: {error}")
     configure_logging(settings)
     init_sentry(settings)
-    asyncio.run(serve(settings))
+    with contextlib.ExitStack() as stack:
+        if settings.worker_metrics_port is not None:
+            _serve_metrics(stack, settings.host, settings.worker_metrics_port)
+        asyncio.run(serve(settings))
+
+
+def _serve_metrics(stack: contextlib.ExitStack, host: str, port: int) -> None:
+    """This process's metrics on `host`:`port` until `stack` closes; one line if it cannot."""
+    try:
+        stack.enter_context(serving_recorded_metrics(host, port))
+    except OSError as error:
+        sys.exit(f"error: cannot serve metrics on {host}:{port}: {error.strerror or error}")
+    logger.info("metrics on http://%s:%d/metrics", host, port)
 
 
 if __name__ == "__main__":

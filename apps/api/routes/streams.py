@@ -21,6 +21,7 @@ from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Event
 from apps.api.timezone import request_zone
 from apps.core.errors import BadRequest
+from apps.core.metrics import sse_subscriber_closed, sse_subscriber_opened
 from apps.orchestrator.event_feed import Batches, EventFeed, StreamedEvent
 from apps.orchestrator.pagination import MAX_INT64
 
@@ -60,15 +61,18 @@ class EventStreamResponse(StreamingResponse):
     Not FastAPI's `EventSourceResponse`: that one streams a generator's items one by one through
     two task hops each, where a stream here writes whatever piled up since its last write in one
     go, which is what lets one process serve hundreds of subscribers. It closes its iterator
-    however it ends, a disconnect included, so the subscription is released at once.
+    however it ends, a disconnect included, so the subscription is released at once, and it is
+    counted in `crew_sse_subscribers` while it is open.
     """
 
     media_type = "text/event-stream"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sse_subscriber_opened()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            sse_subscriber_closed()
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
