@@ -1,6 +1,7 @@
-"""The API plus a throwaway route of the tests' own, for the observability tests through a real
-uvicorn (`python -m uvicorn tests.instrumented_app:create_instrumented_app --factory`): it fails
-as a fault in a route would, which no route of the API does on purpose."""
+"""The API plus throwaway routes of the tests' own, for the observability tests through a real
+uvicorn (`python -m uvicorn tests.instrumented_app:create_instrumented_app --factory`): they fail
+as a fault in a route would, which no route of the API does on purpose: with an unexpected
+exception, and with a bare `CrewError` (the hierarchy's "unexpected fault", 500)."""
 
 import uuid
 from typing import Annotated, Any
@@ -9,8 +10,10 @@ from fastapi import Body, Depends, FastAPI
 
 from apps.api.app import create_app
 from apps.api.auth import authenticate
+from apps.core.errors import CrewError
 
 FAULT_MESSAGE = "the instrumented test fault"
+CREW_FAULT_MESSAGE = "the instrumented CrewError"
 
 
 async def _fault(
@@ -19,10 +22,15 @@ async def _fault(
     raise RuntimeError(FAULT_MESSAGE)
 
 
+async def _crew_fault(run_id: uuid.UUID) -> None:
+    raise CrewError(CREW_FAULT_MESSAGE)
+
+
 def create_instrumented_app() -> FastAPI:
     app = create_app()
     protected = [Depends(authenticate)]
     app.add_api_route(
         "/runs/{run_id}/nodes/{node_id}/fault", _fault, methods=["POST"], dependencies=protected
     )
+    app.add_api_route("/runs/{run_id}/crew-fault", _crew_fault, dependencies=protected)
     return app

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chat_server import Script, chat_server
 from tests.conftest import API_KEY, ROOT
-from tests.instrumented_app import FAULT_MESSAGE
+from tests.instrumented_app import CREW_FAULT_MESSAGE, FAULT_MESSAGE
 from tests.sentry_sink import sentry_sink
 from tests.servers import api_process, free_port
 
@@ -152,6 +152,32 @@ def test_with_no_dsn_a_fault_is_a_json_500_and_nothing_is_sent(
         fail_in_a_route(base_url, "no-dsn-fault")
         time.sleep(1)
     assert sink.bodies == []
+
+
+def test_a_bare_crew_error_is_logged_and_reported_like_any_fault(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    run_id = uuid.uuid4()
+    with (
+        sentry_sink() as (sink, dsn),
+        instrumented_api(migrated_database, tmp_path, SENTRY_DSN=dsn) as base_url,
+    ):
+        answer = httpx.get(
+            f"{base_url}/runs/{run_id}/crew-fault",
+            headers={**HEADERS, "X-Request-ID": "crew-fault-1"},
+        )
+        events = sink.wait_for_events(1)
+        time.sleep(0.5)
+        events = sink.events()
+    assert answer.status_code == 500
+    assert answer.json() == {"detail": CREW_FAULT_MESSAGE}
+    [event] = events
+    assert event["tags"]["request_id"] == "crew-fault-1"
+    assert event["tags"]["run_id"] == str(run_id)
+    assert CREW_FAULT_MESSAGE in json.dumps(event["exception"])
+    log = next(tmp_path.glob("server-*.log")).read_text()
+    assert f"fault on GET /runs/{run_id}/crew-fault: {CREW_FAULT_MESSAGE}\nTraceback" in log
+    assert f"apps.core.errors.CrewError: {CREW_FAULT_MESSAGE}" in log
 
 
 NODE_FAULT = textwrap.dedent(
