@@ -26,6 +26,7 @@ from apps.api.routes import (
     streams,
     tasks,
 )
+from apps.api.stopping import on_stop_signal
 from apps.api.storable_input import refuse_unstorable_input
 from apps.api.timezone import use_request_timezone
 from apps.core.database import open_database
@@ -59,6 +60,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             database, poll_seconds=app.state.settings.event_poll_seconds
         )
         await stack.enter_async_context(app.state.event_feed.running())
+        stack.enter_context(on_stop_signal(app.state.event_feed.end_all_streams))
         await stack.enter_async_context(
             streams_end_on_revocation(app.state.event_feed, database.engine)
         )

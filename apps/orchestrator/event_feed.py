@@ -160,6 +160,7 @@ class EventFeed:
         self._firehose: set[Subscription] = set()
         self._recent: dict[int, StreamedEvent] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     @property
     def last_delivered_id(self) -> int:
@@ -182,6 +183,13 @@ class EventFeed:
             if subscription.owner in owners:
                 subscription.close()
 
+    def end_all_streams(self) -> None:
+        """End every stream, and those that start from now on at once: the process is stopping,
+        and its clients had better reconnect (with their Last-Event-ID) to another."""
+        self._stopping = True
+        for subscription in [*self._firehose, *self._all_run_subscriptions()]:
+            subscription.close()
+
     def poke(self) -> None:
         """New events may be in the database; pokes that come while a read runs coalesce."""
         self._wake.set()
@@ -200,8 +208,7 @@ class EventFeed:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            for subscription in [*self._firehose, *self._all_run_subscriptions()]:
-                subscription.close()
+            self.end_all_streams()
 
     async def follow(
         self,
@@ -238,6 +245,8 @@ class EventFeed:
         if over:
             return
         await self._register(subscription)
+        if self._stopping:
+            subscription.close()
         try:
             if from_now and subscription.run_id is None:
                 subscription.last_sent = await self._latest_event_id()
