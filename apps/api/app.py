@@ -5,6 +5,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -47,6 +48,9 @@ _PROTECTED_ROUTERS = (
     streams.router,
     config.router,
 )
+
+# API_DOCS_ENABLED=0: no /docs, /redoc or /openapi.json (404s, with a key or without).
+_NO_API_REFERENCE: dict[str, Any] = {"docs_url": None, "redoc_url": None, "openapi_url": None}
 
 
 @asynccontextmanager
@@ -101,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=_lifespan,
         dependencies=[Depends(use_request_timezone)],
+        **({} if settings.api_docs_enabled else _NO_API_REFERENCE),
     )
     app.state.settings = settings
     app.state.artifact_store = open_artifact_store(settings)

@@ -28,8 +28,9 @@ from apps.orchestrator.models import KeyRole, utcnow
 logger = logging.getLogger(__name__)
 
 ROLES_DESCRIPTION = """\
-Every route but `/health` and `/healthz` needs an API key, sent as `X-API-Key: <key>` or
-`Authorization: Bearer <key>`: a missing, unknown or revoked key is a 401. Each key has a role:
+Every route needs an API key, sent as `X-API-Key: <key>` or `Authorization: Bearer <key>`, but
+`/health`, `/healthz`, `/metrics` (when METRICS_ENABLED is on) and this reference (unless
+API_DOCS_ENABLED is off): a missing, unknown or revoked key is a 401. Each key has a role:
 
 - `viewer`: every read (`GET`).
 - `operator`: what a viewer may, plus submitting tasks, deciding gates, cancelling and resuming

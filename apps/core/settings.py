@@ -196,6 +196,11 @@ class Settings(BaseSettings):
     metrics_enabled: bool = Field(
         default=False, description="Serve Prometheus metrics on /metrics."
     )
+    api_docs_enabled: bool = Field(
+        default=True,
+        description="Serve the API reference (/docs, /redoc, /openapi.json) without a key: it "
+        "describes the routes and holds no data; off, they are not served at all.",
+    )
     worker_metrics_port: int | None = Field(
         default=None,
         ge=1,
