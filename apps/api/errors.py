@@ -14,6 +14,9 @@ from apps.core.redaction import configured_secrets, redact
 
 logger = logging.getLogger(__name__)
 
+# What a 422 lists at most; the detail says how many more there were.
+MAX_REPORTED_ERRORS = 100
+
 
 def _where(loc: tuple[int | str, ...]) -> str:
     source, *path = loc
@@ -42,11 +45,15 @@ def _log_fault(request: Request, error: CrewError, detail: str) -> None:
 
 async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    found = error.errors()
     problems = [
         {"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]}
-        for item in error.errors()
+        for item in found[:MAX_REPORTED_ERRORS]
     ]
     detail = "; ".join(f"{_where(tuple(p['loc']))}: {p['msg']}" for p in problems)
+    if len(found) > len(problems):
+        # A body of a million bad values must not make an answer a hundred times its size.
+        detail += f"; and {len(found) - len(problems):,} more problems like these"
     return JSONResponse({"detail": detail, "errors": problems}, 422)
 
 

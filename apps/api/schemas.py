@@ -6,6 +6,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
 from apps.api.timezone import Timestamp
+from apps.core.strict_models import StrictModel
 from apps.orchestrator.states import GateStatus, NodeStatus, RunStatus
 
 T = TypeVar("T")
@@ -164,10 +165,8 @@ class Gate(BaseModel):
     notes: str | None = Field(description="What the decider wrote.")
 
 
-class ApproveRequest(BaseModel):
+class ApproveRequest(StrictModel):
     """Release a waiting gate."""
-
-    model_config = ConfigDict(extra="forbid")
 
     node_id: uuid.UUID | None = Field(
         default=None, description="The gated node; may be left out when only one gate waits."
@@ -180,10 +179,8 @@ class ApproveRequest(BaseModel):
     )
 
 
-class RejectRequest(BaseModel):
+class RejectRequest(StrictModel):
     """Turn down a waiting gate."""
-
-    model_config = ConfigDict(extra="forbid")
 
     node_id: uuid.UUID | None = Field(
         default=None, description="The gated node; may be left out when only one gate waits."

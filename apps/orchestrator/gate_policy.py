@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from apps.core.roles import NODE_KEY_PATTERN, ROLES, NodeKey, Role
+from apps.core.strict_models import StrictModel
 from apps.orchestrator.documents import DocumentError, Problem, read_yaml
 
 OnTimeout = Literal["approve", "reject", "fail"]
@@ -52,7 +53,7 @@ class GatePolicyError(ValueError):
     """A gate policy file that cannot be used; the message names the file, where and why."""
 
 
-class GateRule(BaseModel):
+class GateRule(StrictModel):
     """A gate rule. A field left out (or null) is inherited from the rule before it; only
     `timeout_minutes: null` is a value of its own: no timeout."""
 
