@@ -10,7 +10,7 @@ It replaces:
 - the value of any URL query parameter named like a credential (`?password=`, `&api_key=`,
   `token`, `secret`, `X-Amz-Signature`, ...);
 - credentials in header-like text: `Authorization: Bearer ...`, `X-API-Key: ...`, `api_key=...`,
-  and any `Bearer <token>` or `Basic <token>`, as a provider's error may echo a request.
+  and any `Bearer <token>`, as a provider's error may echo a request.
 """
 
 import re
@@ -28,17 +28,23 @@ REDACTED = "[redacted]"
 # everywhere would garble ordinary words (a database password "postgres" and its user's name).
 MIN_REDACTED_LENGTH = 8
 
-_CREDENTIAL_NAME = r"[\w.-]*(?:pass|pwd|secret|token|key|auth|signature|credential|session)[\w.-]*"
-_URL_PASSWORD = re.compile(r"(?P<lead>[a-z][a-z0-9+.-]*://[^\s:@/?#]*:)[^\s/?#]*(?=@)", re.I)
-_QUERY_CREDENTIAL = re.compile(rf"(?P<lead>[?&;](?:{_CREDENTIAL_NAME}|sig)=)[^&#\s\"'<>]*", re.I)
+_CREDENTIAL_NAME = re.compile(
+    r"[\w.-]*(?:pass|pwd|secret|token|key|auth|signature|credential|session)[\w.-]*|sig", re.I
+)
+# Every repetition is bounded or cannot backtrack: these run on every log line, whose text a
+# client partly writes (a path of 16 KB), and a pattern that backtracks over it would stall the
+# process for seconds.
+_URL_PASSWORD = re.compile(
+    r"\b(?P<lead>[a-z][a-z0-9+.-]{0,31}://[^\s:@/?#]{0,256}:)[^\s/?#]{0,256}(?=@)", re.I
+)
+_QUERY_PARAMETER = re.compile(r"(?P<lead>[?&;](?P<name>[\w.-]{1,64})=)[^&#\s\"'<>]*")
 _HEADER_CREDENTIAL = re.compile(
     r"(?P<lead>\b(?:proxy-authorization|authorization|x-api-key|api[_-]?key|password|passwd"
-    r"|client[_-]secret|access[_-]token)[\"']?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token)\s+)?)"
-    r"[^\s\"',;}&]+",
+    r"|client[_-]secret|access[_-]token)[\"']?[ \t]{0,16}[:=][ \t]{0,16}[\"']?"
+    r"(?:(?:bearer|basic|token)[ \t]{1,16})?)[^\s\"',;}&]+",
     re.I,
 )
-_AUTH_SCHEME_TOKEN = re.compile(r"(?P<lead>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}", re.I)
-_PATTERNS = (_URL_PASSWORD, _QUERY_CREDENTIAL, _HEADER_CREDENTIAL, _AUTH_SCHEME_TOKEN)
+_BEARER_TOKEN = re.compile(r"(?P<lead>\bbearer[ \t]{1,16})[A-Za-z0-9._~+/=-]{8,}", re.I)
 
 
 def redact(text: str, secrets: Iterable[str] = (), marker: str = REDACTED) -> str:
@@ -47,9 +53,17 @@ def redact(text: str, secrets: Iterable[str] = (), marker: str = REDACTED) -> st
     for secret in sorted(set(secrets), key=len, reverse=True):
         if secret:
             text = text.replace(secret, marker)
-    for pattern in _PATTERNS:
-        text = pattern.sub(lambda match: match["lead"] + marker, text)
-    return text
+
+    def hidden(match: re.Match[str]) -> str:
+        return match["lead"] + marker
+
+    def hidden_if_a_credential(match: re.Match[str]) -> str:
+        return hidden(match) if _CREDENTIAL_NAME.fullmatch(match["name"]) else match[0]
+
+    text = _URL_PASSWORD.sub(hidden, text)
+    text = _QUERY_PARAMETER.sub(hidden_if_a_credential, text)
+    text = _HEADER_CREDENTIAL.sub(hidden, text)
+    return _BEARER_TOKEN.sub(hidden, text)
 
 
 def url_credentials(text: str) -> Iterator[str]:
@@ -62,7 +76,7 @@ def url_credentials(text: str) -> Iterator[str]:
     if password:
         yield password
     for name, value in parse_qsl(parts.query):
-        if value and (re.fullmatch(_CREDENTIAL_NAME, name, re.I) or name.lower() == "sig"):
+        if value and _CREDENTIAL_NAME.fullmatch(name):
             yield value
 
 
