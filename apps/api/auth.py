@@ -136,6 +136,8 @@ def require_role(needed: KeyRole) -> Callable[..., Awaitable[Principal]]:
             )
         return caller
 
+    # What lets a route check the role before it reads the body (`routing.ProtectedRoute`).
+    caller_with_role.needed_role = needed  # type: ignore[attr-defined]
     return caller_with_role
 
 

@@ -1,10 +1,11 @@
-"""The route class of every route that needs a key: the key, then the body's size, are checked
-before anything reads the body.
+"""The route class of every route that needs a key: the key, its role, then the body's size,
+are checked before anything reads the body.
 
 FastAPI reads a route's body before it solves the route's dependencies, so the key check of a
 dependency came too late: a 200 MB body sent with no key was read in full before its 401. A
 `ProtectedRoute` authenticates the caller first (the route's `authenticate` dependency then finds
-the principal on the request), and lets the body be read only up to the route's
+the principal on the request), runs the route's role checks (a viewer's task is a 403 before its
+16 MB are read), and lets the body be read only up to the route's
 `max_body_size`: a declared length over it is a 413 before a byte is read, and a body without a
 declared length is cut off with a 413 once it passes it. Routes declare their limit with
 FastAPI's own `max_body_size`, which this class takes over: Starlette's limiter, which FastAPI
@@ -12,15 +13,16 @@ would install, answers a declared length over the limit in plain text instead of
 every other error is. The limit and the 401 are stated in the OpenAPI document.
 """
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
-from apps.api.auth import authenticate_request
+from apps.api.auth import Principal, authenticate_request
 from apps.core.errors import PayloadTooLarge
 
 # Of a route that takes a body and names no limit: a gate's rejection with its notes, say.
@@ -61,9 +63,12 @@ class ProtectedRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
         limit, takes_body = self.body_limit, self.takes_body
+        role_checks = _role_checks(self.dependant)
 
         async def checked_first(request: Request) -> Response:
-            await authenticate_request(request)
+            caller = await authenticate_request(request)
+            for check in role_checks:
+                await check(caller)
             if not takes_body:
                 return await handle(request)
             declared = request.headers.get("content-length", "")
@@ -72,6 +77,16 @@ class ProtectedRoute(APIRoute):
             return await handle(Request(request.scope, _limited(request.receive, limit)))
 
         return checked_first
+
+
+def _role_checks(dependant: Dependant) -> list[Callable[[Principal], Awaitable[Principal]]]:
+    """The role checks (`auth.require_role`) among the route's dependencies, at any depth."""
+    checks = []
+    for dependency in dependant.dependencies:
+        if hasattr(dependency.call, "needed_role"):
+            checks.append(dependency.call)
+        checks.extend(_role_checks(dependency))
+    return checks
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

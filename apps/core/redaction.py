@@ -41,7 +41,7 @@ _QUERY_PARAMETER = re.compile(r"(?P<lead>[?&;](?P<name>[\w.-]{1,64})=)[^&#\s\"'<
 _HEADER_CREDENTIAL = re.compile(
     r"(?P<lead>\b(?:proxy-authorization|authorization|x-api-key|api[_-]?key|password|passwd"
     r"|client[_-]secret|access[_-]token)[\"']?[ \t]{0,16}[:=][ \t]{0,16}[\"']?"
-    r"(?:(?:bearer|basic|token)[ \t]{1,16})?)[^\s\"',;}&]+",
+    r"(?:(?:bearer|basic|token)[ \t]{1,16})?)(?!(?:bearer|basic|token)\b)[^\s\"',;}&]+",
     re.I,
 )
 _BEARER_TOKEN = re.compile(r"(?P<lead>\bbearer[ \t]{1,16})[A-Za-z0-9._~+/=-]{8,}", re.I)

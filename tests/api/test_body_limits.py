@@ -14,7 +14,10 @@ from fastapi import FastAPI
 from apps.api.routes.control import MAX_APPROVAL_BYTES
 from apps.api.routes.tasks import MAX_TASK_BYTES
 from apps.api.routing import DEFAULT_MAX_BODY_SIZE
+from apps.core.database import unit_of_work
+from apps.orchestrator import api_keys
 from apps.orchestrator.configuration import MAX_DOCUMENT_BYTES
+from apps.orchestrator.models import KeyRole
 from tests.conftest import API_KEY
 
 LIMITS = {
@@ -148,3 +151,16 @@ async def test_the_openapi_document_states_every_limit_and_the_401(
             for operation in operations.values():
                 assert "401" in operation["responses"], path
     assert "413" not in paths["/runs/{run_id}/cancel"]["post"]["responses"]
+
+
+async def test_a_key_whose_role_may_not_post_is_refused_before_its_body_is_read(
+    app: FastAPI,
+) -> None:
+    async with unit_of_work(app.state.sessions) as session:
+        viewer = (await api_keys.create_key(session, "reader", KeyRole.VIEWER)).secret
+    headers = {"Content-Type": "application/json", "X-API-Key": viewer}
+
+    status, answer, read = await _answer_to_a_large_body(app, "/tasks", headers, 8 * 1024 * 1024)
+
+    assert (status, read) == (403, 0)
+    assert answer["detail"].startswith("this needs the operator or admin role")

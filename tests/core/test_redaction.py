@@ -56,6 +56,7 @@ def test_credentials_are_redacted_wherever_they_are(text: str, expected: str) ->
         "usage: prompt_tokens=12 completion_tokens=34",
         'password authentication failed for user "crew"',
         "a basic setting, the bearer of news",
+        "missing API key: send X-API-Key or Authorization: Bearer",
     ],
 )
 def test_text_without_credentials_is_left_as_it_is(text: str) -> None:
