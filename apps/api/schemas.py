@@ -48,7 +48,10 @@ class RunSummary(BaseModel):
     id: uuid.UUID = Field(description="Run id.")
     title: str = Field(description="Title given when the task was submitted.")
     status: RunStatus = Field(description="Current status of the run.")
-    task_type: str = Field(description="Type of the task spec: demo, report or dag.")
+    task_type: str | None = Field(
+        description="Type of the task spec: demo, report or dag; null when the stored spec "
+        "cannot be read."
+    )
     error: str | None = Field(description="Why the run failed, when it did.")
     created_by: str | None = Field(description="Name of the API key that submitted the task.")
     created_at: Timestamp = Field(description="When the run was created.")

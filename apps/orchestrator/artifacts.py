@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, cast, func, literal, select, tuple_, type_coerce
+from sqlalchemy import JSON, ColumnElement, case, cast, func, literal, select, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,7 +52,15 @@ def _sidecar_without_prompts(dialect: str) -> ColumnElement[Any]:
         # JSON has no key removal of its own; JSONB's orders the keys by length.
         removed = cast(Artifact.sidecar, JSONB).op("-")(literal("prompts"))
     else:
-        removed = func.json_remove(Artifact.sidecar, "$.prompts")
+        # A sidecar SQLite's JSON functions refuse (NaN, written by an older version) would fail
+        # the whole page: it is listed whole instead.
+        removed = case(
+            (
+                func.json_valid(Artifact.sidecar) == 1,
+                func.json_remove(Artifact.sidecar, "$.prompts"),
+            ),
+            else_=Artifact.sidecar,
+        )
     return type_coerce(removed, JSON).label("sidecar")
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     bindparam,
+    case,
     cast,
     func,
     select,
@@ -84,6 +85,15 @@ def _usage(dialect: str) -> ColumnElement[str]:
     return cast(totals, Text).label("usage")
 
 
+def _task_type(dialect: str) -> ColumnElement[str | None]:
+    task_type = Run.task_spec["type"].as_string()
+    if dialect == "sqlite":
+        # A row an older version stored (NaN in its spec) makes SQLite's JSON functions raise,
+        # which would fail the whole page: such a run's type is shown as unknown instead.
+        task_type = case((func.json_valid(Run.task_spec) == 1, task_type), else_=None)
+    return task_type.label("task_type")
+
+
 def _select_runs(dialect: str, *, with_spec: bool = False) -> Select[Any]:
     spec = [cast(Run.task_spec, Text).label("task_spec")] if with_spec else []
     return select(
@@ -92,7 +102,7 @@ def _select_runs(dialect: str, *, with_spec: bool = False) -> Select[Any]:
         type_coerce(Run.id, String).label("id"),
         Run.title,
         Run.status,
-        Run.task_spec["type"].as_string().label("task_type"),
+        _task_type(dialect),
         *spec,
         Run.error,
         Run.created_by,

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
@@ -386,3 +387,23 @@ async def test_a_directory_is_not_served_as_content(
     detail = await error_detail(client, f"/artifacts/{artifact.id}/content", 404)
 
     assert detail
+
+
+# PostgreSQL refuses to store such JSON at all.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_stored_sidecar_sqlite_cannot_read_does_not_break_the_list(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+        node = await create_node(session, run)
+        broken = await create_artifact(session, node, settings.artifacts_dir)
+        await session.execute(
+            text("UPDATE artifacts SET sidecar = :sidecar WHERE id = :id"),
+            {"sidecar": '{"version": 1, "cost": NaN, "prompts": {}}', "id": broken.id.hex},
+        )
+
+    listed = await client.get(f"/runs/{run.id}/artifacts")
+
+    assert listed.status_code == 200
+    assert listed.json()["items"][0]["sidecar"]["version"] == 1

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.models import Run
@@ -447,3 +448,27 @@ async def test_the_openapi_document_says_lists_hold_summaries(client: httpx.Asyn
     assert "task_spec" in schema["components"]["schemas"]["Run"]["properties"]
     artifacts = schema["paths"]["/runs/{run_id}/artifacts"]["get"]
     assert "without `prompts`" in artifacts["description"]
+
+
+# PostgreSQL refuses to store such JSON at all.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_stored_spec_sqlite_cannot_read_does_not_break_the_list(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        broken = await create_run(session, title="Stored by an older version")
+        await create_run(session, title="Fine")
+        # What the API stored before it refused non-finite numbers.
+        await session.execute(
+            text("UPDATE runs SET task_spec = :spec WHERE id = :id"),
+            {"spec": '{"type": "demo", "budget": {"max_cost": NaN}}', "id": broken.id.hex},
+        )
+
+    listed = await client.get("/runs")
+    one = await client.get(f"/runs/{broken.id}")
+
+    assert listed.status_code == one.status_code == 200
+    assert {run["title"]: run["task_type"] for run in listed.json()["items"]} == {
+        "Stored by an older version": None,
+        "Fine": "demo",
+    }
