@@ -13,6 +13,7 @@ would install, answers a declared length over the limit in plain text instead of
 every other error is. The limit and the 401 are stated in the OpenAPI document.
 """
 
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -28,6 +29,7 @@ from apps.core.errors import PayloadTooLarge
 # Of a route that takes a body and names no limit: a gate's rejection with its notes, say.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024
 
+_DIGITS = re.compile(r"[0-9]+")
 _UNAUTHORIZED = {"description": "No API key, or one that is unknown or revoked."}
 
 
@@ -72,7 +74,7 @@ class ProtectedRoute(APIRoute):
             if not takes_body:
                 return await handle(request)
             declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
+            if _DIGITS.fullmatch(declared) and int(declared) > limit:
                 raise PayloadTooLarge(_too_large(limit))
             return await handle(Request(request.scope, _limited(request.receive, limit)))
 
