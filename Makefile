@@ -10,8 +10,8 @@ INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help install deps-update api-run op-console api-run-prod worker test api-test test-api \
-	db-upgrade db-revision lint format bench bench-read bench-orchestration bench-streams \
-	bench-scale
+	db-upgrade db-revision lint format coverage bench bench-read bench-orchestration bench-streams \
+	bench-scale bench-smoke
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z -]*:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,48 +40,62 @@ db-revision: db-upgrade ## Autogenerate a migration: make db-revision msg="add a
 	$(BIN)/alembic revision --autogenerate -m "$(msg)"
 
 api-run: db-upgrade ## Serve the API on HOST:PORT (default 127.0.0.1:8000) with reload
-	$(BIN)/python -m apps.api --reload
+	$(BIN)/crew-api --reload
 
 op-console: api-run ## Alias of api-run
 
 api-run-prod: db-upgrade ## Serve with WEB_CONCURRENCY workers, no reload, JSON logs; needs a real API_KEY
-	LOG_FORMAT=$${LOG_FORMAT:-json} $(BIN)/python -m apps.api --prod
+	LOG_FORMAT=$${LOG_FORMAT:-json} $(BIN)/crew-api --prod
 
 .PHONY: api-run-metrics
 api-run-metrics: db-upgrade ## api-run with Prometheus metrics on /metrics (METRICS_ENABLED=1)
-	METRICS_ENABLED=1 $(BIN)/python -m apps.api --reload
+	METRICS_ENABLED=1 $(BIN)/crew-api --reload
 
 worker: db-upgrade ## A standalone worker process (WORKER_IN_API=0 on the API; metrics on WORKER_METRICS_PORT)
-	$(BIN)/python -m apps.orchestrator.worker
+	$(BIN)/crew-worker
 
 test: $(INSTALLED) ## Run the whole test suite (PostgreSQL tests need TEST_POSTGRES_URL)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 api-test test-api: test ## Aliases of test
 
-lint: $(INSTALLED) ## ruff check and ruff format --check
+coverage: $(INSTALLED) ## The whole suite, measuring what it runs of apps/ (processes it starts too)
+	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+lint: $(INSTALLED) ## ruff, mypy and the import contracts (pyproject.toml says what each checks)
 	$(BIN)/ruff check apps tests bench alembic
 	$(BIN)/ruff format --check apps tests bench alembic
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(INSTALLED) ## Format and fix what ruff can
 	$(BIN)/ruff format apps tests bench alembic
 	$(BIN)/ruff check --fix apps tests bench alembic
 
 bench: bench-read bench-orchestration bench-streams ## Every benchmark, on SQLite and PostgreSQL
-	$(BIN)/python bench/scale.py
+	$(BIN)/python -m bench.scale
 
 bench-read: $(INSTALLED) ## Read API benchmark (needs wrk)
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
-	$(BIN)/python bench/read_api.py --backend both
+	$(BIN)/python -m bench.read_api --backend both
 
 bench-orchestration: $(INSTALLED) ## Orchestration overhead per node and 50 runs through HTTP
-	$(BIN)/python bench/orchestration.py --backend both
+	$(BIN)/python -m bench.orchestration --backend both
 
 bench-streams: $(INSTALLED) ## 500 SSE subscribers on one 2,000-event run: delivery and latency
-	$(BIN)/python bench/streams.py --backend both
+	$(BIN)/python -m bench.streams --backend both
 
 bench-scale: $(INSTALLED) ## Node throughput with 1, 2, 4 workers, then bench-read, on PostgreSQL
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
-	@status=0; $(BIN)/python bench/scale.py || status=$$?; \
-	$(BIN)/python bench/read_api.py --backend postgresql || status=$$(( $$? > status ? $$? : status )); \
+	@status=0; $(BIN)/python -m bench.scale || status=$$?; \
+	$(BIN)/python -m bench.read_api --backend postgresql || status=$$(( $$? > status ? $$? : status )); \
 	exit $$status
+
+BENCHMARKS := read_api orchestration streams scale middleware_overhead hostile_requests
+
+bench-smoke: $(INSTALLED) ## Every benchmark at tiny sizes (what CI runs): fails when one breaks
+	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
+	@for name in $(BENCHMARKS); do \
+		echo "== bench.$$name --smoke"; \
+		$(BIN)/python -m bench.$$name --smoke || { echo "bench.$$name --smoke failed"; exit 1; }; \
+	done

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, make_url
 from alembic import context
 from apps.core.database import create_migration_engine
 from apps.core.settings import SettingsError, load_settings
-from apps.orchestrator.models import ONLY_ON, Base, JSONDocument, UTCDateTime
+from apps.orchestrator.model.models import ONLY_ON, Base, JSONDocument, UTCDateTime
 
 config = context.config
 if config.config_file_name is not None:

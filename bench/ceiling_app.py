@@ -26,8 +26,8 @@ from apps.api.app import create_app
 from apps.api.auth import authenticate
 from apps.api.schemas import Page, RunSummary
 from apps.core.settings import load_settings
-from apps.orchestrator.pagination import encode_cursor
-from apps.orchestrator.states import NodeStatus, RunStatus
+from apps.orchestrator.model.states import NodeStatus, RunStatus
+from apps.orchestrator.reading.runs import RUN_ORDER
 
 CEILING_PATH = "/bench/ceiling"
 CEILING_ITEMS = 50
@@ -246,7 +246,7 @@ def ceiling_page(count: int = CEILING_ITEMS) -> Page[RunSummary]:
     ]
     items = [RunSummary.model_validate(_as_row(fake)) for fake in fakes]
     last = items[-1]
-    cursor = encode_cursor("runs", last.created_at.isoformat(), last.id.hex)
+    cursor = RUN_ORDER.cursor_of({"created_at": last.created_at, "id": last.id})
     return Page[RunSummary](items=items, next_cursor=cursor)
 
 

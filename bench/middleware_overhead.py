@@ -7,7 +7,8 @@ ASGI app, 3,000 times a round, and the best of 7 rounds after a warm-up is kept.
 second process: on a shared machine this is steadier than req/s under wrk, and it isolates the
 middleware's own cost from how it adds up with the rest of a request.
 
-    .venv/bin/python bench/middleware_overhead.py
+    .venv/bin/python -m bench.middleware_overhead
+    .venv/bin/python -m bench.middleware_overhead --smoke     # a second: does it still run?
 """
 
 import argparse
@@ -20,23 +21,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.processes import sentry_sink  # noqa: E402
+from apps.api.app import create_app
+from apps.core.settings import load_settings
+from bench.harness import API_KEY, SMOKE_HELP, run, sentry_sink
 
 MODES = ("off", "metrics", "sentry", "metrics+sentry")
 CALLS, ROUNDS = 3_000, 7
+SMOKE_CALLS, SMOKE_ROUNDS = 50, 1
 PATH = "/runs/0b7e2d4c-3f5a-4a1e-9c6d-2f8e1a7b5c90/bench-ping"
 
 
 def build_app(mode: str, dsn: str, directory: Path) -> Any:
-    from apps.api.app import create_app
-    from apps.core.settings import load_settings
-
     settings = load_settings(
         _env_file=None,
-        api_key="bench-key",
+        api_key=API_KEY,
         database_url=f"sqlite+aiosqlite:///{directory / 'unused.db'}",
         worker_in_api=False,
         metrics_enabled="metrics" in mode,
@@ -51,13 +49,13 @@ def build_app(mode: str, dsn: str, directory: Path) -> Any:
     return app
 
 
-async def time_requests(app: Any) -> float:
+async def time_requests(app: Any, calls: int, rounds: int) -> float:
     """Seconds per request, the best round."""
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
         "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "query_string": b"",
         "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"x-api-key", b"bench-key")],
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"x-api-key", API_KEY.encode())],
     }  # fmt: skip
 
     async def receive() -> dict[str, Any]:
@@ -66,34 +64,41 @@ async def time_requests(app: Any) -> float:
     async def send(_message: dict[str, Any]) -> None:
         return
 
-    for _ in range(CALLS // 5):
+    for _ in range(calls // 5):
         await app(dict(scope), receive, send)
     best = float("inf")
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         started = time.perf_counter()
-        for _ in range(CALLS):
+        for _ in range(calls):
             await app(dict(scope), receive, send)
-        best = min(best, (time.perf_counter() - started) / CALLS)
+        best = min(best, (time.perf_counter() - started) / calls)
     return best
 
 
-def measure_one(mode: str) -> None:
+def measure_one(mode: str, smoke: bool) -> None:
+    calls, rounds = (SMOKE_CALLS, SMOKE_ROUNDS) if smoke else (CALLS, ROUNDS)
     with sentry_sink() as (dsn, _), tempfile.TemporaryDirectory() as directory:
-        seconds = asyncio.run(time_requests(build_app(mode, dsn, Path(directory))))
+        app = build_app(mode, dsn, Path(directory))
+        seconds = asyncio.run(time_requests(app, calls, rounds))
     print(f"{seconds * 1e6:.1f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args(argv)
     if args.one:
-        measure_one(args.one)
+        measure_one(args.one, args.smoke)
         return 0
     costs = {}
     for mode in MODES:
+        command = [sys.executable, "-m", "bench.middleware_overhead", "--one", mode]
         done = subprocess.run(
-            [sys.executable, __file__, "--one", mode], capture_output=True, text=True, check=True
+            command + (["--smoke"] if args.smoke else []),
+            capture_output=True,
+            text=True,
+            check=True,
         )
         costs[mode] = float(done.stdout.split()[-1])
     print(f"{'configuration':<16}{'us/request':>12}{'added':>10}")
@@ -103,4 +108,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -23,7 +23,7 @@ from alembic import command
 from apps.api.app import create_app
 from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings, load_settings
-from apps.orchestrator.models import Base
+from apps.orchestrator.model.models import Base
 
 # The local S3-compatible server's fixtures: `s3_endpoint`, `s3_bucket`.
 pytest_plugins = ("tests.s3_server",)
@@ -33,6 +33,14 @@ POSTGRES_HELP = (
     "PostgreSQL tests skipped: set TEST_POSTGRES_URL to run them, e.g. "
     "TEST_POSTGRES_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test make test"
 )
+
+
+def process_env(**variables: str) -> dict[str, str]:
+    """The environment of a process a test starts: a plain PATH, the checkout on PYTHONPATH,
+    `variables`, and of this process's environment only coverage's variables, so that `make
+    coverage` measures the processes too."""
+    measured = {name: value for name, value in os.environ.items() if name.startswith("COVERAGE_")}
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **measured, **variables}
 
 
 def alembic_config(database_url: str) -> Config:

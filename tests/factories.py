@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from apps.orchestrator.models import Artifact, Event, Node, NodeDependency, Run, utcnow
-from apps.orchestrator.states import NodeStatus, RunStatus
+from apps.orchestrator.model.models import Artifact, Event, Node, NodeDependency, Run, utcnow
+from apps.orchestrator.model.states import NodeStatus, RunStatus
 
 
 async def create_run(session: AsyncSession, **overrides: Any) -> Run:

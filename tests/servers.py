@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, ROOT
+from tests.conftest import API_KEY, process_env
 
 
 def free_port() -> int:
@@ -33,14 +33,12 @@ def _wait_until_up(base_url: str, server: subprocess.Popen[bytes], log: Path) ->
 
 
 def _environment(database_url: str, workdir: Path, **settings: str) -> dict[str, str]:
-    return {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(ROOT),
+    defaults = {
         "DATABASE_URL": database_url,
         "API_KEY": API_KEY,
         "ARTIFACTS_DIR": str(workdir / "artifacts"),
-        **settings,
     }
+    return process_env(**(defaults | settings))
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from sqlalchemy import inspect
 
 from alembic import command
 from apps.core.database import create_migration_engine
-from apps.orchestrator.models import Base
+from apps.orchestrator.model.models import Base
 from tests.conftest import alembic_config
 
 

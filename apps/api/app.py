@@ -33,9 +33,10 @@ from apps.api.timezone import use_request_timezone
 from apps.core.database import open_database
 from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
-from apps.orchestrator.artifact_store import open_artifact_store
-from apps.orchestrator.event_feed import build_event_feed
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.infra.storage import open_artifact_store
+from apps.orchestrator.plans.gate_policy import gate_policy_of
+from apps.orchestrator.reading.event_feed import build_event_feed
+from apps.orchestrator.worker.loop import Worker
 
 _PROTECTED_ROUTERS = (
     tasks.router,
@@ -97,6 +98,7 @@ async def _running(worker: Worker) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API with its routes, auth, error handlers and CORS, configured by `settings`."""
     settings = settings or load_settings()
+    gate_policy_of(settings)  # a bad GATE_POLICY_FILE stops start-up, not the first submission
     start_error_reporting(settings)
     app = ObservedFastAPI(
         title="Crew Orchestrator",

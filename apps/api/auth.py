@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import Forbidden, Unauthorized
 from apps.core.settings import Settings
-from apps.orchestrator import api_keys
-from apps.orchestrator.api_keys import ENV_KEY_NAME
-from apps.orchestrator.models import KeyRole, utcnow
+from apps.orchestrator.control import api_keys
+from apps.orchestrator.control.api_keys import ENV_KEY_NAME
+from apps.orchestrator.model.models import KeyRole, utcnow
 
 logger = logging.getLogger(__name__)
 

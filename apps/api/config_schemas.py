@@ -1,12 +1,12 @@
 """Response shapes of the configuration endpoints. Every field is described."""
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from apps.core.settings import Settings
-from apps.orchestrator.configuration import REDACTED, SECRET_SETTINGS, DocumentKind
-from apps.orchestrator.gate_policy import EffectiveGate, GateRule
+from apps.orchestrator.control.configuration import REDACTED, SECRET_SETTINGS, DocumentKind
+from apps.orchestrator.plans.gate_policy import EffectiveGate, GateRule
 
 
 def _effective_settings_model() -> type[BaseModel]:
@@ -25,7 +25,11 @@ def _effective_settings_model() -> type[BaseModel]:
     )
 
 
-EffectiveSettings = _effective_settings_model()
+if TYPE_CHECKING:
+    # Built at import from the fields of Settings: to the type checker, a model like any other.
+    EffectiveSettings = BaseModel
+else:
+    EffectiveSettings = _effective_settings_model()
 
 
 class GatePolicyInForce(BaseModel):

@@ -9,8 +9,8 @@ from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from apps.core.database import Transactions, unit_of_work
-from apps.orchestrator import artifact_store
-from apps.orchestrator.pagination import MAX_LIMIT
+from apps.orchestrator.infra.storage import base as artifact_store
+from apps.orchestrator.reading.pagination import MAX_LIMIT
 
 EVENT_ID = re.compile(r"[0-9]{1,19}")
 
@@ -26,11 +26,13 @@ async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
 
 
 def _artifact_store(request: Request) -> artifact_store.ArtifactStore:
-    return request.app.state.artifact_store
+    store: artifact_store.ArtifactStore = request.app.state.artifact_store
+    return store
 
 
 def _transactions(request: Request) -> Transactions:
-    return request.app.state.transactions
+    transactions: Transactions = request.app.state.transactions
+    return transactions
 
 
 # scope="function" commits when the handler returns, before the response is sent: a failed commit

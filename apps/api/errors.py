@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from apps.core.database import is_transient
 from apps.core.errors import CrewError
 from apps.core.redaction import configured_secrets, redact
+from apps.core.validation import error_location, error_message
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +20,9 @@ MAX_REPORTED_ERRORS = 100
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
+    """Which part of the request (query, body, header, path), then where in it."""
     source, *path = loc
-    name = ".".join(str(part) for part in path)
-    return f"{source} {name}" if name else str(source)
+    return f"{source} {error_location(path)}" if path else str(source)
 
 
 async def _crew_error(request: Request, error: Exception) -> JSONResponse:
@@ -50,7 +51,7 @@ async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
         {"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]}
         for item in found[:MAX_REPORTED_ERRORS]
     ]
-    detail = "; ".join(f"{_where(tuple(p['loc']))}: {p['msg']}" for p in problems)
+    detail = "; ".join(f"{_where(tuple(p['loc']))}: {error_message(p)}" for p in problems)
     if len(found) > len(problems):
         # A body of a million bad values must not make an answer a hundred times its size.
         detail += f"; and {len(found) - len(problems):,} more problems like these"

@@ -43,16 +43,16 @@ def request_id_of(scope: Scope) -> str:
     """The caller's X-Request-ID when it is a sane one, else a new id."""
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
-            given = value.decode("latin-1")
+            given: str = value.decode("latin-1")
             if _VALID_REQUEST_ID.fullmatch(given):
                 return given
             break
     return uuid.uuid4().hex
 
 
-class RequestContextMiddleware:
-    """Gives every request an id, echoed in `X-Request-ID` and bound to its log lines and to
-    the Sentry events it causes, with the run and node ids its path names."""
+class _HttpMiddleware:
+    """An ASGI middleware that acts on HTTP requests (`handle`) and passes anything else
+    (lifespan, websockets) through untouched."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -61,6 +61,17 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestContextMiddleware(_HttpMiddleware):
+    """Gives every request an id, echoed in `X-Request-ID` and bound to its log lines and to
+    the Sentry events it causes, with the run and node ids its path names."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = request_id_of(scope)
         echoed = (REQUEST_ID_HEADER, request_id.encode())
 
@@ -78,17 +89,11 @@ class RequestContextMiddleware:
                 raise
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(_HttpMiddleware):
     """Counts and times every request a route answered, under the route's template
     (`/runs/{run_id}`); a path no route matches makes no series."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
 

@@ -1,5 +1,7 @@
 """Wiring metrics, request ids and Sentry into the app, as the settings say."""
 
+from typing import Any
+
 from sentry_sdk.integrations.fastapi import FastApiIntegration
 from sentry_sdk.integrations.starlette import StarletteIntegration
 
@@ -17,7 +19,10 @@ def start_error_reporting(settings: Settings) -> bool:
     """Sentry with the FastAPI integration, before any route exists (it wraps their handlers)."""
     # No performance transactions (no HTTP method starts one): errors are what we report, and a
     # transaction per request is most of what the integration costs.
-    options = {"failed_request_status_codes": set(_SERVER_ERRORS), "http_methods_to_capture": ()}
+    options: dict[str, Any] = {
+        "failed_request_status_codes": set(_SERVER_ERRORS),
+        "http_methods_to_capture": (),
+    }
     integrations = [StarletteIntegration(**options), FastApiIntegration(**options)]
     return init_sentry(settings, integrations)
 

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from apps.orchestrator import api_keys
-from apps.orchestrator.event_feed import EventFeed
+from apps.orchestrator.control import api_keys
+from apps.orchestrator.reading.event_feed import EventFeed
 
 logger = logging.getLogger(__name__)
 

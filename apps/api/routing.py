@@ -83,9 +83,9 @@ class ProtectedRoute(APIRoute):
 
 def _role_checks(dependant: Dependant) -> list[Callable[[Principal], Awaitable[Principal]]]:
     """The role checks (`auth.require_role`) among the route's dependencies, at any depth."""
-    checks = []
+    checks: list[Callable[[Principal], Awaitable[Principal]]] = []
     for dependency in dependant.dependencies:
-        if hasattr(dependency.call, "needed_role"):
+        if dependency.call is not None and hasattr(dependency.call, "needed_role"):
             checks.append(dependency.call)
         checks.extend(_role_checks(dependency))
     return checks

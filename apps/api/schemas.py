@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
 from apps.api.timezone import Timestamp
 from apps.core.strict_models import StrictModel
-from apps.orchestrator.states import GateStatus, NodeStatus, RunStatus
+from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
 
 T = TypeVar("T")
 

@@ -41,14 +41,14 @@ def on_stop_signal(callback: Callable[[], None]) -> Iterator[None]:
             loop.call_soon_threadsafe(callback)
         wrapped[signum](signum, frame)
 
-    for signum in STOP_SIGNALS:
-        handler = signal.getsignal(signum)
-        if _is_a_servers(handler):
-            wrapped[signum] = handler  # type: ignore[assignment]
-            signal.signal(signum, stopping)
+    for stop_signal in STOP_SIGNALS:
+        installed = signal.getsignal(stop_signal)
+        if callable(installed) and _is_a_servers(installed):
+            wrapped[stop_signal] = installed
+            signal.signal(stop_signal, stopping)
     try:
         yield
     finally:
-        for signum, handler in wrapped.items():
-            if signal.getsignal(signum) is stopping:
-                signal.signal(signum, handler)
+        for number, handler in wrapped.items():
+            if signal.getsignal(number) is stopping:
+                signal.signal(number, handler)

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, Insert, event, text
 from sqlalchemy import create_engine as _create_sync_engine
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
@@ -118,20 +118,66 @@ def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(writer, expire_on_commit=False, autoflush=False)
 
 
+# Where the session of a unit of work keeps the rows it inserts last (`insert_at_commit`); a
+# session without it is not a unit of work's.
+_AT_COMMIT = "insert_at_commit"
+
+
+def insert_at_commit(session: Session, statement: Insert, row: dict[str, Any]) -> None:
+    """Have `statement` insert `row` at the commit point of the session's unit of work: after
+    everything else the unit wrote, in one execution with the other rows of that statement.
+
+    For rows whose order must follow commit order (events: see `transitions.record_event`):
+    the later they are inserted, the shorter the locks that keep that order are held.
+    """
+    pending: dict[Insert, list[dict[str, Any]]] | None = session.info.get(_AT_COMMIT)
+    if pending is None:
+        # Nothing would insert the row: a bare session's commit is no commit point.
+        raise RuntimeError("insert_at_commit outside a unit of work (unit_of_work, Transactions)")
+    pending.setdefault(statement, []).append(row)
+
+
+def _insert_pending(session: Session) -> None:
+    """What every commit point does just before it commits: the rows `insert_at_commit` kept."""
+    pending: dict[Insert, list[dict[str, Any]]] = session.info.pop(_AT_COMMIT)
+    if not pending:
+        return
+    session.flush()
+    connection = session.connection()
+    for statement, rows in pending.items():
+        connection.execute(statement, rows)
+
+
+def _work_then_pending(
+    session: Session,
+    work: Callable[Concatenate[Session, P], T],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    session.info[_AT_COMMIT] = {}
+    result = work(session, *args, **kwargs)
+    _insert_pending(session)
+    return result
+
+
 @asynccontextmanager
 async def unit_of_work(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
     """A session whose work is committed when the block ends and rolled back if it raises.
 
-    Domain functions only add and flush; this is where their work becomes durable.
+    Domain functions only add and flush; this is where their work becomes durable, with the rows
+    they asked to be inserted at the commit point.
     """
     async with sessions() as session:
+        session.info[_AT_COMMIT] = {}
         yield session
+        await session.run_sync(_insert_pending)
         await session.commit()
 
 
 class Transactions:
     """Runs a synchronous domain function in a transaction of its own, committed when it returns
-    and rolled back if it raises.
+    (with the rows it asked to be inserted at the commit point) and rolled back if it raises.
 
     The orchestrator's bookkeeping (a worker's pass, an operator's decision) is synchronous
     SQLAlchemy code. On PostgreSQL it runs on the async engine through `run_sync`. On SQLite it
@@ -171,7 +217,7 @@ class Transactions:
     ) -> T:
         if self._sqlite is None:
             async with self._sessions() as session:
-                result = await session.run_sync(work, *args, **kwargs)
+                result = await session.run_sync(_work_then_pending, work, *args, **kwargs)
                 await session.commit()
                 return result
         call = functools.partial(self._in_transaction, work, *args, **kwargs)
@@ -184,7 +230,7 @@ class Transactions:
     ) -> T:
         assert self._sqlite is not None
         with self._sqlite.begin() as session:
-            return work(session, *args, **kwargs)
+            return _work_then_pending(session, work, *args, **kwargs)
 
     async def close(self) -> None:
         """Close the SQLite writer's connection and thread."""

@@ -57,10 +57,12 @@ class Scrubber:
         tags = event.setdefault("tags", {})
         for name, value in current_context().items():
             tags.setdefault(name, value)
-        return self.clean(event)
+        cleaned: Event = self.clean(event)
+        return cleaned
 
     def before_breadcrumb(self, crumb: Breadcrumb, _hint: Hint) -> Breadcrumb:
-        return self.clean(crumb)
+        cleaned: Breadcrumb = self.clean(crumb)
+        return cleaned
 
     def clean(self, value: Any) -> Any:
         if isinstance(value, dict):

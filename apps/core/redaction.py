@@ -15,13 +15,9 @@ It replaces:
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import SecretStr
-
-if TYPE_CHECKING:
-    from apps.core.settings import Settings
+from pydantic import BaseModel, SecretStr
 
 REDACTED = "[redacted]"
 # A configured secret shorter than this is only hidden where a pattern finds it: replacing it
@@ -80,10 +76,10 @@ def url_credentials(text: str) -> Iterator[str]:
             yield value
 
 
-def configured_secrets(settings: "Settings") -> list[str]:
-    """What the settings hold that no text may show, long enough to be replaced wherever it
-    appears: their `SecretStr` values (and a Sentry DSN's key) and the credentials inside their
-    URLs."""
+def configured_secrets(settings: BaseModel) -> list[str]:
+    """What the settings (`apps.core.settings.Settings`, which imports this module) hold that no
+    text may show, long enough to be replaced wherever it appears: their `SecretStr` values (and
+    a Sentry DSN's key) and the credentials inside their URLs."""
     found: list[str] = []
     for value in settings.model_dump().values():
         if isinstance(value, SecretStr):

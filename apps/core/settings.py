@@ -5,8 +5,9 @@ the result down.
 """
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,7 +25,7 @@ from sqlalchemy.exc import ArgumentError
 
 from apps.core.redaction import redact
 from apps.core.roles import Role
-from apps.orchestrator.gate_policy import NO_GATES, GatePolicy, load_gate_policy
+from apps.core.validation import Problem, error_location, error_message
 
 LLMProvider = Literal["demo", "openai", "ollama"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -49,8 +50,6 @@ _SECRET_FIELDS = frozenset(
 )
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _HTTP_URL = re.compile(r"https?://[^/?#\s]+(/[^?#\s]*)?")
-# Their errors name the input themselves.
-_SELF_DESCRIBED_FIELDS = frozenset({"gate_policy_file"})
 
 
 class AgentBinding(BaseModel):
@@ -75,7 +74,6 @@ DEFAULT_PRICES = {
     "gpt-4o-mini": ModelPrice(prompt=0.15, completion=0.60),
     "gpt-4o": ModelPrice(prompt=2.50, completion=10.00),
 }
-FREE_PROVIDERS = frozenset({"demo", "ollama"})
 
 
 class SettingsError(Exception):
@@ -99,6 +97,25 @@ def normalize_database_url(value: str) -> str:
     if driver == "postgresql+asyncpg" and not url.database:
         raise ValueError("a PostgreSQL URL must name the database, e.g. .../dbname")
     return url.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def _comma_separated(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _keyed_pairs(
+    value: str, separator: str, names: tuple[str, str], form: str
+) -> dict[str, dict[str, str]]:
+    """`key=first<separator>second,...` as {key: {names[0]: first, names[1]: second}}, the
+    second part being all after the first separator; a ValueError naming `form` otherwise."""
+    parsed = {}
+    for item in _comma_separated(value):
+        key, _, pair = item.partition("=")
+        first, _, second = pair.partition(separator)
+        if not (key.strip() and first.strip() and second.strip()):
+            raise ValueError(f"{item!r} is not {form}")
+        parsed[key.strip()] = {names[0]: first.strip(), names[1]: second.strip()}
+    return parsed
 
 
 class Settings(BaseSettings):
@@ -267,13 +284,6 @@ class Settings(BaseSettings):
     def _database_url_is_async(cls, value: str | None) -> str | None:
         return None if value is None else normalize_database_url(value)
 
-    @field_validator("gate_policy_file")
-    @classmethod
-    def _gate_policy_loads(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            load_gate_policy(value)
-        return value
-
     @field_validator("artifacts_dir")
     @classmethod
     def _artifacts_dir_is_absolute(cls, value: Path) -> Path:
@@ -358,57 +368,20 @@ class Settings(BaseSettings):
     def _parse_role_models(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        bindings = {}
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            role, _, agent = item.partition("=")
-            provider, _, model = agent.partition(":")
-            if not (role and provider and model):
-                raise ValueError(f"{item!r} is not role=provider:model")
-            bindings[role.strip()] = {"provider": provider.strip(), "model": model.strip()}
-        return bindings
+        return _keyed_pairs(value, ":", ("provider", "model"), "role=provider:model")
 
     @field_validator("llm_prices", mode="before")
     @classmethod
     def _parse_prices(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        prices = {}
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            model, _, rates = item.partition("=")
-            prompt, _, completion = rates.partition("/")
-            if not (model and prompt and completion):
-                raise ValueError(f"{item!r} is not model=prompt_price/completion_price")
-            prices[model.strip()] = {"prompt": prompt.strip(), "completion": completion.strip()}
-        return prices
-
-    def cost_of(
-        self, provider: str, model: str, prompt_tokens: int, completion_tokens: int
-    ) -> float:
-        """Dollars a call cost; nothing for the demo provider, Ollama or an unpriced model."""
-        price = None if provider in FREE_PROVIDERS else self.llm_prices.get(model)
-        if price is None:
-            return 0.0
-        return (prompt_tokens * price.prompt + completion_tokens * price.completion) / 1_000_000
-
-    def agent_for(self, role: str) -> AgentBinding:
-        """The agent bound to `role`, or the default provider and model."""
-        bound = self.llm_role_models.get(role)
-        return bound or AgentBinding(
-            provider=self.llm_default_provider, model=self.llm_default_model
-        )
+        form = "model=prompt_price/completion_price"
+        return _keyed_pairs(value, "/", ("prompt", "completion"), form)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
-        return value
-
-    @property
-    def gate_policy(self) -> GatePolicy:
-        """The policy GATE_POLICY_FILE holds (read once per process); no gates when unset."""
-        path = self.gate_policy_file
-        return NO_GATES if path is None else load_gate_policy(path)
+        return _comma_separated(value) if isinstance(value, str) else value
 
     @property
     def migrations_database_url(self) -> str:
@@ -419,21 +392,26 @@ class Settings(BaseSettings):
         return make_url(self.database_url)
 
 
+def setting_problem(item: Mapping[str, Any]) -> Problem:
+    """An error of the settings, located at the variable it is about."""
+    variable = error_location(item["loc"][:1]).upper()
+    return Problem(variable or "settings", error_message(item))
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line naming each bad variable, never echoing a secret's value nor a credential in a
     URL."""
     problems = []
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "settings"
-        quiet = field in _SECRET_FIELDS or field in _SELF_DESCRIBED_FIELDS
+        problem = setting_problem(item)
+        quiet = problem.location.lower() in _SECRET_FIELDS
         # A required setting left unset has no value to show.
         shown = "" if quiet or item.get("input") is None else f" (got {item.get('input')!r})"
-        message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{field.upper()}: {message}{shown}")
+        problems.append(f"{problem}{shown}")
     return redact("invalid setting " + "; ".join(problems))
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings, raising `SettingsError` with one line when a value is bad."""
     try:
         return Settings(**overrides)

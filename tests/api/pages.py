@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.models import Run
+from apps.orchestrator.model.models import Run
 from tests.factories import create_event, create_run
 
 

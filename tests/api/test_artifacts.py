@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator.models import Artifact, Node, Run
+from apps.orchestrator.model.models import Artifact, Node, Run
 from tests.api.pages import error_detail, events_cursor, every_page, get_json, single_page
 from tests.factories import create_artifact, create_node, create_run, minutes_ago
 

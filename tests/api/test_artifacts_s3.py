@@ -10,8 +10,8 @@ from fastapi import FastAPI
 
 from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings, load_settings
-from apps.orchestrator.s3_artifact_store import CHUNK_BYTES
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.infra.storage.s3 import CHUNK_BYTES
+from apps.orchestrator.worker.loop import Worker
 from tests.api.pages import error_detail
 from tests.conftest import API_KEY
 from tests.factories import create_artifact, create_node, create_run

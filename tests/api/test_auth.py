@@ -13,8 +13,8 @@ from apps.api.app import create_app
 from apps.api.auth import AdminCaller
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator import api_keys
-from apps.orchestrator.models import ApiKey, KeyRole, utcnow
+from apps.orchestrator.control import api_keys
+from apps.orchestrator.model.models import ApiKey, KeyRole, utcnow
 from tests.conftest import API_KEY, ROOT
 
 PUBLIC_PATHS = {"/health", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}

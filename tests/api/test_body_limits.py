@@ -15,9 +15,9 @@ from apps.api.routes.control import MAX_APPROVAL_BYTES
 from apps.api.routes.tasks import MAX_TASK_BYTES
 from apps.api.routing import DEFAULT_MAX_BODY_SIZE
 from apps.core.database import unit_of_work
-from apps.orchestrator import api_keys
-from apps.orchestrator.configuration import MAX_DOCUMENT_BYTES
-from apps.orchestrator.models import KeyRole
+from apps.orchestrator.control import api_keys
+from apps.orchestrator.control.configuration import MAX_DOCUMENT_BYTES
+from apps.orchestrator.model.models import KeyRole
 from tests.conftest import API_KEY
 
 LIMITS = {

@@ -14,9 +14,9 @@ from sqlalchemy.engine import make_url
 from apps.api.app import create_app
 from apps.core.database import unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator import api_keys
-from apps.orchestrator.configuration import MAX_DOCUMENT_BYTES
-from apps.orchestrator.models import KeyRole
+from apps.orchestrator.control import api_keys
+from apps.orchestrator.control.configuration import MAX_DOCUMENT_BYTES
+from apps.orchestrator.model.models import KeyRole
 from tests.conftest import ROOT, empty_tables
 
 ADMIN_KEY = "admin-key-Zq81vX0pLm"

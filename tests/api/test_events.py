@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.models import Event, Run
+from apps.orchestrator.model.models import Event, Run
 from tests.api.pages import error_detail, every_page, forge_cursor, get_json, single_page
 from tests.factories import create_event, create_node, create_run, minutes_ago
 

@@ -12,8 +12,8 @@ from sqlalchemy import Row, select
 from apps.api.app import create_app
 from apps.core.database import create_engine
 from apps.core.settings import Settings, load_settings
-from apps.orchestrator.models import ApiKey
-from tests.conftest import ROOT
+from apps.orchestrator.model.models import ApiKey
+from tests.conftest import process_env
 
 CLI = [sys.executable, "-m", "apps.api.keys"]
 
@@ -22,7 +22,7 @@ def _keys(database_url: str, tmp_path: Path, *args: str) -> subprocess.Completed
     return subprocess.run(
         [*CLI, *args],
         cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url},
+        env=process_env(DATABASE_URL=database_url),
         capture_output=True,
         text=True,
         timeout=60,

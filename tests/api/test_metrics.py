@@ -11,8 +11,8 @@ from apps.api.app import create_app
 from apps.core import metrics
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator.models import Gate
-from apps.orchestrator.states import NodeStatus, RunStatus
+from apps.orchestrator.model.models import Gate
+from apps.orchestrator.model.states import NodeStatus, RunStatus
 from tests.conftest import API_KEY
 from tests.factories import create_node, create_run, minutes_ago
 

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.models import Node, Run
-from apps.orchestrator.states import NodeStatus
+from apps.orchestrator.model.models import Node, Run
+from apps.orchestrator.model.states import NodeStatus
 from tests.api.pages import error_detail, every_page, forge_cursor, get_json, single_page
 from tests.factories import add_dependency, create_node, create_run, minutes_ago
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.models import Run
-from apps.orchestrator.states import NodeStatus, RunStatus
+from apps.orchestrator.model.models import Run
+from apps.orchestrator.model.states import NodeStatus, RunStatus
 from tests.api.pages import (
     error_detail,
     events_cursor,

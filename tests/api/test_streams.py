@@ -12,9 +12,9 @@ from fastapi import FastAPI
 
 from apps.api.revocations import REVOCATION_CHECK_SECONDS
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator import api_keys
-from apps.orchestrator.models import KeyRole, Run
-from apps.orchestrator.states import RunStatus
+from apps.orchestrator.control import api_keys
+from apps.orchestrator.model.models import KeyRole, Run
+from apps.orchestrator.model.states import RunStatus
 from tests.api.pages import single_page
 from tests.conftest import API_KEY
 from tests.factories import create_event, create_node, create_run

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from alembic import command
-from apps.api.__main__ import SHUTDOWN_GRACE_SECONDS
+from apps.cli.api import SHUTDOWN_GRACE_SECONDS
 from tests.conftest import API_KEY, alembic_config, empty_database_url
 from tests.servers import api_process, free_port
 from tests.sse import SseStream

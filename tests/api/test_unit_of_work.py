@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from apps.api.dependencies import DbSession
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.models import Run
+from apps.orchestrator.model.models import Run
 from tests.factories import create_run
 
 

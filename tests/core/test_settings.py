@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from apps.core.settings import SettingsError, load_settings
+from apps.orchestrator.plans.agents import agent_for
+from tests.conftest import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,12 +77,12 @@ def test_roles_are_bound_to_agents_and_the_rest_get_the_default() -> None:
         llm_role_models="planner=openai:gpt-4o, writer=ollama:llama3.1:8b",
         llm_default_provider="demo",
     )
-    assert settings.agent_for("writer").model_dump() == {
+    assert agent_for(settings, "writer").model_dump() == {
         "provider": "ollama",
         "model": "llama3.1:8b",
     }
-    assert settings.agent_for("planner").provider == "openai"
-    assert settings.agent_for("reviewer").model_dump() == {"provider": "demo", "model": "demo-1"}
+    assert agent_for(settings, "planner").provider == "openai"
+    assert agent_for(settings, "reviewer").model_dump() == {"provider": "demo", "model": "demo-1"}
 
 
 def test_cors_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,7 +163,7 @@ def _serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProces
     return subprocess.run(
         [sys.executable, "-m", "apps.api", *args],
         cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", **env},
+        env=process_env(**env),
         capture_output=True,
         text=True,
         timeout=60,

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.errors import Conflict, NotFound, Unprocessable
-from apps.orchestrator import api_keys
-from apps.orchestrator.models import ApiKey, KeyRole, utcnow
+from apps.orchestrator.control import api_keys
+from apps.orchestrator.model.models import ApiKey, KeyRole, utcnow
 
 
 async def _create(

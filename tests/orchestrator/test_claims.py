@@ -5,9 +5,9 @@ from sqlalchemy import func, select, text
 
 from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator import passes
-from apps.orchestrator.models import Node
-from apps.orchestrator.states import NodeStatus
+from apps.orchestrator.engine import passes
+from apps.orchestrator.model.models import Node
+from apps.orchestrator.model.states import NodeStatus
 
 ROOTS = 200
 

@@ -4,27 +4,23 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from apps.api.app import create_app
 from apps.core.settings import Settings
-from tests.conftest import API_KEY, ROOT
+from tests.conftest import API_KEY, process_env
 
 CLI = [sys.executable, "-m", "apps.orchestrator.main"]
 
 
 def _env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(ROOT),
-        "DATABASE_URL": database_url,
-        "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-        "DEMO_LATENCY_MS": "0",
-        **extra,
-    }
+    settings = {"DATABASE_URL": database_url, "ARTIFACTS_DIR": str(tmp_path / "artifacts")}
+    return process_env(**{**settings, "DEMO_LATENCY_MS": "0", **extra})
 
 
 def _cli(database_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -98,8 +94,12 @@ def _interrupt_once_running(database_url: str, tmp_path: Path) -> tuple[int, str
         text=True,
     ) as cli:
         assert cli.stdout is not None
-        while "running: plan" not in cli.stdout.readline():
-            pass
+        deadline = time.monotonic() + 60
+        while "running: plan" not in (line := cli.stdout.readline()):
+            if not line:
+                pytest.fail("the CLI ended before it ran its plan")
+            if time.monotonic() > deadline:
+                pytest.fail("the CLI did not run its plan within 60 s")
         cli.send_signal(signal.SIGINT)
         _, stderr = cli.communicate(timeout=30)
     return cli.returncode, stderr

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from apps.core.errors import BadRequest, Unprocessable
 from apps.core.settings import Settings
-from apps.orchestrator.configuration import ValidationReport, validate_document
-from apps.orchestrator.gate_policy import GateRule
+from apps.orchestrator.control.configuration import ValidationReport, validate_document
+from apps.orchestrator.plans.gate_policy import GateRule
 
 SETTING_NAMES = sorted(name.upper() for name in Settings.model_fields)
 RULE_FIELDS = sorted(GateRule.model_fields)

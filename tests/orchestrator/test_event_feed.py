@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from apps.core.database import SessionFactory, create_engine, create_session_factory, unit_of_work
 from apps.core.errors import NotFound
 from apps.core.settings import Settings, load_settings
-from apps.orchestrator.event_feed import EventFeed, StreamedEvent, Subscription
-from apps.orchestrator.event_wakes import CommitWake, NotifyWake, PollWake
-from apps.orchestrator.models import Run
-from apps.orchestrator.states import RunStatus
+from apps.orchestrator.infra.event_wakes import CommitWake, NotifyWake, PollWake
+from apps.orchestrator.model.models import Run
+from apps.orchestrator.model.states import RunStatus
+from apps.orchestrator.reading.event_feed import EventFeed, StreamedEvent, Subscription
 from tests.conftest import postgres_dsn
 from tests.factories import create_event, create_run
 

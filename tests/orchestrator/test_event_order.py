@@ -7,7 +7,7 @@ import asyncpg
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from apps.orchestrator.models import Event, Run
+from apps.orchestrator.model.models import Event, Run
 from tests.conftest import postgres_dsn
 
 

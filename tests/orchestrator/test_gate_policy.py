@@ -6,17 +6,19 @@ from pathlib import Path
 import pytest
 
 from apps.core.settings import SettingsError, load_settings
-from apps.orchestrator.gate_policy import (
+from apps.orchestrator.plans.gate_policy import (
     NO_GATES,
     GatePolicy,
     GatePolicyError,
     GateRule,
+    gate_policy_of,
     gate_to_store,
     load_gate_policy,
     parse_gate_policy,
     read_gate,
     resolve_gate,
 )
+from tests.conftest import process_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -257,14 +259,14 @@ def test_a_missing_file_names_the_file(tmp_path: Path) -> None:
 
 def test_the_settings_carry_the_policy_of_their_file(tmp_path: Path) -> None:
     settings = load_settings(_env_file=None, gate_policy_file=_write(tmp_path, SEED_FORMAT))
-    assert "writer" in settings.gate_policy.roles
-    assert load_settings(_env_file=None).gate_policy == NO_GATES
+    assert "writer" in gate_policy_of(settings).roles
+    assert gate_policy_of(load_settings(_env_file=None)) == NO_GATES
 
 
 def test_a_bad_policy_file_is_a_settings_error_naming_the_variable(tmp_path: Path) -> None:
     path = _write(tmp_path, "gates:\n  writer:\n    timeout_minutes: 0\n")
     with pytest.raises(SettingsError) as raised:
-        load_settings(_env_file=None, gate_policy_file=path)
+        gate_policy_of(load_settings(_env_file=None, gate_policy_file=path))
     assert str(raised.value) == (
         f"invalid setting GATE_POLICY_FILE: {path}: gates.writer.timeout_minutes: "
         "Input should be greater than 0"
@@ -276,7 +278,7 @@ def test_the_server_refuses_to_start_with_a_bad_policy_file(tmp_path: Path) -> N
     result = subprocess.run(
         [sys.executable, "-m", "apps.api"],
         cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "GATE_POLICY_FILE": "operator.yaml"},
+        env=process_env(GATE_POLICY_FILE="operator.yaml"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,7 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import StatementError
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.models import Event, Node, Run
+from apps.orchestrator.model.models import Event, Node, Run
 from tests.factories import create_event, create_node, create_run
 
 DOCUMENT = {"zeta": 1, "alpha": {"b": [1.5, None, "été"], "a": True}, "mid": None}

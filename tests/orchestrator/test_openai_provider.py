@@ -9,11 +9,11 @@ from pydantic import SecretStr
 
 from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator.providers.base import LLMRequest, ProviderError
-from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
-from apps.orchestrator.submission import submit_task
-from apps.orchestrator.task_specs import TaskRequest
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.engine.submission import submit_task
+from apps.orchestrator.infra.providers.base import LLMRequest, ProviderError
+from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
+from apps.orchestrator.plans.task_specs import TaskRequest
+from apps.orchestrator.worker.loop import Worker
 from tests.chat_server import Script, chat_server
 from tests.orchestrator.driving import run_to_the_end
 

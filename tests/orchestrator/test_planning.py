@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from apps.orchestrator.planning import (
+from apps.orchestrator.plans.planning import (
     OUTLINE_KEY,
     InvalidOutline,
     Outline,
@@ -10,7 +10,7 @@ from apps.orchestrator.planning import (
     plan_report_body,
     plan_task,
 )
-from apps.orchestrator.task_specs import DagSpec, DemoSpec, ReportSpec
+from apps.orchestrator.plans.task_specs import DagSpec, DemoSpec, ReportSpec
 
 
 def _follows_its_deps(plan: list) -> bool:

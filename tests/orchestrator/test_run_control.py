@@ -4,18 +4,21 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from apps.core.database import SessionFactory, Transactions
+from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator.models import KeyRole
-from apps.orchestrator.providers.base import LLMReply, LLMRequest
-from apps.orchestrator.providers.demo import DemoProvider
-from apps.orchestrator.providers.openai_compatible import OpenAICompatibleProvider
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.engine.submission import submit_task
+from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest
+from apps.orchestrator.infra.providers.demo import DemoProvider
+from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
+from apps.orchestrator.model.models import KeyRole
+from apps.orchestrator.plans.task_specs import TaskRequest
+from apps.orchestrator.worker.loop import Worker
 from tests.api.test_auth import _key
 from tests.chat_server import Script, chat_server
 from tests.orchestrator.test_worker import (
@@ -423,3 +426,46 @@ async def test_a_viewer_may_not_control_a_run(
 async def test_a_decision_on_an_unknown_run_is_404(client: httpx.AsyncClient) -> None:
     response = await client.post("/runs/00000000-0000-0000-0000-000000000000/approve", json={})
     assert response.status_code == 404
+
+
+async def test_an_outline_approved_with_a_merge_patch_plans_the_report_it_describes(
+    sessions: SessionFactory,
+    transactions: Transactions,
+    settings: Settings,
+    client: httpx.AsyncClient,
+    tmp_path: Path,
+) -> None:
+    policy = tmp_path / "operator.yaml"
+    policy.write_text("gates:\n  planner: {required: true}\n")
+    gated = settings.model_copy(update={"gate_policy_file": policy})
+    async with unit_of_work(sessions) as session:
+        request = TaskRequest.model_validate({"title": "Atlas", "task_spec": {"type": "report"}})
+        run_id = str(await submit_task(session, request, created_by="test", settings=gated))
+    await Worker(transactions, gated).drain()
+    assert (await _nodes(client, run_id))["outline"]["status"] == "waiting_approval"
+
+    sections = [{"title": "Rivers", "brief": "Where they run."}, {"title": "Hills", "brief": "-"}]
+    patch = {"title": "An atlas", "sections": sections}
+    approved = await client.post(f"/runs/{run_id}/approve", json={"patch": patch})
+    assert approved.status_code == 200, approved.text
+    await Worker(transactions, gated).drain()
+
+    nodes = await _nodes(client, run_id)
+    assert list(nodes) == ["outline", "section-1", "section-2", "review", "assemble"]
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
+    outlines = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"][:2]
+    edited = await client.get(f"/artifacts/{outlines[1]['id']}/content")
+    assert edited.json()["title"] == "An atlas"
+    assert [section["title"] for section in edited.json()["sections"]] == ["Rivers", "Hills"]
+
+
+async def test_a_merge_patch_on_a_markdown_output_is_422_and_changes_nothing(
+    client: httpx.AsyncClient, transactions: Transactions, settings: Settings
+) -> None:
+    run_id = await _waiting_at_its_gate(client, transactions, settings)
+
+    patched = await client.post(f"/runs/{run_id}/approve", json={"patch": {"title": "x"}})
+
+    assert patched.status_code == 422
+    assert "JSON merge patch applies to a JSON artifact" in patched.json()["detail"]
+    assert (await _nodes(client, run_id))["draft"]["status"] == "waiting_approval"

@@ -10,9 +10,9 @@ from sqlalchemy import text
 
 from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator.providers.base import LLMReply, LLMRequest, ProviderError
-from apps.orchestrator.providers.demo import DemoProvider
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest, ProviderError
+from apps.orchestrator.infra.providers.demo import DemoProvider
+from apps.orchestrator.worker.loop import Worker
 from tests.orchestrator.driving import run_to_the_end
 from tests.orchestrator.test_worker import _assert_events_replay_to_the_database, _submit
 

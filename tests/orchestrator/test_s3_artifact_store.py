@@ -4,8 +4,9 @@ import pytest
 
 from apps.core.errors import NotFound, ServiceUnavailable
 from apps.core.settings import load_settings
-from apps.orchestrator.artifact_store import StoredStream, open_artifact_store
-from apps.orchestrator.s3_artifact_store import CHUNK_BYTES, S3ArtifactStore
+from apps.orchestrator.infra.storage import open_artifact_store
+from apps.orchestrator.infra.storage.base import StoredStream
+from apps.orchestrator.infra.storage.s3 import CHUNK_BYTES, S3ArtifactStore
 from tests.s3_server import bucket_keys, s3_client, s3_settings
 from tests.servers import free_port
 

@@ -1,7 +1,7 @@
 import pytest
 
 from apps.core.errors import InvalidTransition
-from apps.orchestrator.states import (
+from apps.orchestrator.model.states import (
     NODE_TERMINAL,
     NODE_TRANSITIONS,
     RUN_TERMINAL,

@@ -5,9 +5,9 @@ from sqlalchemy import func, select
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import AgentBinding, Settings
-from apps.orchestrator.models import NodeDependency
-from apps.orchestrator.submission import submit_task
-from apps.orchestrator.task_specs import MAX_NODES, TaskRequest
+from apps.orchestrator.engine.submission import submit_task
+from apps.orchestrator.model.models import NodeDependency
+from apps.orchestrator.plans.task_specs import MAX_NODES, TaskRequest
 
 
 async def _submit(sessions: SessionFactory, settings: Settings, body: dict) -> str:

@@ -3,7 +3,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from apps.orchestrator.task_specs import MAX_NODES, DagSpec, TaskRequest, find_cycle
+from apps.orchestrator.plans.task_specs import MAX_NODES, DagSpec, TaskRequest, find_cycle
 
 
 def _node(key: str, *deps: str, role: str = "writer") -> dict[str, Any]:

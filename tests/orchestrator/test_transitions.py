@@ -1,11 +1,12 @@
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from apps.core.database import SessionFactory, unit_of_work
+from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.errors import InvalidTransition
-from apps.orchestrator.models import Event, Node, Run
-from apps.orchestrator.states import NodeStatus, RunStatus
-from apps.orchestrator.transitions import move_node, move_run
+from apps.orchestrator.model.models import Event, Node, Run
+from apps.orchestrator.model.states import NodeStatus, RunStatus
+from apps.orchestrator.model.transitions import move_node, move_run, record_event
 from tests.factories import create_node, create_run
 
 
@@ -86,3 +87,55 @@ async def test_a_refused_transition_writes_nothing(sessions: SessionFactory) -> 
                 move_run, run.id, RunStatus.SUCCEEDED, RunStatus.RUNNING, cause="x"
             )
     assert await _events(sessions) == []
+
+
+async def test_events_are_written_when_their_unit_of_work_commits(sessions: SessionFactory) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+    async with unit_of_work(sessions) as session:
+        await session.run_sync(
+            move_run, run.id, RunStatus.QUEUED, RunStatus.RUNNING, cause="worker"
+        )
+        assert await session.scalar(select(func.count()).select_from(Event)) == 0
+
+    assert [kind for kind, _, _ in await _events(sessions)] == ["run.started"]
+
+
+async def test_a_unit_of_work_that_fails_writes_no_event(sessions: SessionFactory) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+
+    with pytest.raises(RuntimeError, match="the work failed"):
+        async with unit_of_work(sessions) as session:
+            await session.run_sync(
+                move_run, run.id, RunStatus.QUEUED, RunStatus.RUNNING, cause="worker"
+            )
+            raise RuntimeError("the work failed")
+
+    assert await _events(sessions) == []
+
+
+async def test_transactions_write_their_work_and_its_events_in_the_order_recorded(
+    sessions: SessionFactory, transactions: Transactions
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+
+    def start_and_note(session: Session) -> None:
+        move_run(session, run.id, RunStatus.QUEUED, RunStatus.RUNNING, cause="worker")
+        record_event(session, run.id, "note.first")
+        record_event(session, run.id, "note.second")
+
+    await transactions.run(start_and_note)
+
+    kinds = [kind for kind, _, _ in await _events(sessions)]
+    assert kinds == ["run.started", "note.first", "note.second"]
+
+
+async def test_an_event_outside_a_unit_of_work_is_refused(sessions: SessionFactory) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+
+    async with sessions() as session:
+        with pytest.raises(RuntimeError, match="outside a unit of work"):
+            await session.run_sync(record_event, run.id, "note.lost")

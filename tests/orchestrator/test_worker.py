@@ -14,12 +14,12 @@ from sqlalchemy import select, update
 from apps import orchestrator
 from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator import leases, passes
-from apps.orchestrator.models import Node, utcnow
-from apps.orchestrator.providers.base import LLMReply, LLMRequest, ProviderError
-from apps.orchestrator.providers.demo import DemoProvider
-from apps.orchestrator.states import NodeStatus
-from apps.orchestrator.worker import Worker
+from apps.orchestrator.engine import leases, passes
+from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest, ProviderError
+from apps.orchestrator.infra.providers.demo import DemoProvider
+from apps.orchestrator.model.models import Node, utcnow
+from apps.orchestrator.model.states import NodeStatus
+from apps.orchestrator.worker.loop import Worker
 from tests.orchestrator.driving import run_to_the_end
 
 SIDECAR_SCHEMA = json.loads(

@@ -1,7 +1,7 @@
 """Artifacts: metadata with sidecars, and the files themselves."""
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query
@@ -10,13 +10,13 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from apps.api.dependencies import ArtifactStore, Cursor, Limit, ReadConnection
 from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Artifact, Page
-from apps.orchestrator import artifacts
-from apps.orchestrator.artifact_store import StoredFile
-from apps.orchestrator.pagination import DEFAULT_LIMIT
+from apps.orchestrator.infra.storage.base import StoredFile
+from apps.orchestrator.reading import artifacts
+from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 
 router = APIRouter(tags=["artifacts"], route_class=ProtectedRoute)
 
-_CONTENT_RESPONSES = {
+_CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"*/*": {}}, "description": "The artifact's file."},
     404: {"description": "No such artifact, or its content is not in the artifact store."},
     503: {"description": "The artifact store failed to answer."},

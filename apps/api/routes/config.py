@@ -7,9 +7,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.config_schemas import OperatorConfig, ValidationReport
 from apps.api.routing import ProtectedRoute
-from apps.orchestrator import configuration
-from apps.orchestrator.configuration import MAX_DOCUMENT_BYTES, DocumentKind
-from apps.orchestrator.models import KeyRole
+from apps.orchestrator.control import configuration
+from apps.orchestrator.control.configuration import MAX_DOCUMENT_BYTES, DocumentKind
+from apps.orchestrator.model.models import KeyRole
 
 router = APIRouter(prefix="/config", tags=["config"], route_class=ProtectedRoute)
 

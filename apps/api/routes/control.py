@@ -15,9 +15,11 @@ from apps.api.dependencies import ArtifactStore, DbTransactions, ReadConnection
 from apps.api.routing import ProtectedRoute
 from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
 from apps.core.database import Transactions
-from apps.orchestrator import artifact_store, run_control, runs
-from apps.orchestrator.gates import record_gate_decision
-from apps.orchestrator.models import KeyRole
+from apps.orchestrator.control import run_control
+from apps.orchestrator.engine.gates import count_gate_decision
+from apps.orchestrator.infra.storage import base as artifact_store
+from apps.orchestrator.model.models import KeyRole
+from apps.orchestrator.reading import runs
 
 router = APIRouter(tags=["control"], route_class=ProtectedRoute)
 
@@ -50,7 +52,7 @@ async def _decide(
 ) -> Gate:
     settings = request.app.state.settings
     gate = await transactions.run(run_control.decide, store, settings, run_id, node_id, decision)
-    record_gate_decision(gate)
+    count_gate_decision(gate)
     _wake_worker(request, background)
     return Gate.model_validate(gate)
 

@@ -1,5 +1,7 @@
 """Liveness and database reachability, for load balancers and orchestrators; no key needed."""
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -8,7 +10,9 @@ from apps.core.database import check_database
 
 router = APIRouter(tags=["health"])
 
-_UNAVAILABLE = {503: {"model": Health, "description": "The database cannot be reached."}}
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Health, "description": "The database cannot be reached."}
+}
 
 
 @router.get("/health", response_model=Health, responses=_UNAVAILABLE)

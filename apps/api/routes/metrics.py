@@ -5,7 +5,7 @@ from fastapi import APIRouter, Request, Response
 
 from apps.api.dependencies import ReadConnection
 from apps.core import metrics
-from apps.orchestrator.gauges import read_gauges
+from apps.orchestrator.reading.gauges import read_gauges
 
 router = APIRouter(tags=["metrics"])
 

@@ -12,9 +12,9 @@ from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Page, Run, RunSummary
 from apps.api.timezone import as_utc
 from apps.core.text import NO_NUL
-from apps.orchestrator import runs
-from apps.orchestrator.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from apps.orchestrator.states import RunStatus
+from apps.orchestrator.model.states import RunStatus
+from apps.orchestrator.reading import runs
+from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 router = APIRouter(tags=["runs"], route_class=ProtectedRoute)
 

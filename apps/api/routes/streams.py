@@ -6,7 +6,7 @@ with no gap and no duplicate. The process's one `EventFeed` wakes the streams; n
 """
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Annotated, Any
 
@@ -22,8 +22,8 @@ from apps.api.schemas import Event
 from apps.api.timezone import request_zone
 from apps.core.errors import BadRequest
 from apps.core.metrics import sse_subscriber_closed, sse_subscriber_opened
-from apps.orchestrator.event_feed import Batches, EventFeed, StreamedEvent
-from apps.orchestrator.pagination import MAX_INT64
+from apps.orchestrator.reading.event_feed import Batches, EventFeed, StreamedEvent
+from apps.orchestrator.reading.pagination import MAX_INT64
 
 router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 
@@ -73,11 +73,13 @@ class EventStreamResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             sse_subscriber_closed()
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            if isinstance(self.body_iterator, AsyncGenerator):
+                await self.body_iterator.aclose()
 
 
 def _event_feed(request: Request) -> EventFeed:
-    return request.app.state.event_feed
+    feed: EventFeed = request.app.state.event_feed
+    return feed
 
 
 Feed = Annotated[EventFeed, Depends(_event_feed)]

@@ -1,0 +1,2 @@
+"""What operators do: decide at gates, cancel and resume runs, check configuration, manage API
+keys."""

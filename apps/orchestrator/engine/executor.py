@@ -1,0 +1,242 @@
+"""Executors: one attempt of a node — its LLM call, its artifact file and the sidecar of LLM
+metadata beside it — ending in an `Outcome` for the Manager to record."""
+
+import asyncio
+import dataclasses
+import functools
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from apps.core.errors import NotFound, ServiceUnavailable
+from apps.core.redaction import configured_secrets, redact
+from apps.core.settings import Settings
+from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest, Provider, ProviderError
+from apps.orchestrator.infra.storage.base import (
+    ArtifactStore,
+    encode_sidecar,
+    sidecar_key,
+    store_io,
+)
+from apps.orchestrator.model.models import utcnow
+from apps.orchestrator.plans.agents import cost_of
+from apps.orchestrator.plans.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
+
+SIDECAR_VERSION = 1
+
+SYSTEM_PROMPTS = {
+    "planner": "You plan work for a team of agents. Be concrete and brief.",
+    "researcher": "You collect facts and cite their sources.",
+    "writer": "You write clear, well-structured Markdown.",
+    "reviewer": "You review drafts for accuracy, gaps and overlap, and say what to change.",
+    "editor": "You edit text for clarity and consistency without changing its meaning.",
+    "analyst": "You analyse data and state findings with their evidence.",
+    "assembler": "You assemble parts into one coherent document in Markdown.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeWork:
+    """A claimed attempt of a node: what it needs to run, as read when it was claimed."""
+
+    id: uuid.UUID
+    run_id: uuid.UUID
+    run_title: str
+    key: str
+    role: str
+    prompt: str
+    provider: str
+    model: str
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float
+    # (key, storage key) of each dependency's artifact, in plan order, and their total size.
+    upstream: tuple[tuple[str, str], ...]
+    upstream_bytes: int
+    # The run's budget (`max_tokens`, `max_cost`), if its task spec set one.
+    budget: dict[str, Any] | None = None
+    # The node's resolved gate (see `gate_policy.read_gate`), if it has one.
+    gate: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOutput:
+    """A finished call's artifact as written to the store, with its sidecar."""
+
+    name: str
+    media_type: str
+    storage_key: str
+    size: int
+    sha256: str
+    sidecar: dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    work: NodeWork
+    output: NodeOutput
+    # The planner's outline, when the node planned a report.
+    outline: Outline | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    work: NodeWork
+    message: str
+    retryable: bool
+    cause: str
+
+
+Outcome = Succeeded | Failed
+
+
+def build_request(work: NodeWork, upstream_texts: tuple[tuple[str, str], ...]) -> LLMRequest:
+    """The call for `work`: its prompt, with its dependencies' outputs as context."""
+    prompt = f"Task: {work.run_title}\n\n{work.prompt}"
+    for key, text in upstream_texts:
+        prompt += f"\n\n### Output of {key}\n\n{text}"
+    schema = Outline.model_json_schema() if work.key == OUTLINE_KEY else None
+    if schema:
+        prompt += "\n\nAnswer with JSON only, matching this schema:\n" + json.dumps(schema)
+    return LLMRequest(
+        model=work.model,
+        system=SYSTEM_PROMPTS.get(work.role, SYSTEM_PROMPTS["writer"]),
+        prompt=prompt,
+        timeout_seconds=work.timeout_seconds,
+        json_schema=schema,
+        role=work.role,
+        context=upstream_texts,
+    )
+
+
+class Executor:
+    """Runs node attempts on the providers it is given, keeping outputs in `store`."""
+
+    def __init__(
+        self, providers: Mapping[str, Provider], store: ArtifactStore, settings: Settings
+    ) -> None:
+        self.providers = providers
+        self.store = store
+        self.settings = settings
+        self._secrets = configured_secrets(settings)
+
+    async def attempt(self, work: NodeWork) -> Outcome:
+        """One attempt of `work`; every expected failure is a `Failed`, never an exception.
+
+        A failure's message is stored on the node and the run and shown to every viewer: what
+        a provider or the store said (an echoed Authorization header, a URL with its
+        password) is redacted first.
+        """
+        try:
+            outcome = await self._attempt(work)
+        except (NotFound, ServiceUnavailable) as error:
+            # A dependency's output is missing or this one could not be stored: a later
+            # attempt, maybe on another host, may find the store whole again.
+            message = f"artifact store: {error.detail}"
+            outcome = Failed(work, message, retryable=True, cause="artifact_store")
+        if isinstance(outcome, Failed):
+            return dataclasses.replace(outcome, message=redact(outcome.message, self._secrets))
+        return outcome
+
+    async def _attempt(self, work: NodeWork) -> Outcome:
+        provider = self.providers.get(work.provider)
+        if provider is None:
+            message = f"provider {work.provider!r} is not set up"
+            return Failed(work, message, retryable=False, cause="config")
+        read = functools.partial(_read_upstream, self.store, work.upstream)
+        texts = await store_io(self.store, work.upstream_bytes, read)
+        request = build_request(work, texts)
+        started_at, clock = utcnow(), time.perf_counter()
+        try:
+            async with asyncio.timeout(work.timeout_seconds):
+                reply = await provider.complete(request)
+        except TimeoutError:
+            message = f"no answer within {work.timeout_seconds:g}s"
+            return Failed(work, message, retryable=True, cause="timeout")
+        except ProviderError as error:
+            return Failed(work, error.message, retryable=error.retryable, cause="provider")
+        latency_ms = (time.perf_counter() - clock) * 1000
+        outline = None
+        if work.key == OUTLINE_KEY:
+            try:
+                outline = parse_outline(reply.text)
+            except InvalidOutline as error:
+                message = f"the planner's outline is invalid: {error}"
+                return Failed(work, message, retryable=True, cause="invalid_outline")
+        cost = cost_of(
+            self.settings, work.provider, work.model, reply.prompt_tokens, reply.completion_tokens
+        )
+        output = describe_output(
+            work, request, reply, latency_ms=latency_ms, started_at=started_at, cost=cost
+        )
+        content = reply.text.encode()
+        sidecar = encode_sidecar(output.sidecar)
+        write = functools.partial(_write_output, self.store, output, content, sidecar)
+        await store_io(self.store, len(content) + len(sidecar), write)
+        return Succeeded(work, output, outline)
+
+
+def _read_upstream(
+    store: ArtifactStore, upstream: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    return tuple((key, store.read(storage_key).decode()) for key, storage_key in upstream)
+
+
+def describe_output(
+    work: NodeWork,
+    request: LLMRequest,
+    reply: LLMReply,
+    *,
+    latency_ms: float,
+    started_at: datetime,
+    cost: float,
+) -> NodeOutput:
+    """The artifact of a reply and its sidecar, to be written under `<run>/<node>/`.
+
+    The path depends only on the run, the node and its key, so a retried attempt overwrites the
+    files of one that died before it was recorded instead of leaving a second copy.
+    """
+    is_json = request.json_schema is not None
+    name = f"{work.key}.json" if is_json else f"{work.key}.md"
+    content = reply.text.encode()
+    sidecar = {
+        "version": SIDECAR_VERSION,
+        "run_id": str(work.run_id),
+        "node_id": str(work.id),
+        "attempt": work.attempt,
+        "provider": work.provider,
+        "model": work.model,
+        "latency_ms": round(latency_ms, 3),
+        "usage": {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        },
+        "cost": cost,
+        "prompts": {"system": request.system, "user": request.prompt},
+        "timestamps": {"started_at": started_at.isoformat(), "finished_at": utcnow().isoformat()},
+    }
+    return NodeOutput(
+        name=name,
+        media_type="application/json" if is_json else "text/markdown",
+        storage_key=f"{work.run_id}/{work.id}/{name}",
+        size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        sidecar=sidecar,
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+        cost=cost,
+    )
+
+
+def _write_output(store: ArtifactStore, output: NodeOutput, content: bytes, sidecar: bytes) -> None:
+    store.write(output.storage_key, content)
+    store.write(sidecar_key(output.storage_key), sidecar)

@@ -1,0 +1,369 @@
+"""The statements of a worker's pass that run once per node: record a success, add its usage,
+make its dependents ready, claim ready nodes, read what a claimed node's dependencies produced.
+
+They are built once (per dialect where it matters) with bound parameters and run on the pass's
+connection as Core statements: building and cache-keying a statement, and the ORM's bulk
+machinery, cost more than the statement itself when a node's bookkeeping must take a few
+milliseconds in all.
+"""
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Float,
+    Interval,
+    Select,
+    Update,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import Connection
+
+from apps.orchestrator.model.models import (
+    ARTIFACTS,
+    DEPENDENCIES,
+    NODES,
+    RUNS,
+    UTCDateTime,
+    utcnow,
+)
+from apps.orchestrator.model.states import NODE_TERMINAL, NodeStatus, RunStatus
+from apps.orchestrator.model.transitions import (
+    MOVED_NODE_COLUMNS,
+    MovedNode,
+    moved_nodes,
+    node_values,
+)
+
+UPSTREAM = NODES.alias("upstream")
+
+# Runs whose nodes may start: a run waiting at one node's gate goes on with its other branches.
+ACTIVE_RUNS = (RunStatus.RUNNING, RunStatus.WAITING)
+
+NOW = bindparam("now", type_=UTCDateTime())
+INSERT_ARTIFACTS = insert(ARTIFACTS)
+
+
+DELAY = bindparam("delay", type_=Interval())
+DELAYED = bindparam("delayed", type_=UTCDateTime())
+
+
+def database_time(dialect: str) -> ColumnElement[Any]:
+    """The database's clock, so that leases and retry times mean the same on every host
+    whatever its own clock says. SQLite serves the host of its only process, whose clock is
+    the database's: there the time is bound by `time_parameters`."""
+    return func.now() if dialect == "postgresql" else NOW
+
+
+def database_time_later(dialect: str) -> ColumnElement[Any]:
+    """`database_time` plus the delay given to `time_parameters`."""
+    return func.now() + DELAY if dialect == "postgresql" else DELAYED
+
+
+def time_parameters(dialect: str, delay_seconds: float = 0.0) -> dict[str, Any]:
+    """The values the statements of `database_time` and `database_time_later` are bound to."""
+    now = utcnow()
+    if dialect == "postgresql":
+        return {"now": now, "delay": timedelta(seconds=delay_seconds)}
+    return {"now": now, "delayed": now + timedelta(seconds=delay_seconds)}
+
+
+def _run_is_going_on() -> ColumnElement[bool]:
+    """The node's run is active and no cancel of it was asked for."""
+    return exists(
+        select(RUNS.c.id).where(
+            RUNS.c.id == NODES.c.run_id,
+            RUNS.c.status.in_(ACTIVE_RUNS),
+            RUNS.c.cancel_requested_at.is_(None),
+        )
+    )
+
+
+@cache
+def _succeed() -> Update:
+    attempts = tuple_(NODES.c.id, NODES.c.attempt).in_(bindparam("attempts", expanding=True))
+    return (
+        update(NODES)
+        .where(NODES.c.status == NodeStatus.RUNNING, attempts, _run_is_going_on())
+        .values(node_values(NodeStatus.RUNNING, NodeStatus.SUCCEEDED, NOW))
+        .returning(*MOVED_NODE_COLUMNS)
+    )
+
+
+def mark_succeeded(
+    connection: Connection, attempts: Sequence[tuple[uuid.UUID, int]]
+) -> list[MovedNode]:
+    """Move the nodes still running these (node, attempt) pairs, in runs going on, to
+    succeeded."""
+    result = connection.execute(_succeed(), {"attempts": attempts, "now": utcnow()})
+    return moved_nodes(result)
+
+
+def add_artifacts(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    connection.execute(INSERT_ARTIFACTS, rows)
+
+
+@cache
+def _add_usage() -> Update:
+    return (
+        update(RUNS)
+        .where(RUNS.c.id == bindparam("run"))
+        .values(
+            prompt_tokens=RUNS.c.prompt_tokens + bindparam("prompt", type_=BigInteger()),
+            completion_tokens=RUNS.c.completion_tokens
+            + bindparam("completion", type_=BigInteger()),
+            total_tokens=RUNS.c.total_tokens + bindparam("tokens", type_=BigInteger()),
+            cost=RUNS.c.cost + bindparam("spent", type_=Float()),
+        )
+        .returning(RUNS.c.status, RUNS.c.total_tokens, RUNS.c.cost)
+    )
+
+
+def add_usage(
+    connection: Connection, run_id: uuid.UUID, prompt: int, completion: int, cost: float
+) -> tuple[RunStatus, int, float]:
+    """Add a run's new calls to its totals; its status, total tokens and cost now."""
+    parameters = {
+        "run": run_id,
+        "prompt": prompt,
+        "completion": completion,
+        "tokens": prompt + completion,
+        "spent": cost,
+    }
+    status, tokens, spent = (connection.execute(_add_usage(), parameters)).one()
+    return status, tokens, spent
+
+
+@cache
+def _promote(scope: str) -> Update:
+    """Pending nodes of active runs with every dependency succeeded, among the dependents of
+    the nodes bound as `after` (scope "after") or the nodes of the runs bound as `runs`."""
+    if scope == "after":
+        dependents = select(DEPENDENCIES.c.node_id).where(
+            DEPENDENCIES.c.depends_on_id.in_(bindparam("after", expanding=True))
+        )
+        in_scope = NODES.c.id.in_(dependents)
+    else:
+        in_scope = NODES.c.run_id.in_(bindparam("runs", expanding=True))
+    blocked = (
+        select(DEPENDENCIES.c.node_id)
+        .join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id)
+        .where(DEPENDENCIES.c.node_id == NODES.c.id, UPSTREAM.c.status != NodeStatus.SUCCEEDED)
+    )
+    return (
+        update(NODES)
+        .where(NODES.c.status == NodeStatus.PENDING, in_scope, ~exists(blocked), _run_is_going_on())
+        .values(node_values(NodeStatus.PENDING, NodeStatus.READY, NOW))
+        .returning(*MOVED_NODE_COLUMNS, NODES.c.gate)
+    )
+
+
+def promote(
+    connection: Connection,
+    *,
+    after: Sequence[uuid.UUID] = (),
+    runs: Sequence[uuid.UUID] = (),
+) -> list[Any]:
+    """Make ready the nodes whose dependencies have all succeeded, among the dependents of the
+    nodes `after` and the nodes of `runs`; their rows, with their gates, in plan order."""
+    rows: list[Any] = []
+    for scope, ids in (("after", after), ("runs", runs)):
+        if ids:
+            rows += connection.execute(_promote(scope), {scope: ids, "now": utcnow()})
+    return sorted(rows, key=lambda row: (row.run_id, row.position))
+
+
+@cache
+def _finished_runs() -> Select[Any]:
+    unfinished = select(NODES.c.id).where(
+        NODES.c.run_id == RUNS.c.id, NODES.c.status.not_in(tuple(NODE_TERMINAL))
+    )
+    return select(
+        RUNS.c.id,
+        RUNS.c.status,
+        RUNS.c.task_spec["budget"].label("budget"),
+        RUNS.c.total_tokens,
+        RUNS.c.cost,
+        RUNS.c.cancel_requested_at.is_not(None).label("cancelling"),
+    ).where(
+        RUNS.c.id.in_(bindparam("runs", expanding=True)),
+        RUNS.c.status.in_(ACTIVE_RUNS),
+        ~exists(unfinished),
+    )
+
+
+def finished_runs(connection: Connection, run_ids: Sequence[uuid.UUID]) -> list[Any]:
+    """Those of the active `run_ids` whose nodes are all final, with their budget, usage and
+    whether a cancel was asked for."""
+    return list(connection.execute(_finished_runs(), {"runs": run_ids}))
+
+
+CLAIMED_COLUMNS = (
+    NODES.c.key,
+    NODES.c.role,
+    NODES.c.prompt,
+    NODES.c.provider,
+    NODES.c.model,
+    NODES.c.max_attempts,
+    NODES.c.timeout_seconds,
+    NODES.c.gate,
+    select(RUNS.c.title).where(RUNS.c.id == NODES.c.run_id).scalar_subquery().label("title"),
+    select(RUNS.c.task_spec["budget"])
+    .where(RUNS.c.id == NODES.c.run_id)
+    .scalar_subquery()
+    .label("budget"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunScope:
+    """The runs a pass may touch: every run (the default), one run only, or all but some."""
+
+    only: uuid.UUID | None = None
+    excluded: frozenset[uuid.UUID] = frozenset()
+
+    def where(self, run_id: ColumnElement[uuid.UUID]) -> list[ColumnElement[bool]]:
+        """The condition on `run_id` for a statement built per call."""
+        if self.only is not None:
+            return [run_id == self.only]
+        return [run_id.not_in(self.excluded)] if self.excluded else []
+
+    @property
+    def kind(self) -> str:
+        """What a statement built once needs to know of the scope (see `_in_scope`)."""
+        if self.only is not None:
+            return "only"
+        return "excluding" if self.excluded else "every"
+
+    def parameters(self) -> dict[str, Any]:
+        """The values the statement of `_in_scope(self.kind)` is bound to."""
+        if self.only is not None:
+            return {"run": self.only}
+        return {"excluded": list(self.excluded)} if self.excluded else {}
+
+
+EVERY_RUN = RunScope()
+
+
+def _in_scope(kind: str) -> list[ColumnElement[bool]]:
+    if kind == "only":
+        return [NODES.c.run_id == bindparam("run")]
+    if kind == "excluding":
+        return [NODES.c.run_id.not_in(bindparam("excluded", expanding=True))]
+    return []
+
+
+@cache
+def _claim(dialect: str, scope: str) -> Update:
+    """Claim up to `slots` due ready nodes of active runs (of the runs `scope` names), oldest
+    run first, leaving each run at most `per_run` running nodes."""
+    now = database_time(dialect)
+    running = (
+        select(NODES.c.run_id, func.count().label("busy"))
+        .where(NODES.c.status == NodeStatus.RUNNING)
+        .group_by(NODES.c.run_id)
+        .subquery("running")
+    )
+    rank = func.row_number().over(partition_by=NODES.c.run_id, order_by=NODES.c.position)
+    ranked = (
+        select(NODES.c.id, rank.label("rank"), func.coalesce(running.c.busy, 0).label("busy"))
+        .select_from(
+            NODES.join(RUNS, RUNS.c.id == NODES.c.run_id).outerjoin(
+                running, running.c.run_id == NODES.c.run_id
+            )
+        )
+        .where(NODES.c.status == NodeStatus.READY, RUNS.c.status.in_(ACTIVE_RUNS))
+        .where(RUNS.c.cancel_requested_at.is_(None))
+        .where(NODES.c.next_attempt_at.is_(None) | (NODES.c.next_attempt_at <= now))
+        .where(*_in_scope(scope))
+        .subquery("ranked")
+    )
+    free = select(ranked.c.id).where(ranked.c.rank + ranked.c.busy <= bindparam("per_run"))
+    chosen = (
+        select(NODES.c.id)
+        .select_from(NODES.join(RUNS, RUNS.c.id == NODES.c.run_id))
+        .where(NODES.c.id.in_(free))
+        .order_by(RUNS.c.created_at, NODES.c.position)
+        .limit(bindparam("slots"))
+    )
+    if dialect == "postgresql":
+        # Workers on other hosts pass over the rows this one is claiming instead of queueing.
+        chosen = chosen.with_for_update(of=NODES, skip_locked=True)
+    # Materialized: the choice is made once. As an IN (subquery) PostgreSQL may plan it as the
+    # inner side of a nested loop, run again per ready row, each time past the rows already
+    # claimed, and so claim every ready node whatever the slots.
+    chosen_once = chosen.cte("chosen").prefix_with("MATERIALIZED")
+    values = node_values(NodeStatus.READY, NodeStatus.RUNNING, NOW) | {
+        "attempt": NODES.c.attempt + 1,
+        "lease_owner": bindparam("worker"),
+        "lease_expires_at": database_time_later(dialect),
+        "next_attempt_at": None,
+    }
+    return (
+        update(NODES)
+        .where(NODES.c.status == NodeStatus.READY, NODES.c.id == chosen_once.c.id)
+        .values(values)
+        .returning(*MOVED_NODE_COLUMNS, *CLAIMED_COLUMNS)
+    )
+
+
+def claim(
+    connection: Connection,
+    *,
+    worker: str,
+    slots: int,
+    per_run: int,
+    lease_seconds: float,
+    scope: RunScope = EVERY_RUN,
+) -> list[Any]:
+    """Claim ready nodes of the runs of `scope` for `worker` under a lease of `lease_seconds`;
+    their rows."""
+    dialect = connection.dialect.name
+    parameters = {
+        "worker": worker,
+        "slots": slots,
+        "per_run": per_run,
+        **time_parameters(dialect, lease_seconds),
+        **scope.parameters(),
+    }
+    rows = (connection.execute(_claim(dialect, scope.kind), parameters)).all()
+    return sorted(rows, key=lambda row: (row.run_id, row.position))
+
+
+@cache
+def _upstream() -> Any:
+    return (
+        select(DEPENDENCIES.c.node_id, UPSTREAM.c.key, ARTIFACTS.c.storage_key, ARTIFACTS.c.size)
+        .select_from(
+            DEPENDENCIES.join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id).join(
+                ARTIFACTS, ARTIFACTS.c.node_id == UPSTREAM.c.id
+            )
+        )
+        .where(DEPENDENCIES.c.node_id.in_(bindparam("ids", expanding=True)))
+        .order_by(UPSTREAM.c.position, ARTIFACTS.c.created_at)
+    )
+
+
+def upstream_artifacts(
+    connection: Connection, node_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, tuple[str, int]]]:
+    """Per node, the storage key and size of each dependency's latest artifact, in plan
+    order."""
+    found: dict[uuid.UUID, dict[str, tuple[str, int]]] = defaultdict(dict)
+    rows = connection.execute(_upstream(), {"ids": node_ids})
+    for node_id, key, storage_key, size in rows:
+        found[node_id][key] = (storage_key, size)
+    return found

@@ -1,0 +1,267 @@
+"""The worker: runs the Manager's loop and executes claimed nodes with their agents.
+
+It runs inside the API process by default (the lifespan starts and stops it) or on its own
+(`python -m apps.orchestrator.worker`, `make worker`). Several may share one database: nodes are
+claimed under a lease the worker's heartbeat renews, and a node whose worker died is taken back
+when its lease expires and retried.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from apps.core.database import Transactions
+from apps.core.error_reporting import report_run_error
+from apps.core.logs import log_context
+from apps.core.metrics import record_leases_taken_back, record_llm_usage, record_node_duration
+from apps.core.settings import Settings
+from apps.orchestrator.control import run_control
+from apps.orchestrator.engine import leases
+from apps.orchestrator.engine.executor import Executor, Failed, NodeWork, Outcome, Succeeded
+from apps.orchestrator.engine.gates import count_gate_decision
+from apps.orchestrator.infra.providers.base import Provider
+from apps.orchestrator.infra.providers.demo import DemoProvider
+from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
+from apps.orchestrator.infra.storage import open_artifact_store
+from apps.orchestrator.infra.storage.base import ArtifactStore
+from apps.orchestrator.worker.pass_runner import PassRunner
+
+logger = logging.getLogger(__name__)
+
+IDLE_SECONDS = 0.5
+# How often a worker checks that the nodes it runs are still its own (a cancel elsewhere).
+WATCH_SECONDS = 0.5
+# How long a stopping worker tries to hand its nodes back.
+STOP_SECONDS = 10.0
+
+
+def default_providers(settings: Settings) -> dict[str, Provider]:
+    """The providers a worker offers, configured by the settings."""
+    openai_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    timeout = settings.llm_timeout_seconds
+    return {
+        "demo": DemoProvider(settings.demo_latency_ms / 1000),
+        "openai": OpenAICompatibleProvider("openai", settings.openai_base_url, openai_key, timeout),
+        "ollama": OpenAICompatibleProvider("ollama", settings.ollama_base_url, None, timeout),
+    }
+
+
+class Worker:
+    """Runs the Manager's passes and executes the nodes they claim, until stopped.
+
+    A pass is one transaction: it records the attempts that ended since the last one, starts
+    queued runs, makes ready what they unblocked, finishes runs and claims what the free slots
+    allow. A pass runs as soon as an attempt ends or a task is submitted in this process, and
+    at least every `IDLE_SECONDS` for what other processes did (submissions, retries now due).
+    """
+
+    def __init__(
+        self,
+        transactions: Transactions,
+        settings: Settings,
+        providers: Mapping[str, Provider] | None = None,
+        store: ArtifactStore | None = None,
+    ) -> None:
+        self.transactions = transactions
+        self.settings = settings
+        providers = providers if providers is not None else default_providers(settings)
+        self.store = store if store is not None else open_artifact_store(settings)
+        self.executor = Executor(providers, self.store, settings)
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._passes = PassRunner(transactions, settings, self.name)
+        self._wake = asyncio.Event()
+        # Whether the next pass looks for queued runs: at start, on a submission in this
+        # process, and at least every IDLE_SECONDS (for runs other processes queued, even
+        # while this worker is busy).
+        self._look_for_runs = True
+        self._looked_at = float("-inf")
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._outcomes: list[Outcome] = []
+        # Attempts stopped because someone else ended their node (a lease taken back): they
+        # end silently; and because their run is being cancelled: their stop is recorded.
+        self._released: set[uuid.UUID] = set()
+        self._cancelled: set[uuid.UUID] = set()
+
+    def wake(self) -> None:
+        """Look for work now (a task was submitted in this process)."""
+        self._look_for_runs = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Work until cancelled; in-flight nodes are handed back as ready when it stops."""
+        watch = asyncio.create_task(self._upkeep(), name="worker upkeep")
+        try:
+            while True:
+                await self._step_or_wait()
+                await self._pause(IDLE_SECONDS)
+        finally:
+            watch.cancel()
+            try:
+                # A stop must not hang on a database that does not answer: the leases of what
+                # could not be handed back expire, and the nodes are retried then.
+                async with asyncio.timeout(STOP_SECONDS):
+                    await asyncio.gather(watch, return_exceptions=True)
+                    await self._stop()
+            except TimeoutError:
+                logger.warning("worker %s stopped without handing its nodes back", self.name)
+
+    async def step(self) -> bool:
+        """One pass of the Manager; whether it changed anything."""
+        self._wake.clear()
+        outcomes, self._outcomes = self._outcomes, []
+        now = asyncio.get_running_loop().time()
+        look_for_runs = self._look_for_runs or now - self._looked_at >= IDLE_SECONDS
+        self._look_for_runs = False
+        slots = max(0, self.settings.worker_concurrency - len(self._running))
+        try:
+            done = await self._passes.run(outcomes, slots=slots, start_queued=look_for_runs)
+        except BaseException:
+            # Nothing was recorded: the outcomes wait for the next pass.
+            self._outcomes[:0] = outcomes
+            self._look_for_runs |= look_for_runs
+            raise
+        self._outcomes[:0] = done.postponed
+        if look_for_runs:
+            self._looked_at = now
+        for refused in done.refused:
+            logger.info("node %s of run %s ended meanwhile", refused.work.key, refused.work.run_id)
+        for work in done.claimed:
+            self._running[work.id] = asyncio.create_task(self._attempt(work), name=work.key)
+        return done.changed
+
+    async def drain(self) -> None:
+        """Pass until nothing is left to do and no node is running (for the CLI and tests)."""
+        while True:
+            changed = await self.step()
+            if self._running and not self._outcomes:
+                await self._wake.wait()
+            elif not (changed or self._outcomes):
+                return
+
+    async def _step_or_wait(self) -> None:
+        try:
+            await self.step()
+        except (OSError, SQLAlchemyError) as error:
+            logger.warning("worker pass failed, retrying: %s", error)
+            await asyncio.sleep(IDLE_SECONDS)
+        except Exception:
+            logger.exception("worker pass failed unexpectedly, retrying")
+            await asyncio.sleep(IDLE_SECONDS)
+
+    async def _pause(self, seconds: float) -> None:
+        if self._outcomes:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _attempt(self, work: NodeWork) -> None:
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._execute(work)
+        except asyncio.CancelledError:
+            if work.id in self._cancelled:
+                outcome = Failed(work, "the run was cancelled", retryable=False, cause="cancel")
+                return
+            outcome = Failed(work, "the worker stopped", retryable=True, cause="worker_stopped")
+            raise
+        finally:
+            self._running.pop(work.id, None)
+            if outcome is not None and work.id not in self._released:
+                self._outcomes.append(outcome)
+            self._released.discard(work.id)
+            self._cancelled.discard(work.id)
+            self._wake.set()
+
+    async def _execute(self, work: NodeWork) -> Outcome:
+        """The attempt, measured, with the node named in its logs and error reports."""
+        started = time.perf_counter()
+        with log_context(run_id=work.run_id, node_id=work.id):
+            try:
+                outcome = await self.executor.attempt(work)
+            except Exception as error:
+                # Reported first, tagged: the error tracker keeps an exception's first report.
+                report_run_error(error, run_id=work.run_id, node_id=work.id)
+                logger.exception("node %s of run %s failed unexpectedly", work.key, work.run_id)
+                message = f"unexpected error: {error}"
+                outcome = Failed(work, message, retryable=False, cause="error")
+            finally:
+                record_node_duration(work.role, time.perf_counter() - started)
+        if isinstance(outcome, Succeeded):
+            output = outcome.output
+            record_llm_usage(
+                work.provider,
+                work.model,
+                prompt_tokens=output.prompt_tokens,
+                completion_tokens=output.completion_tokens,
+                cost=output.cost,
+            )
+        return outcome
+
+    async def _upkeep(self) -> None:
+        """Stop the attempts this worker should no longer run, renew its leases and take back
+        expired ones (at start-up too), and carry out what timed-out gates decide."""
+        renew_every = self.settings.lease_seconds / 3
+        renewed = float("-inf")
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._stop_attempts()
+                if loop.time() - renewed >= renew_every:
+                    await self._renew_and_take_back_leases()
+                    renewed = loop.time()
+                await self._decide_expired_gates()
+            except (OSError, SQLAlchemyError) as error:
+                logger.warning("worker upkeep failed, retrying: %s", error)
+            await asyncio.sleep(WATCH_SECONDS)
+
+    async def _renew_and_take_back_leases(self) -> None:
+        taken_back = await self.transactions.run(
+            leases.renew_and_take_back_leases,
+            worker=self.name,
+            lease_seconds=self.settings.lease_seconds,
+        )
+        if taken_back:
+            record_leases_taken_back(taken_back)
+            self.wake()
+
+    async def _stop_attempts(self) -> None:
+        if not self._running:
+            return
+        stopping = await self.transactions.run(
+            leases.attempts_to_stop, worker=self.name, node_ids=list(self._running)
+        )
+        for node_id, still_held in stopping.items():
+            task = self._running.get(node_id)
+            if task is not None:
+                (self._cancelled if still_held else self._released).add(node_id)
+                task.cancel()
+
+    async def _decide_expired_gates(self) -> None:
+        decided = await self.transactions.run(
+            run_control.decide_expired_gates, self.store, self.settings
+        )
+        for gate in decided:
+            count_gate_decision(gate)
+        if decided:
+            self.wake()
+
+    async def _stop(self) -> None:
+        """Stop the attempts in flight and record them, so their nodes are retried at once
+        rather than after their leases expire."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if not self._outcomes:
+            return
+        try:
+            await self._passes.run(self._outcomes, slots=0)
+        except (OSError, SQLAlchemyError) as error:
+            logger.warning("could not hand nodes back, their leases will expire: %s", error)

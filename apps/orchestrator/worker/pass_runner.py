@@ -1,0 +1,131 @@
+"""Running a worker's passes, and isolating a run whose rows a pass cannot process.
+
+A pass covers every run in one transaction. One that fails for a reason of the data rather than
+of the database (`is_transient`) is passed again run by run: a run whose own pass fails twice,
+while a pass of every other run succeeds, is at fault. It is failed with the reason, reported
+and logged, and every other run goes on; one row can no longer stop every run. When the pass of
+the others fails too, the fault is not the runs' (the schema, this code): nobody is failed, and
+the next pass tries again.
+"""
+
+import logging
+import uuid
+from collections.abc import Sequence
+
+from apps.core.database import Transactions, describe_fault, is_transient
+from apps.core.error_reporting import report_run_error
+from apps.core.logs import log_context
+from apps.core.redaction import configured_secrets, redact
+from apps.core.settings import Settings
+from apps.orchestrator.engine import passes
+from apps.orchestrator.engine.executor import Outcome
+from apps.orchestrator.engine.statements import EVERY_RUN, RunScope
+
+logger = logging.getLogger(__name__)
+
+
+class PassRunner:
+    """Runs `passes.run_pass` for the worker named `worker`, each in a transaction of its own."""
+
+    def __init__(self, transactions: Transactions, settings: Settings, worker: str) -> None:
+        self.transactions = transactions
+        self.settings = settings
+        self.worker = worker
+
+    async def run(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        slots: int,
+        start_queued: bool = True,
+        scope: RunScope = EVERY_RUN,
+    ) -> passes.PassResult:
+        """One pass; one that fails on a run's data is passed again run by run (see `passes`).
+
+        Raises only when nothing was recorded: what a pass committed is always returned, so
+        that no claimed node is left without an attempt."""
+        try:
+            return await self.transactions.run(
+                passes.run_pass,
+                outcomes,
+                worker=self.worker,
+                slots=slots,
+                settings=self.settings,
+                start_queued=start_queued,
+                scope=scope,
+            )
+        except Exception as error:
+            if scope != EVERY_RUN or is_transient(error):
+                raise
+            logger.warning("worker pass failed, passing run by run: %s", describe_fault(error))
+        return await self._pass_run_by_run(outcomes, slots=slots, start_queued=start_queued)
+
+    async def _pass_run_by_run(
+        self, outcomes: Sequence[Outcome], *, slots: int, start_queued: bool
+    ) -> passes.PassResult:
+        """Pass each run in play on its own; a run whose pass fails twice while the pass of
+        every other run succeeds is at fault, and is failed with the reason."""
+        runs = await self.transactions.run(
+            passes.runs_in_play, outcomes, start_queued=start_queued, claiming=slots > 0
+        )
+        result = passes.PassResult()
+        at_fault: dict[uuid.UUID, Exception] = {}
+        for index, run_id in enumerate(runs):
+            own = [outcome for outcome in outcomes if outcome.work.run_id == run_id]
+            for _ in range(2):
+                try:
+                    part = await self.run(
+                        own,
+                        slots=slots - len(result.claimed),
+                        start_queued=start_queued,
+                        scope=RunScope(only=run_id),
+                    )
+                except Exception as error:
+                    if is_transient(error):
+                        later = set(runs[index:])
+                        result.postponed += [o for o in outcomes if o.work.run_id in later]
+                        return result
+                    at_fault[run_id] = error
+                else:
+                    result.add(part)
+                    at_fault.pop(run_id, None)
+                    break
+        if at_fault:
+            await self._fail_runs_at_fault(at_fault, outcomes, result, slots, start_queued)
+        return result
+
+    async def _fail_runs_at_fault(
+        self,
+        at_fault: dict[uuid.UUID, Exception],
+        outcomes: Sequence[Outcome],
+        result: passes.PassResult,
+        slots: int,
+        start_queued: bool,
+    ) -> None:
+        """Fail the runs at fault, once a pass of every other run has shown that the database
+        and this code work: otherwise the fault is not theirs, and they wait."""
+        try:
+            rest = await self.run(
+                [],
+                slots=slots - len(result.claimed),
+                start_queued=start_queued,
+                scope=RunScope(excluded=frozenset(at_fault)),
+            )
+        except Exception as error:
+            logger.error("worker pass failed without the runs it failed on: %s", error)
+            result.postponed += [o for o in outcomes if o.work.run_id in at_fault]
+            return
+        result.add(rest)
+        secrets = configured_secrets(self.settings)
+        for run_id, fault in at_fault.items():
+            with log_context(run_id=run_id):
+                report_run_error(fault, run_id=run_id)
+                logger.error("run %s failed: the worker cannot process it", run_id, exc_info=fault)
+                try:
+                    await self.transactions.run(
+                        passes.fail_run_at_fault, run_id, redact(describe_fault(fault), secrets)
+                    )
+                except Exception:
+                    logger.exception("could not fail run %s; its outcomes wait", run_id)
+                    result.postponed += [o for o in outcomes if o.work.run_id == run_id]
+        result.changed = True
