@@ -33,7 +33,8 @@ _CREDENTIAL_NAME = re.compile(
 _URL_PASSWORD = re.compile(
     r"\b(?P<lead>[a-z][a-z0-9+.-]{0,31}://[^\s:@/?#]{0,256}:)[^\s/?#]{0,256}(?=@)", re.I
 )
-_QUERY_PARAMETER = re.compile(r"(?P<lead>[?&;](?P<name>[\w.-]{1,64})=)[^&#\s\"'<>]*")
+# After ?, & or ;, or at the start: Sentry reports a request's query string on its own.
+_QUERY_PARAMETER = re.compile(r"(?P<lead>(?:^|[?&;])(?P<name>[\w.-]{1,64})=)[^&#\s\"'<>]*")
 _HEADER_CREDENTIAL = re.compile(
     r"(?P<lead>\b(?:proxy-authorization|authorization|x-api-key|api[_-]?key|password|passwd"
     r"|client[_-]secret|access[_-]token)[\"']?[ \t]{0,16}[:=][ \t]{0,16}[\"']?"

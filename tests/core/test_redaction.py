@@ -42,6 +42,7 @@ from apps.core.settings import load_settings
             f'{{"X-API-Key": "{REDACTED}", "api_key": "{REDACTED}"}}',
         ),
         ("echoed bearer eyJhbGciOiJIUzI1NiJ9.x.y", f"echoed bearer {REDACTED}"),
+        ("token=t-123&run_id=7", f"token={REDACTED}&run_id=7"),
     ],
 )
 def test_credentials_are_redacted_wherever_they_are(text: str, expected: str) -> None:
