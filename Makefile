@@ -51,7 +51,7 @@ api-run-prod: db-upgrade ## Serve with WEB_CONCURRENCY workers, no reload, JSON 
 api-run-metrics: db-upgrade ## api-run with Prometheus metrics on /metrics (METRICS_ENABLED=1)
 	METRICS_ENABLED=1 $(BIN)/crew-api --reload
 
-worker: db-upgrade ## A standalone worker process (set WORKER_IN_API=0 on the API processes)
+worker: db-upgrade ## A standalone worker process (WORKER_IN_API=0 on the API; metrics on WORKER_METRICS_PORT)
 	$(BIN)/crew-worker
 
 test: $(INSTALLED) ## Run the whole test suite (PostgreSQL tests need TEST_POSTGRES_URL)
@@ -91,7 +91,7 @@ bench-scale: $(INSTALLED) ## Node throughput with 1, 2, 4 workers, then bench-re
 	$(BIN)/python -m bench.read_api --backend postgresql || status=$$(( $$? > status ? $$? : status )); \
 	exit $$status
 
-BENCHMARKS := read_api orchestration streams scale middleware_overhead
+BENCHMARKS := read_api orchestration streams scale middleware_overhead hostile_requests
 
 bench-smoke: $(INSTALLED) ## Every benchmark at tiny sizes (what CI runs): fails when one breaks
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }

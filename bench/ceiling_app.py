@@ -1,8 +1,8 @@
 """The benchmark's app: the product app plus one route of the benchmark's own, `/bench/ceiling`.
 
-`/bench/ceiling` answers a `Page[Run]` of 50 runs built once at startup, behind the same auth and
-app-wide dependencies as the product routes, without touching the database: the most a list page
-can do on this stack, the yardstick `bench/read_api.py` measures `GET /runs` against.
+`/bench/ceiling` answers a `Page[RunSummary]` of 50 runs built once at startup, behind the same
+auth and app-wide dependencies as the product routes, without touching the database: the most a
+list page can do on this stack, the yardstick `bench/read_api.py` measures `GET /runs` against.
 
 The realistic run values served here (`fake_run`) are also what `bench/read_api.py` seeds the
 database with, so the ceiling and the real pages carry the same kind of data.
@@ -24,7 +24,7 @@ from fastapi import Depends, FastAPI
 
 from apps.api.app import create_app
 from apps.api.auth import authenticate
-from apps.api.schemas import Page, Run
+from apps.api.schemas import Page, RunSummary
 from apps.core.settings import load_settings
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.reading.runs import RUN_ORDER
@@ -121,7 +121,12 @@ def _node_key(position: int) -> str:
 
 def _task_spec(title: str, node_count: int) -> dict[str, Any]:
     nodes = list(_planned_nodes(node_count))
-    return {"title": title, "nodes": nodes, "inputs": {"audience": "internal", "max_words": 1200}}
+    return {
+        "type": "dag",
+        "title": title,
+        "nodes": nodes,
+        "inputs": {"audience": "internal", "max_words": 1200},
+    }
 
 
 def _node_times(
@@ -224,12 +229,13 @@ def _as_row(fake: FakeRun) -> dict[str, Any]:
     usage = {key: fake.run[key] for key in _USAGE_KEYS}
     return {
         **{key: value for key, value in fake.run.items() if key not in _USAGE_KEYS},
+        "task_type": fake.run["task_spec"]["type"],
         "node_counts": json.dumps(Counter(node["status"].value for node in fake.nodes)),
         "usage": json.dumps(usage),
     }
 
 
-def ceiling_page(count: int = CEILING_ITEMS) -> Page[Run]:
+def ceiling_page(count: int = CEILING_ITEMS) -> Page[RunSummary]:
     """`count` realistic runs, newest first, validated once into the response model."""
     rng = random.Random(count)
     now = datetime.now(UTC)
@@ -238,10 +244,10 @@ def ceiling_page(count: int = CEILING_ITEMS) -> Page[Run]:
         fake_run(rng, now - timedelta(minutes=5 * i), rng.choice(statuses), rng.randint(2, 6))
         for i in range(count)
     ]
-    items = [Run.model_validate(_as_row(fake)) for fake in fakes]
+    items = [RunSummary.model_validate(_as_row(fake)) for fake in fakes]
     last = items[-1]
     cursor = RUN_ORDER.cursor_of({"created_at": last.created_at, "id": last.id})
-    return Page[Run](items=items, next_cursor=cursor)
+    return Page[RunSummary](items=items, next_cursor=cursor)
 
 
 def create_bench_app() -> FastAPI:
@@ -250,7 +256,7 @@ def create_bench_app() -> FastAPI:
     page = ceiling_page()
 
     @app.get(CEILING_PATH, dependencies=[Depends(authenticate)], include_in_schema=False)
-    async def bench_ceiling() -> Page[Run]:
+    async def bench_ceiling() -> Page[RunSummary]:
         """The benchmark's ceiling: a pre-built page, no database."""
         return page
 

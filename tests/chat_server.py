@@ -57,6 +57,10 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             kind, value = script.next_reply()
             if kind == "status":
                 self._send(value, {"error": {"message": f"scripted {value}", "type": "test"}})
+            elif kind == "echo":
+                # What some gateways do: say which credentials they were sent.
+                echoed = f"rejected Authorization: {self.headers.get('Authorization')}"
+                self._send(value, {"error": {"message": echoed, "headers": dict(self.headers)}})
             elif kind == "slow":
                 time.sleep(value)
                 self._send(200, _completion(body, "late"))

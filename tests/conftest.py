@@ -142,7 +142,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     )
 
 
-async def _empty_tables(sessions: SessionFactory) -> None:
+async def empty_tables(sessions: SessionFactory) -> None:
     async with unit_of_work(sessions) as session:
         for table in reversed(Base.metadata.sorted_tables):
             await session.execute(delete(table))
@@ -156,7 +156,7 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
         try:
             yield application
         finally:
-            await _empty_tables(application.state.sessions)
+            await empty_tables(application.state.sessions)
 
 
 @pytest.fixture

@@ -1,35 +1,19 @@
-"""The API plus two throwaway routes of the tests' own, for the observability tests through a real
-uvicorn (`python -m uvicorn tests.instrumented_app:create_instrumented_app --factory`): one streams
-chunks over time as an event stream does, one fails as a fault in a route would."""
+"""The API plus throwaway routes of the tests' own, for the observability tests through a real
+uvicorn (`python -m uvicorn tests.instrumented_app:create_instrumented_app --factory`): they fail
+as a fault in a route would, which no route of the API does on purpose: with an unexpected
+exception, and with a bare `CrewError` (the hierarchy's "unexpected fault", 500)."""
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI
-from fastapi.responses import StreamingResponse
 
 from apps.api.app import create_app
 from apps.api.auth import authenticate
-from apps.core.metrics import sse_subscriber_closed, sse_subscriber_opened
+from apps.core.errors import CrewError
 
-STREAM_CHUNKS = 5
-STREAM_INTERVAL_SECONDS = 0.3
 FAULT_MESSAGE = "the instrumented test fault"
-
-
-async def _stream(run_id: uuid.UUID) -> StreamingResponse:
-    async def chunks() -> AsyncIterator[str]:
-        sse_subscriber_opened()
-        try:
-            for index in range(STREAM_CHUNKS):
-                yield f"id: {index}\ndata: chunk {index} of run {run_id}\n\n"
-                await asyncio.sleep(STREAM_INTERVAL_SECONDS)
-        finally:
-            sse_subscriber_closed()
-
-    return StreamingResponse(chunks(), media_type="text/event-stream")
+CREW_FAULT_MESSAGE = "the instrumented CrewError"
 
 
 async def _fault(
@@ -38,11 +22,15 @@ async def _fault(
     raise RuntimeError(FAULT_MESSAGE)
 
 
+async def _crew_fault(run_id: uuid.UUID) -> None:
+    raise CrewError(CREW_FAULT_MESSAGE)
+
+
 def create_instrumented_app() -> FastAPI:
     app = create_app()
     protected = [Depends(authenticate)]
-    app.add_api_route("/runs/{run_id}/test-stream", _stream, dependencies=protected)
     app.add_api_route(
         "/runs/{run_id}/nodes/{node_id}/fault", _fault, methods=["POST"], dependencies=protected
     )
+    app.add_api_route("/runs/{run_id}/crew-fault", _crew_fault, dependencies=protected)
     return app

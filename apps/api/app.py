@@ -5,6 +5,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -13,6 +14,7 @@ from apps.api.auth import ROLES_DESCRIPTION, authenticate
 from apps.api.errors import install_error_handlers
 from apps.api.middleware import ObservedFastAPI
 from apps.api.observability import instrument, start_error_reporting
+from apps.api.revocations import streams_end_on_revocation
 from apps.api.routes import (
     artifacts,
     config,
@@ -25,6 +27,7 @@ from apps.api.routes import (
     streams,
     tasks,
 )
+from apps.api.stopping import on_stop_signal
 from apps.api.storable_input import refuse_unstorable_input
 from apps.api.timezone import use_request_timezone
 from apps.core.database import open_database
@@ -48,6 +51,9 @@ _PROTECTED_ROUTERS = (
     config.router,
 )
 
+# API_DOCS_ENABLED=0: no /docs, /redoc or /openapi.json (404s, with a key or without).
+_NO_API_REFERENCE: dict[str, Any] = {"docs_url": None, "redoc_url": None, "openapi_url": None}
+
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +66,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             database, poll_seconds=app.state.settings.event_poll_seconds
         )
         await stack.enter_async_context(app.state.event_feed.running())
+        stack.enter_context(on_stop_signal(app.state.event_feed.end_all_streams))
+        await stack.enter_async_context(
+            streams_end_on_revocation(app.state.event_feed, database.engine)
+        )
         app.state.worker = None
         if app.state.settings.worker_in_api:
             app.state.worker = Worker(
@@ -98,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=_lifespan,
         dependencies=[Depends(use_request_timezone)],
+        **({} if settings.api_docs_enabled else _NO_API_REFERENCE),
     )
     app.state.settings = settings
     app.state.artifact_store = open_artifact_store(settings)

@@ -8,6 +8,7 @@ they need with one of the annotated dependencies at the bottom of this module.
 
 import hmac
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,8 +28,9 @@ from apps.orchestrator.model.models import KeyRole, utcnow
 logger = logging.getLogger(__name__)
 
 ROLES_DESCRIPTION = """\
-Every route but `/health` and `/healthz` needs an API key, sent as `X-API-Key: <key>` or
-`Authorization: Bearer <key>`: a missing, unknown or revoked key is a 401. Each key has a role:
+Every route needs an API key, sent as `X-API-Key: <key>` or `Authorization: Bearer <key>`, but
+`/health`, `/healthz`, `/metrics` (when METRICS_ENABLED is on) and this reference (unless
+API_DOCS_ENABLED is off): a missing, unknown or revoked key is a 401. Each key has a role:
 
 - `viewer`: every read (`GET`).
 - `operator`: what a viewer may, plus submitting tasks, deciding gates, cancelling and resuming
@@ -55,6 +57,9 @@ class Principal:
 
     name: str
     role: KeyRole
+    # The stored key's id, by which what it opened (event streams) ends when it is revoked;
+    # None for the API_KEY setting, which lasts as long as the process.
+    key_id: uuid.UUID | None = None
 
     def may_act_as(self, needed: KeyRole) -> bool:
         return _RANK[self.role] >= _RANK[needed]
@@ -77,7 +82,7 @@ async def _stored_principal(request: Request, presented: str) -> Principal | Non
         now = utcnow()
         if api_keys.use_is_unrecorded(key, now):
             await _record_use(connection, key, now)
-    return Principal(name=key.name, role=key.role)
+    return Principal(name=key.name, role=key.role, key_id=key.id)
 
 
 async def _record_use(connection: AsyncConnection, key: api_keys.ActiveKey, now: datetime) -> None:
@@ -95,6 +100,9 @@ async def authenticate(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Principal:
     """The caller's principal, or 401 when the key is missing, unknown or revoked."""
+    checked: Principal | None = getattr(request.state, "principal", None)
+    if checked is not None:  # by the route, before it read the body
+        return checked
     presented = api_key or (bearer.credentials if bearer else None)
     if not presented:
         raise Unauthorized("missing API key: send X-API-Key or Authorization: Bearer")
@@ -105,6 +113,12 @@ async def authenticate(
         raise Unauthorized("invalid API key")
     request.state.principal = principal
     return principal
+
+
+async def authenticate_request(request: Request) -> Principal:
+    """`authenticate` from the request's headers alone, for a route to call before it reads its
+    body."""
+    return await authenticate(request, await _api_key_header(request), await _bearer(request))
 
 
 def _roles_from(needed: KeyRole) -> str:
@@ -122,6 +136,8 @@ def require_role(needed: KeyRole) -> Callable[..., Awaitable[Principal]]:
             )
         return caller
 
+    # What lets a route check the role before it reads the body (`routing.ProtectedRoute`).
+    caller_with_role.needed_role = needed  # type: ignore[attr-defined]
     return caller_with_role
 
 

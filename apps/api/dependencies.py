@@ -1,14 +1,18 @@
 """What routes are handed: a database session or connection, the artifact store, paging."""
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from pydantic import BeforeValidator
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from apps.core.database import Transactions, unit_of_work
 from apps.orchestrator.infra.storage import base as artifact_store
 from apps.orchestrator.reading.pagination import MAX_LIMIT
+
+EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 
 async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -45,3 +49,15 @@ LIMIT_HELP = f"Items per page, 1 to {MAX_LIMIT}."
 CURSOR_HELP = "`next_cursor` of the previous page."
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=LIMIT_HELP)]
 Cursor = Annotated[str | None, Query(description=CURSOR_HELP, max_length=512)]
+
+
+def _written_as_an_event_id(value: object) -> object:
+    # Python's int() also reads "5_0", "+5", " 5" and other scripts' digits; an id is written
+    # one way only, so a client never resumes after an event it did not name.
+    if isinstance(value, str) and not EVENT_ID.fullmatch(value):
+        raise ValueError("an event id is written in the digits 0-9 alone")
+    return value
+
+
+# An event id in a query, read strictly; routes add `Query(...)` with their description.
+EventIdQuery = Annotated[int | None, BeforeValidator(_written_as_an_event_id)]

@@ -10,9 +10,13 @@ from starlette.exceptions import HTTPException
 
 from apps.core.database import is_transient
 from apps.core.errors import CrewError
+from apps.core.redaction import configured_secrets, redact
 from apps.core.validation import error_location, error_message
 
 logger = logging.getLogger(__name__)
+
+# What a 422 lists at most; the detail says how many more there were.
+MAX_REPORTED_ERRORS = 100
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -21,24 +25,43 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return f"{source} {error_location(path)}" if path else str(source)
 
 
-async def _crew_error(_request: Request, error: Exception) -> JSONResponse:
+async def _crew_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, CrewError)
-    return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
+    detail = redact(error.detail, request.app.state.secrets)
+    if error.status_code >= 500:
+        _log_fault(request, error, detail)
+    return JSONResponse({"detail": detail}, error.status_code, headers=error.headers)
+
+
+def _log_fault(request: Request, error: CrewError, detail: str) -> None:
+    """A 5xx the code chose to answer is still a fault of this service or of one it depends
+    on: logged (and so, for a 500, reported with its traceback: Sentry's logging integration
+    and its Starlette one see the same exception and report it once)."""
+    where = f"{request.method} {request.url.path}"
+    if type(error) is CrewError or error.status_code == 500:
+        logger.error("fault on %s: %s", where, detail, exc_info=error)
+    else:
+        logger.warning("%d on %s: %s", error.status_code, where, detail)
 
 
 async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    found = error.errors()
     problems = [
         {"loc": list(item["loc"]), "msg": item["msg"], "type": item["type"]}
-        for item in error.errors()
+        for item in found[:MAX_REPORTED_ERRORS]
     ]
     detail = "; ".join(f"{_where(tuple(p['loc']))}: {error_message(p)}" for p in problems)
+    if len(found) > len(problems):
+        # A body of a million bad values must not make an answer a hundred times its size.
+        detail += f"; and {len(found) - len(problems):,} more problems like these"
     return JSONResponse({"detail": detail, "errors": problems}, 422)
 
 
-async def _http_error(_request: Request, error: Exception) -> JSONResponse:
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
-    return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
+    detail = redact(str(error.detail), request.app.state.secrets)
+    return JSONResponse({"detail": detail}, error.status_code, headers=error.headers)
 
 
 async def _database_error(request: Request, error: Exception) -> JSONResponse:
@@ -59,6 +82,9 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Every error as JSON; details pass through `redact` (an error of the artifact store may
+    carry its endpoint's credentials)."""
+    app.state.secrets = configured_secrets(app.state.settings)
     app.add_exception_handler(CrewError, _crew_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)

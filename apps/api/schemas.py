@@ -6,6 +6,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
 from apps.api.timezone import Timestamp
+from apps.core.strict_models import StrictModel
 from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
 
 T = TypeVar("T")
@@ -40,13 +41,17 @@ class Usage(BaseModel):
     cost: float = Field(description="Cost of every LLM call, from the price table.")
 
 
-class Run(BaseModel):
-    """One execution of a task."""
+class RunSummary(BaseModel):
+    """A run as lists show it: everything but its task spec, which may be megabytes;
+    `GET /runs/{run_id}` has the spec."""
 
     id: uuid.UUID = Field(description="Run id.")
     title: str = Field(description="Title given when the task was submitted.")
     status: RunStatus = Field(description="Current status of the run.")
-    task_spec: dict[str, Any] = Field(description="The task specification as submitted.")
+    task_type: str | None = Field(
+        description="Type of the task spec: demo, report or dag; null when the stored spec "
+        "cannot be read."
+    )
     error: str | None = Field(description="Why the run failed, when it did.")
     created_by: str | None = Field(description="Name of the API key that submitted the task.")
     created_at: Timestamp = Field(description="When the run was created.")
@@ -56,6 +61,12 @@ class Run(BaseModel):
     cancel_requested_at: Timestamp | None = Field(description="When a cancel was requested.")
     node_counts: Json[NodeCounts] = Field(description="How many nodes are in each status.")
     usage: Json[Usage] = Field(description="Token and cost totals of the run's LLM calls.")
+
+
+class Run(RunSummary):
+    """One execution of a task, with its task spec."""
+
+    task_spec: dict[str, Any] = Field(description="The task specification as submitted.")
 
 
 class Agent(BaseModel):
@@ -104,7 +115,9 @@ class Artifact(BaseModel):
     sha256: str = Field(description="SHA-256 of the content, hex.")
     created_at: Timestamp = Field(description="When the artifact was written.")
     sidecar: dict[str, Any] = Field(
-        description="LLM metadata: provider, model, latency_ms, usage, cost, prompts, timestamps."
+        description="LLM metadata: provider, model, latency_ms, usage, cost, prompts, timestamps. "
+        "In lists without `prompts` (a prompt carries its dependencies' outputs, so it may be "
+        "megabytes): `GET /artifacts/{artifact_id}` has them."
     )
 
 
@@ -155,10 +168,8 @@ class Gate(BaseModel):
     notes: str | None = Field(description="What the decider wrote.")
 
 
-class ApproveRequest(BaseModel):
+class ApproveRequest(StrictModel):
     """Release a waiting gate."""
-
-    model_config = ConfigDict(extra="forbid")
 
     node_id: uuid.UUID | None = Field(
         default=None, description="The gated node; may be left out when only one gate waits."
@@ -171,10 +182,8 @@ class ApproveRequest(BaseModel):
     )
 
 
-class RejectRequest(BaseModel):
+class RejectRequest(StrictModel):
     """Turn down a waiting gate."""
-
-    model_config = ConfigDict(extra="forbid")
 
     node_id: uuid.UUID | None = Field(
         default=None, description="The gated node; may be left out when only one gate waits."

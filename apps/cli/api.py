@@ -20,8 +20,8 @@ from apps.core.logs import logging_config
 from apps.core.settings import Settings, SettingsError
 
 _PLACEHOLDER_KEYS = frozenset({"test-key", "change-me", "changeme", "secret", "dev", ""})
-# An event stream without a run never ends on its own: without a limit, a stop or a reload would
-# wait for every watching client to hang up. After this, what still runs is cancelled.
+# Requests in progress when the server stops get this long to finish; then what still runs is
+# cancelled. Event streams end at once (`apps.api.stopping`), so they do not wait for it.
 SHUTDOWN_GRACE_SECONDS = 5
 
 

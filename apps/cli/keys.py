@@ -25,6 +25,7 @@ from apps.core.database import (
     unit_of_work,
 )
 from apps.core.errors import CrewError
+from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings, SettingsError, load_settings
 from apps.orchestrator.control import api_keys
 from apps.orchestrator.model.models import ApiKey, KeyRole
@@ -162,16 +163,17 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings(**overrides)
     except SettingsError as error:
         sys.exit(_exit_with(2, f"error: {error}"))
+    secrets = configured_secrets(settings)
     try:
         asyncio.run(run_command(args, settings))
     except CrewError as error:
-        sys.exit(_exit_with(1, f"error: {error.detail}"))
+        sys.exit(_exit_with(1, f"error: {error.detail}", secrets))
     except (SQLAlchemyError, OSError) as error:
-        sys.exit(_exit_with(1, _database_problem(error)))
+        sys.exit(_exit_with(1, _database_problem(error), secrets))
 
 
-def _exit_with(status: int, message: str) -> int:
-    print(message, file=sys.stderr)
+def _exit_with(status: int, message: str, secrets: Sequence[str] = ()) -> int:
+    print(redact(message, secrets), file=sys.stderr)
     return status
 
 

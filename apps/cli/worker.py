@@ -3,11 +3,13 @@
     crew-worker            (also: python -m apps.orchestrator.worker, make worker)
 
 For PostgreSQL deployments with several hosts: set WORKER_IN_API=0 on the API processes and start
-workers on their own. A stopping worker hands its nodes back as ready.
+workers on their own. A stopping worker hands its nodes back as ready. With WORKER_METRICS_PORT
+set, it serves its Prometheus metrics on HOST:WORKER_METRICS_PORT.
 """
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -16,6 +18,7 @@ from apps.cli.startup import invoked_as, load_checked_settings
 from apps.core.database import open_database
 from apps.core.error_reporting import init_sentry
 from apps.core.logs import configure_logging
+from apps.core.metrics import serving_recorded_metrics
 from apps.core.settings import Settings, SettingsError
 from apps.core.supervision import start_supervised
 from apps.orchestrator.worker.loop import Worker
@@ -52,7 +55,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {error}")
     configure_logging(settings)
     init_sentry(settings)
-    asyncio.run(serve(settings))
+    with contextlib.ExitStack() as stack:
+        if settings.worker_metrics_port is not None:
+            _serve_metrics(stack, settings.host, settings.worker_metrics_port)
+        asyncio.run(serve(settings))
+
+
+def _serve_metrics(stack: contextlib.ExitStack, host: str, port: int) -> None:
+    """This process's metrics on `host`:`port` until `stack` closes; one line if it cannot."""
+    try:
+        stack.enter_context(serving_recorded_metrics(host, port))
+    except OSError as error:
+        sys.exit(f"error: cannot serve metrics on {host}:{port}: {error.strerror or error}")
+    logger.info("metrics on http://%s:%d/metrics", host, port)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ reports every failed call (a 429 too) and records prompts.
 
 Nothing that identifies a caller or holds an LLM's input leaves: `before_send` and
 `before_breadcrumb` drop request bodies, cookies, `X-API-Key` and `Authorization`, any field named
-like a prompt (sidecars carry `prompts`), and every configured secret wherever it appears.
+like a prompt (sidecars carry `prompts`), and pass every text through `redaction.redact`: the
+configured secrets and any credential in a URL or a header are replaced wherever they appear.
 Events carry the `request_id`, `run_id` and `node_id` tags of the context they happened in.
 """
 
@@ -19,7 +20,8 @@ import sentry_sdk
 from sentry_sdk.integrations import Integration
 from sentry_sdk.types import Breadcrumb, Event, Hint
 
-from apps.core.logs import current_context, secret_values
+from apps.core.logs import current_context
+from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
 
 FILTERED = "[Filtered]"
@@ -44,7 +46,7 @@ class Scrubber:
     """`before_send` and `before_breadcrumb`: see the module's doc."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
-        self.secrets = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+        self.secrets = tuple(secrets)
 
     def before_send(self, event: Event, _hint: Hint) -> Event:
         request = event.get("request")
@@ -71,8 +73,7 @@ class Scrubber:
         if isinstance(value, list | tuple):
             return [self.clean(item) for item in value]
         if isinstance(value, str):
-            for secret in self.secrets:
-                value = value.replace(secret, FILTERED)
+            return redact(value, self.secrets, FILTERED)
         return value
 
 
@@ -86,7 +87,7 @@ def init_sentry(settings: Settings, integrations: Sequence[Integration] = ()) ->
         return False
     if sentry_sdk.is_initialized():
         return True
-    scrubber = Scrubber(secret_values(settings))
+    scrubber = Scrubber(configured_secrets(settings))
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         environment=settings.sentry_env,

@@ -4,8 +4,9 @@ The request middleware binds the request id (and the request, whose path names a
 is routed); the worker binds the run and node it is executing with `log_context`. Every record
 then carries them, and `current_context()` hands the same ids to Sentry events.
 
-Formatters replace the configured secrets (API keys, the Sentry DSN) wherever they would appear in a
-line, so a key that slipped into a message or a traceback never reaches the log.
+Formatters pass every line through `redaction.redact`: the configured secrets (API keys, the Sentry
+DSN, the database password) and any credential inside a URL or a header never reach the log, even
+when one slipped into a message or a traceback.
 """
 
 import json
@@ -17,11 +18,10 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
 
 CONTEXT_FIELDS = ("request_id", "run_id", "node_id")
-REDACTED = "[redacted]"
-MIN_REDACTED_LENGTH = 8
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 # The ASGI scope of the request being served: routing adds its `path_params` after the request
@@ -80,13 +80,10 @@ class ContextFilter(logging.Filter):
 class _Redacting(logging.Formatter):
     def __init__(self, *args: Any, secrets: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Longest first, so a secret containing another is replaced whole.
-        self.secrets = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+        self.secrets = tuple(secrets)
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return redact(text, self.secrets)
 
 
 class TextFormatter(_Redacting):
@@ -122,17 +119,6 @@ class JsonFormatter(_Redacting):
         return self.redact(json.dumps(document, ensure_ascii=False, default=str))
 
 
-def secret_values(settings: Settings) -> list[str]:
-    """The configured secrets, which no log line or error report may show.
-
-    One shorter than `MIN_REDACTED_LENGTH` is left out: replacing it would garble ordinary words
-    (the redaction is a safety net; no code logs or reports a secret on purpose).
-    """
-    secrets = (settings.api_key, settings.openai_api_key, settings.sentry_dsn)
-    values = (secret.get_secret_value() for secret in secrets if secret is not None)
-    return [value for value in values if len(value) >= MIN_REDACTED_LENGTH]
-
-
 def logging_config(settings: Settings) -> dict[str, Any]:
     """A `logging.config.dictConfig` document: the service's and uvicorn's records, formatted as
     LOG_FORMAT says, with the bound ids, on standard error."""
@@ -147,7 +133,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"context": {"()": ContextFilter}},
-        "formatters": {"crew": {"()": formatter, "secrets": secret_values(settings)}},
+        "formatters": {"crew": {"()": formatter, "secrets": configured_secrets(settings)}},
         "handlers": {"stderr": handler},
         "root": {"handlers": ["stderr"], "level": settings.log_level.upper()},
         "loggers": {

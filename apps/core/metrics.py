@@ -10,6 +10,7 @@ Two kinds of metric live here:
   each counting what it happened to see.
 """
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -195,3 +197,17 @@ def forget_this_process(multiprocess_dir: Path | None) -> None:
     """At a worker process's exit: its share of live gauges (SSE subscribers) stops counting."""
     if multiprocess_dir is not None:
         multiprocess.mark_process_dead(os.getpid(), str(multiprocess_dir))
+
+
+@contextlib.contextmanager
+def serving_recorded_metrics(host: str, port: int) -> Iterator[None]:
+    """Serve this process's recorded metrics in the Prometheus text format on `host`:`port`
+    (any path), from a thread, while the block runs: what a standalone worker, which has no
+    HTTP server of its own, is scraped on. The database's gauges are the API's to serve."""
+    server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

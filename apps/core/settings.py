@@ -19,9 +19,11 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sentry_sdk.utils import BadDsn, Dsn
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from apps.core.redaction import redact
 from apps.core.roles import Role
 from apps.core.validation import Problem, error_location, error_message
 
@@ -211,6 +213,18 @@ class Settings(BaseSettings):
     metrics_enabled: bool = Field(
         default=False, description="Serve Prometheus metrics on /metrics."
     )
+    api_docs_enabled: bool = Field(
+        default=True,
+        description="Serve the API reference (/docs, /redoc, /openapi.json) without a key: it "
+        "describes the routes and holds no data; off, they are not served at all.",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port on HOST where a standalone worker (make worker) serves its Prometheus "
+        "metrics (node duration, LLM usage, leases taken back); unset: none.",
+    )
     prometheus_multiproc_dir: Path | None = Field(
         default=None,
         description="Directory where API worker processes share metrics; a temporary one if unset.",
@@ -273,7 +287,21 @@ class Settings(BaseSettings):
     @field_validator("artifacts_dir")
     @classmethod
     def _artifacts_dir_is_absolute(cls, value: Path) -> Path:
-        return value.expanduser().absolute()
+        try:
+            return value.expanduser().absolute()
+        except RuntimeError:
+            user = value.parts[0]
+            raise ValueError(f"{value}: the home directory of {user} is unknown") from None
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _sentry_dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Dsn(value.get_secret_value())
+            except BadDsn as error:
+                raise ValueError(f"not a Sentry DSN: {error}") from None
+        return value
 
     @field_validator("artifact_s3_bucket")
     @classmethod
@@ -371,7 +399,8 @@ def setting_problem(item: Mapping[str, Any]) -> Problem:
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """One line naming each bad variable, never echoing a secret's value."""
+    """One line naming each bad variable, never echoing a secret's value nor a credential in a
+    URL."""
     problems = []
     for item in error.errors():
         problem = setting_problem(item)
@@ -379,7 +408,7 @@ def describe_validation_error(error: ValidationError) -> str:
         # A required setting left unset has no value to show.
         shown = "" if quiet or item.get("input") is None else f" (got {item.get('input')!r})"
         problems.append(f"{problem}{shown}")
-    return "invalid setting " + "; ".join(problems)
+    return redact("invalid setting " + "; ".join(problems))
 
 
 def load_settings(**overrides: Any) -> Settings:

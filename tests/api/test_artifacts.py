@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
@@ -212,6 +213,34 @@ async def test_a_listed_artifact_is_the_same_as_the_artifact_itself(
         assert await get_json(client, f"/artifacts/{item['id']}") == item
 
 
+async def test_listed_sidecars_leave_their_prompts_to_the_artifact_itself(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    """A prompt carries the outputs of the node's dependencies: an assembler's may be
+    megabytes, and a page of 200 of them was unbounded."""
+    upstream = "## A section the assembler was given\n" * 20_000
+    sidecar = {"version": 1, "provider": "demo", "model": "demo-1", "cost": 0.0}
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+        nodes = [await create_node(session, run, key=f"n{i}", position=i) for i in range(10)]
+        for node in nodes:
+            prompts = {"system": "Assemble.", "user": upstream}
+            await create_artifact(
+                session, node, settings.artifacts_dir, sidecar=sidecar | {"prompts": prompts}
+            )
+
+    page = await client.get(f"/runs/{run.id}/artifacts", params={"limit": 200})
+    filtered = await client.get("/artifacts", params={"run_id": str(run.id)})
+
+    assert len(upstream) * 10 > 7_000_000
+    assert len(page.content) < 10_000
+    for item in [*page.json()["items"], *filtered.json()["items"]]:
+        assert item["sidecar"] == sidecar
+        whole = await get_json(client, f"/artifacts/{item['id']}")
+        assert whole["sidecar"]["prompts"]["user"] == upstream
+        assert whole == item | {"sidecar": sidecar | {"prompts": whole["sidecar"]["prompts"]}}
+
+
 async def test_unknown_artifact_is_404_naming_it(client: httpx.AsyncClient) -> None:
     artifact_id = uuid.uuid4()
 
@@ -358,3 +387,23 @@ async def test_a_directory_is_not_served_as_content(
     detail = await error_detail(client, f"/artifacts/{artifact.id}/content", 404)
 
     assert detail
+
+
+# PostgreSQL refuses to store such JSON at all.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_stored_sidecar_sqlite_cannot_read_does_not_break_the_list(
+    client: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+        node = await create_node(session, run)
+        broken = await create_artifact(session, node, settings.artifacts_dir)
+        await session.execute(
+            text("UPDATE artifacts SET sidecar = :sidecar WHERE id = :id"),
+            {"sidecar": '{"version": 1, "cost": NaN, "prompts": {}}', "id": broken.id.hex},
+        )
+
+    listed = await client.get(f"/runs/{run.id}/artifacts")
+
+    assert listed.status_code == 200
+    assert listed.json()["items"][0]["sidecar"]["version"] == 1

@@ -15,6 +15,7 @@ from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
 from apps.orchestrator.control import api_keys
 from apps.orchestrator.model.models import ApiKey, KeyRole, utcnow
+from tests.conftest import API_KEY, ROOT
 
 PUBLIC_PATHS = {"/health", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
@@ -47,9 +48,31 @@ async def test_every_route_but_health_and_docs_needs_a_key(
 
 
 async def test_public_paths_answer_without_a_key(client: httpx.AsyncClient) -> None:
-    for path in ("/health", "/healthz", "/openapi.json", "/docs"):
+    for path in ("/health", "/healthz", "/openapi.json", "/docs", "/redoc"):
         response = await client.get(path, headers={"X-API-Key": ""})
         assert response.status_code == 200, path
+
+
+async def test_the_api_reference_can_be_turned_off(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"api_docs_enabled": False}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for headers in ({}, {"X-API-Key": API_KEY}):
+                for path in ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"):
+                    response = await client.get(path, headers=headers)
+                    assert response.status_code == 404, path
+            assert (await client.get("/health")).status_code == 200
+
+
+def test_the_readme_names_every_route_that_needs_no_key() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The API") :]
+    rule = " ".join(section[: section.index("needs a key")].split())
+    for path in ("/health", "/healthz", "/metrics", "/docs", "/redoc", "/openapi.json"):
+        assert f"`{path}`" in rule, path
+    assert "API_DOCS_ENABLED" in rule
+    assert "METRICS_ENABLED" in rule
 
 
 async def test_a_wrong_key_is_401(client: httpx.AsyncClient) -> None:

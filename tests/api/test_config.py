@@ -12,9 +12,12 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from apps.api.app import create_app
+from apps.core.database import unit_of_work
 from apps.core.settings import Settings
+from apps.orchestrator.control import api_keys
 from apps.orchestrator.control.configuration import MAX_DOCUMENT_BYTES
-from tests.conftest import ROOT
+from apps.orchestrator.model.models import KeyRole
+from tests.conftest import ROOT, empty_tables
 
 ADMIN_KEY = "admin-key-Zq81vX0pLm"
 SECRETS = {
@@ -268,3 +271,58 @@ async def test_validating_changes_nothing(app: FastAPI, client: httpx.AsyncClien
     assert dict(os.environ) == environment
     assert (await client.get("/config/operator")).json() == before
     assert (await client.get("/runs", headers={"X-API-Key": "another-key"})).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "location"),
+    [
+        (b"PORT: 2020-13-45\n", YAML, "PORT"),
+        (b"PORT: 2020-02-30\n", YAML, "PORT"),
+        (b"PORT: " + b"9" * 5000 + b"\n", YAML, "PORT"),
+        (b"ARTIFACTS_DIR: ~nosuchuser/x\n", YAML, "ARTIFACTS_DIR"),
+        (b"SENTRY_DSN: not-a-dsn\n", YAML, "SENTRY_DSN"),
+        (b"gates: {writer: {timeout_minutes: 2020-13-45}}", YAML, "gates.writer.timeout_minutes"),
+    ],
+)
+async def test_a_value_no_parser_can_build_is_a_problem_not_a_500(
+    client: httpx.AsyncClient, body: bytes, headers: dict[str, str], location: str
+) -> None:
+    response = await client.post("/config/validate", content=body, headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert [problem["location"] for problem in response.json()["problems"]] == [location]
+
+
+async def test_a_json_integer_past_what_python_reads_is_400(client: httpx.AsyncClient) -> None:
+    body = b'{"PORT": ' + b"9" * 5000 + b"}"
+    response = await client.post(
+        "/config/validate", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "5000 digits" in response.json()["detail"]
+
+
+async def test_a_viewer_sees_no_credential_inside_any_url(settings: Settings) -> None:
+    """Passwords and keys given as URL query parameters are credentials as much as user-info."""
+    configured = settings.model_copy(
+        update={
+            "alembic_database_url": "postgresql+asyncpg://crew@db:5432/crew?password=alembic-Zx9q",
+            "openai_base_url": "https://llm.example/v1?api_key=llm-key-Zx9q&region=eu",
+            "ollama_base_url": "http://ollama:Ollama-pass-Zx9q@gpu:11434/v1",
+        }
+    )
+    app = create_app(configured)
+    async with app.router.lifespan_context(app):
+        async with unit_of_work(app.state.sessions) as session:
+            viewer = (await api_keys.create_key(session, "reader", KeyRole.VIEWER)).secret
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            response = await client.get("/config/operator", headers={"X-API-Key": viewer})
+            await empty_tables(app.state.sessions)
+
+    assert response.status_code == 200
+    for secret in ("alembic-Zx9q", "llm-key-Zx9q", "Ollama-pass-Zx9q"):
+        assert secret not in response.text
+    effective = response.json()["settings"]
+    assert effective["openai_base_url"] == "https://llm.example/v1?api_key=**********&region=eu"
+    assert effective["ollama_base_url"] == "http://ollama:**********@gpu:11434/v1"

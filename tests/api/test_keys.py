@@ -160,3 +160,22 @@ def test_help_documents_every_command_and_role(tmp_path: Path) -> None:
         assert word in overview.stdout
     for word in ("--name", "--role", "not be shown again"):
         assert word in " ".join(create.stdout.split())
+
+
+def test_the_cli_never_prints_a_database_password(tmp_path: Path) -> None:
+    refused = _keys(
+        "sqlite+aiosqlite:///unused.db",
+        tmp_path,
+        "list",
+        "--database-url",
+        "postgresql://crew:Hunter2-db-pass@127.0.0.1:1",
+    )
+    unreachable = _keys(
+        "postgresql+asyncpg://crew:Hunter2-db-pass@127.0.0.1:1/crew?password=Hunter2-db-pass",
+        tmp_path,
+        "list",
+    )
+    assert (refused.returncode, unreachable.returncode) == (2, 1)
+    for result in (refused, unreachable):
+        assert result.stderr.startswith("error: ")
+        assert "Hunter2-db-pass" not in result.stderr + result.stdout

@@ -1,6 +1,7 @@
 """Metrics, Sentry, request ids and logs through a real uvicorn: a fault reaches a Sentry endpoint
-on loopback with its tags and without secrets, expected outcomes do not, streams keep streaming
-with everything on, and several worker processes report one set of metrics."""
+on loopback with its tags and without secrets, expected outcomes do not, event streams keep
+streaming with everything on and are counted while open, and several worker processes report one
+set of metrics."""
 
 import json
 import subprocess
@@ -10,7 +11,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chat_server import Script, chat_server
 from tests.conftest import API_KEY, ROOT
-from tests.instrumented_app import FAULT_MESSAGE, STREAM_CHUNKS, STREAM_INTERVAL_SECONDS
+from tests.instrumented_app import CREW_FAULT_MESSAGE, FAULT_MESSAGE
 from tests.sentry_sink import sentry_sink
 from tests.servers import api_process, free_port
 
@@ -153,6 +154,32 @@ def test_with_no_dsn_a_fault_is_a_json_500_and_nothing_is_sent(
     assert sink.bodies == []
 
 
+def test_a_bare_crew_error_is_logged_and_reported_like_any_fault(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    run_id = uuid.uuid4()
+    with (
+        sentry_sink() as (sink, dsn),
+        instrumented_api(migrated_database, tmp_path, SENTRY_DSN=dsn) as base_url,
+    ):
+        answer = httpx.get(
+            f"{base_url}/runs/{run_id}/crew-fault",
+            headers={**HEADERS, "X-Request-ID": "crew-fault-1"},
+        )
+        events = sink.wait_for_events(1)
+        time.sleep(0.5)
+        events = sink.events()
+    assert answer.status_code == 500
+    assert answer.json() == {"detail": CREW_FAULT_MESSAGE}
+    [event] = events
+    assert event["tags"]["request_id"] == "crew-fault-1"
+    assert event["tags"]["run_id"] == str(run_id)
+    assert CREW_FAULT_MESSAGE in json.dumps(event["exception"])
+    log = next(tmp_path.glob("server-*.log")).read_text()
+    assert f"fault on GET /runs/{run_id}/crew-fault: {CREW_FAULT_MESSAGE}\nTraceback" in log
+    assert f"apps.core.errors.CrewError: {CREW_FAULT_MESSAGE}" in log
+
+
 NODE_FAULT = textwrap.dedent(
     """
     import logging, sys
@@ -199,32 +226,56 @@ def test_an_unexpected_node_error_reaches_sentry_with_its_run_and_node() -> None
 def test_a_stream_flows_chunk_by_chunk_with_metrics_and_sentry_on(
     migrated_database: str, tmp_path: Path
 ) -> None:
-    run_id = uuid.uuid4()
-    route = {"method": "GET", "route": "/runs/{run_id}/test-stream", "status": "2xx"}
+    route = {"method": "GET", "route": "/runs/{run_id}/events/stream", "status": "2xx"}
+    settings = {"SENTRY_DSN": "", "METRICS_ENABLED": "1", "DEMO_LATENCY_MS": "300"}
     with (
         sentry_sink() as (sink, dsn),
         instrumented_api(
-            migrated_database, tmp_path, SENTRY_DSN=dsn, METRICS_ENABLED="1"
+            migrated_database, tmp_path, **(settings | {"SENTRY_DSN": dsn})
         ) as base_url,
     ):
+        task = {"title": "Streamed", "task_spec": {"type": "demo"}}
+        run_id = httpx.post(f"{base_url}/tasks", headers=HEADERS, json=task).json()["id"]
         arrivals: list[float] = []
         with httpx.stream(
-            "GET", f"{base_url}/runs/{run_id}/test-stream", headers=HEADERS, timeout=10
+            "GET", f"{base_url}/runs/{run_id}/events/stream", headers=HEADERS, timeout=30
         ) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
             assert stream.headers["x-request-id"]
             for chunk in stream.iter_text():
                 arrivals.append(time.monotonic())
-                assert f"data: chunk {len(arrivals) - 1} of run {run_id}" in chunk
+                assert "event: " in chunk or chunk.startswith(":")
                 if len(arrivals) == 1:
                     during = scrape(base_url)
         after = scrape(base_url)
-    assert len(arrivals) == STREAM_CHUNKS
-    assert arrivals[-1] - arrivals[0] >= (STREAM_CHUNKS - 1) * STREAM_INTERVAL_SECONDS * 0.8
+    # plan, the writers, the review and the assembly, 0.3 s each, one after the other
+    assert len(arrivals) >= 4
+    assert arrivals[-1] - arrivals[0] >= 3 * 0.3 * 0.8
     assert during[("crew_sse_subscribers", frozenset())] == 1
     assert after[("crew_sse_subscribers", frozenset())] == 0
     assert after[("crew_http_requests_total", frozenset(route.items()))] == 1
     assert sink.events() == []
+
+
+def test_open_event_streams_are_what_the_gauge_says(migrated_database: str, tmp_path: Path) -> None:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    gauge = ("crew_sse_subscribers", frozenset())
+    opened = []
+    with (
+        api_process(migrated_database, tmp_path, port, METRICS_ENABLED="1"),
+        httpx.Client(base_url=base_url, headers=HEADERS, timeout=30) as client,
+    ):
+        with ExitStack() as streams:
+            for _ in range(3):
+                opened.append(scrape(base_url)[gauge])
+                streams.enter_context(client.stream("GET", "/events/stream"))
+            opened.append(scrape(base_url)[gauge])
+        deadline = time.monotonic() + 10
+        while (closed := scrape(base_url)[gauge]) != 0:
+            assert time.monotonic() < deadline, closed
+            time.sleep(0.1)
+    assert opened == [0, 1, 2, 3]
 
 
 STRONG_KEY = "observability-test-key-4f9d2a7c1e"

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.model.models import Run
@@ -290,6 +291,7 @@ async def test_a_run_has_every_field_with_its_usage_from_its_columns(
         "id": str(run.id),
         "title": "Rapport 80p",
         "status": "failed",
+        "task_type": "report",
         "task_spec": {"type": "report", "max_cost": 1.5},
         "error": "budget_exceeded",
         "created_by": "alice",
@@ -412,3 +414,61 @@ async def test_malformed_run_id_is_422_with_a_detail_string(client: httpx.AsyncC
     detail = await error_detail(client, "/runs/not-a-uuid", 422)
 
     assert "run_id" in detail
+
+
+async def test_a_run_in_a_list_is_a_summary_and_its_spec_is_on_the_run(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    """10 runs of 500 nodes with 20 KB prompts made 102 MB pages; a page is now a summary."""
+    nodes = [{"key": f"n{i}", "role": "writer", "prompt": "x" * 20_000} for i in range(500)]
+    spec = {"type": "dag", "nodes": nodes}
+    async with unit_of_work(sessions) as session:
+        runs = [await create_run(session, task_spec=spec) for _ in range(10)]
+
+    page = await client.get("/runs", params={"limit": 200})
+    one = await client.get(f"/runs/{runs[0].id}")
+
+    assert len(page.content) < 20_000
+    items = page.json()["items"]
+    assert {item["task_type"] for item in items} == {"dag"}
+    assert all("task_spec" not in item for item in items)
+    assert one.json()["task_spec"] == spec
+    assert {key: one.json()[key] for key in items[-1]} == items[-1]
+
+
+async def test_the_openapi_document_says_lists_hold_summaries(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    runs = schema["paths"]["/runs"]["get"]
+    listed = schema["components"]["schemas"]["RunSummary"]
+
+    page = runs["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert page.endswith("Page_RunSummary_")
+    assert "task_spec" not in listed["properties"]
+    assert "GET /runs/{run_id}" in runs["description"]
+    assert "task_spec" in schema["components"]["schemas"]["Run"]["properties"]
+    artifacts = schema["paths"]["/runs/{run_id}/artifacts"]["get"]
+    assert "without `prompts`" in artifacts["description"]
+
+
+# PostgreSQL refuses to store such JSON at all.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_stored_spec_sqlite_cannot_read_does_not_break_the_list(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        broken = await create_run(session, title="Stored by an older version")
+        await create_run(session, title="Fine")
+        # What the API stored before it refused non-finite numbers.
+        await session.execute(
+            text("UPDATE runs SET task_spec = :spec WHERE id = :id"),
+            {"spec": '{"type": "demo", "budget": {"max_cost": NaN}}', "id": broken.id.hex},
+        )
+
+    listed = await client.get("/runs")
+    one = await client.get(f"/runs/{broken.id}")
+
+    assert listed.status_code == one.status_code == 200
+    assert {run["title"]: run["task_type"] for run in listed.json()["items"]} == {
+        "Stored by an older version": None,
+        "Fine": "demo",
+    }

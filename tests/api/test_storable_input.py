@@ -1,11 +1,14 @@
 """Input no database stores as sent (non-finite numbers, integers past 64 bits, NUL characters) is
 a 422 naming where it is, on every route, and writes nothing."""
 
+import tracemalloc
 from typing import Any
 
 import httpx
 import pytest
 
+from apps.api.errors import MAX_REPORTED_ERRORS
+from apps.api.storable_input import unstorable_values
 from apps.core.database import Transactions
 from apps.core.settings import Settings
 from tests.orchestrator.test_run_control import _waiting_at_its_gate
@@ -124,3 +127,47 @@ async def test_without_a_key_the_answer_is_401_whatever_the_body(app: Any) -> No
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as anonymous:
         response = await _post_raw(anonymous, "/tasks", '{"title":"t\\u0000"}')
     assert response.status_code == 401
+
+
+async def test_a_flood_of_bad_values_is_answered_with_the_first_hundred(
+    client: httpx.AsyncClient,
+) -> None:
+    """A body of 50,000 NaNs made a 422 listing 50,000 errors, many times the body's size."""
+    body = '{"title":"t","task_spec":{"type":"demo","x":[' + ",".join(["NaN"] * 50_000) + "]}}"
+    nodes = [{"key": "a", "role": "writer", "prompt": "p", "deps": ["Not A Key!"] * 400}]
+    invalid_deps = {"title": "t", "task_spec": {"type": "dag", "nodes": nodes}}
+
+    nans = await _post_raw(client, "/tasks", body)
+    deps = await client.post("/tasks", json=invalid_deps)
+
+    assert (nans.status_code, deps.status_code) == (422, 422)
+    assert len(nans.json()["errors"]) == len(deps.json()["errors"]) == MAX_REPORTED_ERRORS
+    assert deps.json()["detail"].endswith("; and 300 more problems like these")
+    assert len(nans.content) + len(deps.content) < 50_000
+    assert await _run_count(client) == 0
+
+
+async def test_a_flood_of_unknown_fields_is_one_error(client: httpx.AsyncClient) -> None:
+    flood = {f"field{index}": 0 for index in range(100_000)}
+    small_flood = {f"field{index}": 0 for index in range(3_000)}
+    for path, body, count in [
+        ("/tasks", {"title": "t", "task_spec": {"type": "demo"}, **flood}, "100,000"),
+        ("/tasks", {"title": "t", "task_spec": {"type": "demo", **flood}}, "100,000"),
+        ("/runs/00000000-0000-0000-0000-000000000000/reject", small_flood, "3,000"),
+    ]:
+        response = await client.post(path, json=body)
+        assert response.status_code == 422
+        [error] = response.json()["errors"]
+        assert f"{count} unknown fields, such as 'field0'" in error["msg"]
+
+
+def test_walking_a_body_of_a_million_values_allocates_nothing_per_value() -> None:
+    body = {"title": "t", "task_spec": {"type": "demo", "values": [0.5] * 1_000_000}}
+    tracemalloc.start()
+    try:
+        problems = list(unstorable_values(body, ("body",)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert problems == []
+    assert peak < 100_000

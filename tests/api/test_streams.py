@@ -3,12 +3,14 @@ end too); live streaming over a real server is in test_streams_served.py."""
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from apps.api.revocations import REVOCATION_CHECK_SECONDS
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.control import api_keys
 from apps.orchestrator.model.models import KeyRole, Run
@@ -144,7 +146,9 @@ async def test_the_stream_of_an_unknown_run_is_a_404_before_streaming(
     assert response.json() == {"detail": f"run {run_id} not found"}
 
 
-@pytest.mark.parametrize("last_event_id", ["abc", "-1", "9223372036854775808", "1.5"])
+@pytest.mark.parametrize(
+    "last_event_id", ["abc", "-1", "9223372036854775808", "1.5", "5_0", "+5", "5 5"]
+)
 async def test_a_last_event_id_that_is_not_an_event_id_is_a_400(
     client: httpx.AsyncClient, sessions: SessionFactory, last_event_id: str
 ) -> None:
@@ -156,6 +160,18 @@ async def test_a_last_event_id_that_is_not_an_event_id_is_a_400(
 
     assert response.status_code == 400
     assert "Last-Event-ID" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("after", ["5_0", "+5", "0x5", "5.0"])
+async def test_an_after_that_is_not_an_event_id_is_a_422(
+    client: httpx.AsyncClient, sessions: SessionFactory, after: str
+) -> None:
+    run, _ = await finished_run(sessions)
+
+    for path in (f"/runs/{run.id}/events/stream", "/events"):
+        response = await client.get(path, params={"after": after, "run_id": str(run.id)})
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["errors"][0]["loc"] == ["query", "after"]
 
 
 async def test_a_viewer_may_watch_a_run(
@@ -224,8 +240,56 @@ async def test_a_client_that_hangs_up_mid_stream_releases_its_subscription(
     assert feed.subscriber_count == 0
 
 
-def http_get(path: str) -> dict[str, Any]:
-    """The ASGI scope of a GET with the API key, as uvicorn builds it."""
+@pytest.mark.parametrize("path", ["/events/stream", "/runs/{run_id}/events/stream"])
+async def test_a_stream_ends_within_seconds_of_its_keys_revocation(
+    app: FastAPI, sessions: SessionFactory, path: str
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.RUNNING)
+        await create_event(session, run, type="run.started")
+        watcher = await api_keys.create_key(session, "watcher", KeyRole.VIEWER)
+        other = await api_keys.create_key(session, "other", KeyRole.VIEWER)
+    feed = app.state.event_feed
+    started: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        if not started:
+            started.append(1)
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client never hangs up
+        raise AssertionError
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    def watch(key: str) -> "asyncio.Task[None]":
+        scope = http_get(path.format(run_id=run.id), key)
+        return asyncio.create_task(app(scope, receive, send))
+
+    revoked_stream, other_stream = watch(watcher.secret), watch(other.secret)
+    await until(lambda: feed.subscriber_count == 2)
+    async with unit_of_work(sessions) as session:
+        await api_keys.revoke_key(session, "watcher")
+    revoked_at = asyncio.get_running_loop().time()
+
+    await asyncio.wait_for(revoked_stream, REVOCATION_CHECK_SECONDS + 3)
+
+    assert asyncio.get_running_loop().time() - revoked_at <= REVOCATION_CHECK_SECONDS + 1
+    assert not other_stream.done()
+    assert feed.subscriber_count == 1
+    other_stream.cancel()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(int(WAIT / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+def http_get(path: str, key: str = API_KEY) -> dict[str, Any]:
+    """The ASGI scope of a GET with an API key, as uvicorn builds it."""
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -236,7 +300,7 @@ def http_get(path: str) -> dict[str, Any]:
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"host", b"test"), (b"x-api-key", API_KEY.encode())],
+        "headers": [(b"host", b"test"), (b"x-api-key", key.encode())],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
         "state": {},

@@ -2,6 +2,9 @@
 client receives across a disconnect and a reconnect is exactly what `GET /events` lists."""
 
 import asyncio
+import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +13,7 @@ import httpx
 import pytest
 
 from alembic import command
+from apps.cli.api import SHUTDOWN_GRACE_SECONDS
 from tests.conftest import API_KEY, alembic_config, empty_database_url
 from tests.servers import api_process, free_port
 from tests.sse import SseStream
@@ -148,3 +152,69 @@ async def test_the_firehose_streams_every_run(client: httpx.AsyncClient) -> None
     for run_id in run_ids:
         events = [event for event in received.events if event["run_id"] == run_id]
         assert events == await polled(client, run_id)
+
+
+async def test_a_stream_resumed_past_the_newest_event_ends_with_its_run(
+    client: httpx.AsyncClient,
+) -> None:
+    """An id no event has yet cannot have been seen: the stream goes on from the newest event
+    and ends after the run's final one, instead of waiting for ids that come much later."""
+    run_id = await start_demo(client, "Resumed from the future")
+
+    streamed, ended = await read(
+        client, f"/runs/{run_id}/events/stream", headers={"Last-Event-ID": str(10**15)}
+    )
+
+    assert ended
+    assert streamed.messages[-1]["event"] == "run.succeeded"
+
+
+def test_a_stopping_server_ends_its_streams_at_once_and_quietly(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    """uvicorn waits for responses to end before it stops: open streams used to hold it for the
+    whole grace period, then die cancelled with a traceback each."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    ended: list[bool] = []
+
+    def watch(path: str) -> None:
+        with (
+            httpx.Client(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=WAIT) as http,
+            http.stream("GET", path) as response,
+        ):
+            for _ in response.iter_bytes():
+                pass
+            ended.append(True)
+
+    with api_process(migrated_database, tmp_path, port, WORKER_IN_API="0") as server:
+        task = {"title": "Never run", "task_spec": {"type": "demo"}}
+        run_id = httpx.post(f"{base_url}/tasks", json=task, headers={"X-API-Key": API_KEY}).json()
+        paths = ["/events/stream"] * 10 + [f"/runs/{run_id['id']}/events/stream"] * 10
+        watchers = [threading.Thread(target=watch, args=(path,)) for path in paths]
+        for watcher in watchers:
+            watcher.start()
+        _wait(lambda: _open_streams(tmp_path, port) == len(paths))
+        asked_to_stop = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=WAIT)
+        stopped_after = time.monotonic() - asked_to_stop
+        for watcher in watchers:
+            watcher.join(WAIT)
+
+    log = (tmp_path / f"server-{port}.log").read_text()
+    assert stopped_after < SHUTDOWN_GRACE_SECONDS / 2
+    assert "Traceback" not in log
+    assert "Cancel" not in log
+    assert ended == [True] * len(paths)
+
+
+def _open_streams(workdir: Path, port: int) -> int:
+    return (workdir / f"server-{port}.log").read_text().count("/events/stream HTTP/1.1")
+
+
+def _wait(condition: Any) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

@@ -45,3 +45,17 @@ def test_a_breadcrumb_loses_prompts_and_secrets() -> None:
         "message": f"POST with {FILTERED}",
         "data": {"messages": FILTERED, "url": "/x"},
     }
+
+
+def test_an_event_loses_credentials_no_setting_names() -> None:
+    event = {
+        "request": {"url": "http://api/runs", "query_string": "api_key=k-123456&limit=5"},
+        "exception": {
+            "values": [{"value": "cannot connect to postgresql://crew:Hunter2-pw@db/crew"}]
+        },
+        "breadcrumbs": {"values": [{"message": "HTTP 401: Authorization: Bearer sk-echoed-123"}]},
+    }
+    cleaned = Scrubber([]).before_send(event, {})
+    assert cleaned["request"]["query_string"] == f"api_key={FILTERED}&limit=5"
+    assert "Hunter2-pw" not in cleaned["exception"]["values"][0]["value"]
+    assert "sk-echoed-123" not in cleaned["breadcrumbs"]["values"][0]["message"]

@@ -5,15 +5,14 @@ import sys
 import uuid
 
 from apps.core.logs import (
-    REDACTED,
     ContextFilter,
     JsonFormatter,
     TextFormatter,
     current_context,
     log_context,
     request_context,
-    secret_values,
 )
+from apps.core.redaction import REDACTED, configured_secrets
 from apps.core.settings import load_settings
 from tests.conftest import ROOT
 
@@ -87,7 +86,7 @@ def test_the_logging_config_writes_json_lines_without_the_key() -> None:
 
 def test_a_secret_too_short_to_tell_from_words_is_not_redacted() -> None:
     settings = load_settings(_env_file=None, api_key="k", openai_api_key="sk-long-enough")
-    assert secret_values(settings) == ["sk-long-enough"]
+    assert configured_secrets(settings) == ["sk-long-enough"]
 
 
 def test_text_is_the_default_format() -> None:

@@ -193,3 +193,42 @@ def test_production_mode_refuses_a_missing_or_placeholder_key(tmp_path: Path, ap
     assert result.returncode != 0
     assert "API_KEY is missing or a placeholder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_sentry_dsn_or_home_directory_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    bad_dsn = _serve(tmp_path, SENTRY_DSN="not-a-dsn")
+    no_home = _serve(tmp_path, ARTIFACTS_DIR="~nosuchuser/x")
+
+    assert bad_dsn.returncode != 0
+    assert bad_dsn.stderr.strip().splitlines() == [
+        "error: invalid setting SENTRY_DSN: not a Sentry DSN: Unsupported scheme ''"
+    ]
+    assert no_home.returncode != 0
+    assert no_home.stderr.strip().splitlines() == [
+        "error: invalid setting ARTIFACTS_DIR: ~nosuchuser/x: the home directory of "
+        "~nosuchuser is unknown (got '~nosuchuser/x')"
+    ]
+
+
+def test_a_gate_policy_value_yaml_cannot_build_names_the_file(tmp_path: Path) -> None:
+    policy = tmp_path / "operator.yaml"
+    policy.write_text("gates:\n  writer:\n    timeout_minutes: 2020-13-45\n")
+
+    result = _serve(tmp_path, GATE_POLICY_FILE=str(policy))
+
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: invalid setting GATE_POLICY_FILE: {policy}: ")
+    assert "gates.writer.timeout_minutes: Input should be a valid number" in line
+
+
+def test_a_database_password_is_not_printed_when_start_up_refuses_its_url(tmp_path: Path) -> None:
+    for url in (
+        "mysql://crew:Hunter2-db-pass@db/crew",
+        "postgresql://crew:Hunter2-db-pass@db",
+        "postgresql://crew@db?password=Hunter2-db-pass",
+    ):
+        result = _serve(tmp_path, DATABASE_URL=url)
+        assert result.returncode != 0
+        assert "DATABASE_URL: " in result.stderr
+        assert "Hunter2-db-pass" not in result.stderr

@@ -1,9 +1,11 @@
 """The OpenAI-compatible provider against a real HTTP server on loopback."""
 
+import json
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings
@@ -116,3 +118,43 @@ async def test_a_run_on_openai_retries_a_429_and_costs_what_the_price_table_says
     (artifact,) = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
     assert artifact["sidecar"]["provider"] == "openai"
     assert artifact["sidecar"]["attempt"] == 3
+
+
+async def test_a_provider_error_echoing_the_key_is_stored_without_it(
+    transactions: Transactions,
+    base_url: str,
+    script: Script,
+    client: httpx.AsyncClient,
+    sessions: SessionFactory,
+    settings: Settings,
+) -> None:
+    script.replies.extend([("echo", 401)])
+    on_openai = settings.model_copy(
+        update={
+            "llm_default_provider": "openai",
+            "llm_default_model": "gpt-4o-mini",
+            "openai_base_url": base_url,
+            "openai_api_key": SecretStr(KEY),
+        }
+    )
+    task = TaskRequest.model_validate(
+        {
+            "title": "Refused",
+            "task_spec": {
+                "type": "dag",
+                "nodes": [{"key": "draft", "role": "writer", "prompt": "Draft."}],
+            },
+        }
+    )
+    async with unit_of_work(sessions) as session:
+        run_id = str(await submit_task(session, task, created_by="test", settings=on_openai))
+
+    run = await run_to_the_end(Worker(transactions, on_openai), sessions, client, run_id)
+
+    assert script.authorizations == [f"Bearer {KEY}"]
+    assert run["status"] == "failed"
+    assert "HTTP 401: rejected Authorization: Bearer [redacted]" in run["error"]
+    (node,) = (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
+    events = (await client.get("/events", params={"run_id": run_id})).json()["items"]
+    for stored in (run["error"], node["error"], json.dumps(events)):
+        assert KEY not in stored

@@ -165,7 +165,8 @@ async def test_a_rejection_with_retry_runs_the_node_again_with_the_notes_as_feed
     nodes = await _nodes(client, run_id)
     assert (nodes["draft"]["status"], nodes["draft"]["attempt"]) == ("waiting_approval", 2)
     artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
-    assert "cite your sources" in artifacts[-1]["sidecar"]["prompts"]["user"]
+    retried = (await client.get(f"/artifacts/{artifacts[-1]['id']}")).json()
+    assert "cite your sources" in retried["sidecar"]["prompts"]["user"]
     assert (await client.post(f"/runs/{run_id}/approve", json={})).status_code == 200
     await Worker(transactions, settings).drain()
     assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"

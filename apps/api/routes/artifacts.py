@@ -8,12 +8,13 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from apps.api.dependencies import ArtifactStore, Cursor, Limit, ReadConnection
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Artifact, Page
 from apps.orchestrator.infra.storage.base import StoredFile
 from apps.orchestrator.reading import artifacts
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 
-router = APIRouter(tags=["artifacts"])
+router = APIRouter(tags=["artifacts"], route_class=ProtectedRoute)
 
 _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"*/*": {}}, "description": "The artifact's file."},
@@ -30,7 +31,8 @@ async def list_artifacts(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[Artifact]:
-    """Artifacts in the order they were written."""
+    """Artifacts in the order they were written; their sidecars without `prompts`, which
+    `GET /artifacts/{artifact_id}` has."""
     page = await artifacts.list_artifacts(
         connection, run_id=run_id, node_id=node_id, limit=limit, cursor=cursor
     )
@@ -44,13 +46,14 @@ async def list_run_artifacts(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[Artifact]:
-    """A run's artifacts in the order they were written."""
+    """A run's artifacts in the order they were written; their sidecars without `prompts`, which
+    `GET /artifacts/{artifact_id}` has."""
     return await list_artifacts(connection, run_id=run_id, limit=limit, cursor=cursor)
 
 
 @router.get("/artifacts/{artifact_id}")
 async def get_artifact(connection: ReadConnection, artifact_id: uuid.UUID) -> Artifact:
-    """One artifact's metadata and sidecar."""
+    """One artifact's metadata and whole sidecar, its prompts included."""
     return Artifact.model_validate(await artifacts.get_artifact(connection, artifact_id))
 
 

@@ -6,14 +6,13 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.config_schemas import OperatorConfig, ValidationReport
-from apps.core.errors import PayloadTooLarge
+from apps.api.routing import ProtectedRoute
 from apps.orchestrator.control import configuration
 from apps.orchestrator.control.configuration import MAX_DOCUMENT_BYTES, DocumentKind
 from apps.orchestrator.model.models import KeyRole
 
-router = APIRouter(prefix="/config", tags=["config"])
+router = APIRouter(prefix="/config", tags=["config"], route_class=ProtectedRoute)
 
-_TOO_LARGE = f"the document is over {MAX_DOCUMENT_BYTES} bytes"
 _DOCUMENT = {
     "requestBody": {
         "required": True,
@@ -29,16 +28,8 @@ _DOCUMENT = {
 
 
 async def _document_body(request: Request) -> bytes:
-    """The raw body, refused with 413 as soon as it passes the limit."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
-        raise PayloadTooLarge(_TOO_LARGE)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_DOCUMENT_BYTES:
-            raise PayloadTooLarge(_TOO_LARGE)
-    return bytes(body)
+    """The raw body; the route refuses one over its limit before it is read."""
+    return await request.body()
 
 
 DocumentBody = Annotated[bytes, Depends(_document_body)]
@@ -61,10 +52,10 @@ async def get_operator_config(request: Request) -> OperatorConfig:
 @router.post(
     "/validate",
     openapi_extra=_DOCUMENT,
+    max_body_size=MAX_DOCUMENT_BYTES,
     responses={
         **forbidden_below(KeyRole.OPERATOR),
         400: {"description": "The body is empty, or not JSON or YAML; `detail` says where."},
-        413: {"description": "The body is over the size limit."},
         422: {"description": "`kind` is not settings or gate_policy, or query and body differ."},
     },
 )

@@ -11,6 +11,7 @@ from fastapi import APIRouter, BackgroundTasks, Path, Request
 
 from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.dependencies import ArtifactStore, DbTransactions
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
 from apps.core.database import Transactions
 from apps.orchestrator.control import decisions, run_control
@@ -18,9 +19,11 @@ from apps.orchestrator.engine.gates import count_gate_decision
 from apps.orchestrator.infra.storage import base as artifact_store
 from apps.orchestrator.model.models import KeyRole
 
-router = APIRouter(tags=["control"])
+router = APIRouter(tags=["control"], route_class=ProtectedRoute)
 
 RunId = Annotated[uuid.UUID, Path(description="Run id.")]
+# An approval may carry the gated artifact's new content.
+MAX_APPROVAL_BYTES = 4 * 1024 * 1024
 _DECISION_ERRORS = {
     **forbidden_below(KeyRole.OPERATOR),
     404: {"description": "No such run."},
@@ -56,7 +59,7 @@ async def _decide(
     return Gate.model_validate(gate)
 
 
-@router.post("/runs/{run_id}/approve", responses=_DECISION_ERRORS)
+@router.post("/runs/{run_id}/approve", responses=_DECISION_ERRORS, max_body_size=MAX_APPROVAL_BYTES)
 async def approve_gate(
     caller: OperatorCaller,
     run_id: RunId,

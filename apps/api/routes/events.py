@@ -5,13 +5,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from apps.api.dependencies import Cursor, Limit, ReadConnection
+from apps.api.dependencies import Cursor, EventIdQuery, Limit, ReadConnection
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Event, Page
 from apps.core.text import NO_NUL
 from apps.orchestrator.reading import events
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_INT64
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 
 
 @router.get("/events")
@@ -19,7 +20,7 @@ async def list_events(
     connection: ReadConnection,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
     after: Annotated[
-        int | None,
+        EventIdQuery,
         Query(ge=0, le=MAX_INT64, description="Only events with an id above this one."),
     ] = None,
     type: Annotated[

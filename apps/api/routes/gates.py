@@ -6,12 +6,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from apps.api.dependencies import Cursor, Limit, ReadConnection
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Gate, Page
 from apps.orchestrator.model.states import GateStatus
 from apps.orchestrator.reading import gates
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 
-router = APIRouter(tags=["gates"])
+router = APIRouter(tags=["gates"], route_class=ProtectedRoute)
 
 
 @router.get("/gates")

@@ -5,11 +5,12 @@ import uuid
 from fastapi import APIRouter
 
 from apps.api.dependencies import Cursor, Limit, ReadConnection
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Node, Page
 from apps.orchestrator.reading import nodes
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 
-router = APIRouter(tags=["nodes"])
+router = APIRouter(tags=["nodes"], route_class=ProtectedRoute)
 
 
 @router.get("/runs/{run_id}/nodes")

@@ -8,14 +8,15 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from apps.api.dependencies import CURSOR_HELP, LIMIT_HELP, ReadConnection
-from apps.api.schemas import Page, Run
+from apps.api.routing import ProtectedRoute
+from apps.api.schemas import Page, Run, RunSummary
 from apps.api.timezone import as_utc
 from apps.core.text import NO_NUL
 from apps.orchestrator.model.states import RunStatus
 from apps.orchestrator.reading import runs
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=ProtectedRoute)
 
 
 class RunQuery(BaseModel):
@@ -39,8 +40,11 @@ class RunQuery(BaseModel):
 
 
 @router.get("/runs")
-async def list_runs(connection: ReadConnection, query: Annotated[RunQuery, Query()]) -> Page[Run]:
-    """Runs, newest first."""
+async def list_runs(
+    connection: ReadConnection, query: Annotated[RunQuery, Query()]
+) -> Page[RunSummary]:
+    """Runs, newest first, as summaries: each without its task spec, which
+    `GET /runs/{run_id}` has."""
     where = runs.RunFilter(
         status=query.status,
         title_contains=query.q,
@@ -50,10 +54,10 @@ async def list_runs(connection: ReadConnection, query: Annotated[RunQuery, Query
         else None,
     )
     page = await runs.list_runs(connection, where, query.limit, query.cursor)
-    return Page[Run].model_validate({"items": page.items, "next_cursor": page.next_cursor})
+    return Page[RunSummary].model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
 @router.get("/runs/{run_id}")
 async def get_run(connection: ReadConnection, run_id: uuid.UUID) -> Run:
-    """One run, with its node counts by status and its usage totals."""
+    """One run, with its task spec, its node counts by status and its usage totals."""
     return Run.model_validate(await runs.get_run(connection, run_id))

@@ -15,13 +15,17 @@ from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from apps.api.auth import Caller, Principal
+from apps.api.dependencies import EVENT_ID, EventIdQuery
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Event
 from apps.api.timezone import request_zone
 from apps.core.errors import BadRequest
+from apps.core.metrics import sse_subscriber_closed, sse_subscriber_opened
 from apps.orchestrator.reading.event_feed import Batches, EventFeed, StreamedEvent
 from apps.orchestrator.reading.pagination import MAX_INT64
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -57,15 +61,18 @@ class EventStreamResponse(StreamingResponse):
     Not FastAPI's `EventSourceResponse`: that one streams a generator's items one by one through
     two task hops each, where a stream here writes whatever piled up since its last write in one
     go, which is what lets one process serve hundreds of subscribers. It closes its iterator
-    however it ends, a disconnect included, so the subscription is released at once.
+    however it ends, a disconnect included, so the subscription is released at once, and it is
+    counted in `crew_sse_subscribers` while it is open.
     """
 
     media_type = "text/event-stream"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sse_subscriber_opened()
         try:
             await super().__call__(scope, receive, send)
         finally:
+            sse_subscriber_closed()
             if isinstance(self.body_iterator, AsyncGenerator):
                 await self.body_iterator.aclose()
 
@@ -77,7 +84,7 @@ def _event_feed(request: Request) -> EventFeed:
 
 Feed = Annotated[EventFeed, Depends(_event_feed)]
 After = Annotated[
-    int | None,
+    EventIdQuery,
     Query(ge=0, le=MAX_INT64, description="Resume after this event id (as Last-Event-ID does)."),
 ]
 LastEventId = Annotated[
@@ -96,13 +103,9 @@ def _resume_after(after: int | None, last_event_id: str | None) -> int | None:
     """
     if not last_event_id:
         return after
-    try:
-        last_seen = int(last_event_id)
-    except ValueError:
-        last_seen = -1
-    if not 0 <= last_seen <= MAX_INT64:
+    if not EVENT_ID.fullmatch(last_event_id) or int(last_event_id) > MAX_INT64:
         raise BadRequest(f"Last-Event-ID {last_event_id!r} is not an event id")
-    return max(last_seen, after or 0)
+    return max(int(last_event_id), after or 0)
 
 
 def _encoded(streamed: StreamedEvent, zone: str) -> bytes:
@@ -127,16 +130,24 @@ async def _sse_chunks(batches: Batches) -> AsyncIterator[bytes]:
 
 
 async def _respond(
-    request: Request, feed: EventFeed, run_id: uuid.UUID | None, after: int | None
+    request: Request,
+    caller: Principal,
+    feed: EventFeed,
+    run_id: uuid.UUID | None,
+    after: int | None,
 ) -> EventStreamResponse:
     heartbeat = request.app.state.settings.sse_heartbeat_seconds
-    batches = await feed.follow(run_id=run_id, after=after, heartbeat_seconds=heartbeat)
+    # Owned by the caller's key: the stream ends when the key is revoked (`revocations`).
+    batches = await feed.follow(
+        run_id=run_id, after=after, heartbeat_seconds=heartbeat, owner=caller.key_id
+    )
     return EventStreamResponse(_sse_chunks(batches), headers=_STREAM_HEADERS)
 
 
 @router.get("/events/stream", response_class=EventStreamResponse, responses=_STREAM_RESPONSES)
 async def stream_events(
     request: Request,
+    caller: Caller,
     feed: Feed,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
     after: After = None,
@@ -146,9 +157,10 @@ async def stream_events(
 
     With `run_id`, the run's events from its first (or after `Last-Event-ID` / `after`), ending
     after the run's final event. Without, every run's events from now on (or after the id given),
-    never ending: the operator's firehose.
+    never ending: the operator's firehose. Either ends within seconds of the revocation of the
+    key that opened it.
     """
-    return await _respond(request, feed, run_id, _resume_after(after, last_event_id))
+    return await _respond(request, caller, feed, run_id, _resume_after(after, last_event_id))
 
 
 @router.get(
@@ -158,10 +170,12 @@ async def stream_events(
 )
 async def stream_run_events(
     request: Request,
+    caller: Caller,
     feed: Feed,
     run_id: uuid.UUID,
     after: After = None,
     last_event_id: LastEventId = None,
 ) -> EventStreamResponse:
-    """One run's events as Server-Sent Events, live, ending after the run's final event."""
-    return await _respond(request, feed, run_id, _resume_after(after, last_event_id))
+    """One run's events as Server-Sent Events, live, ending after the run's final event (or
+    within seconds of the revocation of the key that opened it)."""
+    return await _respond(request, caller, feed, run_id, _resume_after(after, last_event_id))

@@ -4,18 +4,24 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 
 from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.dependencies import DbSession
+from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Run
 from apps.orchestrator.engine import submission
 from apps.orchestrator.model.models import KeyRole
 from apps.orchestrator.plans.task_specs import TaskRequest
 from apps.orchestrator.reading import runs
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], route_class=ProtectedRoute)
+
+# The largest plan a task spec allows (500 nodes with 20,000-character prompts) is about 10 MB
+# of JSON; a body larger than this is refused before it is read.
+MAX_TASK_BYTES = 16 * 1024 * 1024
 
 
 @router.post(
     "/tasks",
     status_code=202,
+    max_body_size=MAX_TASK_BYTES,
     responses={
         **forbidden_below(KeyRole.OPERATOR),
         422: {"description": "The task spec is invalid; `detail` says where and why."},

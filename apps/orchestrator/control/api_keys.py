@@ -10,6 +10,7 @@ import re
 import secrets
 import string
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -141,3 +142,13 @@ async def record_use(connection: AsyncConnection, key_id: uuid.UUID, now: dateti
         )
         .values(last_used_at=now)
     )
+
+
+async def revoked_among(
+    connection: AsyncConnection, key_ids: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Those of `key_ids` that are revoked (or no longer exist), in one query."""
+    active = await connection.scalars(
+        select(ApiKey.id).where(ApiKey.id.in_(key_ids), ApiKey.revoked_at.is_(None))
+    )
+    return set(key_ids) - set(active)

@@ -9,12 +9,12 @@ sending it as a gate-policy document).
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from apps.core.errors import BadRequest, Unprocessable
+from apps.core.redaction import configured_secrets, redact
 from apps.core.roles import ROLES
 from apps.core.settings import Settings, setting_problem
 from apps.core.validation import Problem
@@ -38,23 +38,19 @@ SECRET_SETTINGS = frozenset(
 )
 
 
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}"))
-
-
 def redacted_settings(settings: Settings) -> dict[str, Any]:
-    """Every setting's value as JSON, secrets replaced by asterisks (null stays null) and the
-    password of every URL hidden."""
+    """Every setting's value as JSON, secrets replaced by asterisks (null stays null), and every
+    text passed through `redact`: the credentials inside URLs (passwords, `?password=`,
+    `api_key=`) are hidden too."""
+    secrets = configured_secrets(settings)
     values = settings.model_dump(mode="json")
-    for name in SECRET_SETTINGS:
-        values[name] = None if values[name] is None else REDACTED
     for name, value in values.items():
-        if name.endswith("_url") and isinstance(value, str):
-            values[name] = _without_password(value)
+        if name in SECRET_SETTINGS:
+            values[name] = None if value is None else REDACTED
+        elif isinstance(value, str):
+            values[name] = redact(value, secrets, REDACTED)
+        elif isinstance(value, list):
+            values[name] = [redact(str(item), secrets, REDACTED) for item in value]
     return values
 
 

@@ -2,6 +2,7 @@
 metadata beside it — ending in an `Outcome` for the Manager to record."""
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import json
@@ -13,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from apps.core.errors import NotFound, ServiceUnavailable
+from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
 from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest, Provider, ProviderError
 from apps.orchestrator.infra.storage.base import (
@@ -124,16 +126,25 @@ class Executor:
         self.providers = providers
         self.store = store
         self.settings = settings
+        self._secrets = configured_secrets(settings)
 
     async def attempt(self, work: NodeWork) -> Outcome:
-        """One attempt of `work`; every expected failure is a `Failed`, never an exception."""
+        """One attempt of `work`; every expected failure is a `Failed`, never an exception.
+
+        A failure's message is stored on the node and the run and shown to every viewer: what
+        a provider or the store said (an echoed Authorization header, a URL with its
+        password) is redacted first.
+        """
         try:
-            return await self._attempt(work)
+            outcome = await self._attempt(work)
         except (NotFound, ServiceUnavailable) as error:
             # A dependency's output is missing or this one could not be stored: a later
             # attempt, maybe on another host, may find the store whole again.
             message = f"artifact store: {error.detail}"
-            return Failed(work, message, retryable=True, cause="artifact_store")
+            outcome = Failed(work, message, retryable=True, cause="artifact_store")
+        if isinstance(outcome, Failed):
+            return dataclasses.replace(outcome, message=redact(outcome.message, self._secrets))
+        return outcome
 
     async def _attempt(self, work: NodeWork) -> Outcome:
         provider = self.providers.get(work.provider)

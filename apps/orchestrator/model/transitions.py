@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from apps.core.database import insert_at_commit
 from apps.core.errors import InvalidTransition
-from apps.core.text import storable_text
+from apps.core.text import storable_error
 from apps.orchestrator.model.models import EVENTS, NODES, Node, Run, utcnow
 from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
@@ -86,7 +86,7 @@ def move_runs(
     Going back to running from anything but queued is recorded as `run.resumed`.
     """
     now = utcnow()
-    error = storable_text(error) if error is not None else None
+    error = storable_error(error) if error is not None else None
     values: dict[str, Any] = {"status": target, "updated_at": now}
     if current in RUN_RESUMABLE and target is RunStatus.RUNNING:
         values |= {"finished_at": None, "error": None, "cancel_requested_at": None}
@@ -214,7 +214,7 @@ def move_nodes(
     """Move the nodes in `current` that match `where` to `target`, setting `columns` too, with
     an event each; the moved nodes in plan order. `parameters` binds what `columns` leave as
     parameters."""
-    error = storable_text(error) if error is not None else None
+    error = storable_error(error) if error is not None else None
     values = node_values(current, target, utcnow(), error) | columns
     connection = session.connection()
     result = connection.execute(

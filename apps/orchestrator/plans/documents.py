@@ -2,7 +2,9 @@
 
 Both readers are strict where a silent guess would hide a mistake: a key given twice is an error
 (PyYAML and `json` would keep the last one), and YAML aliases are refused, so a small document
-cannot expand into a huge one. Errors say where, as `line L, column C: what`.
+cannot expand into a huge one. Errors say where, as `line L, column C: what`. A YAML scalar that
+looks like a value Python cannot build (`2020-13-45`, an integer of 5,000 digits) stays the text
+it was written as, for the checks of its field to judge.
 """
 
 import json
@@ -11,7 +13,7 @@ from typing import Any
 import yaml
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 
 class DocumentError(ValueError):
@@ -19,6 +21,16 @@ class DocumentError(ValueError):
 
 
 class _StrictLoader(yaml.SafeLoader):
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError):
+            if not isinstance(node, ScalarNode):
+                raise
+        self.recursive_objects.pop(node, None)
+        self.constructed_objects[node] = node.value
+        return node.value
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
@@ -63,10 +75,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        # Past `sys.get_int_max_str_digits()`: reading it would cost quadratic time.
+        raise DocumentError(f"an integer of {len(text.lstrip('-'))} digits is too long") from None
+
+
 def read_json(data: bytes) -> Any:
     """The JSON document in `data`, or `DocumentError` saying where."""
     try:
-        return json.loads(data, object_pairs_hook=_unique_keys)
+        return json.loads(data, object_pairs_hook=_unique_keys, parse_int=_integer)
     except json.JSONDecodeError as error:
         raise DocumentError(f"line {error.lineno}, column {error.colno}: {error.msg}") from None
     except UnicodeDecodeError:

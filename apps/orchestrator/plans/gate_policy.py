@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from apps.core.roles import NODE_KEY_PATTERN, ROLES, NodeKey, Role
 from apps.core.settings import Settings, SettingsError
+from apps.core.strict_models import StrictModel
 from apps.core.validation import Problem, error_location, error_message
 from apps.orchestrator.plans.documents import DocumentError, read_yaml
 
@@ -54,7 +55,7 @@ class GatePolicyError(ValueError):
     """A gate policy file that cannot be used; the message names the file, where and why."""
 
 
-class GateRule(BaseModel):
+class GateRule(StrictModel):
     """A gate rule. A field left out (or null) is inherited from the rule before it; only
     `timeout_minutes: null` is a value of its own: no timeout."""
 

@@ -6,9 +6,10 @@ which node and why (a cycle names its path).
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from apps.core.roles import NodeKey, Role
+from apps.core.strict_models import StrictModel
 from apps.orchestrator.plans.gate_policy import GateRule
 
 MAX_NODES = 500
@@ -17,7 +18,7 @@ MAX_SECTIONS = 40
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
-class Spec(BaseModel):
+class Spec(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -34,7 +35,9 @@ class NodeSpec(Spec):
     key: NodeKey = Field(description="Unique key of the node in the plan.")
     role: Role = Field(description="Role of the agent that does the step.")
     prompt: str = Field(min_length=1, max_length=20_000, description="What the agent is asked.")
-    deps: list[NodeKey] = Field(default_factory=list, description="Keys this node waits for.")
+    deps: list[NodeKey] = Field(
+        default_factory=list, max_length=MAX_NODES, description="Keys this node waits for."
+    )
     gate: GateRule | None = Field(
         default=None,
         description="A human gate on this node, over the gate policy's rules; required unless "

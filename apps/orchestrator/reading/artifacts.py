@@ -1,11 +1,16 @@
-"""Reading artifacts: metadata with sidecars, in the order they were written, and their files."""
+"""Reading artifacts: metadata with sidecars, in the order they were written, and their files.
+
+A sidecar's `prompts` hold what the node was asked, its dependencies' outputs included, so they
+may be megabytes: lists leave them in the database, and one artifact's metadata has them.
+"""
 
 import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import JSON, ColumnElement, case, cast, func, literal, select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.errors import NotFound
@@ -34,6 +39,28 @@ class ArtifactContent:
     name: str
 
 
+def _sidecar_without_prompts(dialect: str) -> ColumnElement[Any]:
+    removed: ColumnElement[Any]
+    if dialect == "postgresql":
+        # JSON has no key removal of its own; JSONB's orders the keys by length.
+        removed = cast(Artifact.sidecar, JSONB).op("-")(literal("prompts"))
+    else:
+        # A sidecar SQLite's JSON functions refuse (NaN, written by an older version) would fail
+        # the whole page: it is listed whole instead.
+        removed = case(
+            (
+                func.json_valid(Artifact.sidecar) == 1,
+                func.json_remove(Artifact.sidecar, "$.prompts"),
+            ),
+            else_=Artifact.sidecar,
+        )
+    return type_coerce(removed, JSON).label("sidecar")
+
+
+def _listed_columns(dialect: str) -> tuple[Any, ...]:
+    return (*ARTIFACT_COLUMNS[:-1], _sidecar_without_prompts(dialect))
+
+
 # In the order they were written.
 ARTIFACT_ORDER = Keyset("artifacts", ARTIFACTS.c.created_at, ARTIFACTS.c.id)
 
@@ -46,8 +73,9 @@ async def list_artifacts(
     limit: int,
     cursor: str | None,
 ) -> Page[dict[str, Any]]:
-    """Artifacts oldest first, of one run and/or node when given (`NotFound` for an unknown run)."""
-    statement = select(*ARTIFACT_COLUMNS)
+    """Artifacts oldest first, of one run and/or node when given (`NotFound` for an unknown run),
+    their sidecars without `prompts`."""
+    statement = select(*_listed_columns(connection.dialect.name))
     if run_id is not None:
         await require_run(connection, run_id)
         statement = statement.where(Artifact.run_id == run_id)
@@ -59,7 +87,7 @@ async def list_artifacts(
 
 
 async def get_artifact(connection: AsyncConnection, artifact_id: uuid.UUID) -> dict[str, Any]:
-    """One artifact's metadata and sidecar, or `NotFound`."""
+    """One artifact's metadata and whole sidecar, or `NotFound`."""
     statement = select(*ARTIFACT_COLUMNS).where(Artifact.id == artifact_id)
     rows = as_dicts(await connection.execute(statement))
     if not rows:

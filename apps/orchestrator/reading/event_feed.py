@@ -20,7 +20,7 @@ import contextlib
 import functools
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,9 +68,15 @@ class Subscription:
     """What the feed handed one subscriber since it (re)started buffering, bounded in size."""
 
     def __init__(
-        self, run_id: uuid.UUID | None, after: int, limit: int, quiet_seconds: float
+        self,
+        run_id: uuid.UUID | None,
+        after: int,
+        limit: int,
+        quiet_seconds: float,
+        owner: Hashable = None,
     ) -> None:
         self.run_id = run_id
+        self.owner = owner
         self.last_sent = after
         self.overflowed = False
         self.closed = False
@@ -153,6 +159,7 @@ class EventFeed:
         self._firehose: set[Subscription] = set()
         self._recent: dict[int, StreamedEvent] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
 
     @property
     def last_delivered_id(self) -> int:
@@ -162,6 +169,25 @@ class EventFeed:
     @property
     def subscriber_count(self) -> int:
         return len(self._firehose) + sum(len(group) for group in self._by_run.values())
+
+    def stream_owners(self) -> set[Hashable]:
+        """Who opened the streams open now (what `follow` was given as `owner`), None aside."""
+        subscriptions = [*self._firehose, *self._all_run_subscriptions()]
+        return {s.owner for s in subscriptions if s.owner is not None}
+
+    def end_streams_of(self, owners: Collection[Hashable]) -> None:
+        """End the streams opened by any of `owners`, as a stream ends after its run's last
+        event: their subscribers' iterations stop."""
+        for subscription in [*self._firehose, *self._all_run_subscriptions()]:
+            if subscription.owner in owners:
+                subscription.close()
+
+    def end_all_streams(self) -> None:
+        """End every stream, and those that start from now on at once: the process is stopping,
+        and its clients had better reconnect (with their Last-Event-ID) to another."""
+        self._stopping = True
+        for subscription in [*self._firehose, *self._all_run_subscriptions()]:
+            subscription.close()
 
     def poke(self) -> None:
         """New events may be in the database; pokes that come while a read runs coalesce."""
@@ -184,11 +210,15 @@ class EventFeed:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            for subscription in [*self._firehose, *self._all_run_subscriptions()]:
-                subscription.close()
+            self.end_all_streams()
 
     async def follow(
-        self, *, run_id: uuid.UUID | None, after: int | None, heartbeat_seconds: float
+        self,
+        *,
+        run_id: uuid.UUID | None,
+        after: int | None,
+        heartbeat_seconds: float,
+        owner: Hashable = None,
     ) -> Batches:
         """The events after `after` (one run's, or every run's), then the live ones as they come.
 
@@ -196,19 +226,29 @@ class EventFeed:
         run's stream starts at its first event and the firehose at the next event written. The
         stream yields batches in id order, an empty batch when `heartbeat_seconds` pass without
         an event, and ends after the run's final event (at once if the run ended by `after`).
+        An `after` past the newest event is taken as the newest. `owner` names who opened the
+        stream, for `end_streams_of`.
         """
         over = False
-        if run_id is not None:
-            async with self._engine.connect() as connection:
+        async with self._engine.connect() as connection:
+            if after is not None:
+                # An id past the newest event names nothing the client saw: waiting for the
+                # events above it would skip the rest of the run, and its end.
+                after = min(after, await events.latest_event_id(connection))
+            if run_id is not None:
                 final_id = await events.final_event_id(connection, run_id)
-            over = final_id is not None and final_id <= (after or 0)
-        subscription = Subscription(run_id, after or 0, self._buffer_limit, heartbeat_seconds)
+                over = final_id is not None and final_id <= (after or 0)
+        subscription = Subscription(
+            run_id, after or 0, self._buffer_limit, heartbeat_seconds, owner
+        )
         return self._stream(subscription, over=over, from_now=after is None)
 
     async def _stream(self, subscription: Subscription, *, over: bool, from_now: bool) -> Batches:
         if over:
             return
         await self._register(subscription)
+        if self._stopping:
+            subscription.close()
         try:
             if from_now and subscription.run_id is None:
                 subscription.last_sent = await self._latest_event_id()

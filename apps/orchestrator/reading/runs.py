@@ -2,8 +2,11 @@
 
 The list is the API's hot path. Its statements are built once per dialect and filter shape, with
 parameters bound at execution; they select only the columns a run's answer has, and hand the JSON
-parts (`task_spec`, node counts by status, usage totals) back as text for the response model to
-parse, so one page is one round trip and no per-value conversion in Python.
+parts (node counts by status, usage totals, and for one run its `task_spec`) back as text for the
+response model to parse, so one page is one round trip and no per-value conversion in Python.
+
+A run in the list is a summary: its spec's type, not the spec, which may be megabytes (500 nodes
+of 20,000-character prompts). A page's size is bounded whatever the runs hold.
 """
 
 import json
@@ -20,6 +23,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     bindparam,
+    case,
     cast,
     func,
     select,
@@ -76,14 +80,25 @@ def _usage(dialect: str) -> ColumnElement[str]:
     return cast(totals, Text).label("usage")
 
 
-def _select_runs(dialect: str) -> Select[*tuple[Any, ...]]:
+def _task_type(dialect: str) -> ColumnElement[str | None]:
+    task_type: ColumnElement[str | None] = Run.task_spec["type"].as_string()
+    if dialect == "sqlite":
+        # A row an older version stored (NaN in its spec) makes SQLite's JSON functions raise,
+        # which would fail the whole page: such a run's type is shown as unknown instead.
+        task_type = case((func.json_valid(Run.task_spec) == 1, task_type), else_=None)
+    return task_type.label("task_type")
+
+
+def _select_runs(dialect: str, *, with_spec: bool = False) -> Select[*tuple[Any, ...]]:
+    spec = [cast(Run.task_spec, Text).label("task_spec")] if with_spec else []
     return select(
         # The id as the driver gives it (hex text on SQLite): the response model parses it faster
         # than a UUID type processor does.
         type_coerce(Run.id, String).label("id"),
         Run.title,
         Run.status,
-        cast(Run.task_spec, Text).label("task_spec"),
+        _task_type(dialect),
+        *spec,
         Run.error,
         Run.created_by,
         Run.created_at,
@@ -124,7 +139,7 @@ def _list_statement(dialect: str, filters: frozenset[str], resumed: bool) -> Sel
 
 @lru_cache(maxsize=4)
 def _get_statement(dialect: str) -> Select[Any]:
-    return _select_runs(dialect).where(Run.id == bindparam("run_id", type_=Uuid))
+    return _select_runs(dialect, with_spec=True).where(Run.id == bindparam("run_id", type_=Uuid))
 
 
 def _escape_like(text: str) -> str:
@@ -145,16 +160,9 @@ def _filter_parameters(where: RunFilter, dialect: str) -> dict[str, Any]:
     return parameters
 
 
-@lru_cache(maxsize=1024)
-def _task_spec(text: str) -> dict[str, Any]:
-    """The parsed spec. A run's spec never changes, so the runs a dashboard keeps polling are
-    parsed once; the documents are shared and never mutated."""
-    spec: dict[str, Any] = json.loads(text)
-    return spec
-
-
 def _with_task_spec(row: dict[str, Any]) -> dict[str, Any]:
-    row["task_spec"] = _task_spec(row["task_spec"])
+    # Parsed per request, never cached: a spec may be megabytes.
+    row["task_spec"] = json.loads(row["task_spec"])
     return row
 
 
@@ -165,19 +173,18 @@ def _dialect(connection: AsyncConnection) -> str:
 async def list_runs(
     connection: AsyncConnection, where: RunFilter, limit: int, cursor: str | None
 ) -> Page[dict[str, Any]]:
-    """Runs matching `where`, newest first, `limit` at a time after `cursor`."""
+    """Summaries of the runs matching `where`, newest first, `limit` at a time after `cursor`."""
     dialect = _dialect(connection)
     filters = _filter_parameters(where, dialect)
     statement = _list_statement(dialect, frozenset(filters), resumed=cursor is not None)
     position = RUN_ORDER.cursor_parameters(cursor) if cursor is not None else {}
     parameters = {**filters, **position, "limit": limit + 1}
     result = await connection.execute(statement, parameters)
-    rows = [_with_task_spec(row) for row in as_dicts(result)]
-    return RUN_ORDER.page(rows, limit)
+    return RUN_ORDER.page(as_dicts(result), limit)
 
 
 async def get_run(connection: AsyncConnection, run_id: uuid.UUID) -> dict[str, Any]:
-    """One run with its node counts and usage, or `NotFound`."""
+    """One run with its task spec, node counts and usage, or `NotFound`."""
     statement = _get_statement(_dialect(connection))
     return _one_run(as_dicts(await connection.execute(statement, {"run_id": run_id})), run_id)
 

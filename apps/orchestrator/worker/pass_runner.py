@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from apps.core.database import Transactions, describe_fault, is_transient
 from apps.core.error_reporting import report_run_error
 from apps.core.logs import log_context
+from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
 from apps.orchestrator.engine import passes
 from apps.orchestrator.engine.executor import Outcome
@@ -115,13 +116,14 @@ class PassRunner:
             result.postponed += [o for o in outcomes if o.work.run_id in at_fault]
             return
         result.add(rest)
+        secrets = configured_secrets(self.settings)
         for run_id, fault in at_fault.items():
             with log_context(run_id=run_id):
                 report_run_error(fault, run_id=run_id)
                 logger.error("run %s failed: the worker cannot process it", run_id, exc_info=fault)
                 try:
                     await self.transactions.run(
-                        passes.fail_run_at_fault, run_id, describe_fault(fault)
+                        passes.fail_run_at_fault, run_id, redact(describe_fault(fault), secrets)
                     )
                 except Exception:
                     logger.exception("could not fail run %s; its outcomes wait", run_id)
