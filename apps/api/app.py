@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from apps.api.aliases import ALIASES_DESCRIPTION, API_V1, job_routes
 from apps.api.auth import ROLES_DESCRIPTION, authenticate
 from apps.api.errors import install_error_handlers
 from apps.api.middleware import ObservedFastAPI
@@ -96,6 +97,23 @@ async def _running(worker: Worker) -> AsyncIterator[None]:
             await task
 
 
+def _include_routes(app: FastAPI) -> None:
+    """Every route at its path and under /api/v1 (not shown twice in the OpenAPI document), and
+    the Operator Console's `/jobs` names for the run routes."""
+    # The key first: a caller without one learns nothing about its input. Health and metrics
+    # have no timestamps, so a bad X-Timezone is not their concern.
+    checks = [
+        Depends(authenticate),
+        Depends(refuse_unstorable_input),
+        Depends(use_request_timezone),
+    ]
+    protected = (*_PROTECTED_ROUTERS, job_routes(_PROTECTED_ROUTERS))
+    for prefix, shown in (("", True), (API_V1, False)):
+        app.include_router(health.router, prefix=prefix, include_in_schema=shown)
+        for router in protected:
+            app.include_router(router, prefix=prefix, dependencies=checks, include_in_schema=shown)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The API with its routes, auth, error handlers and CORS, configured by `settings`."""
     settings = settings or load_settings()
@@ -104,21 +122,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = ObservedFastAPI(
         title="Crew Orchestrator",
         summary="Operator API for multi-agent LLM runs.",
-        description=ROLES_DESCRIPTION,
+        description=f"{ROLES_DESCRIPTION}\n{ALIASES_DESCRIPTION}",
         version="0.1.0",
         lifespan=_lifespan,
-        dependencies=[Depends(use_request_timezone)],
         **({} if settings.api_docs_enabled else _NO_API_REFERENCE),
     )
     app.state.settings = settings
     app.state.artifact_store = open_artifact_store(settings)
     install_error_handlers(app)
     instrument(app, settings)
-    app.include_router(health.router)
-    # The key first: a caller without one learns nothing about its input.
-    checks = [Depends(authenticate), Depends(refuse_unstorable_input)]
-    for router in _PROTECTED_ROUTERS:
-        app.include_router(router, dependencies=checks)
+    _include_routes(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

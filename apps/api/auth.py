@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from apps.core.errors import Forbidden, Unauthorized
 from apps.core.settings import Settings
 from apps.orchestrator.control import api_keys
-from apps.orchestrator.control.api_keys import ENV_KEY_NAME
+from apps.orchestrator.control.api_keys import ADMIN_TOKEN_NAME, ENV_KEY_NAME
 from apps.orchestrator.model.models import KeyRole, utcnow
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,9 @@ API_DOCS_ENABLED is off): a missing, unknown or revoked key is a 401. Each key h
 - `viewer`: every read (`GET`).
 - `operator`: what a viewer may, plus submitting tasks, deciding gates, cancelling and resuming
   runs, and validating configuration.
-- `admin`: everything. The `API_KEY` setting is an admin key named `admin`.
+- `admin`: everything. The `API_KEY` setting is an admin key named `admin`; the Operator
+  Console's `ADMIN_TOKEN` (the variable `security.admin_token_env` of `conf/operator.yaml`
+  names) is another, named `admin-token`.
 
 A key whose role may not do what it asks gets a 403 naming the role needed. Keys are created,
 listed and revoked with `python -m apps.api.keys`.
@@ -66,11 +68,14 @@ class Principal:
 
 
 def settings_principal(presented: str, settings: Settings) -> Principal | None:
-    """The admin principal when `presented` is the API_KEY setting, else None."""
-    if settings.api_key is not None and hmac.compare_digest(
-        presented.encode(), settings.api_key.get_secret_value().encode()
-    ):
-        return Principal(name=ENV_KEY_NAME, role=KeyRole.ADMIN)
+    """The admin principal when `presented` is the API_KEY setting (named `admin`) or the admin
+    token of the Operator Console (ADMIN_TOKEN or the variable ADMIN_TOKEN_ENV names, named
+    `admin-token`), else None. Both may be set; each is compared in constant time."""
+    for name, key in ((ENV_KEY_NAME, settings.api_key), (ADMIN_TOKEN_NAME, settings.admin_token)):
+        if key is not None and hmac.compare_digest(
+            presented.encode(), key.get_secret_value().encode()
+        ):
+            return Principal(name=name, role=KeyRole.ADMIN)
     return None
 
 

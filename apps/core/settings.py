@@ -1,13 +1,14 @@
-"""Every setting of the service, read once from the environment and `.env`.
+"""Every setting of the service, read once from the environment, `.env` and `conf/operator.yaml`.
 
-Nothing else in the code base reads the environment: entry points call `load_settings()` and pass
-the result down.
+Precedence, highest first: values given in code (tests), the environment, `.env`, the operator
+file (`apps.core.operator_file`), the defaults below. Nothing else in the code base reads the
+environment: entry points call `load_settings()` and pass the result down.
 """
 
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,17 +19,26 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from sentry_sdk.utils import BadDsn, Dsn
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from apps.core import operator_file
+from apps.core.operator_file import DEFAULT_OPERATOR_FILE, ENV_NAME, LogLevel, OperatorFileError
 from apps.core.redaction import redact
 from apps.core.roles import Role
 from apps.core.validation import Problem, error_location, error_message
 
 LLMProvider = Literal["demo", "openai", "ollama"]
-LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["text", "json"]
 
 # Short URL schemes users paste from other tools, mapped to the async driver we run on.
@@ -42,6 +52,7 @@ _ASYNC_DRIVERS = {
 _SECRET_FIELDS = frozenset(
     {
         "api_key",
+        "admin_token",
         "openai_api_key",
         "sentry_dsn",
         "artifact_s3_access_key_id",
@@ -118,6 +129,77 @@ def _keyed_pairs(
     return parsed
 
 
+def _operator_file_values(named: object, *, listen: bool) -> dict[str, Any]:
+    """The settings of the operator file `named` (a path, or None for `conf/operator.yaml` when
+    it is there), by setting name, with `operator_config` the file read; {} when there is none."""
+    if named is None and not DEFAULT_OPERATOR_FILE.is_file():
+        return {}
+    path = Path(str(named)) if named is not None else DEFAULT_OPERATOR_FILE
+    if not path.exists():
+        return {}  # the field's validator names the missing file
+    try:
+        document = operator_file.read_operator_file(path)
+    except OperatorFileError as error:
+        raise SettingsError(f"invalid setting OPERATOR_CONFIG: {error}") from None
+    return {"operator_config": path, **operator_file.setting_values(document, path, listen=listen)}
+
+
+class _OperatorFileSource(PydanticBaseSettingsSource):
+    """The operator file's settings, below the environment and `.env`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], listen: bool) -> None:
+        super().__init__(settings_cls)
+        self.listen = listen
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ answers every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        named = self.current_state.get("operator_config")
+        return _operator_file_values(named, listen=self.listen)
+
+
+class _AdminTokenSource(PydanticBaseSettingsSource):
+    """ADMIN_TOKEN, or the variable ADMIN_TOKEN_ENV names, from the environment or `.env`.
+
+    Above the environment, so that when ADMIN_TOKEN_ENV names another variable an ADMIN_TOKEN
+    left in the environment is no admin key; ADMIN_TOKEN_ENV itself comes, as any setting, from
+    the code, the environment, `.env` or the operator file.
+    """
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        given: InitSettingsSource,
+        environment: EnvSettingsSource,
+        dotenv: EnvSettingsSource,
+    ) -> None:
+        super().__init__(settings_cls)
+        self.given = given
+        self.environments = (environment, dotenv)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ answers its one field
+
+    def _setting(self, name: str) -> object:
+        found = self.given.init_kwargs.get(name)
+        for source in self.environments:
+            found = found or source.env_vars.get(name)
+        return found
+
+    def __call__(self) -> dict[str, Any]:
+        variable = self._setting("admin_token_env")
+        if not variable:
+            named_file = self._setting("operator_config")
+            listed = _operator_file_values(named_file, listen=False)
+            variable = listed.get("admin_token_env", "ADMIN_TOKEN")
+        for source in self.environments:
+            value = source.env_vars.get(str(variable).lower())
+            if value:
+                return {"admin_token": value}
+        return {"admin_token": None}
+
+
 class Settings(BaseSettings):
     """The service's configuration; each field is the environment variable of the same name."""
 
@@ -128,9 +210,28 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
     )
+    # Whether the operator file's `server:` section says where to listen: it is the Operator
+    # Console's address (`make op-console`), and `make api-run` keeps HOST:PORT.
+    listens_as_operator_console: ClassVar[bool] = False
 
     api_key: SecretStr | None = Field(
         default=None, description="Admin API key accepted in X-API-Key or Authorization: Bearer."
+    )
+    admin_token_env: str = Field(
+        default="ADMIN_TOKEN",
+        pattern=ENV_NAME,
+        description="Name of the environment variable holding a second admin key (the "
+        "Operator Console's ADMIN_TOKEN); security.admin_token_env in the operator file.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="The admin key read from the variable ADMIN_TOKEN_ENV names; an admin key "
+        "exactly as API_KEY is, named admin-token in decisions.",
+    )
+    operator_config: Path | None = Field(
+        default=None,
+        description="The Operator Console's YAML settings file (server, security, gates); unset: "
+        "conf/operator.yaml when it is there. Environment and .env win over it.",
     )
     database_url: str = Field(
         default="sqlite+aiosqlite:///./app.db", description="SQLAlchemy URL of the database."
@@ -279,6 +380,36 @@ class Settings(BaseSettings):
         "waits for a human unless its task spec gates it.",
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        assert isinstance(init_settings, InitSettingsSource)
+        assert isinstance(env_settings, EnvSettingsSource)
+        assert isinstance(dotenv_settings, DotEnvSettingsSource)
+        admin_token = _AdminTokenSource(settings_cls, init_settings, env_settings, dotenv_settings)
+        operator = _OperatorFileSource(settings_cls, listen=cls.listens_as_operator_console)
+        return (
+            init_settings,
+            admin_token,
+            env_settings,
+            dotenv_settings,
+            operator,
+            file_secret_settings,
+        )
+
+    @field_validator("operator_config")
+    @classmethod
+    def _operator_config_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.exists():
+            raise ValueError(f"{value}: no such file")
+        return value
+
     @field_validator("database_url", "alembic_database_url")
     @classmethod
     def _database_url_is_async(cls, value: str | None) -> str | None:
@@ -411,9 +542,48 @@ def describe_validation_error(error: ValidationError) -> str:
     return redact("invalid setting " + "; ".join(problems))
 
 
-def load_settings(**overrides: Any) -> Settings:
+class OperatorConsoleSettings(Settings):
+    """The settings of the Operator Console (`make op-console`): the operator file's `server:`
+    section says where to listen, below HOST, PORT and LOG_LEVEL of the environment and `.env`."""
+
+    listens_as_operator_console: ClassVar[bool] = True
+
+
+def load_settings(*, operator_console: bool = False, **overrides: Any) -> Settings:
     """Read the settings, raising `SettingsError` with one line when a value is bad."""
+    kind = OperatorConsoleSettings if operator_console else Settings
     try:
-        return Settings(**overrides)
+        return kind(**overrides)
     except ValidationError as error:
         raise SettingsError(describe_validation_error(error)) from None
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """What a person starting the service should know though nothing stops it: keys of the
+    operator file that nothing reads, an OpenAI agent without its key."""
+    warnings = []
+    if settings.operator_config is not None:
+        try:
+            unused = operator_file.unused_keys(
+                operator_file.read_operator_file(settings.operator_config)
+            )
+        except OperatorFileError:
+            unused = []  # read once already at start-up, where it would have stopped it
+        if unused:
+            warnings.append(f"{settings.operator_config}: not used, ignored: {', '.join(unused)}")
+    openai_roles = [
+        role for role, agent in settings.llm_role_models.items() if agent.provider == "openai"
+    ]
+    if settings.openai_api_key is None and (
+        settings.llm_default_provider == "openai" or openai_roles
+    ):
+        who = (
+            "LLM_DEFAULT_PROVIDER"
+            if settings.llm_default_provider == "openai"
+            else ("LLM_ROLE_MODELS (" + ", ".join(openai_roles) + ")")
+        )
+        warnings.append(
+            f"{who} uses the openai provider but OPENAI_API_KEY is not set: its calls will "
+            "fail until it is"
+        )
+    return warnings

@@ -63,13 +63,15 @@ async def _decide(
 async def approve_gate(
     caller: OperatorCaller,
     run_id: RunId,
-    body: ApproveRequest,
     transactions: DbTransactions,
     store: ArtifactStore,
     request: Request,
     background: BackgroundTasks,
+    body: ApproveRequest | None = None,
 ) -> Gate:
-    """Release a waiting gate, optionally editing the gated artifact first."""
+    """Release a waiting gate, optionally editing the gated artifact first; no body is no notes
+    and no edit."""
+    body = body or ApproveRequest()
     decision = decisions.Decision(approve=True, by=caller.name, notes=body.notes, patch=body.patch)
     return await _decide(transactions, store, request, background, run_id, body.node_id, decision)
 
@@ -78,13 +80,15 @@ async def approve_gate(
 async def reject_gate(
     caller: OperatorCaller,
     run_id: RunId,
-    body: RejectRequest,
     transactions: DbTransactions,
     store: ArtifactStore,
     request: Request,
     background: BackgroundTasks,
+    body: RejectRequest | None = None,
 ) -> Gate:
-    """Turn down a waiting gate: run the node again with the notes as feedback, or fail it."""
+    """Turn down a waiting gate: run the node again with the notes as feedback, or fail it; no
+    body is a retry without notes."""
+    body = body or RejectRequest()
     decision = decisions.Decision(
         approve=False, by=caller.name, notes=body.notes, action=body.action
     )

@@ -15,22 +15,23 @@ from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_INT64
 router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 
 
+After = Annotated[
+    EventIdQuery, Query(ge=0, le=MAX_INT64, description="Only events with an id above this one.")
+]
+Types = Annotated[
+    str | None,
+    Query(
+        max_length=512, pattern=NO_NUL, description="Only events of these types, comma-separated."
+    ),
+]
+
+
 @router.get("/events")
 async def list_events(
     connection: ReadConnection,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
-    after: Annotated[
-        EventIdQuery,
-        Query(ge=0, le=MAX_INT64, description="Only events with an id above this one."),
-    ] = None,
-    type: Annotated[
-        str | None,
-        Query(
-            max_length=512,
-            pattern=NO_NUL,
-            description="Only events of these types, comma-separated.",
-        ),
-    ] = None,
+    after: After = None,
+    type: Types = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[Event]:
@@ -40,3 +41,18 @@ async def list_events(
         connection, run_id=run_id, types=types, after=after, limit=limit, cursor=cursor
     )
     return Page[Event].model_validate({"items": page.items, "next_cursor": page.next_cursor})
+
+
+@router.get("/runs/{run_id}/events")
+async def list_run_events(
+    connection: ReadConnection,
+    run_id: uuid.UUID,
+    after: After = None,
+    type: Types = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[Event]:
+    """A run's events in id order: `GET /events?run_id=`, at the run's own path."""
+    return await list_events(
+        connection, run_id=run_id, after=after, type=type, limit=limit, cursor=cursor
+    )

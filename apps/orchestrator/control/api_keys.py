@@ -24,6 +24,8 @@ from apps.orchestrator.model.models import ApiKey, KeyRole, utcnow
 KEY_PREFIX = "crew_"
 # The name decisions and runs record for the API_KEY setting's admin key, which is not stored.
 ENV_KEY_NAME = "admin"
+# The name of the Operator Console's ADMIN_TOKEN (the setting admin_token), not stored either.
+ADMIN_TOKEN_NAME = "admin-token"
 LAST_USE_PRECISION = timedelta(minutes=1)
 
 _SECRET_ALPHABET = string.ascii_letters + string.digits
@@ -66,8 +68,8 @@ def _check_name(name: str) -> None:
             f"invalid key name {name!r}: use 1 to 100 letters, digits, '.', '_', '-' or '@', "
             "starting with a letter or digit"
         )
-    if name.casefold() == ENV_KEY_NAME:
-        raise Unprocessable(f"the name {name!r} is kept for the API_KEY setting's admin key")
+    if name.casefold() in (ENV_KEY_NAME, ADMIN_TOKEN_NAME):
+        raise Unprocessable(f"the name {name!r} is kept for an admin key of the settings")
 
 
 async def create_key(session: AsyncSession, name: str, role: KeyRole) -> CreatedKey:

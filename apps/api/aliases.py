@@ -1,0 +1,72 @@
+"""The Operator Console document's names for our routes: jobs for runs, and `/api/v1` before
+every path.
+
+An alias is the original route again at another path: the same handler, role checks, body
+limit, declared answers and response model, so the two can never answer differently. The `/jobs`
+routes are shown once in the OpenAPI document, under the `jobs` tag; the `/api/v1` copies of
+every route are served but not shown (the document's description says they exist).
+"""
+
+from collections.abc import Iterable
+
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+
+from apps.api.routing import ProtectedRoute
+
+API_V1 = "/api/v1"
+JOBS_TAG = "jobs"
+
+# (method, our path) -> the Operator Console's path for it.
+JOB_PATHS: dict[tuple[str, str], str] = {
+    ("POST", "/tasks"): "/jobs",
+    ("GET", "/runs"): "/jobs",
+    ("GET", "/runs/{run_id}"): "/jobs/{run_id}",
+    ("POST", "/runs/{run_id}/approve"): "/jobs/{run_id}/approve",
+    ("POST", "/runs/{run_id}/reject"): "/jobs/{run_id}/reject",
+    ("POST", "/runs/{run_id}/resume"): "/jobs/{run_id}/resume",
+    ("POST", "/runs/{run_id}/cancel"): "/jobs/{run_id}/cancel",
+    ("GET", "/runs/{run_id}/events"): "/jobs/{run_id}/events",
+    ("GET", "/runs/{run_id}/events/stream"): "/jobs/{run_id}/events/stream",
+    ("GET", "/runs/{run_id}/artifacts"): "/jobs/{run_id}/artifacts",
+}
+
+ALIASES_DESCRIPTION = f"""\
+Every route is also served under `{API_V1}` (e.g. `{API_V1}/healthz`, `{API_V1}/runs`), with the
+same auth and answers; those copies are not listed here. The `{JOBS_TAG}` routes are the Operator
+Console's names for runs: a job is a run, and each answers as the route it names.
+"""
+
+
+def _add_alias(jobs: APIRouter, route: APIRoute, method: str, path: str) -> None:
+    title = route.summary or route.name.replace("_", " ").capitalize()
+    jobs.add_api_route(
+        path,
+        route.endpoint,
+        methods=[method],
+        name=f"{route.name}_as_job",
+        summary=f"{title} (as a job)",
+        description=f"`{method} {route.path}` under the Operator Console's name: the same "
+        f"handler, auth and answers.\n\n{route.description}",
+        response_model=route.response_model,
+        status_code=route.status_code,
+        responses=dict(route.responses),
+        response_class=route.response_class,
+        dependencies=list(route.dependencies),
+        openapi_extra=route.openapi_extra,
+        max_body_size=route.body_limit if isinstance(route, ProtectedRoute) else None,
+    )
+
+
+def job_routes(routers: Iterable[APIRouter]) -> APIRouter:
+    """The `/jobs` routes: each route of `routers` that `JOB_PATHS` names, at its job path."""
+    jobs = APIRouter(tags=[JOBS_TAG], route_class=ProtectedRoute)
+    for router in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            for method in sorted(route.methods):
+                path = JOB_PATHS.get((method, route.path))
+                if path is not None:
+                    _add_alias(jobs, route, method, path)
+    return jobs
