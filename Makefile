@@ -8,25 +8,52 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The locks are written by uv, at this version (`make lock`); pip installs from them.
+UV_VERSION := 0.13.8
+UV := $(BIN)/uv
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command "make lock"
 
-.PHONY: help install deps-update api-run op-console api-run-prod worker test api-test test-api \
+.PHONY: help install deps-update lock lock-check api-run op-console api-run-prod worker test api-test test-api \
 	db-upgrade db-revision lint format coverage bench bench-read bench-orchestration bench-streams \
 	bench-scale bench-smoke
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z -]*:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(INSTALLED): pyproject.toml
+$(VENV):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed: make PYTHON=python3.11 ...")'
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+
+# Every dependency, indirect ones too, at the version and hashes of the locks; the project itself
+# without dependencies, as they are all in the lock.
+$(INSTALLED): pyproject.toml requirements.txt requirements-dev.txt | $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-install: $(INSTALLED) ## Create .venv and install the project with its dev tools
+install: $(INSTALLED) ## Create .venv and install the project with its dev tools, from the locks
 
-deps-update: ## Install new or changed dependencies after a pull
-	$(BIN)/python -m pip install --quiet --upgrade -e '.[dev]' && touch $(INSTALLED)
+deps-update: | $(VENV) ## Install new or changed dependencies after a pull, from the locks
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e . && touch $(INSTALLED)
+
+$(UV): | $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+
+lock: $(UV) ## After changing dependencies in pyproject.toml: rewrite requirements*.txt, keeping other pins
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -o requirements.txt
+	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o requirements-dev.txt
+
+lock-check: $(UV) ## Fail when requirements*.txt are not what `make lock` writes from pyproject.toml
+	@tmp=$$(mktemp -d) && trap 'rm -r "$$tmp"' EXIT && \
+	cp requirements.txt requirements-dev.txt "$$tmp"/ && \
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) -o "$$tmp/requirements.txt" && \
+	$(UV) pip compile pyproject.toml --extra dev $(LOCK_FLAGS) -o "$$tmp/requirements-dev.txt" && \
+	diff -u requirements.txt "$$tmp/requirements.txt" && \
+	diff -u requirements-dev.txt "$$tmp/requirements-dev.txt" || \
+	{ echo "requirements.txt or requirements-dev.txt is out of date with pyproject.toml: run make lock"; exit 1; }
 
 .env:
 	cp .env.example .env
@@ -42,7 +69,8 @@ db-revision: db-upgrade ## Autogenerate a migration: make db-revision msg="add a
 api-run: db-upgrade ## Serve the API on HOST:PORT (default 127.0.0.1:8000) with reload
 	$(BIN)/crew-api --reload
 
-op-console: api-run ## Alias of api-run
+op-console: db-upgrade ## Serve as the Operator Console: host, port (8008), log level from conf/operator.yaml
+	$(BIN)/crew-api --op-console
 
 api-run-prod: db-upgrade ## Serve with WEB_CONCURRENCY workers, no reload, JSON logs; needs a real API_KEY
 	LOG_FORMAT=$${LOG_FORMAT:-json} $(BIN)/crew-api --prod
@@ -63,14 +91,14 @@ coverage: $(INSTALLED) ## The whole suite, measuring what it runs of apps/ (proc
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 lint: $(INSTALLED) ## ruff, mypy and the import contracts (pyproject.toml says what each checks)
-	$(BIN)/ruff check apps tests bench alembic
-	$(BIN)/ruff format --check apps tests bench alembic
+	$(BIN)/ruff check apps tests bench alembic run_server.py test_api.py
+	$(BIN)/ruff format --check apps tests bench alembic run_server.py test_api.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(INSTALLED) ## Format and fix what ruff can
-	$(BIN)/ruff format apps tests bench alembic
-	$(BIN)/ruff check --fix apps tests bench alembic
+	$(BIN)/ruff format apps tests bench alembic run_server.py test_api.py
+	$(BIN)/ruff check --fix apps tests bench alembic run_server.py test_api.py
 
 bench: bench-read bench-orchestration bench-streams ## Every benchmark, on SQLite and PostgreSQL
 	$(BIN)/python -m bench.scale

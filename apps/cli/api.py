@@ -1,4 +1,6 @@
-"""Serve the API: `python -m apps.api [--reload | --prod]`, on HOST:PORT from the settings.
+"""Serve the API: `python -m apps.api [--reload | --prod | --op-console]`, on HOST:PORT from the
+settings; as the Operator Console (`make op-console`, `run_server.py`), conf/operator.yaml's
+`server:` section gives them where the environment and `.env` do not (127.0.0.1:8008).
 
 Settings are checked here first, so a bad value stops start-up with one line instead of a trace.
 With metrics on and several worker processes (`--prod`), their metrics are shared through
@@ -55,9 +57,14 @@ def main(argv: list[str] | None = None) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     mode.add_argument("--prod", action="store_true", help="WEB_CONCURRENCY workers, no reload")
+    mode.add_argument(
+        "--op-console",
+        action="store_true",
+        help="serve as the Operator Console: host, port and log level from conf/operator.yaml",
+    )
     args = parser.parse_args(argv)
     try:
-        settings = load_checked_settings()
+        settings = load_checked_settings(operator_console=args.op_console)
     except SettingsError as error:
         sys.exit(f"error: {error}")
     if args.prod:

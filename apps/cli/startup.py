@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from apps.core.settings import Settings, load_settings
+from apps.core.settings import Settings, load_settings, startup_warnings
 from apps.orchestrator.plans.gate_policy import gate_policy_of
 
 
@@ -15,9 +15,13 @@ def invoked_as(script: str, module: str) -> str:
     return script if Path(sys.argv[0]).name == script else f"python -m {module}"
 
 
-def load_checked_settings(**overrides: Any) -> Settings:
+def load_checked_settings(*, operator_console: bool = False, **overrides: Any) -> Settings:
     """The settings, with the gate policy file they name read now: a `SettingsError` names the
-    variable whose value cannot be used, at start-up rather than at the first submission."""
-    settings = load_settings(**overrides)
+    variable whose value cannot be used, at start-up rather than at the first submission. What
+    is odd but not fatal (an operator-file key nothing reads, an OpenAI agent without its key)
+    is printed as a warning."""
+    settings = load_settings(operator_console=operator_console, **overrides)
     gate_policy_of(settings)
+    for warning in startup_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     return settings
