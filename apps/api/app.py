@@ -18,6 +18,7 @@ from apps.api.observability import instrument, start_error_reporting
 from apps.api.revocations import streams_end_on_revocation
 from apps.api.routes import (
     artifacts,
+    checks,
     config,
     control,
     events,
@@ -50,6 +51,7 @@ _PROTECTED_ROUTERS = (
     events.router,
     streams.router,
     config.router,
+    checks.router,
 )
 
 # API_DOCS_ENABLED=0: no /docs, /redoc or /openapi.json (404s, with a key or without).
@@ -102,7 +104,7 @@ def _include_routes(app: FastAPI) -> None:
     the Operator Console's `/jobs` names for the run routes."""
     # The key first: a caller without one learns nothing about its input. Health and metrics
     # have no timestamps, so a bad X-Timezone is not their concern.
-    checks = [
+    guards = [
         Depends(authenticate),
         Depends(refuse_unstorable_input),
         Depends(use_request_timezone),
@@ -111,7 +113,7 @@ def _include_routes(app: FastAPI) -> None:
     for prefix, shown in (("", True), (API_V1, False)):
         app.include_router(health.router, prefix=prefix, include_in_schema=shown)
         for router in protected:
-            app.include_router(router, prefix=prefix, dependencies=checks, include_in_schema=shown)
+            app.include_router(router, prefix=prefix, dependencies=guards, include_in_schema=shown)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
