@@ -5,7 +5,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
-from apps.api.timezone import Timestamp
+from apps.api.timezone import Timestamp, ZonedDocument
 from apps.core.strict_models import StrictModel
 from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
 
@@ -114,8 +114,9 @@ class Artifact(BaseModel):
     size: int = Field(description="Size of the content in bytes.")
     sha256: str = Field(description="SHA-256 of the content, hex.")
     created_at: Timestamp = Field(description="When the artifact was written.")
-    sidecar: dict[str, Any] = Field(
-        description="LLM metadata: provider, model, latency_ms, usage, cost, prompts, timestamps. "
+    sidecar: ZonedDocument = Field(
+        description="LLM metadata: provider, model, latency_ms, usage, cost, prompts, timestamps "
+        "(in the X-Timezone zone). "
         "In lists without `prompts` (a prompt carries its dependencies' outputs, so it may be "
         "megabytes): `GET /artifacts/{artifact_id}` has them."
     )
@@ -131,7 +132,9 @@ class Event(BaseModel):
     node_id: uuid.UUID | None = Field(description="Node the event is about, if any.")
     type: str = Field(description="What happened, e.g. node.succeeded.")
     ts: Timestamp = Field(description="When it happened.")
-    data: dict[str, Any] = Field(description="Details of the event.")
+    data: ZonedDocument = Field(
+        description="Details of the event; its timestamps (`*_at`) in the X-Timezone zone."
+    )
 
 
 class Health(BaseModel):
