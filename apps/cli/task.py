@@ -4,7 +4,8 @@
 
 prints the plan, runs it with a worker in this process (other workers on the database may take
 nodes too), shows progress, and exits 0 when the run succeeds or 1 with the reason when it does
-not. Ctrl-C cancels the run.
+not. Ctrl-C cancels the run. A report's plan starts as the Supervisor's outline node; the nodes
+the outline adds (a writer per section, the review, the assembly) are printed when they join it.
 """
 
 import argparse
@@ -26,10 +27,13 @@ from apps.orchestrator.engine.submission import submit_task
 from apps.orchestrator.infra.storage import open_artifact_store
 from apps.orchestrator.model.models import Artifact, Node, Run
 from apps.orchestrator.model.states import RUN_TERMINAL, NodeStatus, RunStatus
+from apps.orchestrator.plans.planning import OUTLINE_KEY
 from apps.orchestrator.plans.task_specs import TaskRequest
 from apps.orchestrator.worker.loop import Worker
 
 PROGRESS_SECONDS = 0.5
+# What a node's line shows of its prompt: enough for a section's title.
+PROMPT_SHOWN = 72
 # How long Ctrl-C waits for the calls in flight to stop before giving up on a clean end.
 CANCEL_WAIT_SECONDS = 30
 
@@ -76,14 +80,40 @@ def _task(args: argparse.Namespace) -> TaskRequest:
     return TaskRequest.model_validate({"title": args.title, "task_spec": spec})
 
 
-async def _plan(sessions: SessionFactory, run_id: uuid.UUID) -> list[tuple[str, str, str]]:
+PlannedRow = tuple[str, str, str, str]
+
+
+async def _plan(sessions: SessionFactory, run_id: uuid.UUID) -> list[PlannedRow]:
+    """The run's nodes in plan order: key, role, agent, prompt."""
     async with sessions() as session:
         rows = await session.execute(
-            select(Node.key, Node.role, Node.provider + ":" + Node.model)
+            select(Node.key, Node.role, Node.provider + ":" + Node.model, Node.prompt)
             .where(Node.run_id == run_id)
             .order_by(Node.position)
         )
-        return [(key, role, agent) for key, role, agent in rows]
+        return [(key, role, agent, prompt) for key, role, agent, prompt in rows]
+
+
+def _print_nodes(rows: list[PlannedRow]) -> None:
+    for key, role, agent, prompt in rows:
+        shown = prompt if len(prompt) <= PROMPT_SHOWN else prompt[: PROMPT_SHOWN - 1] + "…"
+        print(f"  {key:<12} {role:<10} {agent:<16} {shown}", flush=True)
+
+
+class _PlanPrinter:
+    """Prints the nodes of the run's plan not printed yet: the plan as it grows."""
+
+    def __init__(self, sessions: SessionFactory, run_id: uuid.UUID) -> None:
+        self.sessions, self.run_id = sessions, run_id
+        self.shown: set[str] = set()
+
+    async def print_new(self, heading: str) -> None:
+        fresh = [row for row in await _plan(self.sessions, self.run_id) if row[0] not in self.shown]
+        if fresh:
+            if heading:
+                print(heading, flush=True)
+            _print_nodes(fresh)
+            self.shown.update(row[0] for row in fresh)
 
 
 async def _progress(sessions: SessionFactory, run_id: uuid.UUID) -> tuple[Run, str]:
@@ -122,9 +152,10 @@ async def _final_artifact(sessions: SessionFactory, run_id: uuid.UUID) -> str | 
         )
 
 
-async def _watch(sessions: SessionFactory, run_id: uuid.UUID) -> Run:
+async def _watch(sessions: SessionFactory, run_id: uuid.UUID, plan: _PlanPrinter) -> Run:
     last = ""
     while True:
+        await plan.print_new("the plan grows, from the outline:")
         run, line = await _progress(sessions, run_id)
         if line != last:
             print(line, flush=True)
@@ -141,18 +172,23 @@ async def run_task(task: TaskRequest, settings: Settings, *, wait: bool) -> int:
         async with unit_of_work(sessions) as session:
             run_id = await submit_task(session, task, created_by="cli", settings=settings)
         print(f"run {run_id}: {task.title}")
-        for key, role, agent in await _plan(sessions, run_id):
-            print(f"  {key:<12} {role:<10} {agent}")
+        plan = _PlanPrinter(sessions, run_id)
+        await plan.print_new("")
+        if plan.shown == {OUTLINE_KEY}:
+            print("  (the Supervisor outlines the report first; its sections, review and assembly")
+            print("   join the plan when the outline is written)", flush=True)
         if not wait:
             return 0
-        return await _execute(database, settings, run_id)
+        return await _execute(database, settings, run_id, plan)
 
 
-async def _execute(database: Database, settings: Settings, run_id: uuid.UUID) -> int:
+async def _execute(
+    database: Database, settings: Settings, run_id: uuid.UUID, plan: _PlanPrinter
+) -> int:
     sessions = database.sessions
     worker = Worker(database.transactions, settings)
     working = start_supervised("worker", worker.run)
-    watching = asyncio.create_task(_watch(sessions, run_id))
+    watching = asyncio.create_task(_watch(sessions, run_id, plan))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, watching.cancel)
     try:
@@ -162,7 +198,7 @@ async def _execute(database: Database, settings: Settings, run_id: uuid.UUID) ->
         print("cancelling: the calls in flight are being stopped", file=sys.stderr)
         await database.transactions.run(request_cancel, run_id, by="cli")
         async with asyncio.timeout(CANCEL_WAIT_SECONDS):
-            run = await _watch(sessions, run_id)
+            run = await _watch(sessions, run_id, plan)
         print(run.status, file=sys.stderr)
         return 130
     finally:

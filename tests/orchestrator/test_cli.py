@@ -52,7 +52,18 @@ async def test_the_supervisor_plans_and_runs_a_report_to_its_assembled_document(
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("run ") and lines[0].endswith(": Rapport 80p")
-    assert lines[1].split() == ["outline", "planner", "demo:demo-1"]
+    assert lines[1].split()[:3] == ["outline", "planner", "demo:demo-1"]
+    assert "Outline the document 'Rapport 80p'" in lines[1]
+    assert "sections, review and assembly" in lines[2]
+    assert "6 nodes done" not in "\n".join(lines[:4])
+    grown = lines.index("the plan grows, from the outline:")
+    assert [line.split()[0] for line in lines[grown + 1 : grown + 6]] == [
+        "section-1", "section-2", "section-3", "review", "assemble",
+    ]  # fmt: skip
+    assert "Write the section '" in lines[grown + 1]
+    assert lines.index("the plan grows, from the outline:") < next(
+        number for number, line in enumerate(lines) if "6/6 nodes done" in line
+    )
     assert "succeeded 6/6 nodes done" in result.stdout
     report = Path(lines[-1].removeprefix("succeeded; the result is "))
     assert report.name == "assemble.md"
