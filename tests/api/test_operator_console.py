@@ -3,6 +3,7 @@ ADMIN_TOKEN as an admin key, and what a new user of it ran into."""
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from apps.api.app import create_app
-from apps.core.settings import Settings
+from apps.core.settings import Settings, load_settings
 from apps.orchestrator.worker.loop import Worker
 from tests.conftest import API_KEY, empty_tables
 from tests.sse import parse_sse
@@ -246,3 +247,47 @@ async def test_a_bad_time_zone_is_still_a_400_where_timestamps_are_returned(
 
     assert response.status_code == 400
     assert "Mars/Olympus" in response.json()["detail"]
+
+
+async def test_metrics_ignore_a_bad_time_zone_and_are_served_under_api_v1(
+    settings: Settings,
+) -> None:
+    application = create_app(settings.model_copy(update={"metrics_enabled": True}))
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application), base_url="http://test"
+        ) as http,
+    ):
+        for path in ("/metrics", "/api/v1/metrics"):
+            response = await http.get(path, headers={"X-Timezone": "Mars/Olympus"})
+            assert response.status_code == 200, (path, response.text)
+            assert "crew_runs" in response.text
+        await empty_tables(application.state.sessions)
+
+
+async def test_cors_follows_the_operator_files_security_section(
+    settings: Settings, tmp_path: Path
+) -> None:
+    config = tmp_path / "operator.yaml"
+    config.write_text(
+        "security:\n  cors:\n    enabled: true\n    allow_origins: ['https://ops.example.com']\n"
+    )
+    from_file = load_settings(_env_file=None, operator_config=config)
+    application = create_app(settings.model_copy(update={"cors_origins": from_file.cors_origins}))
+    preflight = {
+        "Origin": "https://ops.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application), base_url="http://test"
+    ) as http:
+        allowed = await http.options("/api/v1/jobs", headers=preflight)
+        other = await http.options(
+            "/api/v1/jobs", headers={**preflight, "Origin": "https://evil.example.com"}
+        )
+
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://ops.example.com"
+    assert "access-control-allow-origin" not in other.headers
