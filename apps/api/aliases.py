@@ -65,7 +65,7 @@ def job_routes(routers: Iterable[APIRouter]) -> APIRouter:
         for route in router.routes:
             if not isinstance(route, APIRoute):
                 continue
-            for method in sorted(route.methods):
+            for method in sorted(route.methods or ()):
                 path = JOB_PATHS.get((method, route.path))
                 if path is not None:
                     _add_alias(jobs, route, method, path)
