@@ -18,13 +18,14 @@ file written for the other console still starts ours; a key with a value we cann
 start-up with one line naming it.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from apps.core.validation import error_location, error_message
+from apps.core.validation import Problem, error_location, error_message, error_problem
 
 DEFAULT_OPERATOR_FILE = Path("conf/operator.yaml")
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -105,6 +106,17 @@ def setting_values(file: OperatorFile, path: Path, *, listen: bool) -> dict[str,
     if file.gates is not None:
         values["gate_policy_file"] = path
     return {name: value for name, value in values.items() if value is not None}
+
+
+def check_settings_sections(document: Mapping[Any, Any]) -> tuple[list[Problem], list[str]]:
+    """Every problem of the document's settings sections (`server`, `security`: `gates` is the
+    gate policy's to check), and the keys nothing reads, for `POST /config/validate`."""
+    sections = {str(name): value for name, value in document.items() if name != "gates"}
+    try:
+        parsed = OperatorFile.model_validate(sections)
+    except ValidationError as error:
+        return [error_problem(item) for item in error.errors()], []
+    return [], unused_keys(parsed)
 
 
 def unused_keys(file: OperatorFile) -> list[str]:

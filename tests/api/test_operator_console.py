@@ -18,6 +18,8 @@ from tests.conftest import API_KEY, empty_tables
 from tests.sse import parse_sse
 
 ADMIN_TOKEN = "operator-console-token"
+YAML = {"Content-Type": "application/yaml"}
+OPERATOR_FILE = (Path(__file__).resolve().parents[2] / "conf" / "operator.yaml").read_bytes()
 DEMO = {"title": "Smoke", "task_spec": {"type": "demo"}}
 GATED = {
     "title": "Gated",
@@ -291,3 +293,26 @@ async def test_cors_follows_the_operator_files_security_section(
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "https://ops.example.com"
     assert "access-control-allow-origin" not in other.headers
+
+
+async def test_the_repositorys_operator_file_validates_clean(console: httpx.AsyncClient) -> None:
+    response = await console.post("/config/validate", content=OPERATOR_FILE, headers=YAML)
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["valid"], response.json()["kind"]) == (True, "gate_policy")
+    assert (response.json()["problems"], response.json()["notes"]) == ([], [])
+
+
+async def test_validating_an_operator_file_checks_its_settings_and_names_unused_keys(
+    console: httpx.AsyncClient,
+) -> None:
+    body = b"server:\n  port: eighty\n  workers: 2\npipeline: {}\n"
+    unused = b"server:\n  port: 8008\n  workers: 2\npipeline: {}\n"
+
+    bad = (await console.post("/config/validate", content=body, headers=YAML)).json()
+    odd = (await console.post("/config/validate", content=unused, headers=YAML)).json()
+
+    assert bad["valid"] is False
+    assert [problem["location"] for problem in bad["problems"]] == ["server.port"]
+    assert (odd["valid"], odd["problems"]) == (True, [])
+    assert odd["notes"] == ["not used, ignored: pipeline, server.workers"]

@@ -13,6 +13,7 @@ from typing import Any, Literal, cast, get_args
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from apps.core import operator_file
 from apps.core.errors import BadRequest, Unprocessable
 from apps.core.redaction import configured_secrets, redact
 from apps.core.roles import ROLES
@@ -25,7 +26,8 @@ DocumentKind = Literal["settings", "gate_policy"]
 DOCUMENT_KINDS: tuple[str, ...] = get_args(DocumentKind)
 REDACTED = "**********"
 MAX_DOCUMENT_BYTES = 256 * 1024
-_POLICY_SECTIONS = frozenset({"gates", "kind"})
+# The sections of an operator file (conf/operator.yaml), which is checked as a gate policy is.
+_OPERATOR_FILE_SECTIONS = frozenset({"gates", "server", "security"})
 
 
 def _is_secret(annotation: object) -> bool:
@@ -138,12 +140,17 @@ def check_settings(document: object) -> ValidationReport:
 
 
 def check_gate_policy(document: object) -> ValidationReport:
-    """Every problem of a gate-policy document (the content of a GATE_POLICY_FILE)."""
+    """Every problem of a gate-policy document (the content of a GATE_POLICY_FILE, or of an
+    operator file: its `server:` and `security:` sections are checked too)."""
     _, problems = parse_gate_policy(document)
     sections = document if isinstance(document, Mapping) else {}
-    ignored = sorted(str(name) for name in sections if name not in _POLICY_SECTIONS)
-    notes = [f"only gates: is read; ignored: {', '.join(ignored)}"] if ignored else []
-    return ValidationReport("gate_policy", problems, notes)
+    if "gates" not in sections and {"server", "security"} & set(sections):
+        problems = []  # an operator file without gates: it gates nothing
+    # An operator file (conf/operator.yaml) has its settings sections beside `gates:`.
+    without_kind = {name: value for name, value in sections.items() if name != "kind"}
+    setting_problems, unused = operator_file.check_settings_sections(without_kind)
+    notes = [f"not used, ignored: {', '.join(unused)}"] if unused else []
+    return ValidationReport("gate_policy", [*setting_problems, *problems], notes)
 
 
 def parse_document(body: bytes, media_type: str | None) -> object:
@@ -170,7 +177,8 @@ def _kind_of(document: object, asked: DocumentKind | None) -> DocumentKind:
         raise Unprocessable(f"kind is {asked} in the query but {named} in the body")
     if asked or named:
         return asked or cast(DocumentKind, named)  # one of DOCUMENT_KINDS, checked above
-    return "gate_policy" if isinstance(document, Mapping) and "gates" in document else "settings"
+    is_policy = isinstance(document, Mapping) and bool(_OPERATOR_FILE_SECTIONS & set(document))
+    return "gate_policy" if is_policy else "settings"
 
 
 def validate_document(
