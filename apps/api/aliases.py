@@ -61,6 +61,7 @@ def _add_alias(jobs: APIRouter, route: APIRoute, method: str, path: str) -> None
 def job_routes(routers: Iterable[APIRouter]) -> APIRouter:
     """The `/jobs` routes: each route of `routers` that `JOB_PATHS` names, at its job path."""
     jobs = APIRouter(tags=[JOBS_TAG], route_class=ProtectedRoute)
+    aliased = set()
     for router in routers:
         for route in router.routes:
             if not isinstance(route, APIRoute):
@@ -69,4 +70,8 @@ def job_routes(routers: Iterable[APIRouter]) -> APIRouter:
                 path = JOB_PATHS.get((method, route.path))
                 if path is not None:
                     _add_alias(jobs, route, method, path)
+                    aliased.add((method, route.path))
+    # A route renamed or removed would take its job alias with it, silently: refuse to start.
+    if missing := sorted(set(JOB_PATHS) - aliased):
+        raise RuntimeError(f"job aliases name routes that do not exist: {missing}")
     return jobs

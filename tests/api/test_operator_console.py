@@ -1,6 +1,7 @@
 """The Operator Console document's API: /api/v1 before every path, jobs as names for runs, its
 ADMIN_TOKEN as an admin key, and what a new user of it ran into."""
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from apps.api.aliases import job_routes
 from apps.api.app import create_app
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.worker.loop import Worker
@@ -316,3 +318,8 @@ async def test_validating_an_operator_file_checks_its_settings_and_names_unused_
     assert [problem["location"] for problem in bad["problems"]] == ["server.port"]
     assert (odd["valid"], odd["problems"]) == (True, [])
     assert odd["notes"] == ["not used, ignored: pipeline, server.workers"]
+
+
+def test_a_job_alias_of_a_route_that_is_gone_stops_start_up() -> None:
+    with pytest.raises(RuntimeError, match=re.escape("/runs/{run_id}/approve")):
+        job_routes([])
