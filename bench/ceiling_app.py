@@ -25,6 +25,7 @@ from fastapi import Depends, FastAPI
 from apps.api.app import create_app
 from apps.api.auth import authenticate
 from apps.api.schemas import Page, RunSummary
+from apps.api.timezone import use_request_timezone
 from apps.core.settings import load_settings
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.reading.runs import RUN_ORDER
@@ -255,7 +256,11 @@ def create_bench_app() -> FastAPI:
     app = create_app(load_settings(_env_file=None))
     page = ceiling_page()
 
-    @app.get(CEILING_PATH, dependencies=[Depends(authenticate)], include_in_schema=False)
+    # The product routes' own dependencies (the time zone is theirs, not the app's, since health
+    # and metrics ignore it).
+    checks = [Depends(authenticate), Depends(use_request_timezone)]
+
+    @app.get(CEILING_PATH, dependencies=checks, include_in_schema=False)
     async def bench_ceiling() -> Page[RunSummary]:
         """The benchmark's ceiling: a pre-built page, no database."""
         return page

@@ -1,20 +1,25 @@
 """The Operator Console document's names for our routes: jobs for runs, and `/api/v1` before
 every path.
 
-An alias is the original route again at another path: the same handler, role checks, body
-limit, declared answers and response model, so the two can never answer differently. The `/jobs`
-routes are shown once in the OpenAPI document, under the `jobs` tag; the `/api/v1` copies of
-every route are served but not shown (the document's description says they exist).
+A job route is the original route again at another path: the same handler, role checks, body
+limit, declared answers and response model, so the two can never answer differently; the OpenAPI
+document shows it once, under the `jobs` tag. Under `/api/v1` the whole app is served a second
+time (`ApiV1`): a request there is routed as the same path without it, so every route, those
+added later included, is there with nothing to keep in step and no second table of routes to
+match. The OpenAPI document does not list them twice; its description says they exist.
 """
 
 from collections.abc import Iterable
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from apps.api.routing import ProtectedRoute
 
 API_V1 = "/api/v1"
+_UNDER_API_V1 = f"{API_V1}/"
+_API_V1_BYTES = API_V1.encode()
 JOBS_TAG = "jobs"
 
 # (method, our path) -> the Operator Console's path for it.
@@ -75,3 +80,23 @@ def job_routes(routers: Iterable[APIRouter]) -> APIRouter:
     if missing := sorted(set(JOB_PATHS) - aliased):
         raise RuntimeError(f"job aliases name routes that do not exist: {missing}")
     return jobs
+
+
+class ApiV1:
+    """Serves the app under `/api/v1` as at its root: a request there is routed as its path
+    without the prefix. The scope is changed in place, as routers do, so that the middleware
+    outside this one find the route it matched (metrics count it under the route's template,
+    `/runs/{run_id}`, whichever path it came by); the server's access log keeps the path sent."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path: str = scope["path"]
+            if path == API_V1 or path.startswith(_UNDER_API_V1):
+                scope["path"] = path[len(API_V1) :] or "/"
+                raw = scope.get("raw_path")
+                if raw is not None and raw.startswith(_API_V1_BYTES):
+                    scope["raw_path"] = raw[len(_API_V1_BYTES) :] or b"/"
+        await self.app(scope, receive, send)

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from apps.api.aliases import ALIASES_DESCRIPTION, API_V1, job_routes
+from apps.api.aliases import ALIASES_DESCRIPTION, ApiV1, job_routes
 from apps.api.auth import ROLES_DESCRIPTION, authenticate
 from apps.api.errors import install_error_handlers
 from apps.api.middleware import ObservedFastAPI
@@ -88,8 +88,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _include_routes(app: FastAPI) -> None:
-    """Every route at its path and under /api/v1 (not shown twice in the OpenAPI document), and
-    the Operator Console's `/jobs` names for the run routes."""
+    """Every route, and the Operator Console's `/jobs` names for the run routes; `ApiV1` serves
+    them all under /api/v1 too."""
+    app.include_router(health.router)
     # The key first: a caller without one learns nothing about its input. Health and metrics
     # have no timestamps, so a bad X-Timezone is not their concern.
     guards = [
@@ -97,11 +98,8 @@ def _include_routes(app: FastAPI) -> None:
         Depends(refuse_unstorable_input),
         Depends(use_request_timezone),
     ]
-    protected = (*_PROTECTED_ROUTERS, job_routes(_PROTECTED_ROUTERS))
-    for prefix, shown in (("", True), (API_V1, False)):
-        app.include_router(health.router, prefix=prefix, include_in_schema=shown)
-        for router in protected:
-            app.include_router(router, prefix=prefix, dependencies=guards, include_in_schema=shown)
+    for router in (*_PROTECTED_ROUTERS, job_routes(_PROTECTED_ROUTERS)):
+        app.include_router(router, dependencies=guards)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -122,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     instrument(app, settings)
     _include_routes(app)
+    app.add_middleware(ApiV1)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -5,7 +5,6 @@ from typing import Any
 from sentry_sdk.integrations.fastapi import FastApiIntegration
 from sentry_sdk.integrations.starlette import StarletteIntegration
 
-from apps.api.aliases import API_V1
 from apps.api.middleware import MetricsMiddleware, ObservedFastAPI, RequestContextMiddleware
 from apps.api.routes import metrics as metrics_route
 from apps.core.error_reporting import init_sentry
@@ -35,4 +34,3 @@ def instrument(app: ObservedFastAPI, settings: Settings) -> None:
         app.outer_middleware.append(MetricsMiddleware)
         app.state.recorded_metrics = recorded_metrics(settings.prometheus_multiproc_dir)
         app.include_router(metrics_route.router)
-        app.include_router(metrics_route.router, prefix=API_V1, include_in_schema=False)

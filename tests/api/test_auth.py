@@ -17,16 +17,7 @@ from apps.orchestrator.control import api_keys
 from apps.orchestrator.model.models import ApiKey, KeyRole, utcnow
 from tests.conftest import API_KEY, ROOT
 
-PUBLIC_PATHS = {
-    "/health",
-    "/healthz",
-    "/api/v1/health",
-    "/api/v1/healthz",
-    "/docs",
-    "/docs/oauth2-redirect",
-    "/redoc",
-    "/openapi.json",
-}
+PUBLIC_PATHS = {"/health", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 
 
 def _concrete(path: str) -> str:

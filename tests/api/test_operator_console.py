@@ -267,7 +267,11 @@ async def test_metrics_ignore_a_bad_time_zone_and_are_served_under_api_v1(
             response = await http.get(path, headers={"X-Timezone": "Mars/Olympus"})
             assert response.status_code == 200, (path, response.text)
             assert "crew_runs" in response.text
+        await http.get("/api/v1/runs", headers={"X-API-Key": API_KEY})
+        scraped = (await http.get("/metrics")).text
         await empty_tables(application.state.sessions)
+    # Counted under the route's template, whichever path the request came by.
+    assert 'method="GET",route="/runs",status="2xx"' in scraped
 
 
 async def test_cors_follows_the_operator_files_security_section(
