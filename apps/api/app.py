@@ -30,6 +30,7 @@ from apps.api.routes import (
 from apps.api.stopping import on_stop_signal
 from apps.api.storable_input import refuse_unstorable_input
 from apps.api.timezone import use_request_timezone
+from apps.console.install import install_console
 from apps.core.database import open_database
 from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     checks = [Depends(authenticate), Depends(refuse_unstorable_input)]
     for router in _PROTECTED_ROUTERS:
         app.include_router(router, dependencies=checks)
+    install_console(app)  # the web console under /ui; `/` opens it
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
