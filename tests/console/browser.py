@@ -6,11 +6,14 @@ run them; under REQUIRE_BROWSER (as in CI) they fail instead.
 
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from alembic import command
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -55,18 +58,57 @@ def screenshots_dir(fallback: Path) -> Path:
     return directory
 
 
-@contextmanager
-def console_server(workdir: Path, **settings: str) -> Iterator[str]:
-    """A migrated SQLite database and the app serving it (worker in-process); its base URL."""
+SERVER_DEFAULTS = {"DEMO_LATENCY_MS": "50", "EVENT_POLL_SECONDS": "0.1"}
+
+
+def migrated_sqlite(workdir: Path) -> str:
     url = f"sqlite+aiosqlite:///{workdir / 'console.db'}"
     # In a thread of its own: Playwright's sync API keeps an event loop running in this one,
     # where the migrations' asyncio.run may not start another.
     with ThreadPoolExecutor(1) as pool:
         pool.submit(command.upgrade, alembic_config(url), "head").result()
+    return url
+
+
+@contextmanager
+def console_server(workdir: Path, **settings: str) -> Iterator[str]:
+    """A migrated SQLite database and the app serving it (worker in-process); its base URL."""
+    url = migrated_sqlite(workdir)
     port = free_port()
-    defaults = {"DEMO_LATENCY_MS": "50", "EVENT_POLL_SECONDS": "0.1"}
-    with api_process(url, workdir, port, **(defaults | settings)):
+    with api_process(url, workdir, port, **(SERVER_DEFAULTS | settings)):
         yield f"http://127.0.0.1:{port}"
+
+
+def api(base_url: str) -> httpx.Client:
+    """An HTTP client of the served API with the admin key, for a test's setup and checks."""
+    return httpx.Client(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=10)
+
+
+def submit(base_url: str, title: str, spec: dict[str, Any]) -> str:
+    with api(base_url) as client:
+        response = client.post("/tasks", json={"title": title, "task_spec": spec})
+        assert response.status_code == 202, response.text
+        run_id: str = response.json()["id"]
+        return run_id
+
+
+def wait_for(check: Callable[[], Any], seconds: float = 20.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.1)
+    pytest.fail("the condition did not hold in time")
+
+
+def create_key(page: Page, base_url: str, name: str, role: str) -> str:
+    """A new key made on the keys page by the admin signed in on `page`; its secret."""
+    page.goto(f"{base_url}/ui/keys")
+    page.fill('#key-form input[name="name"]', name)
+    page.select_option('#key-form select[name="role"]', role)
+    page.click('#key-form button[type="submit"]')
+    expect(page.locator("#new-key")).to_be_visible()
+    return page.locator("#new-key-value").inner_text()
 
 
 def sign_in(page: Page, base_url: str, key: str = API_KEY) -> None:
