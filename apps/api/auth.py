@@ -3,8 +3,8 @@
 A key comes in `X-API-Key` or `Authorization: Bearer`; without one, the web console's session
 cookie stands for the key it signed in with (`apps.console.sessions`). The `API_KEY` setting is
 the admin key named "admin", compared in constant time with no database access; any other key is
-looked up by its hash on every request, so a revocation holds from the next request on. Routes state the role
-they need with one of the annotated dependencies at the bottom of this module.
+looked up by its hash on every request, so a revocation holds from the next request on. Routes
+state the role they need with one of the annotated dependencies at the bottom of this module.
 """
 
 import hmac

@@ -77,15 +77,13 @@ def _field_error(field: str, message: str) -> _FieldProblem:
     return _FieldProblem(field, message)
 
 
-def _form_field(location: str) -> str:
+def _form_field(location: str, kind: str) -> str:
+    """The form field a problem at `location` (`task_spec.dag.nodes.0.key`) belongs to."""
     parts = location.split(".")
-    if parts[0] == "title":
-        return "title"
-    if len(parts) > 2 and parts[1] == "budget":
-        return parts[-1]
-    if len(parts) > 2 and parts[2] in ("sections", "audience"):
-        return parts[2]
-    return "nodes" if "nodes" in parts else "type"
+    for field in ("title", "max_cost", "max_tokens", "sections", "audience"):
+        if field in parts:
+            return field
+    return "nodes" if kind == "dag" else "type"
 
 
 @router.get("/tasks/new")
@@ -108,7 +106,7 @@ async def check_task(request: Request, owner: Operator) -> Response:
     except ValidationError as error:
         problems = [
             {
-                "field": _form_field(error_location(item["loc"])),
+                "field": _form_field(error_location(item["loc"]), str(form.get("type"))),
                 "message": f"{error_location(item['loc'])}: {error_message(item)}",
             }
             for item in error.errors()

@@ -18,7 +18,9 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 async def _with_artifact(request: Request, connection: Any, gate: dict[str, Any]) -> dict[str, Any]:
     shown: dict[str, Any] = {"text": None, "rendered": None}
     if gate["artifact_id"] is not None:
-        found = await artifact_text(connection, request.app.state.artifact_store, gate["artifact_id"])
+        found = await artifact_text(
+            connection, request.app.state.artifact_store, gate["artifact_id"]
+        )
         if found is not None:
             content, media_type = found
             shown = {

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from pydantic import BeforeValidator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
@@ -25,6 +26,10 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 TIMELINE_EVENTS = 200
 
 
+# The filter form sends every field, the unused ones empty: an empty one filters nothing.
+_BLANK_IS_NONE = BeforeValidator(lambda value: value or None)
+
+
 def _day(value: date | None, *, end: bool = False) -> datetime | None:
     if value is None:
         return None
@@ -35,11 +40,11 @@ def _day(value: date | None, *, end: bool = False) -> datetime | None:
 async def runs_page(
     request: Request,
     owner: Viewer,
-    status: Annotated[RunStatus | None, Query()] = None,
+    status: Annotated[RunStatus | None, _BLANK_IS_NONE, Query()] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
-    created_after: Annotated[date | None, Query()] = None,
-    created_before: Annotated[date | None, Query()] = None,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    created_after: Annotated[date | None, _BLANK_IS_NONE, Query()] = None,
+    created_before: Annotated[date | None, _BLANK_IS_NONE, Query()] = None,
+    cursor: Annotated[str | None, _BLANK_IS_NONE, Query(max_length=512)] = None,
 ) -> Response:
     """Runs, newest first, with filters and keyset paging; new runs and statuses arrive live."""
     where = runs.RunFilter(
@@ -65,6 +70,8 @@ async def runs_page(
         next_cursor=found.next_cursor,
         filters=filters,
         statuses=[status.value for status in RunStatus],
+        older={name: value for name, value in filters.items() if value}
+        | {"cursor": found.next_cursor},
         live=cursor is None,
         after=latest,
     )
@@ -123,7 +130,9 @@ async def run_page(
 
 
 @router.get("/runs/{run_id}/nodes/{node_id}/panel")
-async def node_panel(request: Request, owner: Viewer, run_id: uuid.UUID, node_id: uuid.UUID) -> Response:
+async def node_panel(
+    request: Request, owner: Viewer, run_id: uuid.UUID, node_id: uuid.UUID
+) -> Response:
     """A node's panel alone, for the run page to show without a reload."""
     async with request.app.state.engine.connect() as connection:
         panel = await console_artifacts.node_panel(

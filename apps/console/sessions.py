@@ -58,7 +58,7 @@ async def signed_in(request: Request) -> SessionOwner | None:
 def same_origin(request: Request) -> bool:
     """Whether `Origin` (or, without it, `Referer`) names this server's own origin."""
     own = f"{request.url.scheme}://{request.url.netloc}"
-    origin = request.headers.get("origin")
+    origin = request.headers.get("origin") or None
     if origin is not None:
         return origin == own
     referer = request.headers.get("referer", "")

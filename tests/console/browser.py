@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from alembic import command
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from alembic import command
 from tests.conftest import API_KEY, ROOT, alembic_config
 from tests.servers import api_process, free_port
 

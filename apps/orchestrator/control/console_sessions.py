@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.orchestrator.model.models import ApiKey, ConsoleSession, KeyRole, utcnow
@@ -42,7 +42,7 @@ async def open_session(
     now = utcnow()
     await connection.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
     await connection.execute(
-        ConsoleSession.__table__.insert().values(
+        insert(ConsoleSession).values(
             id=uuid.uuid4(),
             token_hash=hash_token(token),
             key_id=owner.key_id,

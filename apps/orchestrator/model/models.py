@@ -309,9 +309,7 @@ class ConsoleSession(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    key_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("api_keys.id", ondelete="CASCADE")
-    )
+    key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
     key_name: Mapped[str] = mapped_column(String(100))
     role: Mapped[KeyRole] = mapped_column(_status_type(KeyRole))
     settings_key_hash: Mapped[str | None] = mapped_column(String(64))
