@@ -38,11 +38,19 @@ XSS_DAG = {
 }
 
 
-def test_a_viewer_sees_no_buttons_and_a_forged_post_is_403(browser: Browser, server: str) -> None:
+def test_a_viewer_sees_no_buttons_and_a_forged_post_is_403(
+    browser: Browser, server: str, screenshots: Path
+) -> None:
     run_id = submit(server, "Read only", {"type": "demo"})
     admin = browser.new_context().new_page()
     sign_in(admin, server)
     viewer_key = create_key(admin, server, "vera", "viewer")
+    admin.screenshot(path=screenshots / "keys.png", full_page=True)
+    admin.goto(f"{server}/ui/settings")
+    admin.fill('#validate-form textarea[name="document"]', "gates:\n  writer:\n    required: 7\n")
+    admin.click('#validate-form button[type="submit"]')
+    expect(admin.locator("#validate-result")).to_contain_text("gates.writer.required")
+    admin.screenshot(path=screenshots / "settings.png", full_page=True)
     viewer = browser.new_context().new_page()
     sign_in(viewer, server, viewer_key)
 
