@@ -3,6 +3,7 @@
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from apps.console.artifacts import artifact_text
@@ -15,7 +16,9 @@ from apps.orchestrator.reading.pagination import MAX_LIMIT
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
-async def _with_artifact(request: Request, connection: Any, gate: dict[str, Any]) -> dict[str, Any]:
+async def _with_artifact(
+    request: Request, connection: AsyncConnection, gate: dict[str, Any]
+) -> dict[str, Any]:
     shown: dict[str, Any] = {"text": None, "rendered": None}
     if gate["artifact_id"] is not None:
         found = await artifact_text(

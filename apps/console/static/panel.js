@@ -11,8 +11,9 @@ async function load(nodeId) {
     credentials: "same-origin",
   });
   if (!response.ok) return;
-  const fragment = document.createRange().createContextualFragment(await response.text());
-  panel.replaceChildren(fragment);
+  // Parsed inert (a DOMParser never runs what it parses), on top of the server's sanitising.
+  const parsed = new DOMParser().parseFromString(await response.text(), "text/html");
+  panel.replaceChildren(...parsed.body.childNodes);
   localize(panel);
   shown = nodeId;
 }

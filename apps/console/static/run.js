@@ -66,12 +66,15 @@ function onEvent(event) {
   scheduleFigures();
 }
 
-follow(`/runs/${runId}/events/stream`, run.dataset.after, onEvent, {
-  isFinal: (event) => FINAL_RUN_EVENTS.has(event.type),
-  onState: (state) => {
-    run.dataset.stream = state;
-  },
-});
+// A run that has ended has nothing more to say (a resume reloads the page).
+if (!["succeeded", "failed", "cancelled"].includes(run.dataset.status)) {
+  follow(`/runs/${runId}/events/stream`, run.dataset.after, onEvent, {
+    isFinal: (event) => FINAL_RUN_EVENTS.has(event.type),
+    onState: (state) => {
+      run.dataset.stream = state;
+    },
+  });
+}
 
 const QUESTIONS = {
   cancel: "Cancel this run? Nodes in flight are stopped and no node starts after it.",
