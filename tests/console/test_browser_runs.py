@@ -89,3 +89,28 @@ def test_cancel_from_the_run_page_stops_the_run(browser: Browser, tmp_path: Path
         expect(page.locator("#dag g.node.s-running")).to_have_count(0)
         expect(page.locator("#dag g.node.s-succeeded")).not_to_have_count(6)
         page.close()
+
+
+def test_the_task_form_shows_problems_by_field_and_submits_nothing_until_valid(
+    browser: Browser, server: str
+) -> None:
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/tasks/new")
+    page.fill('input[name="title"]', "Pasted plan")
+    page.select_option('select[name="type"]', "dag")
+    page.fill(
+        'textarea[name="nodes"]',
+        "- key: draft\n  role: writer\n  prompt: Draft.\n  deps: [missing]\n",
+    )
+    page.click('#task-form button[type="submit"]')
+    expect(page.locator('.field-error[data-for="nodes"]')).to_contain_text("unknown node 'missing'")
+    expect(page).to_have_url(re.compile(r"/ui/tasks/new$"))
+    with httpx.Client(base_url=server, headers={"X-API-Key": API_KEY}) as api:
+        assert api.get("/runs").json()["items"] == []
+
+    page.fill('textarea[name="nodes"]', "- key: draft\n  role: writer\n  prompt: Draft.\n")
+    page.click('#task-form button[type="submit"]')
+    expect(page).to_have_url(re.compile(r"/ui/runs/[0-9a-f-]{36}$"))
+    expect(page.locator("#run-status .status")).to_have_text("succeeded", timeout=20_000)
+    page.close()
