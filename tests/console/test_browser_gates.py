@@ -36,6 +36,8 @@ def test_approve_with_an_edit_reaches_the_dependents(
 ) -> None:
     run_id = _waiting_run(server, "Quarterly report")
     page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     sign_in(page, server)
     page.goto(f"{server}/ui/gates")
     gate = page.locator("li.gate").first
@@ -54,6 +56,7 @@ def test_approve_with_an_edit_reaches_the_dependents(
         artifacts = client.get(f"/runs/{run_id}/artifacts").json()["items"]
         final = next(item for item in artifacts if item["name"] == "final.md")
         assert "# Edited by the console" in client.get(f"/artifacts/{final['id']}/content").text
+    assert errors == []
     page.close()
 
 

@@ -43,11 +43,16 @@ def test_a_task_from_the_form_appears_live_and_its_dag_turns_green(
     browser: Browser, server: str, screenshots: Path
 ) -> None:
     context = browser.new_context()
+    # A script error or a Content-Security-Policy violation shows in the console as an error.
+    errors: list[str] = []
+    context.on("weberror", lambda error: errors.append(str(error.error)))
     watcher = context.new_page()
+    watcher.on("console", lambda message: message.type == "error" and errors.append(message.text))
     sign_in(watcher, server)
     expect(watcher.locator("#runs tbody tr.empty")).to_be_visible()
 
     form = context.new_page()
+    form.on("console", lambda message: message.type == "error" and errors.append(message.text))
     form.goto(f"{server}/ui/tasks/new")
     form.fill('input[name="title"]', "Demo from the form")
     form.screenshot(path=screenshots / "new-task.png")
@@ -69,6 +74,7 @@ def test_a_task_from_the_form_appears_live_and_its_dag_turns_green(
     expect(form.locator("#panel .artifact")).to_have_count(1)
     expect(form).to_have_url(re.compile(r"\?node="))
     form.screenshot(path=screenshots / "run.png", full_page=True)
+    assert errors == []
     context.close()
 
 
