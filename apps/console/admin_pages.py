@@ -16,30 +16,29 @@ from starlette.responses import JSONResponse, Response
 from apps.console.sessions import check_not_forged
 from apps.console.web import PREFIX, Admin, Operator, page
 from apps.core.database import unit_of_work
-from apps.core.errors import BadRequest, Unprocessable
+from apps.core.errors import BadRequest, PayloadTooLarge, Unprocessable
 from apps.core.validation import error_location, error_message
 from apps.orchestrator.control import api_keys, configuration
 from apps.orchestrator.model.models import KeyRole
-from apps.orchestrator.plans.documents import DocumentError, read_yaml
+from apps.orchestrator.plans.documents import DocumentError, read_json, read_yaml
 from apps.orchestrator.plans.task_specs import TaskRequest
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
-_NUMBERS = ("sections", "max_cost", "max_tokens")
 
 
 async def _json_body(request: Request, limit: int = 64 * 1024) -> dict[str, Any]:
     check_not_forged(request)
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise BadRequest(f"the body is over {limit:,} bytes")
+            raise PayloadTooLarge(f"the body is over {limit:,} bytes")
     try:
-        document = json.loads(body)
-    except ValueError:
-        raise BadRequest("the body is not JSON") from None
+        document = read_json(bytes(body))
+    except DocumentError as error:
+        raise BadRequest(f"the body is not JSON: {error}") from None
     if not isinstance(document, dict):
         raise BadRequest("the body is not a JSON object")
     return document
@@ -53,7 +52,7 @@ def _spec_of(form: dict[str, Any]) -> dict[str, Any]:
         try:
             nodes = read_yaml(str(form.get("nodes", "")))
         except DocumentError as error:
-            raise _field_error("nodes", str(error)) from None
+            raise _FieldProblem("nodes", str(error)) from None
         spec["nodes"] = nodes.get("nodes") if isinstance(nodes, dict) else nodes
     for name in ("sections", "audience"):
         if form.get(name) not in (None, ""):
@@ -71,10 +70,6 @@ class _FieldProblem(Exception):
         super().__init__(message)
         self.field = field
         self.message = message
-
-
-def _field_error(field: str, message: str) -> _FieldProblem:
-    return _FieldProblem(field, message)
 
 
 def _form_field(location: str, kind: str) -> str:

@@ -29,12 +29,12 @@ def _safe_next(target: str | None) -> str:
 
 async def read_form(request: Request) -> dict[str, str]:
     """A small urlencoded form's fields (the first value of each), refused past 8 KB."""
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             raise PayloadTooLarge(f"the form is over {MAX_FORM_BYTES:,} bytes")
-    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    fields = parse_qs(bytes(body).decode("utf-8", errors="replace"), keep_blank_values=True)
     return {name: values[0] for name, values in fields.items()}
 
 

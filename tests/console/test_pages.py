@@ -112,3 +112,16 @@ async def test_a_500_node_run_page_draws_every_node(
     assert (await admin.get(f"/ui/runs/{run.id}?node={node.id}")).status_code == 200
     panel = await admin.get(f"/ui/runs/{run.id}/nodes/{node.id}/panel")
     assert panel.status_code == 200 and "n499" in panel.text
+
+
+async def test_bad_bodies_are_clear_4xx_never_500(admin: httpx.AsyncClient) -> None:
+    headers = {"Content-Type": "application/json"}
+    nested = "[" * 30_000 + "]" * 30_000
+    for body, status in (("not json", 400), ("[1]", 400), (nested, 400)):
+        answer = await admin.post("/ui/keys", content=body, headers=headers)
+        assert answer.status_code == status, (body[:20], answer.text)
+        assert answer.json()["detail"]
+    huge = await admin.post("/ui/keys", content="x" * 70_000, headers=headers)
+    assert huge.status_code == 413
+    form = await admin.post("/ui/sign-in", content="key=" + "k" * 9_000)
+    assert form.status_code == 413
