@@ -93,6 +93,17 @@ async def test_the_runs_page_filters_and_pages(
     assert bad.status_code == 422
 
 
+async def test_a_run_page_shows_its_budget_as_bars(
+    admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    spec = {"type": "demo", "budget": {"max_cost": 2.5, "max_tokens": 1000}}
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, task_spec=spec, total_tokens=250)
+    page = (await admin.get(f"/ui/runs/{run.id}")).text
+    assert '<meter id="budget-cost" min="0" max="2.5"' in page
+    assert '<meter id="budget-tokens" min="0" max="1000.0" value="250">' in page
+
+
 async def test_a_500_node_run_page_draws_every_node(
     admin: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
