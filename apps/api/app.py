@@ -31,6 +31,7 @@ from apps.api.routes import (
 from apps.api.stopping import on_stop_signal
 from apps.api.storable_input import refuse_unstorable_input
 from apps.api.timezone import use_request_timezone
+from apps.console.install import install_console
 from apps.core.database import open_database
 from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     instrument(app, settings)
     _include_routes(app)
+    install_console(app)  # the web console under /ui; `/` opens it
     app.add_middleware(ApiV1)
     if settings.cors_origins:
         app.add_middleware(
