@@ -34,6 +34,7 @@ from apps.orchestrator.worker.loop import Worker
 PROGRESS_SECONDS = 0.5
 # What a node's line shows of its prompt: enough for a section's title.
 PROMPT_SHOWN = 72
+_GROWING = "the plan grows, from the outline:"
 # How long Ctrl-C waits for the calls in flight to stop before giving up on a clean end.
 CANCEL_WAIT_SECONDS = 30
 
@@ -155,8 +156,11 @@ async def _final_artifact(sessions: SessionFactory, run_id: uuid.UUID) -> str | 
 async def _watch(sessions: SessionFactory, run_id: uuid.UUID, plan: _PlanPrinter) -> Run:
     last = ""
     while True:
-        await plan.print_new("the plan grows, from the outline:")
+        await plan.print_new(_GROWING)
         run, line = await _progress(sessions, run_id)
+        if run.status in RUN_TERMINAL:
+            # What joined the plan and ran between the two looks, all within one tick.
+            await plan.print_new(_GROWING)
         if line != last:
             print(line, flush=True)
             last = line

@@ -12,7 +12,12 @@ import pytest
 from fastapi import FastAPI
 
 from apps.api.app import create_app
+from apps.cli.task import _PlanPrinter, _watch
+from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings
+from apps.orchestrator.engine.submission import submit_task
+from apps.orchestrator.plans.task_specs import TaskRequest
+from apps.orchestrator.worker.loop import Worker
 from tests.conftest import API_KEY, process_env
 
 CLI = [sys.executable, "-m", "apps.orchestrator.main"]
@@ -133,3 +138,35 @@ def test_help_documents_every_option(tmp_path: Path) -> None:
     result = _cli("sqlite+aiosqlite:///unused.db", tmp_path, "--help")
     for documented in ("--use-supervisor", "--provider", "--model", "--no-wait", "--database-url"):
         assert documented in result.stdout
+
+
+async def test_nodes_that_joined_and_ran_between_two_looks_are_printed_before_the_end(
+    transactions: Transactions,
+    sessions: SessionFactory,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A loaded machine can run the whole grown plan between the watch's look at the plan and
+    its look at the run: the growth is printed all the same, before the final line."""
+    task = TaskRequest.model_validate({"title": "Quick", "task_spec": {"type": "report"}})
+    async with unit_of_work(sessions) as session:
+        run_id = await submit_task(session, task, created_by="cli", settings=settings)
+    worker = Worker(transactions, settings)
+
+    class RunsEverythingRightAfterItsFirstLook(_PlanPrinter):
+        looks = 0
+
+        async def print_new(self, heading: str) -> None:
+            await super().print_new(heading)
+            self.looks += 1
+            if self.looks == 2:  # the watch's first look saw the outline alone
+                await worker.drain()
+
+    plan = RunsEverythingRightAfterItsFirstLook(sessions, run_id)
+    await plan.print_new("")
+    run = await _watch(sessions, run_id, plan)
+
+    lines = capsys.readouterr().out.splitlines()
+    assert run.status == "succeeded"
+    assert lines[1] == "the plan grows, from the outline:"
+    assert lines[-1].startswith("succeeded 6/6 nodes done")
