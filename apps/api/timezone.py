@@ -4,17 +4,14 @@ Timestamps are stored and compared in UTC; the zone only changes how they are wr
 a timestamp without an offset in a query is read).
 """
 
-from contextvars import ContextVar
 from datetime import UTC, datetime, tzinfo
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Header
-from pydantic import PlainSerializer
 
 from apps.core.errors import BadRequest, Unprocessable
-
-_response_zone: ContextVar[tzinfo | None] = ContextVar("response_zone", default=None)
+from apps.wire.timestamps import response_zone, use_zone
 
 
 def _parse_zone(name: str) -> tzinfo:
@@ -33,16 +30,11 @@ async def use_request_timezone(
     ] = None,
 ) -> None:
     """Read `X-Timezone` for the request; async so the zone is set in the request's own context."""
-    _response_zone.set(_parse_zone(x_timezone) if x_timezone else None)
+    use_zone(_parse_zone(x_timezone) if x_timezone else None)
 
 
 def request_zone() -> tzinfo:
-    return _response_zone.get() or UTC
-
-
-def _in_response_zone(value: datetime) -> datetime:
-    zone = _response_zone.get()
-    return value if zone is None else value.astimezone(zone)
+    return response_zone()
 
 
 def as_utc(value: datetime, name: str) -> datetime:
@@ -55,6 +47,3 @@ def as_utc(value: datetime, name: str) -> datetime:
         raise Unprocessable(
             f"query {name}: {value.isoformat()} is outside the years 1-9999 in UTC"
         ) from None
-
-
-Timestamp = Annotated[datetime, PlainSerializer(_in_response_zone, return_type=datetime)]

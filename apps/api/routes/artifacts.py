@@ -9,10 +9,10 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from apps.api.dependencies import ArtifactStore, Cursor, Limit, ReadConnection
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Artifact, Page
 from apps.orchestrator.infra.storage.base import StoredFile
 from apps.orchestrator.reading import artifacts
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
+from apps.wire.schemas import Artifact, Page
 
 router = APIRouter(tags=["artifacts"], route_class=ProtectedRoute)
 

@@ -12,12 +12,12 @@ from fastapi import APIRouter, BackgroundTasks, Path, Request
 from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.dependencies import ArtifactStore, DbTransactions
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
 from apps.core.database import Transactions
 from apps.orchestrator.control import decisions, run_control
 from apps.orchestrator.engine.gates import count_gate_decision
 from apps.orchestrator.infra.storage import base as artifact_store
 from apps.orchestrator.model.models import KeyRole
+from apps.wire.schemas import ApproveRequest, Gate, RejectRequest, Run
 
 router = APIRouter(tags=["control"], route_class=ProtectedRoute)
 

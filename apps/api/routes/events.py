@@ -7,10 +7,10 @@ from fastapi import APIRouter, Query
 
 from apps.api.dependencies import Cursor, EventIdQuery, Limit, ReadConnection
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Event, Page
 from apps.core.text import NO_NUL
 from apps.orchestrator.reading import events
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_INT64
+from apps.wire.schemas import Event, Page
 
 router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 

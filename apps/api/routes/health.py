@@ -5,8 +5,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from apps.api.schemas import Health
 from apps.core.database import check_database
+from apps.wire.schemas import Health
 
 router = APIRouter(tags=["health"])
 

@@ -6,9 +6,9 @@ from fastapi import APIRouter
 
 from apps.api.dependencies import Cursor, Limit, ReadConnection
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Node, Page
 from apps.orchestrator.reading import nodes
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
+from apps.wire.schemas import Node, Page
 
 router = APIRouter(tags=["nodes"], route_class=ProtectedRoute)
 

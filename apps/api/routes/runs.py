@@ -9,12 +9,12 @@ from pydantic import BaseModel, Field
 
 from apps.api.dependencies import CURSOR_HELP, LIMIT_HELP, ReadConnection
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Page, Run, RunSummary
 from apps.api.timezone import as_utc
 from apps.core.text import NO_NUL
 from apps.orchestrator.model.states import RunStatus
 from apps.orchestrator.reading import runs
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from apps.wire.schemas import Page, Run, RunSummary
 
 router = APIRouter(tags=["runs"], route_class=ProtectedRoute)
 

@@ -18,12 +18,12 @@ from starlette.types import Receive, Scope, Send
 from apps.api.auth import Caller, Principal
 from apps.api.dependencies import EVENT_ID, EventIdQuery
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Event
 from apps.api.timezone import request_zone
 from apps.core.errors import BadRequest
 from apps.core.metrics import sse_subscriber_closed, sse_subscriber_opened
 from apps.orchestrator.reading.event_feed import Batches, EventFeed, StreamedEvent
 from apps.orchestrator.reading.pagination import MAX_INT64
+from apps.wire.schemas import Event
 
 router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 

@@ -5,11 +5,11 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.dependencies import DbSession
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Run
 from apps.orchestrator.engine import submission
 from apps.orchestrator.model.models import KeyRole
 from apps.orchestrator.plans.task_specs import TaskRequest
 from apps.orchestrator.reading import runs
+from apps.wire.schemas import Run
 
 router = APIRouter(tags=["tasks"], route_class=ProtectedRoute)
 

@@ -1,13 +1,14 @@
-"""Response shapes of the HTTP API. Every field is described: the OpenAPI page is the manual."""
+"""Request and response shapes of the HTTP API. Every field is described: the OpenAPI page
+is the manual."""
 
 import uuid
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
-from apps.api.timezone import Timestamp
 from apps.core.strict_models import StrictModel
-from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
+from apps.wire.statuses import GateStatus, NodeStatus, RunStatus
+from apps.wire.timestamps import Timestamp
 
 T = TypeVar("T")
 
