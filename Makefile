@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help install deps-update api-run op-console api-run-prod worker test api-test test-api \
 	db-upgrade db-revision lint format coverage bench bench-read bench-orchestration bench-streams \
-	bench-scale bench-smoke
+	bench-scale bench-smoke openapi
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z -]*:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,9 @@ test: $(INSTALLED) ## Run the whole test suite (PostgreSQL tests need TEST_POSTG
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 api-test test-api: test ## Aliases of test
+
+openapi: $(INSTALLED) ## Write docs/openapi.json, the document the app serves (a test checks it)
+	$(BIN)/python -m apps.cli.openapi docs/openapi.json
 
 coverage: $(INSTALLED) ## The whole suite, measuring what it runs of apps/ (processes it starts too)
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)

@@ -7,10 +7,35 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
 
 from apps.core.strict_models import StrictModel
-from apps.wire.statuses import GateStatus, NodeStatus, RunStatus
+from apps.wire.statuses import GateStatus, KeyRole, NodeStatus, RunStatus
 from apps.wire.timestamps import Timestamp
 
 T = TypeVar("T")
+
+# What a key's name may be: the rule `apps.orchestrator.control.api_keys` enforces.
+KEY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
+# The name of the API_KEY setting's key, in any case.
+KEY_NAME_RESERVED = r"^[Aa][Dd][Mm][Ii][Nn]$"
+
+
+class ValidationIssue(BaseModel):
+    """One problem a 422 found in the request."""
+
+    loc: list[int | str] = Field(
+        description="Where: the part of the request (body, query, path, header), then the path "
+        "inside it."
+    )
+    msg: str = Field(description="What is wrong there.")
+    type: str = Field(description="The kind of problem, e.g. missing or string_too_long.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what went wrong in one readable line, and for a 422 each problem."""
+
+    detail: str = Field(description="What went wrong, for a person to read.")
+    errors: list[ValidationIssue] | None = Field(
+        default=None, description="Each problem of a request that failed validation (a 422 only)."
+    )
 
 
 class Page(BaseModel, Generic[T]):
@@ -200,3 +225,40 @@ class RejectRequest(StrictModel):
         "node's output); fail: fail the node and its run. Rejecting a gate before the node "
         "starts fails it.",
     )
+
+
+class ApiKey(BaseModel):
+    """An API key as the service knows it: never its secret, which only its creation shows."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID = Field(description="Key id.")
+    name: str = Field(description="Name; what decisions and runs record as who acted.")
+    role: KeyRole = Field(
+        description="viewer: reads; operator: reads, tasks, gate decisions, cancel, resume; "
+        "admin: everything."
+    )
+    key_prefix: str = Field(description="The secret's first characters, to tell keys apart.")
+    created_at: Timestamp = Field(description="When the key was created.")
+    last_used_at: Timestamp | None = Field(
+        description="When the key was last used (recorded at most once a minute)."
+    )
+    revoked_at: Timestamp | None = Field(description="When the key was revoked; null: it works.")
+
+
+class CreatedApiKey(ApiKey):
+    """A new key, with its secret: shown this once, stored nowhere (only its SHA-256 is)."""
+
+    secret: str = Field(description="The key to send as X-API-Key or Authorization: Bearer.")
+
+
+class KeyCreateRequest(StrictModel):
+    """A key to create."""
+
+    name: str = Field(
+        pattern=KEY_NAME_PATTERN,
+        description="1 to 100 letters, digits, '.', '_', '-' or '@', starting with a letter or "
+        "digit; unique, revoked keys included; `admin` is kept for the API_KEY setting.",
+        json_schema_extra={"not": {"pattern": KEY_NAME_RESERVED}},
+    )
+    role: KeyRole = Field(description="What the key may do.")

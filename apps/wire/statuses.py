@@ -1,5 +1,6 @@
-"""The statuses of runs, nodes and gates: words of the API, so they live with its models; the
-transitions each may make are the domain's (`apps.orchestrator.model.states`)."""
+"""The statuses of runs, nodes and gates, and the roles of keys: words of the API, so they live
+with its models; the transitions each may make are the domain's
+(`apps.orchestrator.model.states`)."""
 
 from enum import StrEnum
 
@@ -30,3 +31,9 @@ class GateStatus(StrEnum):
     REJECTED = "rejected"
     # The run was cancelled while the gate waited.
     CANCELLED = "cancelled"
+
+
+class KeyRole(StrEnum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"

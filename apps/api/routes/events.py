@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from apps.api.dependencies import Cursor, EventIdQuery, Limit, ReadConnection
+from apps.api.responses import errors
 from apps.api.routing import ProtectedRoute
 from apps.core.text import NO_NUL
 from apps.orchestrator.reading import events
@@ -15,7 +16,7 @@ from apps.wire.schemas import Event, Page
 router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 
 
-@router.get("/events")
+@router.get("/events", responses=errors(404, described={404: "No run by that `run_id`."}))
 async def list_events(
     connection: ReadConnection,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
