@@ -12,6 +12,8 @@ from apps.wire.timestamps import Timestamp
 
 T = TypeVar("T")
 
+DocumentKind = Literal["settings", "gate_policy"]
+
 # What a key's name may be: the rule `apps.orchestrator.control.api_keys` enforces.
 KEY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
 # The name of the API_KEY setting's key, in any case.
@@ -262,3 +264,28 @@ class KeyCreateRequest(StrictModel):
         json_schema_extra={"not": {"pattern": KEY_NAME_RESERVED}},
     )
     role: KeyRole = Field(description="What the key may do.")
+
+
+class ValidationProblem(BaseModel):
+    """One thing wrong with a document."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    location: str = Field(
+        description="Where: a setting's name (PORT, LLM_ROLE_MODELS.writer) or a path in the "
+        "policy (gates.writer.timeout_minutes); `document` for the document as a whole."
+    )
+    message: str = Field(description="What is wrong there.")
+
+
+class ValidationReport(BaseModel):
+    """What a check of a document found; nothing was changed."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    valid: bool = Field(description="True when the document has no problem.")
+    kind: DocumentKind = Field(description="What the document was checked as.")
+    problems: list[ValidationProblem] = Field(description="Every problem, in document order.")
+    notes: list[str] = Field(
+        description="What the check did not look at, e.g. a file GATE_POLICY_FILE names."
+    )

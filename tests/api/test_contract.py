@@ -22,7 +22,7 @@ from tests.conftest import ROOT, process_env
 from tests.servers import api_process, free_port
 
 SCHEMATHESIS = Path(sys.executable).parent / "st"
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 5
 MIN_CASES = 1_000
 
 

@@ -5,12 +5,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from apps.api.auth import OperatorCaller, forbidden_below
-from apps.api.config_schemas import OperatorConfig, ValidationReport
+from apps.api.config_schemas import OperatorConfig
 from apps.api.responses import errors
 from apps.api.routing import ProtectedRoute
 from apps.orchestrator.control import configuration
-from apps.orchestrator.control.configuration import MAX_DOCUMENT_BYTES, DocumentKind
+from apps.orchestrator.control.configuration import MAX_DOCUMENT_BYTES
 from apps.orchestrator.model.models import KeyRole
+from apps.wire.schemas import DocumentKind, ValidationReport
 
 router = APIRouter(prefix="/config", tags=["config"], route_class=ProtectedRoute)
 
