@@ -66,14 +66,14 @@ coverage: $(INSTALLED) ## The whole suite, measuring what it runs of apps/ (proc
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 lint: $(INSTALLED) ## ruff, mypy and the import contracts (pyproject.toml says what each checks)
-	$(BIN)/ruff check apps tests bench alembic
-	$(BIN)/ruff format --check apps tests bench alembic
+	$(BIN)/ruff check apps crew_client tests bench alembic
+	$(BIN)/ruff format --check apps crew_client tests bench alembic
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(INSTALLED) ## Format and fix what ruff can
-	$(BIN)/ruff format apps tests bench alembic
-	$(BIN)/ruff check --fix apps tests bench alembic
+	$(BIN)/ruff format apps crew_client tests bench alembic
+	$(BIN)/ruff check --fix apps crew_client tests bench alembic
 
 bench: bench-read bench-orchestration bench-streams ## Every benchmark, on SQLite and PostgreSQL
 	$(BIN)/python -m bench.scale
