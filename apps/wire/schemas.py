@@ -1,10 +1,11 @@
 """Request and response shapes of the HTTP API. Every field is described: the OpenAPI page
 is the manual."""
 
+import json
 import uuid
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from apps.core.strict_models import StrictModel
 from apps.wire.statuses import GateStatus, KeyRole, NodeStatus, RunStatus
@@ -69,6 +70,11 @@ class Usage(BaseModel):
     cost: float = Field(description="Cost of every LLM call, from the price table.")
 
 
+def _parsed_if_text(value: Any) -> Any:
+    # The server reads these from the database as JSON text; a client reads them as objects.
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
 class RunSummary(BaseModel):
     """A run as lists show it: everything but its task spec, which may be megabytes;
     `GET /runs/{run_id}` has the spec."""
@@ -87,8 +93,12 @@ class RunSummary(BaseModel):
     started_at: Timestamp | None = Field(description="When the first node started.")
     finished_at: Timestamp | None = Field(description="When the run reached a final status.")
     cancel_requested_at: Timestamp | None = Field(description="When a cancel was requested.")
-    node_counts: Json[NodeCounts] = Field(description="How many nodes are in each status.")
-    usage: Json[Usage] = Field(description="Token and cost totals of the run's LLM calls.")
+    node_counts: Annotated[NodeCounts, BeforeValidator(_parsed_if_text)] = Field(
+        description="How many nodes are in each status."
+    )
+    usage: Annotated[Usage, BeforeValidator(_parsed_if_text)] = Field(
+        description="Token and cost totals of the run's LLM calls."
+    )
 
 
 class Run(RunSummary):
@@ -126,7 +136,9 @@ class Node(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_row(cls, row: Any) -> Any:
-        if isinstance(row, cls):
+        # A database row has the agent's provider and model as columns of their own; an
+        # answer read by a client has them as `agent` already.
+        if isinstance(row, cls) or "agent" in row:
             return row
         return {**row, "agent": {"provider": row["provider"], "model": row["model"]}}
 
