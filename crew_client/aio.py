@@ -209,17 +209,19 @@ class AsyncClient:
             try:
                 async for event in self._one_connection(position):
                     yield event
+                if position.finished:
+                    return
+                if position.ended_quietly():
+                    # Nothing came: the run may have ended before this connection opened.
+                    if run_is_over(await self.get_run(str(run_id))):
+                        return
+                    await asyncio.sleep(self.retry.delay(0))
                 failures = 0
             except (httpx.TransportError, CrewConnectionError) as error:
                 failures += 1
                 if failures >= self.retry.attempts * 4:
                     raise CrewConnectionError(f"event stream: {error}") from error
                 await asyncio.sleep(self.retry.delay(min(failures - 1, 5)))
-                continue
-            if position.finished:
-                return
-            if position.ended_quietly() and run_is_over(await self.get_run(str(run_id))):
-                return
             position.reconnecting()
 
     async def _one_connection(self, position: Resumption) -> AsyncIterator[Event]:
