@@ -182,5 +182,5 @@ def test_errors_are_one_line_with_distinct_exit_statuses(served: Served) -> None
 def test_shell_completion_is_offered(served: Served) -> None:
     helped = crew(served, "--help")
     assert "--install-completion" in helped.stdout
-    completion = crew(served, "--show-completion", "bash")
+    completion = crew(served, "--show-completion", SHELL="/bin/bash")
     assert completion.returncode == 0 and "complete" in completion.stdout
