@@ -4,13 +4,14 @@ as a client sends them (a parameter is absent, never null; its bounds in JSON Sc
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from apps.core.settings import load_settings
+from apps.core.settings import Settings, load_settings
 
 _REQUEST_ID = {
     "description": "The request's id: the X-Request-ID the client sent when it is 1 to 128 of "
@@ -34,19 +35,23 @@ def describe(app: FastAPI) -> dict[str, Any]:
         )
         for path_item in document.get("paths", {}).values():
             for operation in path_item.values():
-                for parameter in operation.get("parameters", []):
-                    parameter["schema"] = _as_sent(parameter["schema"])
-                for status, response in operation["responses"].items():
-                    response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID
-                    if status >= "400":
-                        _as_json(response)
-                    for media in response.get("content", {}).values():
-                        if "itemSchema" in media:
-                            # A stream is described by its items; FastAPI's `string` for a
-                            # response class of its own is not the stream's schema.
-                            media.pop("schema", None)
+                _complete(operation)
         app.openapi_schema = document
     return app.openapi_schema
+
+
+def _complete(operation: dict[str, Any]) -> None:
+    for parameter in operation.get("parameters", []):
+        parameter["schema"] = _as_sent(parameter["schema"])
+    for status, response in operation["responses"].items():
+        response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID
+        if status >= "400":
+            _as_json(response)
+        for media in response.get("content", {}).values():
+            if "itemSchema" in media:
+                # A stream is described by its items; FastAPI's `string` for a response class of
+                # its own is not the stream's schema.
+                media.pop("schema", None)
 
 
 def _as_json(response: dict[str, Any]) -> None:
@@ -85,7 +90,7 @@ def use_described_openapi(app: FastAPI) -> None:
     app.openapi = lambda: describe(app)  # type: ignore[method-assign]
 
 
-def document_text(create_app: Any) -> str:
+def document_text(create_app: Callable[[Settings], FastAPI]) -> str:
     """The document as `docs/openapi.json` holds it: served by an app with its reference and
     metrics on, whatever this host's settings are."""
     with tempfile.TemporaryDirectory() as scratch:
