@@ -101,10 +101,16 @@ def test_keys_over_http_and_roles(served: Served) -> None:
         assert created.secret.startswith("crew_")
         assert crew.get_key(name).role == KeyRole.VIEWER
         assert name in [key.name for key in crew.iter_keys()]
+        crew.create_key(f"{name}-2", KeyRole.OPERATOR)
+        first = crew.list_keys(limit=1)
+        assert first.next_cursor is not None
+        assert crew.list_keys(cursor=first.next_cursor).items[0].name != first.items[0].name
         with served.client(created.secret) as viewer:
             assert viewer.list_runs().items is not None
             with pytest.raises(Forbidden):
                 viewer.submit_task("Not mine", {"type": "demo"})
+            with pytest.raises(Forbidden):
+                viewer.list_keys()
         assert crew.revoke_key(name).revoked_at is not None
         with pytest.raises(Conflict):
             crew.revoke_key(name)
