@@ -57,12 +57,14 @@ _HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
-def error_response(status: int, description: str | None = None) -> dict[str, Any]:
+def error_response(
+    status: int, description: str | None = None, example: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The OpenAPI response of one error status."""
     response: dict[str, Any] = {
         "model": ErrorBody,
         "description": description or _WHY[status],
-        "content": {"application/json": {"example": _EXAMPLES[status]}},
+        "content": {"application/json": {"example": example or _EXAMPLES[status]}},
     }
     if status in _HEADERS:
         response["headers"] = dict(_HEADERS[status])

@@ -62,8 +62,10 @@ class ProtectedRoute(APIRoute):
             highest = max(needed, key=list(KeyRole).index)
             self.responses.setdefault(403, forbidden_below(highest)[403])
         if self.takes_body:
+            too_large = {"detail": _too_large(self.body_limit)}
             self.responses.setdefault(
-                413, error_response(413, f"The body is over {self.body_limit:,} bytes.")
+                413,
+                error_response(413, f"The body is over {self.body_limit:,} bytes.", too_large),
             )
 
     @property
