@@ -8,10 +8,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Playwright (the console's browser tests) drives Debian's Chromium; it never downloads one.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: help install deps-update api-run op-console api-run-prod worker test api-test test-api \
 	db-upgrade db-revision lint format coverage bench bench-read bench-orchestration bench-streams \
-	bench-scale bench-smoke openapi
+	bench-scale bench-smoke bench-console console-screenshots openapi
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z -]*:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,7 +77,7 @@ format: $(INSTALLED) ## Format and fix what ruff can
 	$(BIN)/ruff format apps crew_client tests bench alembic
 	$(BIN)/ruff check --fix apps crew_client tests bench alembic
 
-bench: bench-read bench-orchestration bench-streams ## Every benchmark, on SQLite and PostgreSQL
+bench: bench-read bench-orchestration bench-streams bench-console ## Every benchmark, on SQLite and PostgreSQL
 	$(BIN)/python -m bench.scale
 
 bench-read: $(INSTALLED) ## Read API benchmark (needs wrk)
@@ -88,13 +90,19 @@ bench-orchestration: $(INSTALLED) ## Orchestration overhead per node and 50 runs
 bench-streams: $(INSTALLED) ## 500 SSE subscribers on one 2,000-event run: delivery and latency
 	$(BIN)/python -m bench.streams --backend both
 
+bench-console: $(INSTALLED) ## The web console: pages on 100,000 runs, paint, DAG, event to DOM (Chromium)
+	$(BIN)/python -m bench.console --backend both
+
+console-screenshots: $(INSTALLED) ## Retake docs/screenshots/*.png with the console's browser tests
+	CONSOLE_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/console -k "browser" $(PYTEST_ARGS)
+
 bench-scale: $(INSTALLED) ## Node throughput with 1, 2, 4 workers, then bench-read, on PostgreSQL
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
 	@status=0; $(BIN)/python -m bench.scale || status=$$?; \
 	$(BIN)/python -m bench.read_api --backend postgresql || status=$$(( $$? > status ? $$? : status )); \
 	exit $$status
 
-BENCHMARKS := read_api orchestration streams scale middleware_overhead hostile_requests
+BENCHMARKS := read_api orchestration streams scale middleware_overhead hostile_requests console
 
 bench-smoke: $(INSTALLED) ## Every benchmark at tiny sizes (what CI runs): fails when one breaks
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }

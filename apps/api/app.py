@@ -1,6 +1,5 @@
 """The FastAPI application: built by `create_app`, its engine opened and closed by the lifespan."""
 
-import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
@@ -32,10 +31,11 @@ from apps.api.routes import (
 from apps.api.stopping import on_stop_signal
 from apps.api.storable_input import refuse_unstorable_input
 from apps.api.timezone import use_request_timezone
+from apps.console.install import install_console
 from apps.core.database import open_database
 from apps.core.metrics import forget_this_process
 from apps.core.settings import Settings, load_settings
-from apps.core.supervision import start_supervised
+from apps.core.supervision import supervised
 from apps.orchestrator.infra.storage import open_artifact_store
 from apps.orchestrator.plans.gate_policy import gate_policy_of
 from apps.orchestrator.reading.event_feed import build_event_feed
@@ -78,7 +78,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.worker = Worker(
                 database.transactions, app.state.settings, store=app.state.artifact_store
             )
-            await stack.enter_async_context(_running(app.state.worker))
+            await stack.enter_async_context(supervised("worker", app.state.worker.run))
         # What start-up built lives as long as the process: keep it out of the collector's
         # scans, which otherwise grow with every module and route the app has loaded.
         gc.freeze()
@@ -86,17 +86,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             yield
         finally:
             forget_this_process(app.state.settings.prometheus_multiproc_dir)
-
-
-@asynccontextmanager
-async def _running(worker: Worker) -> AsyncIterator[None]:
-    task = start_supervised("worker", worker.run)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -123,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     checks = [Depends(authenticate), Depends(refuse_unstorable_input)]
     for router in _PROTECTED_ROUTERS:
         app.include_router(router, dependencies=checks)
+    install_console(app)  # the web console under /ui; `/` opens it
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

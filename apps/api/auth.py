@@ -1,9 +1,10 @@
 """Who is calling, and whether their role may do what they ask.
 
-A key comes in `X-API-Key` or `Authorization: Bearer`. The `API_KEY` setting is the admin key
-named "admin", compared in constant time with no database access; any other key is looked up by
-its hash on every request, so a revocation holds from the next request on. Routes state the role
-they need with one of the annotated dependencies at the bottom of this module.
+A key comes in `X-API-Key` or `Authorization: Bearer`; without one, the web console's session
+cookie stands for the key it signed in with (`apps.console.sessions`). The `API_KEY` setting is
+the admin key named "admin", compared in constant time with no database access; any other key is
+looked up by its hash on every request, so a revocation holds from the next request on. Routes
+state the role they need with one of the annotated dependencies at the bottom of this module.
 """
 
 import hmac
@@ -20,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.api.responses import errors
+from apps.console import sessions as console_sessions
 from apps.core.errors import Forbidden, Unauthorized
 from apps.core.settings import Settings
 from apps.orchestrator.control import api_keys
@@ -95,6 +97,16 @@ async def _record_use(connection: AsyncConnection, key: api_keys.ActiveKey, now:
         logger.warning("could not record the use of API key %r: %s", key.name, error)
 
 
+async def _console_principal(request: Request) -> Principal | None:
+    """The principal of the console's session cookie, when there is no key: the console's pages
+    call these routes as the key they signed in with (its key_id ends their streams too)."""
+    owner = await console_sessions.signed_in(request)
+    if owner is None:
+        return None
+    console_sessions.check_not_forged(request)
+    return Principal(name=owner.name, role=owner.role, key_id=owner.key_id)
+
+
 async def authenticate(
     request: Request,
     api_key: Annotated[str | None, Security(_api_key_header)],
@@ -106,7 +118,11 @@ async def authenticate(
         return checked
     presented = api_key or (bearer.credentials if bearer else None)
     if not presented:
-        raise Unauthorized("missing API key: send X-API-Key or Authorization: Bearer")
+        principal = await _console_principal(request)
+        if principal is None:
+            raise Unauthorized("missing API key: send X-API-Key or Authorization: Bearer")
+        request.state.principal = principal
+        return principal
     principal = settings_principal(presented, request.app.state.settings)
     if principal is None:
         principal = await _stored_principal(request, presented)

@@ -7,13 +7,14 @@ were revoked since, whatever the number of streams, and the feed ends theirs.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from apps.core.supervision import supervised
 from apps.orchestrator.control import api_keys
 from apps.orchestrator.reading.event_feed import EventFeed
 
@@ -41,19 +42,10 @@ async def _watch(feed: EventFeed, engine: AsyncEngine, every: float) -> None:
         except (OSError, SQLAlchemyError) as error:
             # The next check tries again; until then the streams go on, as they were allowed.
             logger.warning("could not check the keys of open event streams: %s", error)
-        except Exception:
-            logger.exception("checking the keys of open event streams failed")
 
 
-@contextlib.asynccontextmanager
-async def streams_end_on_revocation(
+def streams_end_on_revocation(
     feed: EventFeed, engine: AsyncEngine, every: float = REVOCATION_CHECK_SECONDS
-) -> AsyncIterator[None]:
+) -> contextlib.AbstractAsyncContextManager[None]:
     """Check the keys of `feed`'s open streams every `every` seconds while the block runs."""
-    task = asyncio.create_task(_watch(feed, engine, every), name="stream-key-revocations")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return supervised("stream-key-revocations", functools.partial(_watch, feed, engine, every))

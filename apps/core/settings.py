@@ -210,6 +210,12 @@ class Settings(BaseSettings):
         le=300,
         description="Seconds of silence after which an event stream sends a heartbeat comment.",
     )
+    console_session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24 * 30,
+        description="Hours a web console sign-in lasts before the browser must sign in again.",
+    )
     metrics_enabled: bool = Field(
         default=False, description="Serve Prometheus metrics on /metrics."
     )

@@ -10,8 +10,9 @@ for `max_delay` without failing.
 """
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NoReturn
 
 from apps.core.database import describe_fault, is_transient
@@ -60,6 +61,24 @@ def start_supervised(
     """A task running `supervise(name, work, ...)`; cancel it to stop the work."""
     supervised = supervise(name, work, first_delay=first_delay, max_delay=max_delay)
     return asyncio.create_task(supervised, name=name)
+
+
+@contextlib.asynccontextmanager
+async def supervised(
+    name: str,
+    work: Callable[[], Awaitable[object]],
+    *,
+    first_delay: float = FIRST_DELAY_SECONDS,
+    max_delay: float = MAX_DELAY_SECONDS,
+) -> AsyncIterator[None]:
+    """Run `work()` under `supervise` while the block runs; stop it when the block ends."""
+    task = start_supervised(name, work, first_delay=first_delay, max_delay=max_delay)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _stopping() -> bool:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from apps.core.error_reporting import init_sentry
 from apps.core.settings import load_settings
-from apps.core.supervision import start_supervised
+from apps.core.supervision import start_supervised, supervised
 from tests.sentry_sink import sentry_sink
 
 
@@ -135,3 +135,12 @@ async def test_a_task_that_fails_while_being_stopped_is_not_started_again() -> N
     with pytest.raises(RuntimeError, match="could not hand the nodes back"):
         await asyncio.wait_for(task, 5)
     assert starts == 1
+
+
+async def test_supervised_work_restarts_inside_the_block_and_stops_when_it_ends() -> None:
+    work = Flaky(failures=1)
+    async with supervised("stream-key-revocations", work, first_delay=0.01):
+        await asyncio.wait_for(work.running.wait(), 5)
+        task = next(t for t in asyncio.all_tasks() if t.get_name() == "stream-key-revocations")
+    assert len(work.starts) == 2
+    assert task.cancelled()

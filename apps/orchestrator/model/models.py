@@ -1,4 +1,5 @@
-"""The database schema: runs, their nodes and dependency edges, artifacts, events, gates, API keys.
+"""The database schema: runs, their nodes and dependency edges, artifacts, events, gates, API keys,
+console sessions.
 
 Timestamps are stored in UTC and come back timezone-aware on every backend. Relationships raise on
 lazy load: a query says what it loads.
@@ -291,6 +292,26 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class ConsoleSession(Base):
+    """A browser's sign-in to the web console with a key. Only the cookie's SHA-256 is stored.
+
+    A stored key's session ends with the key (the lookup joins it unrevoked); a session of the
+    API_KEY setting (`key_id` null) keeps that setting's hash and ends when the setting changes.
+    """
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index(None, "key_id"), Index(None, "expires_at"))
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    key_name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[KeyRole] = mapped_column(_status_type(KeyRole))
+    settings_key_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
 
 
 # The Core tables, for statements built without the ORM. Mapped classes type `__table__` as any

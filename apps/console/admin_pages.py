@@ -1,0 +1,153 @@
+"""The new-task form and its check, the settings in force, and the keys page for admins.
+
+A task is submitted by the page to `POST /tasks` itself; the check here turns the form (a DAG
+pasted as JSON or YAML included) into the task request and validates it first, so nothing is
+submitted until it is valid. Keys are made and revoked by the domain's functions, as
+`crew-keys` does.
+"""
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import JSONResponse, Response
+
+from apps.console.sessions import check_not_forged
+from apps.console.web import PREFIX, Admin, Operator, page
+from apps.core.database import unit_of_work
+from apps.core.errors import BadRequest, PayloadTooLarge, Unprocessable
+from apps.core.validation import error_location, error_message
+from apps.orchestrator.control import api_keys, configuration
+from apps.orchestrator.model.models import KeyRole
+from apps.orchestrator.plans.documents import DocumentError, read_json, read_yaml
+from apps.orchestrator.plans.task_specs import TaskRequest
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+MAX_JSON_BYTES = 16 * 1024 * 1024
+
+
+async def _json_body(request: Request, limit: int = 64 * 1024) -> dict[str, Any]:
+    check_not_forged(request)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is over {limit:,} bytes")
+    try:
+        document = read_json(bytes(body))
+    except DocumentError as error:
+        raise BadRequest(f"the body is not JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise BadRequest("the body is not a JSON object")
+    return document
+
+
+def _spec_of(form: dict[str, Any]) -> dict[str, Any]:
+    """The task spec the form describes, with the form field of each problem findable."""
+    kind = form.get("type", "demo")
+    spec: dict[str, Any] = {"type": kind}
+    if kind == "dag":
+        try:
+            nodes = read_yaml(str(form.get("nodes", "")))
+        except DocumentError as error:
+            raise _FieldProblem("nodes", str(error)) from None
+        spec["nodes"] = nodes.get("nodes") if isinstance(nodes, dict) else nodes
+    for name in ("sections", "audience"):
+        if form.get(name) not in (None, ""):
+            spec[name] = form[name]
+    budget = {name: form[name] for name in ("max_cost", "max_tokens") if form.get(name)}
+    if budget:
+        spec["budget"] = budget
+    return spec
+
+
+class _FieldProblem(Exception):
+    """A form field the task request cannot even be built from (a DAG that is not YAML)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _form_field(location: str, kind: str) -> str:
+    """The form field a problem at `location` (`task_spec.dag.nodes.0.key`) belongs to."""
+    parts = location.split(".")
+    for field in ("title", "max_cost", "max_tokens", "sections", "audience"):
+        if field in parts:
+            return field
+    return "nodes" if kind == "dag" else "type"
+
+
+@router.get("/tasks/new")
+async def new_task_page(request: Request, owner: Operator) -> Response:
+    """The form for a demo, report or dag task."""
+    return page(request, "new_task.html", owner)
+
+
+@router.post("/tasks/check")
+async def check_task(request: Request, owner: Operator) -> Response:
+    """The form as a task request, validated as `POST /tasks` will; 422 with each field's
+    problem."""
+    form = await _json_body(request, MAX_JSON_BYTES)
+    try:
+        task = {"title": form.get("title", ""), "task_spec": _spec_of(form)}
+        TaskRequest.model_validate(task)
+    except _FieldProblem as error:
+        problem = {"field": error.field, "message": error.message}
+        return JSONResponse({"detail": error.message, "errors": [problem]}, 422)
+    except ValidationError as error:
+        problems = [
+            {
+                "field": _form_field(error_location(item["loc"]), str(form.get("type"))),
+                "message": f"{error_location(item['loc'])}: {error_message(item)}",
+            }
+            for item in error.errors()
+        ]
+        return JSONResponse({"detail": "the task is not valid", "errors": problems}, 422)
+    return JSONResponse({"task": task})
+
+
+@router.get("/settings")
+async def settings_page(request: Request, owner: Operator) -> Response:
+    """The configuration in force (secrets redacted), the gate policy, and a validation box."""
+    effective = configuration.effective_configuration(request.app.state.settings)
+    return page(
+        request,
+        "settings.html",
+        owner,
+        settings_json=json.dumps(effective["settings"], indent=2, sort_keys=True),
+        policy_json=json.dumps(effective["gate_policy"], indent=2, default=str),
+    )
+
+
+@router.get("/keys")
+async def keys_page(request: Request, owner: Admin) -> Response:
+    """Every key, revoked ones included; create one (shown once) or revoke one."""
+    async with unit_of_work(request.app.state.sessions) as session:
+        keys = await api_keys.list_keys(session)
+    return page(request, "keys.html", owner, keys=keys, roles=[role.value for role in KeyRole])
+
+
+@router.post("/keys")
+async def create_key(request: Request, owner: Admin) -> Response:
+    """Make a key; its secret is in this answer and nowhere else."""
+    form = await _json_body(request)
+    role = form.get("role", "")
+    if role not in KeyRole.__members__.values():
+        raise Unprocessable(f"role must be one of {', '.join(KeyRole)}")
+    async with unit_of_work(request.app.state.sessions) as session:
+        created = await api_keys.create_key(session, str(form.get("name", "")), KeyRole(role))
+    return JSONResponse({"name": created.row.name, "role": role, "key": created.secret}, 201)
+
+
+@router.post("/keys/revoke")
+async def revoke_key(request: Request, owner: Admin) -> Response:
+    """Revoke a key by name: its requests and console sessions end at once."""
+    form = await _json_body(request)
+    async with unit_of_work(request.app.state.sessions) as session:
+        row = await api_keys.revoke_key(session, str(form.get("name", "")))
+    revoked_at = row.revoked_at.isoformat() if row.revoked_at else None
+    return JSONResponse({"name": row.name, "revoked_at": revoked_at})

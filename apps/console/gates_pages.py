@@ -1,0 +1,44 @@
+"""The gates inbox: every waiting gate across runs, oldest first, with the artifact to review."""
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from apps.console.artifacts import artifact_text
+from apps.console.rendering import render_artifact
+from apps.console.web import PREFIX, Viewer, page
+from apps.orchestrator.model.states import GateStatus
+from apps.orchestrator.reading import gates
+from apps.orchestrator.reading.pagination import MAX_LIMIT
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+
+async def _with_artifact(
+    request: Request, connection: AsyncConnection, gate: dict[str, Any]
+) -> dict[str, Any]:
+    shown: dict[str, Any] = {"text": None, "rendered": None}
+    if gate["artifact_id"] is not None:
+        found = await artifact_text(
+            connection, request.app.state.artifact_store, gate["artifact_id"]
+        )
+        if found is not None:
+            content, media_type = found
+            shown = {
+                "text": content.decode("utf-8", errors="replace"),
+                "rendered": render_artifact(content, media_type),
+            }
+    return gate | shown
+
+
+@router.get("/gates")
+async def gates_page(request: Request, owner: Viewer) -> Response:
+    """Waiting gates, oldest first: approve, approve with an edit, or reject (j/k/a/r)."""
+    async with request.app.state.engine.connect() as connection:
+        found = await gates.list_gates(
+            connection, status=GateStatus.PENDING, run_id=None, limit=MAX_LIMIT, cursor=None
+        )
+        waiting = [await _with_artifact(request, connection, gate) for gate in found.items]
+    return page(request, "gates.html", owner, gates=waiting, more=found.next_cursor is not None)

@@ -1,0 +1,22 @@
+"""`install_console`: the console's pages, static files and headers, added to the app."""
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import RedirectResponse
+
+from apps.console import admin_pages, auth_pages, gates_pages, runs_pages
+from apps.console.web import HERE, PREFIX, SecurityHeaders, SignInNeeded, sign_in_redirect
+
+
+async def _home() -> RedirectResponse:
+    return RedirectResponse(f"{PREFIX}/runs", status_code=307)
+
+
+def install_console(app: FastAPI) -> None:
+    """Serve the console under /ui (and / opening it); no API path changes."""
+    app.add_api_route("/", _home, include_in_schema=False)
+    for module in (auth_pages, runs_pages, gates_pages, admin_pages):
+        app.include_router(module.router)
+    app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="console-static")
+    app.add_exception_handler(SignInNeeded, sign_in_redirect)
+    app.add_middleware(SecurityHeaders)

@@ -1,0 +1,37 @@
+// A node's panel, fetched as server-rendered (sanitised) HTML; its URL goes in the address bar,
+// so a link to it can be shared and the back button closes it.
+import { localize } from "./time.js";
+
+const run = document.getElementById("run");
+const panel = document.getElementById("panel");
+let shown = panel.querySelector(".node-panel")?.dataset.nodeId ?? null;
+
+async function load(nodeId) {
+  const response = await fetch(`/ui/runs/${run.dataset.runId}/nodes/${nodeId}/panel`, {
+    credentials: "same-origin",
+  });
+  if (!response.ok) return;
+  // Parsed inert (a DOMParser never runs what it parses), on top of the server's sanitising.
+  const parsed = new DOMParser().parseFromString(await response.text(), "text/html");
+  panel.replaceChildren(...parsed.body.childNodes);
+  localize(panel);
+  shown = nodeId;
+}
+
+export async function openPanel(nodeId, { push = true } = {}) {
+  await load(nodeId);
+  if (push) history.pushState({ node: nodeId }, "", `?node=${nodeId}`);
+}
+
+export function refreshPanel(nodeId) {
+  if (nodeId && nodeId === shown) load(nodeId);
+}
+
+window.addEventListener("popstate", () => {
+  const nodeId = new URLSearchParams(location.search).get("node");
+  if (nodeId) load(nodeId);
+  else {
+    panel.replaceChildren();
+    shown = null;
+  }
+});

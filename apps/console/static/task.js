@@ -1,0 +1,53 @@
+// The new-task form: the server checks it (a DAG pasted as JSON or YAML included) and says what
+// is wrong next to each field; only a valid task is submitted to POST /tasks.
+import { postJson, problem } from "./http.js";
+
+const form = document.getElementById("task-form");
+const message = document.getElementById("task-message");
+
+function showFields() {
+  const type = form.elements.type.value;
+  for (const field of form.querySelectorAll(".for-demo, .for-report, .for-dag")) {
+    field.hidden = !field.classList.contains(`for-${type}`);
+  }
+}
+
+function showErrors(errors) {
+  for (const slot of form.querySelectorAll(".field-error")) slot.textContent = "";
+  for (const { field, message: text } of errors) {
+    const slot = form.querySelector(`.field-error[data-for="${field}"]`) ?? message;
+    slot.textContent = slot.textContent ? `${slot.textContent}; ${text}` : text;
+  }
+}
+
+function formValues() {
+  const values = {};
+  for (const element of form.elements) {
+    if (element.name && !element.closest("[hidden]") && element.value !== "") {
+      values[element.name] = element.type === "number" ? Number(element.value) : element.value;
+    }
+  }
+  values.type = form.elements.type.value;
+  return values;
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  message.textContent = "Checking…";
+  const checked = await postJson("/ui/tasks/check", formValues());
+  if (!checked.ok) {
+    showErrors(checked.data?.errors ?? [{ field: "title", message: problem(checked) }]);
+    message.textContent = "Not submitted: fix the fields marked.";
+    return;
+  }
+  showErrors([]);
+  const submitted = await postJson("/tasks", checked.data.task);
+  if (submitted.ok) {
+    location.assign(`/ui/runs/${submitted.data.id}`);
+    return;
+  }
+  message.textContent = problem(submitted);
+});
+
+form.elements.type.addEventListener("change", showFields);
+showFields();

@@ -1,0 +1,109 @@
+"""What every console page shares: its templates, who is signed in, and its security headers."""
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Request
+from fastapi.templating import Jinja2Templates
+from starlette.responses import RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from apps.console.sessions import COOKIE, csrf_token, signed_in
+from apps.core.errors import Forbidden
+from apps.orchestrator.control.console_sessions import SessionOwner
+from apps.orchestrator.model.models import KeyRole
+
+PREFIX = "/ui"
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+
+_RANK = {KeyRole.VIEWER: 0, KeyRole.OPERATOR: 1, KeyRole.ADMIN: 2}
+
+# No inline script or style anywhere: artifacts are LLM output, and this is what stops anything
+# that got past the sanitiser from running. No framing (clickjacking of the decision buttons).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+class SignInNeeded(Exception):
+    """A page asked for without a live session: answered with a redirect to the sign-in page."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+def sign_in_redirect(request: Request, exc: Exception) -> Response:
+    path = exc.path if isinstance(exc, SignInNeeded) else PREFIX + "/runs"
+    return RedirectResponse(f"{PREFIX}/sign-in?next={quote(path, safe='/')}", status_code=303)
+
+
+def may_act_as(owner: SessionOwner, needed: KeyRole) -> bool:
+    return _RANK[owner.role] >= _RANK[needed]
+
+
+async def _signed_in_owner(request: Request) -> SessionOwner:
+    owner = await signed_in(request)
+    if owner is None:
+        query = f"?{request.url.query}" if request.url.query else ""
+        raise SignInNeeded(request.url.path + query)
+    return owner
+
+
+def _needs(role: KeyRole) -> Any:
+    async def owner_with_role(owner: Annotated[SessionOwner, Depends(_signed_in_owner)]) -> Any:
+        if not may_act_as(owner, role):
+            raise Forbidden(f"this page needs the {role} role; you signed in as {owner.role}")
+        return owner
+
+    return owner_with_role
+
+
+Viewer = Annotated[SessionOwner, Depends(_signed_in_owner)]
+Operator = Annotated[SessionOwner, Depends(_needs(KeyRole.OPERATOR))]
+Admin = Annotated[SessionOwner, Depends(_needs(KeyRole.ADMIN))]
+
+
+def page(request: Request, template: str, owner: SessionOwner | None, **context: Any) -> Response:
+    """`template` rendered for `owner`: the nav, their role's buttons, the session's CSRF token."""
+    token = request.cookies.get(COOKIE)
+    shared = {
+        "owner": owner,
+        "csrf": csrf_token(token) if token and owner else "",
+        "can_operate": owner is not None and may_act_as(owner, KeyRole.OPERATOR),
+        "is_admin": owner is not None and may_act_as(owner, KeyRole.ADMIN),
+    }
+    response = templates.TemplateResponse(request, template, shared | context)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+class SecurityHeaders:
+    """Adds the console's headers to every answer under `/ui` and to `/`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == "/" or path.startswith(PREFIX)):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,135 @@
+"""In Chromium: what a viewer may not do, artifacts that try to run script, and a dropped
+connection that loses no event."""
+
+import re
+import time
+from pathlib import Path
+
+from playwright.sync_api import Browser, expect
+
+from tests.console.browser import (
+    SERVER_DEFAULTS,
+    api,
+    create_key,
+    migrated_sqlite,
+    sign_in,
+    submit,
+    wait_for,
+)
+from tests.servers import api_process, free_port, worker_process
+
+XSS_DAG = {
+    "type": "dag",
+    "nodes": [
+        {"key": "script", "role": "writer", "prompt": "<script>window.pwned = 1</script>"},
+        {
+            "key": "image",
+            "role": "writer",
+            "prompt": '<img src="x" onerror="window.pwned = 2">',
+        },
+        {"key": "link", "role": "writer", "prompt": "[click me](javascript:window.pwned=3)"},
+        {
+            "key": "assembled",
+            "role": "assembler",
+            "prompt": "Put them together.",
+            "deps": ["script", "image", "link"],
+        },
+    ],
+}
+
+
+def test_a_viewer_sees_no_buttons_and_a_forged_post_is_403(
+    browser: Browser, server: str, screenshots: Path
+) -> None:
+    run_id = submit(server, "Read only", {"type": "demo"})
+    admin = browser.new_context().new_page()
+    sign_in(admin, server)
+    viewer_key = create_key(admin, server, "vera", "viewer")
+    admin.screenshot(path=screenshots / "keys.png", full_page=True)
+    admin.goto(f"{server}/ui/settings")
+    admin.fill('#validate-form textarea[name="document"]', "gates:\n  writer:\n    required: 7\n")
+    admin.click('#validate-form button[type="submit"]')
+    expect(admin.locator("#validate-result")).to_contain_text("gates.writer.required")
+    admin.screenshot(path=screenshots / "settings.png", full_page=True)
+    viewer = browser.new_context().new_page()
+    sign_in(viewer, server, viewer_key)
+
+    viewer.goto(f"{server}/ui/runs/{run_id}")
+    expect(viewer.locator("#dag g.node")).to_have_count(6)
+    expect(viewer.locator("main button")).to_have_count(0)
+    expect(viewer.locator("nav")).not_to_contain_text("New task")
+    viewer.goto(f"{server}/ui/gates")
+    expect(viewer.locator("main button")).to_have_count(0)
+    assert viewer_key not in viewer.content()
+
+    token = viewer.locator('meta[name="csrf-token"]').get_attribute("content")
+    forged = viewer.request.post(
+        f"{server}/runs/{run_id}/cancel", headers={"X-CSRF-Token": token or "", "Origin": server}
+    )
+    assert forged.status == 403
+    assert "operator" in forged.json()["detail"]
+    assert viewer.request.get(f"{server}/ui/tasks/new").status == 403
+    # Without the session's token, even the admin's cookie changes nothing.
+    unsigned = admin.request.post(f"{server}/runs/{run_id}/cancel", headers={"Origin": server})
+    assert unsigned.status == 403
+    cross_site = admin.request.post(
+        f"{server}/runs/{run_id}/cancel",
+        headers={"Origin": "https://evil.example", "X-CSRF-Token": token or ""},
+    )
+    assert cross_site.status == 403
+    admin.context.close()
+    viewer.context.close()
+
+
+def test_an_artifact_with_script_in_it_runs_nothing(browser: Browser, server: str) -> None:
+    run_id = submit(server, "Hostile output", XSS_DAG)
+    with api(server) as client:
+        wait_for(lambda: client.get(f"/runs/{run_id}").json()["status"] == "succeeded")
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    sign_in(page, server)
+    page.goto(f"{server}/ui/runs/{run_id}")
+    page.click('#dag g.node[data-key="assembled"]')
+    markdown = page.locator("#panel .markdown")
+    expect(markdown).to_contain_text("<script>window.pwned = 1</script>")
+    expect(markdown).to_contain_text('<img src="x" onerror="window.pwned = 2">')
+
+    link = markdown.locator("a", has_text="click me")
+    assert link.count() == 0 or not (link.get_attribute("href") or "").startswith("javascript")
+    if link.count():
+        link.click()
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("#panel script, #panel img[onerror], #panel [onerror]").count() == 0
+    assert dialogs == []
+    assert re.search(r"/ui/runs/", page.url)
+    page.close()
+
+
+def test_a_dropped_connection_misses_no_event(browser: Browser, tmp_path: Path) -> None:
+    """The API process stops mid-run while a standalone worker carries on; when it is back the
+    page resumes after the last event it saw: every event once, in order."""
+    url = migrated_sqlite(tmp_path)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    served = SERVER_DEFAULTS | {"WORKER_IN_API": "0"}
+    page = browser.new_page()
+    with worker_process(url, tmp_path, "steady", DEMO_LATENCY_MS="700"):
+        with api_process(url, tmp_path, port, **served):
+            sign_in(page, base)
+            run_id = submit(base, "Through an outage", {"type": "demo"})
+            page.goto(f"{base}/ui/runs/{run_id}")
+            expect(page.locator("#dag g.node.s-succeeded")).not_to_have_count(0, timeout=10_000)
+        expect(page.locator("#run")).to_have_attribute("data-stream", "reconnecting")
+        time.sleep(1.5)  # the worker writes events no server is there to stream
+        with api_process(url, tmp_path, port, **served):
+            expect(page.locator("#run-status .status")).to_have_text("succeeded", timeout=30_000)
+            shown = [
+                int(item.get_attribute("data-event-id") or 0)
+                for item in page.locator("#timeline li").all()
+            ]
+            with api(base) as client:
+                stored = client.get("/events", params={"run_id": run_id, "limit": 200}).json()
+            assert shown == [event["id"] for event in stored["items"]]
+    page.close()

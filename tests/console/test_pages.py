@@ -1,0 +1,138 @@
+"""Console pages and their own routes through HTTP: the new-task check, keys for admins, runs
+filters, and a 500-node run's page."""
+
+import re
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from apps.core.database import SessionFactory, unit_of_work
+from apps.orchestrator.model.models import KeyRole
+from apps.orchestrator.model.states import NodeStatus, RunStatus
+from tests.console.test_sessions import ORIGIN, csrf_of, make_key, sign_in
+from tests.factories import add_dependency, create_node, create_run
+
+
+@pytest.fixture
+async def admin(app: FastAPI) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app)
+    client = httpx.AsyncClient(transport=transport, base_url=ORIGIN, headers={"Origin": ORIGIN})
+    await sign_in(client)
+    client.headers["X-CSRF-Token"] = await csrf_of(client)
+    return client
+
+
+async def test_the_task_check_says_which_field_is_wrong(admin: httpx.AsyncClient) -> None:
+    ok = await admin.post("/ui/tasks/check", json={"title": "Demo", "type": "demo"})
+    assert ok.json() == {"task": {"title": "Demo", "task_spec": {"type": "demo"}}}
+    yaml_dag = "nodes:\n  - key: a\n    role: writer\n    prompt: Go.\n    deps: [b]\n"
+    bad = await admin.post("/ui/tasks/check", json={"title": "D", "type": "dag", "nodes": yaml_dag})
+    assert bad.status_code == 422
+    (problem,) = bad.json()["errors"]
+    assert problem["field"] == "nodes" and "unknown node 'b'" in problem["message"]
+    broken = await admin.post(
+        "/ui/tasks/check", json={"title": "D", "type": "dag", "nodes": "a: ["}
+    )
+    assert broken.json()["errors"][0]["field"] == "nodes"
+    untitled = await admin.post("/ui/tasks/check", json={"title": "", "type": "demo"})
+    assert untitled.json()["errors"][0]["field"] == "title"
+    budget = await admin.post(
+        "/ui/tasks/check", json={"title": "D", "type": "demo", "max_cost": -1}
+    )
+    assert budget.json()["errors"][0]["field"] == "max_cost"
+
+
+async def test_an_admin_makes_and_revokes_keys_on_the_keys_page(admin: httpx.AsyncClient) -> None:
+    made = await admin.post("/ui/keys", json={"name": "ci-bot", "role": "operator"})
+    assert made.status_code == 201 and made.json()["key"].startswith("crew_")
+    page = (await admin.get("/ui/keys")).text
+    assert "ci-bot" in page and made.json()["key"] not in page
+    again = await admin.post("/ui/keys", json={"name": "ci-bot", "role": "operator"})
+    assert again.status_code == 409
+    assert (await admin.post("/ui/keys", json={"name": "x", "role": "root"})).status_code == 422
+    revoked = await admin.post("/ui/keys/revoke", json={"name": "ci-bot"})
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    assert (await admin.post("/ui/keys/revoke", json={"name": "nobody"})).status_code == 404
+    del admin.headers["X-CSRF-Token"]
+    assert (await admin.post("/ui/keys", json={"name": "y", "role": "viewer"})).status_code == 403
+
+
+async def test_an_operator_may_not_manage_keys(app: FastAPI, sessions: SessionFactory) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url=ORIGIN, headers={"Origin": ORIGIN}
+    ) as client:
+        await sign_in(client, await make_key(sessions, "olga", KeyRole.OPERATOR))
+        token = await csrf_of(client)
+        refused = await client.post(
+            "/ui/keys", json={"name": "z", "role": "admin"}, headers={"X-CSRF-Token": token}
+        )
+        assert refused.status_code == 403
+        assert (await client.get("/ui/settings")).status_code == 200
+
+
+async def test_the_runs_page_filters_and_pages(
+    admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        for number in range(55):
+            await create_run(session, title=f"Run {number}", status=RunStatus.SUCCEEDED)
+        await create_run(session, title="The odd one", status=RunStatus.FAILED)
+    first = (await admin.get("/ui/runs")).text
+    assert first.count("<tr data-run-id") == 50 and "Older runs" in first
+    older = re.search(r'class="older" href="([^"]+)"', first)
+    assert older
+    second = (await admin.get(older.group(1).replace("&amp;", "&"))).text
+    assert second.count("<tr data-run-id") == 6
+    failed = (await admin.get("/ui/runs", params={"status": "failed"})).text
+    assert failed.count("<tr data-run-id") == 1 and "The odd one" in failed
+    found = (await admin.get("/ui/runs", params={"q": "odd"})).text
+    assert found.count("<tr data-run-id") == 1
+    bad = await admin.get("/ui/runs", params={"status": "bogus"})
+    assert bad.status_code == 422
+
+
+async def test_a_run_page_shows_its_budget_as_bars(
+    admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    spec = {"type": "demo", "budget": {"max_cost": 2.5, "max_tokens": 1000}}
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, task_spec=spec, total_tokens=250)
+    page = (await admin.get(f"/ui/runs/{run.id}")).text
+    assert '<meter id="budget-cost" min="0" max="2.5"' in page
+    assert '<meter id="budget-tokens" min="0" max="1000.0" value="250">' in page
+
+
+async def test_a_500_node_run_page_draws_every_node(
+    admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.RUNNING)
+        previous = None
+        for position in range(500):
+            node = await create_node(
+                session, run, key=f"n{position}", position=position, status=NodeStatus.PENDING
+            )
+            if previous is not None and position % 10:
+                await add_dependency(session, node, previous)
+            previous = node
+    page = await admin.get(f"/ui/runs/{run.id}")
+    assert page.status_code == 200
+    assert page.text.count('<g class="node s-pending"') == 500
+    assert (await admin.get(f"/ui/runs/{run.id}?node={node.id}")).status_code == 200
+    panel = await admin.get(f"/ui/runs/{run.id}/nodes/{node.id}/panel")
+    assert panel.status_code == 200 and "n499" in panel.text
+
+
+async def test_bad_bodies_are_clear_4xx_never_500(admin: httpx.AsyncClient) -> None:
+    headers = {"Content-Type": "application/json"}
+    nested = "[" * 30_000 + "]" * 30_000
+    for body, status in (("not json", 400), ("[1]", 400), (nested, 400)):
+        answer = await admin.post("/ui/keys", content=body, headers=headers)
+        assert answer.status_code == status, (body[:20], answer.text)
+        assert answer.json()["detail"]
+    huge = await admin.post("/ui/keys", content="x" * 70_000, headers=headers)
+    assert huge.status_code == 413
+    form = await admin.post("/ui/sign-in", content="key=" + "k" * 9_000)
+    assert form.status_code == 413
