@@ -18,7 +18,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: help install deps-update lock lock-check api-run op-console api-run-prod worker test api-test test-api \
 	db-upgrade db-revision lint format coverage bench bench-read bench-orchestration bench-streams \
-	bench-scale bench-smoke bench-console console-screenshots
+	bench-scale bench-smoke bench-console console-screenshots openapi
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z -]*:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -89,18 +89,21 @@ test: $(INSTALLED) ## Run the whole test suite (PostgreSQL tests need TEST_POSTG
 
 api-test test-api: test ## Aliases of test
 
+openapi: $(INSTALLED) ## Write docs/openapi.json, the document the app serves (a test checks it)
+	$(BIN)/python -m apps.cli.openapi docs/openapi.json
+
 coverage: $(INSTALLED) ## The whole suite, measuring what it runs of apps/ (processes it starts too)
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 lint: $(INSTALLED) ## ruff, mypy and the import contracts (pyproject.toml says what each checks)
-	$(BIN)/ruff check apps tests bench alembic run_server.py test_api.py
-	$(BIN)/ruff format --check apps tests bench alembic run_server.py test_api.py
+	$(BIN)/ruff check apps crew_client tests bench alembic run_server.py test_api.py
+	$(BIN)/ruff format --check apps crew_client tests bench alembic run_server.py test_api.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(INSTALLED) ## Format and fix what ruff can
-	$(BIN)/ruff format apps tests bench alembic run_server.py test_api.py
-	$(BIN)/ruff check --fix apps tests bench alembic run_server.py test_api.py
+	$(BIN)/ruff format apps crew_client tests bench alembic run_server.py test_api.py
+	$(BIN)/ruff check --fix apps crew_client tests bench alembic run_server.py test_api.py
 
 bench: bench-read bench-orchestration bench-streams bench-console ## Every benchmark, on SQLite and PostgreSQL
 	$(BIN)/python -m bench.scale

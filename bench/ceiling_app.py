@@ -24,11 +24,11 @@ from fastapi import Depends, FastAPI
 
 from apps.api.app import create_app
 from apps.api.auth import authenticate
-from apps.api.schemas import Page, RunSummary
 from apps.api.timezone import use_request_timezone
 from apps.core.settings import load_settings
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.reading.runs import RUN_ORDER
+from apps.wire.schemas import Page, RunSummary
 
 CEILING_PATH = "/bench/ceiling"
 CEILING_ITEMS = 50

@@ -14,6 +14,7 @@ from apps.api.auth import ROLES_DESCRIPTION, authenticate
 from apps.api.errors import install_error_handlers
 from apps.api.middleware import ObservedFastAPI
 from apps.api.observability import instrument, start_error_reporting
+from apps.api.openapi import use_described_openapi
 from apps.api.revocations import streams_end_on_revocation
 from apps.api.routes import (
     artifacts,
@@ -23,6 +24,7 @@ from apps.api.routes import (
     events,
     gates,
     health,
+    keys,
     nodes,
     runs,
     streams,
@@ -51,6 +53,7 @@ _PROTECTED_ROUTERS = (
     events.router,
     streams.router,
     config.router,
+    keys.router,
     checks.router,
 )
 
@@ -119,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.artifact_store = open_artifact_store(settings)
     install_error_handlers(app)
+    use_described_openapi(app)
     instrument(app, settings)
     _include_routes(app)
     install_console(app)  # the web console under /ui; `/` opens it

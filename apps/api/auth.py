@@ -20,6 +20,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apps.api.responses import errors
 from apps.console import sessions as console_sessions
 from apps.core.errors import Forbidden, Unauthorized
 from apps.core.settings import Settings
@@ -164,9 +165,9 @@ def require_role(needed: KeyRole) -> Callable[..., Awaitable[Principal]]:
 
 def forbidden_below(needed: KeyRole) -> dict[int | str, dict[str, Any]]:
     """The 403 of a route that needs `needed`, for its `responses=` in the OpenAPI page."""
-    return {
-        403: {"description": f"The key's role may not do this: it needs {_roles_from(needed)}."}
-    }
+    return errors(
+        403, described={403: f"The key's role may not do this: it needs {_roles_from(needed)}."}
+    )
 
 
 # What routes declare. Every key may read; writes name the role they need.

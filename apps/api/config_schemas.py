@@ -1,11 +1,12 @@
-"""Response shapes of the configuration endpoints. Every field is described."""
+"""Response shapes of the configuration endpoints that follow this server's settings (the
+report of a document's check is a wire model, `apps.wire.schemas.ValidationReport`)."""
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, Field, create_model
 
 from apps.core.settings import Settings
-from apps.orchestrator.control.configuration import REDACTED, SECRET_SETTINGS, DocumentKind
+from apps.orchestrator.control.configuration import REDACTED, SECRET_SETTINGS
 from apps.orchestrator.plans.gate_policy import EffectiveGate, GateRule
 
 
@@ -57,29 +58,4 @@ class OperatorConfig(BaseModel):
     )
     gate_policy: GatePolicyInForce = Field(
         description="The gate policy; a node's own gate in its task spec wins over it."
-    )
-
-
-class ValidationProblem(BaseModel):
-    """One thing wrong with a document."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    location: str = Field(
-        description="Where: a setting's name (PORT, LLM_ROLE_MODELS.writer) or a path in the "
-        "policy (gates.writer.timeout_minutes); `document` for the document as a whole."
-    )
-    message: str = Field(description="What is wrong there.")
-
-
-class ValidationReport(BaseModel):
-    """What a check of a document found; nothing was changed."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    valid: bool = Field(description="True when the document has no problem.")
-    kind: DocumentKind = Field(description="What the document was checked as.")
-    problems: list[ValidationProblem] = Field(description="Every problem, in document order.")
-    notes: list[str] = Field(
-        description="What the check did not look at, e.g. a file GATE_POLICY_FILE names."
     )

@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from pydantic import BeforeValidator
+from pydantic.config import JsonDict
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from apps.core.database import Transactions, unit_of_work
 from apps.orchestrator.infra.storage import base as artifact_store
-from apps.orchestrator.reading.pagination import MAX_LIMIT
+from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
 EVENT_ID = re.compile(r"[0-9]{1,19}")
 
@@ -45,10 +46,22 @@ ArtifactStore = Annotated[artifact_store.ArtifactStore, Depends(_artifact_store)
 # Runs one synchronous domain function in a transaction of its own, committed before it returns.
 DbTransactions = Annotated[Transactions, Depends(_transactions)]
 
-LIMIT_HELP = f"Items per page, 1 to {MAX_LIMIT}."
-CURSOR_HELP = "`next_cursor` of the previous page."
+LIMIT_HELP = f"Items per page, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."
+CURSOR_HELP = (
+    "Where to go on: the `next_cursor` of the previous page, as it was, with the same filters. "
+    "Opaque (URL-safe base64); one this list did not issue is a 400. Keyset paging: a page deep "
+    "in the list costs what the first does, and rows added meanwhile are neither skipped nor "
+    "repeated."
+)
+# The alphabet of the cursors `pagination.Keyset` writes, for the document: a cursor outside it
+# is refused like any other this list did not issue, with a 400.
+CURSOR_SCHEMA: JsonDict = {"pattern": r"^[A-Za-z0-9_-]+$"}
+MAX_CURSOR_LENGTH = 512
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=LIMIT_HELP)]
-Cursor = Annotated[str | None, Query(description=CURSOR_HELP, max_length=512)]
+Cursor = Annotated[
+    str | None,
+    Query(description=CURSOR_HELP, max_length=MAX_CURSOR_LENGTH, json_schema_extra=CURSOR_SCHEMA),
+]
 
 
 def _written_as_an_event_id(value: object) -> object:

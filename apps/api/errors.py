@@ -61,7 +61,21 @@ async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     detail = redact(str(error.detail), request.app.state.secrets)
-    return JSONResponse({"detail": detail}, error.status_code, headers=error.headers)
+    headers = error.headers
+    if error.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return JSONResponse({"detail": detail}, error.status_code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves on the request's path: Starlette's 405 names those of the
+    first route it found only (`GET` alone for `/keys`, which `POST` serves too)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        pattern, served = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if pattern is not None and served and pattern.match(request.url.path):
+            methods |= served
+    return ", ".join(sorted(methods))
 
 
 async def _database_error(request: Request, error: Exception) -> JSONResponse:

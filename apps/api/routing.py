@@ -10,7 +10,8 @@ the principal on the request), runs the route's role checks (a viewer's task is 
 declared length is cut off with a 413 once it passes it. Routes declare their limit with
 FastAPI's own `max_body_size`, which this class takes over: Starlette's limiter, which FastAPI
 would install, answers a declared length over the limit in plain text instead of the JSON
-every other error is. The limit and the 401 are stated in the OpenAPI document.
+every other error is. The limit, the 401, the 403 of a route that needs a role, and the other
+errors every such route can answer are stated in the OpenAPI document.
 """
 
 import re
@@ -23,14 +24,15 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
-from apps.api.auth import Principal, authenticate_request
+from apps.api.auth import Principal, authenticate_request, forbidden_below
+from apps.api.responses import error_response, errors
 from apps.core.errors import PayloadTooLarge
+from apps.wire.statuses import KeyRole
 
 # Of a route that takes a body and names no limit: a gate's rejection with its notes, say.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024
 
 _DIGITS = re.compile(r"[0-9]+")
-_UNAUTHORIZED = {"description": "No API key, or one that is unknown or revoked."}
 
 
 def _too_large(limit: int) -> str:
@@ -50,11 +52,20 @@ class ProtectedRoute(APIRoute):
         **kwargs: Any,
     ) -> None:
         self.body_limit = max_body_size or DEFAULT_MAX_BODY_SIZE
-        stated: dict[int | str, dict[str, Any]] = {401: _UNAUTHORIZED, **(responses or {})}
+        # What any route with a key can answer: a bad header or parameter, no key, a database
+        # that does not answer.
+        stated = {**errors(400, 401, 422, 503), **(responses or {})}
         super().__init__(path, endpoint, responses=stated, **kwargs)
+        needed = [check.needed_role for check in _role_checks(self.dependant)]  # type: ignore[attr-defined]
+        if needed:
+            # KeyRole lists the roles from the least to the most allowed.
+            highest = max(needed, key=list(KeyRole).index)
+            self.responses.setdefault(403, forbidden_below(highest)[403])
         if self.takes_body:
+            too_large = {"detail": _too_large(self.body_limit)}
             self.responses.setdefault(
-                413, {"description": f"The body is over {self.body_limit:,} bytes."}
+                413,
+                error_response(413, f"The body is over {self.body_limit:,} bytes.", too_large),
             )
 
     @property

@@ -4,21 +4,30 @@ Timestamps are stored and compared in UTC; the zone only changes how they are wr
 a timestamp without an offset in a query is read).
 """
 
-from contextvars import ContextVar
+import re
 from datetime import UTC, datetime, tzinfo
-from typing import Annotated, Any
+from importlib import resources
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Header
-from pydantic import PlainSerializer
+from pydantic import BeforeValidator
 
 from apps.core.errors import BadRequest, Unprocessable
+from apps.wire.timestamps import response_zone, use_zone
 
-_response_zone: ContextVar[tzinfo | None] = ContextVar("response_zone", default=None)
+# The zones of the pinned tzdata package, the same on every host, so the OpenAPI document can list
+# them; the host's own zone files may hold more (`posixrules`, `right/...`), which are refused.
+ZONE_NAMES: tuple[str, ...] = tuple(
+    sorted(resources.files("tzdata").joinpath("zones").read_text().split())
+)
+_ZONES = frozenset(ZONE_NAMES)
 
 
 def _parse_zone(name: str) -> tzinfo:
     try:
+        if name not in _ZONES:
+            raise ZoneInfoNotFoundError(name)
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise BadRequest(
@@ -29,20 +38,20 @@ def _parse_zone(name: str) -> tzinfo:
 async def use_request_timezone(
     x_timezone: Annotated[
         str | None,
-        Header(description="IANA time zone in which to write the response's timestamps."),
+        Header(
+            description="IANA time zone in which to write the response's timestamps (and read "
+            "query timestamps without an offset); an unknown one is a 400.",
+            json_schema_extra={"enum": list(ZONE_NAMES)},
+        ),
     ] = None,
 ) -> None:
     """Read `X-Timezone` for the request; async so the zone is set in the request's own context."""
-    _response_zone.set(_parse_zone(x_timezone) if x_timezone else None)
+    # An empty X-Timezone names no zone: a 400 like any other unknown one.
+    use_zone(None if x_timezone is None else _parse_zone(x_timezone))
 
 
 def request_zone() -> tzinfo:
-    return _response_zone.get() or UTC
-
-
-def _in_response_zone(value: datetime) -> datetime:
-    zone = _response_zone.get()
-    return value if zone is None else value.astimezone(zone)
+    return response_zone()
 
 
 def as_utc(value: datetime, name: str) -> datetime:
@@ -57,38 +66,16 @@ def as_utc(value: datetime, name: str) -> datetime:
         ) from None
 
 
-Timestamp = Annotated[datetime, PlainSerializer(_in_response_zone, return_type=datetime)]
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-def _zoned_text(text: str, zone: tzinfo) -> str:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    return text if moment.tzinfo is None else moment.astimezone(zone).isoformat()
-
-
-def _zoned(value: Any, zone: tzinfo) -> Any:
-    if isinstance(value, dict):
-        return {
-            key: _zoned_text(item, zone)
-            if isinstance(item, str) and str(key).endswith("_at")
-            else _zoned(item, zone)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_zoned(item, zone) for item in value]
+def _written_as_iso_8601(value: object) -> object:
+    # Pydantic would also read a number (`0`) as seconds since 1970: a query's timestamp is
+    # written as the document says, in ISO 8601.
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("a timestamp is written in ISO 8601, e.g. 2026-01-05T10:00:00Z")
     return value
 
 
-def _document_in_response_zone(document: dict[str, Any]) -> dict[str, Any]:
-    zone = _response_zone.get()
-    return document if zone is None else dict(_zoned(document, zone))
-
-
-# A JSON document the API returns (an event's `data`, a sidecar): each timestamp in it, at any
-# depth, is a string under a key ending in `_at` (`expires_at`, `timestamps.started_at`), and is
-# written in the request's zone as `Timestamp` fields are.
-ZonedDocument = Annotated[
-    dict[str, Any], PlainSerializer(_document_in_response_zone, return_type=dict[str, Any])
-]
+QueryTimestamp = Annotated[datetime, BeforeValidator(_written_as_iso_8601)]
+"""A timestamp in a query: ISO 8601, with an offset or read in the request's zone."""

@@ -60,3 +60,5 @@ class Unprocessable(CrewError):
 
 class ServiceUnavailable(CrewError):
     status_code = 503
+    # As the OpenAPI document says of every 503: a client may try again after a second.
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}

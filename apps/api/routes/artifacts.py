@@ -8,22 +8,30 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from apps.api.dependencies import ArtifactStore, Cursor, Limit, ReadConnection
+from apps.api.responses import errors
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Artifact, Page
 from apps.orchestrator.infra.storage.base import StoredFile
 from apps.orchestrator.reading import artifacts
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
+from apps.wire.schemas import Artifact, Page
 
 router = APIRouter(tags=["artifacts"], route_class=ProtectedRoute)
 
 _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"*/*": {}}, "description": "The artifact's file."},
-    404: {"description": "No such artifact, or its content is not in the artifact store."},
-    503: {"description": "The artifact store failed to answer."},
+    **errors(
+        404,
+        503,
+        described={
+            404: "No such artifact, or its content is not in the artifact store.",
+            503: "The database or the artifact store failed to answer.",
+        },
+    ),
 }
+_NOT_FOUND = errors(404)
 
 
-@router.get("/artifacts")
+@router.get("/artifacts", responses=errors(404, described={404: "No run by that `run_id`."}))
 async def list_artifacts(
     connection: ReadConnection,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's artifacts.")] = None,
@@ -39,7 +47,7 @@ async def list_artifacts(
     return Page[Artifact].model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
-@router.get("/runs/{run_id}/artifacts")
+@router.get("/runs/{run_id}/artifacts", responses=_NOT_FOUND)
 async def list_run_artifacts(
     connection: ReadConnection,
     run_id: uuid.UUID,
@@ -51,7 +59,7 @@ async def list_run_artifacts(
     return await list_artifacts(connection, run_id=run_id, limit=limit, cursor=cursor)
 
 
-@router.get("/artifacts/{artifact_id}")
+@router.get("/artifacts/{artifact_id}", responses=_NOT_FOUND)
 async def get_artifact(connection: ReadConnection, artifact_id: uuid.UUID) -> Artifact:
     """One artifact's metadata and whole sidecar, its prompts included."""
     return Artifact.model_validate(await artifacts.get_artifact(connection, artifact_id))

@@ -7,6 +7,7 @@ import sentry_sdk
 from fastapi import APIRouter
 
 from apps.api.auth import AdminCaller, forbidden_below
+from apps.api.responses import error_response
 from apps.api.routing import ProtectedRoute
 from apps.orchestrator.model.models import KeyRole
 
@@ -16,10 +17,12 @@ router = APIRouter(tags=["checks"], route_class=ProtectedRoute)
 CHECK_TAG = ("crew_check", "sentry")
 _ALWAYS_FAILS: dict[int | str, dict[str, Any]] = {
     **forbidden_below(KeyRole.ADMIN),
-    500: {
-        "description": "Always, on purpose: the error is reported to Sentry (SENTRY_DSN), tagged "
-        "crew_check:sentry with the request id and the caller's key name."
-    },
+    500: error_response(
+        500,
+        "Always, on purpose: the error is reported to Sentry (SENTRY_DSN), tagged "
+        "crew_check:sentry with the request id and the caller's key name.",
+        example={"detail": "internal server error"},
+    ),
 }
 
 

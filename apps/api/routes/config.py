@@ -5,11 +5,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from apps.api.auth import OperatorCaller, forbidden_below
-from apps.api.config_schemas import OperatorConfig, ValidationReport
+from apps.api.config_schemas import OperatorConfig
+from apps.api.responses import errors
 from apps.api.routing import ProtectedRoute
 from apps.orchestrator.control import configuration
-from apps.orchestrator.control.configuration import MAX_DOCUMENT_BYTES, DocumentKind
+from apps.orchestrator.control.configuration import MAX_DOCUMENT_BYTES
 from apps.orchestrator.model.models import KeyRole
+from apps.wire.schemas import DocumentKind, ValidationReport
 
 router = APIRouter(prefix="/config", tags=["config"], route_class=ProtectedRoute)
 
@@ -20,8 +22,10 @@ _DOCUMENT = {
         f"gate-policy document (a gates: section), as JSON or YAML, at most "
         f"{MAX_DOCUMENT_BYTES} bytes.",
         "content": {
-            "application/json": {"schema": {"type": "object"}},
-            "application/yaml": {"schema": {"type": "string"}},
+            # Any document: what is wrong with one (a list where a mapping belongs, say) is in
+            # the report, not an error.
+            "application/json": {"schema": {}},
+            "application/yaml": {"schema": {}},
         },
     }
 }
@@ -55,8 +59,14 @@ async def get_operator_config(request: Request) -> OperatorConfig:
     max_body_size=MAX_DOCUMENT_BYTES,
     responses={
         **forbidden_below(KeyRole.OPERATOR),
-        400: {"description": "The body is empty, or not JSON or YAML; `detail` says where."},
-        422: {"description": "`kind` is not settings or gate_policy, or query and body differ."},
+        **errors(
+            400,
+            422,
+            described={
+                400: "The body is empty, or not JSON or YAML; `detail` says where.",
+                422: "`kind` is not settings or gate_policy, or query and body differ.",
+            },
+        ),
     },
 )
 async def validate_config(

@@ -7,17 +7,18 @@ response, and workers elsewhere see the change on their next look (within a seco
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Path, Request
+from fastapi import APIRouter, BackgroundTasks, Path, Request, Response
 
 from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.dependencies import ArtifactStore, DbTransactions
+from apps.api.responses import errors, located
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import ApproveRequest, Gate, RejectRequest, Run
 from apps.core.database import Transactions
 from apps.orchestrator.control import decisions, run_control
 from apps.orchestrator.engine.gates import count_gate_decision
 from apps.orchestrator.infra.storage import base as artifact_store
 from apps.orchestrator.model.models import KeyRole
+from apps.wire.schemas import ApproveRequest, Gate, RejectRequest, Run
 
 router = APIRouter(tags=["control"], route_class=ProtectedRoute)
 
@@ -26,16 +27,20 @@ RunId = Annotated[uuid.UUID, Path(description="Run id.")]
 MAX_APPROVAL_BYTES = 4 * 1024 * 1024
 _DECISION_ERRORS = {
     **forbidden_below(KeyRole.OPERATOR),
-    404: {"description": "No such run."},
-    409: {
-        "description": "No gate waits on that node (`detail` gives its state: decided, by "
-        "whom, when), or several wait and `node_id` is needed (`detail` lists them)."
-    },
-    503: {
-        "description": "The artifact store, which an approval reads the gated artifact from "
-        "or writes an edit to, did not answer; nothing was decided."
-    },
+    **errors(
+        404,
+        409,
+        503,
+        described={
+            404: "No such run.",
+            409: "No gate waits on that node (`detail` gives its state: decided, by whom, "
+            "when), or several wait and `node_id` is needed (`detail` lists them).",
+            503: "The database or the artifact store, which an approval reads the gated "
+            "artifact from or writes an edit to, did not answer; nothing was decided.",
+        },
+    ),
 }
+_RUN_LOCATION = located(202, "The run's URL, to follow it.")
 
 
 def _wake_worker(request: Request, background: BackgroundTasks) -> None:
@@ -99,9 +104,13 @@ async def reject_gate(
     "/runs/{run_id}/cancel",
     status_code=202,
     responses={
+        **_RUN_LOCATION,
         **forbidden_below(KeyRole.OPERATOR),
-        404: {"description": "No such run."},
-        409: {"description": "The run has already ended; `detail` says how."},
+        **errors(
+            404,
+            409,
+            described={404: "No such run.", 409: "The run has already ended; `detail` says how."},
+        ),
     },
 )
 async def cancel_run(
@@ -109,12 +118,14 @@ async def cancel_run(
     run_id: RunId,
     transactions: DbTransactions,
     request: Request,
+    response: Response,
     background: BackgroundTasks,
 ) -> Run:
     """Stop a run: nothing starts any more, and its calls in flight are cancelled. The run is
     `cancelled` once they have stopped (`run.cancelled`); until then it shows
     `cancel_requested_at`."""
     run = await transactions.run(run_control.request_cancel, run_id, by=caller.name)
+    response.headers["Location"] = f"/runs/{run_id}"
     _wake_worker(request, background)
     return Run.model_validate(run)
 
@@ -123,9 +134,16 @@ async def cancel_run(
     "/runs/{run_id}/resume",
     status_code=202,
     responses={
+        **_RUN_LOCATION,
         **forbidden_below(KeyRole.OPERATOR),
-        404: {"description": "No such run."},
-        409: {"description": "The run is not failed or cancelled; `detail` says what it is."},
+        **errors(
+            404,
+            409,
+            described={
+                404: "No such run.",
+                409: "The run is not failed or cancelled; `detail` says what it is.",
+            },
+        ),
     },
 )
 async def resume_run(
@@ -133,10 +151,12 @@ async def resume_run(
     run_id: RunId,
     transactions: DbTransactions,
     request: Request,
+    response: Response,
     background: BackgroundTasks,
 ) -> Run:
     """Continue a failed or cancelled run from where it stopped: succeeded nodes and their
     artifacts are kept, the others run again."""
     run = await transactions.run(run_control.resume, run_id, by=caller.name)
+    response.headers["Location"] = f"/runs/{run_id}"
     _wake_worker(request, background)
     return Run.model_validate(run)

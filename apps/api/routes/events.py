@@ -6,11 +6,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from apps.api.dependencies import Cursor, EventIdQuery, Limit, ReadConnection
+from apps.api.responses import errors
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Event, Page
 from apps.core.text import NO_NUL
 from apps.orchestrator.reading import events
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_INT64
+from apps.wire.schemas import Event, Page
 
 router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 
@@ -26,7 +27,7 @@ Types = Annotated[
 ]
 
 
-@router.get("/events")
+@router.get("/events", responses=errors(404, described={404: "No run by that `run_id`."}))
 async def list_events(
     connection: ReadConnection,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
@@ -43,7 +44,7 @@ async def list_events(
     return Page[Event].model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
-@router.get("/runs/{run_id}/events")
+@router.get("/runs/{run_id}/events", responses=errors(404, described={404: "No such run."}))
 async def list_run_events(
     connection: ReadConnection,
     run_id: uuid.UUID,

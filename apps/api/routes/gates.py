@@ -7,10 +7,10 @@ from fastapi import APIRouter, Query
 
 from apps.api.dependencies import Cursor, Limit, ReadConnection
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Gate, Page
 from apps.orchestrator.model.states import GateStatus
 from apps.orchestrator.reading import gates
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
+from apps.wire.schemas import Gate, Page
 
 router = APIRouter(tags=["gates"], route_class=ProtectedRoute)
 

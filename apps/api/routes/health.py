@@ -5,13 +5,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from apps.api.schemas import Health
+from apps.api.responses import errors
 from apps.core.database import check_database
+from apps.wire.schemas import Health
 
 router = APIRouter(tags=["health"])
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"model": Health, "description": "The database cannot be reached."}
+    # X-Timezone is read on every route, this one included.
+    **errors(400, 422),
+    503: {"model": Health, "description": "The database cannot be reached."},
 }
 
 

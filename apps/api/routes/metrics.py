@@ -4,13 +4,14 @@ when it is off)."""
 from fastapi import APIRouter, Request, Response
 
 from apps.api.dependencies import ReadConnection
+from apps.api.responses import errors
 from apps.core import metrics
 from apps.orchestrator.reading.gauges import read_gauges
 
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses=errors(400, 422, 503))
 async def get_metrics(request: Request, connection: ReadConnection) -> Response:
     """Metrics in the Prometheus text format, the database's gauges read now."""
     gauges = await read_gauges(connection)

@@ -5,15 +5,16 @@ import uuid
 from fastapi import APIRouter
 
 from apps.api.dependencies import Cursor, Limit, ReadConnection
+from apps.api.responses import errors
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Node, Page
 from apps.orchestrator.reading import nodes
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
+from apps.wire.schemas import Node, Page
 
 router = APIRouter(tags=["nodes"], route_class=ProtectedRoute)
 
 
-@router.get("/runs/{run_id}/nodes")
+@router.get("/runs/{run_id}/nodes", responses=errors(404))
 async def list_run_nodes(
     connection: ReadConnection,
     run_id: uuid.UUID,
@@ -25,7 +26,7 @@ async def list_run_nodes(
     return Page[Node].model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
-@router.get("/nodes/{node_id}")
+@router.get("/nodes/{node_id}", responses=errors(404))
 async def get_node(connection: ReadConnection, node_id: uuid.UUID) -> Node:
     """One node."""
     return Node.model_validate(await nodes.get_node(connection, node_id))

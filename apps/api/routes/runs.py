@@ -1,20 +1,26 @@
 """Runs: the newest-first list with filters, and one run with its node counts and usage."""
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from apps.api.dependencies import CURSOR_HELP, LIMIT_HELP, ReadConnection
+from apps.api.dependencies import (
+    CURSOR_HELP,
+    CURSOR_SCHEMA,
+    LIMIT_HELP,
+    MAX_CURSOR_LENGTH,
+    ReadConnection,
+)
+from apps.api.responses import errors
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Page, Run, RunSummary
-from apps.api.timezone import as_utc
+from apps.api.timezone import QueryTimestamp, as_utc
 from apps.core.text import NO_NUL
 from apps.orchestrator.model.states import RunStatus
 from apps.orchestrator.reading import runs
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from apps.wire.schemas import Page, Run, RunSummary
 
 router = APIRouter(tags=["runs"], route_class=ProtectedRoute)
 
@@ -29,14 +35,19 @@ class RunQuery(BaseModel):
         pattern=NO_NUL,
         description="Only runs whose title contains this, ignoring case.",
     )
-    created_after: datetime | None = Field(
+    created_after: QueryTimestamp | None = Field(
         default=None, description="Only runs created at or after this time."
     )
-    created_before: datetime | None = Field(
+    created_before: QueryTimestamp | None = Field(
         default=None, description="Only runs created before this time."
     )
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=LIMIT_HELP)
-    cursor: str | None = Field(default=None, max_length=512, description=CURSOR_HELP)
+    cursor: str | None = Field(
+        default=None,
+        max_length=MAX_CURSOR_LENGTH,
+        json_schema_extra=CURSOR_SCHEMA,
+        description=CURSOR_HELP,
+    )
 
 
 @router.get("/runs")
@@ -57,7 +68,7 @@ async def list_runs(
     return Page[RunSummary].model_validate({"items": page.items, "next_cursor": page.next_cursor})
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", responses=errors(404))
 async def get_run(connection: ReadConnection, run_id: uuid.UUID) -> Run:
     """One run, with its task spec, its node counts by status and its usage totals."""
     return Run.model_validate(await runs.get_run(connection, run_id))

@@ -17,18 +17,20 @@ from starlette.types import Receive, Scope, Send
 
 from apps.api.auth import Caller, Principal
 from apps.api.dependencies import EVENT_ID, EventIdQuery
+from apps.api.responses import errors
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Event
 from apps.api.timezone import request_zone
 from apps.core.errors import BadRequest
 from apps.core.metrics import sse_subscriber_closed, sse_subscriber_opened
 from apps.orchestrator.reading.event_feed import Batches, EventFeed, StreamedEvent
 from apps.orchestrator.reading.pagination import MAX_INT64
+from apps.wire.schemas import Event
 
 router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **errors(404, described={404: "No run by that id."}),
     200: {
         "description": "Server-Sent Events; comment lines (`: ping`) are heartbeats.",
         "content": {
@@ -51,7 +53,7 @@ _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
                 }
             }
         },
-    }
+    },
 }
 
 
@@ -77,6 +79,22 @@ class EventStreamResponse(StreamingResponse):
                 await self.body_iterator.aclose()
 
 
+def _digits_at_most(highest: str) -> str:
+    """A regular expression of the digit strings (leading zeros allowed) of at most
+    `len(highest)` digits whose value is at most `highest`: what JSON Schema can say of a number
+    sent as text."""
+    shorter = f"[0-9]{{0,{len(highest) - 1}}}"
+    lower = [
+        f"{highest[:index]}[0-{int(digit) - 1}][0-9]{{{len(highest) - index - 1}}}"
+        for index, digit in enumerate(highest)
+        if digit != "0"
+    ]
+    return "^(" + "|".join([shorter, *lower, highest]) + ")$"
+
+
+_EVENT_ID_PATTERN = _digits_at_most(str(MAX_INT64))
+
+
 def _event_feed(request: Request) -> EventFeed:
     feed: EventFeed = request.app.state.event_feed
     return feed
@@ -91,7 +109,9 @@ LastEventId = Annotated[
     str | None,
     Header(
         alias="Last-Event-ID",
-        description="Id of the last event received; what a reconnecting EventSource sends.",
+        description="Id of the last event received; what a reconnecting EventSource sends. "
+        "Empty: none.",
+        json_schema_extra={"pattern": _EVENT_ID_PATTERN},
     ),
 ]
 

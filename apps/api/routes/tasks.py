@@ -4,12 +4,13 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 
 from apps.api.auth import OperatorCaller, forbidden_below
 from apps.api.dependencies import DbSession
+from apps.api.responses import errors, located
 from apps.api.routing import ProtectedRoute
-from apps.api.schemas import Run
 from apps.orchestrator.engine import submission
 from apps.orchestrator.model.models import KeyRole
 from apps.orchestrator.plans.task_specs import TaskRequest
 from apps.orchestrator.reading import runs
+from apps.wire.schemas import Run
 
 router = APIRouter(tags=["tasks"], route_class=ProtectedRoute)
 
@@ -23,8 +24,9 @@ MAX_TASK_BYTES = 16 * 1024 * 1024
     status_code=202,
     max_body_size=MAX_TASK_BYTES,
     responses={
+        **located(202, "The new run's URL."),
         **forbidden_below(KeyRole.OPERATOR),
-        422: {"description": "The task spec is invalid; `detail` says where and why."},
+        **errors(422, described={422: "The task spec is invalid; `detail` says where and why."}),
     },
 )
 async def submit_task(

@@ -8,7 +8,7 @@ sending it as a gate-policy document).
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast, get_args
 
 from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
@@ -21,8 +21,8 @@ from apps.core.settings import Settings, setting_problem
 from apps.core.validation import Problem
 from apps.orchestrator.plans.documents import DocumentError, read_json, read_yaml
 from apps.orchestrator.plans.gate_policy import gate_policy_of, parse_gate_policy, resolve_gate
+from apps.wire.schemas import DocumentKind
 
-DocumentKind = Literal["settings", "gate_policy"]
 DOCUMENT_KINDS: tuple[str, ...] = get_args(DocumentKind)
 REDACTED = "**********"
 MAX_DOCUMENT_BYTES = 256 * 1024

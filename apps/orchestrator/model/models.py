@@ -35,6 +35,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
 
+# A word of the API too (`apps.wire`); the domain imports it from here.
+from apps.wire.statuses import KeyRole as KeyRole
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -98,12 +101,6 @@ def _status_type(enum: type[StrEnum]) -> Enum:
         length=16,
         values_callable=lambda members: [member.value for member in members],
     )
-
-
-class KeyRole(StrEnum):
-    VIEWER = "viewer"
-    OPERATOR = "operator"
-    ADMIN = "admin"
 
 
 class Base(DeclarativeBase):

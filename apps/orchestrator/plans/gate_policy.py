@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from apps.core.roles import NODE_KEY_PATTERN, ROLES, NodeKey, Role
 from apps.core.settings import Settings, SettingsError
@@ -61,10 +61,11 @@ class GateRule(StrictModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    required: bool | None = Field(
+    # Strict: 0 or "no" is not a boolean in the documented schema, so not one here either.
+    required: StrictBool | None = Field(
         default=None, description="Whether the node waits for a human decision."
     )
-    auto_approve: bool | None = Field(
+    auto_approve: StrictBool | None = Field(
         default=None,
         description="Approve by itself when the timeout passes: the same as on_timeout: approve.",
     )

@@ -1,15 +1,44 @@
-"""Response shapes of the HTTP API. Every field is described: the OpenAPI page is the manual."""
+"""Request and response shapes of the HTTP API. Every field is described: the OpenAPI page
+is the manual."""
 
+import json
 import uuid
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, Json, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from apps.api.timezone import Timestamp, ZonedDocument
 from apps.core.strict_models import StrictModel
-from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
+from apps.wire.statuses import GateStatus, KeyRole, NodeStatus, RunStatus
+from apps.wire.timestamps import Timestamp, ZonedDocument
 
 T = TypeVar("T")
+
+DocumentKind = Literal["settings", "gate_policy"]
+
+# What a key's name may be: the rule `apps.orchestrator.control.api_keys` enforces.
+KEY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
+# The name of the API_KEY setting's key, in any case.
+KEY_NAME_RESERVED = r"^[Aa][Dd][Mm][Ii][Nn]$"
+
+
+class ValidationIssue(BaseModel):
+    """One problem a 422 found in the request."""
+
+    loc: list[int | str] = Field(
+        description="Where: the part of the request (body, query, path, header), then the path "
+        "inside it."
+    )
+    msg: str = Field(description="What is wrong there.")
+    type: str = Field(description="The kind of problem, e.g. missing or string_too_long.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: what went wrong in one readable line, and for a 422 each problem."""
+
+    detail: str = Field(description="What went wrong, for a person to read.")
+    errors: list[ValidationIssue] | None = Field(
+        default=None, description="Each problem of a request that failed validation (a 422 only)."
+    )
 
 
 class Page(BaseModel, Generic[T]):
@@ -41,6 +70,11 @@ class Usage(BaseModel):
     cost: float = Field(description="Cost of every LLM call, from the price table.")
 
 
+def _parsed_if_text(value: Any) -> Any:
+    # The server reads these from the database as JSON text; a client reads them as objects.
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
 class RunSummary(BaseModel):
     """A run as lists show it: everything but its task spec, which may be megabytes;
     `GET /runs/{run_id}` has the spec."""
@@ -59,8 +93,12 @@ class RunSummary(BaseModel):
     started_at: Timestamp | None = Field(description="When the first node started.")
     finished_at: Timestamp | None = Field(description="When the run reached a final status.")
     cancel_requested_at: Timestamp | None = Field(description="When a cancel was requested.")
-    node_counts: Json[NodeCounts] = Field(description="How many nodes are in each status.")
-    usage: Json[Usage] = Field(description="Token and cost totals of the run's LLM calls.")
+    node_counts: Annotated[NodeCounts, BeforeValidator(_parsed_if_text)] = Field(
+        description="How many nodes are in each status."
+    )
+    usage: Annotated[Usage, BeforeValidator(_parsed_if_text)] = Field(
+        description="Token and cost totals of the run's LLM calls."
+    )
 
 
 class Run(RunSummary):
@@ -98,7 +136,9 @@ class Node(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_row(cls, row: Any) -> Any:
-        if isinstance(row, cls):
+        # A database row has the agent's provider and model as columns of their own; an
+        # answer read by a client has them as `agent` already.
+        if isinstance(row, cls) or "agent" in row:
             return row
         return {**row, "agent": {"provider": row["provider"], "model": row["model"]}}
 
@@ -201,4 +241,66 @@ class RejectRequest(StrictModel):
         description="retry: run the node again with the notes as feedback (a gate after the "
         "node's output); fail: fail the node and its run. Rejecting a gate before the node "
         "starts fails it.",
+    )
+
+
+class ApiKey(BaseModel):
+    """An API key as the service knows it: never its secret, which only its creation shows."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID = Field(description="Key id.")
+    name: str = Field(description="Name; what decisions and runs record as who acted.")
+    role: KeyRole = Field(
+        description="viewer: reads; operator: reads, tasks, gate decisions, cancel, resume; "
+        "admin: everything."
+    )
+    key_prefix: str = Field(description="The secret's first characters, to tell keys apart.")
+    created_at: Timestamp = Field(description="When the key was created.")
+    last_used_at: Timestamp | None = Field(
+        description="When the key was last used (recorded at most once a minute)."
+    )
+    revoked_at: Timestamp | None = Field(description="When the key was revoked; null: it works.")
+
+
+class CreatedApiKey(ApiKey):
+    """A new key, with its secret: shown this once, stored nowhere (only its SHA-256 is)."""
+
+    secret: str = Field(description="The key to send as X-API-Key or Authorization: Bearer.")
+
+
+class KeyCreateRequest(StrictModel):
+    """A key to create."""
+
+    name: str = Field(
+        pattern=KEY_NAME_PATTERN,
+        description="1 to 100 letters, digits, '.', '_', '-' or '@', starting with a letter or "
+        "digit; unique, revoked keys included; `admin` is kept for the API_KEY setting.",
+        json_schema_extra={"not": {"pattern": KEY_NAME_RESERVED}},
+    )
+    role: KeyRole = Field(description="What the key may do.")
+
+
+class ValidationProblem(BaseModel):
+    """One thing wrong with a document."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    location: str = Field(
+        description="Where: a setting's name (PORT, LLM_ROLE_MODELS.writer) or a path in the "
+        "policy (gates.writer.timeout_minutes); `document` for the document as a whole."
+    )
+    message: str = Field(description="What is wrong there.")
+
+
+class ValidationReport(BaseModel):
+    """What a check of a document found; nothing was changed."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    valid: bool = Field(description="True when the document has no problem.")
+    kind: DocumentKind = Field(description="What the document was checked as.")
+    problems: list[ValidationProblem] = Field(description="Every problem, in document order.")
+    notes: list[str] = Field(
+        description="What the check did not look at, e.g. a file GATE_POLICY_FILE names."
     )

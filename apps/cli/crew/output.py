@@ -1,0 +1,62 @@
+"""How `crew` prints: a table on a terminal, tab-separated lines in a pipe, the API's JSON with
+`--json`; errors as one line on stderr."""
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def as_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
+    """The API's JSON of `value`, for `jq`."""
+    if isinstance(value, BaseModel):
+        data: Any = value.model_dump(mode="json")
+    elif isinstance(value, dict):
+        data = value
+    else:
+        data = [item.model_dump(mode="json") for item in value]
+    sys.stdout.write(json.dumps(data, indent=2 if console.is_terminal else None) + "\n")
+
+
+def json_line(value: BaseModel) -> None:
+    sys.stdout.write(value.model_dump_json() + "\n")
+    sys.stdout.flush()
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    """Rows as a table on a terminal, as tab-separated text (no header) in a pipe."""
+    if not console.is_terminal:
+        for row in rows:
+            sys.stdout.write("\t".join(cell(value) for value in row) + "\n")
+        return
+    shown = Table(*columns, title=title, title_justify="left")
+    for row in rows:
+        shown.add_row(*(cell(value) for value in row))
+    console.print(shown)
+
+
+def fields(pairs: Sequence[tuple[str, Any]]) -> None:
+    """Name: value lines, aligned."""
+    width = max(len(name) for name, _ in pairs)
+    for name, value in pairs:
+        sys.stdout.write(f"{name.ljust(width)}  {cell(value)}\n")
+
+
+def fail(message: str) -> None:
+    errors.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)

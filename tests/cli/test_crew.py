@@ -1,0 +1,186 @@
+"""`crew` against a served API, on SQLite and PostgreSQL: every command, as an operator types it,
+with the exit statuses that tell outcomes apart."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crew_client import RunStatus
+from tests.client.serving import GATED_SPEC, Served, served, wait_for_gate
+from tests.conftest import process_env
+
+__all__ = ["served"]
+
+CREW = str(Path(sys.executable).parent / "crew")
+
+
+def _env(server: Served, **extra: str) -> dict[str, str]:
+    return process_env(**({"CREW_URL": server.url, "CREW_API_KEY": server.key} | extra))
+
+
+def crew(server: Served, *arguments: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CREW, *arguments],
+        env=_env(server, **extra),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def crew_json(server: Served, *arguments: str) -> Any:
+    done = crew(server, *arguments, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _gated_run(server: Served, tmp_path: Path, title: str) -> str:
+    spec = tmp_path / f"{title}.yaml"
+    spec.write_text(yaml.safe_dump(GATED_SPEC))
+    run = crew_json(server, "submit", "--spec", str(spec), "--title", title)
+    with server.client() as client:
+        wait_for_gate(client, run["id"])
+    return str(run["id"])
+
+
+def test_submit_the_demo_and_watch_it_finish(served: Served) -> None:
+    done = crew(served, "submit", "--demo", "--title", "Demo", "--watch")
+
+    assert done.returncode == 0, done.stderr
+    assert "succeeded" in done.stdout
+
+
+def test_the_reading_commands(served: Served, tmp_path: Path) -> None:
+    run = crew_json(served, "submit", "--report", "--sections", "2", "--title", "Report")
+    assert crew(served, "watch", run["id"]).returncode == 0
+    listed = crew_json(served, "runs", "--search", "Report", "--limit", "5")
+    assert [item["id"] for item in listed["items"]] == [run["id"]]
+    assert crew_json(served, "show", run["id"])["status"] == RunStatus.SUCCEEDED
+    plain = crew(served, "runs", "--status", "succeeded")
+    assert run["id"] in plain.stdout and "\t" in plain.stdout  # a pipe gets plain columns
+    shown = crew(served, "show", run["id"])
+    assert "succeeded" in shown.stdout and "tokens" in shown.stdout
+    nodes = crew_json(served, "nodes", run["id"])
+    assert nodes and all(node["status"] == "succeeded" for node in nodes)
+    assert nodes[0]["key"] in crew(served, "nodes", run["id"]).stdout
+    events = crew(served, "events", run["id"]).stdout.splitlines()
+    assert "run.created" in events[0] and "run.succeeded" in events[-1]
+    followed = crew(served, "events", run["id"], "--follow", "--json").stdout.splitlines()
+    assert [json.loads(line)["type"] for line in followed][-1] == "run.succeeded"
+    with served.client() as client:
+        artifact = list(client.iter_artifacts(run_id=run["id"]))[-1]
+        content = client.get_artifact_content(artifact.id)
+    assert crew(served, "artifact", str(artifact.id)).stdout.encode() == content
+    target = tmp_path / "report.md"
+    assert crew(served, "artifact", str(artifact.id), "-o", str(target)).returncode == 0
+    assert target.read_bytes() == content
+
+
+def test_gates_approve_with_a_patch_file_and_with_an_editor(served: Served, tmp_path: Path) -> None:
+    run_id = _gated_run(served, tmp_path, "Patched")
+    inbox = crew_json(served, "gates", "--run", run_id)
+    assert [gate["node_key"] for gate in inbox] == ["draft"]
+    assert "draft" in crew(served, "gates").stdout
+    patch = tmp_path / "draft.md"
+    patch.write_text("a haiku, patched")
+    approved = crew(served, "approve", run_id, "--node", "draft", "--patch-file", str(patch))
+    assert approved.returncode == 0, approved.stderr
+    assert crew(served, "watch", run_id).returncode == 0
+
+    edited_id = _gated_run(served, tmp_path, "Edited")
+    editor = tmp_path / "editor.sh"
+    editor.write_text('#!/bin/sh\necho "a haiku, edited" > "$1"\n')
+    editor.chmod(0o755)
+    done = crew(served, "approve", edited_id, "--edit", "--notes", "tidied", EDITOR=str(editor))
+    assert done.returncode == 0, done.stderr
+    assert crew(served, "watch", edited_id).returncode == 0
+    with served.client() as client:
+        gate = client.list_gates(status="approved", run_id=edited_id).items[0]
+        assert gate.artifact_id is not None
+        draft = [a for a in client.iter_artifacts(run_id=edited_id) if a.node_id == gate.node_id]
+        assert client.get_artifact_content(draft[-1].id) == b"a haiku, edited\n"
+
+
+def test_a_gate_decided_elsewhere_is_exit_7(served: Served, tmp_path: Path) -> None:
+    run_id = _gated_run(served, tmp_path, "Decided")
+    assert crew(served, "approve", run_id).returncode == 0
+    late = crew(served, "reject", run_id, "--node", "draft", "--notes", "too late")
+    assert late.returncode == 7
+    assert late.stderr.startswith("error: ") and "approved" in late.stderr
+    assert len(late.stderr.strip().splitlines()) == 1
+
+
+def test_reject_fail_cancel_resume_and_watch_statuses(served: Served, tmp_path: Path) -> None:
+    failed = _gated_run(served, tmp_path, "Failed")
+    assert crew(served, "reject", failed, "--notes", "no", "--fail").returncode == 0
+    assert crew(served, "watch", failed).returncode == 1
+
+    cancelled = _gated_run(served, tmp_path, "Cancelled")
+    assert "cancelling" in crew(served, "cancel", cancelled).stdout
+    assert crew(served, "watch", cancelled).returncode == 2
+    assert crew(served, "resume", cancelled).returncode == 0
+    with served.client() as client:
+        wait_for_gate(client, cancelled)
+
+
+def test_ctrl_c_stops_watching_and_leaves_the_run_running(served: Served, tmp_path: Path) -> None:
+    run_id = _gated_run(served, tmp_path, "Watched")
+    watcher = subprocess.Popen(
+        [CREW, "watch", run_id],
+        env=_env(served),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)
+    watcher.send_signal(signal.SIGINT)
+    _, stderr = watcher.communicate(timeout=30)
+
+    assert watcher.returncode == 130
+    assert "keeps running" in stderr
+    with served.client() as client:
+        assert client.get_run(run_id).status == RunStatus.WAITING
+
+
+def test_keys_over_http(served: Served) -> None:
+    created = crew_json(served, "keys", "create", "ci-bot", "--role", "operator")
+    assert created["secret"].startswith("crew_")
+    assert "ci-bot" in [key["name"] for key in crew_json(served, "keys", "list")]
+    assert "ci-bot" in crew(served, "keys", "list").stdout
+    assert crew(served, "keys", "revoke", "ci-bot").returncode == 0
+    assert crew(served, "keys", "revoke", "ci-bot").returncode == 7
+    as_bot = crew(served, "runs", CREW_API_KEY=created["secret"])
+    assert as_bot.returncode == 4
+
+
+def test_errors_are_one_line_with_distinct_exit_statuses(served: Served) -> None:
+    missing = crew(served, "show", "5c1b2b6e-0000-4000-8000-000000000000")
+    assert missing.returncode == 6 and "not found" in missing.stderr
+    refused = crew(served, "runs", CREW_API_KEY="crew_nope")
+    assert refused.returncode == 4 and "invalid API key" in refused.stderr
+    with served.client() as client:
+        viewer = client.create_key("read-only", "viewer").secret
+    forbidden = crew(served, "submit", "--demo", "--title", "No", CREW_API_KEY=viewer)
+    assert forbidden.returncode == 5
+    invalid = crew(served, "show", "not-a-uuid")
+    assert invalid.returncode == 8
+    unreachable = crew(served, "runs", CREW_URL="http://127.0.0.1:9")
+    assert unreachable.returncode == 3
+    both = crew(served, "submit", "--demo", "--report", "--title", "Two")
+    assert both.returncode == 64
+    for failure in (missing, refused, forbidden, invalid, unreachable, both):
+        assert len(failure.stderr.strip().splitlines()) == 1, failure.stderr
+
+
+def test_shell_completion_is_offered(served: Served) -> None:
+    helped = crew(served, "--help")
+    assert "--install-completion" in helped.stdout
+    completion = crew(served, "--show-completion", SHELL="/bin/bash")
+    assert completion.returncode == 0 and "complete" in completion.stdout
