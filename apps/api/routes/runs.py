@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from apps.api import encoding
 from apps.api.dependencies import CURSOR_HELP, LIMIT_HELP, ReadConnection
+from apps.api.encoding import JSONBytes
 from apps.api.routing import ProtectedRoute
 from apps.api.schemas import Page, Run, RunSummary
 from apps.api.timezone import as_utc
@@ -39,10 +41,9 @@ class RunQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=512, description=CURSOR_HELP)
 
 
-@router.get("/runs")
-async def list_runs(
-    connection: ReadConnection, query: Annotated[RunQuery, Query()]
-) -> Page[RunSummary]:
+# The page is encoded from its rows (apps/api/encoding.py); the model still documents it.
+@router.get("/runs", response_model=Page[RunSummary])
+async def list_runs(connection: ReadConnection, query: Annotated[RunQuery, Query()]) -> JSONBytes:
     """Runs, newest first, as summaries: each without its task spec, which
     `GET /runs/{run_id}` has."""
     where = runs.RunFilter(
@@ -54,7 +55,7 @@ async def list_runs(
         else None,
     )
     page = await runs.list_runs(connection, where, query.limit, query.cursor)
-    return Page[RunSummary].model_validate({"items": page.items, "next_cursor": page.next_cursor})
+    return encoding.run_summaries(page)
 
 
 @router.get("/runs/{run_id}")
