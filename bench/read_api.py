@@ -12,7 +12,7 @@ app with one uvicorn worker pinned to CPU 0, and loads each endpoint with `wrk` 
 
 Each measured run follows a short warm-up; the set is repeated `--repeat` times and medians are
 reported, with the server's peak RSS sampled every 0.2 s, then checked against the targets:
-runs first page >= 25% of the ceiling's req/s, deep p50 / first p50 <= 1.2 for runs and events,
+runs first page >= 65% of the ceiling's req/s, deep p50 / first p50 <= 1.2 for runs and events,
 peak RSS < 120 MB.
 
 Then the cost of observability, by `--pairs` (5) pairs of fresh servers side by side: one as
@@ -61,6 +61,7 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from apps.core.database import register_sqlite_functions
 from apps.orchestrator.model.models import Base
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.reading.events import EVENT_ORDER
@@ -73,6 +74,7 @@ from bench.harness import (
     WORK,
     BenchError,
     free_port,
+    machine_load,
     migrate,
     plain_dsn,
     postgres_database,
@@ -99,7 +101,7 @@ EVENT_COLUMNS = ("id", "run_id", "node_id", "type", "ts", "data")
 RUN_STORY = ("run.created", "node.started", "llm.call", "node.succeeded", "artifact.written")
 BIG_STORY = ("node.started", "llm.call", "llm.call", "artifact.written", "node.succeeded")
 
-TARGET_CEILING_SHARE = 25.0
+TARGET_CEILING_SHARE = 65.0
 TARGET_DEEP_RATIO = 1.2
 TARGET_RSS_MB = 120.0
 TARGET_OBSERVABILITY_COST = 10.0
@@ -366,6 +368,8 @@ class PostgresSink:
 def sqlite_sink(path: Path) -> Iterator[SQLiteSink]:
     """A bulk-load connection; the file is left in WAL mode, checkpointed, as the app runs it."""
     connection = sqlite3.connect(path, isolation_level="DEFERRED")
+    # The title search index's triggers call it.
+    register_sqlite_functions(connection)
     try:
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-524288"):
             connection.execute(f"PRAGMA {pragma}")
@@ -821,6 +825,7 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
         f"{report.seed_seconds:.1f} s; wrk -c{args.connections} -d{args.duration}s, "
         f"median of {args.repeat}"
     )
+    print(f"machine load (1, 5, 15 min) at the end: {machine_load()}")
     print(f"{'endpoint':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'RSS MB':>9}{'errors':>8}")
     for r in report.results:
         print(
@@ -829,7 +834,7 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
         )
     for target in report.targets():
         sign = ">=" if target.at_least else ("<" if target.unit == "MB" else "<=")
-        verdict = "PASS" if target.passed else "FAIL"
+        verdict = "PASS" if target.passed else ("not judged" if args.smoke else "FAIL")
         print(
             f"  {target.label:<34}{target.value:>8.2f} {target.unit:<3}"
             f"(target {sign} {target.limit:g}{target.unit})  {verdict}"
