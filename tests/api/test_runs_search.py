@@ -18,7 +18,7 @@ NEWEST = datetime(2026, 1, 1, tzinfo=UTC)
 RARE_TITLES = (
     "Émile's ÉTUDE of Отчёт",
     "ωμέγα release",
-    "100% of 10_000 \"quoted\" items",
+    '100% of 10_000 "quoted" items',
     "ab",
     "x",
 )

@@ -134,7 +134,9 @@ _INDEXED = text(
 ).bindparams(bindparam("phrase", type_=Text))
 
 
-def _filtered(statement: Select[Any], filters: frozenset[str], resumed: bool) -> Select[Any]:
+def _filtered(
+    statement: Select[*tuple[Any, ...]], filters: frozenset[str], resumed: bool
+) -> Select[*tuple[Any, ...]]:
     if "status" in filters:
         statement = statement.where(Run.status == bindparam("status"))
     if "after" in filters:
