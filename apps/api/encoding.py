@@ -14,10 +14,13 @@ from typing import Any
 
 import orjson
 from fastapi.responses import Response
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.api.schemas import NodeCounts, RunSummary
 from apps.api.timezone import request_zone
+from apps.orchestrator.reading import runs
 from apps.orchestrator.reading.pagination import Page
+from apps.orchestrator.reading.run_pages import run_page_json
 
 _NODE_STATUSES = tuple(NodeCounts.model_fields)
 _TIMESTAMPS = tuple(
@@ -98,3 +101,15 @@ def run_summaries(page: Page[dict[str, Any]]) -> JSONBytes:
     _in_zone(items)
     body = {"items": items, "next_cursor": page.next_cursor}
     return JSONBytes(orjson.dumps(body, option=orjson.OPT_UTC_Z))
+
+
+async def runs_page(
+    connection: AsyncConnection, where: runs.RunFilter, limit: int, cursor: str | None
+) -> JSONBytes:
+    """A page of the runs list as `Page[RunSummary]` JSON: written by SQLite itself where it
+    can (in UTC), else encoded here from the rows."""
+    if connection.dialect.name == "sqlite" and request_zone() is UTC:
+        body = await run_page_json(connection, where, limit, cursor)
+        if body is not None:
+            return JSONBytes(body)
+    return run_summaries(await runs.list_runs(connection, where, limit, cursor))

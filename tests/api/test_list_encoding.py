@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.model.states import NodeStatus, RunStatus
@@ -23,7 +24,7 @@ async def seed_varied_runs(sessions: SessionFactory) -> None:
             created = START + timedelta(hours=index, microseconds=index * 37_001 % 1_000_000)
             run = await create_run(
                 session,
-                title=f"Étude n°{index} — ΣΊΣΥΦΟΣ",
+                title=f'Étude n°{index} — ΣΊΣΥΦΟΣ "q" \\ \n\t\x01 🚀',
                 status=status,
                 created_at=created,
                 updated_at=created + timedelta(seconds=index),
@@ -86,3 +87,22 @@ async def test_list_json_has_every_node_status_and_a_float_cost(
         "cost": 2.0,
     }
     assert isinstance(item["usage"]["cost"], float)
+
+
+async def test_a_timestamp_stored_another_way_is_still_listed_as_the_model_writes_it(
+    client: httpx.AsyncClient, sessions: SessionFactory, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("only SQLite stores timestamps as text")
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, created_at=START)
+        # What a tool writing SQLite directly might leave: no fraction of a second.
+        await session.execute(
+            text("UPDATE runs SET updated_at = '2024-03-31 01:00:00' WHERE id = :id"),
+            {"id": run.id.hex},
+        )
+
+    [item] = (await client.get("/runs")).json()["items"]
+    modelled = (await client.get(f"/runs/{run.id}")).json()
+
+    assert item["updated_at"] == modelled["updated_at"] == "2024-03-31T01:00:00Z"

@@ -54,8 +54,7 @@ async def list_runs(connection: ReadConnection, query: Annotated[RunQuery, Query
         if query.created_before
         else None,
     )
-    page = await runs.list_runs(connection, where, query.limit, query.cursor)
-    return encoding.run_summaries(page)
+    return await encoding.runs_page(connection, where, query.limit, query.cursor)
 
 
 @router.get("/runs/{run_id}")

@@ -113,7 +113,7 @@ def _select_runs(dialect: str, *, with_spec: bool = False) -> Select[*tuple[Any,
     )
 
 
-def _title_contains(dialect: str) -> ColumnElement[bool]:
+def title_contains(dialect: str) -> ColumnElement[bool]:
     pattern = bindparam("title", type_=Text)
     if dialect == "sqlite":
         # SQLite's LIKE folds ASCII only; `casefold` is registered on its connections.
@@ -134,7 +134,7 @@ _INDEXED = text(
 ).bindparams(bindparam("phrase", type_=Text))
 
 
-def _filtered(
+def filtered(
     statement: Select[*tuple[Any, ...]], filters: frozenset[str], resumed: bool
 ) -> Select[*tuple[Any, ...]]:
     if "status" in filters:
@@ -152,7 +152,7 @@ def _filtered(
 def _floor_statement(filters: frozenset[str], resumed: bool) -> Select[Any]:
     """The key of the last run of the search window: the SEARCH_WINDOW-th run the other filters
     keep after the cursor (SQLite)."""
-    statement = _filtered(select(Run.created_at, Run.id), filters, resumed)
+    statement = filtered(select(Run.created_at, Run.id), filters, resumed)
     return statement.order_by(*RUN_ORDER.order_by()).offset(SEARCH_WINDOW - 1).limit(1)
 
 
@@ -163,12 +163,12 @@ def _list_statement(dialect: str, filters: frozenset[str], resumed: bool) -> Sel
     run, `indexed` those after it that the title index names."""
     statement = _select_runs(dialect)
     if "title" in filters:
-        statement = statement.where(_title_contains(dialect))
+        statement = statement.where(title_contains(dialect))
     if "window" in filters:
         statement = statement.where(_KEY >= _FLOOR)
     if "indexed" in filters:
         statement = statement.where(_KEY < _FLOOR, _INDEXED)
-    statement = _filtered(statement, filters, resumed)
+    statement = filtered(statement, filters, resumed)
     return statement.order_by(*RUN_ORDER.order_by()).limit(bindparam("limit"))
 
 
@@ -181,7 +181,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _filter_parameters(where: RunFilter, dialect: str) -> dict[str, Any]:
+def filter_parameters(where: RunFilter, dialect: str) -> dict[str, Any]:
     parameters: dict[str, Any] = {}
     if where.status is not None:
         parameters["status"] = where.status
@@ -210,11 +210,11 @@ async def list_runs(
 ) -> Page[dict[str, Any]]:
     """Summaries of the runs matching `where`, newest first, `limit` at a time after `cursor`."""
     dialect = _dialect(connection)
-    filters = _filter_parameters(where, dialect)
+    filters = filter_parameters(where, dialect)
     position = RUN_ORDER.cursor_parameters(cursor) if cursor is not None else {}
-    searched = (where.title_contains or "").casefold()
-    if dialect == "sqlite" and len(searched) >= TRIGRAM:
-        rows = await _search_sqlite(connection, filters, position, limit, _phrase(searched))
+    if dialect == "sqlite" and uses_title_index(where):
+        phrase = _phrase((where.title_contains or "").casefold())
+        rows = await _search_sqlite(connection, filters, position, limit, phrase)
     else:
         statement = _list_statement(dialect, frozenset(filters), resumed=cursor is not None)
         parameters = {**filters, **position, "limit": limit + 1}
@@ -251,6 +251,12 @@ async def _search_sqlite(
     parameters.update(phrase=phrase, limit=limit + 1 - len(rows))
     indexed = _list_statement("sqlite", names | {"indexed"}, resumed)
     return rows + as_dicts(await connection.execute(indexed, parameters))
+
+
+def uses_title_index(where: RunFilter) -> bool:
+    """Whether SQLite's title index serves the search `where` asks for: a text of at least
+    three characters once casefolded."""
+    return len((where.title_contains or "").casefold()) >= TRIGRAM
 
 
 def _phrase(text: str) -> str:
