@@ -94,7 +94,7 @@ def _item() -> str:
 def _page_query(filters: frozenset[str], resumed: bool) -> tuple[str, tuple[str, ...], Any]:
     """The page's SQL for these filters, its parameters' names in order, and the statement
     compiled (for the values of its own constants)."""
-    statement: Select[Any] = select(
+    statement: Select[*tuple[Any, ...]] = select(
         literal_column(_item()).label("item"), Run.created_at, Run.id
     ).select_from(RUNS)
     if "title" in filters:
