@@ -9,8 +9,9 @@ Two measurements per backend (SQLite, and PostgreSQL when its server answers):
    Each run gets a fresh migrated database; the task is submitted in-process with `submit_task`,
    then `Worker(transactions, settings).drain()` is timed until the run has succeeded. The wide DAG
    runs once with the default WORKER_CONCURRENCY / RUN_CONCURRENCY and once with RUN_CONCURRENCY
-   raised to WORKER_CONCURRENCY. Median of 3. Targets, on SQLite (the issue sets them there):
-   <= 2 ms/node wide, <= 4 ms/node deep; PostgreSQL's figures are printed beside them.
+   raised to WORKER_CONCURRENCY. Median of 3. Artifacts go to the disk (the system's temporary
+   directory), as users keep them; `--artifacts-in-ram` puts them on /dev/shm. Targets: SQLite
+   <= 1.0 ms/node wide, <= 1.5 deep; PostgreSQL <= 1.5 wide, <= 2.5 deep.
 2. Throughput through HTTP. A real API process (`python -m apps.api`, WORKER_IN_API=1,
    DEMO_LATENCY_MS=0, LOG_LEVEL=warning) on a fresh migrated database gets `--runs` (50)
    `{"type": "demo"}` tasks as concurrent POSTs; GET /runs?status=succeeded|failed is polled until
@@ -66,6 +67,7 @@ from bench.harness import (
     dag_node,
     free_port,
     fresh_database,
+    machine_load,
     run,
     scratch_dir,
     servers,
@@ -75,8 +77,13 @@ from bench.harness import (
     wide_dag,
 )
 
-TARGET_WIDE_MS = 2.0
-TARGET_DEEP_MS = 4.0
+# ms a node, by backend and shape, with the artifacts on the disk.
+TARGET_MS = {
+    ("sqlite", "wide"): 1.0,
+    ("sqlite", "deep"): 1.5,
+    ("postgresql", "wide"): 1.5,
+    ("postgresql", "deep"): 2.5,
+}
 DRAIN_TIMEOUT = 300.0
 HTTP_TIMEOUT = 180.0
 POLL_SECONDS = 0.05
@@ -86,11 +93,12 @@ SHM = Path("/dev/shm")
 
 
 @contextmanager
-def artifacts_dir(on_disk: bool) -> Iterator[Path]:
-    """Where a drain's artifact files go: on a RAM file system unless `on_disk`. The overhead
-    measured is the orchestrator's; this machine's disk takes 0.1 to 0.9 ms to create a file,
-    depending on the minute, and a node creates three (its directory, artifact and sidecar)."""
-    if on_disk or not SHM.is_dir():
+def artifacts_dir(in_ram: bool) -> Iterator[Path]:
+    """Where a drain's artifact files go: on the disk, where users keep them, unless `in_ram`
+    (a RAM file system, to see the orchestrator without the disk). This machine's disk takes 0.1
+    to 2.6 ms to create a file, depending on the minute, and a node creates three (its
+    directory, artifact and sidecar)."""
+    if not in_ram or not SHM.is_dir():
         with scratch_dir("artifacts") as path:
             yield path
         return
@@ -105,14 +113,9 @@ def artifacts_dir(on_disk: bool) -> Iterator[Path]:
 class Case:
     shape: str
     raised: bool  # RUN_CONCURRENCY raised to WORKER_CONCURRENCY
-    target_ms: float
 
 
-CASES = (
-    Case("wide", raised=False, target_ms=TARGET_WIDE_MS),
-    Case("wide", raised=True, target_ms=TARGET_WIDE_MS),
-    Case("deep", raised=False, target_ms=TARGET_DEEP_MS),
-)
+CASES = (Case("wide", raised=False), Case("wide", raised=True), Case("deep", raised=False))
 
 
 def dag_request(shape: str, count: int) -> TaskRequest:
@@ -193,12 +196,12 @@ class DrainResult:
         return statistics.median(self.seconds) * 1000 / self.nodes
 
     @property
-    def has_target(self) -> bool:
-        return self.backend == "sqlite"
+    def target_ms(self) -> float:
+        return TARGET_MS[self.backend, self.case.shape]
 
     @property
     def passed(self) -> bool:
-        return not self.has_target or self.ms_per_node <= self.case.target_ms
+        return self.ms_per_node <= self.target_ms
 
     @property
     def setting(self) -> str:
@@ -214,7 +217,7 @@ def measure_case(
     for repeat in range(1, args.repeat + 1):
         with (
             fresh_database(backend, server) as url,
-            artifacts_dir(args.artifacts_on_disk) as artifacts,
+            artifacts_dir(args.artifacts_in_ram) as artifacts,
         ):
             settings = drain_settings(url, artifacts, raised=case.raised)
             seconds.append(asyncio.run(time_drain(settings, dag_request(case.shape, nodes))))
@@ -229,19 +232,21 @@ def measure_case(
     return DrainResult(backend, case, nodes, wc, rc, seconds)
 
 
-def print_drain(results: list[DrainResult]) -> None:
+def print_drain(results: list[DrainResult], args: argparse.Namespace) -> None:
     first = results[0]
+    where = "a RAM file system" if args.artifacts_in_ram else "the disk"
     print(
         f"\n{first.backend}: orchestration overhead, {first.nodes}-node DAG, demo provider, "
-        f"DEMO_LATENCY_MS=0, Worker.drain(), median of {len(first.seconds)}"
+        f"DEMO_LATENCY_MS=0, Worker.drain(), median of {len(first.seconds)}, artifacts on "
+        f"{where}; machine load (1, 5, 15 min): {machine_load()}"
     )
     print(f"{'shape':<7}{'settings':<42}{'runs (s)':<26}{'ms/node':>8}  target")
     for r in results:
         runs = " ".join(f"{s:.3f}" for s in r.seconds)
-        verdict = ("PASS" if r.passed else "FAIL") if r.has_target else "(SQLite's target)"
+        verdict = "PASS" if r.passed else ("not judged" if args.smoke else "FAIL")
         print(
             f"{r.case.shape:<7}{r.setting:<42}{runs:<26}{r.ms_per_node:>8.2f}"
-            f"  <= {r.case.target_ms:g} ms  {verdict}"
+            f"  <= {r.target_ms:g} ms  {verdict}"
         )
 
 
@@ -378,7 +383,7 @@ def print_http(result: HttpResult) -> None:
 def profile_deep(backend: str, server: str | None, nodes: int) -> None:
     """cProfile of one drain of the deep chain: the top functions by cumulative and own time."""
     profiler = cProfile.Profile()
-    with fresh_database(backend, server) as url, artifacts_dir(on_disk=False) as artifacts:
+    with fresh_database(backend, server) as url, artifacts_dir(in_ram=False) as artifacts:
         settings = drain_settings(url, artifacts, raised=False)
         elapsed = asyncio.run(time_drain(settings, dag_request("deep", nodes), profiler))
     print(f"\n{backend}: cProfile of drain(), deep chain of {nodes}: {elapsed:.3f} s profiled")
@@ -417,9 +422,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="drains of each case (median)")
     parser.add_argument("--profile", action="store_true", help="also cProfile the deep drain")
     parser.add_argument(
-        "--artifacts-on-disk",
+        "--artifacts-in-ram",
         action="store_true",
-        help="write the drains' artifacts to the disk's temp directory, not to /dev/shm",
+        help="write the drains' artifacts to /dev/shm, not to the disk's temp directory",
     )
     parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args(argv)
@@ -436,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     backends = servers(args.backend)
     reports = [bench_backend(backend, server, args) for backend, server in backends]
     for report in reports:
-        print_drain(report.drains)
+        print_drain(report.drains, args)
         print_http(report.http)
     if args.profile:
         for backend, server in backends:
