@@ -210,6 +210,13 @@ class Settings(BaseSettings):
         le=300,
         description="Seconds of silence after which an event stream sends a heartbeat comment.",
     )
+    sse_subscriber_buffer: int = Field(
+        default=1_000,
+        ge=1,
+        le=100_000,
+        description="Events an event stream may be behind its client before it is ended with "
+        "an event telling the client to reconnect with Last-Event-ID.",
+    )
     metrics_enabled: bool = Field(
         default=False, description="Serve Prometheus metrics on /metrics."
     )
