@@ -51,7 +51,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -66,6 +66,7 @@ from apps.orchestrator.model.models import Base
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.reading.events import EVENT_ORDER
 from apps.orchestrator.reading.runs import RUN_ORDER
+from bench import bulk_runs
 from bench.ceiling_app import CEILING_PATH, FakeRun, fake_run
 from bench.harness import (
     API_KEY,
@@ -344,9 +345,13 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-async def seed(sink: Sink, codec: Codec, args: argparse.Namespace) -> Dataset:
+def realistic_start() -> datetime:
+    """When the realistic runs begin (they span a year up to now); bulk runs come before."""
+    return datetime.now(UTC).replace(microsecond=0) - SPAN
+
+
+async def seed(sink: Sink, codec: Codec, args: argparse.Namespace, start: datetime) -> Dataset:
     rng = random.Random(args.seed)
-    start = datetime.now(UTC).replace(microsecond=0) - SPAN
     with gc_paused():
         refs = await seed_runs(sink, codec, rng, args.runs, start)
         for rows in chunks(event_rows(rng, codec, refs, args.events, start), EVENT_BATCH):
@@ -404,17 +409,57 @@ async def postgres_sink(url: str) -> AsyncIterator[PostgresSink]:
         await connection.close()
 
 
+DEEP_ROW = "SELECT created_at, id FROM runs ORDER BY created_at DESC, id DESC LIMIT 2 OFFSET {}"
+
+
+def with_bulk(data: Dataset, bulk: int, deep_rows: Sequence[Any]) -> Dataset:
+    """`data` with `bulk` more runs, and its runs cursor after row 90% of them all."""
+    if not bulk:
+        return data
+    (created_at, run_id), (_, next_id) = deep_rows
+    if isinstance(created_at, str):  # SQLite's text
+        created_at = datetime.fromisoformat(created_at + "+00:00")
+    cursor = RUN_ORDER.cursor_of({"created_at": created_at, "id": run_id})
+    return replace(
+        data,
+        runs=data.runs + bulk,
+        runs_cursor=cursor,
+        first_run_after_cursor=uuid.UUID(str(next_id)),
+    )
+
+
+def deep_offset(data: Dataset, bulk: int) -> int:
+    return round((data.runs + bulk) * DEEP_FRACTION) - 1
+
+
 def seed_sqlite(path: Path, args: argparse.Namespace) -> Dataset:
+    start = realistic_start()
     with sqlite_sink(path) as sink:
-        return asyncio.run(seed(sink, SQLITE_CODEC, args))
+        data = asyncio.run(seed(sink, SQLITE_CODEC, args, start))
+        if not args.bulk_runs:
+            return data
+        bulk_runs.seed_sqlite(sink.connection, args.bulk_runs, start)
+        query = DEEP_ROW.format(deep_offset(data, args.bulk_runs))
+        return with_bulk(data, args.bulk_runs, sink.connection.execute(query).fetchall())
 
 
 async def seed_postgres(url: str, args: argparse.Namespace) -> Dataset:
+    start = realistic_start()
     async with postgres_sink(url) as sink:
-        return await seed(sink, POSTGRES_CODEC, args)
+        data = await seed(sink, POSTGRES_CODEC, args, start)
+        if not args.bulk_runs:
+            return data
+        await bulk_runs.seed_postgres(sink.connection, args.bulk_runs, start)
+        await sink.connection.execute("VACUUM ANALYZE runs, nodes")
+        query = DEEP_ROW.format(deep_offset(data, args.bulk_runs))
+        return with_bulk(data, args.bulk_runs, await sink.connection.fetch(query))
 
 
 # --- databases -----------------------------------------------------------------------------------
+
+
+def disk_free_gb() -> float:
+    return shutil.disk_usage(WORK).free / 2**30
 
 
 def remove_sqlite_files() -> None:
@@ -831,7 +876,11 @@ def bench_backend(backend: str, args: argparse.Namespace) -> Report:
     else:
         database = postgres_database(postgres_server(required=True) or "")
     with database as url:
-        print(f"== {backend}: migrating and seeding {args.runs:,} runs, {args.events:,} events")
+        print(
+            f"== {backend}: migrating and seeding {args.runs:,} runs, {args.events:,} events"
+            f" and {args.bulk_runs:,} bulk runs; disk free: {disk_free_gb():.0f} GB",
+            flush=True,
+        )
         started = time.perf_counter()
         data = build_database(backend, url, args)
         seed_seconds = time.perf_counter() - started
@@ -842,7 +891,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> Report:
             hwm = read_status_kb(server.pid, "VmHWM") / 1024
         observability = measure_observability(backend, url, data, args)
     peak = max(result.peak_rss_mb for result in results)
-    return Report(backend, args.runs, args.events, seed_seconds, results, peak, hwm, observability)
+    return Report(backend, data.runs, args.events, seed_seconds, results, peak, hwm, observability)
 
 
 def print_report(report: Report, args: argparse.Namespace) -> None:
@@ -895,6 +944,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=int, default=100_000, help="runs to seed")
     parser.add_argument("--events", type=int, default=1_000_000, help="events to seed")
+    parser.add_argument(
+        "--bulk-runs",
+        type=int,
+        default=0,
+        help="lean runs generated by the database, older than the others (bench/bulk_runs.py)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the data")
     parser.add_argument("--pool-size", type=int, default=0, help="DB_POOL_SIZE (0: the default)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
