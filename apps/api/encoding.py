@@ -106,9 +106,9 @@ def run_summaries(page: Page[dict[str, Any]]) -> JSONBytes:
 async def runs_page(
     connection: AsyncConnection, where: runs.RunFilter, limit: int, cursor: str | None
 ) -> JSONBytes:
-    """A page of the runs list as `Page[RunSummary]` JSON: written by SQLite itself where it
-    can (in UTC), else encoded here from the rows."""
-    if connection.dialect.name == "sqlite" and request_zone() is UTC:
+    """A page of the runs list as `Page[RunSummary]` JSON: written by the database itself
+    where it can (in UTC), else encoded here from the rows."""
+    if request_zone() is UTC:
         body = await run_page_json(connection, where, limit, cursor)
         if body is not None:
             return JSONBytes(body)
