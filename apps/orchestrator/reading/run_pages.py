@@ -21,7 +21,6 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import Dialect, Select, bindparam, literal_column, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.orchestrator.model.models import RUNS, Run
@@ -35,10 +34,6 @@ from apps.orchestrator.reading.runs import (
     uses_title_index,
 )
 
-_DIALECTS: dict[str, Dialect] = {
-    "sqlite": sqlite.dialect(),
-    "postgresql": postgresql.dialect(paramstyle="numeric_dollar"),
-}
 _CANONICAL = "[0-9]" * 4 + "-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]." + "[0-9]" * 6
 _TIMESTAMPS = ("created_at", "updated_at", "started_at", "finished_at", "cancel_requested_at")
 
@@ -142,18 +137,18 @@ _ITEMS = {"sqlite": _sqlite_item, "postgresql": _postgres_item}
 
 @lru_cache(maxsize=128)
 def _page_query(
-    dialect: str, filters: frozenset[str], resumed: bool
+    dialect: Dialect, filters: frozenset[str], resumed: bool
 ) -> tuple[str, tuple[str, ...], Any]:
-    """The page's SQL for these filters, its parameters' names in order, and the statement
-    compiled (for the values of its own constants)."""
+    """The page's SQL for these filters in the driver's own parameter style, its parameters'
+    names in order, and the statement compiled (for the values of its own constants)."""
     statement: Select[*tuple[Any, ...]] = select(
-        literal_column(_ITEMS[dialect]()).label("item"), Run.created_at, Run.id
+        literal_column(_ITEMS[dialect.name]()).label("item"), Run.created_at, Run.id
     ).select_from(RUNS)
     if "title" in filters:
-        statement = statement.where(title_contains(dialect))
+        statement = statement.where(title_contains(dialect.name))
     statement = filtered(statement, filters, resumed)
     statement = statement.order_by(*RUN_ORDER.order_by()).limit(bindparam("limit"))
-    compiled = statement.compile(dialect=_DIALECTS[dialect])
+    compiled = statement.compile(dialect=dialect)
     return str(compiled), tuple(compiled.positiontup or ()), compiled
 
 
@@ -176,7 +171,8 @@ async def run_page_json(
         return None
     filters = filter_parameters(where, dialect)
     position = RUN_ORDER.cursor_parameters(cursor) if cursor is not None else {}
-    sql, names, compiled = _page_query(dialect, frozenset(filters), resumed=cursor is not None)
+    resumed = cursor is not None
+    sql, names, compiled = _page_query(connection.dialect, frozenset(filters), resumed)
     given = {**filters, **position}
     if dialect == "sqlite":
         given = {name: _as_stored(value) for name, value in given.items()}
