@@ -82,7 +82,7 @@ bench-read: $(INSTALLED) ## Read API benchmark (needs wrk)
 bench-orchestration: $(INSTALLED) ## Orchestration overhead per node and 50 runs through HTTP
 	$(BIN)/python -m bench.orchestration --backend both
 
-bench-streams: $(INSTALLED) ## 500 SSE subscribers on one 2,000-event run: delivery and latency
+bench-streams: $(INSTALLED) ## 1,000 SSE subscribers on one 2,000-event run: delivery, latency, RSS
 	$(BIN)/python -m bench.streams --backend both
 
 bench-scale: $(INSTALLED) ## Node throughput with 1, 2, 4 workers, then bench-read, on PostgreSQL
