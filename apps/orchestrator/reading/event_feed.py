@@ -44,6 +44,9 @@ FEED_PAGE = 1_000
 REPLAY_PAGE = 500
 SUBSCRIBER_BUFFER = 1_000
 RECENT_EVENTS = 5_000
+# The least time between two reads of new events: the first event after a quiet spell is handed
+# out at once, those that follow within this are handed out together.
+FAN_OUT_SECONDS = 0.03
 
 
 @dataclass(slots=True, eq=False)
@@ -343,16 +346,22 @@ class EventFeed:
         return [subscription for group in self._by_run.values() for subscription in group]
 
     async def _pump(self) -> None:
-        """Read and fan out on each wake. A failed read stops it, and its supervisor starts it
-        again; the next wake (at worst the poll) reads again from the same event."""
+        """Read and fan out on each wake, at most once every FAN_OUT_SECONDS. A failed read
+        stops it, and its supervisor starts it again; the next wake (at worst the poll) reads
+        again from the same event."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             if not (self._firehose or self._by_run):
                 self._stale = True
                 continue
+            read_at = loop.time()
             async with self._reading:
                 await self._read_new_events()
+            # The commits of the next moments come in one batch: every subscriber wakes and
+            # writes once for them, which is what hundreds of subscribers cost.
+            await asyncio.sleep(read_at + FAN_OUT_SECONDS - loop.time())
 
     async def _read_new_events(self) -> None:
         async with self._engine.connect() as connection:
