@@ -48,13 +48,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from apps.core.database import SessionFactory, open_database, unit_of_work
 from apps.core.settings import Settings, load_settings
+from apps.orchestrator.engine.statements import claim
 from apps.orchestrator.engine.submission import submit_task
-from apps.orchestrator.model.models import Run
-from apps.orchestrator.model.states import RunStatus
+from apps.orchestrator.model.models import Node, Run
+from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.plans.task_specs import MAX_NODES, TaskRequest
 from apps.orchestrator.worker.loop import Worker
 from bench.harness import (
@@ -250,6 +251,85 @@ def print_drain(results: list[DrainResult], args: argparse.Namespace) -> None:
         )
 
 
+# --- the claim with a backlog -------------------------------------------------------------------
+
+
+CLAIM_BACKLOGS = (100, 10_000)
+SMOKE_CLAIM_BACKLOGS = (3, 30)
+CLAIM_TIMES = 30
+TARGET_CLAIM_RATIO = 1.2
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    backend: str
+    ms: dict[int, float]  # ready nodes -> median ms of one claim
+
+    @property
+    def ratio(self) -> float:
+        return self.ms[max(self.ms)] / self.ms[min(self.ms)]
+
+    @property
+    def passed(self) -> bool:
+        return self.ratio <= TARGET_CLAIM_RATIO
+
+
+async def queue_ready(settings: Settings, ready: int) -> None:
+    """Runs of 500-node chains (the last at most), all running, every node ready."""
+    async with open_database(settings) as database:
+        for start in range(0, ready, MAX_NODES):
+            nodes = min(MAX_NODES, ready - start)
+            async with unit_of_work(database.sessions) as session:
+                await submit_task(
+                    session, dag_request("deep", nodes), created_by="bench", settings=settings
+                )
+        async with unit_of_work(database.sessions) as session:
+            await session.execute(update(Run).values(status=RunStatus.RUNNING))
+            await session.execute(update(Node).values(status=NodeStatus.READY))
+
+
+async def time_claims(settings: Settings) -> float:
+    """Median ms of one claim of WORKER_CONCURRENCY nodes, each rolled back."""
+    times = []
+    async with open_database(settings) as database:
+        for _ in range(CLAIM_TIMES):
+            async with database.sessions() as session:
+                started = time.perf_counter()
+                await session.run_sync(
+                    lambda sync: claim(
+                        sync.connection(),
+                        worker="bench",
+                        slots=settings.worker_concurrency,
+                        per_run=settings.run_concurrency,
+                        lease_seconds=60,
+                    )
+                )
+                times.append(time.perf_counter() - started)
+                await session.rollback()
+    return statistics.median(times) * 1000
+
+
+def measure_claims(backend: str, server: str | None, args: argparse.Namespace) -> ClaimResult:
+    """One claim's time with few and with many ready nodes queued, each on a fresh database."""
+    ms = {}
+    for ready in SMOKE_CLAIM_BACKLOGS if args.smoke else CLAIM_BACKLOGS:
+        with fresh_database(backend, server) as url, artifacts_dir(in_ram=False) as artifacts:
+            settings = drain_settings(url, artifacts, raised=False)
+            asyncio.run(queue_ready(settings, ready))
+            ms[ready] = asyncio.run(time_claims(settings))
+        print(f"  claim with {ready:,} ready nodes: {ms[ready]:.2f} ms", flush=True)
+    return ClaimResult(backend, ms)
+
+
+def print_claims(result: ClaimResult, args: argparse.Namespace) -> None:
+    times = ", ".join(f"{ready:,} ready: {ms:.2f} ms" for ready, ms in result.ms.items())
+    verdict = "PASS" if result.passed else ("not judged" if args.smoke else "FAIL")
+    print(
+        f"\n{result.backend}: one claim (median of {CLAIM_TIMES}, rolled back): {times}; "
+        f"{result.ratio:.2f}x (target <= {TARGET_CLAIM_RATIO}x)  {verdict}"
+    )
+
+
 # --- throughput through HTTP ---------------------------------------------------------------------
 
 
@@ -401,17 +481,21 @@ class Report:
     backend: str
     drains: list[DrainResult]
     http: HttpResult
+    claims: ClaimResult
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.drains) and self.http.passed
+        drains = all(r.passed for r in self.drains)
+        return drains and self.http.passed and self.claims.passed
 
 
 def bench_backend(backend: str, server: str | None, args: argparse.Namespace) -> Report:
     print(f"== {backend}: {args.nodes}-node DAGs, {args.repeat} times each", flush=True)
     drains = [measure_case(backend, server, case, args) for case in CASES]
     print(f"== {backend}: {args.runs} demo tasks through the API", flush=True)
-    return Report(backend, drains, measure_http(backend, server, args.runs))
+    http = measure_http(backend, server, args.runs)
+    print(f"== {backend}: the claim with a backlog", flush=True)
+    return Report(backend, drains, http, measure_claims(backend, server, args))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -443,6 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for report in reports:
         print_drain(report.drains, args)
         print_http(report.http)
+        print_claims(report.claims, args)
     if args.profile:
         for backend, server in backends:
             profile_deep(backend, server, args.nodes)
