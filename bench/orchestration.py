@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from apps.core.database import SessionFactory, open_database, unit_of_work
 from apps.core.settings import Settings, load_settings
@@ -255,8 +255,9 @@ def print_drain(results: list[DrainResult], args: argparse.Namespace) -> None:
 
 
 CLAIM_BACKLOGS = (100, 10_000)
-SMOKE_CLAIM_BACKLOGS = (3, 30)
+SMOKE_CLAIM_BACKLOGS = (8, 40)
 CLAIM_TIMES = 30
+CLAIM_RUNS = 8  # as many as the default WORKER_CONCURRENCY: every slot has a run to fill it
 TARGET_CLAIM_RATIO = 1.2
 
 
@@ -275,10 +276,12 @@ class ClaimResult:
 
 
 async def queue_ready(settings: Settings, ready: int) -> None:
-    """Runs of 500-node chains (the last at most), all running, every node ready."""
+    """`ready` ready nodes, in at least CLAIM_RUNS running runs of chains of at most
+    MAX_NODES: a claim has the same slots to fill from the same kind of runs either way."""
+    runs = max(CLAIM_RUNS, -(-ready // MAX_NODES))
     async with open_database(settings) as database:
-        for start in range(0, ready, MAX_NODES):
-            nodes = min(MAX_NODES, ready - start)
+        for index in range(runs):
+            nodes = ready // runs + (index < ready % runs)
             async with unit_of_work(database.sessions) as session:
                 await submit_task(
                     session, dag_request("deep", nodes), created_by="bench", settings=settings
@@ -286,6 +289,9 @@ async def queue_ready(settings: Settings, ready: int) -> None:
         async with unit_of_work(database.sessions) as session:
             await session.execute(update(Run).values(status=RunStatus.RUNNING))
             await session.execute(update(Node).values(status=NodeStatus.READY))
+        # As autovacuum would have by then (this machine's PostgreSQL runs without it).
+        async with database.engine.connect() as connection:
+            await connection.execute(text("ANALYZE"))
 
 
 async def time_claims(settings: Settings) -> float:

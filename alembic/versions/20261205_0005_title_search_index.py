@@ -1,4 +1,4 @@
-"""title search served by an index on SQLite: FTS5 trigram over casefolded titles
+"""title search served by an index on SQLite; the claim's index on nodes by run, status, position
 
 Revision ID: 0005
 Revises: 0003
@@ -12,6 +12,9 @@ rowid, which triggers keep in step with `runs`. The triggers call `casefold`, th
 connection of the app registers (`apps.core.database`): a connection without it cannot write a
 run, rather than leave the index behind. A later migration that rebuilds `runs` (a batch
 operation) drops the triggers with the table and must create them again, and rebuild the index.
+
+The nodes' index on (run_id, status) gains `position`, on both backends: a claim reads the first
+ready nodes of a run in plan order from it, without sorting all of the run's ready nodes.
 """
 
 from collections.abc import Sequence
@@ -37,6 +40,10 @@ TRIGGERS = (
 
 
 def upgrade() -> None:
+    op.create_index(
+        "ix_nodes_run_id_status_position", "nodes", ["run_id", "status", "position"]
+    )
+    op.drop_index("ix_nodes_run_id_status", table_name="nodes")
     if op.get_bind().dialect.name != "sqlite":
         return
     # The titles are casefolded before they are indexed, so the index compares them as exactly
@@ -50,6 +57,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.create_index("ix_nodes_run_id_status", "nodes", ["run_id", "status"])
+    op.drop_index("ix_nodes_run_id_status_position", table_name="nodes")
     if op.get_bind().dialect.name != "sqlite":
         return
     for name in ("insert", "update", "delete"):
