@@ -255,9 +255,10 @@ def _claim(dialect: str, scope: str) -> Update:
     now = database_time(dialect)
 
     def due(nodes: Any) -> ColumnElement[bool]:
-        return (nodes.c.status == NodeStatus.READY) & (
+        ready_now: ColumnElement[bool] = (nodes.c.status == NodeStatus.READY) & (
             nodes.c.next_attempt_at.is_(None) | (nodes.c.next_attempt_at <= now)
         )
+        return ready_now
 
     ready = NODES.alias("ready")
     running = NODES.alias("running")
