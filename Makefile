@@ -115,7 +115,7 @@ bench-read: $(INSTALLED) ## Read API benchmark (needs wrk)
 bench-orchestration: $(INSTALLED) ## Orchestration overhead per node and 50 runs through HTTP
 	$(BIN)/python -m bench.orchestration --backend both
 
-bench-streams: $(INSTALLED) ## 500 SSE subscribers on one 2,000-event run: delivery and latency
+bench-streams: $(INSTALLED) ## 1,000 SSE subscribers on one 2,000-event run: delivery, latency, RSS
 	$(BIN)/python -m bench.streams --backend both
 
 bench-console: $(INSTALLED) ## The web console: pages on 100,000 runs, paint, DAG, event to DOM (Chromium)

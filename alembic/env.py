@@ -41,12 +41,17 @@ def _render_item(kind: str, item: object, autogen: AutogenContext) -> str | bool
     return False
 
 
+# SQLite's title search index (migration 0005): an FTS5 table and the tables FTS5 keeps for it,
+# which no model declares.
+SEARCH_INDEX_TABLES = "runs_title_fts"
+
+
 def _on_this_dialect(dialect: str) -> Callable[..., bool]:
     """Leave out of the comparison the indexes the models declare for another dialect only."""
 
-    def include(
-        item: object, _name: str | None, kind: str, reflected: bool, _other: object
-    ) -> bool:
+    def include(item: object, name: str | None, kind: str, reflected: bool, _other: object) -> bool:
+        if kind == "table" and (name or "").startswith(SEARCH_INDEX_TABLES):
+            return False
         if kind != "index" or reflected or not isinstance(item, Index):
             return True
         return item.info.get(ONLY_ON, dialect) == dialect

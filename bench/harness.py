@@ -252,3 +252,9 @@ def run(main: Callable[[], int]) -> NoReturn:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     sys.exit(status)
+
+
+def machine_load() -> str:
+    """The load averages over 1, 5 and 15 minutes: the machine is shared, and figures taken at a
+    load of 4 are not figures taken at 1."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])

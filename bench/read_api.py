@@ -12,7 +12,7 @@ app with one uvicorn worker pinned to CPU 0, and loads each endpoint with `wrk` 
 
 Each measured run follows a short warm-up; the set is repeated `--repeat` times and medians are
 reported, with the server's peak RSS sampled every 0.2 s, then checked against the targets:
-runs first page >= 25% of the ceiling's req/s, deep p50 / first p50 <= 1.2 for runs and events,
+runs first page >= 65% of the ceiling's req/s, deep p50 / first p50 <= 1.2 for runs and events,
 peak RSS < 120 MB.
 
 Then the cost of observability, by `--pairs` (5) pairs of fresh servers side by side: one as
@@ -51,7 +51,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -61,10 +61,12 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from apps.core.database import register_sqlite_functions
 from apps.orchestrator.model.models import Base
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.reading.events import EVENT_ORDER
 from apps.orchestrator.reading.runs import RUN_ORDER
+from bench import bulk_runs
 from bench.ceiling_app import CEILING_PATH, FakeRun, fake_run
 from bench.harness import (
     API_KEY,
@@ -73,6 +75,7 @@ from bench.harness import (
     WORK,
     BenchError,
     free_port,
+    machine_load,
     migrate,
     plain_dsn,
     postgres_database,
@@ -99,7 +102,16 @@ EVENT_COLUMNS = ("id", "run_id", "node_id", "type", "ts", "data")
 RUN_STORY = ("run.created", "node.started", "llm.call", "node.succeeded", "artifact.written")
 BIG_STORY = ("node.started", "llm.call", "llm.call", "artifact.written", "node.succeeded")
 
-TARGET_CEILING_SHARE = 25.0
+TARGET_CEILING_SHARE = 65.0
+TARGET_ONE_AT_A_TIME_P99_MS = 50.0
+# Lists a user opens one at a time (p99 at c=1, with the deep page): a common title word (one run
+# in six has it), and a rare one (the oldest run alone), which the window cannot find.
+ONE_AT_A_TIME = {
+    "runs first page": f"/runs?limit={PAGE}",
+    "runs failed": f"/runs?limit={PAGE}&status=failed",
+    "runs q common": f"/runs?limit={PAGE}&q=globex",
+    "runs q rare": f"/runs?limit={PAGE}&q=competitor%20pricing",
+}
 TARGET_DEEP_RATIO = 1.2
 TARGET_RSS_MB = 120.0
 TARGET_OBSERVABILITY_COST = 10.0
@@ -333,9 +345,13 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-async def seed(sink: Sink, codec: Codec, args: argparse.Namespace) -> Dataset:
+def realistic_start() -> datetime:
+    """When the realistic runs begin (they span a year up to now); bulk runs come before."""
+    return datetime.now(UTC).replace(microsecond=0) - SPAN
+
+
+async def seed(sink: Sink, codec: Codec, args: argparse.Namespace, start: datetime) -> Dataset:
     rng = random.Random(args.seed)
-    start = datetime.now(UTC).replace(microsecond=0) - SPAN
     with gc_paused():
         refs = await seed_runs(sink, codec, rng, args.runs, start)
         for rows in chunks(event_rows(rng, codec, refs, args.events, start), EVENT_BATCH):
@@ -366,6 +382,8 @@ class PostgresSink:
 def sqlite_sink(path: Path) -> Iterator[SQLiteSink]:
     """A bulk-load connection; the file is left in WAL mode, checkpointed, as the app runs it."""
     connection = sqlite3.connect(path, isolation_level="DEFERRED")
+    # The title search index's triggers call it.
+    register_sqlite_functions(connection)
     try:
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-524288"):
             connection.execute(f"PRAGMA {pragma}")
@@ -391,17 +409,57 @@ async def postgres_sink(url: str) -> AsyncIterator[PostgresSink]:
         await connection.close()
 
 
+DEEP_ROW = "SELECT created_at, id FROM runs ORDER BY created_at DESC, id DESC LIMIT 2 OFFSET {}"
+
+
+def with_bulk(data: Dataset, bulk: int, deep_rows: Sequence[Any]) -> Dataset:
+    """`data` with `bulk` more runs, and its runs cursor after row 90% of them all."""
+    if not bulk:
+        return data
+    (created_at, run_id), (_, next_id) = deep_rows
+    if isinstance(created_at, str):  # SQLite's text
+        created_at = datetime.fromisoformat(created_at + "+00:00")
+    cursor = RUN_ORDER.cursor_of({"created_at": created_at, "id": run_id})
+    return replace(
+        data,
+        runs=data.runs + bulk,
+        runs_cursor=cursor,
+        first_run_after_cursor=uuid.UUID(str(next_id)),
+    )
+
+
+def deep_offset(data: Dataset, bulk: int) -> int:
+    return round((data.runs + bulk) * DEEP_FRACTION) - 1
+
+
 def seed_sqlite(path: Path, args: argparse.Namespace) -> Dataset:
+    start = realistic_start()
     with sqlite_sink(path) as sink:
-        return asyncio.run(seed(sink, SQLITE_CODEC, args))
+        data = asyncio.run(seed(sink, SQLITE_CODEC, args, start))
+        if not args.bulk_runs:
+            return data
+        bulk_runs.seed_sqlite(sink.connection, args.bulk_runs, start)
+        query = DEEP_ROW.format(deep_offset(data, args.bulk_runs))
+        return with_bulk(data, args.bulk_runs, sink.connection.execute(query).fetchall())
 
 
 async def seed_postgres(url: str, args: argparse.Namespace) -> Dataset:
+    start = realistic_start()
     async with postgres_sink(url) as sink:
-        return await seed(sink, POSTGRES_CODEC, args)
+        data = await seed(sink, POSTGRES_CODEC, args, start)
+        if not args.bulk_runs:
+            return data
+        await bulk_runs.seed_postgres(sink.connection, args.bulk_runs, start)
+        await sink.connection.execute("VACUUM ANALYZE runs, nodes")
+        query = DEEP_ROW.format(deep_offset(data, args.bulk_runs))
+        return with_bulk(data, args.bulk_runs, await sink.connection.fetch(query))
 
 
 # --- databases -----------------------------------------------------------------------------------
+
+
+def disk_free_gb() -> float:
+    return shutil.disk_usage(WORK).free / 2**30
 
 
 def remove_sqlite_files() -> None:
@@ -495,6 +553,10 @@ def serve(
 class Endpoint:
     name: str
     path: str
+    # wrk's connections; 0: --connections. The latency targets are taken one request at a time.
+    connections: int = 0
+    # False: a search that finds fewer runs than a page (at least one).
+    full: bool = True
 
 
 def endpoints(data: Dataset) -> list[Endpoint]:
@@ -505,6 +567,11 @@ def endpoints(data: Dataset) -> list[Endpoint]:
         Endpoint("runs deep page", f"/runs?limit={PAGE}&cursor={data.runs_cursor}"),
         Endpoint("events first page", events),
         Endpoint("events deep page", f"{events}&cursor={data.events_cursor}"),
+        *(
+            Endpoint(f"{name} c=1", path, 1, full=name != "runs q rare")
+            for name, path in ONE_AT_A_TIME.items()
+        ),
+        Endpoint("runs deep page c=1", f"/runs?limit={PAGE}&cursor={data.runs_cursor}", 1),
     ]
 
 
@@ -513,6 +580,8 @@ def fetch_page(server: Server, endpoint: Endpoint) -> list[dict[str, Any]]:
     if status != 200:
         raise BenchError(f"{endpoint.name}: {endpoint.path} answered {status}: {body[:300]!r}")
     items = json.loads(body)["items"]
+    if not endpoint.full and items:
+        return items
     if len(items) != PAGE:
         raise BenchError(f"{endpoint.name}: expected {PAGE} items, got {len(items)}")
     return items
@@ -606,10 +675,11 @@ def rss_sampler(pid: int) -> Iterator[list[int]]:
 
 def load(server: Server, endpoint: Endpoint, args: argparse.Namespace) -> Sample:
     url = server.base_url + endpoint.path
+    connections = endpoint.connections or args.connections
     if args.warmup:
-        wrk(url, args.warmup, args.connections)
+        wrk(url, args.warmup, connections)
     with rss_sampler(server.pid) as peak:
-        output = wrk(url, args.duration, args.connections)
+        output = wrk(url, args.duration, connections)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if rps is None:
         raise BenchError(f"no Requests/sec in wrk's output:\n{output}")
@@ -715,7 +785,8 @@ class Report:
     results: list[Result]
     peak_rss_mb: float
     vm_hwm_mb: float
-    observability: ObservabilityCost
+    # None with bulk runs: a scrape of /metrics counts every run by status, seconds at millions.
+    observability: ObservabilityCost | None
 
     def result(self, endpoint: str) -> Result:
         return next(r for r in self.results if r.endpoint == endpoint)
@@ -730,12 +801,23 @@ class Report:
             Target("runs deep p50 / first p50", runs_ratio, TARGET_DEEP_RATIO, "x", False),
             Target("events deep p50 / first p50", events, TARGET_DEEP_RATIO, "x", False),
             Target("peak RSS (sampled VmRSS)", self.peak_rss_mb, TARGET_RSS_MB, "MB", False),
-            Target(
-                "req/s lost to metrics + Sentry",
-                self.observability.percent,
-                TARGET_OBSERVABILITY_COST,
-                "%",
-                False,
+            *(
+                Target(f"{r.endpoint} p99", r.p99_ms, TARGET_ONE_AT_A_TIME_P99_MS, "ms", False)
+                for r in self.results
+                if r.endpoint.endswith("c=1")
+            ),
+            *(
+                [
+                    Target(
+                        "req/s lost to metrics + Sentry",
+                        self.observability.percent,
+                        TARGET_OBSERVABILITY_COST,
+                        "%",
+                        False,
+                    )
+                ]
+                if self.observability
+                else []
             ),
         ]
 
@@ -801,7 +883,11 @@ def bench_backend(backend: str, args: argparse.Namespace) -> Report:
     else:
         database = postgres_database(postgres_server(required=True) or "")
     with database as url:
-        print(f"== {backend}: migrating and seeding {args.runs:,} runs, {args.events:,} events")
+        print(
+            f"== {backend}: migrating and seeding {args.runs:,} runs, {args.events:,} events"
+            f" and {args.bulk_runs:,} bulk runs; disk free: {disk_free_gb():.0f} GB",
+            flush=True,
+        )
         started = time.perf_counter()
         data = build_database(backend, url, args)
         seed_seconds = time.perf_counter() - started
@@ -810,9 +896,9 @@ def bench_backend(backend: str, args: argparse.Namespace) -> Report:
             verify(server, data)
             results = measure(server, endpoints(data), args)
             hwm = read_status_kb(server.pid, "VmHWM") / 1024
-        observability = measure_observability(backend, url, data, args)
+        observability = None if args.bulk_runs else measure_observability(backend, url, data, args)
     peak = max(result.peak_rss_mb for result in results)
-    return Report(backend, args.runs, args.events, seed_seconds, results, peak, hwm, observability)
+    return Report(backend, data.runs, args.events, seed_seconds, results, peak, hwm, observability)
 
 
 def print_report(report: Report, args: argparse.Namespace) -> None:
@@ -821,6 +907,7 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
         f"{report.seed_seconds:.1f} s; wrk -c{args.connections} -d{args.duration}s, "
         f"median of {args.repeat}"
     )
+    print(f"machine load (1, 5, 15 min) at the end: {machine_load()}")
     print(f"{'endpoint':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'RSS MB':>9}{'errors':>8}")
     for r in report.results:
         print(
@@ -829,13 +916,16 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
         )
     for target in report.targets():
         sign = ">=" if target.at_least else ("<" if target.unit == "MB" else "<=")
-        verdict = "PASS" if target.passed else "FAIL"
+        verdict = "PASS" if target.passed else ("not judged" if args.smoke else "FAIL")
         print(
             f"  {target.label:<34}{target.value:>8.2f} {target.unit:<3}"
             f"(target {sign} {target.limit:g}{target.unit})  {verdict}"
         )
     print(f"  {'server VmHWM':<34}{report.vm_hwm_mb:>8.2f} MB")
     cost = report.observability
+    if cost is None:
+        print("  metrics + Sentry cost: not measured with bulk runs (/metrics counts every run)")
+        return
     print(
         f"  runs first page, metrics + Sentry off {cost.off.rps:.1f} req/s (p99 "
         f"{cost.off.p99_ms:.2f} ms), on {cost.on.rps:.1f} req/s (p99 {cost.on.p99_ms:.2f} ms); "
@@ -864,6 +954,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=int, default=100_000, help="runs to seed")
     parser.add_argument("--events", type=int, default=1_000_000, help="events to seed")
+    parser.add_argument(
+        "--bulk-runs",
+        type=int,
+        default=0,
+        help="lean runs generated by the database, older than the others (bench/bulk_runs.py)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the data")
     parser.add_argument("--pool-size", type=int, default=0, help="DB_POOL_SIZE (0: the default)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")

@@ -23,16 +23,28 @@ def _tables(url: str) -> set[str]:
     return asyncio.run(read())
 
 
+# SQLite's title search index (0005) and the tables FTS5 keeps for it; no model declares them.
+SEARCH_INDEX = "runs_title_fts"
+
+
+def _tables_of_the_models(url: str) -> set[str]:
+    """The tables of `url` but the search index's, which are there on SQLite only."""
+    tables = _tables(url)
+    search = {table for table in tables if table.startswith(SEARCH_INDEX)}
+    assert (SEARCH_INDEX in search) == url.startswith("sqlite")
+    return tables - search
+
+
 def test_upgrade_downgrade_upgrade_round_trips(empty_database: str) -> None:
     config = alembic_config(empty_database)
     schema = set(Base.metadata.tables)
 
     command.upgrade(config, "head")
-    assert _tables(empty_database) == schema | {"alembic_version"}
+    assert _tables_of_the_models(empty_database) == schema | {"alembic_version"}
     command.downgrade(config, "base")
     assert _tables(empty_database) == {"alembic_version"}
     command.upgrade(config, "head")
-    assert _tables(empty_database) == schema | {"alembic_version"}
+    assert _tables_of_the_models(empty_database) == schema | {"alembic_version"}
 
 
 def test_the_models_and_the_migrations_agree(empty_database: str) -> None:

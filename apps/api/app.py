@@ -69,7 +69,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.sessions = database.sessions
         app.state.transactions = database.transactions
         app.state.event_feed = build_event_feed(
-            database, poll_seconds=app.state.settings.event_poll_seconds
+            database,
+            poll_seconds=app.state.settings.event_poll_seconds,
+            buffer_limit=app.state.settings.sse_subscriber_buffer,
         )
         await stack.enter_async_context(app.state.event_feed.running())
         stack.enter_context(on_stop_signal(app.state.event_feed.end_all_streams))

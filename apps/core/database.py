@@ -49,9 +49,15 @@ def _casefold(text: str | None) -> str | None:
     return None if text is None else text.casefold()
 
 
-def _tune_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+def register_sqlite_functions(dbapi_connection: Any, _record: object = None) -> None:
+    """The functions the schema's SQL calls: `casefold`, by title search and by the triggers
+    that keep its index (migration 0005), so every connection that writes runs needs them."""
     # SQLite's LIKE and lower() fold ASCII letters only; titles are written in every language.
     dbapi_connection.create_function("casefold", 1, _casefold, deterministic=True)
+
+
+def _tune_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    register_sqlite_functions(dbapi_connection)
     # The driver's own implicit BEGIN is off: `_begin_sqlite_transaction` says how each begins.
     dbapi_connection.isolation_level = None
     # WAL lets readers run beside the one writer; NORMAL is durable at checkpoints under WAL.
@@ -109,7 +115,10 @@ def create_migration_engine(url: str) -> AsyncEngine:
     SQLite gets no `foreign_keys=ON` here: batch migrations rebuild a table by dropping it, which
     with foreign keys on would cascade into the rows that refer to it.
     """
-    return _create_async_engine(url, poolclass=NullPool)
+    engine = _create_async_engine(url, poolclass=NullPool)
+    if is_sqlite(url):
+        event.listen(engine.sync_engine, "connect", register_sqlite_functions)
+    return engine
 
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:

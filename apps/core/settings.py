@@ -317,6 +317,13 @@ class Settings(BaseSettings):
         le=24 * 30,
         description="Hours a web console sign-in lasts before the browser must sign in again.",
     )
+    sse_subscriber_buffer: int = Field(
+        default=1_000,
+        ge=1,
+        le=100_000,
+        description="Events an event stream may be behind its client before it is ended with "
+        "an event telling the client to reconnect with Last-Event-ID.",
+    )
     metrics_enabled: bool = Field(
         default=False, description="Serve Prometheus metrics on /metrics."
     )

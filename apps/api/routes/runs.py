@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from apps.api import encoding
 from apps.api.dependencies import (
     CURSOR_HELP,
     CURSOR_SCHEMA,
@@ -13,6 +14,7 @@ from apps.api.dependencies import (
     MAX_CURSOR_LENGTH,
     ReadConnection,
 )
+from apps.api.encoding import JSONBytes
 from apps.api.responses import errors
 from apps.api.routing import ProtectedRoute
 from apps.api.timezone import QueryTimestamp, as_utc
@@ -50,10 +52,9 @@ class RunQuery(BaseModel):
     )
 
 
-@router.get("/runs")
-async def list_runs(
-    connection: ReadConnection, query: Annotated[RunQuery, Query()]
-) -> Page[RunSummary]:
+# The page is encoded from its rows (apps/api/encoding.py); the model still documents it.
+@router.get("/runs", response_model=Page[RunSummary])
+async def list_runs(connection: ReadConnection, query: Annotated[RunQuery, Query()]) -> JSONBytes:
     """Runs, newest first, as summaries: each without its task spec, which
     `GET /runs/{run_id}` has."""
     where = runs.RunFilter(
@@ -64,8 +65,7 @@ async def list_runs(
         if query.created_before
         else None,
     )
-    page = await runs.list_runs(connection, where, query.limit, query.cursor)
-    return Page[RunSummary].model_validate({"items": page.items, "next_cursor": page.next_cursor})
+    return await encoding.runs_page(connection, where, query.limit, query.cursor)
 
 
 @router.get("/runs/{run_id}", responses=errors(404))

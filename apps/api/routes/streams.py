@@ -3,8 +3,14 @@
 Each event is `id:` its id, `event:` its type and `data:` the event as JSON, in exactly the shape
 `GET /events` returns. A reconnect with `Last-Event-ID` (or `?after=`) resumes after that event
 with no gap and no duplicate. The process's one `EventFeed` wakes the streams; nothing here polls.
+
+A client that reads too slowly to keep up (more than the feed's buffer of events behind) gets
+one last `event: reconnect`, whose data names the last event it was sent, and the stream ends; an
+EventSource reconnects by itself with that id as its Last-Event-ID (the `reconnect` event has no
+`id:` line, so it leaves the id alone) after the `retry:` it carries.
 """
 
+import json
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -22,13 +28,15 @@ from apps.api.routing import ProtectedRoute
 from apps.api.timezone import request_zone
 from apps.core.errors import BadRequest
 from apps.core.metrics import sse_subscriber_closed, sse_subscriber_opened
-from apps.orchestrator.reading.event_feed import Batches, EventFeed, StreamedEvent
+from apps.orchestrator.reading.event_feed import Batches, EventFeed, FellBehind, StreamedEvent
 from apps.orchestrator.reading.pagination import MAX_INT64
 from apps.wire.schemas import Event
 
 router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# How long an EventSource told to reconnect waits first: time for whatever slowed it to pass.
+RECONNECT_AFTER_MS = 1_000
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     **errors(404, described={404: "No run by that id."}),
     200: {
@@ -143,10 +151,18 @@ async def _sse_chunks(batches: Batches) -> AsyncIterator[bytes]:
     zone = str(request_zone())
     async with aclosing(batches):
         async for batch in batches:
-            if not batch:
+            if isinstance(batch, FellBehind):
+                yield _reconnect(batch)
+            elif not batch:
                 yield KEEPALIVE_COMMENT
-                continue
-            yield b"".join(_encoded(streamed, zone) for streamed in batch)
+            else:
+                yield b"".join(_encoded(streamed, zone) for streamed in batch)
+
+
+def _reconnect(behind: FellBehind) -> bytes:
+    last = str(behind.last_event_id)
+    data = json.dumps({"reason": "too far behind", "last_event_id": last})
+    return format_sse_event(data_str=data, event="reconnect", retry=RECONNECT_AFTER_MS)
 
 
 async def _respond(

@@ -21,6 +21,7 @@ from apps.orchestrator.infra.storage.base import (
     ArtifactStore,
     encode_sidecar,
     sidecar_key,
+    store_changes,
     store_io,
 )
 from apps.orchestrator.model.models import utcnow
@@ -180,7 +181,7 @@ class Executor:
         content = reply.text.encode()
         sidecar = encode_sidecar(output.sidecar)
         write = functools.partial(_write_output, self.store, output, content, sidecar)
-        await store_io(self.store, len(content) + len(sidecar), write)
+        await store_changes(write)
         return Succeeded(work, output, outline)
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     insert,
     select,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -51,6 +52,7 @@ UPSTREAM = NODES.alias("upstream")
 
 # Runs whose nodes may start: a run waiting at one node's gate goes on with its other branches.
 ACTIVE_RUNS = (RunStatus.RUNNING, RunStatus.WAITING)
+MAX_POSITION = 2**31 - 1
 
 NOW = bindparam("now", type_=UTCDateTime())
 INSERT_ARTIFACTS = insert(ARTIFACTS)
@@ -218,13 +220,13 @@ class RunScope:
 
     @property
     def kind(self) -> str:
-        """What a statement built once needs to know of the scope (see `_in_scope`)."""
+        """What a statement built once needs to know of the scope (see `_runs_in_scope`)."""
         if self.only is not None:
             return "only"
         return "excluding" if self.excluded else "every"
 
     def parameters(self) -> dict[str, Any]:
-        """The values the statement of `_in_scope(self.kind)` is bound to."""
+        """The values the statement of `_runs_in_scope(self.kind)` is bound to."""
         if self.only is not None:
             return {"run": self.only}
         return {"excluded": list(self.excluded)} if self.excluded else {}
@@ -233,37 +235,87 @@ class RunScope:
 EVERY_RUN = RunScope()
 
 
-def _in_scope(kind: str) -> list[ColumnElement[bool]]:
+def _runs_in_scope(kind: str) -> list[ColumnElement[bool]]:
     if kind == "only":
-        return [NODES.c.run_id == bindparam("run")]
+        return [RUNS.c.id == bindparam("run")]
     if kind == "excluding":
-        return [NODES.c.run_id.not_in(bindparam("excluded", expanding=True))]
+        return [RUNS.c.id.not_in(bindparam("excluded", expanding=True))]
     return []
 
 
 @cache
 def _claim(dialect: str, scope: str) -> Update:
     """Claim up to `slots` due ready nodes of active runs (of the runs `scope` names), oldest
-    run first, leaving each run at most `per_run` running nodes."""
+    run first, leaving each run at most `per_run` running nodes.
+
+    It looks only at the `slots` oldest active runs with a due ready node and room to run it,
+    and at the first `per_run` such nodes of each (in plan order, from the index on run, status
+    and position): a claim costs what the slots need, however many nodes wait behind them.
+    """
     now = database_time(dialect)
-    running = (
-        select(NODES.c.run_id, func.count().label("busy"))
-        .where(NODES.c.status == NodeStatus.RUNNING)
-        .group_by(NODES.c.run_id)
-        .subquery("running")
+
+    def due(nodes: Any) -> ColumnElement[bool]:
+        ready_now: ColumnElement[bool] = (nodes.c.status == NodeStatus.READY) & (
+            nodes.c.next_attempt_at.is_(None) | (nodes.c.next_attempt_at <= now)
+        )
+        return ready_now
+
+    ready = NODES.alias("ready")
+    running = NODES.alias("running")
+    busy = (
+        select(func.count())
+        .select_from(running)
+        .where(running.c.run_id == RUNS.c.id, running.c.status == NodeStatus.RUNNING)
+        .scalar_subquery()
+    )
+    # The position of the run's `per_run`-th due ready node, if it has that many: its nodes up
+    # to there are all a claim can take from it, read as one range of the index.
+    last_position = (
+        select(ready.c.position)
+        .where(ready.c.run_id == RUNS.c.id, due(ready))
+        .order_by(ready.c.position)
+        .limit(1)
+        .offset(bindparam("per_run_before"))
+        .scalar_subquery()
+    )
+    # The oldest runs with room, per active status from its own index range, which stops at
+    # `slots` of them: the runs behind them are never looked at.
+    per_status = []
+    for status in ACTIVE_RUNS:
+        oldest = (
+            select(
+                RUNS.c.id,
+                RUNS.c.created_at,
+                busy.label("busy"),
+                func.coalesce(last_position, MAX_POSITION).label("last_position"),
+            )
+            .where(RUNS.c.status == status, RUNS.c.cancel_requested_at.is_(None))
+            .where(exists().where(ready.c.run_id == RUNS.c.id, due(ready)))
+            .where(busy < bindparam("per_run"), *_runs_in_scope(scope))
+            .order_by(RUNS.c.created_at, RUNS.c.id)
+            .limit(bindparam("slots"))
+            .subquery(f"oldest_{status}")
+        )
+        per_status.append(select(oldest))
+    both = union_all(*per_status).subquery("oldest")
+    candidates = (
+        select(both)
+        .order_by(both.c.created_at)
+        .limit(bindparam("slots"))
+        .cte("candidates")
+        .prefix_with("MATERIALIZED")
     )
     rank = func.row_number().over(partition_by=NODES.c.run_id, order_by=NODES.c.position)
+    first_nodes = candidates.join(
+        NODES,
+        (NODES.c.run_id == candidates.c.id)
+        & (NODES.c.status == NodeStatus.READY)
+        & (NODES.c.position <= candidates.c.last_position),
+    )
     ranked = (
-        select(NODES.c.id, rank.label("rank"), func.coalesce(running.c.busy, 0).label("busy"))
-        .select_from(
-            NODES.join(RUNS, RUNS.c.id == NODES.c.run_id).outerjoin(
-                running, running.c.run_id == NODES.c.run_id
-            )
-        )
-        .where(NODES.c.status == NodeStatus.READY, RUNS.c.status.in_(ACTIVE_RUNS))
-        .where(RUNS.c.cancel_requested_at.is_(None))
-        .where(NODES.c.next_attempt_at.is_(None) | (NODES.c.next_attempt_at <= now))
-        .where(*_in_scope(scope))
+        select(NODES.c.id, rank.label("rank"), candidates.c.busy)
+        .select_from(first_nodes)
+        .where(due(NODES))
         .subquery("ranked")
     )
     free = select(ranked.c.id).where(ranked.c.rank + ranked.c.busy <= bindparam("per_run"))
@@ -311,6 +363,7 @@ def claim(
         "worker": worker,
         "slots": slots,
         "per_run": per_run,
+        "per_run_before": per_run - 1,
         **time_parameters(dialect, lease_seconds),
         **scope.parameters(),
     }

@@ -167,7 +167,8 @@ class Node(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "key"),
         UniqueConstraint("run_id", "position"),
-        Index(None, "run_id", "status"),
+        # The claim reads a run's first ready nodes in plan order from it (migration 0005).
+        Index(None, "run_id", "status", "position"),
         Index(None, "status", "next_attempt_at"),
         Index(None, "status", "lease_expires_at"),
     )

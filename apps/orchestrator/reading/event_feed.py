@@ -8,8 +8,10 @@ live events; they wait on their buffer.
 A stream has no gap and no duplicate because event ids are commit-ordered (an event that commits
 later has a higher id). A subscriber registers first, so the feed buffers what arrives from then
 on; it then replays from the database what came after its last event id, and only then drains its
-buffer, skipping the ids it already sent. A buffer is bounded: a subscriber that falls too far
-behind drops it and replays from the database again instead of growing the process's memory.
+buffer, skipping the ids it already sent. A buffer is bounded: a subscriber that falls further
+behind than it holds drops it and its stream ends with `FellBehind`, which tells the client to
+reconnect after the last event it got (SSE's Last-Event-ID): a slow client never grows the
+process's memory, nor makes it read the database for it while it is connected.
 
 What wakes the feed is pluggable (`event_wakes.WakeSource`): by default, commits made through
 this process's engine and a slow poll for the events other processes write.
@@ -42,6 +44,9 @@ FEED_PAGE = 1_000
 REPLAY_PAGE = 500
 SUBSCRIBER_BUFFER = 1_000
 RECENT_EVENTS = 5_000
+# The least time between two reads of new events: the first event after a quiet spell is handed
+# out at once, those that follow within this are handed out together.
+FAN_OUT_SECONDS = 0.03
 
 
 @dataclass(slots=True, eq=False)
@@ -60,8 +65,17 @@ class StreamedEvent:
         return event_id
 
 
-# What a stream yields: batches of events in id order; an empty one when it has been quiet.
-Batches = AsyncGenerator[list[StreamedEvent], None]
+@dataclass(frozen=True, slots=True)
+class FellBehind:
+    """The last thing a stream yields when its subscriber fell too far behind: the stream ends,
+    and the client resumes on a new one after `last_event_id`, the last event it was sent."""
+
+    last_event_id: int
+
+
+# What a stream yields: batches of events in id order; an empty one when it has been quiet; and,
+# last, `FellBehind` when its subscriber fell too far behind.
+Batches = AsyncGenerator[list[StreamedEvent] | FellBehind, None]
 
 
 class Subscription:
@@ -89,7 +103,8 @@ class Subscription:
         self._quiet_timer: asyncio.TimerHandle | None = None
 
     def deliver(self, batch: Sequence[StreamedEvent]) -> None:
-        """Buffer `batch`; past the limit, drop the buffer and mark the subscriber as behind."""
+        """Buffer `batch`; past the limit, drop the buffer and mark the subscriber as behind,
+        which ends its stream."""
         if self.overflowed:
             return
         if len(self._pending) + len(batch) > self._limit:
@@ -97,11 +112,6 @@ class Subscription:
         else:
             self._pending.extend(batch)
         self._ready.set()
-
-    def restart(self) -> None:
-        """Forget the buffer and begin a new one: the caller reads what came before from the
-        database."""
-        self._pending, self.overflowed = [], False
 
     def close(self) -> None:
         self.closed = True
@@ -262,23 +272,26 @@ class EventFeed:
                         yield fresh
                     if ended:
                         return
+            if subscription.overflowed and not subscription.closed:
+                yield FellBehind(subscription.last_sent)
         finally:
             self._unregister(subscription)
 
-    async def _batches(self, subscription: Subscription) -> Batches:
-        """Replayed pages, then buffered batches; a replay again after each overflow."""
-        while not subscription.closed:
-            subscription.restart()
-            after, more = subscription.last_sent, True
-            while more:
-                page, after, more = await self._replay(subscription.run_id, after)
-                if page:
-                    yield page
-            while True:
-                batch = await subscription.take()
-                if subscription.overflowed or subscription.closed:
-                    break
-                yield batch
+    async def _batches(
+        self, subscription: Subscription
+    ) -> AsyncGenerator[list[StreamedEvent], None]:
+        """Replayed pages, then buffered batches until the stream closes or its buffer
+        overflows."""
+        after, more = subscription.last_sent, True
+        while more:
+            page, after, more = await self._replay(subscription.run_id, after)
+            if page:
+                yield page
+        while True:
+            batch = await subscription.take()
+            if subscription.overflowed or subscription.closed:
+                return
+            yield batch
 
     async def _replay(
         self, run_id: uuid.UUID | None, after: int
@@ -333,16 +346,22 @@ class EventFeed:
         return [subscription for group in self._by_run.values() for subscription in group]
 
     async def _pump(self) -> None:
-        """Read and fan out on each wake. A failed read stops it, and its supervisor starts it
-        again; the next wake (at worst the poll) reads again from the same event."""
+        """Read and fan out on each wake, at most once every FAN_OUT_SECONDS. A failed read
+        stops it, and its supervisor starts it again; the next wake (at worst the poll) reads
+        again from the same event."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             if not (self._firehose or self._by_run):
                 self._stale = True
                 continue
+            read_at = loop.time()
             async with self._reading:
                 await self._read_new_events()
+            # The commits of the next moments come in one batch: every subscriber wakes and
+            # writes once for them, which is what hundreds of subscribers cost.
+            await asyncio.sleep(read_at + FAN_OUT_SECONDS - loop.time())
 
     async def _read_new_events(self) -> None:
         async with self._engine.connect() as connection:
@@ -382,7 +401,9 @@ class EventFeed:
                 subscription.deliver(run_events)
 
 
-def build_event_feed(database: Database, *, poll_seconds: float) -> EventFeed:
+def build_event_feed(
+    database: Database, *, poll_seconds: float, buffer_limit: int = SUBSCRIBER_BUFFER
+) -> EventFeed:
     """The feed of an API process: woken by its own commits, on PostgreSQL by every process's
     (NOTIFY), and every `poll_seconds` in case a wake was lost."""
     engine = database.engine
@@ -394,7 +415,7 @@ def build_event_feed(database: Database, *, poll_seconds: float) -> EventFeed:
     if engine.dialect.name == "postgresql":
         url = engine.url.set(drivername="postgresql")
         sources.append(NotifyWake(url.render_as_string(hide_password=False)))
-    return EventFeed(engine, sources)
+    return EventFeed(engine, sources, buffer_limit=buffer_limit)
 
 
 async def _with_final_marks(

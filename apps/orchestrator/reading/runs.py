@@ -27,6 +27,8 @@ from sqlalchemy import (
     cast,
     func,
     select,
+    text,
+    tuple_,
     type_coerce,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -111,7 +113,7 @@ def _select_runs(dialect: str, *, with_spec: bool = False) -> Select[*tuple[Any,
     )
 
 
-def _title_contains(dialect: str) -> ColumnElement[bool]:
+def title_contains(dialect: str) -> ColumnElement[bool]:
     pattern = bindparam("title", type_=Text)
     if dialect == "sqlite":
         # SQLite's LIKE folds ASCII only; `casefold` is registered on its connections.
@@ -119,21 +121,54 @@ def _title_contains(dialect: str) -> ColumnElement[bool]:
     return Run.title.ilike(pattern, escape="\\")
 
 
-@lru_cache(maxsize=128)
-def _list_statement(dialect: str, filters: frozenset[str], resumed: bool) -> Select[Any]:
-    """The list statement for the filters named by their parameters' names, after a cursor
-    when `resumed`."""
-    statement = _select_runs(dialect)
+# Title search on SQLite (`_search_sqlite`): the newest runs are read in order and checked one by
+# one up to this many, which finds a common word's page at once; past them the trigram index
+# names the candidates, which finds a rare word's page at once.
+SEARCH_WINDOW = 2_000
+# The index reads trigrams: a text shorter than this is matched by reading the titles.
+TRIGRAM = 3
+_KEY = tuple_(Run.created_at, Run.id)
+_FLOOR = tuple_(bindparam("floor_created_at", type_=UTCDateTime), bindparam("floor_id", type_=Uuid))
+_INDEXED = text(
+    "runs.rowid IN (SELECT rowid FROM runs_title_fts WHERE runs_title_fts MATCH :phrase)"
+).bindparams(bindparam("phrase", type_=Text))
+
+
+def filtered(
+    statement: Select[*tuple[Any, ...]], filters: frozenset[str], resumed: bool
+) -> Select[*tuple[Any, ...]]:
     if "status" in filters:
         statement = statement.where(Run.status == bindparam("status"))
-    if "title" in filters:
-        statement = statement.where(_title_contains(dialect))
     if "after" in filters:
         statement = statement.where(Run.created_at >= bindparam("after", type_=UTCDateTime))
     if "before" in filters:
         statement = statement.where(Run.created_at < bindparam("before", type_=UTCDateTime))
     if resumed:
         statement = statement.where(RUN_ORDER.resume_after())
+    return statement
+
+
+@lru_cache(maxsize=16)
+def _floor_statement(filters: frozenset[str], resumed: bool) -> Select[Any]:
+    """The key of the last run of the search window: the SEARCH_WINDOW-th run the other filters
+    keep after the cursor (SQLite)."""
+    statement = filtered(select(Run.created_at, Run.id), filters, resumed)
+    return statement.order_by(*RUN_ORDER.order_by()).offset(SEARCH_WINDOW - 1).limit(1)
+
+
+@lru_cache(maxsize=128)
+def _list_statement(dialect: str, filters: frozenset[str], resumed: bool) -> Select[Any]:
+    """The list statement for the filters named by their parameters' names, after a cursor
+    when `resumed`; on SQLite, `window` keeps the runs at or before the search window's last
+    run, `indexed` those after it that the title index names."""
+    statement = _select_runs(dialect)
+    if "title" in filters:
+        statement = statement.where(title_contains(dialect))
+    if "window" in filters:
+        statement = statement.where(_KEY >= _FLOOR)
+    if "indexed" in filters:
+        statement = statement.where(_KEY < _FLOOR, _INDEXED)
+    statement = filtered(statement, filters, resumed)
     return statement.order_by(*RUN_ORDER.order_by()).limit(bindparam("limit"))
 
 
@@ -146,7 +181,7 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _filter_parameters(where: RunFilter, dialect: str) -> dict[str, Any]:
+def filter_parameters(where: RunFilter, dialect: str) -> dict[str, Any]:
     parameters: dict[str, Any] = {}
     if where.status is not None:
         parameters["status"] = where.status
@@ -175,12 +210,58 @@ async def list_runs(
 ) -> Page[dict[str, Any]]:
     """Summaries of the runs matching `where`, newest first, `limit` at a time after `cursor`."""
     dialect = _dialect(connection)
-    filters = _filter_parameters(where, dialect)
-    statement = _list_statement(dialect, frozenset(filters), resumed=cursor is not None)
+    filters = filter_parameters(where, dialect)
     position = RUN_ORDER.cursor_parameters(cursor) if cursor is not None else {}
+    if dialect == "sqlite" and uses_title_index(where):
+        phrase = _phrase((where.title_contains or "").casefold())
+        rows = await _search_sqlite(connection, filters, position, limit, phrase)
+    else:
+        statement = _list_statement(dialect, frozenset(filters), resumed=cursor is not None)
+        parameters = {**filters, **position, "limit": limit + 1}
+        rows = as_dicts(await connection.execute(statement, parameters))
+    return RUN_ORDER.page(rows, limit)
+
+
+async def _search_sqlite(
+    connection: AsyncConnection,
+    filters: dict[str, Any],
+    position: dict[str, Any],
+    limit: int,
+    phrase: str,
+) -> list[dict[str, Any]]:
+    """`limit + 1` runs whose title contains the text, in the list's order: those among the
+    SEARCH_WINDOW next runs, then, when they are too few, those after the window that the title
+    index names. Every candidate is checked by the same LIKE as a scan, so the answer is the
+    scan's; the index only saves reading the titles that cannot match."""
+    resumed = bool(position)
+    others = {name: value for name, value in filters.items() if name != "title"}
+    floor_statement = _floor_statement(frozenset(others), resumed)
+    floor = (await connection.execute(floor_statement, {**others, **position})).first()
+    names = frozenset(filters)
     parameters = {**filters, **position, "limit": limit + 1}
-    result = await connection.execute(statement, parameters)
-    return RUN_ORDER.page(as_dicts(result), limit)
+    if floor is None:
+        # Fewer runs than the window: reading them all is the cheaper way.
+        statement = _list_statement("sqlite", names, resumed)
+        return as_dicts(await connection.execute(statement, parameters))
+    parameters.update(floor_created_at=floor.created_at, floor_id=floor.id)
+    window = _list_statement("sqlite", names | {"window"}, resumed)
+    rows = as_dicts(await connection.execute(window, parameters))
+    if len(rows) > limit:
+        return rows
+    parameters.update(phrase=phrase, limit=limit + 1 - len(rows))
+    indexed = _list_statement("sqlite", names | {"indexed"}, resumed)
+    return rows + as_dicts(await connection.execute(indexed, parameters))
+
+
+def uses_title_index(where: RunFilter) -> bool:
+    """Whether SQLite's title index serves the search `where` asks for: a text of at least
+    three characters once casefolded."""
+    return len((where.title_contains or "").casefold()) >= TRIGRAM
+
+
+def _phrase(text: str) -> str:
+    """`text` as one FTS5 phrase: its trigrams, consecutive, so a title containing it."""
+    return '"' + text.replace('"', '""') + '"'
 
 
 async def get_run(connection: AsyncConnection, run_id: uuid.UUID) -> dict[str, Any]:

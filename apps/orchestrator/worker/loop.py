@@ -33,7 +33,7 @@ from apps.orchestrator.infra.providers.base import Provider
 from apps.orchestrator.infra.providers.demo import DemoProvider
 from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
 from apps.orchestrator.infra.storage import open_artifact_store
-from apps.orchestrator.infra.storage.base import ArtifactStore, sidecar_key, store_io
+from apps.orchestrator.infra.storage.base import ArtifactStore, sidecar_key, store_changes
 from apps.orchestrator.worker.gate_timer import GateTimer
 from apps.orchestrator.worker.pass_runner import PassRunner
 
@@ -171,7 +171,7 @@ class Worker:
         discard = functools.partial(_delete_files, self.store, (key, sidecar_key(key)))
         try:
             if not await self.transactions.run(output_recorded, refused):
-                await store_io(self.store, 0, discard)
+                await store_changes(discard)
         except (CrewError, OSError, SQLAlchemyError) as error:
             logger.warning("kept the files of an unrecorded output: %s", error)
 

@@ -9,7 +9,7 @@ from apps.orchestrator.infra.storage.base import StoredContent, StoredFile, is_p
 
 logger = logging.getLogger(__name__)
 
-# Files up to this size are read and written on the event loop: that takes less time than
+# Files up to this size are read on the event loop: that takes less time than
 # handing the work to a thread and back, which at a few milliseconds a node is what counts.
 INLINE_IO_BYTES = 256 * 1024
 
