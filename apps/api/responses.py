@@ -4,7 +4,7 @@ has (`ErrorBody`: `detail`, and `errors` on a 422), each with an example and its
 A route names the statuses it can answer besides those every route of its kind can:
 `responses=errors(404, 409, described={409: "..."})`. `ProtectedRoute` adds the ones every
 route with a key can answer (400, 401, 422, 503; 403 when it needs a role, 413 when it reads a
-body), and `openapi.describe` the `X-Request-ID` every answer carries.
+body, 415 when that body is JSON), and `openapi.describe` the `X-Request-ID` every answer carries.
 """
 
 from collections.abc import Mapping
@@ -20,6 +20,7 @@ _WHY: dict[int, str] = {
     404: "Nothing by that id or name.",
     409: "The request does not fit the current state; `detail` says what it is.",
     413: "The body is over the route's limit.",
+    415: "A body that is not sent as JSON (`Content-Type: application/json`).",
     422: "The request is well-formed but invalid; `errors` lists every problem.",
     503: "The database or the artifact store did not answer; nothing was changed. Try again "
     "after `Retry-After` seconds.",
@@ -32,6 +33,7 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
     404: {"detail": "no run 0b5e2d4c-3f0e-4c39-9a55-d7d5b0f5c6a1"},
     409: {"detail": "the gate on node 'review' was approved by 'alice' at 2026-01-05T10:00:00Z"},
     413: {"detail": "the body is over this route's limit of 65,536 bytes"},
+    415: {"detail": "the body must be JSON, sent with Content-Type: application/json"},
     422: {
         "detail": "body title: Field required",
         "errors": [{"loc": ["body", "title"], "msg": "Field required", "type": "missing"}],

@@ -7,7 +7,10 @@ dependency came too late: a 200 MB body sent with no key was read in full before
 the principal on the request), runs the route's role checks (a viewer's task is a 403 before its
 16 MB are read), and lets the body be read only up to the route's
 `max_body_size`: a declared length over it is a 413 before a byte is read, and a body without a
-declared length is cut off with a 413 once it passes it. Routes declare their limit with
+declared length is cut off with a 413 once it passes it. A body a route reads as JSON must say
+so (`Content-Type: application/json` or `+json`): FastAPI would skip any other and hand the
+route no body, which for a route whose body is optional (an approval) drops the notes and patch
+the caller sent, so it is a 415 instead. Routes declare their limit with
 FastAPI's own `max_body_size`, which this class takes over: Starlette's limiter, which FastAPI
 would install, answers a declared length over the limit in plain text instead of the JSON
 every other error is. The limit, the 401, the 403 of a route that needs a role, and the other
@@ -18,7 +21,7 @@ import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Request, Response, params
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
@@ -26,13 +29,14 @@ from starlette.types import Message, Receive
 
 from apps.api.auth import Principal, authenticate_request, forbidden_below
 from apps.api.responses import error_response, errors
-from apps.core.errors import PayloadTooLarge
+from apps.core.errors import PayloadTooLarge, UnsupportedMediaType
 from apps.wire.statuses import KeyRole
 
 # Of a route that takes a body and names no limit: a gate's rejection with its notes, say.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024
 
 _DIGITS = re.compile(r"[0-9]+")
+_JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json", re.IGNORECASE)
 
 
 def _too_large(limit: int) -> str:
@@ -67,15 +71,22 @@ class ProtectedRoute(APIRoute):
                 413,
                 error_response(413, f"The body is over {self.body_limit:,} bytes.", too_large),
             )
+        if self.reads_json:
+            self.responses.setdefault(415, error_response(415))
 
     @property
     def takes_body(self) -> bool:
         """Whether the route reads a body: a declared one, or one its OpenAPI says it reads."""
         return self.body_field is not None or "requestBody" in (self.openapi_extra or {})
 
+    @property
+    def reads_json(self) -> bool:
+        """Whether FastAPI parses the route's body as JSON (a declared body that is not a form)."""
+        return self.body_field is not None and not _is_form(self.body_field)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
-        limit, takes_body = self.body_limit, self.takes_body
+        limit, takes_body, reads_json = self.body_limit, self.takes_body, self.reads_json
         role_checks = _role_checks(self.dependant)
 
         async def checked_first(request: Request) -> Response:
@@ -87,9 +98,29 @@ class ProtectedRoute(APIRoute):
             declared = request.headers.get("content-length", "")
             if _DIGITS.fullmatch(declared) and int(declared) > limit:
                 raise PayloadTooLarge(_too_large(limit))
+            if reads_json and _has_body(request) and not _is_json(request):
+                raise UnsupportedMediaType(
+                    "the body must be JSON, sent with Content-Type: application/json"
+                )
             return await handle(Request(request.scope, _limited(request.receive, limit)))
 
         return checked_first
+
+
+def _has_body(request: Request) -> bool:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        return declared.strip() not in ("", "0")
+    return "transfer-encoding" in request.headers
+
+
+def _is_json(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip()
+    return _JSON_MEDIA_TYPE.fullmatch(media_type) is not None
+
+
+def _is_form(body_field: Any) -> bool:
+    return isinstance(getattr(body_field, "field_info", None), params.Form)
 
 
 def _role_checks(dependant: Dependant) -> list[Callable[[Principal], Awaitable[Principal]]]:

@@ -54,6 +54,10 @@ class PayloadTooLarge(CrewError):
     status_code = 413
 
 
+class UnsupportedMediaType(CrewError):
+    status_code = 415
+
+
 class Unprocessable(CrewError):
     status_code = 422
 

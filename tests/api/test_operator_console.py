@@ -194,6 +194,31 @@ async def test_a_body_that_is_not_a_decision_is_still_a_422(
     assert response.status_code == 422
 
 
+async def test_a_decision_not_sent_as_json_is_a_415_and_the_gate_still_waits(
+    console: httpx.AsyncClient, console_app: FastAPI
+) -> None:
+    job = await _job(console, GATED)
+    await _worker(console_app).drain()
+    notes = b'{"notes": "looks fine"}'
+
+    as_text = await console.post(
+        f"/jobs/{job['id']}/approve", content=notes, headers={"Content-Type": "text/plain"}
+    )
+    untyped = await console.post(f"/jobs/{job['id']}/approve", content=notes)
+    gates = await console.get("/gates", params={"run_id": job["id"]})
+    typed = await console.post(
+        f"/jobs/{job['id']}/approve",
+        content=notes,
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+
+    assert (as_text.status_code, untyped.status_code) == (415, 415), as_text.text
+    assert "Content-Type: application/json" in as_text.json()["detail"]
+    assert [gate["status"] for gate in gates.json()["items"]] == ["pending"]
+    assert typed.status_code == 200, typed.text
+    assert typed.json()["notes"] == "looks fine"
+
+
 async def test_a_job_is_cancelled_and_resumed(
     console: httpx.AsyncClient, console_app: FastAPI
 ) -> None:
