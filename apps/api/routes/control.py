@@ -5,7 +5,8 @@ response, and workers elsewhere see the change on their next look (within a seco
 """
 
 import uuid
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Path, Request, Response
 
@@ -46,6 +47,22 @@ _RUN_LOCATION = located(202, "The run's URL, to follow it.")
 def _wake_worker(request: Request, background: BackgroundTasks) -> None:
     if request.app.state.worker is not None:
         background.add_task(request.app.state.worker.wake)
+
+
+async def _change_run(
+    change: Callable[..., dict[str, Any]],
+    run_id: uuid.UUID,
+    by: str,
+    transactions: Transactions,
+    request: Request,
+    response: Response,
+    background: BackgroundTasks,
+) -> Run:
+    """Commit a change to a whole run (cancel, resume), locate the run, then wake the worker."""
+    run = await transactions.run(change, run_id, by=by)
+    response.headers["Location"] = f"/runs/{run_id}"
+    _wake_worker(request, background)
+    return Run.model_validate(run)
 
 
 async def _decide(
@@ -124,10 +141,9 @@ async def cancel_run(
     """Stop a run: nothing starts any more, and its calls in flight are cancelled. The run is
     `cancelled` once they have stopped (`run.cancelled`); until then it shows
     `cancel_requested_at`."""
-    run = await transactions.run(run_control.request_cancel, run_id, by=caller.name)
-    response.headers["Location"] = f"/runs/{run_id}"
-    _wake_worker(request, background)
-    return Run.model_validate(run)
+    return await _change_run(
+        run_control.request_cancel, run_id, caller.name, transactions, request, response, background
+    )
 
 
 @router.post(
@@ -156,7 +172,6 @@ async def resume_run(
 ) -> Run:
     """Continue a failed or cancelled run from where it stopped: succeeded nodes and their
     artifacts are kept, the others run again."""
-    run = await transactions.run(run_control.resume, run_id, by=caller.name)
-    response.headers["Location"] = f"/runs/{run_id}"
-    _wake_worker(request, background)
-    return Run.model_validate(run)
+    return await _change_run(
+        run_control.resume, run_id, caller.name, transactions, request, response, background
+    )
