@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import Dialect, Select, bindparam, literal_column, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.orchestrator.model.models import RUNS, Run
@@ -181,11 +182,26 @@ async def run_page_json(
     # The driver itself, called once: aiosqlite hands the statement and the fetch of every row
     # to its thread in one go, asyncpg prepares the statement once per connection.
     driver = cast(Any, (await connection.get_raw_connection()).driver_connection)
-    if dialect == "sqlite":
-        rows = list(await driver.execute_fetchall(sql, parameters))
-    else:
-        rows = await driver.fetch(sql, *parameters)
+    try:
+        if dialect == "sqlite":
+            rows = list(await driver.execute_fetchall(sql, parameters))
+        else:
+            rows = await driver.fetch(sql, *parameters)
+    except Exception as error:
+        raise await _database_error(connection, driver, sql, parameters, error) from error
     return _page(rows, limit)
+
+
+async def _database_error(
+    connection: AsyncConnection, driver: Any, sql: str, parameters: list[Any], error: Exception
+) -> DBAPIError:
+    """The driver's error as SQLAlchemy raises one of a statement of its own: a DBAPIError,
+    which the API answers 503 when it is transient. A connection the server dropped is
+    invalidated, so that the pool does not hand it out again."""
+    dropped = connection.dialect.name == "postgresql" and driver.is_closed()
+    if dropped:
+        await connection.invalidate(error)
+    return DBAPIError(sql, parameters, error, connection_invalidated=dropped)
 
 
 def _page(rows: list[Any], limit: int) -> bytes | None:

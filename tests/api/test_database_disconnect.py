@@ -1,0 +1,130 @@
+"""On PostgreSQL the pool does not ping a connection before each use (a round trip a request):
+a connection the server dropped costs at most the request that found it, answered 503 with
+Retry-After, and the pool replaces every connection as old as it by itself."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
+
+from apps.api.app import create_app
+from apps.core.database import is_transient
+from apps.core.settings import load_settings
+from apps.orchestrator.reading.run_pages import run_page_json
+from apps.orchestrator.reading.runs import RunFilter
+from tests.conftest import API_KEY, postgres_dsn
+
+TASK = {"title": "After a disconnect", "task_spec": {"type": "demo"}}
+
+
+@pytest.fixture
+async def app(postgres_database: str, tmp_path: Path) -> AsyncIterator[FastAPI]:
+    settings = load_settings(
+        _env_file=None,
+        api_key=API_KEY,
+        database_url=postgres_database,
+        alembic_database_url=None,
+        artifacts_dir=tmp_path / "artifacts",
+        cors_origins=[],
+        metrics_enabled=False,
+        sentry_dsn=None,
+        worker_in_api=False,
+        demo_latency_ms=0,
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}
+    ) as http:
+        yield http
+
+
+async def _terminate_every_connection(database_url: str) -> int:
+    """What a restart or an operator does to the service's connections: each one's backend is
+    terminated. How many there were."""
+    admin = await asyncpg.connect(postgres_dsn(database_url))
+    try:
+        terminated = await admin.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    # The server closes each socket once its backend has gone.
+    await asyncio.sleep(0.3)
+    return len(terminated)
+
+
+def _one(session: Session) -> int:
+    return session.execute(text("SELECT 1")).scalar_one()
+
+
+async def test_after_its_connections_are_terminated_the_api_answers_503_once_then_recovers(
+    app: FastAPI, client: httpx.AsyncClient, postgres_database: str
+) -> None:
+    assert (await client.post("/tasks", json=TASK)).status_code == 202
+    # Several connections in the pool, each of which will be dead.
+    pages = await asyncio.gather(*(client.get("/runs?limit=50") for _ in range(4)))
+    assert {page.status_code for page in pages} == {200}
+    assert await _terminate_every_connection(postgres_database) >= 1
+
+    answers = [await client.get("/runs?limit=50") for _ in range(6)]
+    answers.append(await client.post("/tasks", json=TASK))
+    answers += [await client.get("/runs?limit=50") for _ in range(3)]
+
+    failed = [answer for answer in answers if answer.status_code >= 500]
+    assert len(failed) <= 1
+    for answer in failed:
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "1"
+        assert answer.json()["detail"] == "the database is unavailable; try again shortly"
+    assert answers[-1].status_code == 200
+    assert len(answers[-1].json()["items"]) == 2
+
+
+async def test_after_its_connections_are_terminated_a_transaction_fails_once_then_recovers(
+    app: FastAPI, postgres_database: str
+) -> None:
+    transactions = app.state.transactions
+    assert await transactions.run(_one) == 1
+    await _terminate_every_connection(postgres_database)
+
+    failures = 0
+    for _ in range(3):
+        try:
+            assert await transactions.run(_one) == 1
+        except Exception as error:
+            # A worker takes a transient failure as the database's, and passes again.
+            assert is_transient(error)
+            failures += 1
+    assert failures <= 1
+
+
+async def test_a_connection_dropped_while_in_use_fails_the_runs_page_as_transient(
+    app: FastAPI, client: httpx.AsyncClient, postgres_database: str
+) -> None:
+    """The runs page calls asyncpg itself: its error still reaches the API as SQLAlchemy's, a
+    disconnect that invalidates the connection, and so a 503."""
+    engine: AsyncEngine = app.state.engine
+    async with engine.connect() as connection:
+        assert await run_page_json(connection, RunFilter(), 50, None) is not None
+        await _terminate_every_connection(postgres_database)
+        with pytest.raises(DBAPIError) as raised:
+            await run_page_json(connection, RunFilter(), 50, None)
+    assert raised.value.connection_invalidated
+    assert is_transient(raised.value)
+    assert (await client.get("/runs?limit=50")).status_code == 200
