@@ -234,7 +234,7 @@ def event_delays(page: Any, base_url: str, runs: int, nodes: int) -> list[float]
 
 
 def seed(backend: str, url: str, args: argparse.Namespace) -> None:
-    shape = argparse.Namespace(seed=7, runs=args.runs, events=args.events)
+    shape = argparse.Namespace(seed=7, runs=args.runs, events=args.events, bulk_runs=0)
     if backend == "sqlite":
         read_api.seed_sqlite(Path(make_url(url).database or ""), shape)
     else:

@@ -1,6 +1,7 @@
-"""On PostgreSQL the pool does not ping a connection before each use (a round trip a request):
-a connection the server dropped costs at most the request that found it, answered 503 with
-Retry-After, and the pool replaces every connection as old as it by itself."""
+"""On PostgreSQL, connections the server dropped (a restart, an operator's pg_terminate_backend)
+cost at most the request that found one, answered 503 with Retry-After, and the pool replaces
+them by itself: through SQLAlchemy's statements and through the runs page, which calls asyncpg
+itself."""
 
 import asyncio
 from collections.abc import AsyncIterator
