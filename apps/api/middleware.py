@@ -6,6 +6,7 @@ handling, so they see the 500 page of an unhandled error as the client does, and
 (the request id) is still bound while that error is logged and reported.
 """
 
+import abc
 import re
 import time
 import uuid
@@ -50,7 +51,7 @@ def request_id_of(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-class _HttpMiddleware:
+class _HttpMiddleware(abc.ABC):
     """An ASGI middleware that acts on HTTP requests (`handle`) and passes anything else
     (lifespan, websockets) through untouched."""
 
@@ -63,8 +64,9 @@ class _HttpMiddleware:
             return
         await self.handle(scope, receive, send)
 
+    @abc.abstractmethod
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raise NotImplementedError
+        """Serve one HTTP request."""
 
 
 class RequestContextMiddleware(_HttpMiddleware):

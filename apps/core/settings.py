@@ -152,7 +152,8 @@ class _OperatorFileSource(PydanticBaseSettingsSource):
         self.listen = listen
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        raise NotImplementedError  # __call__ answers every field at once
+        # Never asked: __call__ answers every field at once. Field by field, it knows none.
+        return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
         named = self.current_state.get("operator_config")
@@ -179,7 +180,8 @@ class _AdminTokenSource(PydanticBaseSettingsSource):
         self.environments = (environment, dotenv)
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        raise NotImplementedError  # __call__ answers its one field
+        # Never asked: __call__ answers its one field. Field by field, it knows none.
+        return None, field_name, False
 
     def _setting(self, name: str) -> object:
         found = self.given.init_kwargs.get(name)
