@@ -18,7 +18,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: help install deps-update lock lock-check api-run op-console api-run-prod worker test api-test test-api \
 	db-upgrade db-revision lint format coverage bench bench-read bench-orchestration bench-streams \
-	bench-scale bench-smoke bench-console console-screenshots openapi
+	bench-scale bench-smoke bench-console bench-growth console-screenshots openapi
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z -]*:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -105,8 +105,14 @@ format: $(INSTALLED) ## Format and fix what ruff can
 	$(BIN)/ruff format apps crew_client tests bench alembic run_server.py test_api.py
 	$(BIN)/ruff check --fix apps crew_client tests bench alembic run_server.py test_api.py
 
-bench: bench-read bench-orchestration bench-streams bench-console ## Every benchmark, on SQLite and PostgreSQL
-	$(BIN)/python -m bench.scale
+bench: $(INSTALLED) ## Every benchmark, on SQLite and PostgreSQL; each runs even when one before it missed a target
+	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
+	@status=0; for name in read_api orchestration streams console growth; do \
+		echo "== bench.$$name"; \
+		$(BIN)/python -m bench.$$name --backend both || status=$$(( $$? > status ? $$? : status )); \
+	done; \
+	$(BIN)/python -m bench.scale || status=$$(( $$? > status ? $$? : status )); \
+	exit $$status
 
 bench-read: $(INSTALLED) ## Read API benchmark (needs wrk)
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
@@ -121,6 +127,10 @@ bench-streams: $(INSTALLED) ## 1,000 SSE subscribers on one 2,000-event run: del
 bench-console: $(INSTALLED) ## The web console: pages on 100,000 runs, paint, DAG, event to DOM (Chromium)
 	$(BIN)/python -m bench.console --backend both
 
+bench-growth: $(INSTALLED) ## Each figure at 10x, 100x and 1,000x the runs, nodes and subscribers (needs wrk)
+	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
+	$(BIN)/python -m bench.growth --backend both
+
 console-screenshots: $(INSTALLED) ## Retake docs/screenshots/*.png with the console's browser tests
 	CONSOLE_SCREENSHOTS=docs/screenshots $(BIN)/pytest -q tests/console -k "browser" $(PYTEST_ARGS)
 
@@ -130,7 +140,7 @@ bench-scale: $(INSTALLED) ## Node throughput with 1, 2, 4 workers, then bench-re
 	$(BIN)/python -m bench.read_api --backend postgresql || status=$$(( $$? > status ? $$? : status )); \
 	exit $$status
 
-BENCHMARKS := read_api orchestration streams scale middleware_overhead hostile_requests console
+BENCHMARKS := read_api orchestration streams scale middleware_overhead hostile_requests console growth
 
 bench-smoke: $(INSTALLED) ## Every benchmark at tiny sizes (what CI runs): fails when one breaks
 	@command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk"; exit 2; }
