@@ -1,5 +1,5 @@
 // The run page: its live stream moves the DAG's colours, the figures and the timeline; cancel
-// and resume ask for confirmation first.
+// and resume show only while the run's status allows them, and ask for confirmation first.
 import { setNodeStatus } from "./dag.js";
 import { getJson, postJson, problem } from "./http.js";
 import { follow } from "./live.js";
@@ -51,9 +51,22 @@ function scheduleFigures() {
   }, 300);
 }
 
+// What an operator may do to a run in each status (the API answers 409 to anything else).
+const ACTIONS = {
+  cancel: ["queued", "running", "waiting"],
+  resume: ["failed", "cancelled"],
+};
+
+function showActions(status) {
+  for (const button of document.querySelectorAll("button[data-action]")) {
+    button.hidden = !ACTIONS[button.dataset.action].includes(status);
+  }
+}
+
 function setRunStatus(status) {
   run.dataset.status = status;
   document.getElementById("run-status").replaceChildren(statusBadge(status));
+  showActions(status);
 }
 
 function onEvent(event) {
@@ -65,6 +78,8 @@ function onEvent(event) {
   if (RUN_STATUS[event.type]) setRunStatus(RUN_STATUS[event.type]);
   scheduleFigures();
 }
+
+showActions(run.dataset.status);
 
 // A run that has ended has nothing more to say (a resume reloads the page).
 if (!["succeeded", "failed", "cancelled"].includes(run.dataset.status)) {
