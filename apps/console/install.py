@@ -5,6 +5,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse
 
 from apps.console import admin_pages, auth_pages, gates_pages, runs_pages
+from apps.console.error_pages import install_error_pages
 from apps.console.web import HERE, PREFIX, SecurityHeaders, SignInNeeded, sign_in_redirect
 
 
@@ -13,10 +14,12 @@ async def _home() -> RedirectResponse:
 
 
 def install_console(app: FastAPI) -> None:
-    """Serve the console under /ui (and / opening it); no API path changes."""
+    """Serve the console under /ui (and / opening it); no API path changes. Call it after the
+    API's error handlers are installed: a console page's errors are pages built on their answers."""
     app.add_api_route("/", _home, include_in_schema=False)
     for module in (auth_pages, runs_pages, gates_pages, admin_pages):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.add_exception_handler(SignInNeeded, sign_in_redirect)
+    install_error_pages(app)
     app.add_middleware(SecurityHeaders)

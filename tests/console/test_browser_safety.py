@@ -69,6 +69,11 @@ def test_a_viewer_sees_no_buttons_and_a_forged_post_is_403(
     assert forged.status == 403
     assert "operator" in forged.json()["detail"]
     assert viewer.request.get(f"{server}/ui/tasks/new").status == 403
+    opened = viewer.goto(f"{server}/ui/tasks/new")
+    assert opened is not None and opened.status == 403
+    expect(viewer.locator("h1")).to_contain_text("Not allowed")
+    expect(viewer.locator("main .error")).to_contain_text("needs the operator role")
+    expect(viewer.locator("nav")).to_contain_text("Runs")
     # Without the session's token, even the admin's cookie changes nothing.
     unsigned = admin.request.post(f"{server}/runs/{run_id}/cancel", headers={"Origin": server})
     assert unsigned.status == 403

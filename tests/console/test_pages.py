@@ -136,3 +136,37 @@ async def test_bad_bodies_are_clear_4xx_never_500(admin: httpx.AsyncClient) -> N
     assert huge.status_code == 413
     form = await admin.post("/ui/sign-in", content="key=" + "k" * 9_000)
     assert form.status_code == 413
+
+
+HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+async def test_a_browser_meets_errors_as_pages_and_scripts_as_json(
+    app: FastAPI, sessions: SessionFactory
+) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url=ORIGIN, headers={"Origin": ORIGIN}
+    ) as client:
+        await sign_in(client, await make_key(sessions, "olga", KeyRole.OPERATOR))
+
+        forbidden = await client.get("/ui/keys", headers=HTML)
+        assert forbidden.status_code == 403
+        assert forbidden.headers["content-type"].startswith("text/html")
+        assert "Not allowed" in forbidden.text and "needs the admin role" in forbidden.text
+        assert 'href="/ui/runs"' in forbidden.text and "olga" in forbidden.text
+        assert "content-security-policy" in forbidden.headers
+
+        missing = await client.get(f"/ui/runs/{'0' * 8}-0000-4000-8000-{'0' * 12}", headers=HTML)
+        assert missing.status_code == 404 and "Not found" in missing.text
+        unknown = await client.get("/ui/no-such-page", headers=HTML)
+        assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("text/")
+        invalid = await client.get("/ui/runs/not-a-run", headers=HTML)
+        assert invalid.status_code == 422 and "not valid" in invalid.text
+
+        fetched = await client.get("/ui/keys", headers={"Accept": "*/*"})
+        assert fetched.status_code == 403 and "admin role" in fetched.json()["detail"]
+        api = await client.get(
+            f"/runs/{'0' * 8}-0000-4000-8000-{'0' * 12}", headers={**HTML, "X-API-Key": "x"}
+        )
+        assert api.headers["content-type"] == "application/json"
