@@ -30,6 +30,7 @@ from apps.api.routes import (
     streams,
     tasks,
 )
+from apps.api.sse import DetachedStreams
 from apps.api.stopping import on_stop_signal
 from apps.api.storable_input import refuse_unstorable_input
 from apps.api.timezone import use_request_timezone
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     use_described_openapi(app)
     instrument(app, settings)
+    app.outer_middleware.append(DetachedStreams)  # innermost: event streams outlive the stack
     _include_routes(app)
     install_console(app)  # the web console under /ui; `/` opens it
     app.add_middleware(ApiV1)

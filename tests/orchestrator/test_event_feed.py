@@ -19,8 +19,9 @@ from apps.orchestrator.infra.event_wakes import CommitWake, NotifyWake, PollWake
 from apps.orchestrator.model.models import Run
 from apps.orchestrator.model.states import RunStatus
 from apps.orchestrator.reading.event_feed import (
-    Batches,
+    Batch,
     EventFeed,
+    EventStream,
     FellBehind,
     StreamedEvent,
     Subscription,
@@ -67,7 +68,7 @@ async def finish(sessions: SessionFactory, run: Run, status: RunStatus) -> int:
         return (await create_event(session, run, type=f"run.{status}")).id
 
 
-async def take(stream: Batches, count: int) -> list[int]:
+async def take(stream: EventStream, count: int) -> list[int]:
     """The ids of the next `count` events of `stream`, heartbeats skipped."""
     ids: list[int] = []
     async with asyncio.timeout(WAIT):
@@ -93,7 +94,7 @@ async def delivered(feed: EventFeed, event_id: int) -> None:
 
 async def follow(
     feed: EventFeed, run: Run | None, after: int | None = 0, heartbeat: float = NEVER
-) -> Batches:
+) -> EventStream:
     run_id = run.id if run is not None else None
     return await feed.follow(run_id=run_id, after=after, heartbeat_seconds=heartbeat)
 
@@ -245,9 +246,9 @@ async def test_a_buffer_past_its_limit_is_dropped_instead_of_growing() -> None:
     subscription = Subscription(run_id=None, after=0, limit=3, quiet_seconds=NEVER)
     events = [StreamedEvent({"id": i}) for i in range(1, 5)]
 
-    subscription.deliver(events[:2])
-    subscription.deliver(events[2:])
-    subscription.deliver(events[:1])
+    subscription.deliver(Batch(events[:2]))
+    subscription.deliver(Batch(events[2:]))
+    subscription.deliver(Batch(events[:1]))
 
     assert subscription.overflowed
     assert await subscription.take() == []
