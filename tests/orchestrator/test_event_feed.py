@@ -146,6 +146,31 @@ async def test_each_subscriber_gets_its_runs_events_and_the_firehose_every_event
     assert everything == ids
 
 
+async def test_the_subscribers_of_a_run_are_handed_one_batch_to_share(
+    engine: AsyncEngine, sessions: SessionFactory
+) -> None:
+    """One object for all of them, which the HTTP edge encodes once for all of them."""
+    run = await new_run(sessions)
+    async with running_feed(engine) as feed:
+        streams = [await follow(feed, run, heartbeat=QUIET) for _ in range(2)]
+        for stream in streams:  # a heartbeat: past its replay, waiting for live events
+            assert await asyncio.wait_for(anext(stream), WAIT) == []
+        ids = await add_events(sessions, run, "node.started", "node.succeeded")
+
+        first, second = [await next_events(stream) for stream in streams]
+
+    assert first is second
+    assert [streamed.id for streamed in first] == ids
+
+
+async def next_events(stream: EventStream) -> Batch | FellBehind:
+    """The stream's next batch of events, heartbeats skipped."""
+    async with asyncio.timeout(WAIT):
+        while not (batch := await anext(stream)):
+            pass
+    return batch
+
+
 async def test_a_local_commit_wakes_the_feed_without_waiting_for_the_poll(
     engine: AsyncEngine, sessions: SessionFactory
 ) -> None:
