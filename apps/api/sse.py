@@ -41,6 +41,7 @@ _HANDOFF = "crew.stream_handoff"
 _FASTAPI_SCOPE_KEYS = (
     "fastapi",
     "fastapi_astack",
+    "fastapi_middleware_astack",
     "fastapi_inner_astack",
     "fastapi_function_astack",
 )
