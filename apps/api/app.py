@@ -30,6 +30,7 @@ from apps.api.routes import (
     streams,
     tasks,
 )
+from apps.api.sse import DetachedStreams
 from apps.api.stopping import on_stop_signal
 from apps.api.storable_input import refuse_unstorable_input
 from apps.api.timezone import use_request_timezone
@@ -42,6 +43,11 @@ from apps.orchestrator.infra.storage import open_artifact_store
 from apps.orchestrator.plans.gate_policy import gate_policy_of
 from apps.orchestrator.reading.event_feed import build_event_feed
 from apps.orchestrator.worker.loop import Worker
+
+# Python's default (700) collects the young objects every few hundred new ones: with a thousand
+# open event streams that is several times per batch of events, and now and then it goes on to
+# every object, the streams' included, which stalls every stream for tens of milliseconds.
+YOUNG_OBJECTS_PER_COLLECTION = 20_000
 
 _PROTECTED_ROUTERS = (
     tasks.router,
@@ -87,6 +93,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # What start-up built lives as long as the process: keep it out of the collector's
         # scans, which otherwise grow with every module and route the app has loaded.
         gc.freeze()
+        gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION)
         try:
             yield
         finally:
@@ -126,6 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     use_described_openapi(app)
     instrument(app, settings)
+    app.outer_middleware.append(DetachedStreams)  # innermost: event streams outlive the stack
     _include_routes(app)
     install_console(app)  # the web console under /ui; `/` opens it
     app.add_middleware(ApiV1)

@@ -19,8 +19,9 @@ from apps.orchestrator.infra.event_wakes import CommitWake, NotifyWake, PollWake
 from apps.orchestrator.model.models import Run
 from apps.orchestrator.model.states import RunStatus
 from apps.orchestrator.reading.event_feed import (
-    Batches,
+    Batch,
     EventFeed,
+    EventStream,
     FellBehind,
     StreamedEvent,
     Subscription,
@@ -67,7 +68,7 @@ async def finish(sessions: SessionFactory, run: Run, status: RunStatus) -> int:
         return (await create_event(session, run, type=f"run.{status}")).id
 
 
-async def take(stream: Batches, count: int) -> list[int]:
+async def take(stream: EventStream, count: int) -> list[int]:
     """The ids of the next `count` events of `stream`, heartbeats skipped."""
     ids: list[int] = []
     async with asyncio.timeout(WAIT):
@@ -93,7 +94,7 @@ async def delivered(feed: EventFeed, event_id: int) -> None:
 
 async def follow(
     feed: EventFeed, run: Run | None, after: int | None = 0, heartbeat: float = NEVER
-) -> Batches:
+) -> EventStream:
     run_id = run.id if run is not None else None
     return await feed.follow(run_id=run_id, after=after, heartbeat_seconds=heartbeat)
 
@@ -143,6 +144,31 @@ async def test_each_subscriber_gets_its_runs_events_and_the_firehose_every_event
     assert got[0] == got[1] == ids[0::3]
     assert got[2] == sorted(ids[1::3] + ids[2::3])
     assert everything == ids
+
+
+async def test_the_subscribers_of_a_run_are_handed_one_batch_to_share(
+    engine: AsyncEngine, sessions: SessionFactory
+) -> None:
+    """One object for all of them, which the HTTP edge encodes once for all of them."""
+    run = await new_run(sessions)
+    async with running_feed(engine) as feed:
+        streams = [await follow(feed, run, heartbeat=QUIET) for _ in range(2)]
+        for stream in streams:  # a heartbeat: past its replay, waiting for live events
+            assert await asyncio.wait_for(anext(stream), WAIT) == []
+        ids = await add_events(sessions, run, "node.started", "node.succeeded")
+
+        first, second = [await next_events(stream) for stream in streams]
+
+    assert first is second
+    assert [streamed.id for streamed in first] == ids
+
+
+async def next_events(stream: EventStream) -> Batch | FellBehind:
+    """The stream's next batch of events, heartbeats skipped."""
+    async with asyncio.timeout(WAIT):
+        while not (batch := await anext(stream)):
+            pass
+    return batch
 
 
 async def test_a_local_commit_wakes_the_feed_without_waiting_for_the_poll(
@@ -245,9 +271,9 @@ async def test_a_buffer_past_its_limit_is_dropped_instead_of_growing() -> None:
     subscription = Subscription(run_id=None, after=0, limit=3, quiet_seconds=NEVER)
     events = [StreamedEvent({"id": i}) for i in range(1, 5)]
 
-    subscription.deliver(events[:2])
-    subscription.deliver(events[2:])
-    subscription.deliver(events[:1])
+    subscription.deliver(Batch(events[:2]))
+    subscription.deliver(Batch(events[2:]))
+    subscription.deliver(Batch(events[:1]))
 
     assert subscription.overflowed
     assert await subscription.take() == []

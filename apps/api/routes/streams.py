@@ -10,33 +10,23 @@ EventSource reconnects by itself with that id as its Last-Event-ID (the `reconne
 `id:` line, so it leaves the id alone) after the `retry:` it carries.
 """
 
-import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from apps.api.auth import Caller, Principal
 from apps.api.dependencies import EVENT_ID, EventIdQuery
 from apps.api.responses import errors
 from apps.api.routing import ProtectedRoute
+from apps.api.sse import EventStreamResponse
 from apps.api.timezone import request_zone
 from apps.core.errors import BadRequest
-from apps.core.metrics import sse_subscriber_closed, sse_subscriber_opened
-from apps.orchestrator.reading.event_feed import Batches, EventFeed, FellBehind, StreamedEvent
+from apps.orchestrator.reading.event_feed import EventFeed
 from apps.orchestrator.reading.pagination import MAX_INT64
-from apps.wire.schemas import Event
 
 router = APIRouter(tags=["events"], route_class=ProtectedRoute)
 
-_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-# How long an EventSource told to reconnect waits first: time for whatever slowed it to pass.
-RECONNECT_AFTER_MS = 1_000
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     **errors(404, described={404: "No run by that id."}),
     200: {
@@ -63,28 +53,6 @@ _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
         },
     },
 }
-
-
-class EventStreamResponse(StreamingResponse):
-    """`text/event-stream` of chunks already in SSE's wire format (by `fastapi.sse`).
-
-    Not FastAPI's `EventSourceResponse`: that one streams a generator's items one by one through
-    two task hops each, where a stream here writes whatever piled up since its last write in one
-    go, which is what lets one process serve hundreds of subscribers. It closes its iterator
-    however it ends, a disconnect included, so the subscription is released at once, and it is
-    counted in `crew_sse_subscribers` while it is open.
-    """
-
-    media_type = "text/event-stream"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sse_subscriber_opened()
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            sse_subscriber_closed()
-            if isinstance(self.body_iterator, AsyncGenerator):
-                await self.body_iterator.aclose()
 
 
 def _digits_at_most(highest: str) -> str:
@@ -136,35 +104,6 @@ def _resume_after(after: int | None, last_event_id: str | None) -> int | None:
     return max(int(last_event_id), after or 0)
 
 
-def _encoded(streamed: StreamedEvent, zone: str) -> bytes:
-    chunk = streamed.encoded.get(zone)
-    if chunk is None:
-        row = streamed.row
-        data = Event.model_validate(row).model_dump_json()
-        chunk = format_sse_event(data_str=data, event=row["type"], id=str(row["id"]))
-        streamed.encoded[zone] = chunk
-    return chunk
-
-
-async def _sse_chunks(batches: Batches) -> AsyncIterator[bytes]:
-    """Each batch as one write; an empty batch is a heartbeat."""
-    zone = str(request_zone())
-    async with aclosing(batches):
-        async for batch in batches:
-            if isinstance(batch, FellBehind):
-                yield _reconnect(batch)
-            elif not batch:
-                yield KEEPALIVE_COMMENT
-            else:
-                yield b"".join(_encoded(streamed, zone) for streamed in batch)
-
-
-def _reconnect(behind: FellBehind) -> bytes:
-    last = str(behind.last_event_id)
-    data = json.dumps({"reason": "too far behind", "last_event_id": last})
-    return format_sse_event(data_str=data, event="reconnect", retry=RECONNECT_AFTER_MS)
-
-
 async def _respond(
     request: Request,
     caller: Principal,
@@ -174,13 +113,18 @@ async def _respond(
 ) -> EventStreamResponse:
     heartbeat = request.app.state.settings.sse_heartbeat_seconds
     # Owned by the caller's key: the stream ends when the key is revoked (`revocations`).
-    batches = await feed.follow(
+    stream = await feed.follow(
         run_id=run_id, after=after, heartbeat_seconds=heartbeat, owner=caller.key_id
     )
-    return EventStreamResponse(_sse_chunks(batches), headers=_STREAM_HEADERS)
+    return EventStreamResponse(stream, zone=str(request_zone()))
 
 
-@router.get("/events/stream", response_class=EventStreamResponse, responses=_STREAM_RESPONSES)
+@router.get(
+    "/events/stream",
+    response_class=EventStreamResponse,
+    status_code=200,
+    responses=_STREAM_RESPONSES,
+)
 async def stream_events(
     request: Request,
     caller: Caller,
@@ -202,6 +146,7 @@ async def stream_events(
 @router.get(
     "/runs/{run_id}/events/stream",
     response_class=EventStreamResponse,
+    status_code=200,
     responses=_STREAM_RESPONSES,
 )
 async def stream_run_events(

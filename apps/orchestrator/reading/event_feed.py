@@ -22,7 +22,15 @@ import contextlib
 import functools
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Hashable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Collection,
+    Hashable,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +73,24 @@ class StreamedEvent:
         return event_id
 
 
+class Batch(list[StreamedEvent]):
+    """Events in id order, handed out together: what one read of the feed holds for a run (or
+    for the firehose), the same object for every subscriber it is handed to, so that the HTTP
+    edge writes it as one chunk encoded once (`encoded`, per time zone) however many streams
+    carry it. Empty, it is a heartbeat."""
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, events: Iterable[StreamedEvent] = ()) -> None:
+        super().__init__(events)
+        self.encoded: dict[str, bytes] = {}
+
+    @property
+    def ends_run(self) -> bool:
+        """Whether it ends with the event that closes its run's log."""
+        return bool(self) and self[-1].ends_run
+
+
 @dataclass(frozen=True, slots=True)
 class FellBehind:
     """The last thing a stream yields when its subscriber fell too far behind: the stream ends,
@@ -73,13 +99,58 @@ class FellBehind:
     last_event_id: int
 
 
-# What a stream yields: batches of events in id order; an empty one when it has been quiet; and,
-# last, `FellBehind` when its subscriber fell too far behind.
-Batches = AsyncGenerator[list[StreamedEvent] | FellBehind, None]
+class EventStream:
+    """What `EventFeed.follow` returns: an async iterator of `Batch`es in id order (an empty one
+    when it has been quiet) and, last, `FellBehind` when its subscriber fell too far behind.
+
+    `close` ends it from outside, as the end of its run does: what a client's hang-up calls
+    while the stream waits for events in another task.
+    """
+
+    __slots__ = ("_batches", "_subscription")
+
+    def __init__(
+        self,
+        batches: AsyncGenerator[Batch | FellBehind, None],
+        subscription: "Subscription",
+    ) -> None:
+        self._batches = batches
+        self._subscription = subscription
+
+    def __aiter__(self) -> "EventStream":
+        return self
+
+    def __anext__(self) -> Awaitable[Batch | FellBehind]:
+        return self._batches.__anext__()
+
+    def close(self) -> None:
+        """End the stream: an iteration waiting for events stops."""
+        self._subscription.close()
+
+    async def aclose(self) -> None:
+        """Release the subscription at once (the stream must not be iterating elsewhere)."""
+        await self._batches.aclose()
 
 
 class Subscription:
-    """What the feed handed one subscriber since it (re)started buffering, bounded in size."""
+    """The batches the feed handed one subscriber since it last took them, bounded in events."""
+
+    __slots__ = (
+        "_last_taken",
+        "_limit",
+        "_loop",
+        "_pending",
+        "_pending_events",
+        "_quiet",
+        "_quiet_seconds",
+        "_quiet_timer",
+        "_waiter",
+        "closed",
+        "last_sent",
+        "overflowed",
+        "owner",
+        "run_id",
+    )
 
     def __init__(
         self,
@@ -95,40 +166,56 @@ class Subscription:
         self.overflowed = False
         self.closed = False
         self._limit = limit
-        self._pending: list[StreamedEvent] = []
-        self._ready = asyncio.Event()
+        self._pending: list[Batch] = []
+        self._pending_events = 0
+        # One future per wait rather than an asyncio.Event: a thousand subscribers hold a
+        # thousand of these, and are woken once per batch.
+        self._waiter: asyncio.Future[None] | None = None
+        self._quiet = False
         self._quiet_seconds = quiet_seconds
         self._loop = asyncio.get_running_loop()
         self._last_taken = self._loop.time()
         self._quiet_timer: asyncio.TimerHandle | None = None
 
-    def deliver(self, batch: Sequence[StreamedEvent]) -> None:
+    def deliver(self, batch: Batch) -> None:
         """Buffer `batch`; past the limit, drop the buffer and mark the subscriber as behind,
         which ends its stream."""
         if self.overflowed:
             return
-        if len(self._pending) + len(batch) > self._limit:
-            self._pending, self.overflowed = [], True
+        self._pending_events += len(batch)
+        if self._pending_events > self._limit:
+            self._pending, self._pending_events, self.overflowed = [], 0, True
         else:
-            self._pending.extend(batch)
-        self._ready.set()
+            self._pending.append(batch)
+        self._wake()
 
     def close(self) -> None:
         self.closed = True
-        self._ready.set()
+        self._wake()
         if self._quiet_timer is not None:
             self._quiet_timer.cancel()
 
-    async def take(self) -> list[StreamedEvent]:
-        """What was buffered, waiting for something; [] after `quiet_seconds` with nothing."""
-        if not (self._pending or self.overflowed or self.closed):
+    async def take(self) -> Batch:
+        """What was buffered, waiting for something; an empty batch after `quiet_seconds` with
+        nothing, or once the subscription is closed or overflowed."""
+        if not (self._pending or self._quiet or self.overflowed or self.closed):
             if self._quiet_timer is None:
                 self._arm_quiet_timer()
-            await self._ready.wait()
-        self._ready.clear()
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._quiet = False
         self._last_taken = self._loop.time()
-        batch, self._pending = self._pending, []
-        return batch
+        pending, self._pending, self._pending_events = self._pending, [], 0
+        if len(pending) == 1:
+            return pending[0]
+        return Batch(streamed for batch in pending for streamed in batch)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def _arm_quiet_timer(self) -> None:
         self._quiet_timer = self._loop.call_at(
@@ -140,7 +227,8 @@ class Subscription:
         # arm and cancel a timer for every write, which costs more than the write.
         if self._loop.time() >= self._last_taken + self._quiet_seconds:
             self._quiet_timer = None
-            self._ready.set()
+            self._quiet = True
+            self._wake()
         else:
             self._arm_quiet_timer()
 
@@ -229,7 +317,7 @@ class EventFeed:
         after: int | None,
         heartbeat_seconds: float,
         owner: Hashable = None,
-    ) -> Batches:
+    ) -> EventStream:
         """The events after `after` (one run's, or every run's), then the live ones as they come.
 
         Raises `NotFound` for an unknown run before anything is streamed. Without `after`, a
@@ -251,9 +339,14 @@ class EventFeed:
         subscription = Subscription(
             run_id, after or 0, self._buffer_limit, heartbeat_seconds, owner
         )
-        return self._stream(subscription, over=over, from_now=after is None)
+        batches = self._stream(subscription, over=over, from_now=after is None)
+        return EventStream(batches, subscription)
 
-    async def _stream(self, subscription: Subscription, *, over: bool, from_now: bool) -> Batches:
+    async def _stream(
+        self, subscription: Subscription, *, over: bool, from_now: bool
+    ) -> AsyncGenerator[Batch | FellBehind, None]:
+        """Replayed pages, then the batches the feed hands out, each less what was sent already,
+        until the run's final event, a close, or an overflow of the subscriber's buffer."""
         if over:
             return
         await self._register(subscription)
@@ -262,41 +355,33 @@ class EventFeed:
         try:
             if from_now and subscription.run_id is None:
                 subscription.last_sent = await self._latest_event_id()
-            async with contextlib.aclosing(self._batches(subscription)) as feed:
-                async for batch in feed:
-                    fresh = [event for event in batch if event.id > subscription.last_sent]
-                    fresh, ended = _through_final(fresh, subscription.run_id)
-                    if fresh:
-                        subscription.last_sent = fresh[-1].id
-                    if fresh or not batch:
-                        yield fresh
-                    if ended:
+            after, more = subscription.last_sent, True
+            while more:
+                page, after, more = await self._replay(subscription.run_id, after)
+                if page:
+                    yield page
+                    subscription.last_sent = page[-1].id
+                    if page.ends_run and subscription.run_id is not None:
+                        return
+            while True:
+                batch = await subscription.take()
+                if subscription.overflowed or subscription.closed:
+                    break
+                fresh = _after(batch, subscription.last_sent)
+                if fresh or not batch:
+                    yield fresh
+                if fresh:
+                    subscription.last_sent = fresh[-1].id
+                    if fresh.ends_run and subscription.run_id is not None:
                         return
             if subscription.overflowed and not subscription.closed:
                 yield FellBehind(subscription.last_sent)
         finally:
             self._unregister(subscription)
 
-    async def _batches(
-        self, subscription: Subscription
-    ) -> AsyncGenerator[list[StreamedEvent], None]:
-        """Replayed pages, then buffered batches until the stream closes or its buffer
-        overflows."""
-        after, more = subscription.last_sent, True
-        while more:
-            page, after, more = await self._replay(subscription.run_id, after)
-            if page:
-                yield page
-        while True:
-            batch = await subscription.take()
-            if subscription.overflowed or subscription.closed:
-                return
-            yield batch
-
-    async def _replay(
-        self, run_id: uuid.UUID | None, after: int
-    ) -> tuple[list[StreamedEvent], int, bool]:
-        """The page after `after`, the id it ends at, and whether more may follow.
+    async def _replay(self, run_id: uuid.UUID | None, after: int) -> tuple[Batch, int, bool]:
+        """The page after `after` (through the run's final event), the id it ends at, and whether
+        more may follow.
 
         The database says which events there are; their rows come from the events the feed
         holds when it has them, which spares parsing the rows again for each of hundreds of
@@ -313,7 +398,9 @@ class EventFeed:
                 held |= {streamed.id: streamed for streamed in self._shared(rows)}
             page = [held[event_id] for event_id in ids if event_id in held]
             page = await _with_final_marks(connection, page)
-        return page, ids[-1] if ids else after, len(ids) == self._replay_page
+        if run_id is not None:
+            page = _through_final(page)
+        return Batch(page), ids[-1] if ids else after, len(ids) == self._replay_page
 
     async def _register(self, subscription: Subscription) -> None:
         if self._stale:
@@ -388,17 +475,24 @@ class EventFeed:
             del self._recent[next(iter(self._recent))]
         return batch
 
-    def _fan_out(self, batch: list[StreamedEvent]) -> None:
-        for subscription in self._firehose:
-            subscription.deliver(batch)
+    def _fan_out(self, read: list[StreamedEvent]) -> None:
+        """One batch per run (and one of everything for the firehose), the same object for
+        each of its subscribers."""
+        if self._firehose:
+            everything = Batch(read)
+            for subscription in self._firehose:
+                subscription.deliver(everything)
         if not self._by_run:
             return
         by_run: dict[uuid.UUID, list[StreamedEvent]] = defaultdict(list)
-        for streamed in batch:
+        for streamed in read:
             by_run[streamed.row["run_id"]].append(streamed)
         for run_id, run_events in by_run.items():
-            for subscription in self._by_run.get(run_id, ()):
-                subscription.deliver(run_events)
+            followers = self._by_run.get(run_id)
+            if followers:
+                batch = Batch(_through_final(run_events))
+                for subscription in followers:
+                    subscription.deliver(batch)
 
 
 def build_event_feed(
@@ -431,12 +525,17 @@ async def _with_final_marks(
     return batch
 
 
-def _through_final(
-    batch: list[StreamedEvent], run_id: uuid.UUID | None
-) -> tuple[list[StreamedEvent], bool]:
-    """`batch` up to the run's final event, and whether it was there; a firehose never ends."""
-    if run_id is not None:
-        for index, streamed in enumerate(batch):
-            if streamed.ends_run:
-                return batch[: index + 1], True
-    return batch, False
+def _through_final(run_events: list[StreamedEvent]) -> list[StreamedEvent]:
+    """One run's events up to its final event, if they hold it: where its stream ends."""
+    for index, streamed in enumerate(run_events):
+        if streamed.ends_run:
+            return run_events[: index + 1]
+    return run_events
+
+
+def _after(batch: Batch, last_sent: int) -> Batch:
+    """`batch` less the events up to `last_sent`: the shared batch itself, unless the replay
+    that came before it overlapped it."""
+    if not batch or batch[0].id > last_sent:
+        return batch
+    return Batch(streamed for streamed in batch if streamed.id > last_sent)
