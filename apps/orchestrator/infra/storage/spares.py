@@ -43,14 +43,19 @@ class Spares:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._host = socket.gethostname()
-        self.directory = root / f"{PREFIX}{self._host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.host = socket.gethostname()
+        self.directory = root / f"{PREFIX}{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._files: collections.deque[Path] = collections.deque()
         self._dirs: collections.deque[Path] = collections.deque()
         self._wanted = threading.Event()
         self._started = False
         self._lock = threading.Lock()
         self._count = 0
+
+    @property
+    def ready_files(self) -> int:
+        """How many spare files are ready now."""
+        return len(self._files)
 
     def take_file(self) -> Path | None:
         """An empty file of the spares, now the caller's; None when none is ready."""
@@ -103,8 +108,8 @@ class Spares:
 
     def _remove_orphans(self) -> None:
         """Remove the spares of processes of this host that are gone (killed, crashed)."""
-        for path in self.root.glob(f"{PREFIX}{self._host}-*"):
-            pid = path.name.removeprefix(f"{PREFIX}{self._host}-").split("-")[0]
+        for path in self.root.glob(f"{PREFIX}{self.host}-*"):
+            pid = path.name.removeprefix(f"{PREFIX}{self.host}-").split("-")[0]
             if pid.isdigit() and not _alive(int(pid)):
                 shutil.rmtree(path, ignore_errors=True)
 
