@@ -64,7 +64,11 @@ def test_the_spares_of_a_process_that_died_are_removed(tmp_path: Path) -> None:
     (orphan / "d1").mkdir(parents=True)
     mine = tmp_path / f"{PREFIX}{spares.host}-{os.getpid()}-abcdef"
     mine.mkdir()
+    # A host whose name begins with this one's.
+    other_host = tmp_path / f"{PREFIX}{spares.host}-2-{pid}-abcdef"
+    other_host.mkdir()
     spares.take_file()
     _wait_for_spares(spares)
     assert not orphan.exists()
     assert mine.exists()
+    assert other_host.exists()

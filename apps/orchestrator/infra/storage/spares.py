@@ -18,6 +18,7 @@ import collections
 import contextlib
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -27,6 +28,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 PREFIX = ".spares-"
+OWNER = re.compile(r"(?P<pid>[0-9]+)-[0-9a-f]{6}")
 # Enough for the outputs of a worker's concurrent attempts between two refills.
 SPARE_FILES = 32
 SPARE_DIRS = 64
@@ -109,8 +111,9 @@ class Spares:
     def _remove_orphans(self) -> None:
         """Remove the spares of processes of this host that are gone (killed, crashed)."""
         for path in self.root.glob(f"{PREFIX}{self.host}-*"):
-            pid = path.name.removeprefix(f"{PREFIX}{self.host}-").split("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            # Only `<pid>-<tag>` after this host's name: "vm-2" is another host than "vm".
+            owner = OWNER.fullmatch(path.name.removeprefix(f"{PREFIX}{self.host}-"))
+            if owner and not _alive(int(owner["pid"])):
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -138,12 +141,12 @@ def place_file(spare: Path, path: Path, content: bytes) -> None:
 
 
 def place_dir(spare: Path, path: Path) -> None:
-    """Rename the empty `spare` to the directory `path`; when `path` was made meanwhile (by
-    another thread), the spare is removed and `path` kept."""
+    """Rename the empty `spare` to the directory `path`. When that fails (`path` was made
+    meanwhile by another thread, or the spare is gone) the spare is removed and `path` made as
+    without spares."""
     try:
         os.rename(spare, path)
     except OSError:
         with contextlib.suppress(OSError):
             spare.rmdir()
-        if not path.is_dir():
-            raise
+        path.mkdir(exist_ok=True)
