@@ -18,7 +18,6 @@ from apps.core.settings import Settings
 from apps.orchestrator.engine import leases, passes
 from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest
 from apps.orchestrator.infra.providers.demo import DemoProvider
-from apps.orchestrator.infra.storage.spares import is_spare
 from apps.orchestrator.model.models import Artifact, Gate, Node, utcnow
 from apps.orchestrator.worker.loop import Worker
 from tests.orchestrator.test_cancel_outcomes import _ended
@@ -84,14 +83,12 @@ async def _gate_of(client: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
 
 
 async def _assert_store_holds_only_artifacts(sessions: SessionFactory, settings: Settings) -> None:
-    """Every file in the store is an artifact's or its sidecar, and every artifact's is there
-    (besides the store's spare files, which no key names)."""
+    """Every file in the store is an artifact's or its sidecar, and every artifact's is there."""
     async with sessions() as session:
         keys = set((await session.scalars(select(Artifact.storage_key))).all())
     expected = keys | {f"{key}.sidecar.json" for key in keys}
     root = settings.artifacts_dir
-    found = (path.relative_to(root) for path in root.rglob("*") if path.is_file())
-    stored = {str(path) for path in found if not is_spare(path)}
+    stored = {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()}
     assert stored == expected
 
 

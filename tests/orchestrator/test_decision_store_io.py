@@ -17,7 +17,6 @@ from sqlalchemy import select
 from apps.core.database import SessionFactory, Transactions
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.infra.storage.base import ArtifactStore, StoredContent
-from apps.orchestrator.infra.storage.spares import is_spare
 from apps.orchestrator.model.models import Artifact
 from apps.orchestrator.worker.loop import Worker
 from tests.orchestrator.test_run_control import GATED_DAG, _nodes
@@ -107,8 +106,7 @@ def _stored_keys(settings: Settings) -> set[str]:
         assert settings.artifact_s3_endpoint_url and settings.artifact_s3_bucket
         return bucket_keys(settings.artifact_s3_endpoint_url, settings.artifact_s3_bucket)
     root = settings.artifacts_dir
-    found = (path.relative_to(root) for path in root.rglob("*"))
-    return {str(path) for path in found if not is_spare(path)}
+    return {str(path.relative_to(root)) for path in root.rglob("*")}
 
 
 async def test_an_edited_outline_is_approved_without_holding_the_loop_or_the_database(

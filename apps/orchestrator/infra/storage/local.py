@@ -6,7 +6,6 @@ from pathlib import Path
 
 from apps.core.errors import NotFound, ServiceUnavailable
 from apps.orchestrator.infra.storage.base import StoredContent, StoredFile, is_plain_key
-from apps.orchestrator.infra.storage.spares import Spares, place_dir, place_file
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +20,6 @@ class LocalArtifactStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
-        self.spares = Spares(self.root)
 
     def path_for(self, storage_key: str) -> Path:
         """The file for `storage_key`, or `NotFound` if it is missing or outside the root."""
@@ -47,29 +45,10 @@ class LocalArtifactStore:
             raise ValueError(f"storage key outside the artifact store: {storage_key!r}")
         path = self.root / storage_key
         try:
-            self._make_dir(path.parent)
-            spare = self.spares.take_file()
-            if spare is None:
-                path.write_bytes(content)
-            else:
-                place_file(spare, path, content)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
         except OSError as error:
             raise ServiceUnavailable(f"the artifact store failed: {error.strerror}") from None
-
-    def _make_dir(self, directory: Path) -> None:
-        """`directory` and its missing parents, from spare directories where there are some
-        (see `spares`)."""
-        if directory.is_dir():
-            return
-        if directory == self.root or directory.parent == directory:
-            directory.mkdir(parents=True, exist_ok=True)
-            return
-        self._make_dir(directory.parent)
-        spare = self.spares.take_dir()
-        if spare is None:
-            directory.mkdir(exist_ok=True)
-        else:
-            place_dir(spare, directory)
 
     def delete(self, storage_key: str) -> None:
         if not is_plain_key(storage_key):
