@@ -18,7 +18,13 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import Engine, Insert, event, text
 from sqlalchemy import create_engine as _create_sync_engine
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -189,22 +195,26 @@ class Transactions:
     (with the rows it asked to be inserted at the commit point) and rolled back if it raises.
 
     The orchestrator's bookkeeping (a worker's pass, an operator's decision) is synchronous
-    SQLAlchemy code. On PostgreSQL it runs on the async engine through `run_sync`. On SQLite it
-    runs on one thread of its own over the standard sqlite3 driver: a worker's pass is about ten
-    statements, and through aiosqlite each costs four hand-offs between threads, which made the
-    bookkeeping of a node cost more than the node. SQLite admits one writer at a time, so a
-    single writing thread loses nothing.
+    SQLAlchemy code. On PostgreSQL it runs through `run_sync` on an engine of its own, whose pool
+    does not ping (`_create_postgres_writer`). On SQLite it runs on one thread of its own over the
+    standard sqlite3 driver: a worker's pass is about ten statements, and through aiosqlite each
+    costs four hand-offs between threads, which made the bookkeeping of a node cost more than the
+    node. SQLite admits one writer at a time, so a single writing thread loses nothing.
     """
 
-    def __init__(self, engine: AsyncEngine, sessions: SessionFactory) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         self._committed: set[Callable[[], None]] = set()
         self._sqlite: sessionmaker[Session] | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._writer: AsyncEngine | None = None
+        self._sessions: SessionFactory | None = None
         if engine.dialect.name == "sqlite":
             writer = _create_sqlite_writer(engine.url)
             self._sqlite = sessionmaker(writer, expire_on_commit=False, autoflush=False)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        else:
+            self._writer = _create_postgres_writer(engine.url, pool_size, max_overflow)
+            self._sessions = create_session_factory(self._writer)
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` on the event loop after each transaction commits; returns what
@@ -224,7 +234,7 @@ class Transactions:
     async def _run(
         self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        if self._sqlite is None:
+        if self._sessions is not None:
             async with self._sessions() as session:
                 result = await session.run_sync(_work_then_pending, work, *args, **kwargs)
                 await session.commit()
@@ -242,11 +252,38 @@ class Transactions:
             return _work_then_pending(session, work, *args, **kwargs)
 
     async def close(self) -> None:
-        """Close the SQLite writer's connection and thread."""
+        """Close the writer's connections (and on SQLite its thread)."""
+        if self._writer is not None:
+            await self._writer.dispose()
         if self._sqlite is not None and self._thread is not None:
             writer = self._sqlite.kw["bind"]
             await asyncio.get_running_loop().run_in_executor(self._thread, writer.dispose)
             self._thread.shutdown()
+
+
+def _create_postgres_writer(url: URL, pool_size: int, max_overflow: int) -> AsyncEngine:
+    """The engine of the orchestrator's transactions on PostgreSQL: the API's, without the pool's
+    pre-ping. With asyncpg a ping is three round trips (`BEGIN`, `;`, `ROLLBACK`) at every
+    checkout, a quarter of a worker's pass. A connection the server closed (a restart,
+    `pg_terminate_backend`) that asyncpg has seen close is replaced at checkout at no cost; one
+    that dies unseen fails its transaction as a disconnect, which the pool recovers from and the
+    worker takes as transient (see `is_transient`), as a connection dying mid-pass always was."""
+    engine = _create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        json_serializer=JSON_SERIALIZER,
+    )
+    event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(
+    dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: object
+) -> None:
+    if dbapi_connection.driver_connection.is_closed():
+        # The pool discards it and checks out another (SQLAlchemy's own retry).
+        raise DisconnectionError("the server closed this connection")
 
 
 def _create_sqlite_writer(url: URL) -> Engine:
@@ -277,7 +314,9 @@ async def open_database(settings: Settings, url: str | None = None) -> AsyncIter
     """The database of `url` (the settings' DATABASE_URL by default), closed when done."""
     engine = create_engine(settings, url)
     sessions = create_session_factory(engine)
-    transactions = Transactions(engine, sessions)
+    transactions = Transactions(
+        engine, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
     try:
         yield Database(engine, sessions, transactions)
     finally:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from apps.core.settings import Settings
+from apps.orchestrator.engine.budgets import RunBudgets
 from apps.orchestrator.engine.executor import NodeWork, Outcome, Succeeded
 from apps.orchestrator.engine.outcomes import record_outcomes
 from apps.orchestrator.engine.scheduling import (
@@ -56,10 +57,12 @@ def run_pass(
     settings: Settings,
     start_queued: bool = True,
     scope: RunScope = EVERY_RUN,
+    budgets: RunBudgets | None = None,
 ) -> PassResult:
     """One pass of the Manager over the runs of `scope`, in the caller's transaction;
     `start_queued` looks for queued runs too (a worker skips that while it only has its own
-    outcomes to record). `outcomes` must belong to runs of `scope`."""
+    outcomes to record). `outcomes` must belong to runs of `scope`. `budgets` is the worker's
+    (see `budgets`), else the pass reads those of the runs it claims from."""
     result = PassResult()
     succeeded, runs = record_outcomes(session, outcomes, settings, result.refused)
     started = start_queued_runs(session, scope.where(RUNS.c.id)) if start_queued else []
@@ -74,6 +77,7 @@ def run_pass(
             per_run=settings.run_concurrency,
             lease_seconds=settings.lease_seconds,
             default_timeout=settings.llm_timeout_seconds,
+            budgets=budgets or RunBudgets(),
             scope=scope,
         )
     result.changed = bool(outcomes or started or promoted or finished or result.claimed)

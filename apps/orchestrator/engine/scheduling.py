@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from apps.core.errors import InvalidTransition
 from apps.core.settings import Settings
 from apps.orchestrator.engine import statements
+from apps.orchestrator.engine.budgets import RunBudgets
 from apps.orchestrator.engine.executor import NodeWork
 from apps.orchestrator.engine.gates import Hold, close_gates, gate_when, open_gates
 from apps.orchestrator.engine.submission import add_plan
@@ -234,10 +235,11 @@ def claim_ready_nodes(
     per_run: int,
     lease_seconds: float,
     default_timeout: float,
+    budgets: RunBudgets,
     scope: statements.RunScope = statements.EVERY_RUN,
 ) -> list[NodeWork]:
     """Claim up to `slots` ready nodes of the runs of `scope` under a lease, oldest run first;
-    what each needs to run."""
+    what each needs to run (its run's budget from `budgets`)."""
     connection = session.connection()
     claimed = statements.claim(
         connection,
@@ -258,6 +260,7 @@ def claim_ready_nodes(
         data={"worker": worker},
     )
     upstream = statements.upstream_artifacts(connection, [row.id for row in claimed])
+    budget = budgets.of(connection, {row.run_id for row in claimed})
     return [
         NodeWork(
             id=row.id,
@@ -273,7 +276,7 @@ def claim_ready_nodes(
             timeout_seconds=row.timeout_seconds or default_timeout,
             upstream=tuple((key, found[0]) for key, found in upstream[row.id].items()),
             upstream_bytes=sum(size for _, size in upstream[row.id].values()),
-            budget=row.budget,
+            budget=budget[row.run_id],
             gate=row.gate,
         )
         for row in claimed

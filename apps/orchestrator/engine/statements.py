@@ -198,10 +198,6 @@ CLAIMED_COLUMNS = (
     NODES.c.timeout_seconds,
     NODES.c.gate,
     select(RUNS.c.title).where(RUNS.c.id == NODES.c.run_id).scalar_subquery().label("title"),
-    select(RUNS.c.task_spec["budget"])
-    .where(RUNS.c.id == NODES.c.run_id)
-    .scalar_subquery()
-    .label("budget"),
 )
 
 

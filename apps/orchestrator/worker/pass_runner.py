@@ -18,6 +18,7 @@ from apps.core.logs import log_context
 from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
 from apps.orchestrator.engine import passes
+from apps.orchestrator.engine.budgets import RunBudgets
 from apps.orchestrator.engine.executor import Outcome
 from apps.orchestrator.engine.statements import EVERY_RUN, RunScope
 
@@ -31,6 +32,7 @@ class PassRunner:
         self.transactions = transactions
         self.settings = settings
         self.worker = worker
+        self.budgets = RunBudgets()
 
     async def run(
         self,
@@ -53,6 +55,7 @@ class PassRunner:
                 settings=self.settings,
                 start_queued=start_queued,
                 scope=scope,
+                budgets=self.budgets,
             )
         except Exception as error:
             if scope != EVERY_RUN or is_transient(error):
