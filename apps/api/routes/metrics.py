@@ -6,14 +6,16 @@ from fastapi import APIRouter, Request, Response
 from apps.api.dependencies import ReadConnection
 from apps.api.responses import errors
 from apps.core import metrics
-from apps.orchestrator.reading.gauges import read_gauges
+from apps.orchestrator.reading.gauges import SettledCounts, read_gauges
 
 router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", response_class=Response, responses=errors(400, 422, 503))
 async def get_metrics(request: Request, connection: ReadConnection) -> Response:
-    """Metrics in the Prometheus text format, the database's gauges read now."""
-    gauges = await read_gauges(connection)
+    """Metrics in the Prometheus text format, the database's gauges read now (the runs and nodes
+    in terminal statuses as last counted in the background)."""
+    settled: SettledCounts = request.app.state.settled_counts
+    gauges = await read_gauges(connection, settled)
     body = metrics.render(request.app.state.recorded_metrics, gauges)
     return Response(body, media_type=metrics.CONTENT_TYPE)
