@@ -136,9 +136,12 @@ async def test_database_gauges_are_read_at_scrape_time(
     assert 29 * 60 < value(samples, "crew_gate_oldest_wait_seconds") < 35 * 60
 
 
-async def test_terminal_statuses_are_counted_in_the_background_and_the_rest_at_each_scrape(
+async def test_when_counting_is_slow_the_terminal_statuses_are_counted_in_the_background(
     client: httpx.AsyncClient, sessions: SessionFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Every count is "slow" (over the limit): the first scrape waits for its count, the next
+    # ones read the work in flight now and the terminal statuses as last counted.
+    monkeypatch.setattr(gauges, "INLINE_LIMIT", -1.0)
     async with unit_of_work(sessions) as session:
         await create_run(session, status=RunStatus.FAILED)
     first = await scrape(client)
@@ -146,13 +149,12 @@ async def test_terminal_statuses_are_counted_in_the_background_and_the_rest_at_e
     async with unit_of_work(sessions) as session:
         await create_run(session, status=RunStatus.RUNNING)
         await create_run(session, status=RunStatus.FAILED)
-    # Within the interval: the work in flight is read now, the terminal statuses as last counted.
     second = await scrape(client)
     assert value(second, "crew_runs", status="running") == 1
     assert value(second, "crew_runs", status="failed") == 1
     assert ("crew_runs", frozenset({("status", "succeeded")})) in second
     # Once the interval has passed, a scrape starts the next count, which later scrapes report.
-    monkeypatch.setattr(gauges, "SETTLED_MIN_INTERVAL", 0.0)
+    monkeypatch.setattr(gauges, "BACKGROUND_MIN_INTERVAL", 0.0)
     for _ in range(100):
         if value(await scrape(client), "crew_runs", status="failed") == 2:
             break

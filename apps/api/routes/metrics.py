@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from apps.api.dependencies import ReadConnection
 from apps.api.responses import errors
 from apps.core import metrics
-from apps.orchestrator.reading.gauges import SettledCounts, read_gauges
+from apps.orchestrator.reading.gauges import StatusCounts, read_gauges
 
 router = APIRouter(tags=["metrics"])
 
@@ -15,7 +15,7 @@ router = APIRouter(tags=["metrics"])
 async def get_metrics(request: Request, connection: ReadConnection) -> Response:
     """Metrics in the Prometheus text format, the database's gauges read now (the runs and nodes
     in terminal statuses as last counted in the background)."""
-    settled: SettledCounts = request.app.state.settled_counts
-    gauges = await read_gauges(connection, settled)
+    counts: StatusCounts = request.app.state.status_counts
+    gauges = await read_gauges(connection, counts)
     body = metrics.render(request.app.state.recorded_metrics, gauges)
     return Response(body, media_type=metrics.CONTENT_TYPE)
