@@ -20,8 +20,19 @@ from functools import lru_cache
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Dialect, Select, Subquery, bindparam, func, literal_column, select
-from sqlalchemy.dialects.postgresql import aggregate_order_by, array_agg
+from sqlalchemy import (
+    BindParameter,
+    Dialect,
+    Integer,
+    Label,
+    Select,
+    Subquery,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -173,7 +184,7 @@ def _page_query(
 ) -> tuple[str, tuple[str, ...], Any]:
     """The page's SQL for these filters in the driver's own parameter style, its parameters'
     names in order, and the statement compiled (for the values of its own constants)."""
-    item = literal_column(_ITEMS[dialect.name]()).label("item")
+    item: Label[str] = literal_column(_ITEMS[dialect.name]()).label("item")
     columns: list[Any] = [item, Run.created_at, Run.id]
     if dialect.name == "postgresql":
         columns.append(func.row_number().over(order_by=RUN_ORDER.order_by()).label("n"))
@@ -188,21 +199,21 @@ def _page_query(
     return str(compiled), tuple(compiled.positiontup or ()), compiled
 
 
-def _one_row(page: Subquery) -> Select[Any]:
+def _one_row(page: Subquery) -> Select[*tuple[Any, ...]]:
     """The page's rows (`limit` + 1 of them, numbered) as one row: the first `size` runs' JSON
     joined into the page's items, as UTF-8 bytes, the number of rows read, and the key of the
     `size`-th run, which the next cursor names when more rows were read than the page holds.
 
     One value instead of a row per run: the driver decodes one text, not `size` rows of three
     values each, and the page's bytes are the response's without a decode and an encode."""
-    size = bindparam("size")
+    size: BindParameter[int] = bindparam("size", type_=Integer)
     last = page.c.n == size
     items = func.string_agg(page.c.item, aggregate_order_by(literal_column("','"), page.c.n))
     return select(
         func.convert_to(items.filter(page.c.n <= size), literal_column("'UTF8'")),
         func.count(),
-        array_agg(page.c.created_at).filter(last)[1],
-        array_agg(page.c.id).filter(last)[1],
+        func.array_agg(page.c.created_at).filter(last)[1],
+        func.array_agg(page.c.id).filter(last)[1],
     )
 
 
