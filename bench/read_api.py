@@ -944,7 +944,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> Report:
             verify(server, data)
             results = measure(server, endpoints(data), args)
             hwm = read_status_kb(server.pid, "VmHWM") / 1024
-        observability = None if args.bulk_runs else measure_observability(backend, url, data, args)
+        observability = measure_observability(backend, url, data, args)
     peak = max(result.peak_rss_mb for result in results)
     return Report(backend, data.runs, args.events, seed_seconds, results, peak, hwm, observability)
 
