@@ -178,12 +178,13 @@ def _fields(
 _ITEMS = {"sqlite": _sqlite_item, "postgresql": _postgres_item}
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=512)
 def _page_query(
-    dialect: Dialect, filters: frozenset[str], resumed: bool
+    dialect: Dialect, filters: frozenset[str], resumed: bool, size: int | None = None
 ) -> tuple[str, tuple[str, ...], Any]:
     """The page's SQL for these filters in the driver's own parameter style, its parameters'
-    names in order, and the statement compiled (for the values of its own constants)."""
+    names in order, and the statement compiled (for the values of its own constants); the
+    page's size written into the SQL when `size` is given, else a parameter too."""
     item: Label[str] = literal_column(_ITEMS[dialect.name]()).label("item")
     columns: list[Any] = [item, Run.created_at, Run.id]
     if dialect.name == "postgresql":
@@ -192,7 +193,8 @@ def _page_query(
     if "title" in filters:
         statement = statement.where(title_contains(dialect.name))
     statement = filtered(statement, filters, resumed)
-    statement = statement.order_by(*RUN_ORDER.order_by()).limit(bindparam("limit"))
+    read = bindparam("limit") if size is None else literal_column(str(size + 1))
+    statement = statement.order_by(*RUN_ORDER.order_by()).limit(read)
     if dialect.name == "postgresql":
         statement = _one_row(statement.subquery("page"))
     compiled = statement.compile(dialect=dialect)
@@ -237,7 +239,15 @@ async def run_page_json(
     filters = filter_parameters(where, dialect)
     position = RUN_ORDER.cursor_parameters(cursor) if cursor is not None else {}
     resumed = cursor is not None
-    sql, names, compiled = _page_query(connection.dialect, frozenset(filters), resumed)
+    # PostgreSQL plans a prepared statement afresh at each execution (a custom plan) as long as
+    # the plan it would keep (generic: parameters unknown) looks dearer, as it does when the
+    # page's size is a parameter: with it written in, PostgreSQL keeps one plan per statement,
+    # and a page no longer pays for its planning. Not for a title search: a generic plan cannot
+    # tell a rare text from a common one, and reads every title for the rare.
+    planned_once = dialect == "postgresql" and "title" not in filters
+    sql, names, compiled = _page_query(
+        connection.dialect, frozenset(filters), resumed, limit if planned_once else None
+    )
     given = {**filters, **position}
     if dialect == "sqlite":
         given = {name: _as_stored(value) for name, value in given.items()}
