@@ -22,6 +22,7 @@ from typing import Any, cast
 import orjson
 from sqlalchemy import (
     BindParameter,
+    ColumnElement,
     Dialect,
     Integer,
     Label,
@@ -193,7 +194,7 @@ def _page_query(
     if "title" in filters:
         statement = statement.where(title_contains(dialect.name))
     statement = filtered(statement, filters, resumed)
-    read = bindparam("limit") if size is None else literal_column(str(size + 1))
+    read: ColumnElement[int] = bindparam("limit") if size is None else literal_column(str(size + 1))
     statement = statement.order_by(*RUN_ORDER.order_by()).limit(read)
     if dialect.name == "postgresql":
         statement = _one_row(statement.subquery("page"))
