@@ -90,17 +90,28 @@ class StatusCounts:
         self._took = 0.0
         self._counting: asyncio.Task[None] | None = None
 
+    @property
+    def inline(self) -> bool:
+        """Whether the last count was cheap enough for a scrape to count again itself."""
+        return self._last is not None and self._took <= INLINE_LIMIT and self._counting is None
+
+    def record(self, counted: Counted, started: float, took: float) -> None:
+        """A count a scrape made itself (see `inline`)."""
+        self._last, self._started, self._took = counted, started, took
+
     async def current(self, engine: AsyncEngine) -> tuple[Counted | None, bool]:
         """The last count (None before the first is in), and whether this scrape made it; the
-        next count is started when it is due."""
+        next count is started in the background when it is due. A process's first count is
+        waited for up to COUNT_WAIT, on a connection of its own: a count that outlasts the scrape
+        goes on without it."""
         loop = asyncio.get_running_loop()
-        inline = self._last is None or self._took <= INLINE_LIMIT
         interval = max(BACKGROUND_MIN_INTERVAL, self._took / BACKGROUND_DUTY_CYCLE)
-        if self._counting is None and (inline or loop.time() >= self._started + interval):
+        if self._counting is None and (
+            self._last is None or loop.time() >= self._started + interval
+        ):
             self._started = loop.time()
-            self._counting = asyncio.create_task(self._count(engine))
-            if inline:
-                counting = self._counting
+            self._counting = counting = asyncio.create_task(self._count(engine))
+            if self._last is None:
                 # A scrape that stops waiting leaves the count running (wait cancels nothing).
                 await asyncio.wait({counting}, timeout=COUNT_WAIT)
                 return self._last, counting.done()
@@ -142,6 +153,11 @@ async def read_gauges(
     counted: Counted | None
     if counts is None:
         counted, fresh = await count_by_status(connection), True
+    elif counts.inline:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        counted, fresh = await count_by_status(connection), True
+        counts.record(counted, started, loop.time() - started)
     else:
         counted, fresh = await counts.current(connection.engine)
     if counted is not None and fresh:
