@@ -13,8 +13,8 @@ router = APIRouter(tags=["metrics"])
 
 @router.get("/metrics", response_class=Response, responses=errors(400, 422, 503))
 async def get_metrics(request: Request, connection: ReadConnection) -> Response:
-    """Metrics in the Prometheus text format, the database's gauges read now (the runs and nodes
-    in terminal statuses as last counted in the background)."""
+    """Metrics in the Prometheus text format, the database's gauges read now."""
+    # Runs and nodes by status as `StatusCounts` has them (docs/observability.md).
     counts: StatusCounts = request.app.state.status_counts
     gauges = await read_gauges(connection, counts)
     body = metrics.render(request.app.state.recorded_metrics, gauges)
