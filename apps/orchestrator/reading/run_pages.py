@@ -6,9 +6,10 @@ hand-off per step of a cursor (five); here the database writes each run as the A
 (the shape of `RunSummary` in UTC; `tests/api/test_list_encoding.py` holds the two equal), the
 driver is called once (aiosqlite: one hand-off to its thread; asyncpg: one prepared statement),
 and the page is the runs' texts joined, with the cursor of the last one: on SQLite here, on
-PostgreSQL by the database too, which hands back the page's items as one UTF-8 value. The cost is written as
-`GET /runs/{run_id}` writes it: by SQLite's JSON (15 significant digits), by PostgreSQL's
-shortest exact text of the number (with `.0` when it is whole, as pydantic writes a float).
+PostgreSQL by the database too, which hands back the page's items as one UTF-8 value. The cost
+is written as `GET /runs/{run_id}` writes it: by SQLite's JSON (15 significant digits), by
+PostgreSQL's shortest exact text of the number (with `.0` when it is whole, as pydantic writes a
+float).
 
 A page this cannot write says so with None, and the caller takes `runs.list_runs`: a search
 SQLite's title index serves (several statements), or on SQLite a timestamp not stored as
