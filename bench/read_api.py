@@ -2,7 +2,9 @@
 
 For each backend it builds a fresh database with `alembic upgrade head`, seeds it (100,000 runs
 with 2-6 nodes each, 1,000,000 events of which every tenth belongs to one "big" run), serves the
-app with one uvicorn worker pinned to CPU 0, and loads each endpoint with `wrk` pinned to CPU 1:
+app with one uvicorn worker pinned to CPU 0, and loads each endpoint with `wrk` pinned to CPU 1
+(on PostgreSQL the server processes serving the bench's database are moved to CPU 1 as well:
+deployed, the database has a host of its own, and does not take the API's core):
 
     ceiling       GET /bench/ceiling             50 pre-built runs, no database (ceiling_app.py)
     runs first    GET /runs?limit=50
@@ -61,7 +63,7 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from apps.core.database import register_sqlite_functions
+from apps.core.database import is_sqlite, register_sqlite_functions
 from apps.orchestrator.model.models import Base
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.reading.events import EVENT_ORDER
@@ -529,6 +531,51 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def move_backends(database: str, cpu: int) -> None:
+    """Pin every PostgreSQL server process serving `database` to `cpu`: their process titles
+    read `postgres: ... <user> <database> <client> ...`."""
+    needle = f" {database} ".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes()
+            ours = title.startswith(b"postgres: ") and needle in title
+            if ours and os.sched_getaffinity(int(entry.name)) != {cpu}:
+                os.sched_setaffinity(int(entry.name), {cpu})
+        except (OSError, ValueError):  # gone meanwhile, or not ours to move
+            continue
+
+
+@contextmanager
+def backends_pinned(url: str, cpu: int) -> Iterator[None]:
+    """While the block runs, keep the PostgreSQL server processes of `url`'s database on `cpu`
+    (checked every RSS_INTERVAL: the pool opens connections as the load needs them); nothing
+    for SQLite, on one CPU, or where processes cannot be moved (not Linux, another user's)."""
+    database = make_url(url).database
+    if (
+        is_sqlite(url)
+        or not database
+        or (os.cpu_count() or 1) <= cpu
+        or not hasattr(os, "sched_setaffinity")
+    ):
+        yield
+        return
+    done = threading.Event()
+
+    def keep_moving() -> None:
+        while not done.wait(RSS_INTERVAL):
+            move_backends(database, cpu)
+
+    thread = threading.Thread(target=keep_moving, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 @contextmanager
 def serve(
     name: str,
@@ -536,12 +583,13 @@ def serve(
     args: argparse.Namespace,
     settings: Mapping[str, str] = MappingProxyType({}),
 ) -> Iterator[Server]:
-    """One uvicorn worker on CPU 0 serving the bench app on `url`, configured by `settings` too;
-    its output goes to `server-<name>.log`."""
+    """One uvicorn worker on CPU 0 serving the bench app on `url`, configured by `settings` too,
+    the database's server processes on CPU 1 (PostgreSQL); its output goes to
+    `server-<name>.log`."""
     port = free_port()
     log = WORK / f"server-{name}.log"
     env = server_env(url, args, settings)
-    with spawn(server_command(port), env, WORK, log) as process:
+    with spawn(server_command(port), env, WORK, log) as process, backends_pinned(url, 1):
         wait_ready(process, f"http://{HOST}:{port}", log)
         yield Server(pid=process.pid, base_url=f"http://{HOST}:{port}")
 
@@ -896,7 +944,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> Report:
             verify(server, data)
             results = measure(server, endpoints(data), args)
             hwm = read_status_kb(server.pid, "VmHWM") / 1024
-        observability = None if args.bulk_runs else measure_observability(backend, url, data, args)
+        observability = measure_observability(backend, url, data, args)
     peak = max(result.peak_rss_mb for result in results)
     return Report(backend, data.runs, args.events, seed_seconds, results, peak, hwm, observability)
 

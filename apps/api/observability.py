@@ -10,6 +10,7 @@ from apps.api.routes import metrics as metrics_route
 from apps.core.error_reporting import init_sentry
 from apps.core.metrics import recorded_metrics
 from apps.core.settings import Settings
+from apps.orchestrator.reading.gauges import StatusCounts
 
 # 4xx answers are expected outcomes (the CrewError hierarchy); only server errors are faults.
 _SERVER_ERRORS = frozenset(range(500, 600))
@@ -33,4 +34,5 @@ def instrument(app: ObservedFastAPI, settings: Settings) -> None:
     if settings.metrics_enabled:
         app.outer_middleware.append(MetricsMiddleware)
         app.state.recorded_metrics = recorded_metrics(settings.prometheus_multiproc_dir)
+        app.state.status_counts = StatusCounts()
         app.include_router(metrics_route.router)

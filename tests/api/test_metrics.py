@@ -1,5 +1,6 @@
 """/metrics in-process: HTTP metrics by route template, the database's gauges, recorded metrics."""
 
+import asyncio
 import uuid
 
 import httpx
@@ -13,6 +14,7 @@ from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
 from apps.orchestrator.model.models import Gate
 from apps.orchestrator.model.states import NodeStatus, RunStatus
+from apps.orchestrator.reading import gauges
 from tests.conftest import API_KEY
 from tests.factories import create_node, create_run, minutes_ago
 
@@ -132,6 +134,33 @@ async def test_database_gauges_are_read_at_scrape_time(
     assert value(samples, "crew_worker_queue_depth") == 1
     assert value(samples, "crew_gates_waiting") == 1
     assert 29 * 60 < value(samples, "crew_gate_oldest_wait_seconds") < 35 * 60
+
+
+async def test_when_counting_is_slow_the_terminal_statuses_are_counted_in_the_background(
+    client: httpx.AsyncClient, sessions: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every count is "slow" (over the limit): the first scrape waits for its count, the next
+    # ones read the work in flight now and the terminal statuses as last counted.
+    monkeypatch.setattr(gauges, "INLINE_LIMIT", -1.0)
+    async with unit_of_work(sessions) as session:
+        await create_run(session, status=RunStatus.FAILED)
+    first = await scrape(client)
+    assert value(first, "crew_runs", status="failed") == 1
+    async with unit_of_work(sessions) as session:
+        await create_run(session, status=RunStatus.RUNNING)
+        await create_run(session, status=RunStatus.FAILED)
+    second = await scrape(client)
+    assert value(second, "crew_runs", status="running") == 1
+    assert value(second, "crew_runs", status="failed") == 1
+    assert ("crew_runs", frozenset({("status", "succeeded")})) in second
+    # Once the interval has passed, a scrape starts the next count, which later scrapes report.
+    monkeypatch.setattr(gauges, "BACKGROUND_MIN_INTERVAL", 0.0)
+    for _ in range(100):
+        if value(await scrape(client), "crew_runs", status="failed") == 2:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the terminal statuses were never counted again")
 
 
 async def test_what_the_worker_records_shows_in_the_scrape(client: httpx.AsyncClient) -> None:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from apps.api.dependencies import ReadConnection
 from apps.api.responses import errors
 from apps.core import metrics
-from apps.orchestrator.reading.gauges import read_gauges
+from apps.orchestrator.reading.gauges import StatusCounts, read_gauges
 
 router = APIRouter(tags=["metrics"])
 
@@ -14,6 +14,8 @@ router = APIRouter(tags=["metrics"])
 @router.get("/metrics", response_class=Response, responses=errors(400, 422, 503))
 async def get_metrics(request: Request, connection: ReadConnection) -> Response:
     """Metrics in the Prometheus text format, the database's gauges read now."""
-    gauges = await read_gauges(connection)
+    # Runs and nodes by status as `StatusCounts` has them (docs/observability.md).
+    counts: StatusCounts = request.app.state.status_counts
+    gauges = await read_gauges(connection, counts)
     body = metrics.render(request.app.state.recorded_metrics, gauges)
     return Response(body, media_type=metrics.CONTENT_TYPE)

@@ -5,9 +5,11 @@ parse of five timestamps and two JSON documents, a dict and its encoding, and on
 hand-off per step of a cursor (five); here the database writes each run as the API's JSON text
 (the shape of `RunSummary` in UTC; `tests/api/test_list_encoding.py` holds the two equal), the
 driver is called once (aiosqlite: one hand-off to its thread; asyncpg: one prepared statement),
-and the page is the runs' texts joined, with the cursor of the last one. The cost is written as
-`GET /runs/{run_id}` writes it: by SQLite's JSON (15 significant digits), by PostgreSQL's
-shortest exact text of the number (with `.0` when it is whole, as pydantic writes a float).
+and the page is the runs' texts joined, with the cursor of the last one: on SQLite here, on
+PostgreSQL by the database too, which hands back the page's items as one UTF-8 value. The cost
+is written as `GET /runs/{run_id}` writes it: by SQLite's JSON (15 significant digits), by
+PostgreSQL's shortest exact text of the number (with `.0` when it is whole, as pydantic writes a
+float).
 
 A page this cannot write says so with None, and the caller takes `runs.list_runs`: a search
 SQLite's title index serves (several statements), or on SQLite a timestamp not stored as
@@ -20,7 +22,20 @@ from functools import lru_cache
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Dialect, Select, bindparam, literal_column, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Dialect,
+    Integer,
+    Label,
+    Select,
+    Subquery,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -49,12 +64,12 @@ def _sqlite_timestamp(value: str) -> str:
 
 
 def _postgres_timestamp(value: str) -> str:
-    utc = f"({value} AT TIME ZONE 'UTC')"
+    # One to_char with the fraction; a whole second drops it, as pydantic writes it (the text
+    # has one '.', so the replace touches nothing else).
+    text = f"to_char(({value} AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
     return (
-        f"CASE WHEN {value} IS NULL THEN 'null' ELSE "
-        f"'\"' || to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
-        f"CASE WHEN date_trunc('second', {value}) = {value} THEN '' "
-        f"ELSE to_char({utc}, '.US') END || 'Z\"' END"
+        f"CASE WHEN {value} IS NULL THEN 'null' "
+        f"ELSE concat('\"', replace({text}, '.000000', ''), 'Z\"') END"
     )
 
 
@@ -64,6 +79,16 @@ def _node_counts(json_object: str) -> str:
         for status in NodeStatus
     )
     return f"(SELECT {json_object}({counts}) FROM nodes WHERE nodes.run_id = runs.id)"
+
+
+def _postgres_node_counts() -> str:
+    # The object's text written by concat: json_build_object's own is half the cost again.
+    counts = ", ".join(
+        f"'{',' if index else '{'}\"{status.value}\":', "
+        f"count(*) FILTER (WHERE nodes.status = '{status.value}')"
+        for index, status in enumerate(NodeStatus)
+    )
+    return f"(SELECT concat({counts}, '}}') FROM nodes WHERE nodes.run_id = runs.id)"
 
 
 def _sqlite_item() -> str:
@@ -76,14 +101,16 @@ def _sqlite_item() -> str:
         "json_quote(CASE WHEN json_valid(runs.task_spec) "
         "THEN CAST(json_extract(runs.task_spec, '$.\"type\"') AS TEXT) END)"
     )
-    fields = _fields(
-        run_id=dashed,
-        text="json_quote({})",
-        task_type=task_type,
-        timestamp=_sqlite_timestamp,
-        node_counts=_node_counts("json_object"),
-        integer="CAST({} AS INTEGER)",
-        cost="json_quote(runs.cost)",
+    fields = " || ".join(
+        _fields(
+            run_id=dashed,
+            text="json_quote({})",
+            task_type=task_type,
+            timestamp=_sqlite_timestamp,
+            node_counts=_node_counts("json_object"),
+            integer="CAST({} AS INTEGER)",
+            cost="json_quote(runs.cost)",
+        )
     )
     canonical = " AND ".join(
         f"(runs.{c} IS NULL OR runs.{c} GLOB '{_CANONICAL}')" for c in _TIMESTAMPS
@@ -93,16 +120,18 @@ def _sqlite_item() -> str:
 
 def _postgres_item() -> str:
     cost = "CAST(runs.cost AS TEXT)"
-    return _fields(
+    parts = _fields(
         run_id="CAST(runs.id AS TEXT)",
         text="coalesce(CAST(to_json({}) AS TEXT), 'null')",
         task_type="coalesce(CAST(to_json(runs.task_spec ->> 'type') AS TEXT), 'null')",
         timestamp=_postgres_timestamp,
-        node_counts=f"CAST({_node_counts('json_build_object')} AS TEXT)",
+        node_counts=_postgres_node_counts(),
         integer="CAST({} AS TEXT)",
         # Whole numbers come back without a point ("2"); pydantic writes a float as 2.0.
         cost=f"CASE WHEN {cost} ~ '^-?[0-9]+$' THEN {cost} || '.0' ELSE {cost} END",
     )
+    # One concat writes the text once; a chain of || copies it again at every step.
+    return f"concat({', '.join(parts)})"
 
 
 def _fields(
@@ -114,43 +143,83 @@ def _fields(
     node_counts: str,
     integer: str,
     cost: str,
-) -> str:
-    """The run's JSON as one SQL text expression, from each dialect's way of writing a part."""
-    parts = [
-        f"'{{\"id\":\"' || {run_id} || '\"'",
-        f"',\"title\":' || {text.format('runs.title')}",
-        f"',\"status\":' || {text.format('runs.status')}",
-        f"',\"task_type\":' || {task_type}",
-        f"',\"error\":' || {text.format('runs.error')}",
-        f"',\"created_by\":' || {text.format('runs.created_by')}",
-        *(f"',\"{column}\":' || {timestamp(f'runs.{column}')}" for column in _TIMESTAMPS),
-        f"',\"node_counts\":' || {node_counts}",
-        f'\',"usage":{{"prompt_tokens":\' || {integer.format("runs.prompt_tokens")}',
-        f"',\"completion_tokens\":' || {integer.format('runs.completion_tokens')}",
-        f"',\"total_tokens\":' || {integer.format('runs.total_tokens')}",
-        f"',\"cost\":' || {cost} || '}}}}'",
+) -> list[str]:
+    """The run's JSON as the SQL text expressions that make it, in order, from each dialect's way
+    of writing a part."""
+    return [
+        '\'{"id":"\'',
+        run_id,
+        '\'","title":\'',
+        text.format("runs.title"),
+        "',\"status\":'",
+        text.format("runs.status"),
+        "',\"task_type\":'",
+        task_type,
+        "',\"error\":'",
+        text.format("runs.error"),
+        "',\"created_by\":'",
+        text.format("runs.created_by"),
+        *(
+            part
+            for column in _TIMESTAMPS
+            for part in (f"',\"{column}\":'", timestamp(f"runs.{column}"))
+        ),
+        "',\"node_counts\":'",
+        node_counts,
+        '\',"usage":{"prompt_tokens":\'',
+        integer.format("runs.prompt_tokens"),
+        "',\"completion_tokens\":'",
+        integer.format("runs.completion_tokens"),
+        "',\"total_tokens\":'",
+        integer.format("runs.total_tokens"),
+        "',\"cost\":'",
+        cost,
+        "'}}'",
     ]
-    return " || ".join(parts)
 
 
 _ITEMS = {"sqlite": _sqlite_item, "postgresql": _postgres_item}
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=512)
 def _page_query(
-    dialect: Dialect, filters: frozenset[str], resumed: bool
+    dialect: Dialect, filters: frozenset[str], resumed: bool, size: int | None = None
 ) -> tuple[str, tuple[str, ...], Any]:
     """The page's SQL for these filters in the driver's own parameter style, its parameters'
-    names in order, and the statement compiled (for the values of its own constants)."""
-    statement: Select[*tuple[Any, ...]] = select(
-        literal_column(_ITEMS[dialect.name]()).label("item"), Run.created_at, Run.id
-    ).select_from(RUNS)
+    names in order, and the statement compiled (for the values of its own constants); the
+    page's size written into the SQL when `size` is given, else a parameter too."""
+    item: Label[str] = literal_column(_ITEMS[dialect.name]()).label("item")
+    columns: list[Any] = [item, Run.created_at, Run.id]
+    if dialect.name == "postgresql":
+        columns.append(func.row_number().over(order_by=RUN_ORDER.order_by()).label("n"))
+    statement: Select[*tuple[Any, ...]] = select(*columns).select_from(RUNS)
     if "title" in filters:
         statement = statement.where(title_contains(dialect.name))
     statement = filtered(statement, filters, resumed)
-    statement = statement.order_by(*RUN_ORDER.order_by()).limit(bindparam("limit"))
+    read: ColumnElement[int] = bindparam("limit") if size is None else literal_column(str(size + 1))
+    statement = statement.order_by(*RUN_ORDER.order_by()).limit(read)
+    if dialect.name == "postgresql":
+        statement = _one_row(statement.subquery("page"))
     compiled = statement.compile(dialect=dialect)
     return str(compiled), tuple(compiled.positiontup or ()), compiled
+
+
+def _one_row(page: Subquery) -> Select[*tuple[Any, ...]]:
+    """The page's rows (`limit` + 1 of them, numbered) as one row: the first `size` runs' JSON
+    joined into the page's items, as UTF-8 bytes, the number of rows read, and the key of the
+    `size`-th run, which the next cursor names when more rows were read than the page holds.
+
+    One value instead of a row per run: the driver decodes one text, not `size` rows of three
+    values each, and the page's bytes are the response's without a decode and an encode."""
+    size: BindParameter[int] = bindparam("size", type_=Integer)
+    last = page.c.n == size
+    items = func.string_agg(page.c.item, aggregate_order_by(literal_column("','"), page.c.n))
+    return select(
+        func.convert_to(items.filter(page.c.n <= size), literal_column("'UTF8'")),
+        func.count(),
+        func.array_agg(page.c.created_at).filter(last)[1],
+        func.array_agg(page.c.id).filter(last)[1],
+    )
 
 
 def _as_stored(value: Any) -> Any:
@@ -173,11 +242,19 @@ async def run_page_json(
     filters = filter_parameters(where, dialect)
     position = RUN_ORDER.cursor_parameters(cursor) if cursor is not None else {}
     resumed = cursor is not None
-    sql, names, compiled = _page_query(connection.dialect, frozenset(filters), resumed)
+    # PostgreSQL plans a prepared statement afresh at each execution (a custom plan) as long as
+    # the plan it would keep (generic: parameters unknown) looks dearer, as it does when the
+    # page's size is a parameter: with it written in, PostgreSQL keeps one plan per statement,
+    # and a page no longer pays for its planning. Not for a title search: a generic plan cannot
+    # tell a rare text from a common one, and reads every title for the rare.
+    planned_once = dialect == "postgresql" and "title" not in filters
+    sql, names, compiled = _page_query(
+        connection.dialect, frozenset(filters), resumed, limit if planned_once else None
+    )
     given = {**filters, **position}
     if dialect == "sqlite":
         given = {name: _as_stored(value) for name, value in given.items()}
-    values = compiled.construct_params({**given, "limit": limit + 1})
+    values = compiled.construct_params({**given, "limit": limit + 1, "size": limit})
     parameters = [values[name] for name in names]
     # The driver itself, called once: aiosqlite hands the statement and the fetch of every row
     # to its thread in one go, asyncpg prepares the statement once per connection.
@@ -186,10 +263,12 @@ async def run_page_json(
         if dialect == "sqlite":
             rows = list(await driver.execute_fetchall(sql, parameters))
         else:
-            rows = await driver.fetch(sql, *parameters)
+            items, read, *key = await driver.fetchrow(sql, *parameters)
     except Exception as error:
         raise await _database_error(connection, driver, sql, parameters, error) from error
-    return _page(rows, limit)
+    if dialect == "sqlite":
+        return _page(rows, limit)
+    return _page_of(items or b"", key if read > limit else None)
 
 
 async def _database_error(
@@ -205,14 +284,23 @@ async def _database_error(
 
 
 def _page(rows: list[Any], limit: int) -> bytes | None:
+    """The page of SQLite's rows: a run's JSON, its creation time as text and its id each."""
     items = rows[:limit]
     if any(item is None for item, *_ in items):
         return None
     body = ",".join(item for item, *_ in items).encode()
-    next_cursor = None
+    key = None
     if len(rows) > limit:
         _, created_at, run_id = items[-1]
-        if isinstance(created_at, str):  # SQLite's text
-            created_at = datetime.fromisoformat(created_at + "+00:00")
+        key = [datetime.fromisoformat(created_at + "+00:00"), run_id]
+    return _page_of(body, key)
+
+
+def _page_of(items: bytes, key: list[Any] | None) -> bytes:
+    """The page's JSON from its items' and the key (creation time, id) of its last run, when
+    the list goes on after it."""
+    next_cursor = None
+    if key is not None:
+        created_at, run_id = key
         next_cursor = RUN_ORDER.cursor_of({"created_at": created_at, "id": run_id})
-    return b'{"items":[' + body + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
+    return b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
