@@ -107,12 +107,25 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _tune_sqlite_connection)
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
         return engine
+    return _create_postgres_engine(
+        url, settings.db_pool_size, settings.db_max_overflow, on_checkout=_ping_postgresql
+    )
+
+
+def _create_postgres_engine(
+    url: str | URL,
+    pool_size: int,
+    max_overflow: int,
+    *,
+    on_checkout: Callable[[Any, ConnectionPoolEntry, PoolProxiedConnection], None],
+) -> AsyncEngine:
+    """An engine on PostgreSQL whose pool runs `on_checkout` before lending a connection."""
     engine = _create_async_engine(
         url,
         # Every connection opened is kept: an overflow connection closed when it came back was
         # opened again at the next burst (a server process, the driver's type set-up, a prepare
         # of each statement again), which at 32 concurrent reads cost more than the reads.
-        pool_size=settings.db_pool_size + settings.db_max_overflow,
+        pool_size=pool_size + max_overflow,
         max_overflow=0,
         json_serializer=JSON_SERIALIZER,
         # No JIT: the service's statements read or write a page of rows, which JIT never speeds
@@ -120,7 +133,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         # runs) passes `jit_above_cost` and spent 80 ms compiling a query that runs in 2.
         connect_args={"server_settings": {"jit": "off"}},
     )
-    event.listen(engine.sync_engine.pool, "checkout", _ping_postgresql)
+    event.listen(engine.sync_engine.pool, "checkout", on_checkout)
     return engine
 
 
@@ -284,23 +297,18 @@ class Transactions:
 
 def _create_postgres_writer(url: URL, pool_size: int, max_overflow: int) -> AsyncEngine:
     """The engine of the orchestrator's transactions on PostgreSQL: the API's, without the pool's
-    pre-ping. With asyncpg a ping is three round trips (`BEGIN`, `;`, `ROLLBACK`) at every
-    checkout, a quarter of a worker's pass. A connection the server closed (a restart,
-    `pg_terminate_backend`) that asyncpg has seen close is replaced at checkout at no cost; one
-    that dies unseen fails its transaction as a disconnect, which the pool recovers from and the
-    worker takes as transient (see `is_transient`), as a connection dying mid-pass always was."""
-    engine = _create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        json_serializer=JSON_SERIALIZER,
+    pre-ping. A ping is a round trip at every checkout, and a worker's pass is about ten. A
+    connection the server closed (a restart, `pg_terminate_backend`) that asyncpg has seen close
+    is replaced at checkout at no cost; one that dies unseen fails its transaction as a
+    disconnect, which the pool recovers from and the worker takes as transient (see
+    `is_transient`), as a connection dying mid-pass always was."""
+    return _create_postgres_engine(
+        url, pool_size, max_overflow, on_checkout=_refuse_closed_connection
     )
-    event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
-    return engine
 
 
 def _refuse_closed_connection(
-    dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: object
+    dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
 ) -> None:
     if dbapi_connection.driver_connection.is_closed():
         # The pool discards it and checks out another (SQLAlchemy's own retry).
