@@ -35,15 +35,12 @@ reported, not judged: the issue asks which figures stay flat and why, in docs/be
 import argparse
 import asyncio
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from apps.core.database import open_database, unit_of_work
 from apps.core.settings import Settings
-from apps.orchestrator.engine.submission import submit_task
 from apps.orchestrator.plans.task_specs import MAX_NODES, TaskRequest
-from apps.orchestrator.worker.loop import Worker
 from bench import orchestration, read_api, streams
 from bench.harness import SMOKE_HELP, WORK, BenchError, fresh_database, machine_load, run, servers
 
@@ -165,23 +162,14 @@ def drain_requests(shape: str, nodes: int) -> list[TaskRequest]:
     return [orchestration.dag_request(shape, nodes // plans) for _ in range(plans)]
 
 
-async def time_drains(settings: Settings, requests: list[TaskRequest]) -> float:
-    """Submit every request, then time one `Worker.drain()` until every run has succeeded."""
-    async with open_database(settings) as database:
-        run_ids = []
-        for request in requests:
-            async with unit_of_work(database.sessions) as session:
-                run_ids.append(
-                    await submit_task(session, request, created_by="bench", settings=settings)
-                )
-        worker = Worker(database.transactions, settings)
-        started = time.perf_counter()
-        async with asyncio.timeout(orchestration.DRAIN_TIMEOUT):
-            await worker.drain()
-        elapsed = time.perf_counter() - started
-        for run_id in run_ids:
-            await orchestration.check_succeeded(database.sessions, run_id)
-    return elapsed
+@contextmanager
+def drain_settings(backend: str, server: str | None) -> Iterator[Settings]:
+    """The settings of a drain on a fresh database, its artifacts on the disk."""
+    with (
+        fresh_database(backend, server) as url,
+        orchestration.artifacts_dir(in_ram=False) as artifacts,
+    ):
+        yield orchestration.drain_settings(url, artifacts, raised=False)
 
 
 def grow_nodes(
@@ -193,13 +181,9 @@ def grow_nodes(
         for shape in ("wide", "deep"):
             seconds = []
             for _ in range(args.repeat):
-                with (
-                    fresh_database(backend, server) as url,
-                    orchestration.artifacts_dir(in_ram=False) as artifacts,
-                ):
-                    settings = orchestration.drain_settings(url, artifacts, raised=False)
+                with drain_settings(backend, server) as settings:
                     requests = drain_requests(shape, nodes)
-                    seconds.append(asyncio.run(time_drains(settings, requests)))
+                    seconds.append(asyncio.run(orchestration.time_drain(settings, requests)))
             ms = statistics.median(seconds) * 1000 / nodes
             print(f"  {backend} {shape} {nodes:,} nodes: {ms:.2f} ms/node", flush=True)
             dimension.figure(f"{shape}, ms a node", "ms").values[step] = ms
@@ -212,11 +196,7 @@ def grow_claim(
     dimension = Dimension("ready nodes queued", lambda step: f"{CLAIM_BASE * step:,} ready")
     for step in steps:
         ready = CLAIM_BASE * step
-        with (
-            fresh_database(backend, server) as url,
-            orchestration.artifacts_dir(in_ram=False) as artifacts,
-        ):
-            settings = orchestration.drain_settings(url, artifacts, raised=False)
+        with drain_settings(backend, server) as settings:
             asyncio.run(orchestration.queue_ready(settings, ready))
             ms = asyncio.run(orchestration.time_claims(settings))
         print(f"  {backend} claim with {ready:,} ready: {ms:.2f} ms", flush=True)

@@ -157,19 +157,25 @@ async def check_succeeded(sessions: SessionFactory, run_id: uuid.UUID) -> None:
 
 
 async def time_drain(
-    settings: Settings, request: TaskRequest, profiler: cProfile.Profile | None = None
+    settings: Settings, requests: Sequence[TaskRequest], profiler: cProfile.Profile | None = None
 ) -> float:
-    """Submit `request`, then time `Worker.drain()` until its run has succeeded (seconds)."""
+    """Submit every request, then time one `Worker.drain()` until every run has succeeded
+    (seconds)."""
     async with open_database(settings) as database:
-        async with unit_of_work(database.sessions) as session:
-            run_id = await submit_task(session, request, created_by="bench", settings=settings)
+        run_ids = []
+        for request in requests:
+            async with unit_of_work(database.sessions) as session:
+                run_ids.append(
+                    await submit_task(session, request, created_by="bench", settings=settings)
+                )
         worker = Worker(database.transactions, settings)
         started = time.perf_counter()
         with profiling(profiler):
             async with asyncio.timeout(DRAIN_TIMEOUT):
                 await worker.drain()
         elapsed = time.perf_counter() - started
-        await check_succeeded(database.sessions, run_id)
+        for run_id in run_ids:
+            await check_succeeded(database.sessions, run_id)
     return elapsed
 
 
@@ -223,7 +229,7 @@ def measure_case(
             artifacts_dir(args.artifacts_in_ram) as artifacts,
         ):
             settings = drain_settings(url, artifacts, raised=case.raised)
-            seconds.append(asyncio.run(time_drain(settings, dag_request(case.shape, nodes))))
+            seconds.append(asyncio.run(time_drain(settings, [dag_request(case.shape, nodes)])))
         print(
             f"  [{repeat}/{args.repeat}] {case.shape:<5}"
             f" run_concurrency={settings.run_concurrency:<3} {seconds[-1]:7.3f} s"
@@ -482,7 +488,7 @@ def profile_deep(backend: str, server: str | None, nodes: int) -> None:
     profiler = cProfile.Profile()
     with fresh_database(backend, server) as url, artifacts_dir(in_ram=False) as artifacts:
         settings = drain_settings(url, artifacts, raised=False)
-        elapsed = asyncio.run(time_drain(settings, dag_request("deep", nodes), profiler))
+        elapsed = asyncio.run(time_drain(settings, [dag_request("deep", nodes)], profiler))
     print(f"\n{backend}: cProfile of drain(), deep chain of {nodes}: {elapsed:.3f} s profiled")
     stats = pstats.Stats(profiler, stream=sys.stdout).strip_dirs()
     for order in ("cumulative", "tottime"):

@@ -14,27 +14,11 @@ from starlette.types import ASGIApp, Message
 from apps.api.sse import STREAM_SETUPS, DetachedStreams, EventStreamResponse
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.model.states import RunStatus
+from tests.asgi import http_get
 from tests.factories import create_event, create_run
 from tests.sse import parse_sse
 
 WAIT = 10.0
-
-
-def http_get(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
 
 
 async def never_hangs_up() -> Message:

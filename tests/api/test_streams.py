@@ -16,6 +16,7 @@ from apps.orchestrator.control import api_keys
 from apps.orchestrator.model.models import KeyRole, Run
 from apps.orchestrator.model.states import RunStatus
 from tests.api.pages import single_page
+from tests.asgi import http_get
 from tests.conftest import API_KEY
 from tests.factories import create_event, create_node, create_run
 from tests.sse import SseStream, parse_sse
@@ -234,7 +235,7 @@ async def test_a_client_that_hangs_up_mid_stream_releases_its_subscription(
             hung_up.set()
 
     path = f"/runs/{run.id}/events/stream"
-    await asyncio.wait_for(app(http_get(path), receive, send), WAIT)
+    await asyncio.wait_for(app(keyed_get(path), receive, send), WAIT)
 
     assert subscribers_while_streaming == [1]
     assert feed.subscriber_count == 0
@@ -263,7 +264,7 @@ async def test_a_stream_ends_within_seconds_of_its_keys_revocation(
         return None
 
     def watch(key: str) -> "asyncio.Task[None]":
-        scope = http_get(path.format(run_id=run.id), key)
+        scope = keyed_get(path.format(run_id=run.id), key)
         return asyncio.create_task(app(scope, receive, send))
 
     revoked_stream, other_stream = watch(watcher.secret), watch(other.secret)
@@ -288,20 +289,6 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("the condition never held")
 
 
-def http_get(path: str, key: str = API_KEY) -> dict[str, Any]:
+def keyed_get(path: str, key: str = API_KEY) -> dict[str, Any]:
     """The ASGI scope of a GET with an API key, as uvicorn builds it."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test"), (b"x-api-key", key.encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
+    return http_get(path, (b"x-api-key", key.encode()))

@@ -15,6 +15,7 @@ from apps.api.revocations import REVOCATION_CHECK_SECONDS
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.control import api_keys
 from apps.orchestrator.model.models import ConsoleSession, KeyRole, utcnow
+from tests.asgi import http_get
 from tests.conftest import API_KEY
 from tests.factories import create_event, create_run
 
@@ -200,7 +201,11 @@ async def test_a_console_stream_ends_within_seconds_of_its_keys_revocation(
         return None
 
     stream = asyncio.create_task(
-        app(_cookie_get(path.format(run_id=run.id), cookie), receive, send)
+        app(
+            http_get(path.format(run_id=run.id), (b"cookie", f"crew_console={cookie}".encode())),
+            receive,
+            send,
+        )
     )
     for _ in range(1000):
         if feed.subscriber_count == 1:
@@ -214,22 +219,3 @@ async def test_a_console_stream_ends_within_seconds_of_its_keys_revocation(
     await asyncio.wait_for(stream, REVOCATION_CHECK_SECONDS + 3)
     assert asyncio.get_running_loop().time() - revoked_at <= REVOCATION_CHECK_SECONDS + 1
     assert feed.subscriber_count == 0
-
-
-def _cookie_get(path: str, cookie: str) -> dict[str, Any]:
-    """The ASGI scope of a browser's GET with the session cookie, as uvicorn builds it."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test"), (b"cookie", f"crew_console={cookie}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
