@@ -83,13 +83,13 @@ class Series:
 
     @property
     def verdict(self) -> str:
-        """ "grows" when a step costs more than FLAT_RATIO times the base, "falls" when every
-        step beyond the base costs less than its 1/FLAT_RATIO (fixed costs spread thinner), else
-        "flat"."""
-        ratios = [self.ratio(step) for step in self.values if step != min(self.values)]
-        if any(ratio > FLAT_RATIO for ratio in ratios):
+        """By the largest work against the base: "grows" past FLAT_RATIO, "falls" under its
+        inverse (fixed costs spread thinner), else "flat". A step between them that strays is
+        the machine's noise more often than a trend; the table shows every step."""
+        ratio = self.ratio(max(self.values))
+        if ratio > FLAT_RATIO:
             return "grows"
-        if ratios and all(ratio < 1 / FLAT_RATIO for ratio in ratios):
+        if ratio < 1 / FLAT_RATIO:
             return "falls"
         return "flat"
 
