@@ -18,9 +18,9 @@ Three kinds of work, each grown from a base by 10x, 100x and 1,000x, on SQLite a
    2,000-event run. Figures: live p99 ms, peak RSS of the API, and the API's CPU per message
    delivered.
 
-Each figure is compared with its base, the smallest work: its cost (ms, MB, CPU; for req/s the
-inverse) "grows" when a larger work costs more than 1.2x the base, "falls" when every larger work
-costs less than 1/1.2 of it (fixed costs spread over more work), and is "flat" otherwise.
+Each figure's cost (ms, MB, CPU; for req/s the inverse) at the largest work is compared with its
+base, the smallest: it "grows" when it costs more than 1.2x the base, "falls" when it costs less
+than 1/1.2 of it (fixed costs spread over more work), and is "flat" otherwise.
 
     .venv/bin/python -m bench.growth                          # both backends, ~15 min
     .venv/bin/python -m bench.growth --backend sqlite --only subscribers
