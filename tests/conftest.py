@@ -126,8 +126,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         yield url
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
+def settings_for(database_url: str, tmp_path: Path) -> Settings:
+    """The settings of a test's app on `database_url`: no `.env`, no worker, no metrics."""
     return load_settings(
         _env_file=None,
         api_key=API_KEY,
@@ -143,6 +143,11 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         # not the tests': each test that gates a node says so.
         gate_policy_file=None,
     )
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return settings_for(database_url, tmp_path)
 
 
 async def empty_tables(sessions: SessionFactory) -> None:

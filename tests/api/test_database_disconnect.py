@@ -18,29 +18,16 @@ from sqlalchemy.orm import Session
 
 from apps.api.app import create_app
 from apps.core.database import is_transient
-from apps.core.settings import load_settings
 from apps.orchestrator.reading.run_pages import run_page_json
 from apps.orchestrator.reading.runs import RunFilter
-from tests.conftest import API_KEY, postgres_dsn
+from tests.conftest import API_KEY, postgres_dsn, settings_for
 
 TASK = {"title": "After a disconnect", "task_spec": {"type": "demo"}}
 
 
 @pytest.fixture
 async def app(postgres_database: str, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    settings = load_settings(
-        _env_file=None,
-        api_key=API_KEY,
-        database_url=postgres_database,
-        alembic_database_url=None,
-        artifacts_dir=tmp_path / "artifacts",
-        cors_origins=[],
-        metrics_enabled=False,
-        sentry_dsn=None,
-        worker_in_api=False,
-        demo_latency_ms=0,
-    )
-    application = create_app(settings)
+    application = create_app(settings_for(postgres_database, tmp_path))
     async with application.router.lifespan_context(application):
         yield application
 
