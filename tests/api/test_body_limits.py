@@ -18,6 +18,7 @@ from apps.core.database import unit_of_work
 from apps.orchestrator.control import api_keys
 from apps.orchestrator.control.configuration import MAX_DOCUMENT_BYTES
 from apps.orchestrator.model.models import KeyRole
+from tests.asgi import http_request
 from tests.conftest import API_KEY
 
 LIMITS = {
@@ -29,23 +30,8 @@ LIMITS = {
 CHUNK = b" " * 65536
 
 
-def _post(path: str, headers: dict[str, str]) -> dict[str, Any]:
-    """The ASGI scope of a POST, as uvicorn builds it."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
 
 async def _answer_to_a_large_body(
@@ -69,7 +55,7 @@ async def _answer_to_a_large_body(
         elif message["type"] == "http.response.body":
             answer["body"] = answer.get("body", b"") + message.get("body", b"")
 
-    await asyncio.wait_for(app(_post(path, headers), receive, send), 30)
+    await asyncio.wait_for(app(http_request("POST", path, *_raw(headers)), receive, send), 30)
     return answer["status"], json.loads(answer["body"]), read
 
 

@@ -20,7 +20,7 @@ from apps.api.app import create_app
 from apps.core.database import is_transient
 from apps.orchestrator.reading.run_pages import run_page_json
 from apps.orchestrator.reading.runs import RunFilter
-from tests.conftest import API_KEY, postgres_dsn, settings_for
+from tests.conftest import postgres_dsn, settings_for
 
 TASK = {"title": "After a disconnect", "task_spec": {"type": "demo"}}
 
@@ -30,15 +30,6 @@ async def app(postgres_database: str, tmp_path: Path) -> AsyncIterator[FastAPI]:
     application = create_app(settings_for(postgres_database, tmp_path))
     async with application.router.lifespan_context(application):
         yield application
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}
-    ) as http:
-        yield http
 
 
 async def _terminate_every_connection(database_url: str) -> int:
