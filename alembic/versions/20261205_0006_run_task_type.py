@@ -5,10 +5,11 @@ Revises: 0005
 Create Date: 2026-12-05 16:15:00
 
 The runs list shows each run's task type. Read from the spec, it cost a parse of the whole
-document per run and page (PostgreSQL's `json` is text; SQLite checks and walks it), about a
-third of what the database spent on a page. The type is written with the run from now on (the
-model's default takes it from the spec) and is filled in here for the runs already stored: the
-spec's `type` as text, or null where SQLite cannot read the spec as JSON (as the list showed it).
+document per run and page (SQLite checks and walks it: a sixth of its time on a page of
+bench.read_api's runs; PostgreSQL's `json` is text, parsed too, a smaller share there and more
+for larger specs). The type is written with the run from now on (the model's default takes it
+from the spec) and is filled in here for the runs already stored: the spec's `type` as text,
+or null where SQLite cannot read the spec as JSON (as the list showed it).
 """
 
 from collections.abc import Sequence
