@@ -32,7 +32,7 @@ def _case(expression: str, values: tuple[str, ...], base: int) -> str:
 _STATUS = "CASE WHEN i % 9 = 0 THEN 'failed' WHEN i % 17 = 0 THEN 'cancelled' ELSE 'succeeded' END"
 _ERROR = "CASE WHEN i % 9 = 0 THEN 'review failed: the provider answered 503' END"
 _RUN_COLUMNS = (
-    "id, title, status, task_spec, error, created_by, prompt_tokens, completion_tokens, "
+    "id, title, status, task_spec, task_type, error, created_by, prompt_tokens, completion_tokens, "
     "total_tokens, cost, created_at, updated_at, started_at, finished_at"
 )
 _NODE_COLUMNS = (
@@ -50,7 +50,7 @@ WITH RECURSIVE n(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM n WHERE i + 1 
 INSERT INTO runs ({_RUN_COLUMNS})
 SELECT printf('%08x', i) || lower(hex(randomblob(12))),
        printf('%s for %s, batch %d', {_case("i % 4", TASKS, 0)}, {_case("i % 6", ORGS, 0)}, i),
-       {_STATUS}, '{{"type": "demo"}}', {_ERROR}, 'nightly-scheduler',
+       {_STATUS}, '{{"type": "demo"}}', 'demo', {_ERROR}, 'nightly-scheduler',
        1200, 300, 1500, 0.0045, ts, ts, ts, ts
 FROM (SELECT i, strftime('%Y-%m-%d %H:%M:%f', :start + i * :step) || printf('%03d', i % 1000)
       AS ts FROM n)
@@ -68,7 +68,7 @@ POSTGRES_RUNS = f"""
 INSERT INTO runs ({_RUN_COLUMNS})
 SELECT (lpad(to_hex(i), 8, '0') || substr(md5(random()::text), 1, 24))::uuid,
        format('%s for %s, batch %s', {_case("i % 4", TASKS, 0)}, {_case("i % 6", ORGS, 0)}, i),
-       {_STATUS}, '{{"type": "demo"}}'::json, {_ERROR}, 'nightly-scheduler',
+       {_STATUS}, '{{"type": "demo"}}'::json, 'demo', {_ERROR}, 'nightly-scheduler',
        1200, 300, 1500, 0.0045, ts, ts, ts, ts
 FROM (SELECT i, $3::timestamptz + i * $4::interval + (i % 1000) * interval '1 microsecond' AS ts
       FROM generate_series($1::bigint, $2::bigint - 1) AS i) AS g

@@ -231,7 +231,8 @@ async def seed_runs(
     encode_run, encode_node = row_encoder(codec, RUN_COLUMNS), row_encoder(codec, NODE_COLUMNS)
     for batch in chunks(range(runs), RUN_BATCH):
         fakes = [make_run(rng, index, runs, start) for index in batch]
-        await sink.write("runs", RUN_COLUMNS, [encode_run(f.run) for f in fakes])
+        rows = [encode_run({**f.run, "task_type": f.run["task_spec"]["type"]}) for f in fakes]
+        await sink.write("runs", RUN_COLUMNS, rows)
         nodes = [encode_node(node) for f in fakes for node in f.nodes]
         await sink.write("nodes", NODE_COLUMNS, nodes)
         refs.extend(

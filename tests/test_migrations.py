@@ -3,7 +3,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from alembic import command
 from apps.core.database import create_migration_engine
@@ -79,3 +79,42 @@ def test_stored_json_with_infinities_is_repaired_on_upgrade(tmp_path: Path) -> N
         "budget": {"max_cost": None, "max_tokens": None},
     }
     assert specs["b" * 32] == fine
+
+
+def test_the_runs_stored_before_0006_get_their_specs_type(empty_database: str) -> None:
+    """0006 fills in the type of every run already stored, from its spec: null where the spec
+    names none."""
+    config = alembic_config(empty_database)
+    command.upgrade(config, "0005")
+    specs = {"a" * 32: '{"type": "report", "topic": "x"}', "b" * 32: '{"nodes": []}'}
+
+    async def insert() -> None:
+        engine = create_migration_engine(empty_database)
+        try:
+            async with engine.begin() as connection:
+                for run_id, spec in specs.items():
+                    await connection.execute(
+                        text(
+                            "INSERT INTO runs (id, title, status, task_spec, prompt_tokens, "
+                            "completion_tokens, total_tokens, cost, created_at, updated_at) "
+                            "VALUES (:id, 't', 'queued', :spec, 0, 0, 0, 0, "
+                            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                        ),
+                        {"id": run_id, "spec": spec},
+                    )
+        finally:
+            await engine.dispose()
+
+    async def types() -> dict[str, str | None]:
+        engine = create_migration_engine(empty_database)
+        try:
+            async with engine.connect() as connection:
+                rows = await connection.execute(text("SELECT id, task_type FROM runs"))
+                return {str(run_id).replace("-", ""): task_type for run_id, task_type in rows}
+        finally:
+            await engine.dispose()
+
+    asyncio.run(insert())
+    command.upgrade(config, "head")
+
+    assert asyncio.run(types()) == {"a" * 32: "report", "b" * 32: None}

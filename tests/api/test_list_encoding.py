@@ -18,13 +18,14 @@ START = datetime(2024, 3, 31, 0, 30, 0, tzinfo=UTC)
 
 async def seed_varied_runs(sessions: SessionFactory) -> None:
     """Runs whose rows take every shape a summary has: nulls and values, whole and fractional
-    seconds and costs, nodes in several statuses and none, a title beyond ASCII."""
+    seconds and costs, nodes in several statuses and none, a title beyond ASCII and with
+    printf's own `%` in it (SQLite writes the item with printf)."""
     async with unit_of_work(sessions) as session:
         for index, status in enumerate(RunStatus):
             created = START + timedelta(hours=index, microseconds=index * 37_001 % 1_000_000)
             run = await create_run(
                 session,
-                title=f'Étude n°{index} — ΣΊΣΥΦΟΣ "q" \\ \n\t\x01 🚀',
+                title=f'Étude n°{index} — ΣΊΣΥΦΟΣ "q" \\ \n\t\x01 🚀 100% %s %d',
                 status=status,
                 created_at=created,
                 updated_at=created + timedelta(seconds=index),

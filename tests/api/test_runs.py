@@ -458,9 +458,10 @@ async def test_a_stored_spec_sqlite_cannot_read_does_not_break_the_list(
     async with unit_of_work(sessions) as session:
         broken = await create_run(session, title="Stored by an older version")
         await create_run(session, title="Fine")
-        # What the API stored before it refused non-finite numbers.
+        # What the API stored before it refused non-finite numbers, with no type: migration
+        # 0006 reads none from a spec SQLite cannot read.
         await session.execute(
-            text("UPDATE runs SET task_spec = :spec WHERE id = :id"),
+            text("UPDATE runs SET task_spec = :spec, task_type = NULL WHERE id = :id"),
             {"spec": '{"type": "demo", "budget": {"max_cost": NaN}}', "id": broken.id.hex},
         )
 

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus
@@ -103,6 +104,13 @@ def _status_type(enum: type[StrEnum]) -> Enum:
     )
 
 
+def _spec_type(context: DefaultExecutionContext) -> Any:
+    """A run's `task_type` from the `task_spec` it is inserted with."""
+    parameters = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    spec = parameters.get("task_spec")
+    return spec.get("type") if isinstance(spec, dict) else None
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
@@ -131,6 +139,10 @@ class Run(Base):
     title: Mapped[str] = mapped_column(String(200))
     status: Mapped[RunStatus] = mapped_column(_status_type(RunStatus), default=RunStatus.QUEUED)
     task_spec: Mapped[dict[str, Any]]
+    # The spec's type, written with it (never changed after), so a list of runs shows it
+    # without parsing each run's spec, which may be megabytes. Null where the stored spec has
+    # no type SQLite can read (migration 0006).
+    task_type: Mapped[str | None] = mapped_column(Text, default=_spec_type)
     error: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(100))
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -55,12 +55,10 @@ _TIMESTAMPS = ("created_at", "updated_at", "started_at", "finished_at", "cancel_
 
 
 def _sqlite_timestamp(value: str) -> str:
-    # 2026-01-02 03:04:05.000120 -> "2026-01-02T03:04:05.000120Z"; no fraction when it is zero.
-    return (
-        f"CASE WHEN {value} IS NULL THEN 'null' ELSE '\"' || substr({value}, 1, 10) || 'T' || "
-        f"substr({value}, 12, 8) || CASE WHEN substr({value}, 20) = '.000000' THEN '' "
-        f"ELSE substr({value}, 20) END || 'Z\"' END"
-    )
+    # 2026-01-02 03:04:05.000120 -> "2026-01-02T03:04:05.000120Z"; no fraction when it is zero
+    # (the text is canonical, so it has one ' ' and one '.'). NULL stays NULL through ||.
+    text = f"replace(replace({value}, ' ', 'T'), '.000000', '')"
+    return f"coalesce('\"' || {text} || 'Z\"', 'null')"
 
 
 def _postgres_timestamp(value: str) -> str:
@@ -73,12 +71,13 @@ def _postgres_timestamp(value: str) -> str:
     )
 
 
-def _node_counts(json_object: str) -> str:
+def _sqlite_node_counts() -> str:
+    # The object's text written by one printf: json_object's is twice the cost.
+    template = ",".join(f'"{status.value}":%d' for status in NodeStatus)
     counts = ", ".join(
-        f"'{status.value}', count(*) FILTER (WHERE nodes.status = '{status.value}')"
-        for status in NodeStatus
+        f"count(*) FILTER (WHERE nodes.status = '{status.value}')" for status in NodeStatus
     )
-    return f"(SELECT {json_object}({counts}) FROM nodes WHERE nodes.run_id = runs.id)"
+    return f"(SELECT printf('{{{template}}}', {counts}) FROM nodes WHERE nodes.run_id = runs.id)"
 
 
 def _postgres_node_counts() -> str:
@@ -94,21 +93,16 @@ def _postgres_node_counts() -> str:
 def _sqlite_item() -> str:
     run_id = "lower(runs.id)"
     dashed = (
-        f"substr({run_id}, 1, 8) || '-' || substr({run_id}, 9, 4) || '-' || "
-        f"substr({run_id}, 13, 4) || '-' || substr({run_id}, 17, 4) || '-' || substr({run_id}, 21)"
+        f"printf('%.8s-%.4s-%.4s-%.4s-%s', {run_id}, substr({run_id}, 9), "
+        f"substr({run_id}, 13), substr({run_id}, 17), substr({run_id}, 21))"
     )
-    task_type = (
-        "json_quote(CASE WHEN json_valid(runs.task_spec) "
-        "THEN CAST(json_extract(runs.task_spec, '$.\"type\"') AS TEXT) END)"
-    )
-    fields = " || ".join(
+    fields = _printf(
         _fields(
             run_id=dashed,
             text="json_quote({})",
-            task_type=task_type,
             timestamp=_sqlite_timestamp,
-            node_counts=_node_counts("json_object"),
-            integer="CAST({} AS INTEGER)",
+            node_counts=_sqlite_node_counts(),
+            integer="printf('%d', {})",
             cost="json_quote(runs.cost)",
         )
     )
@@ -118,12 +112,24 @@ def _sqlite_item() -> str:
     return f"CASE WHEN {canonical} THEN {fields} END"
 
 
+def _printf(parts: list[str]) -> str:
+    """SQLite's printf writing `parts` (SQL string literals and expressions) in one go: a chain
+    of || copies the text again at every step, a third of what SQLite spent on a page."""
+    template, arguments = [], []
+    for part in parts:
+        if len(part) >= 2 and part[0] == part[-1] == "'" and "'" not in part[1:-1]:
+            template.append(part[1:-1].replace("%", "%%"))
+        else:
+            template.append("%s")
+            arguments.append(part)
+    return f"printf('{''.join(template)}', {', '.join(arguments)})"
+
+
 def _postgres_item() -> str:
     cost = "CAST(runs.cost AS TEXT)"
     parts = _fields(
         run_id="CAST(runs.id AS TEXT)",
         text="coalesce(CAST(to_json({}) AS TEXT), 'null')",
-        task_type="coalesce(CAST(to_json(runs.task_spec ->> 'type') AS TEXT), 'null')",
         timestamp=_postgres_timestamp,
         node_counts=_postgres_node_counts(),
         integer="CAST({} AS TEXT)",
@@ -138,7 +144,6 @@ def _fields(
     *,
     run_id: str,
     text: str,
-    task_type: str,
     timestamp: Any,
     node_counts: str,
     integer: str,
@@ -154,7 +159,7 @@ def _fields(
         "',\"status\":'",
         text.format("runs.status"),
         "',\"task_type\":'",
-        task_type,
+        text.format("runs.task_type"),
         "',\"error\":'",
         text.format("runs.error"),
         "',\"created_by\":'",

@@ -5,8 +5,9 @@ parameters bound at execution; they select only the columns a run's answer has, 
 parts (node counts by status, usage totals, and for one run its `task_spec`) back as text for the
 response model to parse, so one page is one round trip and no per-value conversion in Python.
 
-A run in the list is a summary: its spec's type, not the spec, which may be megabytes (500 nodes
-of 20,000-character prompts). A page's size is bounded whatever the runs hold.
+A run in the list is a summary: its spec's type (a column of its own, written with the spec), not
+the spec, which may be megabytes (500 nodes of 20,000-character prompts). A page's size is
+bounded whatever the runs hold.
 """
 
 import json
@@ -23,7 +24,6 @@ from sqlalchemy import (
     Text,
     Uuid,
     bindparam,
-    case,
     cast,
     func,
     select,
@@ -82,15 +82,6 @@ def _usage(dialect: str) -> ColumnElement[str]:
     return cast(totals, Text).label("usage")
 
 
-def _task_type(dialect: str) -> ColumnElement[str | None]:
-    task_type: ColumnElement[str | None] = Run.task_spec["type"].as_string()
-    if dialect == "sqlite":
-        # A row an older version stored (NaN in its spec) makes SQLite's JSON functions raise,
-        # which would fail the whole page: such a run's type is shown as unknown instead.
-        task_type = case((func.json_valid(Run.task_spec) == 1, task_type), else_=None)
-    return task_type.label("task_type")
-
-
 def _select_runs(dialect: str, *, with_spec: bool = False) -> Select[*tuple[Any, ...]]:
     spec = [cast(Run.task_spec, Text).label("task_spec")] if with_spec else []
     return select(
@@ -99,7 +90,7 @@ def _select_runs(dialect: str, *, with_spec: bool = False) -> Select[*tuple[Any,
         type_coerce(Run.id, String).label("id"),
         Run.title,
         Run.status,
-        _task_type(dialect),
+        Run.task_type,
         *spec,
         Run.error,
         Run.created_by,
