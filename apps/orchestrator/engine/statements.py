@@ -1,5 +1,5 @@
 """The statements of a worker's pass that run once per node: record a success, add its usage,
-make its dependents ready, claim ready nodes, read what a claimed node's dependencies produced.
+make its dependents ready, claim ready nodes with what their dependencies produced.
 
 They are built once (per dialect where it matters) with bound parameters and run on the pass's
 connection as Core statements: building and cache-keying a statement, and the ORM's bulk
@@ -8,13 +8,13 @@ milliseconds in all.
 """
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     ColumnElement,
     Float,
@@ -24,11 +24,14 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     select,
     tuple_,
+    type_coerce,
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection
 
 from apps.orchestrator.model.clock import database_time, database_time_later, time_parameters
@@ -201,6 +204,42 @@ CLAIMED_COLUMNS = (
 )
 
 
+# SQLAlchemy writes a RETURNING clause's columns on SQLite without their tables, which leaves the
+# columns of a subquery's joins ambiguous; and SQLite before 3.44 has no ORDER BY in an aggregate,
+# so it aggregates an ordered subquery, in that subquery's order.
+SQLITE_UPSTREAM_OUTPUTS = f"""(SELECT json_group_array(json_array(o."key", o.storage_key, o.size))
+FROM (SELECT u."key" AS "key", a.storage_key AS storage_key, a.size AS size
+FROM {DEPENDENCIES.name} AS d JOIN {NODES.name} AS u ON u.id = d.depends_on_id
+JOIN {ARTIFACTS.name} AS a ON a.node_id = u.id
+WHERE d.node_id = {NODES.name}.id ORDER BY u.position, a.created_at) AS o)"""
+
+
+def _upstream_outputs(dialect: str) -> ColumnElement[Any]:
+    """The claimed node's inputs, for the claim to return with it rather than in a statement
+    of its own: `[key, storage key, size]` of each artifact of its dependencies, in plan
+    order, each dependency's oldest first (so that its latest is the one a reader keeps)."""
+    if dialect != "postgresql":
+        return type_coerce(literal_column(SQLITE_UPSTREAM_OUTPUTS), JSON()).label("upstream")
+    outputs = DEPENDENCIES.join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id).join(
+        ARTIFACTS, ARTIFACTS.c.node_id == UPSTREAM.c.id
+    )
+    entry = func.json_build_array(UPSTREAM.c.key, ARTIFACTS.c.storage_key, ARTIFACTS.c.size)
+    listed = func.json_agg(aggregate_order_by(entry, UPSTREAM.c.position, ARTIFACTS.c.created_at))
+    found = (
+        select(listed)
+        .select_from(outputs)
+        .where(DEPENDENCIES.c.node_id == NODES.c.id)
+        .scalar_subquery()
+    )
+    return type_coerce(found, JSON()).label("upstream")
+
+
+def upstream_of(row: Any) -> dict[str, tuple[str, int]]:
+    """A claimed row's inputs (see `_upstream_outputs`): per dependency's key, the storage key
+    and size of its latest artifact, in plan order."""
+    return {key: (storage_key, size) for key, storage_key, size in row.upstream or ()}
+
+
 @dataclass(frozen=True, slots=True)
 class RunScope:
     """The runs a pass may touch: every run (the default), one run only, or all but some."""
@@ -339,7 +378,7 @@ def _claim(dialect: str, scope: str) -> Update:
         update(NODES)
         .where(NODES.c.status == NodeStatus.READY, NODES.c.id == chosen_once.c.id)
         .values(values)
-        .returning(*MOVED_NODE_COLUMNS, *CLAIMED_COLUMNS)
+        .returning(*MOVED_NODE_COLUMNS, *CLAIMED_COLUMNS, _upstream_outputs(dialect))
     )
 
 
@@ -365,29 +404,3 @@ def claim(
     }
     rows = (connection.execute(_claim(dialect, scope.kind), parameters)).all()
     return sorted(rows, key=lambda row: (row.run_id, row.position))
-
-
-@cache
-def _upstream() -> Any:
-    return (
-        select(DEPENDENCIES.c.node_id, UPSTREAM.c.key, ARTIFACTS.c.storage_key, ARTIFACTS.c.size)
-        .select_from(
-            DEPENDENCIES.join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id).join(
-                ARTIFACTS, ARTIFACTS.c.node_id == UPSTREAM.c.id
-            )
-        )
-        .where(DEPENDENCIES.c.node_id.in_(bindparam("ids", expanding=True)))
-        .order_by(UPSTREAM.c.position, ARTIFACTS.c.created_at)
-    )
-
-
-def upstream_artifacts(
-    connection: Connection, node_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, dict[str, tuple[str, int]]]:
-    """Per node, the storage key and size of each dependency's latest artifact, in plan
-    order."""
-    found: dict[uuid.UUID, dict[str, tuple[str, int]]] = defaultdict(dict)
-    rows = connection.execute(_upstream(), {"ids": node_ids})
-    for node_id, key, storage_key, size in rows:
-        found[node_id][key] = (storage_key, size)
-    return found
