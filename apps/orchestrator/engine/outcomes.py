@@ -3,7 +3,6 @@ when its output waits for approval), a failure's retry or end, and the stop of a
 being cancelled."""
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,15 +115,14 @@ def _record_successes(
 ) -> set[uuid.UUID]:
     if not successes:
         return set()
-    connection = session.connection()
-    attempts = [(outcome.work.id, outcome.work.attempt) for outcome in successes]
-    moved = statements.mark_succeeded(connection, attempts)
+    outputs = {outcome.work.id: _output(outcome) for outcome in successes}
+    moved, usage = statements.record_successes(session.connection(), list(outputs.values()))
     record_node_moves(session, moved, NodeStatus.RUNNING, NodeStatus.SUCCEEDED, cause="completed")
     recorded = {node.id for node in moved}
     kept = [outcome for outcome in successes if outcome.work.id in recorded]
-    if kept:
-        statements.add_artifacts(connection, [_artifact_row(session, o) for o in kept])
-        _add_usage(session, kept)
+    for outcome in kept:
+        _record_artifact_created(session, outputs[outcome.work.id].artifact)
+    _check_budgets(session, kept, usage)
     for outcome in kept:
         if outcome.outline is not None:
             work = outcome.work
@@ -143,13 +141,16 @@ def output_recorded(session: Session, outcome: Succeeded) -> bool:
 
 def _artifact_row(session: Session, outcome: Succeeded) -> dict[str, Any]:
     """The artifact row of a recorded success, with its `artifact.created` event."""
-    output, artifact_id = outcome.output, uuid.uuid4()
-    data = {"artifact_id": str(artifact_id), "name": output.name, "size": output.size}
-    record_event(
-        session, outcome.work.run_id, "artifact.created", node_id=outcome.work.id, data=data
-    )
-    return {
-        "id": artifact_id,
+    row = _output(outcome).artifact
+    _record_artifact_created(session, row)
+    return row
+
+
+def _output(outcome: Succeeded) -> statements.Output:
+    """What recording a success writes: its artifact's row and its call's usage."""
+    output = outcome.output
+    artifact = {
+        "id": uuid.uuid4(),
         "run_id": outcome.work.run_id,
         "node_id": outcome.work.id,
         "name": output.name,
@@ -160,27 +161,43 @@ def _artifact_row(session: Session, outcome: Succeeded) -> dict[str, Any]:
         "sidecar": output.sidecar,
         "created_at": utcnow(),
     }
+    return statements.Output(
+        outcome.work.attempt,
+        artifact,
+        output.prompt_tokens,
+        output.completion_tokens,
+        output.cost,
+    )
+
+
+def _record_artifact_created(session: Session, artifact: dict[str, Any]) -> None:
+    data = {"artifact_id": str(artifact["id"]), "name": artifact["name"], "size": artifact["size"]}
+    run_id, node_id = artifact["run_id"], artifact["node_id"]
+    record_event(session, run_id, "artifact.created", node_id=node_id, data=data)
 
 
 def _add_usage(session: Session, successes: Sequence[Succeeded]) -> None:
     """Add the calls' tokens and cost to their runs, and stop a run its next call would take
     past its budget."""
-    totals: dict[uuid.UUID, tuple[int, int, float]] = defaultdict(lambda: (0, 0, 0.0))
-    budgets = {outcome.work.run_id: outcome.work.budget for outcome in successes}
-    for outcome in successes:
-        prompt, completion, cost = totals[outcome.work.run_id]
-        output = outcome.output
-        totals[outcome.work.run_id] = (
-            prompt + output.prompt_tokens,
-            completion + output.completion_tokens,
-            cost + output.cost,
-        )
     connection = session.connection()
-    for run_id, (prompt, completion, cost) in totals.items():
-        status, tokens, spent = statements.add_usage(connection, run_id, prompt, completion, cost)
-        budget = budgets[run_id]
-        if budget and status in ACTIVE_RUNS:
-            _stop_if_over_budget(session, run_id, budget, tokens, spent)
+    totals = statements.usage_totals(_output(outcome) for outcome in successes)
+    usage = {
+        run_id: statements.add_usage(connection, run_id, *run_totals)
+        for run_id, run_totals in totals.items()
+    }
+    _check_budgets(session, successes, usage)
+
+
+def _check_budgets(
+    session: Session, successes: Sequence[Succeeded], usage: dict[uuid.UUID, statements.Usage]
+) -> None:
+    """Stop the runs of `successes` that their next call would take past their budget, judged
+    by their `usage` now."""
+    budgets = {outcome.work.run_id: outcome.work.budget for outcome in successes}
+    for run_id, budget in budgets.items():
+        now = usage.get(run_id)
+        if budget and now is not None and now.status in ACTIVE_RUNS:
+            _stop_if_over_budget(session, run_id, budget, now.total_tokens, now.cost)
 
 
 def budget_problem(budget: dict[str, Any], tokens: int, cost: float, calls: int) -> str | None:

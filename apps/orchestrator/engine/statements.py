@@ -8,19 +8,26 @@ milliseconds in all.
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    ARRAY,
     JSON,
     BigInteger,
     ColumnElement,
+    DateTime,
     Float,
+    Integer,
     Select,
+    Text,
     Update,
+    Uuid,
     bindparam,
+    cast,
+    column,
     exists,
     func,
     insert,
@@ -34,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection
 
+from apps.core.database import JSON_SERIALIZER
 from apps.orchestrator.model.clock import database_time, database_time_later, time_parameters
 from apps.orchestrator.model.models import (
     ARTIFACTS,
@@ -112,9 +120,17 @@ def _add_usage() -> Update:
     )
 
 
+class Usage(NamedTuple):
+    """A run's status and totals once its new calls are added."""
+
+    status: RunStatus
+    total_tokens: int
+    cost: float
+
+
 def add_usage(
     connection: Connection, run_id: uuid.UUID, prompt: int, completion: int, cost: float
-) -> tuple[RunStatus, int, float]:
+) -> Usage:
     """Add a run's new calls to its totals; its status, total tokens and cost now."""
     parameters = {
         "run": run_id,
@@ -124,7 +140,186 @@ def add_usage(
         "spent": cost,
     }
     status, tokens, spent = (connection.execute(_add_usage(), parameters)).one()
-    return status, tokens, spent
+    return Usage(status, tokens, spent)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A success to record: the attempt that produced it, its artifact's row and what its call
+    cost."""
+
+    attempt: int
+    artifact: dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+
+    @property
+    def node_id(self) -> uuid.UUID:
+        node_id: uuid.UUID = self.artifact["node_id"]
+        return node_id
+
+    @property
+    def run_id(self) -> uuid.UUID:
+        run_id: uuid.UUID = self.artifact["run_id"]
+        return run_id
+
+
+def usage_totals(outputs: Iterable[Output]) -> dict[uuid.UUID, tuple[int, int, float]]:
+    """Per run, the prompt tokens, completion tokens and cost of `outputs`."""
+    totals: dict[uuid.UUID, tuple[int, int, float]] = {}
+    for output in outputs:
+        prompt, completion, cost = totals.get(output.run_id, (0, 0, 0.0))
+        totals[output.run_id] = (
+            prompt + output.prompt_tokens,
+            completion + output.completion_tokens,
+            cost + output.cost,
+        )
+    return totals
+
+
+def record_successes(
+    connection: Connection, outputs: Sequence[Output]
+) -> tuple[list[MovedNode], dict[uuid.UUID, Usage]]:
+    """Move the nodes still running the attempts of `outputs`, in runs going on, to succeeded,
+    with the artifacts of those outputs and their usage added to their runs; the nodes moved,
+    in plan order, and each of their runs' usage now.
+
+    On PostgreSQL one statement (`_record_successes`) does it all: one round trip, not three.
+    """
+    if connection.dialect.name == "postgresql":
+        parameters = _output_arrays(outputs) | {"now": utcnow()}
+        rows = connection.execute(_record_successes(), parameters).all()
+        usage = {row.run_id: Usage(row.status, row.total_tokens, row.cost) for row in rows}
+        return moved_nodes(rows), usage
+    moved = mark_succeeded(connection, [(output.node_id, output.attempt) for output in outputs])
+    recorded = {node.id for node in moved}
+    kept = [output for output in outputs if output.node_id in recorded]
+    if not kept:
+        return moved, {}
+    add_artifacts(connection, [output.artifact for output in kept])
+    usage = {
+        run_id: add_usage(connection, run_id, *totals)
+        for run_id, totals in usage_totals(kept).items()
+    }
+    return moved, usage
+
+
+# The columns of `Output` that `_record_successes` is given, one array each, and their types.
+OUTPUT_ARRAYS: tuple[tuple[str, Any], ...] = (
+    ("node_id", Uuid()),
+    ("attempt", Integer()),
+    ("artifact_id", Uuid()),
+    ("name", Text()),
+    ("media_type", Text()),
+    ("size", BigInteger()),
+    ("sha256", Text()),
+    ("storage_key", Text()),
+    ("sidecar", Text()),
+    ("created_at", DateTime(timezone=True)),
+    ("prompt_tokens", BigInteger()),
+    ("completion_tokens", BigInteger()),
+    ("cost", Float()),
+)
+
+
+def _output_arrays(outputs: Sequence[Output]) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {f"outputs_{name}": [] for name, _ in OUTPUT_ARRAYS}
+    for output in outputs:
+        row = output.artifact
+        values = {
+            "node_id": output.node_id,
+            "attempt": output.attempt,
+            "artifact_id": row["id"],
+            "name": row["name"],
+            "media_type": row["media_type"],
+            "size": row["size"],
+            "sha256": row["sha256"],
+            "storage_key": row["storage_key"],
+            # As the engine's serializer writes a JSON column (the column keeps the text).
+            "sidecar": JSON_SERIALIZER(row["sidecar"]),
+            "created_at": row["created_at"],
+            "prompt_tokens": output.prompt_tokens,
+            "completion_tokens": output.completion_tokens,
+            "cost": output.cost,
+        }
+        for name, value in values.items():
+            columns[f"outputs_{name}"].append(value)
+    return columns
+
+
+@cache
+def _record_successes() -> Select[Any]:
+    """`record_successes` on PostgreSQL: data-modifying CTEs over the outputs given as arrays
+    (one text of the statement, prepared once, however many outputs a pass records). Every
+    part sees the nodes the first one moved, and only those."""
+    # Named apart from the columns: a parameter named as a column of an INSERT or UPDATE would
+    # be taken for that column's value.
+    arrays = [bindparam(f"outputs_{name}", type_=ARRAY(type_)) for name, type_ in OUTPUT_ARRAYS]
+    unnested = (
+        func.unnest(*arrays)
+        .table_valued(*(column(name, type_) for name, type_ in OUTPUT_ARRAYS))
+        .render_derived(name="unnested")
+    )
+    outputs = select(unnested).cte("outputs")
+    moved = (
+        update(NODES)
+        .where(
+            NODES.c.status == NodeStatus.RUNNING,
+            NODES.c.id == outputs.c.node_id,
+            NODES.c.attempt == outputs.c.attempt,
+            _run_is_going_on(),
+        )
+        .values(node_values(NodeStatus.RUNNING, NodeStatus.SUCCEEDED, NOW))
+        .returning(*MOVED_NODE_COLUMNS)
+        .cte("moved")
+    )
+    kept = outputs.join(moved, moved.c.id == outputs.c.node_id)
+    artifacts = select(
+        outputs.c.artifact_id,
+        moved.c.run_id,
+        outputs.c.node_id,
+        outputs.c.name,
+        outputs.c.media_type,
+        outputs.c.size,
+        outputs.c.sha256,
+        outputs.c.storage_key,
+        cast(outputs.c.sidecar, JSON()),
+        outputs.c.created_at,
+    ).select_from(kept)
+    columns = ["id", "run_id", "node_id", "name", "media_type", "size", "sha256"]
+    columns += ["storage_key", "sidecar", "created_at"]
+    added = insert(ARTIFACTS).from_select(columns, artifacts).cte("added")
+    totals = (
+        select(
+            moved.c.run_id,
+            func.sum(outputs.c.prompt_tokens).label("prompt"),
+            func.sum(outputs.c.completion_tokens).label("completion"),
+            func.sum(outputs.c.cost).label("cost"),
+        )
+        .select_from(kept)
+        .group_by(moved.c.run_id)
+        .subquery("totals")
+    )
+    usage = (
+        update(RUNS)
+        .where(RUNS.c.id == totals.c.run_id)
+        .values(
+            prompt_tokens=RUNS.c.prompt_tokens + totals.c.prompt,
+            completion_tokens=RUNS.c.completion_tokens + totals.c.completion,
+            total_tokens=RUNS.c.total_tokens + totals.c.prompt + totals.c.completion,
+            cost=RUNS.c.cost + totals.c.cost,
+            # What the ORM's `onupdate` does for a statement of its own.
+            updated_at=NOW,
+        )
+        .returning(RUNS.c.id, RUNS.c.status, RUNS.c.total_tokens, RUNS.c.cost)
+        .cte("usage")
+    )
+    return (
+        select(*moved.c, usage.c.status, usage.c.total_tokens, usage.c.cost)
+        .select_from(moved.join(usage, usage.c.id == moved.c.run_id))
+        .add_cte(added)
+    )
 
 
 @cache
