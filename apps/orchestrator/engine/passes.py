@@ -67,8 +67,6 @@ def run_pass(
     succeeded, runs = record_outcomes(session, outcomes, settings, result.refused)
     started = start_queued_runs(session, scope.where(RUNS.c.id)) if start_queued else []
     promoted = promote_pending_nodes(session, after=succeeded, runs=started)
-    # A run with a node just made ready is not finished: no need to look.
-    finished = finish_runs(session, runs - promoted)
     if slots > 0:
         result.claimed = claim_ready_nodes(
             session,
@@ -80,6 +78,10 @@ def run_pass(
             budgets=budgets or RunBudgets(),
             scope=scope,
         )
+    # A run with a node just made ready or just claimed is not finished: no need to look (which
+    # is why the claim comes first: while a run goes on, most passes claim from it).
+    going_on = promoted | {work.run_id for work in result.claimed}
+    finished = finish_runs(session, runs - going_on)
     result.changed = bool(outcomes or started or promoted or finished or result.claimed)
     return result
 
