@@ -64,9 +64,10 @@ def run_pass(
     outcomes to record). `outcomes` must belong to runs of `scope`. `budgets` is the worker's
     (see `budgets`), else the pass reads those of the runs it claims from."""
     result = PassResult()
-    succeeded, runs = record_outcomes(session, outcomes, settings, result.refused)
+    recorded = record_outcomes(session, outcomes, settings, result.refused)
     started = start_queued_runs(session, scope.where(RUNS.c.id)) if start_queued else []
-    promoted = promote_pending_nodes(session, after=succeeded, runs=started)
+    promoted = recorded.promoted
+    promoted |= promote_pending_nodes(session, after=recorded.to_promote, runs=started)
     if slots > 0:
         result.claimed = claim_ready_nodes(
             session,
@@ -81,7 +82,7 @@ def run_pass(
     # A run with a node just made ready or just claimed is not finished: no need to look (which
     # is why the claim comes first: while a run goes on, most passes claim from it).
     going_on = promoted | {work.run_id for work in result.claimed}
-    finished = finish_runs(session, runs - going_on)
+    finished = finish_runs(session, recorded.runs - going_on)
     result.changed = bool(outcomes or started or promoted or finished or result.claimed)
     return result
 

@@ -174,7 +174,14 @@ def promote_pending_nodes(
 ) -> set[uuid.UUID]:
     """Make ready the pending nodes of active runs whose dependencies have all succeeded, among
     the dependents of the nodes `after` and the nodes of `runs`; the runs they belong to."""
-    moved = statements.promote(session.connection(), after=after, runs=runs)
+    return record_promotions(
+        session, statements.promote(session.connection(), after=after, runs=runs)
+    )
+
+
+def record_promotions(session: Session, moved: Sequence[Any]) -> set[uuid.UUID]:
+    """The events of nodes just made ready (rows of `statements.promote`), and the gates of
+    those that wait for approval before they start; the runs they belong to."""
     record_node_moves(session, moved, NodeStatus.PENDING, NodeStatus.READY, cause="dependencies")
     held = [row for row in moved if gate_when(row.gate) == "before"]
     if held:

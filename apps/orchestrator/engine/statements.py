@@ -17,6 +17,7 @@ from sqlalchemy import (
     ARRAY,
     JSON,
     BigInteger,
+    Boolean,
     ColumnElement,
     DateTime,
     Float,
@@ -32,7 +33,9 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    null,
     select,
+    true,
     tuple_,
     type_coerce,
     union_all,
@@ -40,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Executable
 
 from apps.core.database import JSON_SERIALIZER
 from apps.orchestrator.model.clock import database_time, database_time_later, time_parameters
@@ -178,31 +182,43 @@ def usage_totals(outputs: Iterable[Output]) -> dict[uuid.UUID, tuple[int, int, f
     return totals
 
 
-def record_successes(
-    connection: Connection, outputs: Sequence[Output]
-) -> tuple[list[MovedNode], dict[uuid.UUID, Usage]]:
-    """Move the nodes still running the attempts of `outputs`, in runs going on, to succeeded,
-    with the artifacts of those outputs and their usage added to their runs; the nodes moved,
-    in plan order, and each of their runs' usage now.
+class RecordedSuccesses(NamedTuple):
+    """What `record_successes` did: the nodes it moved to succeeded (in plan order), their
+    runs' usage now, and the rows of the nodes it made ready (with their gates; None when it
+    left that to `promote`)."""
 
-    On PostgreSQL one statement (`_record_successes`) does it all: one round trip, not three.
+    succeeded: list[MovedNode]
+    usage: dict[uuid.UUID, Usage]
+    promoted: list[Any] | None = None
+
+
+def record_successes(
+    connection: Connection, outputs: Sequence[Output], *, promote: bool = False
+) -> RecordedSuccesses:
+    """Move the nodes still running the attempts of `outputs`, in runs going on, to succeeded,
+    with the artifacts of those outputs and their usage added to their runs.
+
+    On PostgreSQL one statement (`_record_successes`) does it all, one round trip rather than
+    three, and with `promote` makes their dependents ready too (as `promote` would after it).
     """
     if connection.dialect.name == "postgresql":
         parameters = _output_arrays(outputs) | {"now": utcnow()}
-        rows = connection.execute(_record_successes(), parameters).all()
-        usage = {row.run_id: Usage(row.status, row.total_tokens, row.cost) for row in rows}
-        return moved_nodes(rows), usage
+        rows = connection.execute(_record_successes(promote), parameters).all()
+        succeeded = [row for row in rows if row.promoted is None]
+        usage = {row.run_id: Usage(row.status, row.total_tokens, row.cost) for row in succeeded}
+        promoted = [row for row in rows if row.promoted] if promote else None
+        return RecordedSuccesses(moved_nodes(succeeded), usage, promoted)
     moved = mark_succeeded(connection, [(output.node_id, output.attempt) for output in outputs])
     recorded = {node.id for node in moved}
     kept = [output for output in outputs if output.node_id in recorded]
     if not kept:
-        return moved, {}
+        return RecordedSuccesses(moved, {})
     add_artifacts(connection, [output.artifact for output in kept])
     usage = {
         run_id: add_usage(connection, run_id, *totals)
         for run_id, totals in usage_totals(kept).items()
     }
-    return moved, usage
+    return RecordedSuccesses(moved, usage)
 
 
 # The columns of `Output` that `_record_successes` is given, one array each, and their types.
@@ -249,10 +265,12 @@ def _output_arrays(outputs: Sequence[Output]) -> dict[str, list[Any]]:
 
 
 @cache
-def _record_successes() -> Select[Any]:
+def _record_successes(promote: bool) -> Executable:
     """`record_successes` on PostgreSQL: data-modifying CTEs over the outputs given as arrays
     (one text of the statement, prepared once, however many outputs a pass records). Every
-    part sees the nodes the first one moved, and only those."""
+    part sees the nodes the first one moved, and only those. Its rows are the nodes moved to
+    succeeded, with their run's usage, then (with `promote`) those made ready, with their gate
+    (`promoted` says which a row is)."""
     # Named apart from the columns: a parameter named as a column of an INSERT or UPDATE would
     # be taken for that column's value.
     arrays = [bindparam(f"outputs_{name}", type_=ARRAY(type_)) for name, type_ in OUTPUT_ARRAYS]
@@ -315,11 +333,34 @@ def _record_successes() -> Select[Any]:
         .returning(RUNS.c.id, RUNS.c.status, RUNS.c.total_tokens, RUNS.c.cost)
         .cte("usage")
     )
-    return (
-        select(*moved.c, usage.c.status, usage.c.total_tokens, usage.c.cost)
+    gate_type = NODES.c.gate.type
+    succeeded = (
+        select(
+            *moved.c,
+            usage.c.status,
+            usage.c.total_tokens,
+            usage.c.cost,
+            type_coerce(null(), gate_type).label("gate"),
+            type_coerce(null(), Boolean()).label("promoted"),
+        )
         .select_from(moved.join(usage, usage.c.id == moved.c.run_id))
         .add_cte(added)
     )
+    if not promote:
+        return succeeded
+    dependents = select(DEPENDENCIES.c.node_id).where(
+        DEPENDENCIES.c.depends_on_id.in_(select(moved.c.id))
+    )
+    ready = _promotion(NODES.c.id.in_(dependents), select(moved.c.id)).cte("ready")
+    promoted = select(
+        *(ready.c[name] for name in ("id", "run_id", "position", "attempt")),
+        null(),
+        null(),
+        null(),
+        ready.c.gate,
+        true(),
+    )
+    return union_all(succeeded, promoted)
 
 
 @cache
@@ -330,13 +371,21 @@ def _promote(scope: str) -> Update:
         dependents = select(DEPENDENCIES.c.node_id).where(
             DEPENDENCIES.c.depends_on_id.in_(bindparam("after", expanding=True))
         )
-        in_scope = NODES.c.id.in_(dependents)
-    else:
-        in_scope = NODES.c.run_id.in_(bindparam("runs", expanding=True))
+        return _promotion(NODES.c.id.in_(dependents))
+    return _promotion(NODES.c.run_id.in_(bindparam("runs", expanding=True)))
+
+
+def _promotion(in_scope: ColumnElement[bool], succeeding: Select[Any] | None = None) -> Update:
+    """Make ready the pending nodes of `in_scope` in active runs whose dependencies have all
+    succeeded, or are among the nodes `succeeding` selects (which the same statement moves to
+    succeeded, and which it therefore still sees running)."""
+    not_succeeded = UPSTREAM.c.status != NodeStatus.SUCCEEDED
+    if succeeding is not None:
+        not_succeeded &= UPSTREAM.c.id.not_in(succeeding)
     blocked = (
         select(DEPENDENCIES.c.node_id)
         .join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id)
-        .where(DEPENDENCIES.c.node_id == NODES.c.id, UPSTREAM.c.status != NodeStatus.SUCCEEDED)
+        .where(DEPENDENCIES.c.node_id == NODES.c.id, not_succeeded)
     )
     return (
         update(NODES)
