@@ -10,7 +10,8 @@ Two measurements per backend (SQLite, and PostgreSQL when its server answers):
    then `Worker(transactions, settings).drain()` is timed until the run has succeeded. The wide DAG
    runs once with the default WORKER_CONCURRENCY / RUN_CONCURRENCY and once with RUN_CONCURRENCY
    raised to WORKER_CONCURRENCY. Median of 3. Artifacts go to the disk (the system's temporary
-   directory), as users keep them; `--artifacts-in-ram` puts them on /dev/shm. Targets: SQLite
+   directory, or `--artifacts-dir`), as users keep them, every drain's removed at the end;
+   `--artifacts-in-ram` puts them on /dev/shm. Targets: SQLite
    <= 1.0 ms/node wide, <= 1.5 deep; PostgreSQL <= 1.5 wide, <= 2.5 deep.
 2. Throughput through HTTP. A real API process (`python -m apps.api`, WORKER_IN_API=1,
    DEMO_LATENCY_MS=0, LOG_LEVEL=warning) on a fresh migrated database gets `--runs` (50)
@@ -96,17 +97,32 @@ SHM = Path("/dev/shm")
 
 
 @contextmanager
-def artifacts_dir(in_ram: bool) -> Iterator[Path]:
-    """Where a drain's artifact files go: on the disk, where users keep them, unless `in_ram`
-    (a RAM file system, to see the orchestrator without the disk). This machine's disk takes 0.1
-    to 2.6 ms to create a file, depending on the minute, and a node creates three (its
-    directory, artifact and sidecar)."""
-    if not in_ram or not SHM.is_dir():
+def artifacts_dir(in_ram: bool, parent: Path | None = None) -> Iterator[Path]:
+    """A new directory for artifact files, removed after: on the disk, where users keep them
+    (under `parent`, else the system's temporary directory), unless `in_ram` (a RAM file system,
+    to see the orchestrator without the disk).
+
+    A node creates four inodes (its directory, its attempt's, the artifact and the sidecar).
+    This machine's ext4 runs without a journal, and without one ext4 will not reuse an inode
+    freed in the last 60 s (360 s while its table block is unwritten): it steps over each such
+    inode of the group, one by one, before it hands out a free one. In a directory whose group
+    others churn (the temporary directory, under test suites) a creation cost 0.3-0.8 ms of CPU,
+    in a quiet one 0.01-0.02 ms. `--artifacts-dir` measures the disk away from that churn."""
+    if in_ram and SHM.is_dir():
+        parent = SHM
+    elif parent is None:
         with scratch_dir("artifacts") as path:
             yield path
         return
-    with tempfile.TemporaryDirectory(prefix="crew-bench-artifacts-", dir=SHM) as path:
+    with tempfile.TemporaryDirectory(prefix="crew-bench-artifacts-", dir=parent) as path:
         yield Path(path)
+
+
+def new_drain_dir(root: Path) -> Path:
+    """A directory of its own for one drain's artifacts, under the benchmark's `root`. Drains'
+    files are all removed at the end, not after each drain: on this disk a drain's creations
+    would otherwise pay for the previous drains' deletions (see `artifacts_dir`)."""
+    return Path(tempfile.mkdtemp(prefix="drain-", dir=root))
 
 
 # --- overhead per node: in-process drain ---------------------------------------------------------
@@ -219,16 +235,13 @@ class DrainResult:
 
 
 def measure_case(
-    backend: str, server: str | None, case: Case, args: argparse.Namespace
+    backend: str, server: str | None, case: Case, args: argparse.Namespace, artifacts_root: Path
 ) -> DrainResult:
     """The case `--repeat` times, each on a fresh database and artifacts directory."""
     seconds, settings, nodes = [], None, args.nodes
     for repeat in range(1, args.repeat + 1):
-        with (
-            fresh_database(backend, server) as url,
-            artifacts_dir(args.artifacts_in_ram) as artifacts,
-        ):
-            settings = drain_settings(url, artifacts, raised=case.raised)
+        with fresh_database(backend, server) as url:
+            settings = drain_settings(url, new_drain_dir(artifacts_root), raised=case.raised)
             seconds.append(asyncio.run(time_drain(settings, [dag_request(case.shape, nodes)])))
         print(
             f"  [{repeat}/{args.repeat}] {case.shape:<5}"
@@ -244,6 +257,8 @@ def measure_case(
 def print_drain(results: list[DrainResult], args: argparse.Namespace) -> None:
     first = results[0]
     where = "a RAM file system" if args.artifacts_in_ram else "the disk"
+    if args.artifacts_dir and not args.artifacts_in_ram:
+        where += f" under {args.artifacts_dir}"
     print(
         f"\n{first.backend}: orchestration overhead, {first.nodes}-node DAG, demo provider, "
         f"DEMO_LATENCY_MS=0, Worker.drain(), median of {len(first.seconds)}, artifacts on "
@@ -514,7 +529,8 @@ class Report:
 
 def bench_backend(backend: str, server: str | None, args: argparse.Namespace) -> Report:
     print(f"== {backend}: {args.nodes}-node DAGs, {args.repeat} times each", flush=True)
-    drains = [measure_case(backend, server, case, args) for case in CASES]
+    with artifacts_dir(args.artifacts_in_ram, args.artifacts_dir) as artifacts_root:
+        drains = [measure_case(backend, server, case, args, artifacts_root) for case in CASES]
     print(f"== {backend}: {args.runs} demo tasks through the API", flush=True)
     http = measure_http(backend, server, args.runs)
     print(f"== {backend}: the claim with a backlog", flush=True)
@@ -532,6 +548,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--artifacts-in-ram",
         action="store_true",
         help="write the drains' artifacts to /dev/shm, not to the disk's temp directory",
+    )
+    parser.add_argument(
+        "--artifacts-dir",
+        type=Path,
+        help="on the disk, under this directory rather than the system's temporary directory",
     )
     parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args(argv)

@@ -1,5 +1,6 @@
 """What every console page shares: its templates, who is signed in, and its security headers."""
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -17,6 +18,15 @@ from apps.orchestrator.model.models import KeyRole
 PREFIX = "/ui"
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+
+
+def compact_json(value: Any) -> str:
+    """`value` as the live timeline shows it (`JSON.stringify`): keys in their order, no spaces,
+    characters as they are (the page escapes the text like any other)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+templates.env.filters["compact_json"] = compact_json
 
 _RANK = {KeyRole.VIEWER: 0, KeyRole.OPERATOR: 1, KeyRole.ADMIN: 2}
 

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
-from sqlalchemy.util import await_
+from sqlalchemy.util import await_, greenlet_spawn
 
 from apps.core.settings import Settings
 
@@ -118,10 +118,13 @@ def _create_postgres_engine(
     max_overflow: int,
     *,
     on_checkout: Callable[[Any, ConnectionPoolEntry, PoolProxiedConnection], None],
+    lifo: bool = False,
 ) -> AsyncEngine:
-    """An engine on PostgreSQL whose pool runs `on_checkout` before lending a connection."""
+    """An engine on PostgreSQL whose pool runs `on_checkout` before lending a connection, the
+    one returned last first when `lifo`."""
     engine = _create_async_engine(
         url,
+        pool_use_lifo=lifo,
         # Every connection opened is kept: an overflow connection closed when it came back was
         # opened again at the next burst (a server process, the driver's type set-up, a prepare
         # of each statement again), which at 32 concurrent reads cost more than the reads.
@@ -229,26 +232,28 @@ class Transactions:
     (with the rows it asked to be inserted at the commit point) and rolled back if it raises.
 
     The orchestrator's bookkeeping (a worker's pass, an operator's decision) is synchronous
-    SQLAlchemy code. On PostgreSQL it runs through `run_sync` on an engine of its own, whose pool
-    does not ping (`_create_postgres_writer`). On SQLite it runs on one thread of its own over the
-    standard sqlite3 driver: a worker's pass is about ten statements, and through aiosqlite each
-    costs four hand-offs between threads, which made the bookkeeping of a node cost more than the
-    node. SQLite admits one writer at a time, so a single writing thread loses nothing.
+    SQLAlchemy code, run in one synchronous session from begin to close. On PostgreSQL the
+    session drives asyncpg from a greenlet on the event loop, on an engine of its own whose pool
+    does not ping (`_create_postgres_writer`): one greenlet a transaction, where an
+    `AsyncSession` spawns one each for the work, the commit and the close. On SQLite it runs on
+    one thread of its own over the standard sqlite3 driver: a worker's pass is about ten
+    statements, and through aiosqlite each costs four hand-offs between threads, which made the
+    bookkeeping of a node cost more than the node. SQLite admits one writer at a time, so a
+    single writing thread loses nothing.
     """
 
     def __init__(self, engine: AsyncEngine, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         self._committed: set[Callable[[], None]] = set()
-        self._sqlite: sessionmaker[Session] | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._writer: AsyncEngine | None = None
-        self._sessions: SessionFactory | None = None
+        writer: Engine
         if engine.dialect.name == "sqlite":
             writer = _create_sqlite_writer(engine.url)
-            self._sqlite = sessionmaker(writer, expire_on_commit=False, autoflush=False)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         else:
             self._writer = _create_postgres_writer(engine.url, pool_size, max_overflow)
-            self._sessions = create_session_factory(self._writer)
+            writer = self._writer.sync_engine
+        self._sessions = sessionmaker(writer, expire_on_commit=False, autoflush=False)
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` on the event loop after each transaction commits; returns what
@@ -268,29 +273,26 @@ class Transactions:
     async def _run(
         self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        if self._sessions is not None:
-            async with self._sessions() as session:
-                result = await session.run_sync(_work_then_pending, work, *args, **kwargs)
-                await session.commit()
-                return result
         call = functools.partial(self._in_transaction, work, *args, **kwargs)
+        if self._thread is None:
+            # The greenlet takes the caller's context (log fields, tags) along.
+            return await greenlet_spawn(call)
         loop = asyncio.get_running_loop()
-        # The caller's context (log fields, tags) goes along to the writer's thread.
+        # The caller's context goes along to the writer's thread.
         return await loop.run_in_executor(self._thread, contextvars.copy_context().run, call)
 
     def _in_transaction(
         self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        assert self._sqlite is not None
-        with self._sqlite.begin() as session:
+        with self._sessions.begin() as session:
             return _work_then_pending(session, work, *args, **kwargs)
 
     async def close(self) -> None:
         """Close the writer's connections (and on SQLite its thread)."""
         if self._writer is not None:
             await self._writer.dispose()
-        if self._sqlite is not None and self._thread is not None:
-            writer = self._sqlite.kw["bind"]
+        if self._thread is not None:
+            writer = self._sessions.kw["bind"]
             await asyncio.get_running_loop().run_in_executor(self._thread, writer.dispose)
             self._thread.shutdown()
 
@@ -301,9 +303,13 @@ def _create_postgres_writer(url: URL, pool_size: int, max_overflow: int) -> Asyn
     connection the server closed (a restart, `pg_terminate_backend`) that asyncpg has seen close
     is replaced at checkout at no cost; one that dies unseen fails its transaction as a
     disconnect, which the pool recovers from and the worker takes as transient (see
-    `is_transient`), as a connection dying mid-pass always was."""
+    `is_transient`), as a connection dying mid-pass always was.
+
+    Its pool lends the connection returned last: a worker's passes follow one another, and
+    taking the idle connections in turn spread them over as many server processes, each with
+    colder caches than the one just used (and a statement prepared again on each)."""
     return _create_postgres_engine(
-        url, pool_size, max_overflow, on_checkout=_refuse_closed_connection
+        url, pool_size, max_overflow, on_checkout=_refuse_closed_connection, lifo=True
     )
 
 

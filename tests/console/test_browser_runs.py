@@ -75,9 +75,45 @@ def test_a_task_from_the_form_appears_live_and_its_dag_turns_green(
     form.locator("#dag g.node").last.click()
     expect(form.locator("#panel .artifact")).to_have_count(1)
     expect(form).to_have_url(re.compile(r"\?node="))
+    # The demo's DAG fits its box: choosing its last node scrolled nothing out of view.
+    box, first = form.locator(".dag-box").bounding_box(), nodes.first.bounding_box()
+    assert box is not None and first is not None
+    assert first["x"] >= box["x"]
+    assert form.locator(".dag-box").evaluate("box => box.scrollWidth <= box.clientWidth")
     form.screenshot(path=screenshots / "run.png", full_page=True)
     assert errors == []
     context.close()
+
+
+def test_a_dag_too_wide_for_its_box_shrinks_only_while_its_labels_stay_legible(
+    browser: Browser, server: str
+) -> None:
+    chain = [
+        {
+            "key": f"step-{index}",
+            "role": "writer",
+            "prompt": "Write.",
+            "deps": [f"step-{index - 1}"],
+        }
+        for index in range(1, 13)
+    ]
+    chain[0]["deps"] = []
+    created = httpx.post(
+        f"{server}/tasks",
+        headers={"X-API-Key": API_KEY},
+        json={"title": "A long chain", "task_spec": {"type": "dag", "nodes": chain}},
+    )
+    assert created.status_code == 202, created.text
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, server)
+    page.goto(f"{server}/ui/runs/{created.json()['id']}")
+
+    dag = page.locator("#dag")
+    natural = int(dag.get_attribute("width") or 0)
+    shown = dag.evaluate("svg => svg.getBoundingClientRect().width")
+    assert abs(shown - natural * 0.75) <= 1
+    assert page.locator(".dag-box").evaluate("box => box.scrollWidth > box.clientWidth")
+    page.close()
 
 
 def test_cancel_from_the_run_page_stops_the_run(browser: Browser, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Console pages and their own routes through HTTP: the new-task check, keys for admins, runs
 filters, and a 500-node run's page."""
 
+import html
 import re
 
 import httpx
@@ -11,7 +12,7 @@ from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.model.models import KeyRole
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from tests.console.test_sessions import ORIGIN, csrf_of, make_key, sign_in
-from tests.factories import add_dependency, create_node, create_run
+from tests.factories import add_dependency, create_event, create_node, create_run
 
 
 @pytest.fixture
@@ -102,6 +103,20 @@ async def test_a_run_page_shows_its_budget_as_bars(
     page = (await admin.get(f"/ui/runs/{run.id}")).text
     assert '<meter id="budget-cost" min="0" max="2.5"' in page
     assert '<meter id="budget-tokens" min="0" max="1000.0" value="250">' in page
+
+
+async def test_the_timeline_shows_an_event_as_the_live_timeline_does(
+    admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    data = {"from": "queued", "cause": "worker", "note": "café <b>&"}
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+        await create_event(session, run, type="run.started", data=data)
+    page = (await admin.get(f"/ui/runs/{run.id}")).text
+    (code,) = re.findall(r"<b>run\.started</b> <code>(.*?)</code>", page)
+    # JSON.stringify's text, escaped once as HTML: keys in order, no spaces.
+    assert html.unescape(code) == '{"from":"queued","cause":"worker","note":"café <b>&"}'
+    assert "<b>&" not in code
 
 
 async def test_a_500_node_run_page_draws_every_node(

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import asyncpg
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import update
@@ -406,6 +407,7 @@ async def test_events_another_process_writes_arrive_by_notify_not_by_the_poll(
             run = await new_run(create_session_factory(other))
             stream = await follow(feed, run, heartbeat=QUIET)
             assert await asyncio.wait_for(anext(stream), WAIT) == []
+            await listening(dsn)
             (written,) = await add_events(create_session_factory(other), run, "node.started")
             async with asyncio.timeout(1.0):
                 assert [streamed.id for streamed in await anext(stream)] == [written]
@@ -413,3 +415,20 @@ async def test_events_another_process_writes_arrive_by_notify_not_by_the_poll(
     finally:
         await own.dispose()
         await other.dispose()
+
+
+async def listening(dsn: str) -> None:
+    """Until a connection to the database has sent LISTEN: on a loaded machine the feed's
+    connection may take longer to open than the notification is given to arrive."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        async with asyncio.timeout(WAIT):
+            while True:
+                if await connection.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+                ):
+                    return
+                await asyncio.sleep(0.01)
+    finally:
+        await connection.close()

@@ -2,6 +2,10 @@
 import { openPanel } from "./panel.js";
 
 const svg = document.getElementById("dag");
+// The DAG shrinks to fit its box (console.css) while its labels stay legible; past that, the box
+// scrolls. Set from script: the page's Content-Security-Policy forbids inline styles.
+const LEGIBLE_SCALE = 0.75;
+svg.style.minWidth = `${Math.round(svg.width.baseVal.value * LEGIBLE_SCALE)}px`;
 const nodes = new Map();
 for (const element of svg.querySelectorAll("g.node")) nodes.set(element.dataset.nodeId, element);
 

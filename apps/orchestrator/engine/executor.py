@@ -128,6 +128,8 @@ class Executor:
         self.store = store
         self.settings = settings
         self._secrets = configured_secrets(settings)
+        # Attempts whose call has answered and whose output is being written to the store now.
+        self.storing = 0
 
     async def attempt(self, work: NodeWork) -> Outcome:
         """One attempt of `work`; every expected failure is a `Failed`, never an exception.
@@ -181,7 +183,11 @@ class Executor:
         content = reply.text.encode()
         sidecar = encode_sidecar(output.sidecar)
         write = functools.partial(_write_output, self.store, output, content, sidecar)
-        await store_changes(write)
+        self.storing += 1
+        try:
+            await store_changes(write)
+        finally:
+            self.storing -= 1
         return Succeeded(work, output, outline)
 
 

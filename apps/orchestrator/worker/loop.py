@@ -44,6 +44,8 @@ IDLE_SECONDS = 0.5
 WATCH_SECONDS = 0.5
 # How long a stopping worker tries to hand its nodes back.
 STOP_SECONDS = 10.0
+# How long a pass with outcomes to record waits for the outputs being stored at that moment.
+STORING_WAIT_SECONDS = 0.02
 
 
 def default_providers(settings: Settings) -> dict[str, Provider]:
@@ -127,6 +129,7 @@ class Worker:
 
     async def step(self) -> bool:
         """One pass of the Manager; whether it changed anything."""
+        await self._join_outputs_being_stored()
         self._wake.clear()
         outcomes, self._outcomes = self._outcomes, []
         now = asyncio.get_running_loop().time()
@@ -158,6 +161,23 @@ class Worker:
                 await self._wake.wait()
             elif not (changed or self._outcomes):
                 return
+
+    async def _join_outputs_being_stored(self) -> None:
+        """Have the attempts that are writing their output now (their call has answered) end
+        before a pass records the outcomes that are in, so that one pass records them all.
+
+        Attempts claimed together end together: without this the first to end passes alone,
+        and the rest wait for the pass after. A pass costs about as much whether it records one
+        outcome or eight (and on SQLite passes run one at a time), while a write takes a
+        fraction of a pass; the wait is bounded for a store that is slow to answer. A lone
+        attempt (a chain) never waits, nor does an attempt still waiting for its call."""
+        if not self._outcomes or not self.executor.storing:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STORING_WAIT_SECONDS):
+                while self.executor.storing:
+                    self._wake.clear()
+                    await self._wake.wait()
 
     async def _pass_loop(self) -> None:
         while True:

@@ -1,7 +1,10 @@
 """The local artifact store: files under one directory, the default (ARTIFACT_STORE=local)."""
 
+import array
 import contextlib
+import fcntl
 import logging
+import os
 from pathlib import Path
 
 from apps.core.errors import NotFound, ServiceUnavailable
@@ -13,6 +16,12 @@ logger = logging.getLogger(__name__)
 # handing the work to a thread and back, which at a few milliseconds a node is what counts.
 INLINE_IO_BYTES = 256 * 1024
 
+# `chattr +T`: the flag ext2/3/4 read as "the top of unrelated directory hierarchies", and the
+# ioctls that read and set a file's flags (linux/fs.h).
+FS_TOPDIR_FL = 0x00020000
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+
 
 class LocalArtifactStore:
     """Artifact files under one local directory, which every process that reads or serves them
@@ -20,6 +29,7 @@ class LocalArtifactStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self._root_marked = False
 
     def path_for(self, storage_key: str) -> Path:
         """The file for `storage_key`, or `NotFound` if it is missing or outside the root."""
@@ -45,10 +55,22 @@ class LocalArtifactStore:
             raise ValueError(f"storage key outside the artifact store: {storage_key!r}")
         path = self.root / storage_key
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
+            try:
+                _write_file(path, content)
+            except FileNotFoundError:
+                # The first file of an attempt or an edit: its directory is new. Creating it
+                # only then spares every other write a mkdir that fails and a stat.
+                self._make_directory(path.parent)
+                _write_file(path, content)
         except OSError as error:
             raise ServiceUnavailable(f"the artifact store failed: {error.strerror}") from None
+
+    def _make_directory(self, directory: Path) -> None:
+        if not self._root_marked:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _spread_subdirectories(self.root)
+            self._root_marked = True
+        directory.mkdir(parents=True, exist_ok=True)
 
     def delete(self, storage_key: str) -> None:
         if not is_plain_key(storage_key):
@@ -70,3 +92,44 @@ class LocalArtifactStore:
 
     def inline(self, size: int) -> bool:
         return size <= INLINE_IO_BYTES
+
+
+def _write_file(path: Path, content: bytes) -> None:
+    """`content` as the whole of the file at `path`, in an open, a write and a close:
+    `Path.write_bytes` adds an fstat and an ioctl, on every artifact and sidecar."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        written = os.write(descriptor, content)
+        while written < len(content):
+            written += os.write(descriptor, memoryview(content)[written:])
+    finally:
+        os.close(descriptor)
+
+
+def _spread_subdirectories(directory: Path) -> None:
+    """Mark `directory` as the top of unrelated hierarchies (`chattr +T`) where the file system
+    knows the flag (ext2/3/4), which then places each run's directory in a block group of its
+    own choosing rather than in its parent's: a run's files stay together, and runs do not
+    crowd the group of whatever else the parent holds.
+
+    Unmarked, every inode of every run goes to the group of the store's parent directory. An
+    ext4 without a journal will not reuse an inode freed in the last minutes and steps over
+    each one before it finds a free one: in a group where others delete files (a temporary
+    directory beside test suites) a node's four inodes cost 0.36-0.6 ms of CPU, against 0.06 ms
+    in the group a marked root gives a run. Where the flag is unknown or refused (another file
+    system, a directory of another user's) nothing changes.
+    """
+    try:
+        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(descriptor, FS_IOC_GETFLAGS, flags, True)
+        if not flags[0] & FS_TOPDIR_FL:
+            flags[0] |= FS_TOPDIR_FL
+            fcntl.ioctl(descriptor, FS_IOC_SETFLAGS, flags)
+    except OSError as error:
+        logger.debug("artifact store root %s keeps its flags: %s", directory, error.strerror)
+    finally:
+        os.close(descriptor)
