@@ -3,8 +3,8 @@ when its output waits for approval), a failure's retry or end, and the stop of a
 being cancelled."""
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import exists, func, select
@@ -20,6 +20,7 @@ from apps.orchestrator.engine.scheduling import (
     cancel_attempt,
     end_attempt,
     expand_report,
+    record_promotions,
     skip_unstarted,
 )
 from apps.orchestrator.engine.statements import ACTIVE_RUNS
@@ -29,19 +30,31 @@ from apps.orchestrator.model.states import NodeStatus
 from apps.orchestrator.model.transitions import move_node, record_event, record_node_moves
 
 
+@dataclass(slots=True)
+class Recorded:
+    """What `record_outcomes` did: the runs it touched, the nodes that succeeded whose
+    dependents are still to be made ready (`promote_pending_nodes`), and the runs whose nodes
+    it made ready already."""
+
+    runs: set[uuid.UUID]
+    to_promote: list[uuid.UUID] = field(default_factory=list)
+    promoted: set[uuid.UUID] = field(default_factory=set)
+
+
 def record_outcomes(
     session: Session,
     outcomes: Sequence[Outcome],
     settings: Settings,
     refused: list[Succeeded],
-) -> tuple[list[uuid.UUID], set[uuid.UUID]]:
-    """Record finished attempts; the nodes that succeeded and the runs they touched.
+) -> Recorded:
+    """Record finished attempts (see `Recorded`).
 
     Their runs are locked first (see `locks`). Successes whose node is no longer running that
     attempt are appended to `refused`.
     """
-    runs = {outcome.work.run_id for outcome in outcomes}
-    cancelling = {run_id for run_id, run in lock_runs(session, runs).items() if run.cancelling}
+    result = Recorded({outcome.work.run_id for outcome in outcomes})
+    locked = lock_runs(session, result.runs)
+    cancelling = {run_id for run_id, run in locked.items() if run.cancelling}
     going_on = [outcome for outcome in outcomes if outcome.work.run_id not in cancelling]
     _stop_in_cancelled_runs(
         session, [outcome for outcome in outcomes if outcome.work.run_id in cancelling], refused
@@ -50,19 +63,26 @@ def record_outcomes(
     held = [outcome for outcome in successes if gate_when(outcome.work.gate) == "after"]
     held_ids = {outcome.work.id for outcome in held}
     plain = [outcome for outcome in successes if outcome.work.id not in held_ids]
-    recorded = _record_successes(session, plain, settings)
+    failures = [outcome for outcome in going_on if isinstance(outcome, Failed)]
+    # Dependents are made ready with the successes only where nothing else this pass records
+    # could stop them (a failure, a budget, a report's plan growing): else after all of it.
+    promote = not failures and all(_ends_plainly(outcome) for outcome in plain)
+    recorded = _record_successes(session, plain, settings, result if promote else None)
     recorded |= _hold_outputs(session, held)
     refused.extend(outcome for outcome in successes if outcome.work.id not in recorded)
-    for failure in going_on:
-        if isinstance(failure, Failed):
-            end_attempt(
-                session,
-                failure.work,
-                failure.message,
-                retryable=failure.retryable,
-                cause=failure.cause,
-            )
-    return list(recorded - held_ids), runs
+    for failure in failures:
+        end_attempt(
+            session, failure.work, failure.message, retryable=failure.retryable, cause=failure.cause
+        )
+    if not promote:
+        result.to_promote = list(recorded - held_ids)
+    return result
+
+
+def _ends_plainly(outcome: Succeeded) -> bool:
+    """Whether recording `outcome` does nothing after its node succeeds: no budget to check,
+    no outline to plan from."""
+    return not outcome.work.budget and outcome.outline is None
 
 
 def _hold_outputs(session: Session, held: Sequence[Succeeded]) -> set[uuid.UUID]:
@@ -112,24 +132,36 @@ def _stop_in_cancelled_runs(
 
 
 def _record_successes(
-    session: Session, successes: Sequence[Succeeded], settings: Settings
+    session: Session,
+    successes: Sequence[Succeeded],
+    settings: Settings,
+    promoting: Recorded | None,
 ) -> set[uuid.UUID]:
+    """Record `successes`; the nodes that succeeded. With `promoting`, their dependents are
+    made ready too where the database can do it in the same statement, and said there."""
     if not successes:
         return set()
-    connection = session.connection()
-    attempts = [(outcome.work.id, outcome.work.attempt) for outcome in successes]
-    moved = statements.mark_succeeded(connection, attempts)
+    outputs = {outcome.work.id: _output(outcome) for outcome in successes}
+    recorded = statements.record_successes(
+        session.connection(), list(outputs.values()), promote=promoting is not None
+    )
+    moved = recorded.succeeded
     record_node_moves(session, moved, NodeStatus.RUNNING, NodeStatus.SUCCEEDED, cause="completed")
-    recorded = {node.id for node in moved}
-    kept = [outcome for outcome in successes if outcome.work.id in recorded]
-    if kept:
-        statements.add_artifacts(connection, [_artifact_row(session, o) for o in kept])
-        _add_usage(session, kept)
+    ids = {node.id for node in moved}
+    kept = [outcome for outcome in successes if outcome.work.id in ids]
+    for outcome in kept:
+        _record_artifact_created(session, outputs[outcome.work.id].artifact)
+    if promoting is not None:
+        if recorded.promoted is None:
+            promoting.to_promote = list(ids)
+        else:
+            promoting.promoted = record_promotions(session, recorded.promoted)
+    _check_budgets(session, kept, recorded.usage)
     for outcome in kept:
         if outcome.outline is not None:
             work = outcome.work
             expand_report(session, work.run_id, work.id, work.run_title, outcome.outline, settings)
-    return recorded
+    return ids
 
 
 def output_recorded(session: Session, outcome: Succeeded) -> bool:
@@ -143,13 +175,16 @@ def output_recorded(session: Session, outcome: Succeeded) -> bool:
 
 def _artifact_row(session: Session, outcome: Succeeded) -> dict[str, Any]:
     """The artifact row of a recorded success, with its `artifact.created` event."""
-    output, artifact_id = outcome.output, uuid.uuid4()
-    data = {"artifact_id": str(artifact_id), "name": output.name, "size": output.size}
-    record_event(
-        session, outcome.work.run_id, "artifact.created", node_id=outcome.work.id, data=data
-    )
-    return {
-        "id": artifact_id,
+    row = _output(outcome).artifact
+    _record_artifact_created(session, row)
+    return row
+
+
+def _output(outcome: Succeeded) -> statements.Output:
+    """What recording a success writes: its artifact's row and its call's usage."""
+    output = outcome.output
+    artifact = {
+        "id": uuid.uuid4(),
         "run_id": outcome.work.run_id,
         "node_id": outcome.work.id,
         "name": output.name,
@@ -160,27 +195,43 @@ def _artifact_row(session: Session, outcome: Succeeded) -> dict[str, Any]:
         "sidecar": output.sidecar,
         "created_at": utcnow(),
     }
+    return statements.Output(
+        outcome.work.attempt,
+        artifact,
+        output.prompt_tokens,
+        output.completion_tokens,
+        output.cost,
+    )
+
+
+def _record_artifact_created(session: Session, artifact: dict[str, Any]) -> None:
+    data = {"artifact_id": str(artifact["id"]), "name": artifact["name"], "size": artifact["size"]}
+    run_id, node_id = artifact["run_id"], artifact["node_id"]
+    record_event(session, run_id, "artifact.created", node_id=node_id, data=data)
 
 
 def _add_usage(session: Session, successes: Sequence[Succeeded]) -> None:
     """Add the calls' tokens and cost to their runs, and stop a run its next call would take
     past its budget."""
-    totals: dict[uuid.UUID, tuple[int, int, float]] = defaultdict(lambda: (0, 0, 0.0))
-    budgets = {outcome.work.run_id: outcome.work.budget for outcome in successes}
-    for outcome in successes:
-        prompt, completion, cost = totals[outcome.work.run_id]
-        output = outcome.output
-        totals[outcome.work.run_id] = (
-            prompt + output.prompt_tokens,
-            completion + output.completion_tokens,
-            cost + output.cost,
-        )
     connection = session.connection()
-    for run_id, (prompt, completion, cost) in totals.items():
-        status, tokens, spent = statements.add_usage(connection, run_id, prompt, completion, cost)
-        budget = budgets[run_id]
-        if budget and status in ACTIVE_RUNS:
-            _stop_if_over_budget(session, run_id, budget, tokens, spent)
+    totals = statements.usage_totals(_output(outcome) for outcome in successes)
+    usage = {
+        run_id: statements.add_usage(connection, run_id, *run_totals)
+        for run_id, run_totals in totals.items()
+    }
+    _check_budgets(session, successes, usage)
+
+
+def _check_budgets(
+    session: Session, successes: Sequence[Succeeded], usage: dict[uuid.UUID, statements.Usage]
+) -> None:
+    """Stop the runs of `successes` that their next call would take past their budget, judged
+    by their `usage` now."""
+    budgets = {outcome.work.run_id: outcome.work.budget for outcome in successes}
+    for run_id, budget in budgets.items():
+        now = usage.get(run_id)
+        if budget and now is not None and now.status in ACTIVE_RUNS:
+            _stop_if_over_budget(session, run_id, budget, now.total_tokens, now.cost)
 
 
 def budget_problem(budget: dict[str, Any], tokens: int, cost: float, calls: int) -> str | None:

@@ -64,11 +64,10 @@ def run_pass(
     outcomes to record). `outcomes` must belong to runs of `scope`. `budgets` is the worker's
     (see `budgets`), else the pass reads those of the runs it claims from."""
     result = PassResult()
-    succeeded, runs = record_outcomes(session, outcomes, settings, result.refused)
+    recorded = record_outcomes(session, outcomes, settings, result.refused)
     started = start_queued_runs(session, scope.where(RUNS.c.id)) if start_queued else []
-    promoted = promote_pending_nodes(session, after=succeeded, runs=started)
-    # A run with a node just made ready is not finished: no need to look.
-    finished = finish_runs(session, runs - promoted)
+    promoted = recorded.promoted
+    promoted |= promote_pending_nodes(session, after=recorded.to_promote, runs=started)
     if slots > 0:
         result.claimed = claim_ready_nodes(
             session,
@@ -80,6 +79,10 @@ def run_pass(
             budgets=budgets or RunBudgets(),
             scope=scope,
         )
+    # A run with a node just made ready or just claimed is not finished: no need to look (which
+    # is why the claim comes first: while a run goes on, most passes claim from it).
+    going_on = promoted | {work.run_id for work in result.claimed}
+    finished = finish_runs(session, recorded.runs - going_on)
     result.changed = bool(outcomes or started or promoted or finished or result.claimed)
     return result
 

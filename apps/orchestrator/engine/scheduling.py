@@ -174,7 +174,14 @@ def promote_pending_nodes(
 ) -> set[uuid.UUID]:
     """Make ready the pending nodes of active runs whose dependencies have all succeeded, among
     the dependents of the nodes `after` and the nodes of `runs`; the runs they belong to."""
-    moved = statements.promote(session.connection(), after=after, runs=runs)
+    return record_promotions(
+        session, statements.promote(session.connection(), after=after, runs=runs)
+    )
+
+
+def record_promotions(session: Session, moved: Sequence[Any]) -> set[uuid.UUID]:
+    """The events of nodes just made ready (rows of `statements.promote`), and the gates of
+    those that wait for approval before they start; the runs they belong to."""
     record_node_moves(session, moved, NodeStatus.PENDING, NodeStatus.READY, cause="dependencies")
     held = [row for row in moved if gate_when(row.gate) == "before"]
     if held:
@@ -259,25 +266,27 @@ def claim_ready_nodes(
         cause="claimed",
         data={"worker": worker},
     )
-    upstream = statements.upstream_artifacts(connection, [row.id for row in claimed])
     budget = budgets.of(connection, {row.run_id for row in claimed})
-    return [
-        NodeWork(
-            id=row.id,
-            run_id=row.run_id,
-            run_title=row.title,
-            key=row.key,
-            role=row.role,
-            prompt=row.prompt,
-            provider=row.provider,
-            model=row.model,
-            attempt=row.attempt,
-            max_attempts=row.max_attempts,
-            timeout_seconds=row.timeout_seconds or default_timeout,
-            upstream=tuple((key, found[0]) for key, found in upstream[row.id].items()),
-            upstream_bytes=sum(size for _, size in upstream[row.id].values()),
-            budget=budget[row.run_id],
-            gate=row.gate,
-        )
-        for row in claimed
-    ]
+    return [_node_work(row, budget[row.run_id], default_timeout) for row in claimed]
+
+
+def _node_work(row: Any, budget: dict[str, Any] | None, default_timeout: float) -> NodeWork:
+    """What a claimed node needs to run, from its claimed row."""
+    upstream = statements.upstream_of(row)
+    return NodeWork(
+        id=row.id,
+        run_id=row.run_id,
+        run_title=row.title,
+        key=row.key,
+        role=row.role,
+        prompt=row.prompt,
+        provider=row.provider,
+        model=row.model,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        timeout_seconds=row.timeout_seconds or default_timeout,
+        upstream=tuple((key, found[0]) for key, found in upstream.items()),
+        upstream_bytes=sum(size for _, size in upstream.values()),
+        budget=budget,
+        gate=row.gate,
+    )

@@ -1,5 +1,5 @@
 """The statements of a worker's pass that run once per node: record a success, add its usage,
-make its dependents ready, claim ready nodes, read what a claimed node's dependencies produced.
+make its dependents ready, claim ready nodes with what their dependencies produced.
 
 They are built once (per dialect where it matters) with bound parameters and run on the pass's
 connection as Core statements: building and cache-keying a statement, and the ORM's bulk
@@ -8,29 +8,44 @@ milliseconds in all.
 """
 
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    ARRAY,
+    JSON,
     BigInteger,
+    Boolean,
     ColumnElement,
+    DateTime,
     Float,
+    Integer,
     Select,
+    Text,
     Update,
+    Uuid,
     bindparam,
+    cast,
+    column,
     exists,
     func,
     insert,
+    literal_column,
+    null,
     select,
+    true,
     tuple_,
+    type_coerce,
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql import Executable
 
+from apps.core.database import JSON_SERIALIZER
 from apps.orchestrator.model.clock import database_time, database_time_later, time_parameters
 from apps.orchestrator.model.models import (
     ARTIFACTS,
@@ -109,9 +124,17 @@ def _add_usage() -> Update:
     )
 
 
+class Usage(NamedTuple):
+    """A run's status and totals once its new calls are added."""
+
+    status: RunStatus
+    total_tokens: int
+    cost: float
+
+
 def add_usage(
     connection: Connection, run_id: uuid.UUID, prompt: int, completion: int, cost: float
-) -> tuple[RunStatus, int, float]:
+) -> Usage:
     """Add a run's new calls to its totals; its status, total tokens and cost now."""
     parameters = {
         "run": run_id,
@@ -121,7 +144,223 @@ def add_usage(
         "spent": cost,
     }
     status, tokens, spent = (connection.execute(_add_usage(), parameters)).one()
-    return status, tokens, spent
+    return Usage(status, tokens, spent)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A success to record: the attempt that produced it, its artifact's row and what its call
+    cost."""
+
+    attempt: int
+    artifact: dict[str, Any]
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+
+    @property
+    def node_id(self) -> uuid.UUID:
+        node_id: uuid.UUID = self.artifact["node_id"]
+        return node_id
+
+    @property
+    def run_id(self) -> uuid.UUID:
+        run_id: uuid.UUID = self.artifact["run_id"]
+        return run_id
+
+
+def usage_totals(outputs: Iterable[Output]) -> dict[uuid.UUID, tuple[int, int, float]]:
+    """Per run, the prompt tokens, completion tokens and cost of `outputs`."""
+    totals: dict[uuid.UUID, tuple[int, int, float]] = {}
+    for output in outputs:
+        prompt, completion, cost = totals.get(output.run_id, (0, 0, 0.0))
+        totals[output.run_id] = (
+            prompt + output.prompt_tokens,
+            completion + output.completion_tokens,
+            cost + output.cost,
+        )
+    return totals
+
+
+class RecordedSuccesses(NamedTuple):
+    """What `record_successes` did: the nodes it moved to succeeded (in plan order), their
+    runs' usage now, and the rows of the nodes it made ready (with their gates; None when it
+    left that to `promote`)."""
+
+    succeeded: list[MovedNode]
+    usage: dict[uuid.UUID, Usage]
+    promoted: list[Any] | None = None
+
+
+def record_successes(
+    connection: Connection, outputs: Sequence[Output], *, promote: bool = False
+) -> RecordedSuccesses:
+    """Move the nodes still running the attempts of `outputs`, in runs going on, to succeeded,
+    with the artifacts of those outputs and their usage added to their runs.
+
+    On PostgreSQL one statement (`_record_successes`) does it all, one round trip rather than
+    three, and with `promote` makes their dependents ready too (as `promote` would after it).
+    """
+    if connection.dialect.name == "postgresql":
+        parameters = _output_arrays(outputs) | {"now": utcnow()}
+        rows = connection.execute(_record_successes(promote), parameters).all()
+        succeeded = [row for row in rows if row.promoted is None]
+        usage = {row.run_id: Usage(row.status, row.total_tokens, row.cost) for row in succeeded}
+        promoted = [row for row in rows if row.promoted] if promote else None
+        return RecordedSuccesses(moved_nodes(succeeded), usage, promoted)
+    moved = mark_succeeded(connection, [(output.node_id, output.attempt) for output in outputs])
+    recorded = {node.id for node in moved}
+    kept = [output for output in outputs if output.node_id in recorded]
+    if not kept:
+        return RecordedSuccesses(moved, {})
+    add_artifacts(connection, [output.artifact for output in kept])
+    usage = {
+        run_id: add_usage(connection, run_id, *totals)
+        for run_id, totals in usage_totals(kept).items()
+    }
+    return RecordedSuccesses(moved, usage)
+
+
+# The columns of `Output` that `_record_successes` is given, one array each, and their types.
+OUTPUT_ARRAYS: tuple[tuple[str, Any], ...] = (
+    ("node_id", Uuid()),
+    ("attempt", Integer()),
+    ("artifact_id", Uuid()),
+    ("name", Text()),
+    ("media_type", Text()),
+    ("size", BigInteger()),
+    ("sha256", Text()),
+    ("storage_key", Text()),
+    ("sidecar", Text()),
+    ("created_at", DateTime(timezone=True)),
+    ("prompt_tokens", BigInteger()),
+    ("completion_tokens", BigInteger()),
+    ("cost", Float()),
+)
+
+
+def _output_arrays(outputs: Sequence[Output]) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {f"outputs_{name}": [] for name, _ in OUTPUT_ARRAYS}
+    for output in outputs:
+        row = output.artifact
+        values = {
+            "node_id": output.node_id,
+            "attempt": output.attempt,
+            "artifact_id": row["id"],
+            "name": row["name"],
+            "media_type": row["media_type"],
+            "size": row["size"],
+            "sha256": row["sha256"],
+            "storage_key": row["storage_key"],
+            # As the engine's serializer writes a JSON column (the column keeps the text).
+            "sidecar": JSON_SERIALIZER(row["sidecar"]),
+            "created_at": row["created_at"],
+            "prompt_tokens": output.prompt_tokens,
+            "completion_tokens": output.completion_tokens,
+            "cost": output.cost,
+        }
+        for name, value in values.items():
+            columns[f"outputs_{name}"].append(value)
+    return columns
+
+
+@cache
+def _record_successes(promote: bool) -> Executable:
+    """`record_successes` on PostgreSQL: data-modifying CTEs over the outputs given as arrays
+    (one text of the statement, prepared once, however many outputs a pass records). Every
+    part sees the nodes the first one moved, and only those. Its rows are the nodes moved to
+    succeeded, with their run's usage, then (with `promote`) those made ready, with their gate
+    (`promoted` says which a row is)."""
+    # Named apart from the columns: a parameter named as a column of an INSERT or UPDATE would
+    # be taken for that column's value.
+    arrays = [bindparam(f"outputs_{name}", type_=ARRAY(type_)) for name, type_ in OUTPUT_ARRAYS]
+    unnested = (
+        func.unnest(*arrays)
+        .table_valued(*(column(name, type_) for name, type_ in OUTPUT_ARRAYS))
+        .render_derived(name="unnested")
+    )
+    outputs = select(unnested).cte("outputs")
+    moved = (
+        update(NODES)
+        .where(
+            NODES.c.status == NodeStatus.RUNNING,
+            NODES.c.id == outputs.c.node_id,
+            NODES.c.attempt == outputs.c.attempt,
+            _run_is_going_on(),
+        )
+        .values(node_values(NodeStatus.RUNNING, NodeStatus.SUCCEEDED, NOW))
+        .returning(*MOVED_NODE_COLUMNS)
+        .cte("moved")
+    )
+    kept = outputs.join(moved, moved.c.id == outputs.c.node_id)
+    artifacts = select(
+        outputs.c.artifact_id,
+        moved.c.run_id,
+        outputs.c.node_id,
+        outputs.c.name,
+        outputs.c.media_type,
+        outputs.c.size,
+        outputs.c.sha256,
+        outputs.c.storage_key,
+        cast(outputs.c.sidecar, JSON()),
+        outputs.c.created_at,
+    ).select_from(kept)
+    columns = ["id", "run_id", "node_id", "name", "media_type", "size", "sha256"]
+    columns += ["storage_key", "sidecar", "created_at"]
+    added = insert(ARTIFACTS).from_select(columns, artifacts).cte("added")
+    totals = (
+        select(
+            moved.c.run_id,
+            func.sum(outputs.c.prompt_tokens).label("prompt"),
+            func.sum(outputs.c.completion_tokens).label("completion"),
+            func.sum(outputs.c.cost).label("cost"),
+        )
+        .select_from(kept)
+        .group_by(moved.c.run_id)
+        .subquery("totals")
+    )
+    usage = (
+        update(RUNS)
+        .where(RUNS.c.id == totals.c.run_id)
+        .values(
+            prompt_tokens=RUNS.c.prompt_tokens + totals.c.prompt,
+            completion_tokens=RUNS.c.completion_tokens + totals.c.completion,
+            total_tokens=RUNS.c.total_tokens + totals.c.prompt + totals.c.completion,
+            cost=RUNS.c.cost + totals.c.cost,
+            # What the ORM's `onupdate` does for a statement of its own.
+            updated_at=NOW,
+        )
+        .returning(RUNS.c.id, RUNS.c.status, RUNS.c.total_tokens, RUNS.c.cost)
+        .cte("usage")
+    )
+    gate_type = NODES.c.gate.type
+    succeeded = (
+        select(
+            *moved.c,
+            usage.c.status,
+            usage.c.total_tokens,
+            usage.c.cost,
+            type_coerce(null(), gate_type).label("gate"),
+            type_coerce(null(), Boolean()).label("promoted"),
+        )
+        .select_from(moved.join(usage, usage.c.id == moved.c.run_id))
+        .add_cte(added)
+    )
+    if not promote:
+        return succeeded
+    dependents = select(DEPENDENCIES.c.node_id).where(
+        DEPENDENCIES.c.depends_on_id.in_(select(moved.c.id))
+    )
+    ready = _promotion(NODES.c.id.in_(dependents), select(moved.c.id)).cte("ready")
+    promoted = select(
+        *(ready.c[name] for name in ("id", "run_id", "position", "attempt")),
+        null(),
+        null(),
+        null(),
+        ready.c.gate,
+        true(),
+    )
+    return union_all(succeeded, promoted)
 
 
 @cache
@@ -132,13 +371,21 @@ def _promote(scope: str) -> Update:
         dependents = select(DEPENDENCIES.c.node_id).where(
             DEPENDENCIES.c.depends_on_id.in_(bindparam("after", expanding=True))
         )
-        in_scope = NODES.c.id.in_(dependents)
-    else:
-        in_scope = NODES.c.run_id.in_(bindparam("runs", expanding=True))
+        return _promotion(NODES.c.id.in_(dependents))
+    return _promotion(NODES.c.run_id.in_(bindparam("runs", expanding=True)))
+
+
+def _promotion(in_scope: ColumnElement[bool], succeeding: Select[Any] | None = None) -> Update:
+    """Make ready the pending nodes of `in_scope` in active runs whose dependencies have all
+    succeeded, or are among the nodes `succeeding` selects (which the same statement moves to
+    succeeded, and which it therefore still sees running)."""
+    not_succeeded = UPSTREAM.c.status != NodeStatus.SUCCEEDED
+    if succeeding is not None:
+        not_succeeded &= UPSTREAM.c.id.not_in(succeeding)
     blocked = (
         select(DEPENDENCIES.c.node_id)
         .join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id)
-        .where(DEPENDENCIES.c.node_id == NODES.c.id, UPSTREAM.c.status != NodeStatus.SUCCEEDED)
+        .where(DEPENDENCIES.c.node_id == NODES.c.id, not_succeeded)
     )
     return (
         update(NODES)
@@ -199,6 +446,42 @@ CLAIMED_COLUMNS = (
     NODES.c.gate,
     select(RUNS.c.title).where(RUNS.c.id == NODES.c.run_id).scalar_subquery().label("title"),
 )
+
+
+# SQLAlchemy writes a RETURNING clause's columns on SQLite without their tables, which leaves the
+# columns of a subquery's joins ambiguous; and SQLite before 3.44 has no ORDER BY in an aggregate,
+# so it aggregates an ordered subquery, in that subquery's order.
+SQLITE_UPSTREAM_OUTPUTS = f"""(SELECT json_group_array(json_array(o."key", o.storage_key, o.size))
+FROM (SELECT u."key" AS "key", a.storage_key AS storage_key, a.size AS size
+FROM {DEPENDENCIES.name} AS d JOIN {NODES.name} AS u ON u.id = d.depends_on_id
+JOIN {ARTIFACTS.name} AS a ON a.node_id = u.id
+WHERE d.node_id = {NODES.name}.id ORDER BY u.position, a.created_at) AS o)"""
+
+
+def _upstream_outputs(dialect: str) -> ColumnElement[Any]:
+    """The claimed node's inputs, for the claim to return with it rather than in a statement
+    of its own: `[key, storage key, size]` of each artifact of its dependencies, in plan
+    order, each dependency's oldest first (so that its latest is the one a reader keeps)."""
+    if dialect != "postgresql":
+        return type_coerce(literal_column(SQLITE_UPSTREAM_OUTPUTS), JSON()).label("upstream")
+    outputs = DEPENDENCIES.join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id).join(
+        ARTIFACTS, ARTIFACTS.c.node_id == UPSTREAM.c.id
+    )
+    entry = func.json_build_array(UPSTREAM.c.key, ARTIFACTS.c.storage_key, ARTIFACTS.c.size)
+    listed = func.json_agg(aggregate_order_by(entry, UPSTREAM.c.position, ARTIFACTS.c.created_at))
+    found = (
+        select(listed)
+        .select_from(outputs)
+        .where(DEPENDENCIES.c.node_id == NODES.c.id)
+        .scalar_subquery()
+    )
+    return type_coerce(found, JSON()).label("upstream")
+
+
+def upstream_of(row: Any) -> dict[str, tuple[str, int]]:
+    """A claimed row's inputs (see `_upstream_outputs`): per dependency's key, the storage key
+    and size of its latest artifact, in plan order."""
+    return {key: (storage_key, size) for key, storage_key, size in row.upstream or ()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +622,7 @@ def _claim(dialect: str, scope: str) -> Update:
         update(NODES)
         .where(NODES.c.status == NodeStatus.READY, NODES.c.id == chosen_once.c.id)
         .values(values)
-        .returning(*MOVED_NODE_COLUMNS, *CLAIMED_COLUMNS)
+        .returning(*MOVED_NODE_COLUMNS, *CLAIMED_COLUMNS, _upstream_outputs(dialect))
     )
 
 
@@ -365,29 +648,3 @@ def claim(
     }
     rows = (connection.execute(_claim(dialect, scope.kind), parameters)).all()
     return sorted(rows, key=lambda row: (row.run_id, row.position))
-
-
-@cache
-def _upstream() -> Any:
-    return (
-        select(DEPENDENCIES.c.node_id, UPSTREAM.c.key, ARTIFACTS.c.storage_key, ARTIFACTS.c.size)
-        .select_from(
-            DEPENDENCIES.join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id).join(
-                ARTIFACTS, ARTIFACTS.c.node_id == UPSTREAM.c.id
-            )
-        )
-        .where(DEPENDENCIES.c.node_id.in_(bindparam("ids", expanding=True)))
-        .order_by(UPSTREAM.c.position, ARTIFACTS.c.created_at)
-    )
-
-
-def upstream_artifacts(
-    connection: Connection, node_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, dict[str, tuple[str, int]]]:
-    """Per node, the storage key and size of each dependency's latest artifact, in plan
-    order."""
-    found: dict[uuid.UUID, dict[str, tuple[str, int]]] = defaultdict(dict)
-    rows = connection.execute(_upstream(), {"ids": node_ids})
-    for node_id, key, storage_key, size in rows:
-        found[node_id][key] = (storage_key, size)
-    return found
