@@ -129,14 +129,23 @@ def _keyed_pairs(
     return parsed
 
 
+def _missing_file(path: Path) -> str | None:
+    """Why nothing is at `path`, or None when something is: a path the system refuses (too
+    long, a NUL byte) is no file either, not an error."""
+    try:
+        return None if path.exists() else "no such file"
+    except (OSError, ValueError) as error:
+        return getattr(error, "strerror", None) or str(error)
+
+
 def _operator_file_values(named: object, *, listen: bool) -> dict[str, Any]:
     """The settings of the operator file `named` (a path, or None for `conf/operator.yaml` when
     it is there), by setting name, with `operator_config` the file read; {} when there is none."""
     if named is None and not DEFAULT_OPERATOR_FILE.is_file():
         return {}
     path = Path(str(named)) if named is not None else DEFAULT_OPERATOR_FILE
-    if not path.exists():
-        return {}  # the field's validator names the missing file
+    if _missing_file(path) is not None:
+        return {}  # the field's validator names the problem
     try:
         document = operator_file.read_operator_file(path)
     except OperatorFileError as error:
@@ -421,8 +430,9 @@ class Settings(BaseSettings):
     @field_validator("operator_config")
     @classmethod
     def _operator_config_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.exists():
-            raise ValueError(f"{value}: no such file")
+        problem = None if value is None else _missing_file(value)
+        if problem is not None:
+            raise ValueError(f"{value}: {problem}")
         return value
 
     @field_validator("database_url", "alembic_database_url")

@@ -8,6 +8,7 @@ document at all) and checks that each is answered, never raised out of the valid
 import json
 import string
 
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as fuzzing
 from hypothesis import strategies as st
@@ -91,6 +92,13 @@ json_values = st.recursive(
     ),
     max_leaves=10,
 )
+
+
+@pytest.mark.parametrize("path", ["9" * 5000, "x/" * 3000, "\x00"])
+def test_an_operator_file_path_the_system_refuses_is_a_problem_not_an_error(path: str) -> None:
+    report = validate_document(json.dumps({"OPERATOR_CONFIG": path}).encode(), None, None)
+    assert not report.valid
+    assert [problem.location for problem in report.problems] == ["OPERATOR_CONFIG"]
 
 
 @FUZZ
