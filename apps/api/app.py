@@ -72,6 +72,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
         database = await stack.enter_async_context(open_database(app.state.settings))
         app.state.engine = database.engine
+        app.state.read_engine = database.read_engine
         app.state.sessions = database.sessions
         app.state.transactions = database.transactions
         app.state.event_feed = build_event_feed(

@@ -22,7 +22,7 @@ async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    async with request.app.state.engine.connect() as connection:
+    async with request.app.state.read_engine.connect() as connection:
         yield connection
 
 
