@@ -83,12 +83,13 @@ def test_stored_json_with_infinities_is_repaired_on_upgrade(tmp_path: Path) -> N
 
 def test_the_runs_stored_before_0006_get_their_specs_type(empty_database: str) -> None:
     """0006 fills in the type of every run already stored, from its spec: null where the spec
-    names none."""
+    names none; and of every run the previous version inserts afterwards, without a type."""
     config = alembic_config(empty_database)
     command.upgrade(config, "0005")
-    specs = {"a" * 32: '{"type": "report", "topic": "x"}', "b" * 32: '{"nodes": []}'}
+    before = {"a" * 32: '{"type": "report", "topic": "x"}', "b" * 32: '{"nodes": []}'}
+    after = {"c" * 32: '{"type": "demo"}', "d" * 32: '{"type": 7}', "e" * 32: "{}"}
 
-    async def insert() -> None:
+    async def insert(specs: dict[str, str]) -> None:
         engine = create_migration_engine(empty_database)
         try:
             async with engine.begin() as connection:
@@ -114,7 +115,14 @@ def test_the_runs_stored_before_0006_get_their_specs_type(empty_database: str) -
         finally:
             await engine.dispose()
 
-    asyncio.run(insert())
+    asyncio.run(insert(before))
     command.upgrade(config, "head")
+    asyncio.run(insert(after))
 
-    assert asyncio.run(types()) == {"a" * 32: "report", "b" * 32: None}
+    assert asyncio.run(types()) == {
+        "a" * 32: "report",
+        "b" * 32: None,
+        "c" * 32: "demo",
+        "d" * 32: "7",
+        "e" * 32: None,
+    }

@@ -10,6 +10,10 @@ bench.read_api's runs; PostgreSQL's `json` is text, parsed too, a smaller share 
 for larger specs). The type is written with the run from now on (the model's default takes it
 from the spec) and is filled in here for the runs already stored: the spec's `type` as text,
 or null where SQLite cannot read the spec as JSON (as the list showed it).
+
+A trigger fills it in for a run inserted without it: the previous version keeps serving while
+the processes are rolled over (migrations come first, deploy.md), and what it submits meanwhile
+would otherwise show no type in lists for good.
 """
 
 from collections.abc import Sequence
@@ -29,11 +33,38 @@ SPEC_TYPE = {
 }
 
 
+FILL_IN = {
+    "sqlite": [
+        "CREATE TRIGGER runs_task_type_filled_in AFTER INSERT ON runs "
+        "WHEN NEW.task_type IS NULL AND json_valid(NEW.task_spec) BEGIN "
+        "UPDATE runs SET task_type = CAST(json_extract(NEW.task_spec, '$.\"type\"') AS TEXT) "
+        "WHERE id = NEW.id; END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION runs_task_type_filled_in() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN NEW.task_type := NEW.task_spec ->> 'type'; RETURN NEW; END $$",
+        "CREATE TRIGGER runs_task_type_filled_in BEFORE INSERT ON runs FOR EACH ROW "
+        "WHEN (NEW.task_type IS NULL) EXECUTE FUNCTION runs_task_type_filled_in()",
+    ],
+}
+REMOVE_FILL_IN = {
+    "sqlite": ["DROP TRIGGER runs_task_type_filled_in"],
+    "postgresql": [
+        "DROP TRIGGER runs_task_type_filled_in ON runs",
+        "DROP FUNCTION runs_task_type_filled_in()",
+    ],
+}
+
+
 def upgrade() -> None:
     op.add_column("runs", sa.Column("task_type", sa.Text(), nullable=True))
-    spec_type = SPEC_TYPE[op.get_bind().dialect.name]
-    op.execute(f"UPDATE runs SET task_type = {spec_type}")
+    dialect = op.get_bind().dialect.name
+    op.execute(f"UPDATE runs SET task_type = {SPEC_TYPE[dialect]}")
+    for statement in FILL_IN[dialect]:
+        op.execute(statement)
 
 
 def downgrade() -> None:
+    for statement in REMOVE_FILL_IN[op.get_bind().dialect.name]:
+        op.execute(statement)
     op.drop_column("runs", "task_type")
