@@ -1,17 +1,19 @@
 """On PostgreSQL, connections the server dropped (a restart, an operator's pg_terminate_backend)
 cost at most the request that found one, answered 503 with Retry-After, and the pool replaces
 them by itself: through SQLAlchemy's statements and through the runs page, which calls asyncpg
-itself."""
+itself. Routes that only read hold no transaction open: one round trip a statement, without
+asyncpg's BEGIN before it and the ROLLBACK that resets the connection after."""
 
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
@@ -107,3 +109,28 @@ async def test_a_connection_dropped_while_in_use_fails_the_runs_page_as_transien
     assert raised.value.connection_invalidated
     assert is_transient(raised.value)
     assert (await client.get("/runs?limit=50")).status_code == 200
+
+
+async def test_read_routes_hold_no_transaction_open(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    run_id = (await client.post("/tasks", json=TASK)).json()["id"]
+    in_transaction: list[bool] = []
+
+    def executed(connection: Any, *_: Any) -> None:
+        in_transaction.append(connection.connection.driver_connection.is_in_transaction())
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "after_cursor_execute", executed)
+    try:
+        answers = [
+            await client.get(f"/runs/{run_id}"),
+            await client.get(f"/runs/{run_id}/nodes"),
+            await client.get("/runs", params={"q": "disconnect"}),
+        ]
+    finally:
+        event.remove(engine, "after_cursor_execute", executed)
+
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    assert answers[2].json()["items"][0]["id"] == run_id
+    assert in_transaction and not any(in_transaction)
