@@ -107,9 +107,12 @@ async def run_page(
 ) -> Response:
     """One run: its figures, its DAG, the chosen node's panel and the timeline, live."""
     async with request.app.state.engine.connect() as connection:
-        run = run_view(await runs.get_run(connection, run_id))
-        # Events before nodes: the stream resumes after these, so no change falls in between.
+        # Events first: the stream resumes after the last of them, so the run and its nodes,
+        # read after, are at least as new, and whatever changes later arrives live. Read the
+        # other way round, a change committed in between showed in the timeline but never in
+        # the run's status.
         timeline = await _latest_events(connection, run_id)
+        run = run_view(await runs.get_run(connection, run_id))
         plan = await _all_nodes(connection, run_id)
         panel = (
             await console_artifacts.node_panel(connection, request.app.state.artifact_store, node)

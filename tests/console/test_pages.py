@@ -3,13 +3,16 @@ filters, and a 500-node run's page."""
 
 import html
 import re
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import event, update
+from sqlalchemy.util import await_
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.model.models import KeyRole
+from apps.orchestrator.model.models import KeyRole, Run
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from tests.console.test_sessions import ORIGIN, csrf_of, make_key, sign_in
 from tests.factories import add_dependency, create_event, create_node, create_run
@@ -92,6 +95,38 @@ async def test_the_runs_page_filters_and_pages(
     assert found.count("<tr data-run-id") == 1
     bad = await admin.get("/ui/runs", params={"status": "bogus"})
     assert bad.status_code == 422
+
+
+async def test_a_change_while_a_run_page_is_read_shows_on_it_or_arrives_live(
+    app: FastAPI, admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.QUEUED)
+        await create_event(session, run, type="run.created")
+    changed: list[int] = []
+
+    async def change() -> None:
+        async with unit_of_work(sessions) as session:
+            await session.execute(
+                update(Run).where(Run.id == run.id).values(status=RunStatus.WAITING)
+            )
+            changed.append((await create_event(session, run, type="run.waiting")).id)
+
+    def read(*arguments: Any) -> None:
+        statement = arguments[2]
+        if not changed and re.search(r"FROM (runs|events)\b", statement):
+            await_(change())  # a worker commits between two of the page's reads
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "after_cursor_execute", read)
+    try:
+        page = await admin.get(f"/ui/runs/{run.id}")
+    finally:
+        event.remove(engine, "after_cursor_execute", read)
+
+    assert page.status_code == 200 and changed
+    ((after, status),) = re.findall(r'data-after="(\d+)" data-status="(\w+)"', page.text)
+    assert status == "waiting" or int(after) < changed[0]
 
 
 async def test_a_run_page_shows_its_budget_as_bars(
