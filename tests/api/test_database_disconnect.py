@@ -1,8 +1,9 @@
 """On PostgreSQL, connections the server dropped (a restart, an operator's pg_terminate_backend)
 cost at most the request that found one, answered 503 with Retry-After, and the pool replaces
 them by itself: through SQLAlchemy's statements and through the runs page, which calls asyncpg
-itself. Routes that only read hold no transaction open: one round trip a statement, without
-asyncpg's BEGIN before it and the ROLLBACK that resets the connection after."""
+itself. Routes that only read, and the check of a stored key, hold no transaction open: one round
+trip a statement, without asyncpg's BEGIN before it and the ROLLBACK that resets the connection
+after."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -13,13 +14,15 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session
 
 from apps.api.app import create_app
-from apps.core.database import is_transient
+from apps.core.database import SessionFactory, is_transient, unit_of_work
+from apps.orchestrator.control import api_keys
+from apps.orchestrator.model.models import ApiKey, KeyRole
 from apps.orchestrator.reading.run_pages import run_page_json
 from apps.orchestrator.reading.runs import RunFilter
 from tests.conftest import postgres_dsn, settings_for
@@ -134,3 +137,27 @@ async def test_read_routes_hold_no_transaction_open(
     assert [answer.status_code for answer in answers] == [200, 200, 200]
     assert answers[2].json()["items"][0]["id"] == run_id
     assert in_transaction and not any(in_transaction)
+
+
+async def test_a_stored_key_is_checked_and_its_use_recorded_without_a_transaction(
+    app: FastAPI, client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        key = await api_keys.create_key(session, "reader", KeyRole.VIEWER)
+    in_transaction: list[bool] = []
+
+    def executed(connection: Any, *_: Any) -> None:
+        in_transaction.append(connection.connection.driver_connection.is_in_transaction())
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "after_cursor_execute", executed)
+    try:
+        answers = [await client.get("/runs", headers={"X-API-Key": key.secret}) for _ in range(2)]
+    finally:
+        event.remove(engine, "after_cursor_execute", executed)
+
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert in_transaction and not any(in_transaction)
+    async with sessions() as session:
+        used = await session.scalar(select(ApiKey.last_used_at).where(ApiKey.name == "reader"))
+    assert used is not None
