@@ -164,7 +164,9 @@ class Worker:
 
     async def _join_outputs_being_stored(self) -> None:
         """Have the attempts that are writing their output now (their call has answered) end
-        before a pass records the outcomes that are in, so that one pass records them all.
+        before a pass records the outcomes that are in, so that one pass records them all. Only
+        outputs their attempts write themselves count (a remote store's, or big ones): the rest
+        are written by the pass that records them (`Executor.call`).
 
         Attempts claimed together end together: without this the first to end passes alone,
         and the rest wait for the pass after. A pass costs about as much whether it records one
