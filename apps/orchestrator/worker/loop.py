@@ -200,8 +200,11 @@ class Worker:
     async def _pause(self, seconds: float) -> None:
         if self._outcomes:
             return
+        # A timeout around the wait, not `wait_for`: that runs the wait as a task of its own,
+        # a loop iteration more before every pass that an ended attempt wakes.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _attempt(self, work: NodeWork) -> None:
         outcome: Ended | None = None
