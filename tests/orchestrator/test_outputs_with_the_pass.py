@@ -13,7 +13,7 @@ from apps.core.database import SessionFactory, Transactions
 from apps.core.errors import ServiceUnavailable
 from apps.core.settings import Settings
 from apps.orchestrator.engine import passes
-from apps.orchestrator.engine.executor import Outcome, Succeeded
+from apps.orchestrator.engine.executor import Outcome, Succeeded, Unstored
 from apps.orchestrator.infra.storage.base import sidecar_key
 from apps.orchestrator.infra.storage.local import LocalArtifactStore
 from apps.orchestrator.worker.loop import Worker
@@ -30,9 +30,11 @@ class RecordingStore(LocalArtifactStore):
         super().__init__(root)
         self.failures = failures
         self.threads: set[str] = set()
+        self.writes: list[str] = []
 
     def write(self, storage_key: str, content: bytes) -> None:
         self.threads.add(threading.current_thread().name)
+        self.writes.append(storage_key)
         if self.failures:
             self.failures -= 1
             raise ServiceUnavailable("the artifact store failed: No space left on device")
@@ -84,3 +86,23 @@ async def test_an_output_that_cannot_be_written_fails_its_attempt_for_a_retry(
     assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
     artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
     assert [artifact["name"] for artifact in artifacts] == ["only.md"]
+
+
+async def test_outputs_left_by_a_failed_pass_are_not_written_again(
+    transactions: Transactions, client: httpx.AsyncClient, settings: Settings
+) -> None:
+    store = RecordingStore(settings.artifacts_dir)
+    worker = Worker(transactions, settings, store=store)
+    await _submit(client, ONE)
+    claimed = await transactions.run(
+        passes.run_pass, [], worker=worker.name, slots=1, settings=settings
+    )
+    unstored = await worker.executor.call(claimed.claimed[0])
+    assert isinstance(unstored, Unstored)
+
+    first = worker.executor.store_outputs([unstored])
+    again = worker.executor.store_outputs([unstored])
+
+    assert first == again == [unstored.succeeded]
+    key = unstored.succeeded.output.storage_key
+    assert store.writes == [key, sidecar_key(key)]

@@ -108,6 +108,9 @@ class Unstored:
     succeeded: Succeeded
     content: bytes
     sidecar: bytes
+    # What writing the files gave, once they are written: a pass that fails after writing
+    # them leaves the output for the next pass, which must not write them again.
+    written: list[Outcome] = dataclasses.field(default_factory=list, compare=False, repr=False)
 
     @property
     def work(self) -> NodeWork:
@@ -179,7 +182,13 @@ class Executor:
         return [self.store_output(e) if isinstance(e, Unstored) else e for e in ended]
 
     def store_output(self, unstored: Unstored) -> Outcome:
-        """The success of `unstored` once its files are written, or why they could not be."""
+        """The success of `unstored` once its files are written, or why they could not be;
+        they are written once."""
+        if not unstored.written:
+            unstored.written.append(self._write(unstored))
+        return unstored.written[0]
+
+    def _write(self, unstored: Unstored) -> Outcome:
         succeeded = unstored.succeeded
         try:
             _write_output(self.store, succeeded.output, unstored.content, unstored.sidecar)
