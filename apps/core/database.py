@@ -46,6 +46,7 @@ JSON_SERIALIZER = functools.partial(json.dumps, allow_nan=False)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -265,27 +266,55 @@ class Transactions:
         self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """`work(session, *args, **kwargs)` in one transaction; what it returned."""
-        result = await self._run(work, *args, **kwargs)
+        return await self._call(functools.partial(self._in_transaction, work, *args, **kwargs))
+
+    async def run_after(
+        self,
+        prepare: Callable[[], A],
+        work: Callable[Concatenate[Session, A, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`work(session, prepare(), *args, **kwargs)` in one transaction, where `prepare` blocks
+        (writes files) and runs off the event loop before the transaction begins.
+
+        On SQLite `prepare` runs on the writer's thread just before the transaction, in the
+        same hand-off: a thread crossing each way less than running it in a thread of its own
+        first. On PostgreSQL it runs in a thread, then the transaction on the event loop."""
+        if self._thread is None:
+            prepared = await asyncio.to_thread(prepare)
+            return await self.run(work, prepared, *args, **kwargs)
+        call = functools.partial(self._prepared_transaction, prepare, work, *args, **kwargs)
+        return await self._call(call)
+
+    async def _call(self, call: Callable[[], T]) -> T:
+        """`call()`, a transaction, where transactions run; then the commit's listeners."""
+        if self._thread is None:
+            # The greenlet takes the caller's context (log fields, tags) along.
+            result = await greenlet_spawn(call)
+        else:
+            loop = asyncio.get_running_loop()
+            # The caller's context goes along to the writer's thread.
+            context = contextvars.copy_context()
+            result = await loop.run_in_executor(self._thread, context.run, call)
         for listener in tuple(self._committed):
             listener()
         return result
-
-    async def _run(
-        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        call = functools.partial(self._in_transaction, work, *args, **kwargs)
-        if self._thread is None:
-            # The greenlet takes the caller's context (log fields, tags) along.
-            return await greenlet_spawn(call)
-        loop = asyncio.get_running_loop()
-        # The caller's context goes along to the writer's thread.
-        return await loop.run_in_executor(self._thread, contextvars.copy_context().run, call)
 
     def _in_transaction(
         self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         with self._sessions.begin() as session:
             return _work_then_pending(session, work, *args, **kwargs)
+
+    def _prepared_transaction(
+        self,
+        prepare: Callable[[], A],
+        work: Callable[Concatenate[Session, A, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        return self._in_transaction(work, prepare(), *args, **kwargs)
 
     async def close(self) -> None:
         """Close the writer's connections (and on SQLite its thread)."""

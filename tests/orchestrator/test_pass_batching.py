@@ -1,5 +1,9 @@
 """Attempts that end together are recorded together: a pass waits for the outputs being
-written when it is due, a bounded time, so that one pass records them rather than two."""
+written when it is due, a bounded time, so that one pass records them rather than two.
+
+Attempts write their output themselves when the store is slow by nature (`inline` is false: the
+network); a local store's small outputs are written with the pass that records them
+(`tests/orchestrator/test_outputs_with_the_pass.py`)."""
 
 import asyncio
 import threading
@@ -27,7 +31,8 @@ PAIR = {
 
 
 class HeldStore(LocalArtifactStore):
-    """The local store, except that writing the slow node's artifact waits for `release`."""
+    """The local store, except that writing the slow node's artifact waits for `release`, and
+    that outputs are written by their attempts, as a remote store's are."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -39,6 +44,9 @@ class HeldStore(LocalArtifactStore):
             self.writing_slow.set()
             self.release.wait(10)
         super().write(storage_key, content)
+
+    def inline(self, size: int) -> bool:
+        return False
 
 
 def record_passes(

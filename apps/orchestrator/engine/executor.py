@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -99,6 +99,27 @@ class Failed:
 Outcome = Succeeded | Failed
 
 
+@dataclass(frozen=True, slots=True)
+class Unstored:
+    """A success whose files are not written yet: small outputs of a store that writes them
+    cheaply are written just before the pass that records them, in the same hand-off to the
+    thread that runs it (`Executor.store_outputs`), rather than each in a thread of its own."""
+
+    succeeded: Succeeded
+    content: bytes
+    sidecar: bytes
+    # What writing the files gave, once they are written: a pass that fails after writing
+    # them leaves the output for the next pass, which must not write them again.
+    written: list[Outcome] = dataclasses.field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def work(self) -> NodeWork:
+        return self.succeeded.work
+
+
+Ended = Outcome | Unstored
+
+
 def build_request(work: NodeWork, upstream_texts: tuple[tuple[str, str], ...]) -> LLMRequest:
     """The call for `work`: its prompt, with its dependencies' outputs as context."""
     prompt = f"Task: {work.run_title}\n\n{work.prompt}"
@@ -128,28 +149,62 @@ class Executor:
         self.store = store
         self.settings = settings
         self._secrets = configured_secrets(settings)
-        # Attempts whose call has answered and whose output is being written to the store now.
+        # Attempts whose call has answered and whose output is being written to the store now
+        # (outputs too big or a store too slow to be written with a pass).
         self.storing = 0
 
     async def attempt(self, work: NodeWork) -> Outcome:
-        """One attempt of `work`; every expected failure is a `Failed`, never an exception.
+        """One attempt of `work`, its files written; every expected failure is a `Failed`,
+        never an exception.
 
         A failure's message is stored on the node and the run and shown to every viewer: what
         a provider or the store said (an echoed Authorization header, a URL with its
         password) is redacted first.
         """
-        try:
-            outcome = await self._attempt(work)
-        except (NotFound, ServiceUnavailable) as error:
-            # A dependency's output is missing or this one could not be stored: a later
-            # attempt, maybe on another host, may find the store whole again.
-            message = f"artifact store: {error.detail}"
-            outcome = Failed(work, message, retryable=True, cause="artifact_store")
-        if isinstance(outcome, Failed):
-            return dataclasses.replace(outcome, message=redact(outcome.message, self._secrets))
-        return outcome
+        ended = await self.call(work)
+        if isinstance(ended, Unstored):
+            return await store_changes(functools.partial(self.store_output, ended))
+        return ended
 
-    async def _attempt(self, work: NodeWork) -> Outcome:
+    async def call(self, work: NodeWork) -> Ended:
+        """`attempt`, except that an output the store writes cheaply (`ArtifactStore.inline`)
+        is returned `Unstored`, for `store_outputs` to write before a pass records it."""
+        try:
+            ended = await self._attempt(work)
+        except (NotFound, ServiceUnavailable) as error:
+            ended = self._store_failed(work, error)
+        if isinstance(ended, Failed):
+            return dataclasses.replace(ended, message=redact(ended.message, self._secrets))
+        return ended
+
+    def store_outputs(self, ended: Sequence[Ended]) -> list[Outcome]:
+        """`ended` with the files of its unstored outputs written (blocking), in order."""
+        return [self.store_output(e) if isinstance(e, Unstored) else e for e in ended]
+
+    def store_output(self, unstored: Unstored) -> Outcome:
+        """The success of `unstored` once its files are written, or why they could not be;
+        they are written once."""
+        if not unstored.written:
+            unstored.written.append(self._write(unstored))
+        return unstored.written[0]
+
+    def _write(self, unstored: Unstored) -> Outcome:
+        succeeded = unstored.succeeded
+        try:
+            _write_output(self.store, succeeded.output, unstored.content, unstored.sidecar)
+        except ServiceUnavailable as error:
+            failed = self._store_failed(succeeded.work, error)
+            return dataclasses.replace(failed, message=redact(failed.message, self._secrets))
+        return succeeded
+
+    @staticmethod
+    def _store_failed(work: NodeWork, error: NotFound | ServiceUnavailable) -> Failed:
+        # A dependency's output is missing or this one could not be stored: a later attempt,
+        # maybe on another host, may find the store whole again.
+        message = f"artifact store: {error.detail}"
+        return Failed(work, message, retryable=True, cause="artifact_store")
+
+    async def _attempt(self, work: NodeWork) -> Ended:
         provider = self.providers.get(work.provider)
         if provider is None:
             message = f"provider {work.provider!r} is not set up"
@@ -182,13 +237,16 @@ class Executor:
         )
         content = reply.text.encode()
         sidecar = encode_sidecar(output.sidecar)
+        succeeded = Succeeded(work, output, outline)
+        if self.store.inline(len(content) + len(sidecar)):
+            return Unstored(succeeded, content, sidecar)
         write = functools.partial(_write_output, self.store, output, content, sidecar)
         self.storing += 1
         try:
             await store_changes(write)
         finally:
             self.storing -= 1
-        return Succeeded(work, output, outline)
+        return succeeded
 
 
 def _read_upstream(

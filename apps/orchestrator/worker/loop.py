@@ -26,7 +26,7 @@ from apps.core.metrics import record_leases_taken_back, record_llm_usage, record
 from apps.core.settings import Settings
 from apps.core.supervision import start_supervised
 from apps.orchestrator.engine import leases
-from apps.orchestrator.engine.executor import Executor, Failed, NodeWork, Outcome, Succeeded
+from apps.orchestrator.engine.executor import Ended, Executor, Failed, NodeWork, Succeeded, Unstored
 from apps.orchestrator.engine.gates import count_gate_decision
 from apps.orchestrator.engine.outcomes import output_recorded
 from apps.orchestrator.infra.providers.base import Provider
@@ -81,7 +81,7 @@ class Worker:
         self.store = store if store is not None else open_artifact_store(settings)
         self.executor = Executor(providers, self.store, settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._passes = PassRunner(transactions, settings, self.name)
+        self._passes = PassRunner(transactions, settings, self.name, self.executor.store_outputs)
         self._gate_timer = GateTimer(transactions, self.store, settings)
         self._wake = asyncio.Event()
         # Whether the next pass looks for queued runs: at start, on a submission in this
@@ -90,7 +90,7 @@ class Worker:
         self._look_for_runs = True
         self._looked_at = float("-inf")
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self._outcomes: list[Outcome] = []
+        self._outcomes: list[Ended] = []
         # Attempts stopped because someone else ended their node (a lease taken back): they
         # end silently; and because their run is being cancelled: their stop is recorded.
         self._released: set[uuid.UUID] = set()
@@ -164,7 +164,9 @@ class Worker:
 
     async def _join_outputs_being_stored(self) -> None:
         """Have the attempts that are writing their output now (their call has answered) end
-        before a pass records the outcomes that are in, so that one pass records them all.
+        before a pass records the outcomes that are in, so that one pass records them all. Only
+        outputs their attempts write themselves count (a remote store's, or big ones): the rest
+        are written by the pass that records them (`Executor.call`).
 
         Attempts claimed together end together: without this the first to end passes alone,
         and the rest wait for the pass after. A pass costs about as much whether it records one
@@ -198,11 +200,14 @@ class Worker:
     async def _pause(self, seconds: float) -> None:
         if self._outcomes:
             return
+        # A timeout around the wait, not `wait_for`: that runs the wait as a task of its own,
+        # a loop iteration more before every pass that an ended attempt wakes.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     async def _attempt(self, work: NodeWork) -> None:
-        outcome: Outcome | None = None
+        outcome: Ended | None = None
         try:
             outcome = await self._execute(work)
         except asyncio.CancelledError:
@@ -219,12 +224,13 @@ class Worker:
             self._cancelled.discard(work.id)
             self._wake.set()
 
-    async def _execute(self, work: NodeWork) -> Outcome:
-        """The attempt, measured, with the node named in its logs and error reports."""
+    async def _execute(self, work: NodeWork) -> Ended:
+        """The attempt, measured, with the node named in its logs and error reports. Its files
+        may be left for the pass that records it to write (`Executor.call`)."""
         started = time.perf_counter()
         with log_context(run_id=work.run_id, node_id=work.id):
             try:
-                outcome = await self.executor.attempt(work)
+                outcome = await self.executor.call(work)
             except Exception as error:
                 # Reported first, tagged: the error tracker keeps an exception's first report.
                 report_run_error(error, run_id=work.run_id, node_id=work.id)
@@ -233,8 +239,9 @@ class Worker:
                 outcome = Failed(work, message, retryable=False, cause="error")
             finally:
                 record_node_duration(work.role, time.perf_counter() - started)
-        if isinstance(outcome, Succeeded):
-            output = outcome.output
+        succeeded = outcome.succeeded if isinstance(outcome, Unstored) else outcome
+        if isinstance(succeeded, Succeeded):
+            output = succeeded.output
             record_llm_usage(
                 work.provider,
                 work.model,

@@ -8,9 +8,10 @@ the others fails too, the fault is not the runs' (the schema, this code): nobody
 the next pass tries again.
 """
 
+import functools
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from apps.core.database import Transactions, describe_fault, is_transient
 from apps.core.error_reporting import report_run_error
@@ -19,24 +20,48 @@ from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
 from apps.orchestrator.engine import passes
 from apps.orchestrator.engine.budgets import RunBudgets
-from apps.orchestrator.engine.executor import Outcome
+from apps.orchestrator.engine.executor import Ended, Outcome, Unstored
 from apps.orchestrator.engine.statements import EVERY_RUN, RunScope
 
 logger = logging.getLogger(__name__)
 
 
-class PassRunner:
-    """Runs `passes.run_pass` for the worker named `worker`, each in a transaction of its own."""
+class _StoredOnce:
+    """Writes the files of the unstored outputs among `ended` when called, once; the outcomes
+    are kept for a pass that fails after them."""
 
-    def __init__(self, transactions: Transactions, settings: Settings, worker: str) -> None:
+    def __init__(self, store: Callable[[Sequence[Ended]], list[Outcome]], ended: Sequence[Ended]):
+        self._store = store
+        self._ended = ended
+        self.outcomes: list[Outcome] | None = None
+
+    def __call__(self) -> list[Outcome]:
+        if self.outcomes is None:
+            self.outcomes = self._store(self._ended)
+        return self.outcomes
+
+
+class PassRunner:
+    """Runs `passes.run_pass` for the worker named `worker`, each in a transaction of its own,
+    after writing the files of the outputs it records that are not written yet (with
+    `store_outputs`, see `Executor.call`)."""
+
+    def __init__(
+        self,
+        transactions: Transactions,
+        settings: Settings,
+        worker: str,
+        store_outputs: Callable[[Sequence[Ended]], list[Outcome]],
+    ) -> None:
         self.transactions = transactions
         self.settings = settings
         self.worker = worker
+        self.store_outputs = store_outputs
         self.budgets = RunBudgets()
 
     async def run(
         self,
-        outcomes: Sequence[Outcome],
+        ended: Sequence[Ended],
         *,
         slots: int,
         start_queued: bool = True,
@@ -45,23 +70,27 @@ class PassRunner:
         """One pass; one that fails on a run's data is passed again run by run (see `passes`).
 
         Raises only when nothing was recorded: what a pass committed is always returned, so
-        that no claimed node is left without an attempt."""
+        that no claimed node is left without an attempt. The files of unstored outputs are
+        written before the pass's transaction begins, off the event loop."""
+        run_pass = functools.partial(
+            passes.run_pass,
+            worker=self.worker,
+            slots=slots,
+            settings=self.settings,
+            start_queued=start_queued,
+            scope=scope,
+            budgets=self.budgets,
+        )
+        stored = _StoredOnce(self.store_outputs, ended)
         try:
-            return await self.transactions.run(
-                passes.run_pass,
-                outcomes,
-                worker=self.worker,
-                slots=slots,
-                settings=self.settings,
-                start_queued=start_queued,
-                scope=scope,
-                budgets=self.budgets,
-            )
+            if any(isinstance(e, Unstored) for e in ended):
+                return await self.transactions.run_after(stored, run_pass)
+            return await self.transactions.run(run_pass, stored())
         except Exception as error:
-            if scope != EVERY_RUN or is_transient(error):
+            if stored.outcomes is None or scope != EVERY_RUN or is_transient(error):
                 raise
             logger.warning("worker pass failed, passing run by run: %s", describe_fault(error))
-        return await self._pass_run_by_run(outcomes, slots=slots, start_queued=start_queued)
+        return await self._pass_run_by_run(stored.outcomes, slots=slots, start_queued=start_queued)
 
     async def _pass_run_by_run(
         self, outcomes: Sequence[Outcome], *, slots: int, start_queued: bool
