@@ -32,6 +32,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     literal_column,
     null,
     select,
@@ -55,6 +56,13 @@ from apps.orchestrator.model.models import (
     UTCDateTime,
     utcnow,
 )
+from apps.orchestrator.model.prepared import (
+    chunked,
+    execute_many,
+    fetch,
+    listed,
+    spread,
+)
 from apps.orchestrator.model.states import NODE_TERMINAL, NodeStatus, RunStatus
 from apps.orchestrator.model.transitions import (
     MOVED_NODE_COLUMNS,
@@ -70,23 +78,34 @@ ACTIVE_RUNS = (RunStatus.RUNNING, RunStatus.WAITING)
 MAX_POSITION = 2**31 - 1
 
 NOW = bindparam("now", type_=UTCDateTime())
-INSERT_ARTIFACTS = insert(ARTIFACTS)
+ARTIFACT_COLUMNS = (
+    *("id", "run_id", "node_id", "name", "media_type", "size", "sha256"),
+    *("storage_key", "sidecar", "created_at"),
+)
+# Each column bound by name: a statement that `prepared` runs sets every column it writes.
+INSERT_ARTIFACTS = insert(ARTIFACTS).values(
+    {name: bindparam(name, type_=ARTIFACTS.c[name].type) for name in ARTIFACT_COLUMNS}
+)
 
 
 def _run_is_going_on() -> ColumnElement[bool]:
     """The node's run is active and no cancel of it was asked for."""
+    # The statuses as parameters of their own, not a list expanded at each execution.
+    active = [literal(status, RUNS.c.status.type) for status in ACTIVE_RUNS]
     return exists(
         select(RUNS.c.id).where(
             RUNS.c.id == NODES.c.run_id,
-            RUNS.c.status.in_(ACTIVE_RUNS),
+            RUNS.c.status.in_(active),
             RUNS.c.cancel_requested_at.is_(None),
         )
     )
 
 
 @cache
-def _succeed() -> Update:
-    attempts = tuple_(NODES.c.id, NODES.c.attempt).in_(bindparam("attempts", expanding=True))
+def _succeed(count: int) -> Update:
+    """The nodes of `count` (node, attempt) pairs bound as `node_<i>` and `attempt_<i>`."""
+    pairs = zip(listed("node", count, Uuid()), listed("attempt", count, Integer()), strict=True)
+    attempts = tuple_(NODES.c.id, NODES.c.attempt).in_([tuple_(*pair) for pair in pairs])
     return (
         update(NODES)
         .where(NODES.c.status == NodeStatus.RUNNING, attempts, _run_is_going_on())
@@ -98,14 +117,15 @@ def _succeed() -> Update:
 def mark_succeeded(
     connection: Connection, attempts: Sequence[tuple[uuid.UUID, int]]
 ) -> list[MovedNode]:
-    """Move the nodes still running these (node, attempt) pairs, in runs going on, to
-    succeeded."""
-    result = connection.execute(_succeed(), {"attempts": attempts, "now": utcnow()})
-    return moved_nodes(result)
+    """Move the nodes still running these (node, attempt) pairs (at most `MAX_LISTED`), in
+    runs going on, to succeeded."""
+    nodes, tries = zip(*attempts, strict=True) if attempts else ((), ())
+    parameters = spread("node", nodes) | spread("attempt", tries) | {"now": utcnow()}
+    return moved_nodes(fetch(connection, _succeed(len(attempts)), parameters))
 
 
 def add_artifacts(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    connection.execute(INSERT_ARTIFACTS, rows)
+    execute_many(connection, INSERT_ARTIFACTS, rows)
 
 
 @cache
@@ -119,6 +139,8 @@ def _add_usage() -> Update:
             + bindparam("completion", type_=BigInteger()),
             total_tokens=RUNS.c.total_tokens + bindparam("tokens", type_=BigInteger()),
             cost=RUNS.c.cost + bindparam("spent", type_=Float()),
+            # What the ORM's `onupdate` does for a statement of its own.
+            updated_at=NOW,
         )
         .returning(RUNS.c.status, RUNS.c.total_tokens, RUNS.c.cost)
     )
@@ -142,8 +164,9 @@ def add_usage(
         "completion": completion,
         "tokens": prompt + completion,
         "spent": cost,
+        "now": utcnow(),
     }
-    status, tokens, spent = (connection.execute(_add_usage(), parameters)).one()
+    [(status, tokens, spent)] = fetch(connection, _add_usage(), parameters)
     return Usage(status, tokens, spent)
 
 
@@ -208,7 +231,10 @@ def record_successes(
         usage = {row.run_id: Usage(row.status, row.total_tokens, row.cost) for row in succeeded}
         promoted = [row for row in rows if row.promoted] if promote else None
         return RecordedSuccesses(moved_nodes(succeeded), usage, promoted)
-    moved = mark_succeeded(connection, [(output.node_id, output.attempt) for output in outputs])
+    attempts = [(output.node_id, output.attempt) for output in outputs]
+    moved = moved_nodes(
+        node for part in chunked(attempts) for node in mark_succeeded(connection, part)
+    )
     recorded = {node.id for node in moved}
     kept = [output for output in outputs if output.node_id in recorded]
     if not kept:
@@ -364,15 +390,15 @@ def _record_successes(promote: bool) -> Executable:
 
 
 @cache
-def _promote(scope: str) -> Update:
+def _promote(scope: str, count: int) -> Update:
     """Pending nodes of active runs with every dependency succeeded, among the dependents of
-    the nodes bound as `after` (scope "after") or the nodes of the runs bound as `runs`."""
+    the `count` nodes bound as `after_<i>` (scope "after") or the nodes of the runs bound as
+    `runs_<i>`."""
+    ids = listed(scope, count, Uuid())
     if scope == "after":
-        dependents = select(DEPENDENCIES.c.node_id).where(
-            DEPENDENCIES.c.depends_on_id.in_(bindparam("after", expanding=True))
-        )
+        dependents = select(DEPENDENCIES.c.node_id).where(DEPENDENCIES.c.depends_on_id.in_(ids))
         return _promotion(NODES.c.id.in_(dependents))
-    return _promotion(NODES.c.run_id.in_(bindparam("runs", expanding=True)))
+    return _promotion(NODES.c.run_id.in_(ids))
 
 
 def _promotion(in_scope: ColumnElement[bool], succeeding: Select[Any] | None = None) -> Update:
@@ -405,8 +431,9 @@ def promote(
     nodes `after` and the nodes of `runs`; their rows, with their gates, in plan order."""
     rows: list[Any] = []
     for scope, ids in (("after", after), ("runs", runs)):
-        if ids:
-            rows += connection.execute(_promote(scope), {scope: ids, "now": utcnow()})
+        for part in chunked(ids):
+            parameters = spread(scope, part) | {"now": utcnow()}
+            rows += fetch(connection, _promote(scope, len(part)), parameters)
     return sorted(rows, key=lambda row: (row.run_id, row.position))
 
 
@@ -646,5 +673,5 @@ def claim(
         **time_parameters(dialect, lease_seconds),
         **scope.parameters(),
     }
-    rows = (connection.execute(_claim(dialect, scope.kind), parameters)).all()
+    rows = fetch(connection, _claim(dialect, scope.kind), parameters)
     return sorted(rows, key=lambda row: (row.run_id, row.position))
