@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
+from apps.core.database import take_at_commit
 from apps.core.errors import InvalidTransition
 from apps.core.settings import Settings
 from apps.orchestrator.engine import statements
@@ -26,6 +27,7 @@ from apps.orchestrator.model.clock import database_time_later, time_parameters
 from apps.orchestrator.model.models import Node, Run
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.model.transitions import (
+    INSERT_EVENTS,
     move_node,
     move_nodes,
     move_run,
@@ -246,8 +248,14 @@ def claim_ready_nodes(
     scope: statements.RunScope = statements.EVERY_RUN,
 ) -> list[NodeWork]:
     """Claim up to `slots` ready nodes of the runs of `scope` under a lease, oldest run first;
-    what each needs to run (its run's budget from `budgets`)."""
+    what each needs to run (its run's budget from `budgets`).
+
+    On PostgreSQL, when the pass has recorded events, the claim inserts them with those of
+    the nodes it starts: one round trip less (see `statements.claim`)."""
     connection = session.connection()
+    events = []
+    if connection.dialect.name == "postgresql":
+        events = take_at_commit(session, INSERT_EVENTS)
     claimed = statements.claim(
         connection,
         worker=worker,
@@ -255,17 +263,19 @@ def claim_ready_nodes(
         per_run=per_run,
         lease_seconds=lease_seconds,
         scope=scope,
+        events=events,
     )
     if not claimed:
         return []
-    record_node_moves(
-        session,
-        claimed,
-        NodeStatus.READY,
-        NodeStatus.RUNNING,
-        cause="claimed",
-        data={"worker": worker},
-    )
+    if not events:
+        record_node_moves(
+            session,
+            claimed,
+            NodeStatus.READY,
+            NodeStatus.RUNNING,
+            cause="claimed",
+            data={"worker": worker},
+        )
     budget = budgets.of(connection, {row.run_id for row in claimed})
     return [_node_work(row, budget[row.run_id], default_timeout) for row in claimed]
 

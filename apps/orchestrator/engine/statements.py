@@ -51,6 +51,7 @@ from apps.orchestrator.model.clock import database_time, database_time_later, ti
 from apps.orchestrator.model.models import (
     ARTIFACTS,
     DEPENDENCIES,
+    EVENTS,
     NODES,
     RUNS,
     UTCDateTime,
@@ -68,7 +69,9 @@ from apps.orchestrator.model.transitions import (
     MOVED_NODE_COLUMNS,
     MovedNode,
     moved_nodes,
+    node_event_type,
     node_values,
+    started_event_text,
 )
 
 UPSTREAM = NODES.alias("upstream")
@@ -550,9 +553,10 @@ def _runs_in_scope(kind: str) -> list[ColumnElement[bool]]:
 
 
 @cache
-def _claim(dialect: str, scope: str) -> Update:
+def _claim(dialect: str, scope: str, with_events: bool = False) -> Executable:
     """Claim up to `slots` due ready nodes of active runs (of the runs `scope` names), oldest
-    run first, leaving each run at most `per_run` running nodes.
+    run first, leaving each run at most `per_run` running nodes; `with_events` on PostgreSQL
+    inserts the events (see `_with_events`).
 
     It looks only at the `slots` oldest active runs with a due ready node and room to run it,
     and at the first `per_run` such nodes of each (in plan order, from the index on run, status
@@ -645,12 +649,59 @@ def _claim(dialect: str, scope: str) -> Update:
         "lease_expires_at": database_time_later(dialect),
         "next_attempt_at": None,
     }
-    return (
+    claimed = (
         update(NODES)
         .where(NODES.c.status == NodeStatus.READY, NODES.c.id == chosen_once.c.id)
         .values(values)
         .returning(*MOVED_NODE_COLUMNS, *CLAIMED_COLUMNS, _upstream_outputs(dialect))
     )
+    return _with_events(claimed) if with_events else claimed
+
+
+# The columns of the events `_with_events` is given, one array each, and their types.
+EVENT_ARRAYS: tuple[tuple[str, Any], ...] = (
+    ("run_id", Uuid()),
+    ("node_id", Uuid()),
+    ("type", Text()),
+    ("ts", DateTime(timezone=True)),
+    ("data", Text()),
+)
+
+
+def _with_events(claim: Update) -> Executable:
+    """`claim` (PostgreSQL), inserting the pass's events in the same statement: those given as
+    arrays, then the `node.started` of each node it claims, in plan order. A pass that claims
+    after recording saves the round trip of the events' insert; events stay last in the pass,
+    so the lock that orders them (migration 0002) is taken as late as before."""
+    claimed = claim.cte("claimed")
+    arrays = [bindparam(f"events_{name}", type_=ARRAY(type_)) for name, type_ in EVENT_ARRAYS]
+    given = (
+        func.unnest(*arrays)
+        .table_valued(
+            *(column(name, type_) for name, type_ in EVENT_ARRAYS), with_ordinality="ordinal"
+        )
+        .render_derived(name="given")
+    )
+    plan_order = func.row_number().over(order_by=(claimed.c.run_id, claimed.c.position))
+    data = (
+        bindparam("started_before", type_=Text())
+        + cast(claimed.c.attempt, Text())
+        + bindparam("started_after", type_=Text())
+    )
+    started = select(
+        claimed.c.run_id,
+        claimed.c.id,
+        literal(node_event_type(NodeStatus.READY, NodeStatus.RUNNING), Text()),
+        cast(NOW, DateTime(timezone=True)),
+        data,
+        plan_order + bindparam("events_given", type_=BigInteger()),
+    )
+    events = union_all(select(given), started).subquery("events")
+    rows = select(
+        events.c.run_id, events.c.node_id, events.c.type, events.c.ts, cast(events.c.data, JSON())
+    ).order_by(events.c.ordinal)
+    logged = insert(EVENTS).from_select(["run_id", "node_id", "type", "ts", "data"], rows)
+    return select(claimed).add_cte(logged.cte("logged"))
 
 
 def claim(
@@ -661,9 +712,11 @@ def claim(
     per_run: int,
     lease_seconds: float,
     scope: RunScope = EVERY_RUN,
+    events: Sequence[dict[str, Any]] = (),
 ) -> list[Any]:
     """Claim ready nodes of the runs of `scope` for `worker` under a lease of `lease_seconds`;
-    their rows."""
+    their rows. On PostgreSQL, given `events` (rows of `record_event`), the statement inserts
+    them, then each claimed node's `node.started`; elsewhere `events` must be empty."""
     dialect = connection.dialect.name
     parameters = {
         "worker": worker,
@@ -673,5 +726,19 @@ def claim(
         **time_parameters(dialect, lease_seconds),
         **scope.parameters(),
     }
-    rows = fetch(connection, _claim(dialect, scope.kind), parameters)
+    if events:
+        assert dialect == "postgresql", "events go in the claim on PostgreSQL only"
+        before, after = started_event_text("claimed", {"worker": worker})
+        parameters |= _event_arrays(events) | {"started_before": before, "started_after": after}
+    rows = fetch(connection, _claim(dialect, scope.kind, bool(events)), parameters)
     return sorted(rows, key=lambda row: (row.run_id, row.position))
+
+
+def _event_arrays(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    arrays: dict[str, Any] = {f"events_{name}": [] for name, _ in EVENT_ARRAYS}
+    for event in events:
+        for name, _ in EVENT_ARRAYS:
+            value = event[name]
+            # As the engine's serializer writes a JSON column (the column keeps the text).
+            arrays[f"events_{name}"].append(JSON_SERIALIZER(value) if name == "data" else value)
+    return arrays | {"events_given": len(events)}
