@@ -9,13 +9,14 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, NoReturn, Protocol
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from apps.core.database import JSON_SERIALIZER, insert_at_commit
+from apps.core.database import JSON_SERIALIZER, insert_at_commit, take_at_commit
 from apps.core.errors import InvalidTransition
 from apps.core.text import storable_error
 from apps.orchestrator.model.models import EVENTS, NODES, Node, Run, utcnow
+from apps.orchestrator.model.prepared import execute_many
 from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
     NODE_TERMINAL,
@@ -47,7 +48,11 @@ NODE_EVENTS = {
 }
 
 
-INSERT_EVENTS = insert(EVENTS)
+EVENT_COLUMNS = ("run_id", "node_id", "type", "ts", "data")
+# Each column bound by name, as `record_event` gives them (see `insert_recorded_events`).
+INSERT_EVENTS = insert(EVENTS).values(
+    {name: bindparam(name, type_=EVENTS.c[name].type) for name in EVENT_COLUMNS}
+)
 
 
 def record_event(
@@ -68,6 +73,15 @@ def record_event(
     """
     row = {"run_id": run_id, "node_id": node_id, "type": type, "ts": utcnow(), "data": data or {}}
     insert_at_commit(session, INSERT_EVENTS, row)
+
+
+def insert_recorded_events(session: Session) -> None:
+    """Insert the events recorded so far, as the commit point would: for work that ends with
+    them (a worker's pass), on SQLite through the driver's cursor (`prepared`)."""
+    rows = take_at_commit(session, INSERT_EVENTS)
+    if rows:
+        session.flush()
+        execute_many(session.connection(), INSERT_EVENTS, rows)
 
 
 def move_runs(
