@@ -25,6 +25,7 @@ from apps.orchestrator.engine.gates import Hold, close_gates, gate_when, open_ga
 from apps.orchestrator.engine.submission import add_plan
 from apps.orchestrator.model.clock import database_time_later, time_parameters
 from apps.orchestrator.model.models import Node, Run
+from apps.orchestrator.model.prepared import connection_of
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.model.transitions import (
     INSERT_EVENTS,
@@ -177,7 +178,7 @@ def promote_pending_nodes(
     """Make ready the pending nodes of active runs whose dependencies have all succeeded, among
     the dependents of the nodes `after` and the nodes of `runs`; the runs they belong to."""
     return record_promotions(
-        session, statements.promote(session.connection(), after=after, runs=runs)
+        session, statements.promote(connection_of(session), after=after, runs=runs)
     )
 
 
@@ -204,7 +205,7 @@ def finish_runs(session: Session, run_ids: Iterable[uuid.UUID]) -> int:
     run_ids = list(run_ids)
     if not run_ids:
         return 0
-    done = statements.finished_runs(session.connection(), run_ids)
+    done = statements.finished_runs(connection_of(session), run_ids)
     for run in done:
         if run.cancelling:
             move_run(session, run.id, run.status, RunStatus.CANCELLED, cause="cancel")
@@ -252,7 +253,7 @@ def claim_ready_nodes(
 
     On PostgreSQL, when the pass has recorded events, the claim inserts them with those of
     the nodes it starts: one round trip less (see `statements.claim`)."""
-    connection = session.connection()
+    connection = connection_of(session)
     events = []
     if connection.dialect.name == "postgresql":
         events = take_at_commit(session, INSERT_EVENTS)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from apps.core.errors import NotFound
 from apps.orchestrator.model.models import RUNS
-from apps.orchestrator.model.prepared import chunked, fetch, listed, spread
+from apps.orchestrator.model.prepared import chunked, connection_of, fetch, listed, spread
 from apps.orchestrator.model.states import RunStatus
 
 
@@ -43,7 +43,7 @@ class LockedRun(NamedTuple):
 def lock_runs(session: Session, run_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, LockedRun]:
     """Lock the runs of `run_ids` in id order, waiting for those another transaction holds;
     each one's state once locked (runs that do not exist are left out)."""
-    connection = session.connection()
+    connection = connection_of(session)
     locked = {}
     for part in chunked(sorted(set(run_ids))):
         for row in fetch(connection, _lock(len(part)), spread("id", part)):

@@ -16,7 +16,7 @@ from apps.core.database import JSON_SERIALIZER, insert_at_commit, take_at_commit
 from apps.core.errors import InvalidTransition
 from apps.core.text import storable_error
 from apps.orchestrator.model.models import EVENTS, NODES, Node, Run, utcnow
-from apps.orchestrator.model.prepared import execute_many
+from apps.orchestrator.model.prepared import connection_of, execute_many
 from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
     NODE_TERMINAL,
@@ -81,7 +81,7 @@ def insert_recorded_events(session: Session) -> None:
     rows = take_at_commit(session, INSERT_EVENTS)
     if rows:
         session.flush()
-        execute_many(session.connection(), INSERT_EVENTS, rows)
+        execute_many(connection_of(session), INSERT_EVENTS, rows)
 
 
 def move_runs(
@@ -110,7 +110,7 @@ def move_runs(
         values["started_at"] = func.coalesce(Run.started_at, now)
     if target in RUN_TERMINAL:
         values |= {"finished_at": now, "error": error}
-    connection = session.connection()
+    connection = connection_of(session)
     result = connection.execute(
         update(Run).where(Run.status == current, *where).values(values).returning(Run.id)
     )
@@ -262,7 +262,7 @@ def move_nodes(
     parameters."""
     error = storable_error(error) if error is not None else None
     values = node_values(current, target, utcnow(), error) | columns
-    connection = session.connection()
+    connection = connection_of(session)
     result = connection.execute(
         update(NODES)
         .where(NODES.c.status == current, *where)
