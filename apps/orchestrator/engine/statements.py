@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     Update,
     Uuid,
+    any_,
     bindparam,
     cast,
     column,
@@ -44,7 +45,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, operators
+from sqlalchemy.sql.expression import UnaryExpression
 
 from apps.core.database import JSON_SERIALIZER
 from apps.orchestrator.model.clock import database_time, database_time_later, time_parameters
@@ -377,10 +379,15 @@ def _record_successes(promote: bool) -> Executable:
     )
     if not promote:
         return succeeded
-    dependents = select(DEPENDENCIES.c.node_id).where(
+    # The dependents as one array, computed first: the plan then starts from them. As a join,
+    # planned from the nodes' status index instead (which stale statistics make look as cheap),
+    # it read every pending node of every run in each pass.
+    dependents = select(func.array_agg(DEPENDENCIES.c.node_id)).where(
         DEPENDENCIES.c.depends_on_id.in_(select(moved.c.id))
     )
-    ready = _promotion(NODES.c.id.in_(dependents), select(moved.c.id)).cte("ready")
+    # (An array's expression, not a subquery: `= ANY (SELECT ...)` would compare each row.)
+    in_scope = NODES.c.id == any_(cast(dependents.scalar_subquery(), ARRAY(Uuid())))
+    ready = _promotion(in_scope, select(moved.c.id)).cte("ready")
     promoted = select(
         *(ready.c[name] for name in ("id", "run_id", "position", "attempt")),
         null(),
@@ -393,21 +400,24 @@ def _record_successes(promote: bool) -> Executable:
 
 
 @cache
-def _promote(scope: str, count: int) -> Update:
+def _promote(dialect: str, scope: str, count: int) -> Update:
     """Pending nodes of active runs with every dependency succeeded, among the dependents of
     the `count` nodes bound as `after_<i>` (scope "after") or the nodes of the runs bound as
     `runs_<i>`."""
     ids = listed(scope, count, Uuid())
     if scope == "after":
         dependents = select(DEPENDENCIES.c.node_id).where(DEPENDENCIES.c.depends_on_id.in_(ids))
-        return _promotion(NODES.c.id.in_(dependents))
+        return _promotion(NODES.c.id.in_(dependents), by_scope=dialect == "sqlite")
     return _promotion(NODES.c.run_id.in_(ids))
 
 
-def _promotion(in_scope: ColumnElement[bool], succeeding: Select[Any] | None = None) -> Update:
+def _promotion(
+    in_scope: ColumnElement[bool], succeeding: Select[Any] | None = None, by_scope: bool = False
+) -> Update:
     """Make ready the pending nodes of `in_scope` in active runs whose dependencies have all
     succeeded, or are among the nodes `succeeding` selects (which the same statement moves to
-    succeeded, and which it therefore still sees running)."""
+    succeeded, and which it therefore still sees running). `by_scope` (SQLite) has the plan
+    find the nodes from `in_scope` alone."""
     not_succeeded = UPSTREAM.c.status != NodeStatus.SUCCEEDED
     if succeeding is not None:
         not_succeeded &= UPSTREAM.c.id.not_in(succeeding)
@@ -416,9 +426,14 @@ def _promotion(in_scope: ColumnElement[bool], succeeding: Select[Any] | None = N
         .join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id)
         .where(DEPENDENCIES.c.node_id == NODES.c.id, not_succeeded)
     )
+    status: ColumnElement[Any] = NODES.c.status
+    if by_scope:
+        # SQLite's unary + keeps the index on status out of the plan: without statistics it
+        # preferred it, and read every pending node of every run to find a few dependents.
+        status = UnaryExpression(status, operator=operators.custom_op("+"), type_=status.type)
     return (
         update(NODES)
-        .where(NODES.c.status == NodeStatus.PENDING, in_scope, ~exists(blocked), _run_is_going_on())
+        .where(status == NodeStatus.PENDING, in_scope, ~exists(blocked), _run_is_going_on())
         .values(node_values(NodeStatus.PENDING, NodeStatus.READY, NOW))
         .returning(*MOVED_NODE_COLUMNS, NODES.c.gate)
     )
@@ -436,7 +451,8 @@ def promote(
     for scope, ids in (("after", after), ("runs", runs)):
         for part in chunked(ids):
             parameters = spread(scope, part) | {"now": utcnow()}
-            rows += fetch(connection, _promote(scope, len(part)), parameters)
+            statement = _promote(connection.dialect.name, scope, len(part))
+            rows += fetch(connection, statement, parameters)
     return sorted(rows, key=lambda row: (row.run_id, row.position))
 
 
