@@ -457,10 +457,9 @@ def promote(
 
 
 @cache
-def _finished_runs() -> Select[Any]:
-    unfinished = select(NODES.c.id).where(
-        NODES.c.run_id == RUNS.c.id, NODES.c.status.not_in(tuple(NODE_TERMINAL))
-    )
+def _finished_runs(count: int) -> Select[Any]:
+    final = [literal(status, NODES.c.status.type) for status in NODE_TERMINAL]
+    unfinished = select(NODES.c.id).where(NODES.c.run_id == RUNS.c.id, NODES.c.status.not_in(final))
     return select(
         RUNS.c.id,
         RUNS.c.status,
@@ -469,8 +468,8 @@ def _finished_runs() -> Select[Any]:
         RUNS.c.cost,
         RUNS.c.cancel_requested_at.is_not(None).label("cancelling"),
     ).where(
-        RUNS.c.id.in_(bindparam("runs", expanding=True)),
-        RUNS.c.status.in_(ACTIVE_RUNS),
+        RUNS.c.id.in_(listed("runs", count, Uuid())),
+        RUNS.c.status.in_([literal(status, RUNS.c.status.type) for status in ACTIVE_RUNS]),
         ~exists(unfinished),
     )
 
@@ -478,7 +477,11 @@ def _finished_runs() -> Select[Any]:
 def finished_runs(connection: Connection, run_ids: Sequence[uuid.UUID]) -> list[Any]:
     """Those of the active `run_ids` whose nodes are all final, with their budget, usage and
     whether a cancel was asked for."""
-    return list(connection.execute(_finished_runs(), {"runs": run_ids}))
+    return [
+        row
+        for part in chunked(run_ids)
+        for row in fetch(connection, _finished_runs(len(part)), spread("runs", part))
+    ]
 
 
 CLAIMED_COLUMNS = (
