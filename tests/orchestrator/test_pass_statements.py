@@ -124,7 +124,7 @@ async def test_a_driver_error_is_raised_as_sqlalchemy_raises_it(
         pytest.skip("SQLite's statements run on its driver")
 
     def malformed(session: Session) -> None:
-        fetch(connection_of(session), select(func.json_extract("{", "$")), {})
+        fetch(connection_of(session), select(func.json_extract("{", "$").label("value")), {})
 
     with pytest.raises(DBAPIError) as raised:
         await transactions.run(malformed)

@@ -11,12 +11,13 @@ execution): its builder gives a list as one parameter an element (`listed`). Oth
 and statements not built that way, go through `Connection.execute` as before.
 """
 
+import functools
 import sqlite3
 import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import BindParameter, ClauseElement, Dialect, bindparam
 from sqlalchemy.engine import Connection
@@ -49,29 +50,50 @@ def spread(name: str, values: Sequence[Any]) -> dict[str, Any]:
     return {f"{name}_{index}": value for index, value in enumerate(values)}
 
 
-class Prepared:
-    """A statement compiled for one dialect, with its parameters' order and processors."""
+class Compiled(NamedTuple):
+    """What a statement compiles to on one kind of dialect: its text, its parameters (name,
+    whether a value must be given, the value it has otherwise, its type) and its columns."""
 
-    def __init__(self, statement: Executable, dialect: Dialect) -> None:
-        assert isinstance(statement, ClauseElement)
-        compiled = statement.compile(dialect=dialect)
-        assert isinstance(compiled, SQLCompiler)
-        if compiled.positiontup is None or compiled.insert_prefetch or compiled.update_prefetch:
-            # Defaults computed at execution (`onupdate=utcnow`) would be left out: a statement
-            # run here sets each column it writes.
-            raise ValueError("a statement with Python-side defaults, or not positional")
-        self.sql = compiled.string
-        self._parameters: list[tuple[str, bool, Any, Processor]] = []
-        for name in compiled.positiontup:
-            bind = compiled.binds[name]
-            if bind.expanding:
-                raise ValueError(f"parameter {name!r} expands: build it with `listed`")
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            self._parameters.append((name, bind.required, bind.effective_value, processor))
-        columns = list(getattr(statement, "exported_columns", ()))
-        self._row: Any = namedtuple("Row", [column.key for column in columns])  # type: ignore[misc]
+    sql: str
+    parameters: list[tuple[str, bool, Any, TypeEngine[Any]]]
+    columns: list[tuple[str, TypeEngine[Any]]]
+
+
+@functools.cache
+def _compile(statement: Executable, dialect: Dialect) -> Compiled:
+    """`statement` compiled once per kind of dialect (see `_kind`), whichever engine asks: the
+    claim takes milliseconds to compile, and tests, the CLI and benchmarks open engines often."""
+    assert isinstance(statement, ClauseElement)
+    compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    if compiled.positiontup is None or compiled.insert_prefetch or compiled.update_prefetch:
+        # Defaults computed at execution (`onupdate=utcnow`) would be left out: a statement
+        # run here sets each column it writes.
+        raise ValueError("a statement with Python-side defaults, or not positional")
+    parameters = []
+    for name in compiled.positiontup:
+        bind = compiled.binds[name]
+        if bind.expanding:
+            raise ValueError(f"parameter {name!r} expands: build it with `listed`")
+        parameters.append((name, bind.required, bind.effective_value, bind.type))
+    columns = [(column.key, column.type) for column in getattr(statement, "exported_columns", ())]
+    return Compiled(compiled.string, parameters, columns)
+
+
+class Prepared:
+    """A statement compiled for one dialect, with its parameters' order and the processors of
+    that dialect object (its JSON serializer is the engine's)."""
+
+    def __init__(self, compiled: Compiled, dialect: Dialect) -> None:
+        self.sql = compiled.sql
+        self._parameters: list[tuple[str, bool, Any, Processor]] = [
+            (name, required, default, type_.dialect_impl(dialect).bind_processor(dialect))
+            for name, required, default, type_ in compiled.parameters
+        ]
+        self._row: Any = namedtuple("Row", [key for key, _ in compiled.columns])  # type: ignore[misc]
         self._results: list[Processor] = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+            type_.dialect_impl(dialect).result_processor(dialect, None)
+            for _, type_ in compiled.columns
         ]
 
     def values(self, given: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -102,10 +124,21 @@ def _prepared(connection: Connection, statement: Executable) -> Prepared | None:
     known = _PREPARED.setdefault(connection.dialect, {})
     if statement not in known:
         try:
-            known[statement] = Prepared(statement, connection.dialect)
+            compiled = _compile(statement, _kind(connection.dialect))
+            known[statement] = Prepared(compiled, connection.dialect)
         except ValueError:
             known[statement] = None
     return known[statement]
+
+
+_KINDS: dict[tuple[type[Dialect], str, tuple[Any, ...] | None], Dialect] = {}
+
+
+def _kind(dialect: Dialect) -> Dialect:
+    """The first dialect object seen of `dialect`'s class, parameter style and server version:
+    they compile statements alike."""
+    key = (type(dialect), dialect.paramstyle, dialect.server_version_info)
+    return _KINDS.setdefault(key, dialect)
 
 
 def fetch(connection: Connection, statement: Executable, values: Mapping[str, Any]) -> list[Any]:
