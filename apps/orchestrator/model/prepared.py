@@ -1,4 +1,4 @@
-"""The hot statements of a worker's pass, run on SQLite's own cursor.
+"""The hot statements of a worker's pass, run on SQLite's own driver.
 
 Through `Connection.execute` a statement of a pass cost 40-80 µs of SQLAlchemy (cache key,
 execution context, parameters, result metadata) around 4-10 µs of SQLite, and a chain's pass
@@ -118,8 +118,9 @@ _PREPARED: "weakref.WeakKeyDictionary[Dialect, dict[Executable, Prepared | None]
 
 def _prepared(connection: Connection, statement: Executable) -> Prepared | None:
     """`statement` prepared for the connection's dialect object (its JSON serializer is the
-    engine's); None where it runs through SQLAlchemy: not on SQLite, or not preparable."""
-    if connection.dialect.name != "sqlite":
+    engine's); None where it runs through SQLAlchemy: not on SQLite's standard driver (the
+    transactions' writer; aiosqlite's connection is not called directly), or not preparable."""
+    if connection.dialect.driver != "pysqlite":
         return None
     known = _PREPARED.setdefault(connection.dialect, {})
     if statement not in known:
