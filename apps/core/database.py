@@ -190,6 +190,13 @@ def insert_at_commit(session: Session, statement: Insert, row: dict[str, Any]) -
     pending.setdefault(statement, []).append(row)
 
 
+def take_at_commit(session: Session, statement: Insert) -> list[dict[str, Any]]:
+    """The rows kept so far for `statement` (`insert_at_commit`), which the caller now
+    inserts itself, in its last statement (rows kept after this one are inserted at commit)."""
+    pending: dict[Insert, list[dict[str, Any]]] = session.info[_AT_COMMIT]
+    return pending.pop(statement, [])
+
+
 def _insert_pending(session: Session) -> None:
     """What every commit point does just before it commits: the rows `insert_at_commit` kept."""
     pending: dict[Insert, list[dict[str, Any]]] = session.info.pop(_AT_COMMIT)

@@ -26,6 +26,7 @@ from apps.orchestrator.engine.scheduling import (
 from apps.orchestrator.engine.statements import ACTIVE_RUNS
 from apps.orchestrator.model.locks import lock_runs
 from apps.orchestrator.model.models import Artifact, utcnow
+from apps.orchestrator.model.prepared import connection_of
 from apps.orchestrator.model.states import NodeStatus
 from apps.orchestrator.model.transitions import move_node, record_event, record_node_moves
 
@@ -103,7 +104,7 @@ def _hold_outputs(session: Session, held: Sequence[Succeeded]) -> set[uuid.UUID]
         except InvalidTransition:
             continue
         row = _artifact_row(session, outcome)
-        statements.add_artifacts(session.connection(), [row])
+        statements.add_artifacts(connection_of(session), [row])
         holds.append(Hold(outcome.work.id, outcome.work.run_id, outcome.work.gate or {}, row["id"]))
         kept.append(outcome)
     if kept:
@@ -127,7 +128,7 @@ def _stop_in_cancelled_runs(
     outputs = [outcome for outcome in stopped if isinstance(outcome, Succeeded)]
     if outputs:
         rows = [_artifact_row(session, outcome) for outcome in outputs]
-        statements.add_artifacts(session.connection(), rows)
+        statements.add_artifacts(connection_of(session), rows)
         _add_usage(session, outputs)
 
 
@@ -143,7 +144,7 @@ def _record_successes(
         return set()
     outputs = {outcome.work.id: _output(outcome) for outcome in successes}
     recorded = statements.record_successes(
-        session.connection(), list(outputs.values()), promote=promoting is not None
+        connection_of(session), list(outputs.values()), promote=promoting is not None
     )
     moved = recorded.succeeded
     record_node_moves(session, moved, NodeStatus.RUNNING, NodeStatus.SUCCEEDED, cause="completed")
@@ -213,7 +214,7 @@ def _record_artifact_created(session: Session, artifact: dict[str, Any]) -> None
 def _add_usage(session: Session, successes: Sequence[Succeeded]) -> None:
     """Add the calls' tokens and cost to their runs, and stop a run its next call would take
     past its budget."""
-    connection = session.connection()
+    connection = connection_of(session)
     totals = statements.usage_totals(_output(outcome) for outcome in successes)
     usage = {
         run_id: statements.add_usage(connection, run_id, *run_totals)

@@ -27,7 +27,7 @@ from apps.orchestrator.engine.statements import ACTIVE_RUNS, EVERY_RUN, RunScope
 from apps.orchestrator.model.locks import lock_runs
 from apps.orchestrator.model.models import RUNS, Node, Run
 from apps.orchestrator.model.states import NodeStatus, RunStatus
-from apps.orchestrator.model.transitions import move_nodes, move_runs
+from apps.orchestrator.model.transitions import insert_recorded_events, move_nodes, move_runs
 
 
 @dataclass(slots=True)
@@ -84,6 +84,7 @@ def run_pass(
     going_on = promoted | {work.run_id for work in result.claimed}
     finished = finish_runs(session, recorded.runs - going_on)
     result.changed = bool(outcomes or started or promoted or finished or result.claimed)
+    insert_recorded_events(session)
     return result
 
 

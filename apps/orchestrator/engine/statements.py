@@ -26,12 +26,14 @@ from sqlalchemy import (
     Text,
     Update,
     Uuid,
+    any_,
     bindparam,
     cast,
     column,
     exists,
     func,
     insert,
+    literal,
     literal_column,
     null,
     select,
@@ -43,24 +45,35 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, operators
+from sqlalchemy.sql.expression import UnaryExpression
 
 from apps.core.database import JSON_SERIALIZER
 from apps.orchestrator.model.clock import database_time, database_time_later, time_parameters
 from apps.orchestrator.model.models import (
     ARTIFACTS,
     DEPENDENCIES,
+    EVENTS,
     NODES,
     RUNS,
     UTCDateTime,
     utcnow,
+)
+from apps.orchestrator.model.prepared import (
+    chunked,
+    execute_many,
+    fetch,
+    listed,
+    spread,
 )
 from apps.orchestrator.model.states import NODE_TERMINAL, NodeStatus, RunStatus
 from apps.orchestrator.model.transitions import (
     MOVED_NODE_COLUMNS,
     MovedNode,
     moved_nodes,
+    node_event_type,
     node_values,
+    started_event_text,
 )
 
 UPSTREAM = NODES.alias("upstream")
@@ -70,23 +83,34 @@ ACTIVE_RUNS = (RunStatus.RUNNING, RunStatus.WAITING)
 MAX_POSITION = 2**31 - 1
 
 NOW = bindparam("now", type_=UTCDateTime())
-INSERT_ARTIFACTS = insert(ARTIFACTS)
+ARTIFACT_COLUMNS = (
+    *("id", "run_id", "node_id", "name", "media_type", "size", "sha256"),
+    *("storage_key", "sidecar", "created_at"),
+)
+# Each column bound by name: a statement that `prepared` runs sets every column it writes.
+INSERT_ARTIFACTS = insert(ARTIFACTS).values(
+    {name: bindparam(name, type_=ARTIFACTS.c[name].type) for name in ARTIFACT_COLUMNS}
+)
 
 
 def _run_is_going_on() -> ColumnElement[bool]:
     """The node's run is active and no cancel of it was asked for."""
+    # The statuses as parameters of their own, not a list expanded at each execution.
+    active = [literal(status, RUNS.c.status.type) for status in ACTIVE_RUNS]
     return exists(
         select(RUNS.c.id).where(
             RUNS.c.id == NODES.c.run_id,
-            RUNS.c.status.in_(ACTIVE_RUNS),
+            RUNS.c.status.in_(active),
             RUNS.c.cancel_requested_at.is_(None),
         )
     )
 
 
 @cache
-def _succeed() -> Update:
-    attempts = tuple_(NODES.c.id, NODES.c.attempt).in_(bindparam("attempts", expanding=True))
+def _succeed(count: int) -> Update:
+    """The nodes of `count` (node, attempt) pairs bound as `node_<i>` and `attempt_<i>`."""
+    pairs = zip(listed("node", count, Uuid()), listed("attempt", count, Integer()), strict=True)
+    attempts = tuple_(NODES.c.id, NODES.c.attempt).in_([tuple_(*pair) for pair in pairs])
     return (
         update(NODES)
         .where(NODES.c.status == NodeStatus.RUNNING, attempts, _run_is_going_on())
@@ -98,14 +122,15 @@ def _succeed() -> Update:
 def mark_succeeded(
     connection: Connection, attempts: Sequence[tuple[uuid.UUID, int]]
 ) -> list[MovedNode]:
-    """Move the nodes still running these (node, attempt) pairs, in runs going on, to
-    succeeded."""
-    result = connection.execute(_succeed(), {"attempts": attempts, "now": utcnow()})
-    return moved_nodes(result)
+    """Move the nodes still running these (node, attempt) pairs (at most `MAX_LISTED`), in
+    runs going on, to succeeded."""
+    nodes, tries = zip(*attempts, strict=True) if attempts else ((), ())
+    parameters = spread("node", nodes) | spread("attempt", tries) | {"now": utcnow()}
+    return moved_nodes(fetch(connection, _succeed(len(attempts)), parameters))
 
 
 def add_artifacts(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    connection.execute(INSERT_ARTIFACTS, rows)
+    execute_many(connection, INSERT_ARTIFACTS, rows)
 
 
 @cache
@@ -119,6 +144,8 @@ def _add_usage() -> Update:
             + bindparam("completion", type_=BigInteger()),
             total_tokens=RUNS.c.total_tokens + bindparam("tokens", type_=BigInteger()),
             cost=RUNS.c.cost + bindparam("spent", type_=Float()),
+            # What the ORM's `onupdate` does for a statement of its own.
+            updated_at=NOW,
         )
         .returning(RUNS.c.status, RUNS.c.total_tokens, RUNS.c.cost)
     )
@@ -142,8 +169,9 @@ def add_usage(
         "completion": completion,
         "tokens": prompt + completion,
         "spent": cost,
+        "now": utcnow(),
     }
-    status, tokens, spent = (connection.execute(_add_usage(), parameters)).one()
+    [(status, tokens, spent)] = fetch(connection, _add_usage(), parameters)
     return Usage(status, tokens, spent)
 
 
@@ -208,7 +236,10 @@ def record_successes(
         usage = {row.run_id: Usage(row.status, row.total_tokens, row.cost) for row in succeeded}
         promoted = [row for row in rows if row.promoted] if promote else None
         return RecordedSuccesses(moved_nodes(succeeded), usage, promoted)
-    moved = mark_succeeded(connection, [(output.node_id, output.attempt) for output in outputs])
+    attempts = [(output.node_id, output.attempt) for output in outputs]
+    moved = moved_nodes(
+        node for part in chunked(attempts) for node in mark_succeeded(connection, part)
+    )
     recorded = {node.id for node in moved}
     kept = [output for output in outputs if output.node_id in recorded]
     if not kept:
@@ -348,10 +379,15 @@ def _record_successes(promote: bool) -> Executable:
     )
     if not promote:
         return succeeded
-    dependents = select(DEPENDENCIES.c.node_id).where(
+    # The dependents as one array, computed first: the plan then starts from them. As a join,
+    # planned from the nodes' status index instead (which stale statistics make look as cheap),
+    # it read every pending node of every run in each pass.
+    dependents = select(func.array_agg(DEPENDENCIES.c.node_id)).where(
         DEPENDENCIES.c.depends_on_id.in_(select(moved.c.id))
     )
-    ready = _promotion(NODES.c.id.in_(dependents), select(moved.c.id)).cte("ready")
+    # (An array's expression, not a subquery: `= ANY (SELECT ...)` would compare each row.)
+    in_scope = NODES.c.id == any_(cast(dependents.scalar_subquery(), ARRAY(Uuid())))
+    ready = _promotion(in_scope, select(moved.c.id)).cte("ready")
     promoted = select(
         *(ready.c[name] for name in ("id", "run_id", "position", "attempt")),
         null(),
@@ -364,21 +400,24 @@ def _record_successes(promote: bool) -> Executable:
 
 
 @cache
-def _promote(scope: str) -> Update:
+def _promote(dialect: str, scope: str, count: int) -> Update:
     """Pending nodes of active runs with every dependency succeeded, among the dependents of
-    the nodes bound as `after` (scope "after") or the nodes of the runs bound as `runs`."""
+    the `count` nodes bound as `after_<i>` (scope "after") or the nodes of the runs bound as
+    `runs_<i>`."""
+    ids = listed(scope, count, Uuid())
     if scope == "after":
-        dependents = select(DEPENDENCIES.c.node_id).where(
-            DEPENDENCIES.c.depends_on_id.in_(bindparam("after", expanding=True))
-        )
-        return _promotion(NODES.c.id.in_(dependents))
-    return _promotion(NODES.c.run_id.in_(bindparam("runs", expanding=True)))
+        dependents = select(DEPENDENCIES.c.node_id).where(DEPENDENCIES.c.depends_on_id.in_(ids))
+        return _promotion(NODES.c.id.in_(dependents), by_scope=dialect == "sqlite")
+    return _promotion(NODES.c.run_id.in_(ids))
 
 
-def _promotion(in_scope: ColumnElement[bool], succeeding: Select[Any] | None = None) -> Update:
+def _promotion(
+    in_scope: ColumnElement[bool], succeeding: Select[Any] | None = None, by_scope: bool = False
+) -> Update:
     """Make ready the pending nodes of `in_scope` in active runs whose dependencies have all
     succeeded, or are among the nodes `succeeding` selects (which the same statement moves to
-    succeeded, and which it therefore still sees running)."""
+    succeeded, and which it therefore still sees running). `by_scope` (SQLite) has the plan
+    find the nodes from `in_scope` alone."""
     not_succeeded = UPSTREAM.c.status != NodeStatus.SUCCEEDED
     if succeeding is not None:
         not_succeeded &= UPSTREAM.c.id.not_in(succeeding)
@@ -387,9 +426,14 @@ def _promotion(in_scope: ColumnElement[bool], succeeding: Select[Any] | None = N
         .join(UPSTREAM, UPSTREAM.c.id == DEPENDENCIES.c.depends_on_id)
         .where(DEPENDENCIES.c.node_id == NODES.c.id, not_succeeded)
     )
+    status: ColumnElement[Any] = NODES.c.status
+    if by_scope:
+        # SQLite's unary + keeps the index on status out of the plan: without statistics it
+        # preferred it, and read every pending node of every run to find a few dependents.
+        status = UnaryExpression(status, operator=operators.custom_op("+"), type_=status.type)
     return (
         update(NODES)
-        .where(NODES.c.status == NodeStatus.PENDING, in_scope, ~exists(blocked), _run_is_going_on())
+        .where(status == NodeStatus.PENDING, in_scope, ~exists(blocked), _run_is_going_on())
         .values(node_values(NodeStatus.PENDING, NodeStatus.READY, NOW))
         .returning(*MOVED_NODE_COLUMNS, NODES.c.gate)
     )
@@ -405,16 +449,17 @@ def promote(
     nodes `after` and the nodes of `runs`; their rows, with their gates, in plan order."""
     rows: list[Any] = []
     for scope, ids in (("after", after), ("runs", runs)):
-        if ids:
-            rows += connection.execute(_promote(scope), {scope: ids, "now": utcnow()})
+        for part in chunked(ids):
+            parameters = spread(scope, part) | {"now": utcnow()}
+            statement = _promote(connection.dialect.name, scope, len(part))
+            rows += fetch(connection, statement, parameters)
     return sorted(rows, key=lambda row: (row.run_id, row.position))
 
 
 @cache
-def _finished_runs() -> Select[Any]:
-    unfinished = select(NODES.c.id).where(
-        NODES.c.run_id == RUNS.c.id, NODES.c.status.not_in(tuple(NODE_TERMINAL))
-    )
+def _finished_runs(count: int) -> Select[Any]:
+    final = [literal(status, NODES.c.status.type) for status in NODE_TERMINAL]
+    unfinished = select(NODES.c.id).where(NODES.c.run_id == RUNS.c.id, NODES.c.status.not_in(final))
     return select(
         RUNS.c.id,
         RUNS.c.status,
@@ -423,8 +468,8 @@ def _finished_runs() -> Select[Any]:
         RUNS.c.cost,
         RUNS.c.cancel_requested_at.is_not(None).label("cancelling"),
     ).where(
-        RUNS.c.id.in_(bindparam("runs", expanding=True)),
-        RUNS.c.status.in_(ACTIVE_RUNS),
+        RUNS.c.id.in_(listed("runs", count, Uuid())),
+        RUNS.c.status.in_([literal(status, RUNS.c.status.type) for status in ACTIVE_RUNS]),
         ~exists(unfinished),
     )
 
@@ -432,7 +477,11 @@ def _finished_runs() -> Select[Any]:
 def finished_runs(connection: Connection, run_ids: Sequence[uuid.UUID]) -> list[Any]:
     """Those of the active `run_ids` whose nodes are all final, with their budget, usage and
     whether a cancel was asked for."""
-    return list(connection.execute(_finished_runs(), {"runs": run_ids}))
+    return [
+        row
+        for part in chunked(run_ids)
+        for row in fetch(connection, _finished_runs(len(part)), spread("runs", part))
+    ]
 
 
 CLAIMED_COLUMNS = (
@@ -523,9 +572,10 @@ def _runs_in_scope(kind: str) -> list[ColumnElement[bool]]:
 
 
 @cache
-def _claim(dialect: str, scope: str) -> Update:
+def _claim(dialect: str, scope: str, with_events: bool = False) -> Executable:
     """Claim up to `slots` due ready nodes of active runs (of the runs `scope` names), oldest
-    run first, leaving each run at most `per_run` running nodes.
+    run first, leaving each run at most `per_run` running nodes; `with_events` on PostgreSQL
+    inserts the events (see `_with_events`).
 
     It looks only at the `slots` oldest active runs with a due ready node and room to run it,
     and at the first `per_run` such nodes of each (in plan order, from the index on run, status
@@ -618,12 +668,59 @@ def _claim(dialect: str, scope: str) -> Update:
         "lease_expires_at": database_time_later(dialect),
         "next_attempt_at": None,
     }
-    return (
+    claimed = (
         update(NODES)
         .where(NODES.c.status == NodeStatus.READY, NODES.c.id == chosen_once.c.id)
         .values(values)
         .returning(*MOVED_NODE_COLUMNS, *CLAIMED_COLUMNS, _upstream_outputs(dialect))
     )
+    return _with_events(claimed) if with_events else claimed
+
+
+# The columns of the events `_with_events` is given, one array each, and their types.
+EVENT_ARRAYS: tuple[tuple[str, Any], ...] = (
+    ("run_id", Uuid()),
+    ("node_id", Uuid()),
+    ("type", Text()),
+    ("ts", DateTime(timezone=True)),
+    ("data", Text()),
+)
+
+
+def _with_events(claim: Update) -> Executable:
+    """`claim` (PostgreSQL), inserting the pass's events in the same statement: those given as
+    arrays, then the `node.started` of each node it claims, in plan order. A pass that claims
+    after recording saves the round trip of the events' insert; events stay last in the pass,
+    so the lock that orders them (migration 0002) is taken as late as before."""
+    claimed = claim.cte("claimed")
+    arrays = [bindparam(f"events_{name}", type_=ARRAY(type_)) for name, type_ in EVENT_ARRAYS]
+    given = (
+        func.unnest(*arrays)
+        .table_valued(
+            *(column(name, type_) for name, type_ in EVENT_ARRAYS), with_ordinality="ordinal"
+        )
+        .render_derived(name="given")
+    )
+    plan_order = func.row_number().over(order_by=(claimed.c.run_id, claimed.c.position))
+    data = (
+        bindparam("started_before", type_=Text())
+        + cast(claimed.c.attempt, Text())
+        + bindparam("started_after", type_=Text())
+    )
+    started = select(
+        claimed.c.run_id,
+        claimed.c.id,
+        literal(node_event_type(NodeStatus.READY, NodeStatus.RUNNING), Text()),
+        cast(NOW, DateTime(timezone=True)),
+        data,
+        plan_order + bindparam("events_given", type_=BigInteger()),
+    )
+    events = union_all(select(given), started).subquery("events")
+    rows = select(
+        events.c.run_id, events.c.node_id, events.c.type, events.c.ts, cast(events.c.data, JSON())
+    ).order_by(events.c.ordinal)
+    logged = insert(EVENTS).from_select(["run_id", "node_id", "type", "ts", "data"], rows)
+    return select(claimed).add_cte(logged.cte("logged"))
 
 
 def claim(
@@ -634,9 +731,11 @@ def claim(
     per_run: int,
     lease_seconds: float,
     scope: RunScope = EVERY_RUN,
+    events: Sequence[dict[str, Any]] = (),
 ) -> list[Any]:
     """Claim ready nodes of the runs of `scope` for `worker` under a lease of `lease_seconds`;
-    their rows."""
+    their rows. On PostgreSQL, given `events` (rows of `record_event`), the statement inserts
+    them, then each claimed node's `node.started`; elsewhere `events` must be empty."""
     dialect = connection.dialect.name
     parameters = {
         "worker": worker,
@@ -646,5 +745,19 @@ def claim(
         **time_parameters(dialect, lease_seconds),
         **scope.parameters(),
     }
-    rows = (connection.execute(_claim(dialect, scope.kind), parameters)).all()
+    if events:
+        assert dialect == "postgresql", "events go in the claim on PostgreSQL only"
+        before, after = started_event_text("claimed", {"worker": worker})
+        parameters |= _event_arrays(events) | {"started_before": before, "started_after": after}
+    rows = fetch(connection, _claim(dialect, scope.kind, bool(events)), parameters)
     return sorted(rows, key=lambda row: (row.run_id, row.position))
+
+
+def _event_arrays(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    arrays: dict[str, Any] = {f"events_{name}": [] for name, _ in EVENT_ARRAYS}
+    for event in events:
+        for name, _ in EVENT_ARRAYS:
+            value = event[name]
+            # As the engine's serializer writes a JSON column (the column keeps the text).
+            arrays[f"events_{name}"].append(JSON_SERIALIZER(value) if name == "data" else value)
+    return arrays | {"events_given": len(events)}

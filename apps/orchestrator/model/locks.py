@@ -20,11 +20,12 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, Uuid, select
 from sqlalchemy.orm import Session
 
 from apps.core.errors import NotFound
 from apps.orchestrator.model.models import RUNS
+from apps.orchestrator.model.prepared import chunked, connection_of, fetch, listed, spread
 from apps.orchestrator.model.states import RunStatus
 
 
@@ -42,20 +43,21 @@ class LockedRun(NamedTuple):
 def lock_runs(session: Session, run_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, LockedRun]:
     """Lock the runs of `run_ids` in id order, waiting for those another transaction holds;
     each one's state once locked (runs that do not exist are left out)."""
-    ids = sorted(set(run_ids))
-    if not ids:
-        return {}
-    rows = session.connection().execute(_lock(), {"ids": ids})
-    return {row.id: LockedRun(row.status, row.cancel_requested_at) for row in rows}
+    connection = connection_of(session)
+    locked = {}
+    for part in chunked(sorted(set(run_ids))):
+        for row in fetch(connection, _lock(len(part)), spread("id", part)):
+            locked[row.id] = LockedRun(row.status, row.cancel_requested_at)
+    return locked
 
 
 @cache
-def _lock() -> Select[Any]:
-    # A Core statement built once: every pass that records attempts runs it, and through the
-    # ORM it cost more than the rest of a node's recording.
+def _lock(count: int) -> Select[Any]:
+    # A Core statement built once (per number of runs): every pass that records attempts runs
+    # it, and through the ORM it cost more than the rest of a node's recording.
     return (
         select(RUNS.c.id, RUNS.c.status, RUNS.c.cancel_requested_at)
-        .where(RUNS.c.id.in_(bindparam("ids", expanding=True)))
+        .where(RUNS.c.id.in_(listed("id", count, Uuid())))
         .order_by(RUNS.c.id)
         .with_for_update(key_share=True)
     )

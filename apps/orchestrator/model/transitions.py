@@ -9,13 +9,14 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, NoReturn, Protocol
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from apps.core.database import insert_at_commit
+from apps.core.database import JSON_SERIALIZER, insert_at_commit, take_at_commit
 from apps.core.errors import InvalidTransition
 from apps.core.text import storable_error
 from apps.orchestrator.model.models import EVENTS, NODES, Node, Run, utcnow
+from apps.orchestrator.model.prepared import connection_of, execute_many
 from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
     NODE_TERMINAL,
@@ -47,7 +48,11 @@ NODE_EVENTS = {
 }
 
 
-INSERT_EVENTS = insert(EVENTS)
+EVENT_COLUMNS = ("run_id", "node_id", "type", "ts", "data")
+# Each column bound by name, as `record_event` gives them (see `insert_recorded_events`).
+INSERT_EVENTS = insert(EVENTS).values(
+    {name: bindparam(name, type_=EVENTS.c[name].type) for name in EVENT_COLUMNS}
+)
 
 
 def record_event(
@@ -68,6 +73,15 @@ def record_event(
     """
     row = {"run_id": run_id, "node_id": node_id, "type": type, "ts": utcnow(), "data": data or {}}
     insert_at_commit(session, INSERT_EVENTS, row)
+
+
+def insert_recorded_events(session: Session) -> None:
+    """Insert the events recorded so far, as the commit point would: for work that ends with
+    them (a worker's pass), on SQLite through the driver's cursor (`prepared`)."""
+    rows = take_at_commit(session, INSERT_EVENTS)
+    if rows:
+        session.flush()
+        execute_many(connection_of(session), INSERT_EVENTS, rows)
 
 
 def move_runs(
@@ -96,7 +110,7 @@ def move_runs(
         values["started_at"] = func.coalesce(Run.started_at, now)
     if target in RUN_TERMINAL:
         values |= {"finished_at": now, "error": error}
-    connection = session.connection()
+    connection = connection_of(session)
     result = connection.execute(
         update(Run).where(Run.status == current, *where).values(values).returning(Run.id)
     )
@@ -190,13 +204,45 @@ def record_node_moves(
     Running back to ready is a retry and is recorded as `node.retrying`; `node.started` carries
     the attempt it starts.
     """
-    retry = current is NodeStatus.RUNNING and target is NodeStatus.READY
-    kind = "node.retrying" if retry else NODE_EVENTS[target]
-    details = {"from": current.value, "cause": cause, **({"error": error} if error else {})}
+    kind = node_event_type(current, target)
     for node in moved:
-        extra = {"attempt": node.attempt} if target is NodeStatus.RUNNING else {}
-        event_data = details | extra | (data or {})
+        event_data = node_event_data(current, target, node.attempt, cause, error, data)
         record_event(session, node.run_id, kind, node_id=node.id, data=event_data)
+
+
+def node_event_type(current: NodeStatus, target: NodeStatus) -> str:
+    """The type of the event of a node moved from `current` to `target`."""
+    retry = current is NodeStatus.RUNNING and target is NodeStatus.READY
+    return "node.retrying" if retry else NODE_EVENTS[target]
+
+
+def node_event_data(
+    current: NodeStatus,
+    target: NodeStatus,
+    attempt: int,
+    cause: str,
+    error: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The data of the event of a node moved from `current` to `target` on `attempt`."""
+    details = {"from": current.value, "cause": cause, **({"error": error} if error else {})}
+    extra = {"attempt": attempt} if target is NodeStatus.RUNNING else {}
+    return details | extra | (data or {})
+
+
+# An attempt no node reaches, written where a statement puts the attempt it claims.
+ATTEMPT_MARK = 2**53 - 1
+
+
+def started_event_text(cause: str, data: dict[str, Any]) -> tuple[str, str]:
+    """The data of a started node's event as JSON text, as `record_event` writes it, in two:
+    before and after its attempt, for a statement that writes the attempt it starts between
+    them (`statements.claim`)."""
+    event_data = node_event_data(
+        NodeStatus.READY, NodeStatus.RUNNING, ATTEMPT_MARK, cause, None, data
+    )
+    before, after = JSON_SERIALIZER(event_data).split(str(ATTEMPT_MARK))
+    return before, after
 
 
 def move_nodes(
@@ -216,7 +262,7 @@ def move_nodes(
     parameters."""
     error = storable_error(error) if error is not None else None
     values = node_values(current, target, utcnow(), error) | columns
-    connection = session.connection()
+    connection = connection_of(session)
     result = connection.execute(
         update(NODES)
         .where(NODES.c.status == current, *where)

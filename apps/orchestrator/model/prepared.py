@@ -1,0 +1,202 @@
+"""The hot statements of a worker's pass, run on SQLite's own driver.
+
+Through `Connection.execute` a statement of a pass cost 40-80 µs of SQLAlchemy (cache key,
+execution context, parameters, result metadata) around 4-10 µs of SQLite, and a chain's pass
+runs seven of them. On SQLite a statement built once is compiled once here, with the bind and
+result processors of its types, and each execution is the driver's `execute` with the values
+those processors convert: what SQLAlchemy would send and read back, without the machinery.
+
+A statement run this way has no expanding parameter (a list whose length is known only at each
+execution): its builder gives a list as one parameter an element (`listed`). Other dialects,
+and statements not built that way, go through `Connection.execute` as before.
+"""
+
+import functools
+import sqlite3
+import weakref
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+from sqlalchemy import BindParameter, ClauseElement, Dialect, bindparam
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeEngine
+
+Processor = Callable[[Any], Any] | None
+
+
+# The most elements a list parameter has (`chunked`): a statement is compiled, and prepared by
+# the driver, once per length, and a pass's lists are as long as its outcomes or claims.
+MAX_LISTED = 16
+
+
+def chunked(values: Sequence[Any]) -> list[Sequence[Any]]:
+    """`values` in parts of at most `MAX_LISTED`, in order."""
+    return [values[start : start + MAX_LISTED] for start in range(0, len(values), MAX_LISTED)]
+
+
+def listed(name: str, count: int, type_: TypeEngine[Any] | None = None) -> list[BindParameter[Any]]:
+    """`count` parameters standing for a list named `name` (see `spread`)."""
+    return [bindparam(f"{name}_{index}", type_=type_) for index in range(count)]
+
+
+def spread(name: str, values: Sequence[Any]) -> dict[str, Any]:
+    """The values of the parameters `listed(name, len(values))`."""
+    return {f"{name}_{index}": value for index, value in enumerate(values)}
+
+
+class Compiled(NamedTuple):
+    """What a statement compiles to on one kind of dialect: its text, its parameters (name,
+    whether a value must be given, the value it has otherwise, its type) and its columns."""
+
+    sql: str
+    parameters: list[tuple[str, bool, Any, TypeEngine[Any]]]
+    columns: list[tuple[str, TypeEngine[Any]]]
+
+
+@functools.cache
+def _compile(statement: Executable, dialect: Dialect) -> Compiled:
+    """`statement` compiled once per kind of dialect (see `_kind`), whichever engine asks: the
+    claim takes milliseconds to compile, and tests, the CLI and benchmarks open engines often."""
+    assert isinstance(statement, ClauseElement)
+    compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    if compiled.positiontup is None or compiled.insert_prefetch or compiled.update_prefetch:
+        # Defaults computed at execution (`onupdate=utcnow`) would be left out: a statement
+        # run here sets each column it writes.
+        raise ValueError("a statement with Python-side defaults, or not positional")
+    parameters = []
+    for name in compiled.positiontup:
+        bind = compiled.binds[name]
+        if bind.expanding:
+            raise ValueError(f"parameter {name!r} expands: build it with `listed`")
+        parameters.append((name, bind.required, bind.effective_value, bind.type))
+    columns = [(column.key, column.type) for column in getattr(statement, "exported_columns", ())]
+    return Compiled(compiled.string, parameters, columns)
+
+
+class Prepared:
+    """A statement compiled for one dialect, with its parameters' order and the processors of
+    that dialect object (its JSON serializer is the engine's)."""
+
+    def __init__(self, compiled: Compiled, dialect: Dialect) -> None:
+        self.sql = compiled.sql
+        self._parameters: list[tuple[str, bool, Any, Processor]] = [
+            (name, required, default, type_.dialect_impl(dialect).bind_processor(dialect))
+            for name, required, default, type_ in compiled.parameters
+        ]
+        self._row: Any = namedtuple("Row", [key for key, _ in compiled.columns])  # type: ignore[misc]
+        self._results: list[Processor] = [
+            type_.dialect_impl(dialect).result_processor(dialect, None)
+            for _, type_ in compiled.columns
+        ]
+
+    def values(self, given: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The driver's parameters for the values `given` by name."""
+        values = []
+        for name, required, default, processor in self._parameters:
+            value = given[name] if required or name in given else default
+            values.append(processor(value) if processor else value)
+        return tuple(values)
+
+    def row(self, raw: Sequence[Any]) -> Any:
+        return self._row._make(
+            (processor(value) if processor else value)
+            for processor, value in zip(self._results, raw, strict=True)
+        )
+
+
+_PREPARED: "weakref.WeakKeyDictionary[Dialect, dict[Executable, Prepared | None]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _prepared(connection: Connection, statement: Executable) -> Prepared | None:
+    """`statement` prepared for the connection's dialect object (its JSON serializer is the
+    engine's); None where it runs through SQLAlchemy: not on SQLite's standard driver (the
+    transactions' writer; aiosqlite's connection is not called directly), or not preparable."""
+    if connection.dialect.driver != "pysqlite":
+        return None
+    known = _PREPARED.setdefault(connection.dialect, {})
+    if statement not in known:
+        try:
+            compiled = _compile(statement, _kind(connection.dialect))
+            known[statement] = Prepared(compiled, connection.dialect)
+        except ValueError:
+            known[statement] = None
+    return known[statement]
+
+
+_KINDS: dict[tuple[type[Dialect], str, tuple[Any, ...] | None], Dialect] = {}
+
+
+def _kind(dialect: Dialect) -> Dialect:
+    """The first dialect object seen of `dialect`'s class, parameter style and server version:
+    they compile statements alike."""
+    key = (type(dialect), dialect.paramstyle, dialect.server_version_info)
+    return _KINDS.setdefault(key, dialect)
+
+
+def fetch(connection: Connection, statement: Executable, values: Mapping[str, Any]) -> list[Any]:
+    """The rows `statement` returns, run with `values` in the connection's transaction."""
+    prepared = _prepared(connection, statement)
+    if prepared is None:
+        return list(connection.execute(statement, values))
+    parameters = prepared.values(values)
+    with _as_dbapi_error(prepared.sql, parameters):
+        cursor = _driver(connection).execute(prepared.sql, parameters)
+        rows = cursor.fetchall()
+    return [prepared.row(row) for row in rows]
+
+
+def execute_many(
+    connection: Connection, statement: Executable, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Run `statement` (one that returns no rows) once per mapping of `rows`."""
+    prepared = _prepared(connection, statement)
+    if prepared is None:
+        connection.execute(statement, list(rows))
+        return
+    parameters = [prepared.values(row) for row in rows]
+    with _as_dbapi_error(prepared.sql, parameters):
+        _driver(connection).executemany(prepared.sql, parameters)
+
+
+_CONNECTION = "prepared.connection"
+
+
+def connection_of(session: Session) -> Connection:
+    """`session.connection()`, which a pass asks for before each statement and which costs
+    some 20 µs of the session's state machinery each time: kept for the session's
+    transaction."""
+    transaction = session.get_transaction()
+    kept = session.info.get(_CONNECTION)
+    if transaction is not None and kept is not None and kept[0] is transaction:
+        connection: Connection = kept[1]
+        return connection
+    connection = session.connection()
+    session.info[_CONNECTION] = (session.get_transaction(), connection)
+    return connection
+
+
+def _driver(connection: Connection) -> sqlite3.Connection:
+    # The pass's connection has begun its transaction (BEGIN IMMEDIATE) when it was handed out.
+    driver: sqlite3.Connection = connection.connection.driver_connection  # type: ignore[assignment]
+    return driver
+
+
+@contextmanager
+def _as_dbapi_error(sql: str, parameters: Any) -> Iterator[None]:
+    """The driver's errors raised as SQLAlchemy raises them (`DBAPIError`), which is what
+    `is_transient` and the pass runner's isolation of a faulty run look at."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(
+            sql, parameters, error, sqlite3.Error, hide_parameters=True
+        ) from error
