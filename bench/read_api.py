@@ -97,7 +97,10 @@ EVENT_BATCH = 100_000
 SPAN = timedelta(days=365)
 RSS_INTERVAL = 0.2
 
-RUN_COLUMNS = tuple(c.name for c in Base.metadata.tables["runs"].columns)
+# The runs' list texts are the database's to write (migration 0007's triggers).
+RUN_COLUMNS = tuple(
+    c.name for c in Base.metadata.tables["runs"].columns if not c.name.startswith("summary_")
+)
 NODE_COLUMNS = tuple(c.name for c in Base.metadata.tables["nodes"].columns)
 EVENT_COLUMNS = ("id", "run_id", "node_id", "type", "ts", "data")
 # A run's own events, in order; node.* and llm.call events name one of its nodes.
