@@ -18,6 +18,16 @@ is written too. On PostgreSQL a BEFORE trigger sets them in the row being writte
 AFTER trigger writes them into it. On SQLite a timestamp not in UTCDateTime's canonical text
 leaves the head NULL, and the page is then encoded by the API (no row of this version has one).
 
+On SQLite the node counts are kept too, in a table of their own, `run_node_counts` (like the
+title search index, no model declares it): counting a run's nodes was most of what was left of a
+page's cost there. Triggers on `nodes` keep them in step at every insert, change of status and
+delete (SQLite has one writer at a time, so a trigger waits for no lock). Not on the run's row,
+which holds the task spec: rewriting it at every move of a node would cost a spec's size each
+time. Not on PostgreSQL: keeping counts there takes a row lock per run at every claim, which
+claims otherwise never wait for (apps/orchestrator/model/locks.py); a claim would then wait for
+a transaction holding the run that waits for the node being claimed (a cancel), a deadlock. There
+the page counts the nodes (an index-only scan).
+
 A later change of the summary's shape changes these triggers (and the texts already written) in a
 migration of its own: the SQL below is this revision's, not the application's.
 """
@@ -37,6 +47,11 @@ TIMESTAMPS = ("created_at", "updated_at", "started_at", "finished_at", "cancel_r
 SOURCES = (
     "id", "title", "status", "task_type", "error", "created_by", *TIMESTAMPS,
     "prompt_tokens", "completion_tokens", "total_tokens", "cost",
+)  # fmt: skip
+# NodeStatus's values as this revision knows them, in the order of the list's node_counts.
+NODE_STATUSES = (
+    "pending", "ready", "running", "waiting_approval", "succeeded", "failed", "cancelled",
+    "skipped",
 )  # fmt: skip
 CANONICAL = "[0-9]" * 4 + "-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]." + "[0-9]" * 6
 
@@ -147,13 +162,56 @@ def postgres_statements() -> list[str]:
     ]
 
 
+def counted(added: str | None, taken: str | None) -> str:
+    """SET terms counting one more node of the status `added` and one fewer of `taken` (SQL
+    expressions, or None)."""
+    terms = [
+        " ".join(
+            (s, "=", s)
+            + ((f"+ ({added} = '{s}')",) if added else ())
+            + ((f"- ({taken} = '{s}')",) if taken else ())
+        )
+        for s in NODE_STATUSES
+    ]
+    return ", ".join(terms)
+
+
+def sqlite_node_counts() -> list[str]:
+    columns = ", ".join(f"{s} INTEGER NOT NULL DEFAULT 0" for s in NODE_STATUSES)
+    counts = ", ".join(f"count(*) FILTER (WHERE status = '{s}')" for s in NODE_STATUSES)
+    change = (
+        f"UPDATE run_node_counts SET {counted('NEW.status', 'OLD.status')} "
+        "WHERE run_id = NEW.run_id"
+    )
+    return [
+        "CREATE TABLE run_node_counts (run_id CHAR(32) NOT NULL PRIMARY KEY "
+        f"REFERENCES runs (id) ON DELETE CASCADE, {columns}) WITHOUT ROWID",
+        f"INSERT INTO run_node_counts (run_id, {', '.join(NODE_STATUSES)}) "
+        f"SELECT run_id, {counts} FROM nodes GROUP BY run_id",
+        "CREATE TRIGGER nodes_counted_inserted AFTER INSERT ON nodes BEGIN "
+        "INSERT INTO run_node_counts (run_id) VALUES (NEW.run_id) ON CONFLICT DO NOTHING; "
+        f"UPDATE run_node_counts SET {counted('NEW.status', None)} WHERE run_id = NEW.run_id; END",
+        "CREATE TRIGGER nodes_counted_moved AFTER UPDATE OF status ON nodes "
+        f"WHEN OLD.status IS NOT NEW.status BEGIN {change}; END",
+        "CREATE TRIGGER nodes_counted_deleted AFTER DELETE ON nodes BEGIN "
+        f"UPDATE run_node_counts SET {counted(None, 'OLD.status')} WHERE run_id = OLD.run_id; END",
+    ]
+
+
 def backfill(dialect: str) -> str:
     head, tail = sqlite_texts() if dialect == "sqlite" else postgres_texts("")
     return f"UPDATE runs SET summary_head = {head}, summary_tail = {tail}"
 
 
 REMOVE = {
-    "sqlite": ["DROP TRIGGER runs_summary_updated", "DROP TRIGGER runs_summary_inserted"],
+    "sqlite": [
+        "DROP TRIGGER nodes_counted_deleted",
+        "DROP TRIGGER nodes_counted_moved",
+        "DROP TRIGGER nodes_counted_inserted",
+        "DROP TABLE run_node_counts",
+        "DROP TRIGGER runs_summary_updated",
+        "DROP TRIGGER runs_summary_inserted",
+    ],
     "postgresql": [
         "DROP TRIGGER runs_text_of_summary ON runs",
         "DROP FUNCTION runs_text_of_summary()",
@@ -167,7 +225,8 @@ def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     # Before the triggers exist: on PostgreSQL the trigger would write each text a second time.
     op.execute(backfill(dialect))
-    for statement in sqlite_statements() if dialect == "sqlite" else postgres_statements():
+    statements = [*sqlite_statements(), *sqlite_node_counts()]
+    for statement in statements if dialect == "sqlite" else postgres_statements():
         op.execute(statement)
 
 

@@ -10,17 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, text, update
+from sqlalchemy import delete, insert, select, text, update
 
 from alembic import command
 from apps.api.app import create_app
 from apps.core.database import SessionFactory, Transactions, create_migration_engine, unit_of_work
 from apps.core.settings import Settings
 from apps.orchestrator.infra.providers.demo import DemoProvider
-from apps.orchestrator.model.models import RUNS, Run
-from apps.orchestrator.model.states import RunStatus
+from apps.orchestrator.model.models import NODES, RUNS, Node, Run
+from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.worker.loop import Worker
 from tests.conftest import API_KEY, alembic_config, settings_for
+from tests.orchestrator.driving import run_to_the_end
 from tests.orchestrator.test_run_control import GATED_DAG
 from tests.orchestrator.test_worker import FailingProvider, _submit
 
@@ -41,13 +42,29 @@ async def assert_listed_as_modelled(client: httpx.AsyncClient, count: int) -> li
 
 
 async def test_the_list_follows_each_run_through_its_life(
-    transactions: Transactions, client: httpx.AsyncClient, settings: Settings
+    transactions: Transactions,
+    sessions: SessionFactory,
+    client: httpx.AsyncClient,
+    settings: Settings,
 ) -> None:
     failing = {"demo": FailingProvider("Write part 2 of", retryable=False)}
     failed = await _submit(client, {"type": "demo"})
     await assert_listed_as_modelled(client, 1)
 
     await Worker(transactions, settings, failing).drain()
+    # Retries move a node back from running to ready, until its attempts are spent.
+    retried = await _submit(client, {"type": "demo"})
+    await run_to_the_end(
+        Worker(
+            transactions, settings, {"demo": FailingProvider("Write part 3 of", retryable=True)}
+        ),
+        sessions,
+        client,
+        retried,
+    )
+    await assert_listed_as_modelled(client, 2)
+    async with unit_of_work(sessions) as session:
+        await session.execute(delete(Run).where(Run.id == uuid.UUID(retried)))
     cancelled = await _submit(client, {"type": "demo"})
     assert (await client.post(f"/runs/{cancelled}/cancel")).status_code == 202
     gated = await _submit(client, GATED_DAG)
@@ -70,6 +87,16 @@ async def test_the_list_follows_a_run_changed_by_any_statement(
     """A change made outside the orchestrator (an operator's SQL, a tool) shows too."""
     run_id = await _submit(client, {"type": "demo"})
     async with unit_of_work(sessions) as session:
+        nodes = NODES
+        first, second = (
+            await session.scalars(
+                select(Node.id).where(Node.run_id == uuid.UUID(run_id)).order_by(Node.position)
+            )
+        ).all()[:2]
+        await session.execute(delete(nodes).where(nodes.c.id == first))
+        await session.execute(
+            update(nodes).where(nodes.c.id == second).values(status=NodeStatus.SKIPPED)
+        )
         await session.execute(
             update(Run)
             .where(Run.id == uuid.UUID(run_id))
@@ -85,6 +112,8 @@ async def test_the_list_follows_a_run_changed_by_any_statement(
         )
 
     [item] = await assert_listed_as_modelled(client, 1)
+    assert item["node_counts"]["skipped"] == 1
+    assert sum(item["node_counts"].values()) == 5
     assert (item["title"], item["error"]) == ('Renamed "q" 100% %s', "by hand")
     assert (item["status"], item["usage"]["cost"]) == ("failed", 0.5)
 
@@ -107,6 +136,26 @@ def _run_values(index: int) -> dict[str, Any]:
     }
 
 
+def _node(run_id: uuid.UUID, position: int, status: NodeStatus) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "key": f"n{position}",
+        "position": position,
+        "role": "writer",
+        "status": status,
+        "provider": "demo",
+        "model": "demo-1",
+    }
+
+
+def _counts(index: int) -> dict[str, int]:
+    """The node counts of run `index` once its first node runs and its second is deleted."""
+    statuses = list(NodeStatus)[: index % 4 + 2]
+    statuses[0] = NodeStatus.RUNNING
+    del statuses[1]
+    return {status: statuses.count(status) for status in NodeStatus}
+
+
 def test_runs_stored_before_0007_and_by_the_previous_version_are_listed_as_modelled(
     empty_database: str, tmp_path: Path
 ) -> None:
@@ -120,12 +169,22 @@ def test_runs_stored_before_0007_and_by_the_previous_version_are_listed_as_model
         try:
             async with engine.begin() as connection:
                 for index in indexes:
-                    await connection.execute(insert(RUNS).values(_run_values(index)))
+                    run_id = uuid.uuid4()
+                    await connection.execute(insert(RUNS).values(id=run_id, **_run_values(index)))
+                    for position, status in enumerate(list(NodeStatus)[: index % 4 + 2]):
+                        await connection.execute(
+                            insert(NODES).values(_node(run_id, position, status))
+                        )
                 await connection.execute(
                     update(RUNS)
                     .where(RUNS.c.title == "Run 0 ünïcode")
                     .values(status=RunStatus.RUNNING, started_at=datetime.now(UTC))
                 )
+                # The previous version moving and removing nodes of the runs stored before.
+                await connection.execute(
+                    update(NODES).where(NODES.c.position == 0).values(status=NodeStatus.RUNNING)
+                )
+                await connection.execute(delete(NODES).where(NODES.c.position == 1))
         finally:
             await engine.dispose()
 
@@ -138,6 +197,7 @@ def test_runs_stored_before_0007_and_by_the_previous_version_are_listed_as_model
             ) as client:
                 items = await assert_listed_as_modelled(client, 6)
         assert {item["status"] for item in items} == {"running", "queued", "succeeded"}
+        assert [item["node_counts"] for item in items] == [_counts(i) for i in reversed(range(6))]
 
     async def texts_missing() -> int:
         engine = create_migration_engine(empty_database)

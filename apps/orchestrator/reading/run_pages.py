@@ -5,10 +5,11 @@ The list is the API's busiest read. Through the driver's usual path a page costs
 parse of five timestamps and two JSON documents, a dict and its encoding, and on SQLite a thread
 hand-off per step of a cursor (five); here each run's JSON is text the database wrote with the row
 (migration 0007: `summary_head` and `summary_tail`, the shape of `RunSummary` in UTC;
-`tests/api/test_list_encoding.py` holds the two equal), around its node counts, which the page
-counts, the driver is called once (aiosqlite: one hand-off to its thread; asyncpg: one prepared
-statement), and the page is the runs' texts joined, with the cursor of the last one: on SQLite
-here, on PostgreSQL by the database too, which hands back the page's items as one UTF-8 value.
+`tests/api/test_list_encoding.py` holds the two equal), around its node counts (SQLite's kept by
+triggers in `run_node_counts`, PostgreSQL's counted by the page: the migration says why), the
+driver is called once (aiosqlite: one hand-off to its thread; asyncpg: one prepared statement),
+and the page is the runs' texts joined, with the cursor of the last one: on SQLite here, on
+PostgreSQL by the database too, which hands back the page's items as one UTF-8 value.
 
 A page this cannot write says so with None, and the caller takes `runs.list_runs`: a search
 SQLite's title index serves (several statements), or on SQLite a run whose head is NULL (a
@@ -52,12 +53,15 @@ from apps.orchestrator.reading.runs import (
 
 
 def _sqlite_node_counts() -> str:
-    # The object's text written by one printf: json_object's is twice the cost.
+    # Kept by triggers on nodes (migration 0007); a run with no node has no row. The object's
+    # text written by one printf: json_object's is twice the cost.
     template = ",".join(f'"{status.value}":%d' for status in NodeStatus)
-    counts = ", ".join(
-        f"count(*) FILTER (WHERE nodes.status = '{status.value}')" for status in NodeStatus
+    counts = ", ".join(f"run_node_counts.{status.value}" for status in NodeStatus)
+    none = "{" + ",".join(f'"{status.value}":0' for status in NodeStatus) + "}"
+    return (
+        f"coalesce((SELECT printf('{{{template}}}', {counts}) FROM run_node_counts "
+        f"WHERE run_node_counts.run_id = runs.id), '{none}')"
     )
-    return f"(SELECT printf('{{{template}}}', {counts}) FROM nodes WHERE nodes.run_id = runs.id)"
 
 
 def _postgres_node_counts() -> str:
