@@ -1,4 +1,4 @@
-"""runs keep their list summary's JSON text, written by the database as the row changes
+"""runs keep their list summary's JSON text, and SQLite their node counts, kept by triggers
 
 Revision ID: 0007
 Revises: 0006
@@ -8,14 +8,16 @@ The runs list (`GET /runs`) is written by the database (apps/orchestrator/readin
 Writing each run's JSON on every read was most of a page's cost: on SQLite per run a printf of the
 id, five json_quote, five timestamps rewritten and checked; on PostgreSQL five to_char and a
 concat. A run is read in many more pages than it is written, so its JSON is written here with the
-row instead, as two texts around its node counts, which the page still counts from the nodes:
+row instead, as two texts around its node counts:
 `summary_head` (`{"id":..` up to `"node_counts":`) and `summary_tail` (`,"usage":{..}}`), in
 `RunSummary`'s shape in UTC (`tests/api/test_list_encoding.py` holds the list equal to it).
 
 Triggers write them at every insert and update of a run, so that no code of the orchestrator
 changes and what the previous version writes during a rollover (deploy.md: migrations come first)
 is written too. On PostgreSQL a BEFORE trigger sets them in the row being written, on SQLite an
-AFTER trigger writes them into it. On SQLite a timestamp not in UTCDateTime's canonical text
+AFTER trigger writes them into it (SQLite's triggers cannot change the row being written): there
+each update of a run (its usage is added once a pass) writes its row twice, spec and all, which
+for a spec of megabytes doubles what the updates write. On SQLite a timestamp not in UTCDateTime's canonical text
 leaves the head NULL, and the page is then encoded by the API (no row of this version has one).
 
 On SQLite the node counts are kept too, in a table of their own, `run_node_counts` (like the
@@ -179,6 +181,8 @@ def counted(added: str | None, taken: str | None) -> str:
 def sqlite_node_counts() -> list[str]:
     columns = ", ".join(f"{s} INTEGER NOT NULL DEFAULT 0" for s in NODE_STATUSES)
     counts = ", ".join(f"count(*) FILTER (WHERE status = '{s}')" for s in NODE_STATUSES)
+    first = ", ".join(f"NEW.status = '{s}'" for s in NODE_STATUSES)
+    added = ", ".join(f"{s} = {s} + excluded.{s}" for s in NODE_STATUSES)
     change = (
         f"UPDATE run_node_counts SET {counted('NEW.status', 'OLD.status')} "
         "WHERE run_id = NEW.run_id"
@@ -188,9 +192,11 @@ def sqlite_node_counts() -> list[str]:
         f"REFERENCES runs (id) ON DELETE CASCADE, {columns}) WITHOUT ROWID",
         f"INSERT INTO run_node_counts (run_id, {', '.join(NODE_STATUSES)}) "
         f"SELECT run_id, {counts} FROM nodes GROUP BY run_id",
+        # One statement: the run's first node makes its row.
         "CREATE TRIGGER nodes_counted_inserted AFTER INSERT ON nodes BEGIN "
-        "INSERT INTO run_node_counts (run_id) VALUES (NEW.run_id) ON CONFLICT DO NOTHING; "
-        f"UPDATE run_node_counts SET {counted('NEW.status', None)} WHERE run_id = NEW.run_id; END",
+        f"INSERT INTO run_node_counts (run_id, {', '.join(NODE_STATUSES)}) "
+        f"VALUES (NEW.run_id, {first}) "
+        f"ON CONFLICT (run_id) DO UPDATE SET {added}; END",
         "CREATE TRIGGER nodes_counted_moved AFTER UPDATE OF status ON nodes "
         f"WHEN OLD.status IS NOT NEW.status BEGIN {change}; END",
         "CREATE TRIGGER nodes_counted_deleted AFTER DELETE ON nodes BEGIN "
