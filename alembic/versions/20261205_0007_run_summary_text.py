@@ -10,7 +10,9 @@ id, five json_quote, five timestamps rewritten and checked; on PostgreSQL five t
 concat. A run is read in many more pages than it is written, so its JSON is written here with the
 row instead, as two texts around its node counts:
 `summary_head` (`{"id":..` up to `"node_counts":`) and `summary_tail` (`,"usage":{..}}`), in
-`RunSummary`'s shape in UTC (`tests/api/test_list_encoding.py` holds the list equal to it).
+`RunSummary`'s shape in UTC (`tests/api/test_list_encoding.py` holds the list equal to it), the
+cost as `GET /runs/{run_id}` writes it: by SQLite's JSON (15 significant digits), by PostgreSQL's
+shortest exact text of the number (with `.0` when it is whole, as pydantic writes a float).
 
 Triggers write them at every insert and update of a run, so that no code of the orchestrator
 changes and what the previous version writes during a rollover (deploy.md: migrations come first)
