@@ -214,3 +214,16 @@ def test_runs_stored_before_0007_and_by_the_previous_version_are_listed_as_model
 
     assert asyncio.run(texts_missing()) == 0
     asyncio.run(compare())
+
+
+async def test_a_run_inserted_without_its_type_is_listed_with_it(
+    client: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    """What 0006's trigger fills in (a run of a version before it) is in the stored text too: on
+    PostgreSQL the text's trigger runs after the fill-in's, on SQLite the fill-in's update
+    writes the text again."""
+    async with unit_of_work(sessions) as session:
+        await session.execute(insert(RUNS).values(_run_values(1) | {"task_type": None}))
+
+    [item] = await assert_listed_as_modelled(client, 1)
+    assert item["task_type"] == "demo"
