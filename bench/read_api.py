@@ -27,6 +27,7 @@ Run from the repository root (PostgreSQL from TEST_POSTGRES_URL, else the local 
     .venv/bin/python -m bench.read_api                    # both backends, the defaults
     .venv/bin/python -m bench.read_api --backend sqlite --duration 5 --repeat 1 --json
     .venv/bin/python -m bench.read_api --smoke            # seconds: does it still run?
+    .venv/bin/python -m bench.read_api --list-only --events 10000   # the list's share alone
 
 The SQLite file (removed at the end unless --keep), the server logs and the artifacts directory
 live in bench/.work/ (gitignored); the PostgreSQL database is a new `bench_<random>`, dropped at
