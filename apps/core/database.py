@@ -28,7 +28,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, PoolResetState
 from sqlalchemy.util import await_, greenlet_spawn
 
 from apps.core.settings import Settings
@@ -92,6 +92,18 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _roll_back_what_is_open(
+    dbapi_connection: Any, record: ConnectionPoolEntry, state: PoolResetState
+) -> None:
+    """The pool's reset of a SQLite connection given back: a rollback only when it holds a
+    transaction. Through aiosqlite a rollback is a hand-off to the connection's thread and back,
+    and a read that calls the driver itself (a runs page) begins none."""
+    driver = record.driver_connection
+    in_transaction = driver is not None and driver.in_transaction
+    if state.asyncio_safe and not state.terminate_only and in_transaction:
+        dbapi_connection.rollback()
+
+
 def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     """Build the engine for `url` (the settings' DATABASE_URL by default)."""
     url = url or settings.database_url
@@ -102,11 +114,13 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             url,
             pool_size=settings.db_pool_size,
             max_overflow=0,
+            pool_reset_on_return=None,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             json_serializer=JSON_SERIALIZER,
         )
         event.listen(engine.sync_engine, "connect", _tune_sqlite_connection)
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
+        event.listen(engine.sync_engine, "reset", _roll_back_what_is_open)
         return engine
     return _create_postgres_engine(
         url, settings.db_pool_size, settings.db_max_overflow, on_checkout=_ping_postgresql

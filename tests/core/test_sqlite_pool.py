@@ -1,0 +1,89 @@
+"""SQLite connections given back to the pool: what a connection left open is rolled back, and
+one that holds no transaction (a runs page, which calls the driver itself) is handed back without
+a rollback, each of which is a hand-off to aiosqlite's thread."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from alembic import command
+from apps.api.app import create_app
+from apps.core.database import create_engine
+from tests.conftest import API_KEY, alembic_config, settings_for
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'pool.db'}"
+    command.upgrade(alembic_config(url), "head")
+    return url
+
+
+@pytest.fixture
+async def engine(sqlite_url: str, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings_for(sqlite_url, tmp_path))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def rollbacks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each rollback of an aiosqlite connection, with whether it held a transaction."""
+    calls: list[bool] = []
+    rollback = AsyncAdapt_aiosqlite_connection.rollback
+
+    def counted(self: Any) -> None:
+        calls.append(self._connection.in_transaction)
+        rollback(self)
+
+    monkeypatch.setattr(AsyncAdapt_aiosqlite_connection, "rollback", counted)
+    return calls
+
+
+async def test_a_transaction_left_open_is_rolled_back_when_its_connection_is_given_back(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        await driver.execute("BEGIN IMMEDIATE")
+        await driver.execute("CREATE TABLE left_open (x)")
+        assert driver.in_transaction
+
+    async with engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert not driver.in_transaction
+        tables = await connection.scalars(
+            text("SELECT name FROM sqlite_master WHERE name = 'left_open'")
+        )
+        assert list(tables) == []
+    # The write lock went with the rollback: another connection may write.
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE written_after (x)"))
+
+
+async def test_a_runs_page_gives_its_connection_back_without_a_rollback(
+    sqlite_url: str, tmp_path: Path, rollbacks: list[bool]
+) -> None:
+    app: FastAPI = create_app(settings_for(sqlite_url, tmp_path))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}
+        ) as client:
+            posted = await client.post(
+                "/tasks", json={"title": "paged", "task_spec": {"type": "demo"}}
+            )
+            assert posted.status_code == 202
+            rollbacks.clear()
+            pages = [await client.get("/runs?limit=50") for _ in range(3)]
+
+    assert [page.status_code for page in pages] == [200, 200, 200]
+    assert pages[0].json()["items"][0]["title"] == "paged"
+    assert rollbacks == []
