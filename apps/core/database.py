@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, Insert, event, text
+from sqlalchemy import Insert, event, text
 from sqlalchemy import create_engine as _create_sync_engine
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import (
@@ -247,7 +247,7 @@ class Transactions:
     one thread of its own over the standard sqlite3 driver: a worker's pass is about ten
     statements, and through aiosqlite each costs four hand-offs between threads, which made the
     bookkeeping of a node cost more than the node. SQLite admits one writer at a time, so a
-    single writing thread loses nothing.
+    single writing thread loses nothing; it keeps its one connection (`_SqliteWriter`).
     """
 
     def __init__(self, engine: AsyncEngine, *, pool_size: int = 5, max_overflow: int = 10) -> None:
@@ -255,15 +255,15 @@ class Transactions:
         self._thread: ThreadPoolExecutor | None = None
         self._writer: AsyncEngine | None = None
         self._sqlite: _SqliteWriter | None = None
-        writer: Engine
+        self._sessions: sessionmaker[Session] | None = None
         if engine.dialect.name == "sqlite":
             self._sqlite = _SqliteWriter(engine.url)
-            writer = self._sqlite.engine
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         else:
             self._writer = _create_postgres_writer(engine.url, pool_size, max_overflow)
-            writer = self._writer.sync_engine
-        self._sessions = sessionmaker(writer, expire_on_commit=False, autoflush=False)
+            self._sessions = sessionmaker(
+                self._writer.sync_engine, expire_on_commit=False, autoflush=False
+            )
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` on the event loop after each transaction commits; returns what
@@ -315,6 +315,7 @@ class Transactions:
     ) -> T:
         if self._sqlite is not None:
             return self._sqlite.run(work, *args, **kwargs)
+        assert self._sessions is not None
         with self._sessions.begin() as session:
             return _work_then_pending(session, work, *args, **kwargs)
 
