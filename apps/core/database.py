@@ -367,9 +367,9 @@ class _SqliteWriter:
     It stays checked out from begin to begin: a chain's node is a transaction, and taking the
     connection from the pool and giving it back (with the pool's reset), the session's
     connection set-up and a BEGIN sent through SQLAlchemy cost some 0.1 ms of the 0.9 ms of CPU
-    its pass took on the writer's thread. The
-    transaction begins and commits on the driver, around a session bound to the connection;
-    errors are raised as SQLAlchemy raises them, which `is_transient` looks at."""
+    its pass took on the writer's thread. The transaction begins and commits on the driver,
+    around a session bound to the connection; errors are raised as SQLAlchemy raises them, which
+    `is_transient` looks at."""
 
     def __init__(self, url: URL) -> None:
         self.engine = _create_sync_engine(
