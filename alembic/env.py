@@ -42,15 +42,15 @@ def _render_item(kind: str, item: object, autogen: AutogenContext) -> str | bool
 
 
 # SQLite's title search index (migration 0005): an FTS5 table and the tables FTS5 keeps for it,
-# which no model declares.
-SEARCH_INDEX_TABLES = "runs_title_fts"
+# which no model declares; and its runs' node counts, kept by triggers (0007).
+SQLITE_ONLY_TABLES = ("runs_title_fts", "run_node_counts")
 
 
 def _on_this_dialect(dialect: str) -> Callable[..., bool]:
     """Leave out of the comparison the indexes the models declare for another dialect only."""
 
     def include(item: object, name: str | None, kind: str, reflected: bool, _other: object) -> bool:
-        if kind == "table" and (name or "").startswith(SEARCH_INDEX_TABLES):
+        if kind == "table" and (name or "").startswith(SQLITE_ONLY_TABLES):
             return False
         if kind != "index" or reflected or not isinstance(item, Index):
             return True

@@ -154,6 +154,10 @@ class Run(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     cancel_requested_at: Mapped[datetime | None]
+    # The run's JSON in the runs list, before and after its node counts, written by the
+    # database's triggers as the row changes (migration 0007). Not loaded with the run.
+    summary_head: Mapped[str | None] = mapped_column(Text, deferred=True)
+    summary_tail: Mapped[str | None] = mapped_column(Text, deferred=True)
 
     nodes: Mapped[list["Node"]] = relationship(
         back_populates="run", lazy="raise", order_by="Node.position"

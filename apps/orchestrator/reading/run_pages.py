@@ -1,19 +1,20 @@
-"""The runs list as the database writes it: each run's JSON built by SQL, the page by joining.
+"""The runs list as the database writes it: each run's JSON text read from its row, the page by
+joining.
 
 The list is the API's busiest read. Through the driver's usual path a page costs, per run, a
 parse of five timestamps and two JSON documents, a dict and its encoding, and on SQLite a thread
-hand-off per step of a cursor (five); here the database writes each run as the API's JSON text
-(the shape of `RunSummary` in UTC; `tests/api/test_list_encoding.py` holds the two equal), the
+hand-off per step of a cursor (five); here each run's JSON is text the database wrote with the row
+(migration 0007: `summary_head` and `summary_tail`, the shape of `RunSummary` in UTC;
+`tests/api/test_list_encoding.py` holds the two equal), around its node counts (SQLite's kept by
+triggers in `run_node_counts`, PostgreSQL's counted by the page: the migration says why), the
 driver is called once (aiosqlite: one hand-off to its thread; asyncpg: one prepared statement),
 and the page is the runs' texts joined, with the cursor of the last one: on SQLite here, on
-PostgreSQL by the database too, which hands back the page's items as one UTF-8 value. The cost
-is written as `GET /runs/{run_id}` writes it: by SQLite's JSON (15 significant digits), by
-PostgreSQL's shortest exact text of the number (with `.0` when it is whole, as pydantic writes a
-float).
+PostgreSQL by the database too, which hands back the page's items as one UTF-8 value.
 
 A page this cannot write says so with None, and the caller takes `runs.list_runs`: a search
-SQLite's title index serves (several statements), or on SQLite a timestamp not stored as
-UTCDateTime writes it (`YYYY-MM-DD HH:MM:SS.ffffff`), which no row of this version holds.
+SQLite's title index serves (several statements), or on SQLite a run whose head is NULL (a
+timestamp not stored as UTCDateTime writes it, `YYYY-MM-DD HH:MM:SS.ffffff`, which no row of this
+version holds).
 """
 
 import uuid
@@ -50,34 +51,17 @@ from apps.orchestrator.reading.runs import (
     uses_title_index,
 )
 
-_CANONICAL = "[0-9]" * 4 + "-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]." + "[0-9]" * 6
-_TIMESTAMPS = ("created_at", "updated_at", "started_at", "finished_at", "cancel_requested_at")
-
-
-def _sqlite_timestamp(value: str) -> str:
-    # 2026-01-02 03:04:05.000120 -> "2026-01-02T03:04:05.000120Z"; no fraction when it is zero
-    # (the text is canonical, so it has one ' ' and one '.'). NULL stays NULL through ||.
-    text = f"replace(replace({value}, ' ', 'T'), '.000000', '')"
-    return f"coalesce('\"' || {text} || 'Z\"', 'null')"
-
-
-def _postgres_timestamp(value: str) -> str:
-    # One to_char with the fraction; a whole second drops it, as pydantic writes it (the text
-    # has one '.', so the replace touches nothing else).
-    text = f"to_char(({value} AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
-    return (
-        f"CASE WHEN {value} IS NULL THEN 'null' "
-        f"ELSE concat('\"', replace({text}, '.000000', ''), 'Z\"') END"
-    )
-
 
 def _sqlite_node_counts() -> str:
-    # The object's text written by one printf: json_object's is twice the cost.
+    # Kept by triggers on nodes (migration 0007); a run with no node has no row. The object's
+    # text written by one printf: json_object's is twice the cost.
     template = ",".join(f'"{status.value}":%d' for status in NodeStatus)
-    counts = ", ".join(
-        f"count(*) FILTER (WHERE nodes.status = '{status.value}')" for status in NodeStatus
+    counts = ", ".join(f"run_node_counts.{status.value}" for status in NodeStatus)
+    none = "{" + ",".join(f'"{status.value}":0' for status in NodeStatus) + "}"
+    return (
+        f"coalesce((SELECT printf('{{{template}}}', {counts}) FROM run_node_counts "
+        f"WHERE run_node_counts.run_id = runs.id), '{none}')"
     )
-    return f"(SELECT printf('{{{template}}}', {counts}) FROM nodes WHERE nodes.run_id = runs.id)"
 
 
 def _postgres_node_counts() -> str:
@@ -90,100 +74,12 @@ def _postgres_node_counts() -> str:
     return f"(SELECT concat({counts}, '}}') FROM nodes WHERE nodes.run_id = runs.id)"
 
 
-def _sqlite_item() -> str:
-    run_id = "lower(runs.id)"
-    dashed = (
-        f"printf('%.8s-%.4s-%.4s-%.4s-%s', {run_id}, substr({run_id}, 9), "
-        f"substr({run_id}, 13), substr({run_id}, 17), substr({run_id}, 21))"
-    )
-    fields = _printf(
-        _fields(
-            run_id=dashed,
-            text="json_quote({})",
-            timestamp=_sqlite_timestamp,
-            node_counts=_sqlite_node_counts(),
-            integer="printf('%d', {})",
-            cost="json_quote(runs.cost)",
-        )
-    )
-    canonical = " AND ".join(
-        f"(runs.{c} IS NULL OR runs.{c} GLOB '{_CANONICAL}')" for c in _TIMESTAMPS
-    )
-    return f"CASE WHEN {canonical} THEN {fields} END"
+def _item(node_counts: str) -> str:
+    # The run's own text around its node counts; NULL when the head is (see the docstring).
+    return f"runs.summary_head || {node_counts} || runs.summary_tail"
 
 
-def _printf(parts: list[str]) -> str:
-    """SQLite's printf writing `parts` (SQL string literals and expressions) in one go: a chain
-    of || copies the text again at every step, a third of what SQLite spent on a page."""
-    template, arguments = [], []
-    for part in parts:
-        if len(part) >= 2 and part[0] == part[-1] == "'" and "'" not in part[1:-1]:
-            template.append(part[1:-1].replace("%", "%%"))
-        else:
-            template.append("%s")
-            arguments.append(part)
-    return f"printf('{''.join(template)}', {', '.join(arguments)})"
-
-
-def _postgres_item() -> str:
-    cost = "CAST(runs.cost AS TEXT)"
-    parts = _fields(
-        run_id="CAST(runs.id AS TEXT)",
-        text="coalesce(CAST(to_json({}) AS TEXT), 'null')",
-        timestamp=_postgres_timestamp,
-        node_counts=_postgres_node_counts(),
-        integer="CAST({} AS TEXT)",
-        # Whole numbers come back without a point ("2"); pydantic writes a float as 2.0.
-        cost=f"CASE WHEN {cost} ~ '^-?[0-9]+$' THEN {cost} || '.0' ELSE {cost} END",
-    )
-    # One concat writes the text once; a chain of || copies it again at every step.
-    return f"concat({', '.join(parts)})"
-
-
-def _fields(
-    *,
-    run_id: str,
-    text: str,
-    timestamp: Any,
-    node_counts: str,
-    integer: str,
-    cost: str,
-) -> list[str]:
-    """The run's JSON as the SQL text expressions that make it, in order, from each dialect's way
-    of writing a part."""
-    return [
-        '\'{"id":"\'',
-        run_id,
-        '\'","title":\'',
-        text.format("runs.title"),
-        "',\"status\":'",
-        text.format("runs.status"),
-        "',\"task_type\":'",
-        text.format("runs.task_type"),
-        "',\"error\":'",
-        text.format("runs.error"),
-        "',\"created_by\":'",
-        text.format("runs.created_by"),
-        *(
-            part
-            for column in _TIMESTAMPS
-            for part in (f"',\"{column}\":'", timestamp(f"runs.{column}"))
-        ),
-        "',\"node_counts\":'",
-        node_counts,
-        '\',"usage":{"prompt_tokens":\'',
-        integer.format("runs.prompt_tokens"),
-        "',\"completion_tokens\":'",
-        integer.format("runs.completion_tokens"),
-        "',\"total_tokens\":'",
-        integer.format("runs.total_tokens"),
-        "',\"cost\":'",
-        cost,
-        "'}}'",
-    ]
-
-
-_ITEMS = {"sqlite": _sqlite_item, "postgresql": _postgres_item}
+_ITEMS = {"sqlite": _sqlite_node_counts, "postgresql": _postgres_node_counts}
 
 
 @lru_cache(maxsize=512)
@@ -193,7 +89,7 @@ def _page_query(
     """The page's SQL for these filters in the driver's own parameter style, its parameters'
     names in order, and the statement compiled (for the values of its own constants); the
     page's size written into the SQL when `size` is given, else a parameter too."""
-    item: Label[str] = literal_column(_ITEMS[dialect.name]()).label("item")
+    item: Label[str] = literal_column(_item(_ITEMS[dialect.name]())).label("item")
     columns: list[Any] = [item, Run.created_at, Run.id]
     if dialect.name == "postgresql":
         columns.append(func.row_number().over(order_by=RUN_ORDER.order_by()).label("n"))
