@@ -178,6 +178,11 @@ class NodeDependency(Base):
     )
 
 
+# Not `status = 'running'`: SQLite plans a statement comparing status with a bound parameter
+# against such an index from the parameter's value, preparing it again at every execution.
+LEASED = text("lease_expires_at IS NOT NULL")
+HELD = text("lease_owner IS NOT NULL")
+
 class Node(Base):
     __tablename__ = "nodes"
     __table_args__ = (
@@ -185,8 +190,10 @@ class Node(Base):
         UniqueConstraint("run_id", "position"),
         # The claim reads a run's first ready nodes in plan order from it (migration 0005).
         Index(None, "run_id", "status", "position"),
-        Index(None, "status", "next_attempt_at"),
-        Index(None, "status", "lease_expires_at"),
+        # Only the nodes holding a lease, a handful: a claim moves its nodes between statuses in
+        # every index keyed by status, at a cost that grows with the nodes waiting (0008).
+        Index(None, "lease_expires_at", sqlite_where=LEASED, postgresql_where=LEASED),
+        Index(None, "lease_owner", sqlite_where=HELD, postgresql_where=HELD),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
