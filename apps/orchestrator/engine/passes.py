@@ -104,13 +104,12 @@ def runs_in_play(
             )
         )
     if claiming:
-        # From the active runs, each looked up in the index on (run_id, status, position): no
-        # index on nodes is keyed by status alone (migration 0008).
-        ready = select(Node.id).where(Node.run_id == Run.id, Node.status == NodeStatus.READY)
         ids |= set(
             session.scalars(
-                select(Run.id)
-                .where(Run.status.in_(ACTIVE_RUNS), ready.exists())
+                select(Node.run_id)
+                .join(Run, Run.id == Node.run_id)
+                .where(Node.status == NodeStatus.READY, Run.status.in_(ACTIVE_RUNS))
+                .group_by(Node.run_id, Run.created_at)
                 .order_by(Run.created_at)
                 .limit(BATCH)
             )

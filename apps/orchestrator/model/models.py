@@ -183,7 +183,6 @@ class NodeDependency(Base):
 LEASED = text("lease_expires_at IS NOT NULL")
 HELD = text("lease_owner IS NOT NULL")
 
-
 class Node(Base):
     __tablename__ = "nodes"
     __table_args__ = (

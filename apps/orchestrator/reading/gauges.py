@@ -59,11 +59,6 @@ async def _count_by_status(
     statement = select(model.status, func.count()).group_by(model.status)
     if only:
         statement = statement.where(model.status.in_(statuses))
-    if only and model is Node:
-        # Through the active runs and the index on (run_id, status, position), the only one on
-        # nodes keyed by status (migration 0008): a run ends once its nodes have, so the nodes
-        # not ended are all in active runs.
-        statement = statement.join(Run, Run.id == Node.run_id).where(Run.status.in_(RUN_ACTIVE))
     rows = await connection.execute(statement)
     # Every status is reported, 0 included, so a series never vanishes when its count drops to 0.
     return {status: 0 for status in statuses} | {str(s): n for s, n in rows.all()}
