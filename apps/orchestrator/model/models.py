@@ -183,6 +183,7 @@ class NodeDependency(Base):
 LEASED = text("lease_expires_at IS NOT NULL")
 HELD = text("lease_owner IS NOT NULL")
 
+
 class Node(Base):
     __tablename__ = "nodes"
     __table_args__ = (
@@ -190,8 +191,10 @@ class Node(Base):
         UniqueConstraint("run_id", "position"),
         # The claim reads a run's first ready nodes in plan order from it (migration 0005).
         Index(None, "run_id", "status", "position"),
-        # Only the nodes holding a lease, a handful: a claim moves its nodes between statuses in
-        # every index keyed by status, at a cost that grows with the nodes waiting (0008).
+        # The reads of nodes by status (the gauges, the runs with nodes to claim). A claim moves
+        # its nodes from ready to running in every index keyed by status, at a cost that grows
+        # with the nodes waiting: one such index, and the leases indexed only where held (0008).
+        Index(None, "status"),
         Index(None, "lease_expires_at", sqlite_where=LEASED, postgresql_where=LEASED),
         Index(None, "lease_owner", sqlite_where=HELD, postgresql_where=HELD),
     )
