@@ -129,3 +129,23 @@ def test_the_runs_stored_before_0006_get_their_specs_type(empty_database: str) -
         "d" * 32: "7",
         "e" * 32: None,
     }
+
+
+def test_one_index_on_nodes_is_keyed_by_status(empty_database: str) -> None:
+    """A claim moves its nodes from ready to running in every index keyed by status, at a cost
+    that grows with the nodes waiting (0008): one on status alone, the leases indexed apart."""
+    command.upgrade(alembic_config(empty_database), "head")
+
+    async def read() -> list[dict[str, object]]:
+        engine = create_migration_engine(empty_database)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(lambda c: inspect(c).get_indexes("nodes"))
+        finally:
+            await engine.dispose()
+
+    indexes = {index["name"]: index["column_names"] for index in asyncio.run(read())}
+    by_status = {name: columns for name, columns in indexes.items() if columns[0] == "status"}
+    assert by_status == {"ix_nodes_status": ["status"]}
+    assert indexes["ix_nodes_lease_expires_at"] == ["lease_expires_at"]
+    assert indexes["ix_nodes_lease_owner"] == ["lease_owner"]

@@ -178,6 +178,12 @@ class NodeDependency(Base):
     )
 
 
+# Not `status = 'running'`: SQLite plans a statement comparing status with a bound parameter
+# against such an index from the parameter's value, preparing it again at every execution.
+LEASED = text("lease_expires_at IS NOT NULL")
+HELD = text("lease_owner IS NOT NULL")
+
+
 class Node(Base):
     __tablename__ = "nodes"
     __table_args__ = (
@@ -185,8 +191,12 @@ class Node(Base):
         UniqueConstraint("run_id", "position"),
         # The claim reads a run's first ready nodes in plan order from it (migration 0005).
         Index(None, "run_id", "status", "position"),
-        Index(None, "status", "next_attempt_at"),
-        Index(None, "status", "lease_expires_at"),
+        # The reads of nodes by status (the gauges, the runs with nodes to claim). A claim moves
+        # its nodes from ready to running in every index keyed by status, at a cost that grows
+        # with the nodes waiting: one such index, and the leases indexed only where held (0008).
+        Index(None, "status"),
+        Index(None, "lease_expires_at", sqlite_where=LEASED, postgresql_where=LEASED),
+        Index(None, "lease_owner", sqlite_where=HELD, postgresql_where=HELD),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
