@@ -6,7 +6,8 @@ trip a statement, without asyncpg's BEGIN before it and the ROLLBACK that resets
 after."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,9 @@ async def test_a_connection_dropped_while_in_use_fails_the_runs_page_as_transien
     assert (await client.get("/runs?limit=50")).status_code == 200
 
 
-async def test_read_routes_hold_no_transaction_open(
-    app: FastAPI, client: httpx.AsyncClient
-) -> None:
-    run_id = (await client.post("/tasks", json=TASK)).json()["id"]
+@contextmanager
+def statements_in_transaction(app: FastAPI) -> Iterator[list[bool]]:
+    """Whether each statement the app's engine runs meanwhile ran inside a transaction."""
     in_transaction: list[bool] = []
 
     def executed(connection: Any, *_: Any) -> None:
@@ -126,13 +126,21 @@ async def test_read_routes_hold_no_transaction_open(
     engine = app.state.engine.sync_engine
     event.listen(engine, "after_cursor_execute", executed)
     try:
+        yield in_transaction
+    finally:
+        event.remove(engine, "after_cursor_execute", executed)
+
+
+async def test_read_routes_hold_no_transaction_open(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    run_id = (await client.post("/tasks", json=TASK)).json()["id"]
+    with statements_in_transaction(app) as in_transaction:
         answers = [
             await client.get(f"/runs/{run_id}"),
             await client.get(f"/runs/{run_id}/nodes"),
             await client.get("/runs", params={"q": "disconnect"}),
         ]
-    finally:
-        event.remove(engine, "after_cursor_execute", executed)
 
     assert [answer.status_code for answer in answers] == [200, 200, 200]
     assert answers[2].json()["items"][0]["id"] == run_id
@@ -144,17 +152,8 @@ async def test_a_stored_key_is_checked_and_its_use_recorded_without_a_transactio
 ) -> None:
     async with unit_of_work(sessions) as session:
         key = await api_keys.create_key(session, "reader", KeyRole.VIEWER)
-    in_transaction: list[bool] = []
-
-    def executed(connection: Any, *_: Any) -> None:
-        in_transaction.append(connection.connection.driver_connection.is_in_transaction())
-
-    engine = app.state.engine.sync_engine
-    event.listen(engine, "after_cursor_execute", executed)
-    try:
+    with statements_in_transaction(app) as in_transaction:
         answers = [await client.get("/runs", headers={"X-API-Key": key.secret}) for _ in range(2)]
-    finally:
-        event.remove(engine, "after_cursor_execute", executed)
 
     assert [answer.status_code for answer in answers] == [200, 200]
     assert in_transaction and not any(in_transaction)
