@@ -8,6 +8,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -177,13 +178,29 @@ def transactions(app: FastAPI) -> Transactions:
     return app.state.transactions
 
 
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on the app, sending the admin key."""
+@asynccontextmanager
+async def client_of(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on `app`, sending the admin key."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}
     ) as http:
+        yield http
+
+
+@asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client on an app of `settings` whose lifespan runs meanwhile, for a test that needs an
+    app of its own (a database it built itself)."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), client_of(app) as http:
+        yield http
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app, sending the admin key."""
+    async with client_of(app) as http:
         yield http
 
 

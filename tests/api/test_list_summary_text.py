@@ -13,14 +13,13 @@ import httpx
 from sqlalchemy import delete, insert, select, text, update
 
 from alembic import command
-from apps.api.app import create_app
 from apps.core.database import SessionFactory, Transactions, create_migration_engine, unit_of_work
 from apps.core.settings import Settings
 from apps.orchestrator.infra.providers.demo import DemoProvider
 from apps.orchestrator.model.models import NODES, RUNS, Node, Run
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.worker.loop import Worker
-from tests.conftest import API_KEY, alembic_config, settings_for
+from tests.conftest import alembic_config, served, settings_for
 from tests.orchestrator.driving import run_to_the_end
 from tests.orchestrator.test_run_control import GATED_DAG
 from tests.orchestrator.test_worker import FailingProvider, _submit
@@ -189,13 +188,8 @@ def test_runs_stored_before_0007_and_by_the_previous_version_are_listed_as_model
             await engine.dispose()
 
     async def compare() -> None:
-        app = create_app(settings_for(empty_database, tmp_path))
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}
-            ) as client:
-                items = await assert_listed_as_modelled(client, 6)
+        async with served(settings_for(empty_database, tmp_path)) as client:
+            items = await assert_listed_as_modelled(client, 6)
         assert {item["status"] for item in items} == {"running", "queued", "succeeded"}
         assert [item["node_counts"] for item in items] == [_counts(i) for i in reversed(range(6))]
 

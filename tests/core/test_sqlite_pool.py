@@ -6,17 +6,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import command
-from apps.api.app import create_app
 from apps.core.database import create_engine
-from tests.conftest import API_KEY, alembic_config, settings_for
+from tests.conftest import alembic_config, served, settings_for
 
 
 @pytest.fixture
@@ -71,18 +68,11 @@ async def test_a_transaction_left_open_is_rolled_back_when_its_connection_is_giv
 async def test_a_runs_page_gives_its_connection_back_without_a_rollback(
     sqlite_url: str, tmp_path: Path, rollbacks: list[bool]
 ) -> None:
-    app: FastAPI = create_app(settings_for(sqlite_url, tmp_path))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://test", headers={"X-API-Key": API_KEY}
-        ) as client:
-            posted = await client.post(
-                "/tasks", json={"title": "paged", "task_spec": {"type": "demo"}}
-            )
-            assert posted.status_code == 202
-            rollbacks.clear()
-            pages = [await client.get("/runs?limit=50") for _ in range(3)]
+    async with served(settings_for(sqlite_url, tmp_path)) as client:
+        posted = await client.post("/tasks", json={"title": "paged", "task_spec": {"type": "demo"}})
+        assert posted.status_code == 202
+        rollbacks.clear()
+        pages = [await client.get("/runs?limit=50") for _ in range(3)]
 
     assert [page.status_code for page in pages] == [200, 200, 200]
     assert pages[0].json()["items"][0]["title"] == "paged"
