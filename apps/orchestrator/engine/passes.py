@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
 from apps.core.settings import Settings
@@ -104,20 +104,33 @@ def runs_in_play(
             )
         )
     if claiming:
-        ids |= set(
-            session.scalars(
-                select(Node.run_id)
-                .join(Run, Run.id == Node.run_id)
-                .where(Node.status == NodeStatus.READY, Run.status.in_(ACTIVE_RUNS))
-                .group_by(Node.run_id, Run.created_at)
-                .order_by(Run.created_at)
-                .limit(BATCH)
-            )
-        )
+        ids |= set(session.scalars(_runs_with_ready_nodes(session.get_bind().dialect.name)))
     if not ids:
         return []
     created = dict(session.execute(select(Run.id, Run.created_at).where(Run.id.in_(ids))).all())
     return sorted(created, key=lambda run_id: created[run_id])
+
+
+def _runs_with_ready_nodes(dialect: str) -> Select[uuid.UUID]:
+    """The oldest active runs with ready nodes. SQLite has no index on the nodes' status
+    (migration 0009): there each active run is looked up in the index on (run, status,
+    position), oldest first, until BATCH have ready nodes."""
+    if dialect == "sqlite":
+        ready = select(Node.id).where(Node.run_id == Run.id, Node.status == NodeStatus.READY)
+        return (
+            select(Run.id)
+            .where(Run.status.in_(ACTIVE_RUNS), exists(ready))
+            .order_by(Run.created_at)
+            .limit(BATCH)
+        )
+    return (
+        select(Node.run_id)
+        .join(Run, Run.id == Node.run_id)
+        .where(Node.status == NodeStatus.READY, Run.status.in_(ACTIVE_RUNS))
+        .group_by(Node.run_id, Run.created_at)
+        .order_by(Run.created_at)
+        .limit(BATCH)
+    )
 
 
 def fail_run_at_fault(session: Session, run_id: uuid.UUID, reason: str) -> bool:

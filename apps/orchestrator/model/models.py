@@ -193,8 +193,9 @@ class Node(Base):
         Index(None, "run_id", "status", "position"),
         # The reads of nodes by status (the gauges, the runs with nodes to claim). A claim moves
         # its nodes from ready to running in every index keyed by status, at a cost that grows
-        # with the nodes waiting: one such index, and the leases indexed only where held (0008).
-        Index(None, "status"),
+        # with the nodes waiting: one such index, and the leases indexed only where held (0008);
+        # none on SQLite, whose readers use the runs' node counts and the index above (0009).
+        Index(None, "status", info={ONLY_ON: "postgresql"}),
         Index(None, "lease_expires_at", sqlite_where=LEASED, postgresql_where=LEASED),
         Index(None, "lease_owner", sqlite_where=HELD, postgresql_where=HELD),
     )

@@ -8,6 +8,11 @@ once a count takes longer than that, `StatusCounts` counts in the background and
 the runs and nodes still at work (queued, running, waiting; pending, ready, running, waiting for
 approval) read now, through indexes that lead with `status` (their number is bounded by the work
 in flight), and the terminal statuses, which only grow, as the last count found them.
+
+SQLite has no index on the nodes' status (migration 0009: a claim paid for keeping it up to date
+at every move of a node): there the nodes are counted from the counts its triggers keep a run in
+`run_node_counts`, summed over every run, or over the runs still at work for the nodes still at
+work (a run ends once all of its nodes have).
 """
 
 import asyncio
@@ -15,7 +20,7 @@ import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, column, func, select, table
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from apps.core.metrics import DatabaseGauges
@@ -64,6 +69,31 @@ async def _count_by_status(
     return {status: 0 for status in statuses} | {str(s): n for s, n in rows.all()}
 
 
+# SQLite's per-run node counts (migration 0007), a column a status; no model declares them.
+NODE_COUNTS = table(
+    "run_node_counts", column("run_id"), *(column(s.value, Integer) for s in NodeStatus)
+)
+
+
+async def _count_nodes_by_status(
+    connection: AsyncConnection, statuses: Collection[str], *, only: bool = False
+) -> dict[str, int]:
+    """Nodes by status as `_count_by_status` counts them; on SQLite from the runs' node counts,
+    `only` summing those of the runs still at work."""
+    if connection.dialect.name != "sqlite":
+        return await _count_by_status(connection, Node, statuses, only=only)
+    named = sorted(statuses)
+    statement = select(*(func.coalesce(func.sum(NODE_COUNTS.c[s]), 0) for s in named))
+    if only:
+        statement = statement.join_from(NODE_COUNTS, Run, Run.id == NODE_COUNTS.c.run_id).where(
+            Run.status.in_(RUN_ACTIVE)
+        )
+    else:
+        statement = statement.select_from(NODE_COUNTS)
+    counts = (await connection.execute(statement)).one()
+    return dict(zip(named, counts, strict=True))
+
+
 @dataclass(frozen=True, slots=True)
 class Counted:
     """Runs and nodes by status, as one count found them."""
@@ -76,7 +106,7 @@ async def count_by_status(connection: AsyncConnection) -> Counted:
     """Runs and nodes by status now: reads every one of them."""
     return Counted(
         runs=await _count_by_status(connection, Run, frozenset(RunStatus)),
-        nodes=await _count_by_status(connection, Node, frozenset(NodeStatus)),
+        nodes=await _count_nodes_by_status(connection, frozenset(NodeStatus)),
     )
 
 
@@ -164,7 +194,7 @@ async def read_gauges(
         runs, nodes = dict(counted.runs), dict(counted.nodes)
     else:
         runs = await _count_by_status(connection, Run, RUN_ACTIVE, only=True)
-        nodes = await _count_by_status(connection, Node, NODE_ACTIVE, only=True)
+        nodes = await _count_nodes_by_status(connection, NODE_ACTIVE, only=True)
         if counted is not None:
             runs |= {status: counted.runs[status] for status in RUN_TERMINAL}
             nodes |= {status: counted.nodes[status] for status in NODE_TERMINAL}
