@@ -9,6 +9,9 @@ grows with the nodes waiting: on SQLite one claim with 10,000 ready nodes queued
 1.4 times one with 100 with `ix_nodes_status` alone (0008). Its readers there now read
 elsewhere: the gauges sum the runs' node counts its triggers keep (`run_node_counts`, 0007), and
 the runs with nodes to claim are found from the index on (run_id, status, position), run by run.
+The lease take-back and a worker's heartbeat read the lease indexes (0008); recording several
+successes at once must name the nodes' ids apart from their (id, attempt) pairs, which SQLite
+looks up by no index.
 PostgreSQL keeps the index: a claim there does not grow with the nodes waiting, and it keeps no
 node counts (0007 says why).
 """
