@@ -109,11 +109,19 @@ def _run_is_going_on() -> ColumnElement[bool]:
 @cache
 def _succeed(count: int) -> Update:
     """The nodes of `count` (node, attempt) pairs bound as `node_<i>` and `attempt_<i>`."""
-    pairs = zip(listed("node", count, Uuid()), listed("attempt", count, Integer()), strict=True)
+    nodes = listed("node", count, Uuid())
+    pairs = zip(nodes, listed("attempt", count, Integer()), strict=True)
     attempts = tuple_(NODES.c.id, NODES.c.attempt).in_([tuple_(*pair) for pair in pairs])
+    # The ids on their own too: SQLite reads a list of several row values by no index, and has
+    # no index on status to start from (migration 0009), so it would read every node.
     return (
         update(NODES)
-        .where(NODES.c.status == NodeStatus.RUNNING, attempts, _run_is_going_on())
+        .where(
+            NODES.c.status == NodeStatus.RUNNING,
+            NODES.c.id.in_(nodes),
+            attempts,
+            _run_is_going_on(),
+        )
         .values(node_values(NodeStatus.RUNNING, NodeStatus.SUCCEEDED, NOW))
         .returning(*MOVED_NODE_COLUMNS)
     )
