@@ -62,8 +62,8 @@ def lock_runs_for_recording(session: Session, run_ids: Iterable[uuid.UUID]) -> s
     """Lock the runs of `run_ids` (see `lock_runs`) for a pass that records their outcomes;
     those of them a cancel was asked for.
 
-    On PostgreSQL a pass begins with this lock: its transaction's BEGIN, the lock and a count
-    of the runs being cancelled go in one simple query, one round trip where they took two
+    On PostgreSQL a pass begins with this lock: its transaction's BEGIN and the lock, which
+    counts the runs being cancelled, go in one simple query, one round trip where they took two
     (asyncpg sends its BEGIN alone). Only when that count is not zero (rare) are the runs read
     back, already locked."""
     ids = sorted(set(run_ids))
@@ -76,15 +76,17 @@ def lock_runs_for_recording(session: Session, run_ids: Iterable[uuid.UUID]) -> s
 
 
 def _lock_and_count_cancelling(run_ids: Sequence[uuid.UUID]) -> str:
-    """`_lock`, then a count of those runs being cancelled, as SQL text (a simple query takes no
-    parameters): each id written as its `hex`, which is 32 hexadecimal digits and nothing else.
-    The count's statement has a snapshot of its own, taken once the lock is held, so it sees
-    the runs as the pass will."""
+    """`_lock` as SQL text (a simple query takes no parameters), counting the runs locked that
+    are being cancelled: each id is written as its `hex`, 32 hexadecimal digits and nothing
+    else. The outer query reads the rows as the lock returns them, once it holds them (their
+    latest versions), as `lock_runs` reads them. OFFSET 0 keeps the outer condition out of the
+    locking query: pushed down, it would lock only the runs that were being cancelled in the
+    statement's snapshot, and miss a cancel committed while it waited."""
     ids = ", ".join(f"'{run_id.hex}'" for run_id in run_ids)
-    runs = f"FROM {RUNS.name} WHERE id IN ({ids})"
     return (
-        f"SELECT {runs} ORDER BY id FOR NO KEY UPDATE; "
-        f"SELECT {runs} AND cancel_requested_at IS NOT NULL"
+        f"SELECT FROM (SELECT cancel_requested_at FROM {RUNS.name} WHERE id IN ({ids})"
+        " ORDER BY id OFFSET 0 FOR NO KEY UPDATE) AS locked"
+        " WHERE cancel_requested_at IS NOT NULL"
     )
 
 
