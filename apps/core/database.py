@@ -444,17 +444,17 @@ def _begin_before_statement(connection: Connection, *_: Any) -> None:
     transaction is yet to begin. A failure is the adapter's error, which SQLAlchemy raises as
     it raises the statement's own (and invalidates a dropped connection)."""
     if take_begin(connection):
-        adapter = connection.connection.dbapi_connection
         try:
-            await_(connection.connection.driver_connection.execute("BEGIN"))
+            await_(asyncpg_of(connection).execute("BEGIN"))
         except Exception as error:
-            adapter._handle_exception(error)  # type: ignore[union-attr]
+            adapter: Any = connection.connection.dbapi_connection
+            adapter._handle_exception(error)
 
 
 def _on_asyncpg(connection: Connection, sql: str) -> None:
     """`sql` run on the connection's asyncpg driver, its errors raised as SQLAlchemy raises them."""
     try:
-        await_(connection.connection.driver_connection.execute(sql))
+        await_(asyncpg_of(connection).execute(sql))
     except Exception as error:
         raise asyncpg_error(connection, sql, (), error) from error
 
@@ -465,7 +465,7 @@ def _end_failed(connection: Connection, error: BaseException) -> None:
     while a statement may have been in flight."""
     if connection.invalidated:
         return
-    driver = connection.connection.driver_connection
+    driver = asyncpg_of(connection)
     if not isinstance(error, Exception) or driver.is_closed():
         connection.invalidate()
         return
@@ -476,6 +476,13 @@ def _end_failed(connection: Connection, error: BaseException) -> None:
             connection.invalidate(failed)
 
 
+def asyncpg_of(connection: Connection) -> Any:
+    """The asyncpg connection under a PostgreSQL connection of SQLAlchemy's."""
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    return driver
+
+
 def asyncpg_error(
     connection: Connection, sql: str, parameters: Any, error: Exception
 ) -> DBAPIError:
@@ -484,17 +491,18 @@ def asyncpg_error(
     `IntegrityError`, with its SQLSTATE, which `is_transient` reads), wrapped in a `DBAPIError`;
     a connection found dropped is invalidated, so that the pool does not lend it again."""
     adapter: Any = connection.connection.dbapi_connection
+    translated: Any = error
     try:
         adapter._handle_exception(error)
-    except Exception as translated:
-        error = translated
-    dropped = bool(connection.dialect.is_disconnect(error, adapter, None))
+    except Exception as raised:
+        translated = raised
+    dropped = bool(connection.dialect.is_disconnect(translated, adapter, None))
     if dropped:
-        connection.invalidate(error)
+        connection.invalidate(translated)
     wrapped = DBAPIError.instance(
         sql,
         parameters,
-        error,
+        translated,
         connection.dialect.loaded_dbapi.Error,
         hide_parameters=True,
         connection_invalidated=dropped,

@@ -126,9 +126,7 @@ async def test_while_a_pass_holds_its_lock_no_other_transaction_takes_any_of_its
         for run_id in (going_on, cancelled):
             try:
                 await_(
-                    admin.execute(
-                        "SELECT FROM runs WHERE id = $1 FOR NO KEY UPDATE NOWAIT", run_id
-                    )
+                    admin.execute("SELECT FROM runs WHERE id = $1 FOR NO KEY UPDATE NOWAIT", run_id)
                 )
             except asyncpg.LockNotAvailableError:
                 refused.append(run_id)

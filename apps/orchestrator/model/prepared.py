@@ -38,7 +38,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import await_
 
-from apps.core.database import asyncpg_error, is_postgres_writer, take_begin
+from apps.core.database import asyncpg_error, asyncpg_of, is_postgres_writer, take_begin
 from apps.orchestrator.model.models import UTCDateTime
 
 Processor = Callable[[Any], Any] | None
@@ -249,10 +249,8 @@ def begin_with(connection: Connection, sql: str) -> str | None:
         return None
     if not take_begin(connection):
         return None
-    driver = connection.connection.driver_connection
-    assert driver is not None
     try:
-        status: str = await_(driver.execute(f"BEGIN; {sql}"))
+        status: str = await_(asyncpg_of(connection).execute(f"BEGIN; {sql}"))
     except Exception as error:
         raise asyncpg_error(connection, sql, (), error) from error
     return status
@@ -270,7 +268,7 @@ def _on_asyncpg(
     when `many`), as a statement prepared once per connection, after the BEGIN when the
     transaction is yet to begin: its rows and their columns' type oids. One hand-off to the
     event loop for all of it."""
-    driver = connection.connection.driver_connection
+    driver = asyncpg_of(connection)
     kept = connection.info.get(_STATEMENTS)
     if kept is None or kept[0] is not driver:
         kept = connection.info[_STATEMENTS] = (driver, {})
