@@ -27,7 +27,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, PoolResetState
 from sqlalchemy.util import await_, greenlet_spawn
 
@@ -134,9 +134,11 @@ def _create_postgres_engine(
     *,
     on_checkout: Callable[[Any, ConnectionPoolEntry, PoolProxiedConnection], None],
     lifo: bool = False,
+    isolation_level: str | None = None,
 ) -> AsyncEngine:
     """An engine on PostgreSQL whose pool runs `on_checkout` before lending a connection, the
-    one returned last first when `lifo`."""
+    one returned last first when `lifo`; in `isolation_level` when given."""
+    options = {"isolation_level": isolation_level} if isolation_level else {}
     engine = _create_async_engine(
         url,
         pool_use_lifo=lifo,
@@ -150,6 +152,7 @@ def _create_postgres_engine(
         # up, and a plan estimated over millions of rows (a generic plan of a list on ten million
         # runs) passes `jit_above_cost` and spent 80 ms compiling a query that runs in 2.
         connect_args={"server_settings": {"jit": "off"}},
+        **options,
     )
     event.listen(engine.sync_engine.pool, "checkout", on_checkout)
     return engine
@@ -255,29 +258,26 @@ class Transactions:
 
     The orchestrator's bookkeeping (a worker's pass, an operator's decision) is synchronous
     SQLAlchemy code, run in one synchronous session from begin to close. On PostgreSQL the
-    session drives asyncpg from a greenlet on the event loop, on an engine of its own whose pool
-    does not ping (`_create_postgres_writer`): one greenlet a transaction, where an
-    `AsyncSession` spawns one each for the work, the commit and the close. On SQLite it runs on
-    one thread of its own over the standard sqlite3 driver: a worker's pass is about ten
-    statements, and through aiosqlite each costs four hand-offs between threads, which made the
-    bookkeeping of a node cost more than the node. SQLite admits one writer at a time, so a
-    single writing thread loses nothing; it keeps its one connection (`_SqliteWriter`).
+    session drives asyncpg from a greenlet on the event loop, on an engine of its own whose
+    transactions begin with their first statement and commit on the driver (`_PostgresWriter`):
+    one greenlet a transaction, where an `AsyncSession` spawns one each for the work, the commit
+    and the close. On SQLite it runs on one thread of its own over the standard sqlite3 driver:
+    a worker's pass is about ten statements, and through aiosqlite each costs four hand-offs
+    between threads, which made the bookkeeping of a node cost more than the node. SQLite admits
+    one writer at a time, so a single writing thread loses nothing; it keeps its one connection
+    (`_SqliteWriter`).
     """
 
     def __init__(self, engine: AsyncEngine, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         self._committed: set[Callable[[], None]] = set()
         self._thread: ThreadPoolExecutor | None = None
-        self._writer: AsyncEngine | None = None
+        self._postgres: _PostgresWriter | None = None
         self._sqlite: _SqliteWriter | None = None
-        self._sessions: sessionmaker[Session] | None = None
         if engine.dialect.name == "sqlite":
             self._sqlite = _SqliteWriter(engine.url)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         else:
-            self._writer = _create_postgres_writer(engine.url, pool_size, max_overflow)
-            self._sessions = sessionmaker(
-                self._writer.sync_engine, expire_on_commit=False, autoflush=False
-            )
+            self._postgres = _PostgresWriter(engine.url, pool_size, max_overflow)
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` on the event loop after each transaction commits; returns what
@@ -329,9 +329,8 @@ class Transactions:
     ) -> T:
         if self._sqlite is not None:
             return self._sqlite.run(work, *args, **kwargs)
-        assert self._sessions is not None
-        with self._sessions.begin() as session:
-            return _work_then_pending(session, work, *args, **kwargs)
+        assert self._postgres is not None
+        return self._postgres.run(work, *args, **kwargs)
 
     def _prepared_transaction(
         self,
@@ -344,8 +343,8 @@ class Transactions:
 
     async def close(self) -> None:
         """Close the writer's connections (and on SQLite its thread)."""
-        if self._writer is not None:
-            await self._writer.dispose()
+        if self._postgres is not None:
+            await self._postgres.engine.dispose()
         if self._sqlite is not None and self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite.close)
             self._thread.shutdown()
@@ -353,9 +352,10 @@ class Transactions:
 
 def _create_postgres_writer(url: URL, pool_size: int, max_overflow: int) -> AsyncEngine:
     """The engine of the orchestrator's transactions on PostgreSQL: the API's, without the pool's
-    pre-ping. A ping is a round trip at every checkout, and a worker's pass is about ten. A
-    connection the server closed (a restart, `pg_terminate_backend`) that asyncpg has seen close
-    is replaced at checkout at no cost; one that dies unseen fails its transaction as a
+    pre-ping, in SQLAlchemy's autocommit (`_PostgresWriter` begins and commits each transaction
+    on the driver). A ping is a round trip at every checkout, and a worker's pass is about ten.
+    A connection the server closed (a restart, `pg_terminate_backend`) that asyncpg has seen
+    close is replaced at checkout at no cost; one that dies unseen fails its transaction as a
     disconnect, which the pool recovers from and the worker takes as transient (see
     `is_transient`), as a connection dying mid-pass always was.
 
@@ -363,16 +363,153 @@ def _create_postgres_writer(url: URL, pool_size: int, max_overflow: int) -> Asyn
     taking the idle connections in turn spread them over as many server processes, each with
     colder caches than the one just used (and a statement prepared again on each)."""
     return _create_postgres_engine(
-        url, pool_size, max_overflow, on_checkout=_refuse_closed_connection, lifo=True
+        url,
+        pool_size,
+        max_overflow,
+        on_checkout=_refuse_closed_connection,
+        lifo=True,
+        isolation_level="AUTOCOMMIT",
     )
 
 
 def _refuse_closed_connection(
     dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
 ) -> None:
-    if dbapi_connection.driver_connection.is_closed():
+    driver = dbapi_connection.driver_connection
+    if driver.is_closed():
         # The pool discards it and checks out another (SQLAlchemy's own retry).
         raise DisconnectionError("the server closed this connection")
+    if driver.is_in_transaction():
+        # Given back with its transaction open (`_PostgresWriter` failed to end it): never lent.
+        raise DisconnectionError("the connection holds a transaction")
+
+
+# `Connection.info` keys of the PostgreSQL writer's connections: that they are the writer's, and
+# that the transaction is yet to begin (`take_begin`).
+_WRITER = "transactions.postgres_writer"
+_BEGIN_PENDING = "transactions.begin_pending"
+
+
+class _PostgresWriter:
+    """The transactions' connections to PostgreSQL, and their transactions.
+
+    The engine runs in SQLAlchemy's autocommit, and the transaction is begun and committed here,
+    on the driver: asyncpg's BEGIN is a round trip of its own, which the transaction sends with
+    its first statement where that statement allows it (a worker's pass begins with the lock of
+    the runs it records, `locks.lock_runs_for_recording`, one simple query with the BEGIN). Any
+    other first statement, through SQLAlchemy or the driver (`prepared`), is preceded by the
+    BEGIN (`take_begin`): none runs outside the transaction. Errors are raised as SQLAlchemy
+    raises them (`asyncpg_error`); a transaction that fails is rolled back on the driver, and a
+    connection that cannot say where it stands (dropped, or interrupted mid-statement) is
+    invalidated, so the pool never lends it again."""
+
+    def __init__(self, url: URL, pool_size: int, max_overflow: int) -> None:
+        self.engine = _create_postgres_writer(url, pool_size, max_overflow)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _begin_before_statement)
+
+    def run(
+        self, work: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        with self.engine.sync_engine.connect() as connection:
+            connection.info[_WRITER] = True
+            connection.info[_BEGIN_PENDING] = True
+            try:
+                # The session's own transaction is bookkeeping (autocommit): it begins and
+                # commits nothing on the server.
+                with Session(connection, expire_on_commit=False, autoflush=False) as session:
+                    result = _work_then_pending(session, work, *args, **kwargs)
+                    session.flush()
+                if not take_begin(connection):
+                    _on_asyncpg(connection, "COMMIT")
+            except BaseException as error:
+                _end_failed(connection, error)
+                raise
+        return result
+
+
+def is_postgres_writer(connection: Connection) -> bool:
+    """Whether `connection` is one of the PostgreSQL writer's (see `_PostgresWriter`)."""
+    return bool(connection.info.get(_WRITER))
+
+
+def take_begin(connection: Connection) -> bool:
+    """Whether the PostgreSQL writer's transaction on `connection` is yet to begin; from now on
+    it counts as begun, and the caller sends the BEGIN: before its statement, or with it in the
+    same round trip."""
+    return bool(connection.info.pop(_BEGIN_PENDING, False))
+
+
+def _begin_before_statement(connection: Connection, *_: Any) -> None:
+    """Before a statement SQLAlchemy runs on the writer's connection: the BEGIN, when the
+    transaction is yet to begin. A failure is the adapter's error, which SQLAlchemy raises as
+    it raises the statement's own (and invalidates a dropped connection)."""
+    if take_begin(connection):
+        try:
+            await_(asyncpg_of(connection).execute("BEGIN"))
+        except Exception as error:
+            adapter: Any = connection.connection.dbapi_connection
+            adapter._handle_exception(error)
+
+
+def _on_asyncpg(connection: Connection, sql: str) -> None:
+    """`sql` run on the connection's asyncpg driver, its errors raised as SQLAlchemy raises them."""
+    try:
+        await_(asyncpg_of(connection).execute(sql))
+    except Exception as error:
+        raise asyncpg_error(connection, sql, (), error) from error
+
+
+def _end_failed(connection: Connection, error: BaseException) -> None:
+    """Roll back on the driver what a failed transaction left; or invalidate the connection
+    when it was dropped, when the rollback fails, or when the work was interrupted (a cancel)
+    while a statement may have been in flight."""
+    if connection.invalidated:
+        return
+    driver = asyncpg_of(connection)
+    if not isinstance(error, Exception) or driver.is_closed():
+        connection.invalidate()
+        return
+    if driver.is_in_transaction():
+        try:
+            await_(driver.execute("ROLLBACK"))
+        except Exception as failed:
+            connection.invalidate(failed)
+
+
+def asyncpg_of(connection: Connection) -> Any:
+    """The asyncpg connection under a PostgreSQL connection of SQLAlchemy's."""
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    return driver
+
+
+def asyncpg_error(
+    connection: Connection, sql: str, parameters: Any, error: Exception
+) -> DBAPIError:
+    """`error`, which asyncpg raised running `sql` on the connection's driver, as SQLAlchemy
+    raises it: translated as its asyncpg adapter translates (so an integrity error is an
+    `IntegrityError`, with its SQLSTATE, which `is_transient` reads), wrapped in a `DBAPIError`;
+    a connection found dropped is invalidated, so that the pool does not lend it again."""
+    adapter: Any = connection.connection.dbapi_connection
+    translated: Any = error
+    try:
+        adapter._handle_exception(error)
+    except Exception as raised:
+        translated = raised
+    dropped = bool(connection.dialect.is_disconnect(translated, adapter, None))
+    if dropped:
+        connection.invalidate(translated)
+    wrapped = DBAPIError.instance(
+        sql,
+        parameters,
+        translated,
+        connection.dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=dropped,
+        dialect=connection.dialect,
+    )
+    assert isinstance(wrapped, DBAPIError)
+    return wrapped
 
 
 class _SqliteWriter:

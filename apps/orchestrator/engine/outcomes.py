@@ -24,7 +24,7 @@ from apps.orchestrator.engine.scheduling import (
     skip_unstarted,
 )
 from apps.orchestrator.engine.statements import ACTIVE_RUNS
-from apps.orchestrator.model.locks import lock_runs
+from apps.orchestrator.model.locks import lock_runs_for_recording
 from apps.orchestrator.model.models import Artifact, utcnow
 from apps.orchestrator.model.prepared import connection_of
 from apps.orchestrator.model.states import NodeStatus
@@ -54,8 +54,7 @@ def record_outcomes(
     attempt are appended to `refused`.
     """
     result = Recorded({outcome.work.run_id for outcome in outcomes})
-    locked = lock_runs(session, result.runs)
-    cancelling = {run_id for run_id, run in locked.items() if run.cancelling}
+    cancelling = lock_runs_for_recording(session, result.runs)
     going_on = [outcome for outcome in outcomes if outcome.work.run_id not in cancelling]
     _stop_in_cancelled_runs(
         session, [outcome for outcome in outcomes if outcome.work.run_id in cancelling], refused

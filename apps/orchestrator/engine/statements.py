@@ -239,7 +239,7 @@ def record_successes(
     """
     if connection.dialect.name == "postgresql":
         parameters = _output_arrays(outputs) | {"now": utcnow()}
-        rows = connection.execute(_record_successes(promote), parameters).all()
+        rows = fetch(connection, _record_successes(promote), parameters)
         succeeded = [row for row in rows if row.promoted is None]
         usage = {row.run_id: Usage(row.status, row.total_tokens, row.cost) for row in succeeded}
         promoted = [row for row in rows if row.promoted] if promote else None

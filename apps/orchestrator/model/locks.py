@@ -15,7 +15,7 @@ writer at a time, so there the lock is no statement at all.
 """
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
@@ -25,7 +25,14 @@ from sqlalchemy.orm import Session
 
 from apps.core.errors import NotFound
 from apps.orchestrator.model.models import RUNS
-from apps.orchestrator.model.prepared import chunked, connection_of, fetch, listed, spread
+from apps.orchestrator.model.prepared import (
+    begin_with,
+    chunked,
+    connection_of,
+    fetch,
+    listed,
+    spread,
+)
 from apps.orchestrator.model.states import RunStatus
 
 
@@ -49,6 +56,38 @@ def lock_runs(session: Session, run_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID,
         for row in fetch(connection, _lock(len(part)), spread("id", part)):
             locked[row.id] = LockedRun(row.status, row.cancel_requested_at)
     return locked
+
+
+def lock_runs_for_recording(session: Session, run_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Lock the runs of `run_ids` (see `lock_runs`) for a pass that records their outcomes;
+    those of them a cancel was asked for.
+
+    On PostgreSQL a pass begins with this lock: its transaction's BEGIN and the lock, which
+    counts the runs being cancelled, go in one simple query, one round trip where they took two
+    (asyncpg sends its BEGIN alone). Only when that count is not zero (rare) are the runs read
+    back, already locked."""
+    ids = sorted(set(run_ids))
+    if not ids:
+        return set()
+    status = begin_with(connection_of(session), _lock_and_count_cancelling(ids))
+    if status == "SELECT 0":
+        return set()
+    return {run_id for run_id, run in lock_runs(session, ids).items() if run.cancelling}
+
+
+def _lock_and_count_cancelling(run_ids: Sequence[uuid.UUID]) -> str:
+    """`_lock` as SQL text (a simple query takes no parameters), counting the runs locked that
+    are being cancelled: each id is written as its `hex`, 32 hexadecimal digits and nothing
+    else. The outer query reads the rows as the lock returns them, once it holds them (their
+    latest versions), as `lock_runs` reads them. OFFSET 0 keeps the outer condition out of the
+    locking query: pushed down, it would lock only the runs that were being cancelled in the
+    statement's snapshot, and miss a cancel committed while it waited."""
+    ids = ", ".join(f"'{run_id.hex}'" for run_id in run_ids)
+    return (
+        f"SELECT FROM (SELECT cancel_requested_at FROM {RUNS.name} WHERE id IN ({ids})"
+        " ORDER BY id OFFSET 0 FOR NO KEY UPDATE) AS locked"
+        " WHERE cancel_requested_at IS NOT NULL"
+    )
 
 
 @cache

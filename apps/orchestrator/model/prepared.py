@@ -1,14 +1,23 @@
-"""The hot statements of a worker's pass, run on SQLite's own driver.
+"""The hot statements of a worker's pass, run on the database's own driver.
 
 Through `Connection.execute` a statement of a pass cost 40-80 µs of SQLAlchemy (cache key,
 execution context, parameters, result metadata) around 4-10 µs of SQLite, and a chain's pass
-runs seven of them. On SQLite a statement built once is compiled once here, with the bind and
-result processors of its types, and each execution is the driver's `execute` with the values
-those processors convert: what SQLAlchemy would send and read back, without the machinery.
+runs seven of them; on PostgreSQL SQLAlchemy, its asyncpg adapter's cursor and their greenlet
+switches cost more than the statement's own round trip. A statement built once is compiled
+once here, with the bind and result processors of its types, and each execution is the
+driver's: sqlite3's `execute`, or an asyncpg statement prepared once per connection, with the
+values those processors convert. What SQLAlchemy would send and read back, without the
+machinery; errors are raised as SQLAlchemy raises them (`DBAPIError`), and a PostgreSQL
+connection found dropped is invalidated, as SQLAlchemy does, so the pool never lends it again.
+
+On PostgreSQL only the transactions' writer runs statements here: its transaction begins with
+its first statement (`apps.core.database.take_begin`), which this module sends, so no statement
+runs outside it. Elsewhere (the API's sessions, whose transaction SQLAlchemy's adapter begins)
+statements go through `Connection.execute`.
 
 A statement run this way has no expanding parameter (a list whose length is known only at each
-execution): its builder gives a list as one parameter an element (`listed`). Other dialects,
-and statements not built that way, go through `Connection.execute` as before.
+execution): its builder gives a list as one parameter an element (`listed`). Statements not
+built that way go through `Connection.execute` as before.
 """
 
 import functools
@@ -27,7 +36,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
+from sqlalchemy.util import await_
 
+from apps.core.database import asyncpg_error, asyncpg_of, is_postgres_writer, take_begin
 from apps.orchestrator.model.models import UTCDateTime
 
 Processor = Callable[[Any], Any] | None
@@ -89,15 +100,30 @@ class Prepared:
 
     def __init__(self, compiled: Compiled, dialect: Dialect) -> None:
         self.sql = compiled.sql
+        self._dialect = dialect
         self._parameters: list[tuple[str, bool, Any, Processor]] = [
             (name, required, default, _bind_processor(type_, dialect))
             for name, required, default, type_ in compiled.parameters
         ]
+        self._columns = compiled.columns
         self._row: Any = namedtuple("Row", [key for key, _ in compiled.columns])  # type: ignore[misc]
-        self._results: list[Processor] = [
-            type_.dialect_impl(dialect).result_processor(dialect, None)
-            for _, type_ in compiled.columns
-        ]
+        self._results: dict[tuple[Any, ...] | None, list[Processor]] = {}
+        if dialect.name == "sqlite":
+            self.results(None)
+
+    def results(self, column_types: tuple[Any, ...] | None) -> list[Processor]:
+        """The result processors of the columns, given the driver's types of them (asyncpg's
+        type oids, which some of SQLAlchemy's processors for asyncpg choose by; None on
+        SQLite)."""
+        processors = self._results.get(column_types)
+        if processors is None:
+            kinds = column_types or (None,) * len(self._columns)
+            dialect = self._dialect
+            processors = self._results[column_types] = [
+                type_.dialect_impl(dialect).result_processor(dialect, kind)
+                for (_, type_), kind in zip(self._columns, kinds, strict=True)
+            ]
+        return processors
 
     def values(self, given: Mapping[str, Any]) -> tuple[Any, ...]:
         """The driver's parameters for the values `given` by name."""
@@ -107,10 +133,10 @@ class Prepared:
             values.append(processor(value) if processor else value)
         return tuple(values)
 
-    def row(self, raw: Sequence[Any]) -> Any:
+    def row(self, raw: Sequence[Any], processors: list[Processor]) -> Any:
         return self._row._make(
             (processor(value) if processor else value)
-            for processor, value in zip(self._results, raw, strict=True)
+            for processor, value in zip(processors, raw, strict=True)
         )
 
 
@@ -138,9 +164,11 @@ _PREPARED: "weakref.WeakKeyDictionary[Dialect, dict[Executable, Prepared | None]
 
 def _prepared(connection: Connection, statement: Executable) -> Prepared | None:
     """`statement` prepared for the connection's dialect object (its JSON serializer is the
-    engine's); None where it runs through SQLAlchemy: not on SQLite's standard driver (the
-    transactions' writer; aiosqlite's connection is not called directly), or not preparable."""
-    if connection.dialect.driver != "pysqlite":
+    engine's); None where it runs through SQLAlchemy: not on SQLite's standard driver or the
+    PostgreSQL writer's connection (the transactions'; aiosqlite's connection is not called
+    directly), or not preparable."""
+    driver = connection.dialect.driver
+    if driver != "pysqlite" and not (driver == "asyncpg" and is_postgres_writer(connection)):
         return None
     known = _PREPARED.setdefault(connection.dialect, {})
     if statement not in known:
@@ -168,10 +196,15 @@ def fetch(connection: Connection, statement: Executable, values: Mapping[str, An
     if prepared is None:
         return list(connection.execute(statement, values))
     parameters = prepared.values(values)
+    if connection.dialect.name == "postgresql":
+        rows, column_types = _on_asyncpg(connection, prepared.sql, parameters, many=False)
+        processors = prepared.results(column_types)
+        return [prepared.row(row, processors) for row in rows]
     with _as_dbapi_error(prepared.sql, parameters):
         cursor = _driver(connection).execute(prepared.sql, parameters)
         rows = cursor.fetchall()
-    return [prepared.row(row) for row in rows]
+    processors = prepared.results(None)
+    return [prepared.row(row, processors) for row in rows]
 
 
 def execute_many(
@@ -183,6 +216,9 @@ def execute_many(
         connection.execute(statement, list(rows))
         return
     parameters = [prepared.values(row) for row in rows]
+    if connection.dialect.name == "postgresql":
+        _on_asyncpg(connection, prepared.sql, parameters, many=True)
+        return
     with _as_dbapi_error(prepared.sql, parameters):
         _driver(connection).executemany(prepared.sql, parameters)
 
@@ -202,6 +238,65 @@ def connection_of(session: Session) -> Connection:
     connection = session.connection()
     session.info[_CONNECTION] = (session.get_transaction(), connection)
     return connection
+
+
+def begin_with(connection: Connection, sql: str) -> str | None:
+    """On the PostgreSQL writer's connection, while its transaction is yet to begin: BEGIN, then
+    `sql` (statements without parameters, whose rows are not read), as one simple query, one
+    round trip; the command status of the last statement (e.g. "SELECT 2"). None, and nothing
+    run, elsewhere."""
+    if connection.dialect.driver != "asyncpg" or not is_postgres_writer(connection):
+        return None
+    if not take_begin(connection):
+        return None
+    try:
+        status: str = await_(asyncpg_of(connection).execute(f"BEGIN; {sql}"))
+    except Exception as error:
+        raise asyncpg_error(connection, sql, (), error) from error
+    return status
+
+
+# Where a writer connection keeps its statements prepared on asyncpg: (driver connection, {SQL:
+# (asyncpg's prepared statement, the type oids of its columns)}).
+_STATEMENTS = "prepared.asyncpg_statements"
+
+
+def _on_asyncpg(
+    connection: Connection, sql: str, parameters: Any, *, many: bool
+) -> tuple[list[Any], tuple[int, ...] | None]:
+    """Run `sql` on the writer connection's asyncpg driver (with each tuple of `parameters`
+    when `many`), as a statement prepared once per connection, after the BEGIN when the
+    transaction is yet to begin: its rows and their columns' type oids. One hand-off to the
+    event loop for all of it."""
+    driver = asyncpg_of(connection)
+    kept = connection.info.get(_STATEMENTS)
+    if kept is None or kept[0] is not driver:
+        kept = connection.info[_STATEMENTS] = (driver, {})
+    statements: dict[str, Any] = kept[1]
+    begin = take_begin(connection)
+    try:
+        return await_(_run_on_asyncpg(driver, statements, sql, parameters, many, begin))
+    except Exception as error:
+        # A statement the server no longer knows (the schema changed) is prepared again.
+        statements.pop(sql, None)
+        raise asyncpg_error(connection, sql, parameters, error) from error
+
+
+async def _run_on_asyncpg(
+    driver: Any, statements: dict[str, Any], sql: str, parameters: Any, many: bool, begin: bool
+) -> tuple[list[Any], tuple[int, ...] | None]:
+    if begin:
+        await driver.execute("BEGIN")
+    kept = statements.get(sql)
+    if kept is None:
+        statement = await driver.prepare(sql)
+        types = tuple(attribute.type.oid for attribute in statement.get_attributes())
+        kept = statements[sql] = (statement, types)
+    statement, types = kept
+    if many:
+        await statement.executemany(parameters)
+        return [], types
+    return await statement.fetch(*parameters), types
 
 
 def _driver(connection: Connection) -> sqlite3.Connection:
