@@ -29,10 +29,11 @@ Run from the repository root (PostgreSQL from TEST_POSTGRES_URL, else the local 
     .venv/bin/python -m bench.read_api --smoke            # seconds: does it still run?
     .venv/bin/python -m bench.read_api --list-only --events 10000   # the list's share alone
 
-The SQLite file (removed at the end unless --keep), the server logs and the artifacts directory
-live in bench/.work/ (gitignored); the PostgreSQL database is a new `bench_<random>`, dropped at
-the end. Exit status: 0 when every
-target passes, 1 when one fails, 2 when the benchmark itself could not run.
+The SQLite file, the server logs and the artifacts directory live in bench/.work/ (gitignored);
+the PostgreSQL database is a new `bench_<random>`. Both are removed at the end unless --keep,
+which leaves them for --reuse to load again without seeding (ten million runs take 10-25 minutes
+to seed). Exit status: 0 when every target passes, 1 when one fails, 2 when the benchmark itself
+could not run.
 """
 
 import argparse
