@@ -29,10 +29,11 @@ Run from the repository root (PostgreSQL from TEST_POSTGRES_URL, else the local 
     .venv/bin/python -m bench.read_api --smoke            # seconds: does it still run?
     .venv/bin/python -m bench.read_api --list-only --events 10000   # the list's share alone
 
-The SQLite file (removed at the end unless --keep), the server logs and the artifacts directory
-live in bench/.work/ (gitignored); the PostgreSQL database is a new `bench_<random>`, dropped at
-the end. Exit status: 0 when every
-target passes, 1 when one fails, 2 when the benchmark itself could not run.
+The SQLite file, the server logs and the artifacts directory live in bench/.work/ (gitignored);
+the PostgreSQL database is a new `bench_<random>`. Both are removed at the end unless --keep,
+which leaves them for --reuse to load again without seeding (ten million runs take 10-25 minutes
+to seed). Exit status: 0 when every target passes, 1 when one fails, 2 when the benchmark itself
+could not run.
 """
 
 import argparse
@@ -53,7 +54,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -81,6 +82,7 @@ from bench.harness import (
     machine_load,
     migrate,
     plain_dsn,
+    postgres_admin,
     postgres_database,
     postgres_server,
     run,
@@ -486,6 +488,69 @@ def sqlite_database(keep: bool) -> Iterator[str]:
             remove_sqlite_files()
 
 
+@contextmanager
+def kept_postgres_database(server: str) -> Iterator[str]:
+    """A new database `bench_<random>` on `server`, left in place for `--reuse` (dropped by hand:
+    `DROP DATABASE`)."""
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(postgres_admin(server, f'CREATE DATABASE "{name}"'))
+    yield make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+def landmarks_path(backend: str) -> Path:
+    return WORK / f"read_api-{backend}.json"
+
+
+def save_landmarks(backend: str, url: str, data: Dataset) -> None:
+    """Where a kept database is and what `verify` and the endpoints need of it, for `--reuse`."""
+    document = {"url": url, "dataset": asdict(data)}
+    landmarks_path(backend).write_text(json.dumps(document, default=str, indent=2))
+
+
+def load_landmarks(backend: str) -> tuple[str, Dataset]:
+    path = landmarks_path(backend)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"nothing to reuse: no {path} (seed one with --keep first)") from None
+    fields = document["dataset"]
+    ids = {name: uuid.UUID(fields[name]) for name in ("big_run_id", "first_run_after_cursor")}
+    return document["url"], Dataset(**{**fields, **ids})
+
+
+@contextmanager
+def seeded_database(backend: str, args: argparse.Namespace) -> Iterator[tuple[str, Dataset, float]]:
+    """The database to load, its landmarks and the seconds its seeding took: the one a previous
+    `--keep` left when `--reuse` (not seeded again), else a new one, seeded, removed at the end
+    unless `--keep`."""
+    if args.reuse:
+        url, data = load_landmarks(backend)
+        shown = make_url(url).render_as_string(hide_password=True)
+        print(
+            f"== {backend}: reusing {shown} ({data.runs:,} runs, {data.events:,} events)",
+            flush=True,
+        )
+        yield url, data, 0.0
+        return
+    database: AbstractContextManager[str]
+    if backend == "sqlite":
+        database = sqlite_database(args.keep)
+    else:
+        server = postgres_server(required=True) or ""
+        database = kept_postgres_database(server) if args.keep else postgres_database(server)
+    with database as url:
+        print(
+            f"== {backend}: migrating and seeding {args.runs:,} runs, {args.events:,} events"
+            f" and {args.bulk_runs:,} bulk runs; disk free: {disk_free_gb():.0f} GB",
+            flush=True,
+        )
+        started = time.perf_counter()
+        data = build_database(backend, url, args)
+        if args.keep:
+            save_landmarks(backend, url, data)
+        yield url, data, time.perf_counter() - started
+
+
 def build_database(backend: str, url: str, args: argparse.Namespace) -> Dataset:
     migrate(url)
     if backend == "sqlite":
@@ -839,8 +904,7 @@ class Report:
     results: list[Result]
     peak_rss_mb: float
     vm_hwm_mb: float
-    # None with bulk runs (a scrape of /metrics counts every run by status, seconds at millions)
-    # or --list-only.
+    # None with --list-only or --one-at-a-time.
     observability: ObservabilityCost | None
 
     def result(self, endpoint: str) -> Result:
@@ -858,11 +922,17 @@ class Report:
             Target("events deep p50 / first p50", events, TARGET_DEEP_RATIO, "x", False),
         ]
 
+    def ceiling_share(self) -> list[Target]:
+        """The first page's share of the ceiling; none when they were not loaded
+        (--one-at-a-time)."""
+        if not any(r.endpoint == "ceiling" for r in self.results):
+            return []
+        share = 100 * self.result("runs first page").rps / self.result("ceiling").rps
+        return [Target("runs first page req/s / ceiling", share, TARGET_CEILING_SHARE, "%", True)]
+
     def targets(self) -> list[Target]:
-        ceiling, first = self.result("ceiling"), self.result("runs first page")
-        share = 100 * first.rps / ceiling.rps
         return [
-            Target("runs first page req/s / ceiling", share, TARGET_CEILING_SHARE, "%", True),
+            *self.ceiling_share(),
             *self.deep_ratios(),
             Target("peak RSS (sampled VmRSS)", self.peak_rss_mb, TARGET_RSS_MB, "MB", False),
             *(
@@ -942,30 +1012,21 @@ def measure_observability(
 
 
 def bench_backend(backend: str, args: argparse.Namespace) -> Report:
-    if backend == "sqlite":
-        database = sqlite_database(args.keep)
-    else:
-        database = postgres_database(postgres_server(required=True) or "")
-    with database as url:
-        print(
-            f"== {backend}: migrating and seeding {args.runs:,} runs, {args.events:,} events"
-            f" and {args.bulk_runs:,} bulk runs; disk free: {disk_free_gb():.0f} GB",
-            flush=True,
-        )
-        started = time.perf_counter()
-        data = build_database(backend, url, args)
-        seed_seconds = time.perf_counter() - started
+    with seeded_database(backend, args) as (url, data, seed_seconds):
         print(f"   seeded in {seed_seconds:.1f} s; serving and loading", flush=True)
         loaded = endpoints(data)
         if args.list_only:
             loaded = [endpoint for endpoint in loaded if endpoint.name in LIST_ONLY]
+        if args.one_at_a_time:
+            loaded = [endpoint for endpoint in loaded if endpoint.connections == 1]
         with serve(backend, url, args) as server:
             verify(server, data)
             results = measure(server, loaded, args)
             hwm = read_status_kb(server.pid, "VmHWM") / 1024
-        observability = None if args.list_only else measure_observability(backend, url, data, args)
+        observed = not (args.list_only or args.one_at_a_time)
+        observability = measure_observability(backend, url, data, args) if observed else None
     peak = max(result.peak_rss_mb for result in results)
-    return Report(backend, data.runs, args.events, seed_seconds, results, peak, hwm, observability)
+    return Report(backend, data.runs, data.events, seed_seconds, results, peak, hwm, observability)
 
 
 def print_report(report: Report, args: argparse.Namespace) -> None:
@@ -991,8 +1052,7 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
     print(f"  {'server VmHWM':<34}{report.vm_hwm_mb:>8.2f} MB")
     cost = report.observability
     if cost is None:
-        print("  metrics + Sentry cost: not measured (--list-only, or bulk runs: /metrics counts")
-        print("  every run)")
+        print("  metrics + Sentry cost: not measured (--list-only or --one-at-a-time)")
         return
     print(
         f"  runs first page, metrics + Sentry off {cost.off.rps:.1f} req/s (p99 "
@@ -1031,7 +1091,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="random seed of the data")
     parser.add_argument("--pool-size", type=int, default=0, help="DB_POOL_SIZE (0: the default)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep bench/.work/read_api.db")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the database (bench/.work/read_api.db, or the PostgreSQL bench_<random>) and "
+        "what the endpoints need of it in bench/.work/read_api-<backend>.json, for --reuse",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="load the database a run with --keep left, as it is: no seeding (--runs, --events "
+        "and --bulk-runs are those it was seeded with); it stays",
+    )
+    parser.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="load the c=1 endpoints alone (the latency targets): no ceiling, no c=32 loads, "
+        "no observability pairs",
+    )
     parser.add_argument(
         "--list-only",
         action="store_true",
