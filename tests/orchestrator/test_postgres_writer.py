@@ -27,14 +27,15 @@ from apps.orchestrator.model.transitions import INSERT_EVENTS
 from tests.conftest import postgres_dsn
 from tests.orchestrator.test_worker import _submit
 
+# The writer of PostgreSQL alone: on SQLite there is nothing of it to test, not a skip.
+postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
 ONE_NODE = {"type": "dag", "nodes": [{"key": "only", "role": "writer", "prompt": "Write."}]}
 
 
 @pytest.fixture
 async def admin(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
     """A connection of the test's own to the app's PostgreSQL database."""
-    if not settings.database_url.startswith("postgresql"):
-        pytest.skip("the PostgreSQL writer")
     connection = await asyncpg.connect(postgres_dsn(settings.database_url))
     try:
         yield connection
@@ -58,6 +59,7 @@ def _first_on_the_driver(session: Session) -> bool:
     return _in_transaction(session)
 
 
+@postgresql_only
 async def test_a_transaction_begins_before_its_first_statement_whichever_runs_it(
     transactions: Transactions, admin: asyncpg.Connection
 ) -> None:
@@ -66,6 +68,7 @@ async def test_a_transaction_begins_before_its_first_statement_whichever_runs_it
     assert await transactions.run(_first_on_the_driver) is True
 
 
+@postgresql_only
 async def test_a_transaction_that_raises_is_rolled_back_and_its_connection_lent_again(
     transactions: Transactions, client: httpx.AsyncClient, admin: asyncpg.Connection
 ) -> None:
@@ -96,6 +99,7 @@ async def test_the_lock_of_a_pass_holds_every_run_and_names_those_being_cancelle
     assert await transactions.run(lock_runs_for_recording, [going_on]) == set()
 
 
+@postgresql_only
 async def test_the_lock_that_begins_a_pass_waits_for_each_run_and_sees_a_cancel_made_meanwhile(
     transactions: Transactions, client: httpx.AsyncClient, admin: asyncpg.Connection
 ) -> None:
@@ -113,6 +117,7 @@ async def test_the_lock_that_begins_a_pass_waits_for_each_run_and_sees_a_cancel_
     assert await locking == {min(first, second)}
 
 
+@postgresql_only
 async def test_while_a_pass_holds_its_lock_no_other_transaction_takes_any_of_its_runs(
     transactions: Transactions, client: httpx.AsyncClient, admin: asyncpg.Connection
 ) -> None:
@@ -136,6 +141,7 @@ async def test_while_a_pass_holds_its_lock_no_other_transaction_takes_any_of_its
     assert refused == [going_on, cancelled]
 
 
+@postgresql_only
 async def test_a_statement_run_on_the_driver_fails_as_sqlalchemy_raises_it(
     transactions: Transactions, client: httpx.AsyncClient, admin: asyncpg.Connection
 ) -> None:
@@ -156,6 +162,7 @@ async def test_a_statement_run_on_the_driver_fails_as_sqlalchemy_raises_it(
     assert await transactions.run(_first_on_the_driver) is True
 
 
+@postgresql_only
 async def test_a_connection_dropped_mid_pass_fails_it_as_transient_and_is_never_lent_again(
     transactions: Transactions, client: httpx.AsyncClient, admin: asyncpg.Connection
 ) -> None:
