@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apps.core.read_connections import SqliteReaders
 from apps.orchestrator.model.models import RUNS, Run
 from apps.orchestrator.model.states import NodeStatus
 from apps.orchestrator.reading.runs import (
@@ -132,15 +133,14 @@ def _as_stored(value: Any) -> Any:
     return value
 
 
-async def run_page_json(
-    connection: AsyncConnection, where: RunFilter, limit: int, cursor: str | None
-) -> bytes | None:
-    """The page `runs.list_runs` would give, as `Page[RunSummary]` JSON in UTC; None when this
-    cannot write it (see the module's docstring)."""
-    dialect = connection.dialect.name
-    if dialect not in _ITEMS or (dialect == "sqlite" and uses_title_index(where)):
+def _page_statement(
+    dialect: Dialect, where: RunFilter, limit: int, cursor: str | None
+) -> tuple[str, list[Any]] | None:
+    """The page's SQL in the driver's own parameter style and its parameters; None when this
+    cannot write the page (see the module's docstring)."""
+    if dialect.name not in _ITEMS or (dialect.name == "sqlite" and uses_title_index(where)):
         return None
-    filters = filter_parameters(where, dialect)
+    filters = filter_parameters(where, dialect.name)
     position = RUN_ORDER.cursor_parameters(cursor) if cursor is not None else {}
     resumed = cursor is not None
     # PostgreSQL plans a prepared statement afresh at each execution (a custom plan) as long as
@@ -148,15 +148,27 @@ async def run_page_json(
     # page's size is a parameter: with it written in, PostgreSQL keeps one plan per statement,
     # and a page no longer pays for its planning. Not for a title search: a generic plan cannot
     # tell a rare text from a common one, and reads every title for the rare.
-    planned_once = dialect == "postgresql" and "title" not in filters
+    planned_once = dialect.name == "postgresql" and "title" not in filters
     sql, names, compiled = _page_query(
-        connection.dialect, frozenset(filters), resumed, limit if planned_once else None
+        dialect, frozenset(filters), resumed, limit if planned_once else None
     )
     given = {**filters, **position}
-    if dialect == "sqlite":
+    if dialect.name == "sqlite":
         given = {name: _as_stored(value) for name, value in given.items()}
     values = compiled.construct_params({**given, "limit": limit + 1, "size": limit})
-    parameters = [values[name] for name in names]
+    return sql, [values[name] for name in names]
+
+
+async def run_page_json(
+    connection: AsyncConnection, where: RunFilter, limit: int, cursor: str | None
+) -> bytes | None:
+    """The page `runs.list_runs` would give, as `Page[RunSummary]` JSON in UTC; None when this
+    cannot write it (see the module's docstring)."""
+    dialect = connection.dialect.name
+    statement = _page_statement(connection.dialect, where, limit, cursor)
+    if statement is None:
+        return None
+    sql, parameters = statement
     # The driver itself, called once: aiosqlite hands the statement and the fetch of every row
     # to its thread in one go, asyncpg prepares the statement once per connection.
     driver = cast(Any, (await connection.get_raw_connection()).driver_connection)
@@ -170,6 +182,17 @@ async def run_page_json(
     if dialect == "sqlite":
         return _page(rows, limit)
     return _page_of(items or b"", key if read > limit else None)
+
+
+async def sqlite_run_page_json(
+    readers: SqliteReaders, dialect: Dialect, where: RunFilter, limit: int, cursor: str | None
+) -> bytes | None:
+    """`run_page_json` on SQLite's readers (`core.read_connections`), without a connection
+    of the engine's pool; `dialect` is the engine's."""
+    statement = _page_statement(dialect, where, limit, cursor)
+    if statement is None:
+        return None
+    return _page(await readers.fetch_all(*statement), limit)
 
 
 async def _database_error(
