@@ -79,7 +79,8 @@ class SqliteReaders:
             self._give_back(connection)
             raise
         except BaseException as error:
-            await self._close(connection)
+            self._retire(connection)
+            await _close_quietly(connection)
             if isinstance(error, sqlite3.Error):
                 raise _database_error(sql, parameters, error) from error
             raise
@@ -127,7 +128,8 @@ class SqliteReaders:
 
     def _give_back(self, connection: aiosqlite.Connection) -> None:
         if self._closed or not _clean(connection):
-            closing = asyncio.get_running_loop().create_task(self._close(connection))
+            self._retire(connection)
+            closing = asyncio.get_running_loop().create_task(_close_quietly(connection))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
         elif not self._wake_one(connection):
@@ -142,22 +144,28 @@ class SqliteReaders:
                 return True
         return False
 
-    async def _close(self, connection: aiosqlite.Connection) -> None:
+    def _retire(self, connection: aiosqlite.Connection) -> None:
+        """Take `connection` out of the pool (the caller closes it): its place is free for a
+        new one."""
         self._opened -= 1
         self._wake_one(None)
-        # Closing is all that is left to do with it: a failure to close changes nothing.
-        with contextlib.suppress(Exception):
-            await connection.close()
 
     async def close(self) -> None:
         """Close the idle connections now, and each lent one when it is given back."""
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            await self._close(connection)
+            self._retire(connection)
+            await _close_quietly(connection)
         while self._waiting:
             self._waiting.popleft().cancel()
         await asyncio.gather(*self._closing)
+
+
+async def _close_quietly(connection: aiosqlite.Connection) -> None:
+    # Closing is all that is left to do with it: a failure to close changes nothing.
+    with contextlib.suppress(Exception):
+        await connection.close()
 
 
 def _clean(connection: aiosqlite.Connection) -> bool:
