@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apps.core.database import SQLITE_BUSY_TIMEOUT_MS, register_sqlite_functions
@@ -41,7 +41,9 @@ class _ReaderConnection(sqlite3.Connection):
 class SqliteReaders:
     """Up to `size` reading connections to one SQLite file, each one statement at a time."""
 
-    def __init__(self, connect_args: Sequence[Any], connect_kwargs: dict[str, Any], size: int):
+    def __init__(
+        self, connect_args: Sequence[Any], connect_kwargs: Mapping[str, Any], size: int
+    ) -> None:
         self._connect_args = tuple(connect_args)
         self._connect_kwargs = {
             **connect_kwargs,
@@ -79,7 +81,7 @@ class SqliteReaders:
             self._give_back(connection)
             raise
         except BaseException as error:
-            self._retire(connection)
+            self._free_a_place()
             await _close_quietly(connection)
             if isinstance(error, sqlite3.Error):
                 raise _database_error(sql, parameters, error) from error
@@ -93,6 +95,7 @@ class SqliteReaders:
                 raise RuntimeError("the SQLite readers are closed")
             if self._opened < self._size:
                 return await self._open()
+            waiter: asyncio.Future[aiosqlite.Connection | None]
             waiter = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
             try:
@@ -128,7 +131,7 @@ class SqliteReaders:
 
     def _give_back(self, connection: aiosqlite.Connection) -> None:
         if self._closed or not _clean(connection):
-            self._retire(connection)
+            self._free_a_place()
             closing = asyncio.get_running_loop().create_task(_close_quietly(connection))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
@@ -144,9 +147,8 @@ class SqliteReaders:
                 return True
         return False
 
-    def _retire(self, connection: aiosqlite.Connection) -> None:
-        """Take `connection` out of the pool (the caller closes it): its place is free for a
-        new one."""
+    def _free_a_place(self) -> None:
+        """A connection leaves the pool (its caller closes it): a new one may take its place."""
         self._opened -= 1
         self._wake_one(None)
 
@@ -155,7 +157,7 @@ class SqliteReaders:
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            self._retire(connection)
+            self._free_a_place()
             await _close_quietly(connection)
         while self._waiting:
             self._waiting.popleft().cancel()
@@ -178,7 +180,8 @@ def _clean(connection: aiosqlite.Connection) -> bool:
 
 def _database_error(
     sql: str | None, parameters: Sequence[Any] | None, error: sqlite3.Error
-) -> DBAPIError:
+) -> StatementError:
+    # A DBAPIError of the class SQLAlchemy gives the driver's (OperationalError, ...).
     return DBAPIError.instance(sql, parameters, error, sqlite3.Error, hide_parameters=True)
 
 
