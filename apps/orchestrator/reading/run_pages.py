@@ -9,8 +9,8 @@ hand-off per step of a cursor (five); here each run's JSON is text the database 
 triggers in `run_node_counts`, PostgreSQL's counted by the page: the migration says why), the
 driver is called once (aiosqlite: one hand-off to its thread, on one of SQLite's readers rather
 than a connection of the engine's pool, see `core.read_connections`; asyncpg: one prepared
-statement), and the page is the runs' texts joined, with the cursor of the last one: on SQLite here, on
-PostgreSQL by the database too, which hands back the page's items as one UTF-8 value.
+statement), and the page is the runs' texts joined, with the cursor of the last one: on SQLite
+here, on PostgreSQL by the database too, which hands back the page's items as one UTF-8 value.
 
 A page this cannot write says so with None, and the caller takes `runs.list_runs`: a search
 SQLite's title index serves (several statements), or on SQLite a run whose head is NULL (a
