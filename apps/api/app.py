@@ -37,6 +37,7 @@ from apps.api.timezone import use_request_timezone
 from apps.console.install import install_console
 from apps.core.database import open_database
 from apps.core.metrics import forget_this_process
+from apps.core.read_connections import driver_reads
 from apps.core.settings import Settings, load_settings
 from apps.core.supervision import supervised
 from apps.orchestrator.infra.storage import open_artifact_store
@@ -73,6 +74,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = await stack.enter_async_context(open_database(app.state.settings))
         app.state.engine = database.engine
         app.state.read_engine = database.read_engine
+        app.state.driver_reads = await stack.enter_async_context(
+            driver_reads(database.read_engine, app.state.settings.db_pool_size)
+        )
         app.state.sessions = database.sessions
         app.state.transactions = database.transactions
         app.state.event_feed = build_event_feed(

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator
 from pydantic.config import JsonDict
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from apps.core import read_connections
 from apps.core.database import Transactions, unit_of_work
 from apps.orchestrator.infra.storage import base as artifact_store
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -24,6 +25,11 @@ async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
 async def _read_connection(request: Request) -> AsyncIterator[AsyncConnection]:
     async with request.app.state.read_engine.connect() as connection:
         yield connection
+
+
+async def _driver_reads(request: Request) -> read_connections.DriverReads:
+    reads: read_connections.DriverReads = request.app.state.driver_reads
+    return reads
 
 
 def _artifact_store(request: Request) -> artifact_store.ArtifactStore:
@@ -42,6 +48,9 @@ DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
 # Reads need no ORM session and commit nothing: a bare connection, closed when the handler returns,
 # saves the session's bookkeeping and a round trip on every list page.
 ReadConnection = Annotated[AsyncConnection, Depends(_read_connection, scope="function")]
+# A read that calls the driver itself (a runs page) takes a connection only as it runs: on SQLite
+# one of the readers', lent for its one statement; else one of the read engine's.
+DriverReads = Annotated[read_connections.DriverReads, Depends(_driver_reads)]
 ArtifactStore = Annotated[artifact_store.ArtifactStore, Depends(_artifact_store)]
 # Runs one synchronous domain function in a transaction of its own, committed before it returns.
 DbTransactions = Annotated[Transactions, Depends(_transactions)]

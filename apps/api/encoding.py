@@ -14,12 +14,12 @@ from typing import Any
 
 import orjson
 from fastapi.responses import Response
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.api.timezone import request_zone
+from apps.core.read_connections import DriverReads
 from apps.orchestrator.reading import runs
 from apps.orchestrator.reading.pagination import Page
-from apps.orchestrator.reading.run_pages import run_page_json
+from apps.orchestrator.reading.run_pages import run_page_json, sqlite_run_page_json
 from apps.wire.schemas import NodeCounts, RunSummary
 
 _NODE_STATUSES = tuple(NodeCounts.model_fields)
@@ -104,12 +104,20 @@ def run_summaries(page: Page[dict[str, Any]]) -> JSONBytes:
 
 
 async def runs_page(
-    connection: AsyncConnection, where: runs.RunFilter, limit: int, cursor: str | None
+    reads: DriverReads, where: runs.RunFilter, limit: int, cursor: str | None
 ) -> JSONBytes:
     """A page of the runs list as `Page[RunSummary]` JSON: written by the database itself
-    where it can (in UTC), else encoded here from the rows."""
-    if request_zone() is UTC:
-        body = await run_page_json(connection, where, limit, cursor)
+    where it can (in UTC; on SQLite's readers when it has them), else encoded here from the
+    rows."""
+    in_utc = request_zone() is UTC
+    if in_utc and reads.sqlite is not None:
+        body = await sqlite_run_page_json(reads.sqlite, reads.engine.dialect, where, limit, cursor)
         if body is not None:
             return JSONBytes(body)
-    return run_summaries(await runs.list_runs(connection, where, limit, cursor))
+    async with reads.engine.connect() as connection:
+        if in_utc and reads.sqlite is None:
+            body = await run_page_json(connection, where, limit, cursor)
+            if body is not None:
+                return JSONBytes(body)
+        page = await runs.list_runs(connection, where, limit, cursor)
+    return run_summaries(page)

@@ -1,6 +1,7 @@
 """SQLite connections given back to the pool: what a connection left open is rolled back, and
-one that holds no transaction (a runs page, which calls the driver itself) is handed back without
-a rollback, each of which is a hand-off to aiosqlite's thread."""
+one that holds no transaction (a read that called the driver itself) is handed back without a
+rollback, each of which is a hand-off to aiosqlite's thread. A runs page takes none of the pool's
+connections (`core.read_connections`), so it costs no rollback either."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -65,7 +66,22 @@ async def test_a_transaction_left_open_is_rolled_back_when_its_connection_is_giv
         await connection.execute(text("CREATE TABLE written_after (x)"))
 
 
-async def test_a_runs_page_gives_its_connection_back_without_a_rollback(
+async def test_a_connection_that_holds_no_transaction_is_given_back_without_a_rollback(
+    engine: AsyncEngine, rollbacks: list[bool]
+) -> None:
+    async with engine.connect():
+        pass
+    rollbacks.clear()  # the engine's first connection is rolled back after its dialect's set-up
+
+    async with engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert list(await driver.execute_fetchall("SELECT count(*) FROM runs")) == [(0,)]
+        assert not driver.in_transaction
+
+    assert rollbacks == []
+
+
+async def test_a_runs_page_costs_no_rollback(
     sqlite_url: str, tmp_path: Path, rollbacks: list[bool]
 ) -> None:
     async with served(settings_for(sqlite_url, tmp_path)) as client:

@@ -12,6 +12,7 @@ from apps.api.dependencies import (
     CURSOR_SCHEMA,
     LIMIT_HELP,
     MAX_CURSOR_LENGTH,
+    DriverReads,
     ReadConnection,
 )
 from apps.api.encoding import JSONBytes
@@ -54,7 +55,7 @@ class RunQuery(BaseModel):
 
 # The page is encoded from its rows (apps/api/encoding.py); the model still documents it.
 @router.get("/runs", response_model=Page[RunSummary])
-async def list_runs(connection: ReadConnection, query: Annotated[RunQuery, Query()]) -> JSONBytes:
+async def list_runs(reads: DriverReads, query: Annotated[RunQuery, Query()]) -> JSONBytes:
     """Runs, newest first, as summaries: each without its task spec, which
     `GET /runs/{run_id}` has."""
     where = runs.RunFilter(
@@ -65,7 +66,7 @@ async def list_runs(connection: ReadConnection, query: Annotated[RunQuery, Query
         if query.created_before
         else None,
     )
-    return await encoding.runs_page(connection, where, query.limit, query.cursor)
+    return await encoding.runs_page(reads, where, query.limit, query.cursor)
 
 
 @router.get("/runs/{run_id}", responses=errors(404))

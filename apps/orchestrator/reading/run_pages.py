@@ -7,9 +7,10 @@ hand-off per step of a cursor (five); here each run's JSON is text the database 
 (migration 0007: `summary_head` and `summary_tail`, the shape of `RunSummary` in UTC;
 `tests/api/test_list_encoding.py` holds the two equal), around its node counts (SQLite's kept by
 triggers in `run_node_counts`, PostgreSQL's counted by the page: the migration says why), the
-driver is called once (aiosqlite: one hand-off to its thread; asyncpg: one prepared statement),
-and the page is the runs' texts joined, with the cursor of the last one: on SQLite here, on
-PostgreSQL by the database too, which hands back the page's items as one UTF-8 value.
+driver is called once (aiosqlite: one hand-off to its thread, on one of SQLite's readers rather
+than a connection of the engine's pool, see `core.read_connections`; asyncpg: one prepared
+statement), and the page is the runs' texts joined, with the cursor of the last one: on SQLite
+here, on PostgreSQL by the database too, which hands back the page's items as one UTF-8 value.
 
 A page this cannot write says so with None, and the caller takes `runs.list_runs`: a search
 SQLite's title index serves (several statements), or on SQLite a run whose head is NULL (a
@@ -40,6 +41,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from apps.core.read_connections import SqliteReaders
 from apps.orchestrator.model.models import RUNS, Run
 from apps.orchestrator.model.states import NodeStatus
 from apps.orchestrator.reading.runs import (
@@ -132,15 +134,14 @@ def _as_stored(value: Any) -> Any:
     return value
 
 
-async def run_page_json(
-    connection: AsyncConnection, where: RunFilter, limit: int, cursor: str | None
-) -> bytes | None:
-    """The page `runs.list_runs` would give, as `Page[RunSummary]` JSON in UTC; None when this
-    cannot write it (see the module's docstring)."""
-    dialect = connection.dialect.name
-    if dialect not in _ITEMS or (dialect == "sqlite" and uses_title_index(where)):
+def _page_statement(
+    dialect: Dialect, where: RunFilter, limit: int, cursor: str | None
+) -> tuple[str, list[Any]] | None:
+    """The page's SQL in the driver's own parameter style and its parameters; None when this
+    cannot write the page (see the module's docstring)."""
+    if dialect.name not in _ITEMS or (dialect.name == "sqlite" and uses_title_index(where)):
         return None
-    filters = filter_parameters(where, dialect)
+    filters = filter_parameters(where, dialect.name)
     position = RUN_ORDER.cursor_parameters(cursor) if cursor is not None else {}
     resumed = cursor is not None
     # PostgreSQL plans a prepared statement afresh at each execution (a custom plan) as long as
@@ -148,15 +149,27 @@ async def run_page_json(
     # page's size is a parameter: with it written in, PostgreSQL keeps one plan per statement,
     # and a page no longer pays for its planning. Not for a title search: a generic plan cannot
     # tell a rare text from a common one, and reads every title for the rare.
-    planned_once = dialect == "postgresql" and "title" not in filters
+    planned_once = dialect.name == "postgresql" and "title" not in filters
     sql, names, compiled = _page_query(
-        connection.dialect, frozenset(filters), resumed, limit if planned_once else None
+        dialect, frozenset(filters), resumed, limit if planned_once else None
     )
     given = {**filters, **position}
-    if dialect == "sqlite":
+    if dialect.name == "sqlite":
         given = {name: _as_stored(value) for name, value in given.items()}
     values = compiled.construct_params({**given, "limit": limit + 1, "size": limit})
-    parameters = [values[name] for name in names]
+    return sql, [values[name] for name in names]
+
+
+async def run_page_json(
+    connection: AsyncConnection, where: RunFilter, limit: int, cursor: str | None
+) -> bytes | None:
+    """The page `runs.list_runs` would give, as `Page[RunSummary]` JSON in UTC; None when this
+    cannot write it (see the module's docstring)."""
+    dialect = connection.dialect.name
+    statement = _page_statement(connection.dialect, where, limit, cursor)
+    if statement is None:
+        return None
+    sql, parameters = statement
     # The driver itself, called once: aiosqlite hands the statement and the fetch of every row
     # to its thread in one go, asyncpg prepares the statement once per connection.
     driver = cast(Any, (await connection.get_raw_connection()).driver_connection)
@@ -170,6 +183,17 @@ async def run_page_json(
     if dialect == "sqlite":
         return _page(rows, limit)
     return _page_of(items or b"", key if read > limit else None)
+
+
+async def sqlite_run_page_json(
+    readers: SqliteReaders, dialect: Dialect, where: RunFilter, limit: int, cursor: str | None
+) -> bytes | None:
+    """`run_page_json` on SQLite's readers (`core.read_connections`), without a connection
+    of the engine's pool; `dialect` is the engine's."""
+    statement = _page_statement(dialect, where, limit, cursor)
+    if statement is None:
+        return None
+    return _page(await readers.fetch_all(*statement), limit)
 
 
 async def _database_error(
