@@ -78,14 +78,13 @@ async def test_what_the_database_does_not_write_reads_through_the_engine(
     assert len(checkouts) == 1
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_busy_database_on_a_reader_is_a_503_and_the_next_page_is_read(
     app: FastAPI,
     client: httpx.AsyncClient,
     titled: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if not on_sqlite(app):
-        pytest.skip("SQLite's readers")
     fetch_all = aiosqlite.Connection.execute_fetchall
     failures = [sqlite3.OperationalError("database is locked")]
 
