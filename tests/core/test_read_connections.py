@@ -4,6 +4,8 @@ failed closed, a read that cannot write, and none on a database a connection of 
 not see."""
 
 import asyncio
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -55,13 +57,19 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> list[aiosqlite.Connection]:
     return connections
 
 
+def worker_threads() -> set[threading.Thread]:
+    """aiosqlite's connection threads alive now."""
+    return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
+
+
 async def closed(connection: aiosqlite.Connection) -> bool:
     """Whether `connection` is closed within a second (the readers close one given back in a
     task of its own)."""
     for _ in range(100):
         try:
             _ = connection.in_transaction
-        except ValueError:
+        # sqlite3.ProgrammingError while aiosqlite closes the connection, ValueError once it has.
+        except (ValueError, sqlite3.ProgrammingError):
             return True
         await asyncio.sleep(0.01)
     return False
@@ -138,6 +146,44 @@ async def test_a_cancelled_wait_gives_its_place_to_the_next(
         assert waiting.cancelled()
         assert readers.opened == 1
         assert len(opened) == 1
+
+
+async def test_a_read_cancelled_mid_statement_leaves_its_connection_to_the_next_read(
+    engine: AsyncEngine, opened: list[aiosqlite.Connection]
+) -> None:
+    async with driver_reads(engine, 1) as reads:
+        readers = reads.sqlite
+        assert readers is not None
+        slow = asyncio.create_task(readers.fetch_all(SLOW_COUNT, []))
+        await asyncio.sleep(0.01)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+
+        assert await readers.fetch_all("SELECT 2", []) == [(2,)]
+        assert readers.opened == 1
+        assert len(opened) == 1
+
+
+async def test_a_connection_that_cannot_be_opened_is_a_database_error_and_frees_its_place(
+    tmp_path: Path,
+) -> None:
+    before = worker_threads()
+    readers = SqliteReaders((str(tmp_path / "no such directory" / "reads.db"),), {}, 1)
+    try:
+        for _ in range(2):
+            with pytest.raises(DBAPIError, match="unable to open database file"):
+                await asyncio.wait_for(readers.fetch_all("SELECT 1", []), timeout=5)
+            assert readers.opened == 0
+    finally:
+        await readers.close()
+    # aiosqlite stops the thread of a connection that failed to open after raising, and that
+    # thread calls back into the event loop: the test's loop must outlive it.
+    for _ in range(100):
+        if not worker_threads() - before:
+            break
+        await asyncio.sleep(0.01)
+    assert not worker_threads() - before
 
 
 async def test_closed_readers_close_their_connections_and_lend_none(
