@@ -128,41 +128,43 @@ async def test_a_reader_has_the_schemas_functions(readers: SqliteReaders) -> Non
     assert await readers.fetch_all("SELECT casefold(?)", ["STRASSE"]) == [("strasse",)]
 
 
-async def test_a_cancelled_wait_gives_its_place_to_the_next(
-    engine: AsyncEngine, opened: list[aiosqlite.Connection]
-) -> None:
+@pytest.fixture
+async def one_reader(engine: AsyncEngine) -> AsyncIterator[SqliteReaders]:
+    """Readers of one connection: a read waits for the one before it."""
     async with driver_reads(engine, 1) as reads:
-        readers = reads.sqlite
-        assert readers is not None
-        slow = asyncio.create_task(readers.fetch_all(SLOW_COUNT, []))
-        await asyncio.sleep(0)
-        waiting = asyncio.create_task(readers.fetch_all("SELECT 1", []))
-        await asyncio.sleep(0)
-        waiting.cancel()
-        after = asyncio.create_task(readers.fetch_all("SELECT 2", []))
+        assert reads.sqlite is not None
+        yield reads.sqlite
 
-        assert await slow == [(300000,)]
-        assert await after == [(2,)]
-        assert waiting.cancelled()
-        assert readers.opened == 1
-        assert len(opened) == 1
+
+async def test_a_cancelled_wait_gives_its_place_to_the_next(
+    one_reader: SqliteReaders, opened: list[aiosqlite.Connection]
+) -> None:
+    slow = asyncio.create_task(one_reader.fetch_all(SLOW_COUNT, []))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(one_reader.fetch_all("SELECT 1", []))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    after = asyncio.create_task(one_reader.fetch_all("SELECT 2", []))
+
+    assert await slow == [(300000,)]
+    assert await after == [(2,)]
+    assert waiting.cancelled()
+    assert one_reader.opened == 1
+    assert len(opened) == 1
 
 
 async def test_a_read_cancelled_mid_statement_leaves_its_connection_to_the_next_read(
-    engine: AsyncEngine, opened: list[aiosqlite.Connection]
+    one_reader: SqliteReaders, opened: list[aiosqlite.Connection]
 ) -> None:
-    async with driver_reads(engine, 1) as reads:
-        readers = reads.sqlite
-        assert readers is not None
-        slow = asyncio.create_task(readers.fetch_all(SLOW_COUNT, []))
-        await asyncio.sleep(0.01)
-        slow.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await slow
+    slow = asyncio.create_task(one_reader.fetch_all(SLOW_COUNT, []))
+    await asyncio.sleep(0.01)
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
 
-        assert await readers.fetch_all("SELECT 2", []) == [(2,)]
-        assert readers.opened == 1
-        assert len(opened) == 1
+    assert await one_reader.fetch_all("SELECT 2", []) == [(2,)]
+    assert one_reader.opened == 1
+    assert len(opened) == 1
 
 
 async def test_a_connection_that_cannot_be_opened_is_a_database_error_and_frees_its_place(
