@@ -7,14 +7,14 @@ submitted until it is valid. Keys are made and revoked by the domain's functions
 """
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
 from apps.console.sessions import check_not_forged
-from apps.console.web import PREFIX, Admin, Operator, page
+from apps.console.web import BLANK_IS_NONE, PREFIX, Admin, Operator, page
 from apps.core.database import unit_of_work
 from apps.core.errors import BadRequest, PayloadTooLarge, Unprocessable
 from apps.core.validation import error_location, error_message
@@ -22,6 +22,8 @@ from apps.orchestrator.control import api_keys, configuration
 from apps.orchestrator.model.models import KeyRole
 from apps.orchestrator.plans.documents import DocumentError, read_json, read_yaml
 from apps.orchestrator.plans.task_specs import TaskRequest
+from apps.orchestrator.reading import keys
+from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -124,11 +126,23 @@ async def settings_page(request: Request, owner: Operator) -> Response:
 
 
 @router.get("/keys")
-async def keys_page(request: Request, owner: Admin) -> Response:
-    """Every key, revoked ones included; create one (shown once) or revoke one."""
-    async with unit_of_work(request.app.state.sessions) as session:
-        keys = await api_keys.list_keys(session)
-    return page(request, "keys.html", owner, keys=keys, roles=[role.value for role in KeyRole])
+async def keys_page(
+    request: Request,
+    owner: Admin,
+    cursor: Annotated[str | None, BLANK_IS_NONE, Query(max_length=512)] = None,
+) -> Response:
+    """The keys, revoked ones included, oldest first a page at a time; create one (shown
+    once) or revoke one."""
+    async with request.app.state.engine.connect() as connection:
+        found = await keys.list_keys(connection, limit=DEFAULT_LIMIT, cursor=cursor)
+    return page(
+        request,
+        "keys.html",
+        owner,
+        keys=found.items,
+        next_cursor=found.next_cursor,
+        roles=[role.value for role in KeyRole],
+    )
 
 
 @router.post("/keys")

@@ -5,7 +5,6 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BeforeValidator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
@@ -13,7 +12,7 @@ from starlette.responses import Response
 from apps.console import artifacts as console_artifacts
 from apps.console.dag import lay_out
 from apps.console.views import budget_of, run_view
-from apps.console.web import PREFIX, Viewer, page
+from apps.console.web import BLANK_IS_NONE, PREFIX, Viewer, page
 from apps.orchestrator.model.models import Event
 from apps.orchestrator.model.states import RunStatus
 from apps.orchestrator.reading import events, nodes, runs
@@ -26,10 +25,6 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 TIMELINE_EVENTS = 200
 
 
-# The filter form sends every field, the unused ones empty: an empty one filters nothing.
-_BLANK_IS_NONE = BeforeValidator(lambda value: value or None)
-
-
 def _day(value: date | None, *, end: bool = False) -> datetime | None:
     if value is None:
         return None
@@ -40,11 +35,11 @@ def _day(value: date | None, *, end: bool = False) -> datetime | None:
 async def runs_page(
     request: Request,
     owner: Viewer,
-    status: Annotated[RunStatus | None, _BLANK_IS_NONE, Query()] = None,
+    status: Annotated[RunStatus | None, BLANK_IS_NONE, Query()] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
-    created_after: Annotated[date | None, _BLANK_IS_NONE, Query()] = None,
-    created_before: Annotated[date | None, _BLANK_IS_NONE, Query()] = None,
-    cursor: Annotated[str | None, _BLANK_IS_NONE, Query(max_length=512)] = None,
+    created_after: Annotated[date | None, BLANK_IS_NONE, Query()] = None,
+    created_before: Annotated[date | None, BLANK_IS_NONE, Query()] = None,
+    cursor: Annotated[str | None, BLANK_IS_NONE, Query(max_length=512)] = None,
 ) -> Response:
     """Runs, newest first, with filters and keyset paging; new runs and statuses arrive live."""
     where = runs.RunFilter(

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
+from pydantic import BeforeValidator
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +19,9 @@ from apps.orchestrator.model.models import KeyRole
 PREFIX = "/ui"
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+
+# A page's form sends every field, the unused ones empty: an empty one filters nothing.
+BLANK_IS_NONE = BeforeValidator(lambda value: value or None)
 
 
 def compact_json(value: Any) -> str:

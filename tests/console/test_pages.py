@@ -14,6 +14,7 @@ from sqlalchemy.util import await_
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.model.models import KeyRole, Run
 from apps.orchestrator.model.states import NodeStatus, RunStatus
+from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 from tests.console.test_sessions import ORIGIN, csrf_of, make_key, sign_in
 from tests.factories import add_dependency, create_event, create_node, create_run
 
@@ -60,6 +61,25 @@ async def test_an_admin_makes_and_revokes_keys_on_the_keys_page(admin: httpx.Asy
     assert (await admin.post("/ui/keys/revoke", json={"name": "nobody"})).status_code == 404
     del admin.headers["X-CSRF-Token"]
     assert (await admin.post("/ui/keys", json={"name": "y", "role": "viewer"})).status_code == 403
+
+
+async def test_the_keys_page_shows_a_page_of_keys_at_a_time(admin: httpx.AsyncClient) -> None:
+    names = [f"bot-{number:03}" for number in range(DEFAULT_LIMIT + 5)]
+    for name in names:
+        made = await admin.post("/ui/keys", json={"name": name, "role": "viewer"})
+        assert made.status_code == 201
+
+    first = await admin.get("/ui/keys")
+    shown = re.findall(r'data-name="([^"]+)"', first.text)
+    assert shown == names[:DEFAULT_LIMIT]
+    (newer,) = re.findall(r'<a class="newer" href="([^"]+)"', first.text)
+    rest = await admin.get(html.unescape(newer))
+    assert re.findall(r'data-name="([^"]+)"', rest.text) == names[DEFAULT_LIMIT:]
+    assert 'class="newer"' not in rest.text
+
+    forged = await admin.get("/ui/keys", params={"cursor": "not-a-cursor"})
+    assert forged.status_code == 400
+    assert "bot-000" not in forged.text
 
 
 async def test_an_operator_may_not_manage_keys(app: FastAPI, sessions: SessionFactory) -> None:
