@@ -62,6 +62,17 @@ def worker_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if "_connection_worker_thread" in t.name}
 
 
+async def threads_stopped(before: set[threading.Thread]) -> None:
+    """Wait for the threads started since `before` to end. aiosqlite stops the thread of a
+    connection that failed to open after raising, and that thread calls back into the event
+    loop: the test's loop must outlive it."""
+    for _ in range(100):
+        if not worker_threads() - before:
+            break
+        await asyncio.sleep(0.01)
+    assert not worker_threads() - before
+
+
 async def closed(connection: aiosqlite.Connection) -> bool:
     """Whether `connection` is closed within a second (the readers close one given back in a
     task of its own)."""
@@ -153,6 +164,22 @@ async def test_a_cancelled_wait_gives_its_place_to_the_next(
     assert len(opened) == 1
 
 
+async def test_a_waiter_cancelled_after_it_was_handed_the_connection_hands_it_on(
+    one_reader: SqliteReaders, opened: list[aiosqlite.Connection]
+) -> None:
+    # Both queue while this read opens the one connection; the first is handed it as this
+    # read ends, and is cancelled before it has resumed.
+    handed = asyncio.create_task(one_reader.fetch_all("SELECT 1", []))
+    after = asyncio.create_task(one_reader.fetch_all("SELECT 2", []))
+    assert await one_reader.fetch_all("SELECT 0", []) == [(0,)]
+    handed.cancel()
+
+    assert await after == [(2,)]
+    assert handed.cancelled()
+    assert one_reader.opened == 1
+    assert len(opened) == 1
+
+
 async def test_a_read_cancelled_mid_statement_leaves_its_connection_to_the_next_read(
     one_reader: SqliteReaders, opened: list[aiosqlite.Connection]
 ) -> None:
@@ -179,13 +206,30 @@ async def test_a_connection_that_cannot_be_opened_is_a_database_error_and_frees_
             assert readers.opened == 0
     finally:
         await readers.close()
-    # aiosqlite stops the thread of a connection that failed to open after raising, and that
-    # thread calls back into the event loop: the test's loop must outlive it.
-    for _ in range(100):
-        if not worker_threads() - before:
-            break
-        await asyncio.sleep(0.01)
-    assert not worker_threads() - before
+    await threads_stopped(before)
+
+
+async def test_a_waiter_cancelled_after_it_was_handed_a_free_place_hands_it_on(
+    tmp_path: Path,
+) -> None:
+    before = worker_threads()
+    readers = SqliteReaders((str(tmp_path / "no such directory" / "reads.db"),), {}, 1)
+    try:
+        # Both queue while this read fails to open the one connection; its place is handed to
+        # the first as the failure is raised, and that waiter is cancelled before it resumes.
+        handed = asyncio.create_task(readers.fetch_all("SELECT 1", []))
+        after = asyncio.create_task(readers.fetch_all("SELECT 2", []))
+        with pytest.raises(DBAPIError, match="unable to open database file"):
+            await readers.fetch_all("SELECT 0", [])
+        handed.cancel()
+
+        with pytest.raises(DBAPIError, match="unable to open database file"):
+            await asyncio.wait_for(after, timeout=5)
+        assert handed.cancelled()
+        assert readers.opened == 0
+    finally:
+        await readers.close()
+    await threads_stopped(before)
 
 
 async def test_closed_readers_close_their_connections_and_lend_none(
