@@ -662,12 +662,19 @@ def _chosen_postgresql(scope: str) -> Select[Any]:
         .prefix_with("MATERIALIZED")
     )
     ready = NODES.alias("ready")
-    # Ordered by status too, which the condition fixes: only the index on run, status and
-    # position gives that order, so the plan reads it even where statistics are missing (the
-    # index on run and position would read every node of the run).
+    # Ordered by status, then position: only the index on run, status and position gives that
+    # order, so the plan reads its one range even where statistics are missing (the index on run
+    # and position, which a planner without them found as cheap, read every node of the run).
+    # The status is bounded as a range, not compared for equality: PostgreSQL drops a column
+    # equal to a constant from the order it must keep, and either index would do again.
+    now = database_time("postgresql")
     first_ready = (
         select(ready.c.id, ready.c.position)
-        .where(ready.c.run_id == candidates.c.id, _due(ready, "postgresql"))
+        .where(
+            ready.c.run_id == candidates.c.id,
+            ready.c.status.between(NodeStatus.READY, NodeStatus.READY),
+            ready.c.next_attempt_at.is_(None) | (ready.c.next_attempt_at <= now),
+        )
         .order_by(ready.c.status, ready.c.position)
         .limit(bindparam("per_run", type_=Integer()) - candidates.c.busy)
         .lateral("first_ready")
