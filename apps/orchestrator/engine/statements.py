@@ -579,6 +579,15 @@ def _runs_in_scope(kind: str) -> list[ColumnElement[bool]]:
     return []
 
 
+def _due(nodes: Any, dialect: str) -> ColumnElement[bool]:
+    """The node is ready and its backoff, if any, is over."""
+    now = database_time(dialect)
+    ready_now: ColumnElement[bool] = (nodes.c.status == NodeStatus.READY) & (
+        nodes.c.next_attempt_at.is_(None) | (nodes.c.next_attempt_at <= now)
+    )
+    return ready_now
+
+
 @cache
 def _claim(dialect: str, scope: str, with_events: bool = False) -> Executable:
     """Claim up to `slots` due ready nodes of active runs (of the runs `scope` names), oldest
@@ -589,83 +598,7 @@ def _claim(dialect: str, scope: str, with_events: bool = False) -> Executable:
     and at the first `per_run` such nodes of each (in plan order, from the index on run, status
     and position): a claim costs what the slots need, however many nodes wait behind them.
     """
-    now = database_time(dialect)
-
-    def due(nodes: Any) -> ColumnElement[bool]:
-        ready_now: ColumnElement[bool] = (nodes.c.status == NodeStatus.READY) & (
-            nodes.c.next_attempt_at.is_(None) | (nodes.c.next_attempt_at <= now)
-        )
-        return ready_now
-
-    ready = NODES.alias("ready")
-    running = NODES.alias("running")
-    busy = (
-        select(func.count())
-        .select_from(running)
-        .where(running.c.run_id == RUNS.c.id, running.c.status == NodeStatus.RUNNING)
-        .scalar_subquery()
-    )
-    # The position of the run's `per_run`-th due ready node, if it has that many: its nodes up
-    # to there are all a claim can take from it, read as one range of the index.
-    last_position = (
-        select(ready.c.position)
-        .where(ready.c.run_id == RUNS.c.id, due(ready))
-        .order_by(ready.c.position)
-        .limit(1)
-        .offset(bindparam("per_run_before"))
-        .scalar_subquery()
-    )
-    # The oldest runs with room, per active status from its own index range, which stops at
-    # `slots` of them: the runs behind them are never looked at.
-    per_status = []
-    for status in ACTIVE_RUNS:
-        oldest = (
-            select(
-                RUNS.c.id,
-                RUNS.c.created_at,
-                busy.label("busy"),
-                func.coalesce(last_position, MAX_POSITION).label("last_position"),
-            )
-            .where(RUNS.c.status == status, RUNS.c.cancel_requested_at.is_(None))
-            .where(exists().where(ready.c.run_id == RUNS.c.id, due(ready)))
-            .where(busy < bindparam("per_run"), *_runs_in_scope(scope))
-            .order_by(RUNS.c.created_at, RUNS.c.id)
-            .limit(bindparam("slots"))
-            .subquery(f"oldest_{status}")
-        )
-        per_status.append(select(oldest))
-    both = union_all(*per_status).subquery("oldest")
-    candidates = (
-        select(both)
-        .order_by(both.c.created_at)
-        .limit(bindparam("slots"))
-        .cte("candidates")
-        .prefix_with("MATERIALIZED")
-    )
-    rank = func.row_number().over(partition_by=NODES.c.run_id, order_by=NODES.c.position)
-    first_nodes = candidates.join(
-        NODES,
-        (NODES.c.run_id == candidates.c.id)
-        & (NODES.c.status == NodeStatus.READY)
-        & (NODES.c.position <= candidates.c.last_position),
-    )
-    ranked = (
-        select(NODES.c.id, rank.label("rank"), candidates.c.busy)
-        .select_from(first_nodes)
-        .where(due(NODES))
-        .subquery("ranked")
-    )
-    free = select(ranked.c.id).where(ranked.c.rank + ranked.c.busy <= bindparam("per_run"))
-    chosen = (
-        select(NODES.c.id)
-        .select_from(NODES.join(RUNS, RUNS.c.id == NODES.c.run_id))
-        .where(NODES.c.id.in_(free))
-        .order_by(RUNS.c.created_at, NODES.c.position)
-        .limit(bindparam("slots"))
-    )
-    if dialect == "postgresql":
-        # Workers on other hosts pass over the rows this one is claiming instead of queueing.
-        chosen = chosen.with_for_update(of=NODES, skip_locked=True)
+    chosen = _chosen_postgresql(scope) if dialect == "postgresql" else _chosen_sqlite(scope)
     # Materialized: the choice is made once. As an IN (subquery) PostgreSQL may plan it as the
     # inner side of a nested loop, run again per ready row, each time past the rows already
     # claimed, and so claim every ready node whatever the slots.
@@ -683,6 +616,143 @@ def _claim(dialect: str, scope: str, with_events: bool = False) -> Executable:
         .returning(*MOVED_NODE_COLUMNS, *CLAIMED_COLUMNS, _upstream_outputs(dialect))
     )
     return _with_events(claimed) if with_events else claimed
+
+
+def _oldest_runs(dialect: str, status: RunStatus, busy: Any, scope: str) -> Select[Any]:
+    """The active runs of `status` with a due ready node and room to run it (`busy`, their
+    running nodes, under `per_run`), oldest first, at most `slots` of them: read from the index
+    on status and creation, which stops there (the runs behind them are never looked at)."""
+    ready = NODES.alias("ready")
+    return (
+        select(RUNS.c.id, RUNS.c.created_at)
+        .where(RUNS.c.status == status, RUNS.c.cancel_requested_at.is_(None))
+        .where(exists().where(ready.c.run_id == RUNS.c.id, _due(ready, dialect)))
+        .where(busy < bindparam("per_run"), *_runs_in_scope(scope))
+        .order_by(RUNS.c.created_at, RUNS.c.id)
+        .limit(bindparam("slots"))
+    )
+
+
+def _chosen_postgresql(scope: str) -> Select[Any]:
+    """The nodes a claim takes on PostgreSQL (see `_claim`), locked.
+
+    Each candidate run's running nodes are counted once (a lateral count), and its first due
+    ready nodes are read by a lateral query limited to the room it has: no ranking of the rows,
+    no join back to the runs. A chain's claim takes about a fifth less server time than with
+    SQLite's choice (which ranks them), a wide plan's the same."""
+    running = NODES.alias("running")
+    busy = (
+        select(func.count().label("busy"))
+        .where(running.c.run_id == RUNS.c.id, running.c.status == NodeStatus.RUNNING)
+        .lateral("counted")
+    )
+    per_status = [
+        _oldest_runs("postgresql", status, busy.c.busy, scope)
+        .add_columns(busy.c.busy)
+        .select_from(RUNS.join(busy, true()))
+        .subquery(f"oldest_{status}")
+        for status in ACTIVE_RUNS
+    ]
+    both = union_all(*(select(oldest) for oldest in per_status)).subquery("oldest")
+    candidates = (
+        select(both)
+        .order_by(both.c.created_at)
+        .limit(bindparam("slots"))
+        .cte("candidates")
+        .prefix_with("MATERIALIZED")
+    )
+    ready = NODES.alias("ready")
+    # The status bounded as a range, and the order asked for by status, then position: compared
+    # for equality, the status drops out of the order the plan must give, and a planner without
+    # statistics (a new database) read the index on run and position, every node of the run
+    # before its ready ones (a chain's whole length at each claim). Now it reads the run's range
+    # of the index on run, status and position, or without statistics the ready nodes from the
+    # index on status, and sorts those.
+    now = database_time("postgresql")
+    first_ready = (
+        select(ready.c.id, ready.c.position)
+        .where(
+            ready.c.run_id == candidates.c.id,
+            ready.c.status.between(NodeStatus.READY, NodeStatus.READY),
+            ready.c.next_attempt_at.is_(None) | (ready.c.next_attempt_at <= now),
+        )
+        .order_by(ready.c.status, ready.c.position)
+        .limit(bindparam("per_run", type_=Integer()) - candidates.c.busy)
+        .lateral("first_ready")
+    )
+    # The rows to lock found by id alone: with a condition on their status too, a planner
+    # without statistics read them from the index on status, every ready node once per node
+    # chosen. The update checks the status of each row it claims.
+    return (
+        select(NODES.c.id)
+        .select_from(
+            candidates.join(first_ready, true()).join(NODES, NODES.c.id == first_ready.c.id)
+        )
+        .order_by(candidates.c.created_at, first_ready.c.position)
+        .limit(bindparam("slots"))
+        # Workers on other hosts pass over the rows this one is claiming instead of queueing.
+        .with_for_update(of=NODES, skip_locked=True)
+    )
+
+
+def _chosen_sqlite(scope: str) -> Select[Any]:
+    """The nodes a claim takes on SQLite (see `_claim`)."""
+    ready = NODES.alias("ready")
+    running = NODES.alias("running")
+    busy = (
+        select(func.count())
+        .select_from(running)
+        .where(running.c.run_id == RUNS.c.id, running.c.status == NodeStatus.RUNNING)
+        .scalar_subquery()
+    )
+    # The position of the run's `per_run`-th due ready node, if it has that many: its nodes up
+    # to there are all a claim can take from it, read as one range of the index.
+    last_position = (
+        select(ready.c.position)
+        .where(ready.c.run_id == RUNS.c.id, _due(ready, "sqlite"))
+        .order_by(ready.c.position)
+        .limit(1)
+        .offset(bindparam("per_run_before"))
+        .scalar_subquery()
+    )
+    per_status = [
+        _oldest_runs("sqlite", status, busy, scope)
+        .add_columns(
+            busy.label("busy"),
+            func.coalesce(last_position, MAX_POSITION).label("last_position"),
+        )
+        .subquery(f"oldest_{status}")
+        for status in ACTIVE_RUNS
+    ]
+    both = union_all(*(select(oldest) for oldest in per_status)).subquery("oldest")
+    candidates = (
+        select(both)
+        .order_by(both.c.created_at)
+        .limit(bindparam("slots"))
+        .cte("candidates")
+        .prefix_with("MATERIALIZED")
+    )
+    rank = func.row_number().over(partition_by=NODES.c.run_id, order_by=NODES.c.position)
+    first_nodes = candidates.join(
+        NODES,
+        (NODES.c.run_id == candidates.c.id)
+        & (NODES.c.status == NodeStatus.READY)
+        & (NODES.c.position <= candidates.c.last_position),
+    )
+    ranked = (
+        select(NODES.c.id, rank.label("rank"), candidates.c.busy)
+        .select_from(first_nodes)
+        .where(_due(NODES, "sqlite"))
+        .subquery("ranked")
+    )
+    free = select(ranked.c.id).where(ranked.c.rank + ranked.c.busy <= bindparam("per_run"))
+    return (
+        select(NODES.c.id)
+        .select_from(NODES.join(RUNS, RUNS.c.id == NODES.c.run_id))
+        .where(NODES.c.id.in_(free))
+        .order_by(RUNS.c.created_at, NODES.c.position)
+        .limit(bindparam("slots"))
+    )
 
 
 # The columns of the events `_with_events` is given, one array each, and their types.
