@@ -8,7 +8,8 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from apps.orchestrator.infra.storage.base import (
     ArtifactStore,
     encode_sidecar,
     sidecar_key,
+    start_changes,
     store_changes,
     store_io,
 )
@@ -29,6 +31,8 @@ from apps.orchestrator.plans.agents import cost_of
 from apps.orchestrator.plans.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
 
 SIDECAR_VERSION = 1
+# How much of the outputs it wrote last an executor keeps, for the attempts that read them next.
+RECENT_OUTPUT_BYTES = 1024 * 1024
 
 SYSTEM_PROMPTS = {
     "planner": "You plan work for a team of agents. Be concrete and brief.",
@@ -101,16 +105,19 @@ Outcome = Succeeded | Failed
 
 @dataclass(frozen=True, slots=True)
 class Unstored:
-    """A success whose files are not written yet: small outputs of a store that writes them
-    cheaply are written just before the pass that records them, in the same hand-off to the
-    thread that runs it (`Executor.store_outputs`), rather than each in a thread of its own."""
+    """A success whose files are being written: small outputs of a store that writes them
+    cheaply are handed to the store's thread as soon as their call answers (`Executor.call`),
+    and the pass that records them waits for them just before it commits (`pass_runner`), so
+    the writing overlaps the pass instead of coming before it."""
 
     succeeded: Succeeded
     content: bytes
     sidecar: bytes
-    # What writing the files gave, once they are written: a pass that fails after writing
-    # them leaves the output for the next pass, which must not write them again.
-    written: list[Outcome] = dataclasses.field(default_factory=list, compare=False, repr=False)
+    # The writing of the files, once started (`Executor.writing`): a pass that fails after them
+    # leaves the output for the next pass, which must not write them again.
+    writes: list[Future[Outcome]] = dataclasses.field(
+        default_factory=list, compare=False, repr=False
+    )
 
     @property
     def work(self) -> NodeWork:
@@ -152,6 +159,7 @@ class Executor:
         # Attempts whose call has answered and whose output is being written to the store now
         # (outputs too big or a store too slow to be written with a pass).
         self.storing = 0
+        self._recent = _RecentOutputs(RECENT_OUTPUT_BYTES)
 
     async def attempt(self, work: NodeWork) -> Outcome:
         """One attempt of `work`, its files written; every expected failure is a `Failed`,
@@ -163,12 +171,13 @@ class Executor:
         """
         ended = await self.call(work)
         if isinstance(ended, Unstored):
-            return await store_changes(functools.partial(self.store_output, ended))
+            return await asyncio.wrap_future(self.writing(ended))
         return ended
 
     async def call(self, work: NodeWork) -> Ended:
         """`attempt`, except that an output the store writes cheaply (`ArtifactStore.inline`)
-        is returned `Unstored`, for `store_outputs` to write before a pass records it."""
+        is returned `Unstored`, its files being written (`writing`), for the pass that records
+        it to wait for."""
         try:
             ended = await self._attempt(work)
         except (NotFound, ServiceUnavailable) as error:
@@ -177,16 +186,19 @@ class Executor:
             return dataclasses.replace(ended, message=redact(ended.message, self._secrets))
         return ended
 
-    def store_outputs(self, ended: Sequence[Ended]) -> list[Outcome]:
-        """`ended` with the files of its unstored outputs written (blocking), in order."""
-        return [self.store_output(e) if isinstance(e, Unstored) else e for e in ended]
+    def writing(self, unstored: Unstored) -> Future[Outcome]:
+        """The writing of the files of `unstored`: the success once they are written, or why
+        they could not be. They are written once; again only when writing them raised (an
+        error of no store, which the next pass tries again)."""
+        writes = unstored.writes
+        if not writes or _raised(writes[0]):
+            writes[:] = [start_changes(functools.partial(self._write, unstored))]
+        return writes[0]
 
     def store_output(self, unstored: Unstored) -> Outcome:
-        """The success of `unstored` once its files are written, or why they could not be;
-        they are written once."""
-        if not unstored.written:
-            unstored.written.append(self._write(unstored))
-        return unstored.written[0]
+        """The success of `unstored` once its files are written, or why they could not be
+        (blocking)."""
+        return self.writing(unstored).result()
 
     def _write(self, unstored: Unstored) -> Outcome:
         succeeded = unstored.succeeded
@@ -204,13 +216,21 @@ class Executor:
         message = f"artifact store: {error.detail}"
         return Failed(work, message, retryable=True, cause="artifact_store")
 
+    async def _upstream_texts(self, work: NodeWork) -> tuple[tuple[str, str], ...]:
+        """The outputs of `work`'s dependencies: those this executor wrote last from memory (a
+        chain's node reads its predecessor's), the others from the store."""
+        recent = self._recent.texts(work.upstream)
+        if recent is not None:
+            return recent
+        read = functools.partial(_read_upstream, self.store, work.upstream)
+        return await store_io(self.store, work.upstream_bytes, read)
+
     async def _attempt(self, work: NodeWork) -> Ended:
         provider = self.providers.get(work.provider)
         if provider is None:
             message = f"provider {work.provider!r} is not set up"
             return Failed(work, message, retryable=False, cause="config")
-        read = functools.partial(_read_upstream, self.store, work.upstream)
-        texts = await store_io(self.store, work.upstream_bytes, read)
+        texts = await self._upstream_texts(work)
         request = build_request(work, texts)
         started_at, clock = utcnow(), time.perf_counter()
         try:
@@ -239,7 +259,10 @@ class Executor:
         sidecar = encode_sidecar(output.sidecar)
         succeeded = Succeeded(work, output, outline)
         if self.store.inline(len(content) + len(sidecar)):
-            return Unstored(succeeded, content, sidecar)
+            unstored = Unstored(succeeded, content, sidecar)
+            self.writing(unstored)
+            self._recent.add(output.storage_key, reply.text, len(content))
+            return unstored
         write = functools.partial(_write_output, self.store, output, content, sidecar)
         self.storing += 1
         try:
@@ -247,6 +270,37 @@ class Executor:
         finally:
             self.storing -= 1
         return succeeded
+
+
+def _raised(future: Future[Outcome]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
+
+
+class _RecentOutputs:
+    """The texts of the last outputs an executor wrote, by storage key, up to `limit` bytes:
+    the next attempts read them without the store. A key is written once (see `storage`), so
+    the text kept is what the store holds; an output is kept from when its files are being
+    written, and only an output that was recorded, its files written, is ever an upstream."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._size = 0
+        self._texts: dict[str, tuple[str, int]] = {}
+
+    def add(self, storage_key: str, text: str, size: int) -> None:
+        _, replaced = self._texts.pop(storage_key, ("", 0))
+        self._texts[storage_key] = (text, size)
+        self._size += size - replaced
+        while self._size > self._limit:
+            oldest = next(iter(self._texts))
+            self._size -= self._texts.pop(oldest)[1]
+
+    def texts(self, upstream: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...] | None:
+        """Each dependency's (key, text), when every one is kept; else None."""
+        try:
+            return tuple((key, self._texts[storage_key][0]) for key, storage_key in upstream)
+        except KeyError:
+            return None
 
 
 def _read_upstream(

@@ -81,7 +81,7 @@ class Worker:
         self.store = store if store is not None else open_artifact_store(settings)
         self.executor = Executor(providers, self.store, settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._passes = PassRunner(transactions, settings, self.name, self.executor.store_outputs)
+        self._passes = PassRunner(transactions, settings, self.name, self.executor.writing)
         self._gate_timer = GateTimer(transactions, self.store, settings)
         self._wake = asyncio.Event()
         # Whether the next pass looks for queued runs: at start, on a submission in this

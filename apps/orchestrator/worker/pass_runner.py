@@ -8,10 +8,15 @@ the others fails too, the fault is not the runs' (the schema, this code): nobody
 the next pass tries again.
 """
 
+import asyncio
 import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+from sqlalchemy.orm import Session
+from sqlalchemy.util import await_
 
 from apps.core.database import Transactions, describe_fault, is_transient
 from apps.core.error_reporting import report_run_error
@@ -20,43 +25,67 @@ from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
 from apps.orchestrator.engine import passes
 from apps.orchestrator.engine.budgets import RunBudgets
-from apps.orchestrator.engine.executor import Ended, Outcome, Unstored
+from apps.orchestrator.engine.executor import Ended, Failed, Outcome, Unstored
 from apps.orchestrator.engine.statements import EVERY_RUN, RunScope
 
 logger = logging.getLogger(__name__)
 
 
-class _StoredOnce:
-    """Writes the files of the unstored outputs among `ended` when called, once; the outcomes
-    are kept for a pass that fails after them."""
+class _Unwritten(Exception):
+    """Raised in a pass some of whose outputs' files could not be written, to roll it back."""
 
-    def __init__(self, store: Callable[[Sequence[Ended]], list[Outcome]], ended: Sequence[Ended]):
-        self._store = store
-        self._ended = ended
-        self.outcomes: list[Outcome] | None = None
 
-    def __call__(self) -> list[Outcome]:
-        if self.outcomes is None:
-            self.outcomes = self._store(self._ended)
-        return self.outcomes
+def _once_written(
+    session: Session,
+    run_pass: Callable[[Session, Sequence[Outcome]], passes.PassResult],
+    outcomes: Sequence[Outcome],
+    writes: Sequence[Future[Outcome]],
+) -> passes.PassResult:
+    """`run_pass` of `outcomes`, as they are once their files are written; then, before its
+    transaction commits, the wait for those files. An output whose files could not be written
+    rolls the pass back (`_Unwritten`)."""
+    result = run_pass(session, outcomes)
+    if any(isinstance(_wait(write), Failed) for write in writes):
+        raise _Unwritten
+    return result
+
+
+async def _written(ended: Sequence[Ended], writes: Sequence[Future[Outcome]]) -> list[Outcome]:
+    """`ended` once the files of its unstored outputs are written (`writes`, in order), an
+    attempt whose files could not be written failed."""
+    left = iter(writes)
+    return [await asyncio.wrap_future(next(left)) if isinstance(e, Unstored) else e for e in ended]
+
+
+def _wait(write: Future[Outcome]) -> Outcome:
+    """What `write` gave, waited for where the pass runs: on a thread of its own (SQLite's
+    writer) by blocking it; in a greenlet on the event loop (PostgreSQL's transactions) by
+    awaiting it, so that the loop goes on meanwhile."""
+    if write.done():
+        return write.result()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return write.result()
+    return await_(asyncio.wrap_future(write))
 
 
 class PassRunner:
     """Runs `passes.run_pass` for the worker named `worker`, each in a transaction of its own,
-    after writing the files of the outputs it records that are not written yet (with
-    `store_outputs`, see `Executor.call`)."""
+    which commits once the files of the outputs it records are written (`writing` gives the
+    writing of an unstored output's files, see `Executor.call`)."""
 
     def __init__(
         self,
         transactions: Transactions,
         settings: Settings,
         worker: str,
-        store_outputs: Callable[[Sequence[Ended]], list[Outcome]],
+        writing: Callable[[Unstored], Future[Outcome]],
     ) -> None:
         self.transactions = transactions
         self.settings = settings
         self.worker = worker
-        self.store_outputs = store_outputs
+        self.writing = writing
         self.budgets = RunBudgets()
 
     async def run(
@@ -71,7 +100,9 @@ class PassRunner:
 
         Raises only when nothing was recorded: what a pass committed is always returned, so
         that no claimed node is left without an attempt. The files of unstored outputs are
-        written before the pass's transaction begins, off the event loop."""
+        written off the event loop while the pass runs, and the pass commits once they are
+        written; when one could not be, the pass is rolled back and made again with its
+        attempt failed."""
         run_pass = functools.partial(
             passes.run_pass,
             worker=self.worker,
@@ -81,16 +112,21 @@ class PassRunner:
             scope=scope,
             budgets=self.budgets,
         )
-        stored = _StoredOnce(self.store_outputs, ended)
+        writes = [self.writing(e) for e in ended if isinstance(e, Unstored)]
+        expected = [e.succeeded if isinstance(e, Unstored) else e for e in ended]
         try:
-            if any(isinstance(e, Unstored) for e in ended):
-                return await self.transactions.run_after(stored, run_pass)
-            return await self.transactions.run(run_pass, stored())
+            if writes:
+                return await self.transactions.run(_once_written, run_pass, expected, writes)
+            return await self.transactions.run(run_pass, expected)
         except Exception as error:
-            if stored.outcomes is None or scope != EVERY_RUN or is_transient(error):
+            # Raises what writing a file raised, if anything: the pass recorded nothing.
+            outcomes = await _written(ended, writes)
+            if isinstance(error, _Unwritten):
+                return await self.run(outcomes, slots=slots, start_queued=start_queued, scope=scope)
+            if scope != EVERY_RUN or is_transient(error):
                 raise
             logger.warning("worker pass failed, passing run by run: %s", describe_fault(error))
-        return await self._pass_run_by_run(stored.outcomes, slots=slots, start_queued=start_queued)
+        return await self._pass_run_by_run(outcomes, slots=slots, start_queued=start_queued)
 
     async def _pass_run_by_run(
         self, outcomes: Sequence[Outcome], *, slots: int, start_queued: bool

@@ -1,0 +1,99 @@
+"""An output's files are written while the pass that records it runs, and that pass commits
+only once they are on the disk: a slow disk holds the commit back, never the event loop; a write
+that raised is made again by the next pass."""
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from apps.core.database import Transactions
+from apps.core.settings import Settings
+from apps.orchestrator.infra.storage.local import LocalArtifactStore
+from apps.orchestrator.worker.loop import Worker
+from tests.orchestrator.test_outputs_with_the_pass import files_missing_at_commit
+from tests.orchestrator.test_worker import _submit
+
+CHAIN = {
+    "type": "dag",
+    "nodes": [
+        {"key": "first", "role": "writer", "prompt": "Write it."},
+        {"key": "second", "role": "writer", "prompt": "Go on.", "deps": ["first"]},
+        {"key": "third", "role": "writer", "prompt": "End it.", "deps": ["second"]},
+    ],
+}
+SLOW_WRITE_SECONDS = 0.1
+
+
+class SlowStore(LocalArtifactStore):
+    """The local store on a disk that takes `SLOW_WRITE_SECONDS` for each file."""
+
+    def write(self, storage_key: str, content: bytes) -> None:
+        time.sleep(SLOW_WRITE_SECONDS)
+        super().write(storage_key, content)
+
+
+class RaisesWhileFailing(LocalArtifactStore):
+    """The local store, whose writes fail with an error that is no store's while `failing`."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.failing = True
+
+    def write(self, storage_key: str, content: bytes) -> None:
+        if self.failing:
+            raise RuntimeError("the store's code failed")
+        super().write(storage_key, content)
+
+
+async def _longest_stall(work: asyncio.Future[None]) -> float:
+    """The longest time the event loop did not come back to a ticking task while `work` ran."""
+    longest, last = 0.0, time.perf_counter()
+    while not work.done():
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+    await work
+    return longest
+
+
+async def test_a_slow_disk_holds_the_commit_back_and_not_the_event_loop(
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = SlowStore(settings.artifacts_dir)
+    missing = files_missing_at_commit(store, monkeypatch)
+    run_id = await _submit(client, CHAIN)
+
+    drain = asyncio.ensure_future(Worker(transactions, settings, store=store).drain())
+    stall = await _longest_stall(drain)
+
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
+    assert missing == []
+    # Each output's two files take 0.2 s, a wait the loop never shares.
+    assert stall < SLOW_WRITE_SECONDS
+
+
+async def test_a_write_that_raised_is_made_again_by_the_next_pass(
+    transactions: Transactions, client: httpx.AsyncClient, settings: Settings
+) -> None:
+    store = RaisesWhileFailing(settings.artifacts_dir)
+    worker = Worker(transactions, settings, store=store)
+    run_id = await _submit(client, CHAIN)
+
+    with pytest.raises(RuntimeError, match="the store's code failed"):
+        await worker.drain()
+    store.failing = False
+    await worker.drain()
+
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
+    artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
+    assert [artifact["name"] for artifact in artifacts] == ["first.md", "second.md", "third.md"]
+    for artifact in artifacts:
+        content = await client.get(f"/artifacts/{artifact['id']}/content")
+        assert content.status_code == 200
+        assert content.headers["content-length"] == str(artifact["size"])
