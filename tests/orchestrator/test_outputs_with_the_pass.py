@@ -1,6 +1,7 @@
-"""A local store's small outputs are written while the pass that records them runs: off the
-event loop, started as soon as their call answers, and on the disk before that pass commits.
-One that cannot be written fails its attempt, for a retry, in a pass made again without it."""
+"""A local store's small outputs are written by the pass that records them, off the event loop
+(on SQLite in the hand-off that runs the pass, before its transaction begins; on PostgreSQL
+while it runs), and are on the disk before it commits. One that cannot be written fails its
+attempt, for a retry."""
 
 import threading
 from pathlib import Path

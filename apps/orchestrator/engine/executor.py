@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -105,16 +105,16 @@ Outcome = Succeeded | Failed
 
 @dataclass(frozen=True, slots=True)
 class Unstored:
-    """A success whose files are being written: small outputs of a store that writes them
-    cheaply are handed to the store's thread as soon as their call answers (`Executor.call`),
-    and the pass that records them waits for them just before it commits (`pass_runner`), so
-    the writing overlaps the pass instead of coming before it."""
+    """A success whose files are not written yet: small outputs of a store that writes them
+    cheaply are written by the pass that records them, off the event loop, before it commits
+    (`pass_runner`): in the hand-off that runs it, or while it runs (`Executor.store_output`,
+    `Executor.writing`), rather than each in a thread of its own."""
 
     succeeded: Succeeded
     content: bytes
     sidecar: bytes
-    # The writing of the files, once started (`Executor.writing`): a pass that fails after them
-    # leaves the output for the next pass, which must not write them again.
+    # The writing of the files, once begun: a pass that fails after them leaves the output for
+    # the next pass, which must not write them again.
     writes: list[Future[Outcome]] = dataclasses.field(
         default_factory=list, compare=False, repr=False
     )
@@ -176,8 +176,7 @@ class Executor:
 
     async def call(self, work: NodeWork) -> Ended:
         """`attempt`, except that an output the store writes cheaply (`ArtifactStore.inline`)
-        is returned `Unstored`, its files being written (`writing`), for the pass that records
-        it to wait for."""
+        is returned `Unstored`, for the pass that records it to write."""
         try:
             ended = await self._attempt(work)
         except (NotFound, ServiceUnavailable) as error:
@@ -187,18 +186,36 @@ class Executor:
         return ended
 
     def writing(self, unstored: Unstored) -> Future[Outcome]:
-        """The writing of the files of `unstored`: the success once they are written, or why
-        they could not be. They are written once; again only when writing them raised (an
-        error of no store, which the next pass tries again)."""
-        writes = unstored.writes
-        if not writes or _raised(writes[0]):
-            writes[:] = [start_changes(functools.partial(self._write, unstored))]
-        return writes[0]
+        """The writing of the files of `unstored`, begun now in the store's thread unless
+        begun before: the success once they are written, or why they could not be."""
+        return self._begin(unstored, self._write_in_thread)
 
     def store_output(self, unstored: Unstored) -> Outcome:
-        """The success of `unstored` once its files are written, or why they could not be
-        (blocking)."""
-        return self.writing(unstored).result()
+        """The success of `unstored` once its files are written, in this thread unless begun
+        before, or why they could not be (blocking)."""
+        return self._begin(unstored, self._write_here).result()
+
+    def _begin(
+        self, unstored: Unstored, begin: Callable[[Unstored], Future[Outcome]]
+    ) -> Future[Outcome]:
+        """The writing of `unstored`'s files, begun by `begin` unless begun before: they are
+        written once, and again only when writing them raised (an error of no store's, which
+        the next pass tries again)."""
+        writes = unstored.writes
+        if not writes or _raised(writes[0]):
+            writes[:] = [begin(unstored)]
+        return writes[0]
+
+    def _write_in_thread(self, unstored: Unstored) -> Future[Outcome]:
+        return start_changes(functools.partial(self._write, unstored))
+
+    def _write_here(self, unstored: Unstored) -> Future[Outcome]:
+        written: Future[Outcome] = Future()
+        try:
+            written.set_result(self._write(unstored))
+        except Exception as error:
+            written.set_exception(error)
+        return written
 
     def _write(self, unstored: Unstored) -> Outcome:
         succeeded = unstored.succeeded
@@ -259,10 +276,8 @@ class Executor:
         sidecar = encode_sidecar(output.sidecar)
         succeeded = Succeeded(work, output, outline)
         if self.store.inline(len(content) + len(sidecar)):
-            unstored = Unstored(succeeded, content, sidecar)
-            self.writing(unstored)
             self._recent.add(output.storage_key, reply.text, len(content))
-            return unstored
+            return Unstored(succeeded, content, sidecar)
         write = functools.partial(_write_output, self.store, output, content, sidecar)
         self.storing += 1
         try:

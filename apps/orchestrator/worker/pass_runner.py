@@ -18,75 +18,62 @@ from concurrent.futures import Future
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_
 
-from apps.core.database import Transactions, describe_fault, is_transient
+from apps.core.database import Transactions, describe_fault, is_sqlite, is_transient
 from apps.core.error_reporting import report_run_error
 from apps.core.logs import log_context
 from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
 from apps.orchestrator.engine import passes
 from apps.orchestrator.engine.budgets import RunBudgets
-from apps.orchestrator.engine.executor import Ended, Failed, Outcome, Unstored
+from apps.orchestrator.engine.executor import Ended, Executor, Failed, Outcome, Unstored
 from apps.orchestrator.engine.statements import EVERY_RUN, RunScope
 
 logger = logging.getLogger(__name__)
 
+RunPass = Callable[[Session, Sequence[Outcome]], passes.PassResult]
+
+
+# How long a pass on the event loop (PostgreSQL's) holds its transaction open, once its work is
+# done, for the files of the outputs it records still being written; past that it is rolled
+# back and made again once they are written (a slow disk must not hold the runs' locks).
+WRITTEN_WAIT_SECONDS = 0.005
+
 
 class _Unwritten(Exception):
-    """Raised in a pass some of whose outputs' files could not be written, to roll it back."""
+    """Raised in a pass whose outputs' files are not all written by the time it is to commit,
+    or could not be: it is rolled back, and made again once they are."""
 
 
-def _once_written(
-    session: Session,
-    run_pass: Callable[[Session, Sequence[Outcome]], passes.PassResult],
-    outcomes: Sequence[Outcome],
-    writes: Sequence[Future[Outcome]],
-) -> passes.PassResult:
-    """`run_pass` of `outcomes`, as they are once their files are written; then, before its
-    transaction commits, the wait for those files. An output whose files could not be written
-    rolls the pass back (`_Unwritten`)."""
-    result = run_pass(session, outcomes)
-    if any(isinstance(_wait(write), Failed) for write in writes):
-        raise _Unwritten
-    return result
-
-
-async def _written(ended: Sequence[Ended], writes: Sequence[Future[Outcome]]) -> list[Outcome]:
-    """`ended` once the files of its unstored outputs are written (`writes`, in order), an
-    attempt whose files could not be written failed."""
-    left = iter(writes)
-    return [await asyncio.wrap_future(next(left)) if isinstance(e, Unstored) else e for e in ended]
-
-
-def _wait(write: Future[Outcome]) -> Outcome:
-    """What `write` gave, waited for where the pass runs: on a thread of its own (SQLite's
-    writer) by blocking it; in a greenlet on the event loop (PostgreSQL's transactions) by
-    awaiting it, so that the loop goes on meanwhile."""
-    if write.done():
-        return write.result()
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return write.result()
-    return await_(asyncio.wrap_future(write))
+async def _all_written(writes: Sequence[Future[Outcome]], seconds: float) -> bool:
+    """Whether every write ends within `seconds` with its files written (it raises what one of
+    them raised)."""
+    waits = [asyncio.wrap_future(write) for write in writes if not write.done()]
+    if waits:
+        _, late = await asyncio.wait(waits, timeout=seconds)
+        for wait in late:
+            # What it ends with is read again by the pass made after it.
+            wait.add_done_callback(lambda ended: ended.cancelled() or ended.exception())
+        if late:
+            return False
+    return not any(isinstance(write.result(), Failed) for write in writes)
 
 
 class PassRunner:
     """Runs `passes.run_pass` for the worker named `worker`, each in a transaction of its own,
-    which commits once the files of the outputs it records are written (`writing` gives the
-    writing of an unstored output's files, see `Executor.call`)."""
+    which commits once the files of the outputs it records are written (`executor` writes
+    them, see `Executor.call`)."""
 
     def __init__(
-        self,
-        transactions: Transactions,
-        settings: Settings,
-        worker: str,
-        writing: Callable[[Unstored], Future[Outcome]],
+        self, transactions: Transactions, settings: Settings, worker: str, executor: Executor
     ) -> None:
         self.transactions = transactions
         self.settings = settings
         self.worker = worker
-        self.writing = writing
+        self.executor = executor
         self.budgets = RunBudgets()
+        # PostgreSQL's transactions run on the event loop (in a greenlet), SQLite's on a thread
+        # of their own (see `Transactions`).
+        self._passes_on_loop = not is_sqlite(settings.database_url)
 
     async def run(
         self,
@@ -100,9 +87,7 @@ class PassRunner:
 
         Raises only when nothing was recorded: what a pass committed is always returned, so
         that no claimed node is left without an attempt. The files of unstored outputs are
-        written off the event loop while the pass runs, and the pass commits once they are
-        written; when one could not be, the pass is rolled back and made again with its
-        attempt failed."""
+        written off the event loop before the pass commits (`_pass`)."""
         run_pass = functools.partial(
             passes.run_pass,
             worker=self.worker,
@@ -112,21 +97,56 @@ class PassRunner:
             scope=scope,
             budgets=self.budgets,
         )
-        writes = [self.writing(e) for e in ended if isinstance(e, Unstored)]
-        expected = [e.succeeded if isinstance(e, Unstored) else e for e in ended]
         try:
-            if writes:
-                return await self.transactions.run(_once_written, run_pass, expected, writes)
-            return await self.transactions.run(run_pass, expected)
+            return await self._pass(run_pass, ended)
         except Exception as error:
+            if not isinstance(error, _Unwritten) and (scope != EVERY_RUN or is_transient(error)):
+                raise
             # Raises what writing a file raised, if anything: the pass recorded nothing.
-            outcomes = await _written(ended, writes)
+            outcomes = await self._written(ended)
             if isinstance(error, _Unwritten):
                 return await self.run(outcomes, slots=slots, start_queued=start_queued, scope=scope)
-            if scope != EVERY_RUN or is_transient(error):
-                raise
             logger.warning("worker pass failed, passing run by run: %s", describe_fault(error))
         return await self._pass_run_by_run(outcomes, slots=slots, start_queued=start_queued)
+
+    async def _pass(self, run_pass: RunPass, ended: Sequence[Ended]) -> passes.PassResult:
+        """`run_pass` of `ended` in a transaction that commits once the files of the unstored
+        outputs are written. Where transactions have a thread of their own (SQLite's writer)
+        the files are written there first, in the same hand-off, before the transaction
+        begins. On the event loop they are written in the store's thread while the pass runs
+        (its statements' round trips leave the loop idle), and waited for before it commits."""
+        outcomes = [e for e in ended if not isinstance(e, Unstored)]
+        if len(outcomes) == len(ended):
+            return await self.transactions.run(run_pass, outcomes)
+        if self._passes_on_loop:
+            return await self.transactions.run(self._record_while_written, run_pass, ended)
+        written = functools.partial(self._write_here, ended)
+        return await self.transactions.run_after(written, run_pass)
+
+    def _write_here(self, ended: Sequence[Ended]) -> list[Outcome]:
+        return [self.executor.store_output(e) if isinstance(e, Unstored) else e for e in ended]
+
+    def _record_while_written(
+        self, session: Session, run_pass: RunPass, ended: Sequence[Ended]
+    ) -> passes.PassResult:
+        """`run_pass` of `ended` as it is once its files are written, while they are; in a
+        greenlet on the event loop, which goes on while the files are waited for."""
+        writes = [self.executor.writing(e) for e in ended if isinstance(e, Unstored)]
+        result = run_pass(session, [e.succeeded if isinstance(e, Unstored) else e for e in ended])
+        if not await_(_all_written(writes, WRITTEN_WAIT_SECONDS)):
+            raise _Unwritten
+        return result
+
+    async def _written(self, ended: Sequence[Ended]) -> list[Outcome]:
+        """`ended` once the files of its unstored outputs are written, an attempt whose files
+        could not be written failed: a writing begun is waited for (one that raised raises
+        again), one not begun is begun."""
+        return [
+            await asyncio.wrap_future(e.writes[0] if e.writes else self.executor.writing(e))
+            if isinstance(e, Unstored)
+            else e
+            for e in ended
+        ]
 
     async def _pass_run_by_run(
         self, outcomes: Sequence[Outcome], *, slots: int, start_queued: bool
