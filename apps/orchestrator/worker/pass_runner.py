@@ -36,7 +36,7 @@ RunPass = Callable[[Session, Sequence[Outcome]], passes.PassResult]
 # How long a pass on the event loop (PostgreSQL's) holds its transaction open, once its work is
 # done, for the files of the outputs it records still being written; past that it is rolled
 # back and made again once they are written (a slow disk must not hold the runs' locks).
-WRITTEN_WAIT_SECONDS = 0.005
+WRITTEN_WAIT_SECONDS = 0.01
 
 
 class _Unwritten(Exception):
