@@ -5,6 +5,7 @@ thread before the transaction begins. A slow disk stalls no event loop; a write 
 made again by the next pass."""
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from apps.core.database import Transactions
 from apps.core.settings import Settings
+from apps.orchestrator.engine import executor
 from apps.orchestrator.infra.storage.local import LocalArtifactStore
 from apps.orchestrator.worker.loop import Worker
 from tests.orchestrator.test_outputs_with_the_pass import files_missing_at_commit
@@ -28,6 +30,7 @@ CHAIN = {
     ],
 }
 SLOW_WRITE_SECONDS = 0.1
+FIRST_WRITE_SECONDS = 0.5
 
 
 class SlowStore(LocalArtifactStore):
@@ -102,15 +105,17 @@ async def test_a_write_that_raised_is_made_again_by_the_next_pass(
         assert content.headers["content-length"] == str(artifact["size"])
 
 
-class SignalledSlowStore(SlowStore):
-    """A slow store that says when its first write has begun."""
+class FirstWriteSlow(LocalArtifactStore):
+    """The local store, whose first write takes `FIRST_WRITE_SECONDS` and says when it began."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.writing = threading.Event()
 
     def write(self, storage_key: str, content: bytes) -> None:
-        self.writing.set()
+        if not self.writing.is_set():
+            self.writing.set()
+            time.sleep(FIRST_WRITE_SECONDS)
         super().write(storage_key, content)
 
 
@@ -121,7 +126,7 @@ async def test_a_slow_disk_holds_no_lock_of_the_run_it_writes_for(
     """PostgreSQL's pass writes its files while it runs, and does not hold its transaction
     open for long once its work is done. (SQLite's writes them on its one writing thread before
     the transaction begins: a write waits for that thread either way.)"""
-    store = SignalledSlowStore(settings.artifacts_dir)
+    store = FirstWriteSlow(settings.artifacts_dir)
     run_id = await _submit(client, CHAIN)
     drain = asyncio.ensure_future(Worker(transactions, settings, store=store).drain())
     await asyncio.to_thread(store.writing.wait, 10)
@@ -132,6 +137,46 @@ async def test_a_slow_disk_holds_no_lock_of_the_run_it_writes_for(
     await drain
 
     assert cancel.status_code == 202
-    # The output's files take 0.2 s; the cancel waits for no transaction that waits for them.
-    assert answered < SLOW_WRITE_SECONDS
+    # The first output's files take 0.5 s: the cancel waits for no transaction that waits for
+    # them (a busy machine's cancel may take a while, but not that).
+    assert answered < FIRST_WRITE_SECONDS / 2
     assert (await client.get(f"/runs/{run_id}")).json()["status"] == "cancelled"
+
+
+class CountingStore(LocalArtifactStore):
+    """The local store, counting the contents it reads."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    def read(self, storage_key: str) -> bytes:
+        self.reads.append(storage_key)
+        return super().read(storage_key)
+
+
+def _prompt(settings: Settings, run_id: str, name: str) -> str:
+    """The prompt of the output `name` of the run, from its sidecar's file."""
+    (sidecar,) = (settings.artifacts_dir / run_id).glob(f"*/1/{name}.sidecar.json")
+    return json.loads(sidecar.read_text())["prompts"]["user"]
+
+
+@pytest.mark.parametrize("kept_bytes", [executor.RECENT_OUTPUT_BYTES, 0])
+async def test_a_chain_reads_what_its_worker_wrote_last_from_memory_and_the_rest_from_the_store(
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    kept_bytes: int,
+) -> None:
+    monkeypatch.setattr(executor, "RECENT_OUTPUT_BYTES", kept_bytes)
+    store = CountingStore(settings.artifacts_dir)
+    run_id = await _submit(client, CHAIN)
+
+    await Worker(transactions, settings, store=store).drain()
+
+    assert len(store.reads) == (0 if kept_bytes else 2)
+    for earlier, later in (("first", "second"), ("second", "third")):
+        (output,) = (settings.artifacts_dir / run_id).glob(f"*/1/{earlier}.md")
+        expected = f"### Output of {earlier}\n\n{output.read_text()}"
+        assert expected in _prompt(settings, run_id, f"{later}.md")

@@ -269,10 +269,10 @@ class Executor:
         cost = cost_of(
             self.settings, work.provider, work.model, reply.prompt_tokens, reply.completion_tokens
         )
-        output = describe_output(
-            work, request, reply, latency_ms=latency_ms, started_at=started_at, cost=cost
-        )
         content = reply.text.encode()
+        output = describe_output(
+            work, request, reply, content, latency_ms=latency_ms, started_at=started_at, cost=cost
+        )
         sidecar = encode_sidecar(output.sidecar)
         succeeded = Succeeded(work, output, outline)
         if self.store.inline(len(content) + len(sidecar)):
@@ -294,8 +294,9 @@ def _raised(future: Future[Outcome]) -> bool:
 class _RecentOutputs:
     """The texts of the last outputs an executor wrote, by storage key, up to `limit` bytes:
     the next attempts read them without the store. A key is written once (see `storage`), so
-    the text kept is what the store holds; an output is kept from when its files are being
-    written, and only an output that was recorded, its files written, is ever an upstream."""
+    the text kept is what the store holds. An output is kept from its call's answer, before
+    its files are written: only an output that was recorded, its files written, is ever an
+    upstream."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
@@ -328,23 +329,25 @@ def describe_output(
     work: NodeWork,
     request: LLMRequest,
     reply: LLMReply,
+    content: bytes,
     *,
     latency_ms: float,
     started_at: datetime,
     cost: float,
 ) -> NodeOutput:
-    """The artifact of a reply and its sidecar, to be written under `<run>/<node>/<attempt>/`.
+    """The artifact of a reply (`content`, its text encoded) and its sidecar, to be written
+    under `<run>/<node>/<attempt>/`.
 
     Every attempt writes files of its own: a retry (after a rejection, a timeout, a lease taken
     back, a resume) never rewrites what an earlier attempt's artifact describes.
     """
     is_json = request.json_schema is not None
     name = f"{work.key}.json" if is_json else f"{work.key}.md"
-    content = reply.text.encode()
+    run_id, node_id = str(work.run_id), str(work.id)
     sidecar = {
         "version": SIDECAR_VERSION,
-        "run_id": str(work.run_id),
-        "node_id": str(work.id),
+        "run_id": run_id,
+        "node_id": node_id,
         "attempt": work.attempt,
         "provider": work.provider,
         "model": work.model,
@@ -361,7 +364,7 @@ def describe_output(
     return NodeOutput(
         name=name,
         media_type="application/json" if is_json else "text/markdown",
-        storage_key=f"{work.run_id}/{work.id}/{work.attempt}/{name}",
+        storage_key=f"{run_id}/{node_id}/{work.attempt}/{name}",
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
         sidecar=sidecar,
