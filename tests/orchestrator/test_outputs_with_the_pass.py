@@ -1,21 +1,25 @@
-"""A local store's small outputs are written with the pass that records them: before its
-transaction begins, off the event loop, in the hand-off that runs the pass. One that cannot be
-written fails its attempt, for a retry, in that same pass."""
+"""A local store's small outputs are written by the pass that records them, off the event loop
+(on SQLite in the hand-off that runs the pass, before its transaction begins; on PostgreSQL
+while it runs), and are on the disk before it commits. One that cannot be written fails its
+attempt, for a retry."""
 
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from apps.core import database
 from apps.core.database import SessionFactory, Transactions
 from apps.core.errors import ServiceUnavailable
 from apps.core.settings import Settings
 from apps.orchestrator.engine import passes
-from apps.orchestrator.engine.executor import Outcome, Succeeded, Unstored
+from apps.orchestrator.engine.executor import Unstored
 from apps.orchestrator.infra.storage.base import sidecar_key
 from apps.orchestrator.infra.storage.local import LocalArtifactStore
+from apps.orchestrator.model.models import Artifact
 from apps.orchestrator.worker.loop import Worker
 from tests.orchestrator.driving import run_to_the_end
 from tests.orchestrator.test_worker import _submit
@@ -41,29 +45,39 @@ class RecordingStore(LocalArtifactStore):
         super().write(storage_key, content)
 
 
-async def test_outputs_are_on_the_disk_when_the_pass_that_records_them_runs(
+def files_missing_at_commit(
+    store: LocalArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """The files of artifact rows that a transaction was about to commit without, as each
+    commit point (`database._insert_pending`, just before the commit) finds them."""
+    missing: list[str] = []
+    insert_pending = database._insert_pending
+
+    def checking(session: Session) -> None:
+        for key in session.scalars(select(Artifact.storage_key)):
+            missing.extend(k for k in (key, sidecar_key(key)) if not (store.root / k).is_file())
+        insert_pending(session)
+
+    monkeypatch.setattr(database, "_insert_pending", checking)
+    return missing
+
+
+async def test_outputs_are_on_the_disk_when_the_pass_that_records_them_commits(
     transactions: Transactions,
     client: httpx.AsyncClient,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = RecordingStore(settings.artifacts_dir)
-    missing: list[str] = []
-    run_pass = passes.run_pass
-
-    def checking(session: object, outcomes: Sequence[Outcome], **options: object) -> object:
-        for outcome in outcomes:
-            assert isinstance(outcome, Succeeded)
-            key = outcome.output.storage_key
-            missing.extend(k for k in (key, sidecar_key(key)) if not (store.root / k).is_file())
-        return run_pass(session, outcomes, **options)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(passes, "run_pass", checking)
+    missing = files_missing_at_commit(store, monkeypatch)
     run_id = await _submit(client, {"type": "demo"})
 
     await Worker(transactions, settings, store=store).drain()
 
     assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
+    assert len(store.writes) == 2 * len(
+        (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
+    )
     assert missing == []
     assert threading.main_thread().name not in store.threads
 
@@ -100,9 +114,9 @@ async def test_outputs_left_by_a_failed_pass_are_not_written_again(
     unstored = await worker.executor.call(claimed.claimed[0])
     assert isinstance(unstored, Unstored)
 
-    first = worker.executor.store_outputs([unstored])
-    again = worker.executor.store_outputs([unstored])
+    first = worker.executor.store_output(unstored)
+    again = worker.executor.store_output(unstored)
 
-    assert first == again == [unstored.succeeded]
+    assert first == again == unstored.succeeded
     key = unstored.succeeded.output.storage_key
     assert store.writes == [key, sidecar_key(key)]

@@ -8,7 +8,8 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from apps.orchestrator.infra.storage.base import (
     ArtifactStore,
     encode_sidecar,
     sidecar_key,
+    start_changes,
     store_changes,
     store_io,
 )
@@ -29,6 +31,8 @@ from apps.orchestrator.plans.agents import cost_of
 from apps.orchestrator.plans.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
 
 SIDECAR_VERSION = 1
+# How much of the outputs it wrote last an executor keeps, for the attempts that read them next.
+RECENT_OUTPUT_BYTES = 1024 * 1024
 
 SYSTEM_PROMPTS = {
     "planner": "You plan work for a team of agents. Be concrete and brief.",
@@ -102,15 +106,18 @@ Outcome = Succeeded | Failed
 @dataclass(frozen=True, slots=True)
 class Unstored:
     """A success whose files are not written yet: small outputs of a store that writes them
-    cheaply are written just before the pass that records them, in the same hand-off to the
-    thread that runs it (`Executor.store_outputs`), rather than each in a thread of its own."""
+    cheaply are written by the pass that records them, off the event loop, before it commits
+    (`pass_runner`): in the hand-off that runs it, or while it runs (`Executor.store_output`,
+    `Executor.writing`), rather than each in a thread of its own."""
 
     succeeded: Succeeded
     content: bytes
     sidecar: bytes
-    # What writing the files gave, once they are written: a pass that fails after writing
-    # them leaves the output for the next pass, which must not write them again.
-    written: list[Outcome] = dataclasses.field(default_factory=list, compare=False, repr=False)
+    # The writing of the files, once begun: a pass that fails after them leaves the output for
+    # the next pass, which must not write them again.
+    writes: list[Future[Outcome]] = dataclasses.field(
+        default_factory=list, compare=False, repr=False
+    )
 
     @property
     def work(self) -> NodeWork:
@@ -152,6 +159,7 @@ class Executor:
         # Attempts whose call has answered and whose output is being written to the store now
         # (outputs too big or a store too slow to be written with a pass).
         self.storing = 0
+        self._recent = _RecentOutputs(RECENT_OUTPUT_BYTES)
 
     async def attempt(self, work: NodeWork) -> Outcome:
         """One attempt of `work`, its files written; every expected failure is a `Failed`,
@@ -163,12 +171,12 @@ class Executor:
         """
         ended = await self.call(work)
         if isinstance(ended, Unstored):
-            return await store_changes(functools.partial(self.store_output, ended))
+            return await asyncio.wrap_future(self.writing(ended))
         return ended
 
     async def call(self, work: NodeWork) -> Ended:
         """`attempt`, except that an output the store writes cheaply (`ArtifactStore.inline`)
-        is returned `Unstored`, for `store_outputs` to write before a pass records it."""
+        is returned `Unstored`, for the pass that records it to write."""
         try:
             ended = await self._attempt(work)
         except (NotFound, ServiceUnavailable) as error:
@@ -177,16 +185,37 @@ class Executor:
             return dataclasses.replace(ended, message=redact(ended.message, self._secrets))
         return ended
 
-    def store_outputs(self, ended: Sequence[Ended]) -> list[Outcome]:
-        """`ended` with the files of its unstored outputs written (blocking), in order."""
-        return [self.store_output(e) if isinstance(e, Unstored) else e for e in ended]
+    def writing(self, unstored: Unstored) -> Future[Outcome]:
+        """The writing of the files of `unstored`, begun now in the store's thread unless
+        begun before: the success once they are written, or why they could not be."""
+        return self._begin(unstored, self._write_in_thread)
 
     def store_output(self, unstored: Unstored) -> Outcome:
-        """The success of `unstored` once its files are written, or why they could not be;
-        they are written once."""
-        if not unstored.written:
-            unstored.written.append(self._write(unstored))
-        return unstored.written[0]
+        """The success of `unstored` once its files are written, in this thread unless begun
+        before, or why they could not be (blocking)."""
+        return self._begin(unstored, self._write_here).result()
+
+    def _begin(
+        self, unstored: Unstored, begin: Callable[[Unstored], Future[Outcome]]
+    ) -> Future[Outcome]:
+        """The writing of `unstored`'s files, begun by `begin` unless begun before: they are
+        written once, and again only when writing them raised (an error of no store's, which
+        the next pass tries again)."""
+        writes = unstored.writes
+        if not writes or _raised(writes[0]):
+            writes[:] = [begin(unstored)]
+        return writes[0]
+
+    def _write_in_thread(self, unstored: Unstored) -> Future[Outcome]:
+        return start_changes(functools.partial(self._write, unstored))
+
+    def _write_here(self, unstored: Unstored) -> Future[Outcome]:
+        written: Future[Outcome] = Future()
+        try:
+            written.set_result(self._write(unstored))
+        except Exception as error:
+            written.set_exception(error)
+        return written
 
     def _write(self, unstored: Unstored) -> Outcome:
         succeeded = unstored.succeeded
@@ -204,13 +233,21 @@ class Executor:
         message = f"artifact store: {error.detail}"
         return Failed(work, message, retryable=True, cause="artifact_store")
 
+    async def _upstream_texts(self, work: NodeWork) -> tuple[tuple[str, str], ...]:
+        """The outputs of `work`'s dependencies: those this executor wrote last from memory (a
+        chain's node reads its predecessor's), the others from the store."""
+        recent = self._recent.texts(work.upstream)
+        if recent is not None:
+            return recent
+        read = functools.partial(_read_upstream, self.store, work.upstream)
+        return await store_io(self.store, work.upstream_bytes, read)
+
     async def _attempt(self, work: NodeWork) -> Ended:
         provider = self.providers.get(work.provider)
         if provider is None:
             message = f"provider {work.provider!r} is not set up"
             return Failed(work, message, retryable=False, cause="config")
-        read = functools.partial(_read_upstream, self.store, work.upstream)
-        texts = await store_io(self.store, work.upstream_bytes, read)
+        texts = await self._upstream_texts(work)
         request = build_request(work, texts)
         started_at, clock = utcnow(), time.perf_counter()
         try:
@@ -232,13 +269,14 @@ class Executor:
         cost = cost_of(
             self.settings, work.provider, work.model, reply.prompt_tokens, reply.completion_tokens
         )
-        output = describe_output(
-            work, request, reply, latency_ms=latency_ms, started_at=started_at, cost=cost
-        )
         content = reply.text.encode()
+        output = describe_output(
+            work, request, reply, content, latency_ms=latency_ms, started_at=started_at, cost=cost
+        )
         sidecar = encode_sidecar(output.sidecar)
         succeeded = Succeeded(work, output, outline)
         if self.store.inline(len(content) + len(sidecar)):
+            self._recent.add(output.storage_key, reply.text, len(content))
             return Unstored(succeeded, content, sidecar)
         write = functools.partial(_write_output, self.store, output, content, sidecar)
         self.storing += 1
@@ -247,6 +285,38 @@ class Executor:
         finally:
             self.storing -= 1
         return succeeded
+
+
+def _raised(future: Future[Outcome]) -> bool:
+    return future.done() and (future.cancelled() or future.exception() is not None)
+
+
+class _RecentOutputs:
+    """The texts of the last outputs an executor wrote, by storage key, up to `limit` bytes:
+    the next attempts read them without the store. A key is written once (see `storage`), so
+    the text kept is what the store holds. An output is kept from its call's answer, before
+    its files are written: only an output that was recorded, its files written, is ever an
+    upstream."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._size = 0
+        self._texts: dict[str, tuple[str, int]] = {}
+
+    def add(self, storage_key: str, text: str, size: int) -> None:
+        _, replaced = self._texts.pop(storage_key, ("", 0))
+        self._texts[storage_key] = (text, size)
+        self._size += size - replaced
+        while self._size > self._limit:
+            oldest = next(iter(self._texts))
+            self._size -= self._texts.pop(oldest)[1]
+
+    def texts(self, upstream: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...] | None:
+        """Each dependency's (key, text), when every one is kept; else None."""
+        try:
+            return tuple((key, self._texts[storage_key][0]) for key, storage_key in upstream)
+        except KeyError:
+            return None
 
 
 def _read_upstream(
@@ -259,23 +329,25 @@ def describe_output(
     work: NodeWork,
     request: LLMRequest,
     reply: LLMReply,
+    content: bytes,
     *,
     latency_ms: float,
     started_at: datetime,
     cost: float,
 ) -> NodeOutput:
-    """The artifact of a reply and its sidecar, to be written under `<run>/<node>/<attempt>/`.
+    """The artifact of a reply (`content`, its text encoded) and its sidecar, to be written
+    under `<run>/<node>/<attempt>/`.
 
     Every attempt writes files of its own: a retry (after a rejection, a timeout, a lease taken
     back, a resume) never rewrites what an earlier attempt's artifact describes.
     """
     is_json = request.json_schema is not None
     name = f"{work.key}.json" if is_json else f"{work.key}.md"
-    content = reply.text.encode()
+    run_id, node_id = str(work.run_id), str(work.id)
     sidecar = {
         "version": SIDECAR_VERSION,
-        "run_id": str(work.run_id),
-        "node_id": str(work.id),
+        "run_id": run_id,
+        "node_id": node_id,
         "attempt": work.attempt,
         "provider": work.provider,
         "model": work.model,
@@ -292,7 +364,7 @@ def describe_output(
     return NodeOutput(
         name=name,
         media_type="application/json" if is_json else "text/markdown",
-        storage_key=f"{work.run_id}/{work.id}/{work.attempt}/{name}",
+        storage_key=f"{run_id}/{node_id}/{work.attempt}/{name}",
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
         sidecar=sidecar,

@@ -81,7 +81,7 @@ class Worker:
         self.store = store if store is not None else open_artifact_store(settings)
         self.executor = Executor(providers, self.store, settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._passes = PassRunner(transactions, settings, self.name, self.executor.store_outputs)
+        self._passes = PassRunner(transactions, settings, self.name, self.executor)
         self._gate_timer = GateTimer(transactions, self.store, settings)
         self._wake = asyncio.Event()
         # Whether the next pass looks for queued runs: at start, on a submission in this
@@ -166,7 +166,7 @@ class Worker:
         """Have the attempts that are writing their output now (their call has answered) end
         before a pass records the outcomes that are in, so that one pass records them all. Only
         outputs their attempts write themselves count (a remote store's, or big ones): the rest
-        are written by the pass that records them (`Executor.call`).
+        are written by the pass that records them (`pass_runner`).
 
         Attempts claimed together end together: without this the first to end passes alone,
         and the rest wait for the pass after. A pass costs about as much whether it records one
@@ -226,7 +226,7 @@ class Worker:
 
     async def _execute(self, work: NodeWork) -> Ended:
         """The attempt, measured, with the node named in its logs and error reports. Its files
-        may be left for the pass that records it to write (`Executor.call`)."""
+        may be left for the pass that records it to write (`pass_runner`)."""
         started = time.perf_counter()
         with log_context(run_id=work.run_id, node_id=work.id):
             try:

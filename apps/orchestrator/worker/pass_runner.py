@@ -8,56 +8,72 @@ the others fails too, the fault is not the runs' (the schema, this code): nobody
 the next pass tries again.
 """
 
+import asyncio
 import functools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 
-from apps.core.database import Transactions, describe_fault, is_transient
+from sqlalchemy.orm import Session
+from sqlalchemy.util import await_
+
+from apps.core.database import Transactions, describe_fault, is_sqlite, is_transient
 from apps.core.error_reporting import report_run_error
 from apps.core.logs import log_context
 from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
 from apps.orchestrator.engine import passes
 from apps.orchestrator.engine.budgets import RunBudgets
-from apps.orchestrator.engine.executor import Ended, Outcome, Unstored
+from apps.orchestrator.engine.executor import Ended, Executor, Failed, Outcome, Unstored
 from apps.orchestrator.engine.statements import EVERY_RUN, RunScope
 
 logger = logging.getLogger(__name__)
 
+RunPass = Callable[[Session, Sequence[Outcome]], passes.PassResult]
 
-class _StoredOnce:
-    """Writes the files of the unstored outputs among `ended` when called, once; the outcomes
-    are kept for a pass that fails after them."""
 
-    def __init__(self, store: Callable[[Sequence[Ended]], list[Outcome]], ended: Sequence[Ended]):
-        self._store = store
-        self._ended = ended
-        self.outcomes: list[Outcome] | None = None
+# How long a pass on the event loop (PostgreSQL's) holds its transaction open, once its work is
+# done, for the files of the outputs it records still being written; past that it is rolled
+# back and made again once they are written (a slow disk must not hold the runs' locks).
+WRITTEN_WAIT_SECONDS = 0.01
 
-    def __call__(self) -> list[Outcome]:
-        if self.outcomes is None:
-            self.outcomes = self._store(self._ended)
-        return self.outcomes
+
+class _Unwritten(Exception):
+    """Raised in a pass whose outputs' files are not all written by the time it is to commit,
+    or could not be: it is rolled back, and made again once they are."""
+
+
+async def _all_written(writes: Sequence[Future[Outcome]], seconds: float) -> bool:
+    """Whether every write ends within `seconds` with its files written (it raises what one of
+    them raised)."""
+    waits = [asyncio.wrap_future(write) for write in writes if not write.done()]
+    if waits:
+        _, late = await asyncio.wait(waits, timeout=seconds)
+        for wait in late:
+            # What it ends with is read again by the pass made after it.
+            wait.add_done_callback(lambda ended: ended.cancelled() or ended.exception())
+        if late:
+            return False
+    return not any(isinstance(write.result(), Failed) for write in writes)
 
 
 class PassRunner:
     """Runs `passes.run_pass` for the worker named `worker`, each in a transaction of its own,
-    after writing the files of the outputs it records that are not written yet (with
-    `store_outputs`, see `Executor.call`)."""
+    which commits once the files of the outputs it records are written (`executor` writes
+    them, see `Executor.call`)."""
 
     def __init__(
-        self,
-        transactions: Transactions,
-        settings: Settings,
-        worker: str,
-        store_outputs: Callable[[Sequence[Ended]], list[Outcome]],
+        self, transactions: Transactions, settings: Settings, worker: str, executor: Executor
     ) -> None:
         self.transactions = transactions
         self.settings = settings
         self.worker = worker
-        self.store_outputs = store_outputs
+        self.executor = executor
         self.budgets = RunBudgets()
+        # PostgreSQL's transactions run on the event loop (in a greenlet), SQLite's on a thread
+        # of their own (see `Transactions`).
+        self._passes_on_loop = not is_sqlite(settings.database_url)
 
     async def run(
         self,
@@ -71,7 +87,7 @@ class PassRunner:
 
         Raises only when nothing was recorded: what a pass committed is always returned, so
         that no claimed node is left without an attempt. The files of unstored outputs are
-        written before the pass's transaction begins, off the event loop."""
+        written off the event loop before the pass commits (`_pass`)."""
         run_pass = functools.partial(
             passes.run_pass,
             worker=self.worker,
@@ -81,16 +97,56 @@ class PassRunner:
             scope=scope,
             budgets=self.budgets,
         )
-        stored = _StoredOnce(self.store_outputs, ended)
         try:
-            if any(isinstance(e, Unstored) for e in ended):
-                return await self.transactions.run_after(stored, run_pass)
-            return await self.transactions.run(run_pass, stored())
+            return await self._pass(run_pass, ended)
         except Exception as error:
-            if stored.outcomes is None or scope != EVERY_RUN or is_transient(error):
+            if not isinstance(error, _Unwritten) and (scope != EVERY_RUN or is_transient(error)):
                 raise
+            # Raises what writing a file raised, if anything: the pass recorded nothing.
+            outcomes = await self._written(ended)
+            if isinstance(error, _Unwritten):
+                return await self.run(outcomes, slots=slots, start_queued=start_queued, scope=scope)
             logger.warning("worker pass failed, passing run by run: %s", describe_fault(error))
-        return await self._pass_run_by_run(stored.outcomes, slots=slots, start_queued=start_queued)
+        return await self._pass_run_by_run(outcomes, slots=slots, start_queued=start_queued)
+
+    async def _pass(self, run_pass: RunPass, ended: Sequence[Ended]) -> passes.PassResult:
+        """`run_pass` of `ended` in a transaction that commits once the files of the unstored
+        outputs are written. Where transactions have a thread of their own (SQLite's writer)
+        the files are written there first, in the same hand-off, before the transaction
+        begins. On the event loop they are written in the store's thread while the pass runs
+        (its statements' round trips leave the loop idle), and waited for before it commits."""
+        outcomes = [e for e in ended if not isinstance(e, Unstored)]
+        if len(outcomes) == len(ended):
+            return await self.transactions.run(run_pass, outcomes)
+        if self._passes_on_loop:
+            return await self.transactions.run(self._record_while_written, run_pass, ended)
+        written = functools.partial(self._write_here, ended)
+        return await self.transactions.run_after(written, run_pass)
+
+    def _write_here(self, ended: Sequence[Ended]) -> list[Outcome]:
+        return [self.executor.store_output(e) if isinstance(e, Unstored) else e for e in ended]
+
+    def _record_while_written(
+        self, session: Session, run_pass: RunPass, ended: Sequence[Ended]
+    ) -> passes.PassResult:
+        """`run_pass` of `ended` as it is once its files are written, while they are; in a
+        greenlet on the event loop, which goes on while the files are waited for."""
+        writes = [self.executor.writing(e) for e in ended if isinstance(e, Unstored)]
+        result = run_pass(session, [e.succeeded if isinstance(e, Unstored) else e for e in ended])
+        if not await_(_all_written(writes, WRITTEN_WAIT_SECONDS)):
+            raise _Unwritten
+        return result
+
+    async def _written(self, ended: Sequence[Ended]) -> list[Outcome]:
+        """`ended` once the files of its unstored outputs are written, an attempt whose files
+        could not be written failed: a writing begun is waited for (one that raised raises
+        again), one not begun is begun."""
+        return [
+            await asyncio.wrap_future(e.writes[0] if e.writes else self.executor.writing(e))
+            if isinstance(e, Unstored)
+            else e
+            for e in ended
+        ]
 
     async def _pass_run_by_run(
         self, outcomes: Sequence[Outcome], *, slots: int, start_queued: bool

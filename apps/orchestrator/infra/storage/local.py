@@ -66,24 +66,31 @@ class LocalArtifactStore:
         # per directory level on every write, and the keys written are the service's own.
         if not is_plain_key(storage_key):
             raise ValueError(f"storage key outside the artifact store: {storage_key!r}")
-        path = self.root / storage_key
+        path = self._root_prefix + storage_key
         try:
             try:
                 _write_file(path, content)
             except FileNotFoundError:
                 # The first file of an attempt or an edit: its directory is new. Creating it
                 # only then spares every other write a mkdir that fails and a stat.
-                self._make_directory(path.parent)
+                self._make_directories(storage_key)
                 _write_file(path, content)
         except OSError as error:
             raise ServiceUnavailable(f"the artifact store failed: {error.strerror}") from None
 
-    def _make_directory(self, directory: Path) -> None:
+    def _make_directories(self, storage_key: str) -> None:
+        """The directories of `storage_key`, made from the top down: an attempt's two are new
+        under its run's, which is not, so that is one mkdir each (the run's refused as there);
+        from the deepest up, as `Path.mkdir(parents=True)` goes, two more fail first."""
         if not self._root_marked:
             self.root.mkdir(parents=True, exist_ok=True)
             _spread_subdirectories(self.root)
             self._root_marked = True
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = self._root_text
+        for name in storage_key.split("/")[:-1]:
+            directory += "/" + name
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(directory)
 
     def delete(self, storage_key: str) -> None:
         if not is_plain_key(storage_key):
@@ -107,7 +114,7 @@ class LocalArtifactStore:
         return size <= INLINE_IO_BYTES
 
 
-def _write_file(path: Path, content: bytes) -> None:
+def _write_file(path: str, content: bytes) -> None:
     """`content` as the whole of the file at `path`, in an open, a write and a close:
     `Path.write_bytes` adds an fstat and an ioctl, on every artifact and sidecar."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
