@@ -279,6 +279,12 @@ class Transactions:
         else:
             self._postgres = _PostgresWriter(engine.url, pool_size, max_overflow)
 
+    @property
+    def on_loop(self) -> bool:
+        """Whether transactions run on the event loop (PostgreSQL's, in a greenlet) rather than
+        on a thread of their own (SQLite's writer)."""
+        return self._thread is None
+
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` on the event loop after each transaction commits; returns what
         stops it."""

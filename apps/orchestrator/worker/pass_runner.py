@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from sqlalchemy.orm import Session
 from sqlalchemy.util import await_
 
-from apps.core.database import Transactions, describe_fault, is_sqlite, is_transient
+from apps.core.database import Transactions, describe_fault, is_transient
 from apps.core.error_reporting import report_run_error
 from apps.core.logs import log_context
 from apps.core.redaction import configured_secrets, redact
@@ -71,9 +71,6 @@ class PassRunner:
         self.worker = worker
         self.executor = executor
         self.budgets = RunBudgets()
-        # PostgreSQL's transactions run on the event loop (in a greenlet), SQLite's on a thread
-        # of their own (see `Transactions`).
-        self._passes_on_loop = not is_sqlite(settings.database_url)
 
     async def run(
         self,
@@ -118,7 +115,7 @@ class PassRunner:
         outcomes = [e for e in ended if not isinstance(e, Unstored)]
         if len(outcomes) == len(ended):
             return await self.transactions.run(run_pass, outcomes)
-        if self._passes_on_loop:
+        if self.transactions.on_loop:
             return await self.transactions.run(self._record_while_written, run_pass, ended)
         written = functools.partial(self._write_here, ended)
         return await self.transactions.run_after(written, run_pass)
