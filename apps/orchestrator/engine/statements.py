@@ -46,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Executable, operators
-from sqlalchemy.sql.expression import UnaryExpression
+from sqlalchemy.sql.expression import CTE, Subquery, UnaryExpression
 
 from apps.core.database import JSON_SERIALIZER
 from apps.orchestrator.model.clock import database_time, database_time_later, time_parameters
@@ -633,6 +633,18 @@ def _oldest_runs(dialect: str, status: RunStatus, busy: Any, scope: str) -> Sele
     )
 
 
+def _candidates(per_status: Sequence[Subquery]) -> CTE:
+    """The `slots` oldest of the runs found per active status (`_oldest_runs`), chosen once."""
+    both = union_all(*(select(oldest) for oldest in per_status)).subquery("oldest")
+    return (
+        select(both)
+        .order_by(both.c.created_at)
+        .limit(bindparam("slots"))
+        .cte("candidates")
+        .prefix_with("MATERIALIZED")
+    )
+
+
 def _chosen_postgresql(scope: str) -> Select[Any]:
     """The nodes a claim takes on PostgreSQL (see `_claim`), locked.
 
@@ -653,14 +665,7 @@ def _chosen_postgresql(scope: str) -> Select[Any]:
         .subquery(f"oldest_{status}")
         for status in ACTIVE_RUNS
     ]
-    both = union_all(*(select(oldest) for oldest in per_status)).subquery("oldest")
-    candidates = (
-        select(both)
-        .order_by(both.c.created_at)
-        .limit(bindparam("slots"))
-        .cte("candidates")
-        .prefix_with("MATERIALIZED")
-    )
+    candidates = _candidates(per_status)
     ready = NODES.alias("ready")
     # The status bounded as a range, and the order asked for by status, then position: compared
     # for equality, the status drops out of the order the plan must give, and a planner without
@@ -724,14 +729,7 @@ def _chosen_sqlite(scope: str) -> Select[Any]:
         .subquery(f"oldest_{status}")
         for status in ACTIVE_RUNS
     ]
-    both = union_all(*(select(oldest) for oldest in per_status)).subquery("oldest")
-    candidates = (
-        select(both)
-        .order_by(both.c.created_at)
-        .limit(bindparam("slots"))
-        .cte("candidates")
-        .prefix_with("MATERIALIZED")
-    )
+    candidates = _candidates(per_status)
     rank = func.row_number().over(partition_by=NODES.c.run_id, order_by=NODES.c.position)
     first_nodes = candidates.join(
         NODES,
