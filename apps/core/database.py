@@ -4,13 +4,15 @@ Engines are built by whoever runs (the API's lifespan, the worker, the CLI), nev
 """
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import json
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -270,12 +272,12 @@ class Transactions:
 
     def __init__(self, engine: AsyncEngine, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         self._committed: set[Callable[[], None]] = set()
-        self._thread: ThreadPoolExecutor | None = None
+        self._thread: _WriterThread | None = None
         self._postgres: _PostgresWriter | None = None
         self._sqlite: _SqliteWriter | None = None
         if engine.dialect.name == "sqlite":
             self._sqlite = _SqliteWriter(engine.url)
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+            self._thread = _WriterThread("sqlite-writer")
         else:
             self._postgres = _PostgresWriter(engine.url, pool_size, max_overflow)
 
@@ -322,10 +324,7 @@ class Transactions:
             # The greenlet takes the caller's context (log fields, tags) along.
             result = await greenlet_spawn(call)
         else:
-            loop = asyncio.get_running_loop()
-            # The caller's context goes along to the writer's thread.
-            context = contextvars.copy_context()
-            result = await loop.run_in_executor(self._thread, context.run, call)
+            result = await self._thread.call(call)
         for listener in tuple(self._committed):
             listener()
         return result
@@ -352,8 +351,81 @@ class Transactions:
         if self._postgres is not None:
             await self._postgres.engine.dispose()
         if self._sqlite is not None and self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite.close)
-            self._thread.shutdown()
+            await self._thread.call(self._sqlite.close)
+            self._thread.stop()
+
+
+class _WriterThread:
+    """A thread of its own that runs calls one at a time, in the order they were asked for,
+    each handing back what it returned, or raised, to the event loop that awaits it.
+
+    What `loop.run_in_executor` on a one-thread pool does, with less between a call's end and
+    its caller going on: there the result passes through a `concurrent.futures.Future` (its
+    lock, its condition, a callback that copies it into the loop's future), and the pool's
+    bookkeeping runs after it while holding the interpreter's lock, which the woken loop waits
+    for. A chain's node crosses to the writer and back once each, and the return took 0.1-0.15
+    ms of its ~1.5. Here the thread hands the result to the loop and at once waits for the
+    next call. A call whose caller was cancelled before it began is not run, as in the pool."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def call(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        """A future of `call()` run on the thread, with the caller's context (log fields, tags)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if self._thread is None:
+            # Made at the first call, as the pool made its thread: a writer never used has none.
+            self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
+            self._thread.start()
+        self._calls.put(_Call(loop, future, contextvars.copy_context(), call))
+        return future
+
+    def stop(self) -> None:
+        """End the thread once the calls asked for before are done."""
+        if self._thread is not None:
+            self._calls.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _serve(self) -> None:
+        while (asked := self._calls.get()) is not None:
+            if asked.future.cancelled():
+                continue
+            try:
+                result = asked.context.run(asked.call)
+            except BaseException as error:
+                asked.settle(None, error)
+            else:
+                asked.settle(result, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A call asked of a `_WriterThread`: run in `context`, its end handed to `future`."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    context: contextvars.Context
+    call: Callable[[], Any]
+
+    def settle(self, result: Any, error: BaseException | None) -> None:
+        """Hand the call's end to its future, on its loop (from the writer's thread)."""
+        # Refused when the loop was closed meanwhile: nobody awaits the call any more.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        # Its caller was cancelled while the call ran.
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
 
 
 def _create_postgres_writer(url: URL, pool_size: int, max_overflow: int) -> AsyncEngine:
