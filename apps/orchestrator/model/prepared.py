@@ -24,8 +24,7 @@ import functools
 import sqlite3
 import weakref
 from collections import namedtuple
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -135,8 +134,10 @@ class Prepared:
 
     def row(self, raw: Sequence[Any], processors: list[Processor]) -> Any:
         return self._row._make(
-            (processor(value) if processor else value)
-            for processor, value in zip(processors, raw, strict=True)
+            [
+                processor(value) if processor else value
+                for processor, value in zip(processors, raw, strict=True)
+            ]
         )
 
 
@@ -170,7 +171,10 @@ def _prepared(connection: Connection, statement: Executable) -> Prepared | None:
     driver = connection.dialect.driver
     if driver != "pysqlite" and not (driver == "asyncpg" and is_postgres_writer(connection)):
         return None
-    known = _PREPARED.setdefault(connection.dialect, {})
+    # `get` first: `setdefault` makes a weak reference with a callback on every statement.
+    known = _PREPARED.get(connection.dialect)
+    if known is None:
+        known = _PREPARED.setdefault(connection.dialect, {})
     if statement not in known:
         try:
             compiled = _compile(statement, _kind(connection.dialect))
@@ -200,9 +204,10 @@ def fetch(connection: Connection, statement: Executable, values: Mapping[str, An
         rows, column_types = _on_asyncpg(connection, prepared.sql, parameters, many=False)
         processors = prepared.results(column_types)
         return [prepared.row(row, processors) for row in rows]
-    with _as_dbapi_error(prepared.sql, parameters):
-        cursor = _driver(connection).execute(prepared.sql, parameters)
-        rows = cursor.fetchall()
+    try:
+        rows = _driver(connection).execute(prepared.sql, parameters).fetchall()
+    except sqlite3.Error as error:
+        raise _dbapi_error(prepared.sql, parameters, error) from error
     processors = prepared.results(None)
     return [prepared.row(row, processors) for row in rows]
 
@@ -219,8 +224,10 @@ def execute_many(
     if connection.dialect.name == "postgresql":
         _on_asyncpg(connection, prepared.sql, parameters, many=True)
         return
-    with _as_dbapi_error(prepared.sql, parameters):
+    try:
         _driver(connection).executemany(prepared.sql, parameters)
+    except sqlite3.Error as error:
+        raise _dbapi_error(prepared.sql, parameters, error) from error
 
 
 _CONNECTION = "prepared.connection"
@@ -305,13 +312,11 @@ def _driver(connection: Connection) -> sqlite3.Connection:
     return driver
 
 
-@contextmanager
-def _as_dbapi_error(sql: str, parameters: Any) -> Iterator[None]:
-    """The driver's errors raised as SQLAlchemy raises them (`DBAPIError`), which is what
-    `is_transient` and the pass runner's isolation of a faulty run look at."""
-    try:
-        yield
-    except sqlite3.Error as error:
-        raise DBAPIError.instance(
-            sql, parameters, error, sqlite3.Error, hide_parameters=True
-        ) from error
+def _dbapi_error(sql: str, parameters: Any, error: sqlite3.Error) -> DBAPIError:
+    """The driver's `error` as SQLAlchemy raises it (`DBAPIError`), which is what
+    `is_transient` and the pass runner's isolation of a faulty run look at. (Caught where each
+    statement runs rather than by a context manager around it: that cost a generator's frame
+    on every statement of every pass.)"""
+    wrapped = DBAPIError.instance(sql, parameters, error, sqlite3.Error, hide_parameters=True)
+    assert isinstance(wrapped, DBAPIError)
+    return wrapped

@@ -16,6 +16,10 @@ logger = logging.getLogger(__name__)
 # handing the work to a thread and back, which at a few milliseconds a node is what counts.
 INLINE_IO_BYTES = 256 * 1024
 
+# How many directories a store remembers being there (see `LocalArtifactStore.write`): runs'
+# and attempts' are a few a node, and a run's are needed again by each of its nodes.
+KNOWN_DIRECTORIES = 1024
+
 # `chattr +T`: the flag ext2/3/4 read as "the top of unrelated directory hierarchies", and the
 # ioctls that read and set a file's flags (linux/fs.h).
 FS_TOPDIR_FL = 0x00020000
@@ -32,6 +36,8 @@ class LocalArtifactStore:
         self._root_text = str(self.root)
         self._root_prefix = os.path.join(self._root_text, "")
         self._root_marked = False
+        # Directories under the root, by key, that this store made or found there.
+        self._known: set[str] = set()
 
     def path_for(self, storage_key: str) -> Path:
         """The file for `storage_key`, or `NotFound` if it is missing or outside the root."""
@@ -69,14 +75,34 @@ class LocalArtifactStore:
         path = self._root_prefix + storage_key
         try:
             try:
+                self._make_under_known(storage_key.rpartition("/")[0])
                 _write_file(path, content)
             except FileNotFoundError:
-                # The first file of an attempt or an edit: its directory is new. Creating it
-                # only then spares every other write a mkdir that fails and a stat.
+                # The first file of a run: its directories are new. Or a directory known to be
+                # there was removed meanwhile (a run's files deleted by another process).
+                self._known.clear()
                 self._make_directories(storage_key)
                 _write_file(path, content)
         except OSError as error:
             raise ServiceUnavailable(f"the artifact store failed: {error.strerror}") from None
+
+    def _make_under_known(self, directory: str) -> None:
+        """`directory` (a key's) made from the deepest of its parents known to be there down,
+        when one is: an attempt's two directories under its run's are two mkdirs, where trying
+        the file first costs a failed open and a refused mkdir of the run's directory more, on
+        every node. Nothing when `directory` is known, or none of its parents (the file is
+        tried first, `write`)."""
+        parent, missing = directory, []
+        while parent not in self._known:
+            parent, _, name = parent.rpartition("/")
+            if not parent:
+                return
+            missing.append(name)
+        for name in reversed(missing):
+            parent += "/" + name
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self._root_prefix + parent)
+            self._know(parent)
 
     def _make_directories(self, storage_key: str) -> None:
         """The directories of `storage_key`, made from the top down: an attempt's two are new
@@ -86,11 +112,17 @@ class LocalArtifactStore:
             self.root.mkdir(parents=True, exist_ok=True)
             _spread_subdirectories(self.root)
             self._root_marked = True
-        directory = self._root_text
+        directory = ""
         for name in storage_key.split("/")[:-1]:
-            directory += "/" + name
+            directory += f"/{name}" if directory else name
             with contextlib.suppress(FileExistsError):
-                os.mkdir(directory)
+                os.mkdir(self._root_prefix + directory)
+            self._know(directory)
+
+    def _know(self, directory: str) -> None:
+        if len(self._known) >= KNOWN_DIRECTORIES:
+            self._known.clear()
+        self._known.add(directory)
 
     def delete(self, storage_key: str) -> None:
         if not is_plain_key(storage_key):
@@ -101,6 +133,7 @@ class LocalArtifactStore:
         except OSError as error:
             raise ServiceUnavailable(f"the artifact store failed: {error.strerror}") from None
         # The directory of an attempt or an edit is its own: gone with its last file.
+        self._known.discard(storage_key.rpartition("/")[0])
         with contextlib.suppress(OSError):
             path.parent.rmdir()
 
