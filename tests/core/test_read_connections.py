@@ -194,42 +194,43 @@ async def test_a_read_cancelled_mid_statement_leaves_its_connection_to_the_next_
     assert len(opened) == 1
 
 
-async def test_a_connection_that_cannot_be_opened_is_a_database_error_and_frees_its_place(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+async def unopenable(tmp_path: Path) -> AsyncIterator[SqliteReaders]:
+    """Readers of one connection to a file that cannot be opened; every thread they started
+    has stopped once they are closed."""
     before = worker_threads()
     readers = SqliteReaders((str(tmp_path / "no such directory" / "reads.db"),), {}, 1)
     try:
-        for _ in range(2):
-            with pytest.raises(DBAPIError, match="unable to open database file"):
-                await asyncio.wait_for(readers.fetch_all("SELECT 1", []), timeout=5)
-            assert readers.opened == 0
+        yield readers
     finally:
         await readers.close()
     await threads_stopped(before)
+
+
+async def test_a_connection_that_cannot_be_opened_is_a_database_error_and_frees_its_place(
+    unopenable: SqliteReaders,
+) -> None:
+    for _ in range(2):
+        with pytest.raises(DBAPIError, match="unable to open database file"):
+            await asyncio.wait_for(unopenable.fetch_all("SELECT 1", []), timeout=5)
+        assert unopenable.opened == 0
 
 
 async def test_a_waiter_cancelled_after_it_was_handed_a_free_place_hands_it_on(
-    tmp_path: Path,
+    unopenable: SqliteReaders,
 ) -> None:
-    before = worker_threads()
-    readers = SqliteReaders((str(tmp_path / "no such directory" / "reads.db"),), {}, 1)
-    try:
-        # Both queue while this read fails to open the one connection; its place is handed to
-        # the first as the failure is raised, and that waiter is cancelled before it resumes.
-        handed = asyncio.create_task(readers.fetch_all("SELECT 1", []))
-        after = asyncio.create_task(readers.fetch_all("SELECT 2", []))
-        with pytest.raises(DBAPIError, match="unable to open database file"):
-            await readers.fetch_all("SELECT 0", [])
-        handed.cancel()
+    # Both queue while this read fails to open the one connection; its place is handed to the
+    # first as the failure is raised, and that waiter is cancelled before it resumes.
+    handed = asyncio.create_task(unopenable.fetch_all("SELECT 1", []))
+    after = asyncio.create_task(unopenable.fetch_all("SELECT 2", []))
+    with pytest.raises(DBAPIError, match="unable to open database file"):
+        await unopenable.fetch_all("SELECT 0", [])
+    handed.cancel()
 
-        with pytest.raises(DBAPIError, match="unable to open database file"):
-            await asyncio.wait_for(after, timeout=5)
-        assert handed.cancelled()
-        assert readers.opened == 0
-    finally:
-        await readers.close()
-    await threads_stopped(before)
+    with pytest.raises(DBAPIError, match="unable to open database file"):
+        await asyncio.wait_for(after, timeout=5)
+    assert handed.cancelled()
+    assert unopenable.opened == 0
 
 
 async def test_closed_readers_close_their_connections_and_lend_none(
