@@ -5,6 +5,7 @@ import contextlib
 import fcntl
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from apps.core.errors import NotFound, ServiceUnavailable
@@ -98,26 +99,26 @@ class LocalArtifactStore:
             if not parent:
                 return
             missing.append(name)
-        for name in reversed(missing):
-            parent += "/" + name
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self._root_prefix + parent)
-            self._know(parent)
+        self._make_down(parent, reversed(missing))
 
     def _make_directories(self, storage_key: str) -> None:
-        """The directories of `storage_key`, made from the top down: an attempt's two are new
-        under its run's, which is not, so that is one mkdir each (the run's refused as there);
-        from the deepest up, as `Path.mkdir(parents=True)` goes, two more fail first."""
+        """Every directory of `storage_key`, made from the top down (as `Path.mkdir(parents=True)`
+        goes, from the deepest up, the ones that are there fail first): a run's first file, or
+        one whose directory was removed meanwhile."""
         if not self._root_marked:
             self.root.mkdir(parents=True, exist_ok=True)
             _spread_subdirectories(self.root)
             self._root_marked = True
-        directory = ""
-        for name in storage_key.split("/")[:-1]:
-            directory += f"/{name}" if directory else name
+        self._make_down("", storage_key.split("/")[:-1])
+
+    def _make_down(self, parent: str, names: Iterable[str]) -> None:
+        """The directories `names` under `parent` (a key's directory, "" for the root), each in
+        the one before, made where they are not there yet, and remembered."""
+        for name in names:
+            parent = f"{parent}/{name}" if parent else name
             with contextlib.suppress(FileExistsError):
-                os.mkdir(self._root_prefix + directory)
-            self._know(directory)
+                os.mkdir(self._root_prefix + parent)
+            self._know(parent)
 
     def _know(self, directory: str) -> None:
         if len(self._known) >= KNOWN_DIRECTORIES:
