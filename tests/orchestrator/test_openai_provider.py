@@ -1,6 +1,8 @@
 """The OpenAI-compatible provider against a real HTTP server on loopback."""
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
@@ -75,6 +77,29 @@ async def test_an_unreachable_server_is_retryable() -> None:
         await provider.complete(_request())
     assert failed.value.retryable
     assert failed.value.message.startswith("ollama: cannot connect")
+
+
+def test_the_sdk_is_imported_at_the_first_call_not_before() -> None:
+    """The API and a worker's providers are built without the SDK, which costs a process ~15 MB
+    and ~0.3 s to import; a provider's first call imports it."""
+    program = """
+import asyncio, sys
+import apps.api.app, apps.cli.worker
+from apps.orchestrator.infra.providers.base import LLMRequest, ProviderError
+from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
+
+provider = OpenAICompatibleProvider("ollama", "http://127.0.0.1:9/v1", None, 5)
+before = "openai" in sys.modules
+request = LLMRequest(model="m", system="s", prompt="p", timeout_seconds=5)
+try:
+    asyncio.run(provider.complete(request))
+except ProviderError as error:
+    print(before, "openai" in sys.modules, error.message.split(":")[0])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "True", "ollama"]
 
 
 async def test_a_run_on_openai_retries_a_429_and_costs_what_the_price_table_says(

@@ -1,24 +1,37 @@
 """Any OpenAI-compatible chat-completions endpoint (OpenAI, Ollama's /v1, vLLM, llama.cpp), through
 the `openai` SDK. Its own retries are off: a failed call ends the node's attempt, and the node's
-retry policy (backoff with jitter, `max_attempts`) decides what follows."""
+retry policy (backoff with jitter, `max_attempts`) decides what follows.
 
-import openai
-from openai import AsyncOpenAI
+The SDK is imported, and its client made, at a provider's first call: importing it adds ~15 MB
+and ~0.3 s to a process, and every worker (the API's too) builds these providers, while most
+never call them (the demo provider, or none in an API without a worker)."""
+
+from typing import TYPE_CHECKING
 
 from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest, ProviderError
+
+if TYPE_CHECKING:
+    import openai
 
 
 class OpenAICompatibleProvider:
     def __init__(self, name: str, base_url: str, api_key: str | None, timeout: float) -> None:
         self.name = name
+        self._base_url = base_url
         # Ollama and most local servers ignore the key but the SDK insists on one.
-        self.client = AsyncOpenAI(
-            base_url=base_url, api_key=api_key or "unused", timeout=timeout, max_retries=0
-        )
+        self._api_key = api_key or "unused"
+        self._timeout = timeout
+        self._client: openai.AsyncOpenAI | None = None
 
     async def complete(self, request: LLMRequest) -> LLMReply:
+        import openai
+
+        if self._client is None:
+            self._client = openai.AsyncOpenAI(
+                base_url=self._base_url, api_key=self._api_key, timeout=self._timeout, max_retries=0
+            )
         try:
-            response = await self.client.chat.completions.create(
+            response = await self._client.chat.completions.create(
                 model=request.model,
                 messages=[
                     {"role": "system", "content": request.system},
@@ -47,7 +60,7 @@ class OpenAICompatibleProvider:
         )
 
 
-def _message(error: openai.APIStatusError) -> str:
+def _message(error: "openai.APIStatusError") -> str:
     body = error.body
     if isinstance(body, dict):
         detail = body.get("error", body)
