@@ -85,10 +85,12 @@ def test_the_sdk_is_imported_at_the_first_call_not_before() -> None:
     program = """
 import asyncio, sys
 import apps.api.app, apps.cli.worker
+from apps.core.settings import load_settings
 from apps.orchestrator.infra.providers.base import LLMRequest, ProviderError
-from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
+from apps.orchestrator.worker.loop import default_providers
 
-provider = OpenAICompatibleProvider("ollama", "http://127.0.0.1:9/v1", None, 5)
+settings = load_settings(_env_file=None, ollama_base_url="http://127.0.0.1:9/v1")
+provider = default_providers(settings)["ollama"]
 before = "openai" in sys.modules
 request = LLMRequest(model="m", system="s", prompt="p", timeout_seconds=5)
 try:
