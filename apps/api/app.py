@@ -13,7 +13,7 @@ from apps.api.aliases import ALIASES_DESCRIPTION, ApiV1, job_routes
 from apps.api.auth import ROLES_DESCRIPTION, authenticate
 from apps.api.errors import install_error_handlers
 from apps.api.middleware import ObservedFastAPI
-from apps.api.observability import instrument, start_error_reporting
+from apps.api.observability import instrument
 from apps.api.openapi import use_described_openapi
 from apps.api.revocations import streams_end_on_revocation
 from apps.api.routes import (
@@ -36,6 +36,7 @@ from apps.api.storable_input import refuse_unstorable_input
 from apps.api.timezone import use_request_timezone
 from apps.console.install import install_console
 from apps.core.database import open_database
+from apps.core.error_reporting import init_sentry
 from apps.core.metrics import forget_this_process
 from apps.core.read_connections import driver_reads
 from apps.core.settings import Settings, load_settings
@@ -124,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The API with its routes, auth, error handlers and CORS, configured by `settings`."""
     settings = settings or load_settings()
     gate_policy_of(settings)  # a bad GATE_POLICY_FILE stops start-up, not the first submission
-    start_error_reporting(settings)
+    init_sentry(settings)
     app = ObservedFastAPI(
         title="Crew Orchestrator",
         summary="Operator API for multi-agent LLM runs.",

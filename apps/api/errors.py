@@ -35,8 +35,8 @@ async def _crew_error(request: Request, error: Exception) -> JSONResponse:
 
 def _log_fault(request: Request, error: CrewError, detail: str) -> None:
     """A 5xx the code chose to answer is still a fault of this service or of one it depends
-    on: logged (and so, for a 500, reported with its traceback: Sentry's logging integration
-    and its Starlette one see the same exception and report it once)."""
+    on: logged, and for a 500 with its traceback, which Sentry's logging integration reports
+    (`error_reporting`)."""
     where = f"{request.method} {request.url.path}"
     if type(error) is CrewError or error.status_code == 500:
         logger.error("fault on %s: %s", where, detail, exc_info=error)

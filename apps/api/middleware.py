@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from apps.core.error_reporting import tag_current_request
+from apps.core.error_reporting import request_scope
 from apps.core.logs import request_context
 from apps.core.metrics import record_http_request
 
@@ -71,7 +71,8 @@ class _HttpMiddleware(abc.ABC):
 
 class RequestContextMiddleware(_HttpMiddleware):
     """Gives every request an id, echoed in `X-Request-ID` and bound to its log lines and to
-    the Sentry events it causes, with the run and node ids its path names."""
+    the Sentry events it causes (in a Sentry scope of its own), with the run and node ids its
+    path names."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = request_id_of(scope)
@@ -82,13 +83,8 @@ class RequestContextMiddleware(_HttpMiddleware):
                 message["headers"] = [*message.get("headers", ()), echoed]
             await send(message)
 
-        with request_context(request_id, scope):
-            try:
-                await self.app(scope, receive, send_with_id)
-            except BaseException:
-                # Sentry reports an unhandled error after this middleware has returned.
-                tag_current_request()
-                raise
+        with request_context(request_id, scope), request_scope():
+            await self.app(scope, receive, send_with_id)
 
 
 class MetricsMiddleware(_HttpMiddleware):

@@ -6,6 +6,13 @@ answers (the `CrewError` hierarchy), a provider's 429 or 5xx, a node failing by 
 That is why the SDK's auto-enabled integrations stay off: its OpenAI integration, for one,
 reports every failed call (a 429 too) and records prompts.
 
+A route's fault reaches Sentry through the SDK's logging integration, as the API's error handlers
+log it with its traceback. Its Starlette and FastAPI integrations are not used: they cost every
+request some 46 µs (a third of a runs page's time on the server), to start transactions we do not
+want and to note the request on every request for the few that fail. Here a request costs one
+isolation scope (`request_scope`), and an event takes its request's method, URL and headers, and
+its route, from the request being served when it is sent (`before_send`).
+
 Nothing that identifies a caller or holds an LLM's input leaves: `before_send` and
 `before_breadcrumb` drop request bodies, cookies, `X-API-Key` and `Authorization`, any field named
 like a prompt (sidecars carry `prompts`), and pass every text through `redaction.redact`: the
@@ -13,14 +20,14 @@ configured secrets and any credential in a URL or a header are replaced wherever
 Events carry the `request_id`, `run_id` and `node_id` tags of the context they happened in.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sentry_sdk
-from sentry_sdk.integrations import Integration
 from sentry_sdk.types import Breadcrumb, Event, Hint
 
-from apps.core.logs import current_context
+from apps.core.logs import current_context, current_request
 from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
 
@@ -49,6 +56,10 @@ class Scrubber:
         self.secrets = tuple(secrets)
 
     def before_send(self, event: Event, _hint: Hint) -> Event:
+        if "request" not in event and (served := current_request()) is not None:
+            event["request"] = _request_data(served)
+            if (route := served.get("route")) is not None:
+                event.setdefault("transaction", route.path)
         request = event.get("request")
         if isinstance(request, dict):
             # Request bodies are task specs and prompts; cookies identify a browser.
@@ -77,11 +88,26 @@ class Scrubber:
         return value
 
 
-def init_sentry(settings: Settings, integrations: Sequence[Integration] = ()) -> bool:
+def _request_data(scope: Mapping[str, Any]) -> dict[str, Any]:
+    """The request of an ASGI `scope` as Sentry shows one (`before_send` scrubs it)."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    host = headers.get("host") or ":".join(map(str, scope.get("server") or ("", "")))
+    path = f"{scope.get('root_path', '')}{scope.get('path', '')}"
+    return {
+        "method": scope.get("method"),
+        "url": f"{scope.get('scheme', 'http')}://{host}{path}",
+        "query_string": scope.get("query_string", b"").decode("latin-1"),
+        "headers": headers,
+    }
+
+
+def init_sentry(settings: Settings) -> bool:
     """Start reporting to SENTRY_DSN, once per process; whether Sentry is on.
 
-    With no DSN nothing is set up and nothing is ever sent. `integrations` are the web
-    framework's, passed by the API (the worker has none).
+    With no DSN nothing is set up and nothing is ever sent.
     """
     if settings.sentry_dsn is None:
         return False
@@ -92,7 +118,6 @@ def init_sentry(settings: Settings, integrations: Sequence[Integration] = ()) ->
         dsn=settings.sentry_dsn.get_secret_value(),
         environment=settings.sentry_env,
         release=settings.release,
-        integrations=list(integrations),
         auto_enabling_integrations=False,
         include_local_variables=False,
         # Release health's per-request sessions cost about 15 µs a request; faults are what we
@@ -105,10 +130,17 @@ def init_sentry(settings: Settings, integrations: Sequence[Integration] = ()) ->
     return True
 
 
-def tag_current_request() -> None:
-    """Put the bound ids on the request's Sentry scope, for an error reported after it is served."""
-    if sentry_sdk.is_initialized():
-        sentry_sdk.get_isolation_scope().set_tags(current_context())
+@contextmanager
+def request_scope() -> Iterator[None]:
+    """A Sentry scope of a request's own, for as long as it is served: what one request adds to
+    it (a breadcrumb, a tag) never reaches the events of another, nor what the process logged
+    before it."""
+    if not sentry_sdk.is_initialized():
+        yield
+        return
+    with sentry_sdk.isolation_scope() as scope:
+        scope.clear_breadcrumbs()
+        yield
 
 
 def report_run_error(error: BaseException, *, run_id: object, node_id: object = None) -> None:

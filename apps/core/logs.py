@@ -55,6 +55,11 @@ def log_context(*, run_id: object = None, node_id: object = None) -> Iterator[No
         _run_id.reset(run_token)
 
 
+def current_request() -> Mapping[str, Any] | None:
+    """The ASGI scope of the request being served here, if one is."""
+    return _request_scope.get()
+
+
 def current_context() -> dict[str, str]:
     """The request, run and node ids bound here; only those that are known."""
     scope = _request_scope.get()

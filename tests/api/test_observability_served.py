@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.chat_server import Script, chat_server
 from tests.conftest import API_KEY, ROOT
-from tests.instrumented_app import CREW_FAULT_MESSAGE, FAULT_MESSAGE
+from tests.instrumented_app import BEFORE_THE_FAULT, CREW_FAULT_MESSAGE, FAULT_MESSAGE
 from tests.sentry_sink import sentry_sink
 from tests.servers import api_process, free_port
 
@@ -98,11 +98,33 @@ def test_a_fault_in_a_route_reaches_sentry_tagged_and_without_secrets(
     assert event["tags"]["node_id"] == str(node_id)
     assert (event["environment"], event["release"]) == ("test-env", "crew@1.2.3")
     assert FAULT_MESSAGE in json.dumps(event["exception"])
+    assert event["transaction"] == "/runs/{run_id}/nodes/{node_id}/fault"
+    assert event["request"]["method"] == "POST"
+    assert event["request"]["url"] == f"{base_url}/runs/{run_id}/nodes/{node_id}/fault"
     headers = {name.lower(): value for name, value in event["request"]["headers"].items()}
+    assert headers["x-request-id"] == "fault-request-1"
     assert headers.get("x-api-key", "[Filtered]") == "[Filtered]"
     assert "data" not in event["request"]
     for secret in (API_KEY, OPENAI_KEY, PROMPT, "cookie-secret"):
         assert secret not in received
+
+
+def test_an_event_carries_the_breadcrumbs_of_its_own_request_only(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    """Each request has a Sentry scope of its own: what another request logged (or the server
+    logged as it started) is not in the fault's event, what its own request logged is."""
+    with (
+        sentry_sink() as (sink, dsn),
+        instrumented_api(migrated_database, tmp_path, SENTRY_DSN=dsn) as base_url,
+    ):
+        for note in ("from an earlier request", "from another one"):
+            noted = httpx.post(f"{base_url}/note", headers=HEADERS, json={"note": note})
+            assert noted.status_code == 204
+        fail_in_a_route(base_url, "breadcrumbs-1")
+        [event] = sink.wait_for_events(1)
+    messages = [crumb.get("message") for crumb in event["breadcrumbs"]["values"]]
+    assert messages == [BEFORE_THE_FAULT]
 
 
 def test_expected_outcomes_send_nothing_to_sentry(migrated_database: str, tmp_path: Path) -> None:

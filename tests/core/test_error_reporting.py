@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import sentry_sdk
 
 from apps.core.error_reporting import FILTERED, Scrubber, init_sentry, report_run_error
@@ -59,3 +61,36 @@ def test_an_event_loses_credentials_no_setting_names() -> None:
     assert cleaned["request"]["query_string"] == f"api_key={FILTERED}&limit=5"
     assert "Hunter2-pw" not in cleaned["exception"]["values"][0]["value"]
     assert "sk-echoed-123" not in cleaned["breadcrumbs"]["values"][0]["message"]
+
+
+def test_an_event_sent_while_a_request_is_served_names_the_request_and_its_route() -> None:
+    scope = {
+        "method": "GET",
+        "scheme": "https",
+        "root_path": "",
+        "path": "/runs/r-1",
+        "query_string": b"api_key=key-123&limit=5",
+        "headers": [
+            (b"host", b"crew.example"),
+            (b"x-api-key", b"key-123"),
+            (b"accept", b"a"),
+            (b"accept", b"b"),
+            (b"cookie", b"session=c"),
+        ],
+        "route": SimpleNamespace(path="/runs/{run_id}"),
+    }
+    with request_context("req-1", scope):
+        cleaned = Scrubber(["key-123"]).before_send({}, {})
+    assert cleaned["request"] == {
+        "method": "GET",
+        "url": "https://crew.example/runs/r-1",
+        "query_string": f"api_key={FILTERED}&limit=5",
+        "headers": {
+            "host": "crew.example",
+            "x-api-key": FILTERED,
+            "accept": "a, b",
+            "cookie": FILTERED,
+        },
+    }
+    assert cleaned["transaction"] == "/runs/{run_id}"
+    assert "request" not in Scrubber([]).before_send({}, {})
