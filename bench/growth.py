@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from apps.core.settings import Settings
 from apps.orchestrator.plans.task_specs import MAX_NODES, TaskRequest
 from bench import orchestration, read_api, streams
-from bench.harness import SMOKE_HELP, WORK, BenchError, fresh_database, machine_load, run, servers
+from bench.harness import SMOKE_HELP, WORK, BenchError, fresh_database, machine_state, run, servers
 
 FLAT_RATIO = 1.2
 STEPS = (1, 10, 100, 1000)
@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append((backend, grow_subscribers(backend, server, steps, args)))
     for backend, dimension in results:
         print_dimension(backend, dimension)
-    print(f"\nmachine load (1, 5, 15 min) at the end: {machine_load()}")
+    print(f"\nmachine at the end: {machine_state()}")
     if args.smoke:
         print("smoke run: the figures mean nothing")
     return 0

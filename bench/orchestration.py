@@ -71,7 +71,7 @@ from bench.harness import (
     dag_node,
     free_port,
     fresh_database,
-    machine_load,
+    machine_state,
     run,
     scratch_dir,
     servers,
@@ -262,7 +262,7 @@ def print_drain(results: list[DrainResult], args: argparse.Namespace) -> None:
     print(
         f"\n{first.backend}: orchestration overhead, {first.nodes}-node DAG, demo provider, "
         f"DEMO_LATENCY_MS=0, Worker.drain(), median of {len(first.seconds)}, artifacts on "
-        f"{where}; machine load (1, 5, 15 min): {machine_load()}"
+        f"{where}; machine: {machine_state()}"
     )
     print(f"{'shape':<7}{'settings':<42}{'runs (s)':<26}{'ms/node':>8}  target")
     for r in results:

@@ -79,7 +79,7 @@ from bench.harness import (
     WORK,
     BenchError,
     free_port,
-    machine_load,
+    machine_state,
     migrate,
     plain_dsn,
     postgres_admin,
@@ -1035,7 +1035,7 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
         f"{report.seed_seconds:.1f} s; wrk -c{args.connections} -d{args.duration}s, "
         f"median of {args.repeat}"
     )
-    print(f"machine load (1, 5, 15 min) at the end: {machine_load()}")
+    print(f"machine at the end: {machine_state()}")
     print(f"{'endpoint':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'RSS MB':>9}{'errors':>8}")
     for r in report.results:
         print(

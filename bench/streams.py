@@ -64,7 +64,7 @@ from bench.harness import (
     dag_node,
     free_port,
     fresh_database,
-    machine_load,
+    machine_state,
     run,
     scratch_dir,
     servers,
@@ -426,7 +426,7 @@ def print_results(backend: str, results: list[Result], args: argparse.Namespace)
     rss = statistics.median(r.rss_peak for r in results)
     verdict = "PASS" if rss <= TARGET_RSS_MB else failed
     print(f"  median peak RSS {rss:.0f} MB <= {TARGET_RSS_MB:g} MB (target)  {verdict}")
-    print(f"  machine load (1, 5, 15 min) at the end: {machine_load()}")
+    print(f"  machine at the end: {machine_state()}")
     problems = [problem for r in results for problem in r.problems]
     verdict = "FAIL" if problems else "PASS"
     print(f"  every subscriber got every event, in every run (target)  {verdict}")
