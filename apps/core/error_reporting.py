@@ -58,8 +58,8 @@ class Scrubber:
     def before_send(self, event: Event, _hint: Hint) -> Event:
         if "request" not in event and (served := current_request()) is not None:
             event["request"] = _request_data(served)
-            if (route := served.get("route")) is not None:
-                event.setdefault("transaction", route.path)
+            if (route := getattr(served.get("route"), "path", None)) is not None:
+                event.setdefault("transaction", route)
         request = event.get("request")
         if isinstance(request, dict):
             # Request bodies are task specs and prompts; cookies identify a browser.
