@@ -5,7 +5,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +138,9 @@ def test_ctrl_c_stops_watching_and_leaves_the_run_running(served: Served, tmp_pa
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2)
+    # Interrupted once it shows the run (a fixed wait interrupted a slow start-up's imports).
+    assert watcher.stdout is not None
+    assert "waiting" in watcher.stdout.readline()
     watcher.send_signal(signal.SIGINT)
     _, stderr = watcher.communicate(timeout=30)
 
