@@ -8,8 +8,8 @@ reports every failed call (a 429 too) and records prompts.
 
 A route's fault reaches Sentry through the SDK's logging integration, as the API's error handlers
 log it with its traceback. Its Starlette and FastAPI integrations are not used: they cost every
-request some 46 µs (a third of a runs page's time on the server), to start transactions we do not
-want and to note the request on every request for the few that fail. Here a request costs one
+request some 46 µs (near a tenth of a runs page's time on the server) to fork a scope, work out a
+transaction name and note the request, for the few requests that fail. Here a request costs one
 isolation scope (`request_scope`), and an event takes its request's method, URL and headers, and
 its route, from the request being served when it is sent (`before_send`).
 
