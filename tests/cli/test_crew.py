@@ -17,6 +17,12 @@ from tests.conftest import process_env
 __all__ = ["served"]
 
 CREW = str(Path(sys.executable).parent / "crew")
+# Runs a command with SIGINT as a terminal's foreground command has it. A background job of a
+# non-interactive shell starts with SIGINT ignored, and so would every process the tests start.
+WITH_CTRL_C = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 def _env(server: Served, **extra: str) -> dict[str, str]:
@@ -132,13 +138,14 @@ def test_reject_fail_cancel_resume_and_watch_statuses(served: Served, tmp_path: 
 def test_ctrl_c_stops_watching_and_leaves_the_run_running(served: Served, tmp_path: Path) -> None:
     run_id = _gated_run(served, tmp_path, "Watched")
     watcher = subprocess.Popen(
-        [CREW, "watch", run_id],
+        [sys.executable, "-c", WITH_CTRL_C, CREW, "watch", run_id],
         env=_env(served),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    # Interrupted once it shows the run (a fixed wait interrupted a slow start-up's imports).
+    # Interrupted once it shows the run: in its first moments, under the tests' coverage, the
+    # interrupt can land in coverage's import, which swallows it.
     assert watcher.stdout is not None
     assert "waiting" in watcher.stdout.readline()
     watcher.send_signal(signal.SIGINT)
