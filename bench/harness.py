@@ -266,8 +266,8 @@ _ECHO = "import os\nwhile os.read(0, 1):\n    os.write(1, b'.')"
 def process_round_trip_us(exchanges: int = 2_000) -> float:
     """Microseconds for a byte to reach another process through a pipe and come back: a
     sleeping process woken twice. Every round trip to PostgreSQL pays it; on this virtual
-    machine it has ranged from ~10 to ~75 µs with nothing else running, and per-node figures
-    follow it more than they follow the load."""
+    machine it has ranged from ~7 to ~88 µs, slow when the machine is idle, which the load
+    alone does not show."""
     echo = subprocess.Popen(
         [sys.executable, "-c", _ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
     )
