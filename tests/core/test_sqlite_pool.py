@@ -93,3 +93,25 @@ async def test_a_runs_page_costs_no_rollback(
     assert [page.status_code for page in pages] == [200, 200, 200]
     assert pages[0].json()["items"][0]["title"] == "paged"
     assert rollbacks == []
+
+
+async def test_reads_one_at_a_time_are_served_by_the_connection_given_back_last(
+    engine: AsyncEngine,
+) -> None:
+    """Once a burst has opened the whole pool, one read at a time keeps to one connection: each
+    connection a read passes through fills a page cache of its own."""
+    held = [await engine.connect() for _ in range(3)]
+    burst = [
+        (await held_connection.get_raw_connection()).driver_connection for held_connection in held
+    ]
+    for connection in held:
+        await connection.close()
+
+    lent = []
+    for _ in range(4):
+        async with engine.connect() as connection:
+            lent.append((await connection.get_raw_connection()).driver_connection)
+            await connection.execute(text("SELECT count(*) FROM runs"))
+
+    assert len({id(driver) for driver in burst}) == 3
+    assert lent == [burst[-1]] * 4
