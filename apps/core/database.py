@@ -117,8 +117,8 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             pool_size=settings.db_pool_size,
             max_overflow=0,
             # The connection given back last is lent first, as `SqliteReaders` lends: below full
-            # load a few connections serve, their page caches warm, while the others' stay empty
-            # (in turn, each of the pool's connections filled a page cache of its own).
+            # load a few connections serve, their page caches warm, and the others' stay empty.
+            # Lent in turn, every connection of the pool filled a page cache of its own.
             pool_use_lifo=True,
             pool_reset_on_return=None,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},

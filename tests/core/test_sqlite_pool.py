@@ -98,8 +98,8 @@ async def test_a_runs_page_costs_no_rollback(
 async def test_reads_one_at_a_time_are_served_by_the_connection_given_back_last(
     engine: AsyncEngine,
 ) -> None:
-    """Once a burst has opened the whole pool, one read at a time keeps to one connection: each
-    connection a read passes through fills a page cache of its own."""
+    """Once a burst has opened several connections, one read at a time keeps to one of them:
+    each connection a read passes through fills a page cache of its own."""
     held = [await engine.connect() for _ in range(3)]
     burst = [
         (await held_connection.get_raw_connection()).driver_connection for held_connection in held
