@@ -18,18 +18,22 @@ Nothing that identifies a caller or holds an LLM's input leaves: `before_send` a
 like a prompt (sidecars carry `prompts`), and pass every text through `redaction.redact`: the
 configured secrets and any credential in a URL or a header are replaced wherever they appear.
 Events carry the `request_id`, `run_id` and `node_id` tags of the context they happened in.
+
+The SDK is imported by `init_sentry`, given a DSN: a process without one never loads it (4 MB of
+its memory, a thirtieth of the API's), and every function here is then a test of `sys.modules`.
 """
 
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
-
-import sentry_sdk
-from sentry_sdk.types import Breadcrumb, Event, Hint
+from typing import TYPE_CHECKING, Any
 
 from apps.core.logs import current_context, current_request
 from apps.core.redaction import configured_secrets, redact
 from apps.core.settings import Settings
+
+if TYPE_CHECKING:
+    from sentry_sdk.types import Breadcrumb, Event, Hint
 
 FILTERED = "[Filtered]"
 SENSITIVE_KEYS = frozenset(
@@ -55,7 +59,7 @@ class Scrubber:
     def __init__(self, secrets: Sequence[str]) -> None:
         self.secrets = tuple(secrets)
 
-    def before_send(self, event: Event, _hint: Hint) -> Event:
+    def before_send(self, event: "Event", _hint: "Hint") -> "Event":
         if "request" not in event and (served := current_request()) is not None:
             event["request"] = _request_data(served)
             if (route := getattr(served.get("route"), "path", None)) is not None:
@@ -71,7 +75,7 @@ class Scrubber:
         cleaned: Event = self.clean(event)
         return cleaned
 
-    def before_breadcrumb(self, crumb: Breadcrumb, _hint: Hint) -> Breadcrumb:
+    def before_breadcrumb(self, crumb: "Breadcrumb", _hint: "Hint") -> "Breadcrumb":
         cleaned: Breadcrumb = self.clean(crumb)
         return cleaned
 
@@ -111,6 +115,8 @@ def init_sentry(settings: Settings) -> bool:
     """
     if settings.sentry_dsn is None:
         return False
+    import sentry_sdk
+
     if sentry_sdk.is_initialized():
         return True
     scrubber = Scrubber(configured_secrets(settings))
@@ -135,9 +141,11 @@ def request_scope() -> Iterator[None]:
     """A Sentry scope of a request's own, for as long as it is served: what one request adds to
     it (a breadcrumb, a tag) never reaches the events of another, nor what the process logged
     before it."""
-    if not sentry_sdk.is_initialized():
+    if not _reporting():
         yield
         return
+    import sentry_sdk
+
     with sentry_sdk.isolation_scope() as scope:
         scope.clear_breadcrumbs()
         yield
@@ -148,8 +156,10 @@ def report_run_error(error: BaseException, *, run_id: object, node_id: object = 
 
     Not for failures the retry policy expects (timeouts, provider errors, invalid outlines).
     """
-    if not sentry_sdk.is_initialized():
+    if not _reporting():
         return
+    import sentry_sdk
+
     tags = {"run_id": str(run_id)} | ({"node_id": str(node_id)} if node_id is not None else {})
     with sentry_sdk.new_scope() as scope:
         scope.set_tags(tags)
@@ -158,8 +168,25 @@ def report_run_error(error: BaseException, *, run_id: object, node_id: object = 
 
 def report_error(error: BaseException, **tags: object) -> None:
     """Report an unexpected error with `tags` (a background task's name, for one)."""
-    if not sentry_sdk.is_initialized():
+    if not _reporting():
         return
+    import sentry_sdk
+
     with sentry_sdk.new_scope() as scope:
         scope.set_tags({name: str(value) for name, value in tags.items()})
         sentry_sdk.capture_exception(error)
+
+
+def tag_request(tags: Mapping[str, str]) -> None:
+    """Tag what the request being served reports (its `request_scope`)."""
+    if not _reporting():
+        return
+    import sentry_sdk
+
+    sentry_sdk.set_tags(tags)
+
+
+def _reporting() -> bool:
+    """Whether Sentry reports from this process: the SDK loaded and set up (`init_sentry`)."""
+    sdk = sys.modules.get("sentry_sdk")
+    return sdk is not None and sdk.is_initialized()

@@ -28,7 +28,6 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from sentry_sdk.utils import BadDsn, Dsn
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -453,6 +452,9 @@ class Settings(BaseSettings):
     @classmethod
     def _sentry_dsn_parses(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
+            # Imported only to check a DSN: a process without one never loads the SDK.
+            from sentry_sdk.utils import BadDsn, Dsn
+
             try:
                 Dsn(value.get_secret_value())
             except BadDsn as error:

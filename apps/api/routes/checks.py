@@ -3,18 +3,18 @@ error reaches Sentry (the Operator Console document's "call a route that raises 
 
 from typing import Any
 
-import sentry_sdk
 from fastapi import APIRouter
 
 from apps.api.auth import AdminCaller, forbidden_below
 from apps.api.responses import error_response
 from apps.api.routing import ProtectedRoute
+from apps.core.error_reporting import tag_request
 from apps.orchestrator.model.models import KeyRole
 
 router = APIRouter(tags=["checks"], route_class=ProtectedRoute)
 
 # The tag to search for in Sentry: `crew_check:sentry`.
-CHECK_TAG = ("crew_check", "sentry")
+CHECK_TAG = {"crew_check": "sentry"}
 _ALWAYS_FAILS: dict[int | str, dict[str, Any]] = {
     **forbidden_below(KeyRole.ADMIN),
     500: error_response(
@@ -34,6 +34,5 @@ class SentryCheckError(RuntimeError):
 async def check_sentry(caller: AdminCaller) -> None:
     """Fail on purpose with a 500, so that an operator sees an error arrive in Sentry, tagged
     `crew_check:sentry`. Needs an admin key."""
-    sentry_sdk.set_tag(*CHECK_TAG)
-    sentry_sdk.set_tag("key_name", caller.name)
+    tag_request(CHECK_TAG | {"key_name": caller.name})
     raise SentryCheckError(f"Sentry check: an error raised on purpose for {caller.name!r}")

@@ -8,15 +8,17 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from apps.core.database import Transactions
+
+if TYPE_CHECKING:
+    import asyncpg
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +93,18 @@ class NotifyWake:
     retry_seconds: float = 1.0
 
     async def watch(self, poke: Poke) -> None:
+        # Imported here, as SQLAlchemy's dialect imports it: a process on SQLite never loads
+        # the driver (2.6 MB of its memory).
+        import asyncpg
+
         while True:
             try:
-                await self._listen(poke)
+                await self._listen(await asyncpg.connect(self.dsn), poke)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 logger.warning("event notifications lost, listening again: %s", error)
             await asyncio.sleep(self.retry_seconds)
 
-    async def _listen(self, poke: Poke) -> None:
-        connection = await asyncpg.connect(self.dsn)
+    async def _listen(self, connection: "asyncpg.Connection", poke: Poke) -> None:
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _connection: lost.set())
         try:
