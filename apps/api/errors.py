@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 
 from apps.core.database import is_transient
 from apps.core.errors import CrewError
@@ -63,8 +63,8 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     detail = redact(str(error.detail), request.app.state.secrets)
     headers = error.headers
-    if error.status_code == 405:
-        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    if error.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers = {**(headers or {}), "Allow": allowed}
     return JSONResponse({"detail": detail}, error.status_code, headers=headers)
 
 
@@ -75,13 +75,16 @@ _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 def _allowed_methods(request: Request) -> str:
     """Every method some route serves on the request's path: Starlette's 405 names those of the
     first route it found only (`GET` alone for `/keys`, which `POST` serves too). The router is
-    asked as routing asks it, method by method: its list of routes holds the included routers,
-    not their routes."""
-    path, root_path = request.scope["path"], request.scope.get("root_path", "")
+    asked as routing asks it, method by method (its list of routes holds the included routers,
+    not their routes), from the app's root path: a mounted app's request has its mount's. A
+    mount takes every method, whatever its app serves: it is left to say so itself."""
+    scope = request.scope
+    root_path = scope.get("app_root_path", scope.get("root_path", ""))
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
     allowed = []
     for method in _METHODS:
-        probe = {"type": "http", "path": path, "root_path": root_path, "method": method}
-        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+        probe = {"type": "http", "path": scope["path"], "root_path": root_path, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
             allowed.append(method)
     return ", ".join(allowed)
 

@@ -32,6 +32,10 @@ async def test_a_wrong_method_is_a_json_405_naming_every_method_served_there(
     both = await client.delete("/keys")
     assert both.status_code == 405
     assert both.headers["allow"] == "GET, POST"
+    # A mounted app's own answer stands: a mount takes every method.
+    static = await client.post("/ui/static/console.css")
+    assert static.status_code == 405
+    assert static.headers["allow"] == "GET, HEAD"
 
 
 async def test_a_validation_error_has_a_readable_detail_and_the_error_list(
