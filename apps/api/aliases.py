@@ -13,13 +13,13 @@ from collections.abc import Iterable
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from apps.api.routing import ProtectedRoute
 
 API_V1 = "/api/v1"
 _UNDER_API_V1 = f"{API_V1}/"
-_API_V1_BYTES = API_V1.encode()
 JOBS_TAG = "jobs"
 
 # (method, our path) -> the Operator Console's path for it.
@@ -83,20 +83,19 @@ def job_routes(routers: Iterable[APIRouter]) -> APIRouter:
 
 
 class ApiV1:
-    """Serves the app under `/api/v1` as at its root: a request there is routed as its path
-    without the prefix. The scope is changed in place, as routers do, so that the middleware
-    outside this one find the route it matched (metrics count it under the route's template,
-    `/runs/{run_id}`, whichever path it came by); the server's access log keeps the path sent."""
+    """Serves the app under `/api/v1` as at its root, as Starlette's `Mount` serves an app: a
+    request there keeps the path it was sent to, and the prefix joins its `root_path`, which
+    routing takes off (an ASGI path includes its root path). So the server's access log, error
+    logs, Sentry events and redirects show the path the client sent, and the middleware outside
+    this one find the route it matched in the same scope (metrics count it under the route's
+    template, `/runs/{run_id}`, whichever path it came by)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            path: str = scope["path"]
+            path = get_route_path(scope)
             if path == API_V1 or path.startswith(_UNDER_API_V1):
-                scope["path"] = path[len(API_V1) :] or "/"
-                raw = scope.get("raw_path")
-                if raw is not None and raw.startswith(_API_V1_BYTES):
-                    scope["raw_path"] = raw[len(_API_V1_BYTES) :] or b"/"
+                scope["root_path"] = scope.get("root_path", "") + API_V1
         await self.app(scope, receive, send)

@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
 
 from apps.core.database import is_transient
 from apps.core.errors import CrewError
@@ -62,20 +63,30 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     detail = redact(str(error.detail), request.app.state.secrets)
     headers = error.headers
-    if error.status_code == 405:
-        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    if error.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers = {**(headers or {}), "Allow": allowed}
     return JSONResponse({"detail": detail}, error.status_code, headers=headers)
+
+
+# The methods a route may serve, each asked of the router in turn by `_allowed_methods`.
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 def _allowed_methods(request: Request) -> str:
     """Every method some route serves on the request's path: Starlette's 405 names those of the
-    first route it found only (`GET` alone for `/keys`, which `POST` serves too)."""
-    methods: set[str] = set()
-    for route in request.app.routes:
-        pattern, served = getattr(route, "path_regex", None), getattr(route, "methods", None)
-        if pattern is not None and served and pattern.match(request.url.path):
-            methods |= served
-    return ", ".join(sorted(methods))
+    first route it found only (`GET` alone for `/keys`, which `POST` serves too). The router is
+    asked as routing asks it, method by method (its list of routes holds the included routers,
+    not their routes), from the app's root path: a mounted app's request has its mount's. A
+    mount takes every method, whatever its app serves: it is left to say so itself."""
+    scope = request.scope
+    root_path = scope.get("app_root_path", scope.get("root_path", ""))
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    allowed = []
+    for method in _METHODS:
+        probe = {"type": "http", "path": scope["path"], "root_path": root_path, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 async def _database_error(request: Request, error: Exception) -> JSONResponse:

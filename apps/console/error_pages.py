@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette._utils import get_route_path
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -25,7 +26,7 @@ TITLES = {
 
 def _is_page_visit(request: Request) -> bool:
     """A browser opening a console page (`Accept: text/html`), not a script's fetch (`*/*`)."""
-    path = request.url.path
+    path = get_route_path(request.scope)
     return (
         request.method == "GET"
         and path.startswith(PREFIX + "/")

@@ -8,6 +8,7 @@ from urllib.parse import quote
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 from pydantic import BeforeValidator
+from starlette._utils import get_route_path
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,7 +72,7 @@ async def _signed_in_owner(request: Request) -> SessionOwner:
     owner = await signed_in(request)
     if owner is None:
         query = f"?{request.url.query}" if request.url.query else ""
-        raise SignInNeeded(request.url.path + query)
+        raise SignInNeeded(get_route_path(request.scope) + query)
     return owner
 
 
@@ -110,8 +111,8 @@ class SecurityHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == "/" or path.startswith(PREFIX)):
+        path = get_route_path(scope) if scope["type"] == "http" else ""
+        if not (path == "/" or path.startswith(PREFIX)):
             await self.app(scope, receive, send)
             return
 

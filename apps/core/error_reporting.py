@@ -99,10 +99,11 @@ def _request_data(scope: Mapping[str, Any]) -> dict[str, Any]:
         name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     host = headers.get("host") or ":".join(map(str, scope.get("server") or ("", "")))
-    path = f"{scope.get('root_path', '')}{scope.get('path', '')}"
+    # An ASGI path is the whole path sent, its root path (uvicorn's --root-path, `/api/v1`)
+    # included.
     return {
         "method": scope.get("method"),
-        "url": f"{scope.get('scheme', 'http')}://{host}{path}",
+        "url": f"{scope.get('scheme', 'http')}://{host}{scope.get('path', '')}",
         "query_string": scope.get("query_string", b"").decode("latin-1"),
         "headers": headers,
     }

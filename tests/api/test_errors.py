@@ -21,10 +21,21 @@ async def test_an_unknown_path_is_a_json_404(client: httpx.AsyncClient) -> None:
     assert response.json() == {"detail": "Not Found"}
 
 
-async def test_a_wrong_method_is_a_json_405(client: httpx.AsyncClient) -> None:
+async def test_a_wrong_method_is_a_json_405_naming_every_method_served_there(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.delete("/runs")
     assert response.status_code == 405
     assert response.json()["detail"] == "Method Not Allowed"
+    assert response.headers["allow"] == "GET"
+    # Two routes at one path: Starlette's 405 would name the first one's method only.
+    both = await client.delete("/keys")
+    assert both.status_code == 405
+    assert both.headers["allow"] == "GET, POST"
+    # A mounted app's own answer stands: a mount takes every method.
+    static = await client.post("/ui/static/console.css")
+    assert static.status_code == 405
+    assert static.headers["allow"] == "GET, HEAD"
 
 
 async def test_a_validation_error_has_a_readable_detail_and_the_error_list(

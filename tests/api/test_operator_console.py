@@ -91,6 +91,23 @@ async def test_every_route_answers_under_api_v1_as_at_the_root(app: FastAPI) -> 
                 assert root.status_code in (200, 401), (method, path, root.text)
 
 
+async def test_under_api_v1_a_request_keeps_its_path(client: httpx.AsyncClient) -> None:
+    """Its redirects stay under the prefix, an unknown method names the methods served there,
+    and the document fetched there names it as its server (its paths are the same)."""
+    slash = await client.get("/api/v1/runs/", headers={"X-API-Key": API_KEY})
+    assert slash.status_code == 307
+    assert slash.headers["location"] == "http://test/api/v1/runs"
+    wrong = await client.delete("/api/v1/keys", headers={"X-API-Key": API_KEY})
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "GET, POST"
+    root, aliased = await client.get("/openapi.json"), await client.get("/api/v1/openapi.json")
+    assert "servers" not in root.json()
+    assert aliased.json()["servers"] == [{"url": "/api/v1"}]
+    assert aliased.json()["paths"] == root.json()["paths"]
+    prefixed_twice = await client.get("/api/v1/api/v1/runs", headers={"X-API-Key": API_KEY})
+    assert prefixed_twice.status_code == 404
+
+
 async def test_the_admin_token_is_an_admin_key_by_bearer_or_header(
     console_app: FastAPI,
 ) -> None:

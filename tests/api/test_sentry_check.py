@@ -34,6 +34,8 @@ async def test_with_no_dsn_it_is_a_json_500(app: FastAPI) -> None:
 
 
 def test_its_error_arrives_at_sentry_tagged(migrated_database: str, tmp_path: Path) -> None:
+    """Asked for under `/api/v1`: the event, the error's log line and the access log show the
+    path the client sent, and the event names the route it matched."""
     port = free_port()
     with (
         sentry_sink() as (sink, dsn),
@@ -52,4 +54,9 @@ def test_its_error_arrives_at_sentry_tagged(migrated_database: str, tmp_path: Pa
     assert event["tags"]["request_id"] == "sentry-check-1"
     assert event["environment"] == "check"
     assert event["exception"]["values"][-1]["type"] == "SentryCheckError"
+    assert event["request"]["url"] == f"http://127.0.0.1:{port}/api/v1/sentry-debug"
+    assert event["transaction"] == "/sentry-debug"
     assert API_KEY not in received
+    log = (tmp_path / f"server-{port}.log").read_text()
+    assert "unhandled error on GET /api/v1/sentry-debug" in log
+    assert '"GET /api/v1/sentry-debug HTTP/1.1" 500' in log

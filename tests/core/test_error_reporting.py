@@ -64,11 +64,13 @@ def test_an_event_loses_credentials_no_setting_names() -> None:
 
 
 def test_an_event_sent_while_a_request_is_served_names_the_request_and_its_route() -> None:
+    """Its URL is the one the client sent: under `/api/v1`, the prefix is the request's root
+    path (`ApiV1`), which an ASGI path includes."""
     scope = {
         "method": "GET",
         "scheme": "https",
-        "root_path": "",
-        "path": "/runs/r-1",
+        "root_path": "/api/v1",
+        "path": "/api/v1/runs/r-1",
         "query_string": b"api_key=key-123&limit=5",
         "headers": [
             (b"host", b"crew.example"),
@@ -83,7 +85,7 @@ def test_an_event_sent_while_a_request_is_served_names_the_request_and_its_route
         cleaned = Scrubber(["key-123"]).before_send({}, {})
     assert cleaned["request"] == {
         "method": "GET",
-        "url": "https://crew.example/runs/r-1",
+        "url": "https://crew.example/api/v1/runs/r-1",
         "query_string": f"api_key={FILTERED}&limit=5",
         "headers": {
             "host": "crew.example",
