@@ -730,7 +730,8 @@ class Sample:
     rps: float
     p50_ms: float
     p99_ms: float
-    errors: int
+    non_2xx: int
+    timeouts: int
     peak_rss_mb: float
 
 
@@ -744,10 +745,12 @@ def parse_latency(output: str, percentile: int) -> float:
     return float(match.group(1)) * _UNIT_MS[match.group(2)]
 
 
-def parse_errors(output: str) -> int:
+def parse_errors(output: str) -> tuple[int, int]:
+    """The answers that were not 2xx or 3xx, and the requests wrk gave up on (its 2 s timeout):
+    told apart, since the first are the server's fault and the second may be the machine's."""
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    sockets = re.search(r"Socket errors:.*?timeout (\d+)", output)
-    return sum(int(match.group(1)) for match in (non_2xx, sockets) if match)
+    timeouts = re.search(r"Socket errors:.*?timeout (\d+)", output)
+    return (int(non_2xx.group(1)) if non_2xx else 0, int(timeouts.group(1)) if timeouts else 0)
 
 
 def wrk(url: str, seconds: int, connections: int) -> str:
@@ -802,11 +805,13 @@ def load(server: Server, endpoint: Endpoint, args: argparse.Namespace) -> Sample
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if rps is None:
         raise BenchError(f"no Requests/sec in wrk's output:\n{output}")
+    non_2xx, timeouts = parse_errors(output)
     return Sample(
         rps=float(rps.group(1)),
         p50_ms=parse_latency(output, 50),
         p99_ms=parse_latency(output, 99),
-        errors=parse_errors(output),
+        non_2xx=non_2xx,
+        timeouts=timeouts,
         peak_rss_mb=peak[0] / 1024,
     )
 
@@ -816,13 +821,14 @@ def load(server: Server, endpoint: Endpoint, args: argparse.Namespace) -> Sample
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """An endpoint's medians over the repeats (errors and RSS: the worst)."""
+    """An endpoint's medians over the repeats (non-2xx answers, timeouts and RSS: the worst)."""
 
     endpoint: str
     rps: float
     p50_ms: float
     p99_ms: float
-    errors: int
+    non_2xx: int
+    timeouts: int
     peak_rss_mb: float
     samples: list[Sample] = field(repr=False)
 
@@ -833,7 +839,8 @@ def summarize(endpoint: str, samples: list[Sample]) -> Result:
         rps=statistics.median(s.rps for s in samples),
         p50_ms=statistics.median(s.p50_ms for s in samples),
         p99_ms=statistics.median(s.p99_ms for s in samples),
-        errors=max(s.errors for s in samples),
+        non_2xx=max(s.non_2xx for s in samples),
+        timeouts=max(s.timeouts for s in samples),
         peak_rss_mb=max(s.peak_rss_mb for s in samples),
         samples=samples,
     )
@@ -1036,11 +1043,14 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
         f"median of {args.repeat}"
     )
     print(f"machine at the end: {machine_state()}")
-    print(f"{'endpoint':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'RSS MB':>9}{'errors':>8}")
+    print(
+        f"{'endpoint':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'RSS MB':>9}"
+        f"{'non-2xx':>9}{'timeouts':>10}"
+    )
     for r in report.results:
         print(
             f"{r.endpoint:<20}{r.rps:>10.1f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
-            f"{r.peak_rss_mb:>9.1f}{r.errors:>8}"
+            f"{r.peak_rss_mb:>9.1f}{r.non_2xx:>9}{r.timeouts:>10}"
         )
     for target in report.targets():
         sign = ">=" if target.at_least else ("<" if target.unit == "MB" else "<=")
