@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, PoolResetState
 from sqlalchemy.util import await_, greenlet_spawn
 
+from apps.core.fair_pool import FirstComePool
 from apps.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,9 @@ def _create_postgres_engine(
     options = {"isolation_level": isolation_level} if isolation_level else {}
     engine = _create_async_engine(
         url,
+        # First come, first served: a request arriving as a connection is given back does not
+        # take it from the ones waiting (`fair_pool`).
+        poolclass=FirstComePool,
         pool_use_lifo=lifo,
         # Every connection opened is kept: an overflow connection closed when it came back was
         # opened again at the next burst (a server process, the driver's type set-up, a prepare
