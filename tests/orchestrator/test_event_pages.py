@@ -128,10 +128,36 @@ async def test_an_unknown_run_is_not_found_and_a_known_one_without_events_is_emp
         )
 
 
-async def test_a_drivers_error_is_raised_as_sqlalchemys(app: FastAPI) -> None:
+async def test_type_filters_of_any_length_share_a_few_statements(
+    app: FastAPI, reads: DriverReads
+) -> None:
+    """A statement is compiled (and on PostgreSQL prepared) per shape of the filters: the number
+    of types a request names must not make a shape each."""
+    _, _, ids = await _seed(app)
+    before = event_pages._page_query.cache_info().currsize
+
+    for count in range(1, 41):
+        types = ["node.succeeded", "gate.waiting", *(f"other.{n}" for n in range(count - 2))]
+        page = await event_pages.list_events(
+            reads, run_id=None, types=types[:count], after=None, limit=50, cursor=None
+        )
+        expected = (1, 4) if count == 1 else (1, 2, 4, 5)
+        assert [row["id"] for row in page.items] == [ids[index] for index in expected], count
+
+    assert event_pages._page_query.cache_info().currsize - before <= 7
+
+
+async def test_a_drivers_error_is_raised_as_sqlalchemys_without_its_parameters(
+    app: FastAPI,
+) -> None:
     engine: AsyncEngine = app.state.read_engine
+    placeholder = "?" if engine.dialect.name == "sqlite" else "$1"
     async with engine.connect() as connection:
         with pytest.raises(DBAPIError) as raised:
-            await fetch_all(connection, "SELECT id FROM no_such_table", [])
+            await fetch_all(
+                connection, f"SELECT id FROM no_such_table WHERE id = {placeholder}", ["a prompt"]
+            )
         assert not raised.value.connection_invalidated
+        assert "no_such_table" in str(raised.value)
+        assert "a prompt" not in str(raised.value)
         assert await fetch_all(connection, "SELECT 1", []) == [(1,)]

@@ -2,14 +2,17 @@
 
 A page read through SQLAlchemy builds its statement, looks up the compiled form, and processes
 each value of each row; on SQLite a cursor hands each step to aiosqlite's thread. A page read
-here is compiled once per shape of its filters (`DriverStatement`), its parameters are passed
-as the driver takes them, and the driver is called once: aiosqlite hands the statement and the
-fetch of every row to its thread in one go, asyncpg prepares the statement once per connection.
-A driver's error is raised as SQLAlchemy raises one of its own statements.
+here is a `DriverStatement` its module compiles once per shape of its filters, its parameters
+are passed as the driver takes them, and the driver is called once: aiosqlite hands the
+statement and the fetch of every row to its thread in one go, asyncpg prepares the statement
+once per connection. A driver's error is raised as SQLAlchemy raises one of its own statements'
+(an asyncpg error as `core.database.asyncpg_error` translates it), its parameters hidden.
 """
 
+import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -19,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from apps.core.database import asyncpg_error
 from apps.core.read_connections import DriverReads
 
 
@@ -45,6 +49,10 @@ class DriverStatement:
         return [values[name] for name in self.names]
 
 
+# Every row of a statement, given its parameters by name.
+Reader = Callable[["DriverStatement", Mapping[str, Any]], Awaitable[list[Any]]]
+
+
 def as_stored(value: Any) -> Any:
     """A parameter as SQLite holds the column: naive UTC text, or a UUID's hex."""
     if isinstance(value, datetime):
@@ -61,29 +69,33 @@ async def fetch_all(connection: AsyncConnection, sql: str, parameters: list[Any]
         if connection.dialect.name == "sqlite":
             return list(await driver.execute_fetchall(sql, parameters))
         return list(await driver.fetch(sql, *parameters))
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(
+            sql, parameters, error, sqlite3.Error, hide_parameters=True
+        ) from error
     except Exception as error:
-        raise await database_error(connection, driver, sql, parameters, error) from error
+        if connection.dialect.name == "postgresql":
+            raise await connection.run_sync(asyncpg_error, sql, parameters, error) from error
+        raise
 
 
-async def read_all(
-    reads: DriverReads, statement: DriverStatement, given: Mapping[str, Any]
-) -> list[Any]:
-    """Every row of `statement` with the parameters `given`: on SQLite's readers when `reads`
-    has them, else on a connection of the read engine."""
-    parameters = statement.parameters(given)
-    if reads.sqlite is not None:
-        return await reads.sqlite.fetch_all(statement.sql, parameters)
+@asynccontextmanager
+async def reading(reads: DriverReads) -> AsyncIterator[Reader]:
+    """A `Reader` of every row of a statement, given its parameters: on SQLite's readers when
+    `reads` has them, else on one connection of the read engine, held for the block."""
+    readers = reads.sqlite
+    if readers is not None:
+
+        async def read_on_readers(
+            statement: DriverStatement, given: Mapping[str, Any]
+        ) -> list[Any]:
+            return await readers.fetch_all(statement.sql, statement.parameters(given))
+
+        yield read_on_readers
+        return
     async with reads.engine.connect() as connection:
-        return await fetch_all(connection, statement.sql, parameters)
 
+        async def read(statement: DriverStatement, given: Mapping[str, Any]) -> list[Any]:
+            return await fetch_all(connection, statement.sql, statement.parameters(given))
 
-async def database_error(
-    connection: AsyncConnection, driver: Any, sql: str, parameters: list[Any], error: Exception
-) -> DBAPIError:
-    """The driver's error as SQLAlchemy raises one of a statement of its own: a DBAPIError,
-    which the API answers 503 when it is transient. A connection the server dropped is
-    invalidated, so that the pool does not hand it out again."""
-    dropped = connection.dialect.name == "postgresql" and driver.is_closed()
-    if dropped:
-        await connection.invalidate(error)
-    return DBAPIError(sql, parameters, error, connection_invalidated=dropped)
+        yield read
