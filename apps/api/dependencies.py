@@ -48,8 +48,8 @@ DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
 # Reads need no ORM session and commit nothing: a bare connection, closed when the handler returns,
 # saves the session's bookkeeping and a round trip on every list page.
 ReadConnection = Annotated[AsyncConnection, Depends(_read_connection, scope="function")]
-# A read that calls the driver itself (a runs page) takes a connection only as it runs: on SQLite
-# one of the readers', lent for its one statement; else one of the read engine's.
+# A read that calls the driver itself (a runs or events page) takes a connection only as it runs:
+# on SQLite one of the readers', lent for its statements; else one of the read engine's.
 DriverReads = Annotated[read_connections.DriverReads, Depends(_driver_reads)]
 ArtifactStore = Annotated[artifact_store.ArtifactStore, Depends(_artifact_store)]
 # Runs one synchronous domain function in a transaction of its own, committed before it returns.

@@ -4,10 +4,12 @@ A route declares its response model (the OpenAPI document and its clients read i
 the bytes built here. Validating a page into the model and encoding it back cost most of a list
 request; the rows a list reads are already in the model's shapes (the database checked them on
 the way in), so only what the model would change is done here: ids written as UUIDs, timestamps
-in the request's zone, node counts with every status, usage totals as the model types them.
-`tests/api/test_list_encoding.py` holds the two encodings equal.
+in the request's zone, node counts with every status, usage totals as the model types them, an
+event's document as the JSON text it is stored as (in UTC; decoded only to write its timestamps
+in another zone). `tests/api/test_list_encoding.py` holds the encodings equal to the models'.
 """
 
+import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +23,7 @@ from apps.orchestrator.reading import runs
 from apps.orchestrator.reading.pagination import Page
 from apps.orchestrator.reading.run_pages import run_page_json, sqlite_run_page_json
 from apps.wire.schemas import NodeCounts, RunSummary
+from apps.wire.timestamps import document_in_zone
 
 _NODE_STATUSES = tuple(NodeCounts.model_fields)
 _TIMESTAMPS = tuple(
@@ -100,6 +103,26 @@ def run_summaries(page: Page[dict[str, Any]]) -> JSONBytes:
     items = [_run_summary(row) for row in page.items]
     _in_zone(items)
     body = {"items": items, "next_cursor": page.next_cursor}
+    return JSONBytes(orjson.dumps(body, option=orjson.OPT_UTC_Z))
+
+
+def events_page(page: Page[dict[str, Any]]) -> JSONBytes:
+    """A page of event rows (`reading.event_pages.list_events`, each `data` a JSON text) as
+    `Page[Event]` JSON."""
+    zone = request_zone()
+    for item in page.items:
+        item["run_id"] = _uuid_text(item["run_id"])
+        if item["node_id"] is not None:
+            item["node_id"] = _uuid_text(item["node_id"])
+        if zone is UTC:
+            item["data"] = orjson.Fragment(item["data"])
+        else:
+            item["ts"] = item["ts"].astimezone(zone)
+            # Through the standard library's JSON, which wrote the text: orjson reads an integer
+            # beyond 64 bits as a float, and refuses to write one.
+            document = document_in_zone(json.loads(item["data"]), zone)
+            item["data"] = orjson.Fragment(json.dumps(document))
+    body = {"items": page.items, "next_cursor": page.next_cursor}
     return JSONBytes(orjson.dumps(body, option=orjson.OPT_UTC_Z))
 
 

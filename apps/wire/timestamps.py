@@ -48,9 +48,14 @@ def _zoned(value: Any, zone: tzinfo) -> Any:
     return value
 
 
+def document_in_zone(document: dict[str, Any], zone: tzinfo) -> dict[str, Any]:
+    """`document` with each timestamp in it (see `ZonedDocument`) written in `zone`."""
+    return dict(_zoned(document, zone))
+
+
 def _document_in_response_zone(document: dict[str, Any]) -> dict[str, Any]:
     zone = _response_zone.get()
-    return document if zone is None else dict(_zoned(document, zone))
+    return document if zone is None else document_in_zone(document, zone)
 
 
 # A JSON document the API returns (an event's `data`, a sidecar): each timestamp in it, at any

@@ -264,13 +264,14 @@ async def test_a_read_costs_one_key_lookup_and_the_setting_key_none(
     app: FastAPI, client: httpx.AsyncClient, sessions: SessionFactory
 ) -> None:
     viewer = {"X-API-Key": await _key(sessions, KeyRole.VIEWER)}
-    await client.get("/events", headers=viewer)  # records the first use
+    await client.get("/gates", headers=viewer)  # records the first use
     statements = _count_statements(app)
 
-    # A list read through SQLAlchemy (the runs list calls its driver directly, unseen here).
-    await client.get("/events")
+    # A list read through SQLAlchemy (the runs and events lists call their driver directly,
+    # unseen here).
+    assert (await client.get("/gates")).status_code == 200
     setting_key = len(statements)
-    await client.get("/events", headers=viewer)
+    assert (await client.get("/gates", headers=viewer)).status_code == 200
     stored_key = statements[setting_key:]
 
     assert setting_key == 1

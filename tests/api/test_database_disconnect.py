@@ -6,6 +6,7 @@ trip a statement, without asyncpg's BEGIN before it and the ROLLBACK that resets
 after."""
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,6 +80,27 @@ async def test_after_its_connections_are_terminated_the_api_answers_503_once_the
         assert answer.json()["detail"] == "the database is unavailable; try again shortly"
     assert answers[-1].status_code == 200
     assert len(answers[-1].json()["items"]) == 2
+
+
+async def test_after_its_connections_are_terminated_an_events_page_fails_once_then_recovers(
+    app: FastAPI, client: httpx.AsyncClient, postgres_database: str
+) -> None:
+    """An events page calls asyncpg itself too: a dead connection is a 503 at most once."""
+    run = (await client.post("/tasks", json=TASK)).json()
+    events = {"run_id": run["id"]}
+    pages = await asyncio.gather(*(client.get("/events", params=events) for _ in range(4)))
+    assert {page.status_code for page in pages} == {200}
+    assert await _terminate_every_connection(postgres_database) >= 1
+
+    answers = [await client.get("/events", params=events) for _ in range(6)]
+
+    failed = [answer for answer in answers if answer.status_code >= 500]
+    assert len(failed) <= 1
+    assert {answer.status_code for answer in failed} <= {503}
+    assert answers[-1].status_code == 200
+    assert answers[-1].json()["items"][0]["type"] == "run.created"
+    unknown = await client.get("/events", params={"run_id": str(uuid.uuid4())})
+    assert unknown.status_code == 404
 
 
 async def test_after_its_connections_are_terminated_a_transaction_fails_once_then_recovers(

@@ -1,9 +1,11 @@
-"""The runs list is encoded from its rows (apps/api/encoding.py), not through its response model:
-its JSON must be what the model writes, for every field, in every response zone."""
+"""The runs list and event pages are encoded from their rows (apps/api/encoding.py), not through
+their response models: their JSON must be what the models write, for every field, in every
+response zone."""
 
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -11,7 +13,9 @@ from sqlalchemy import text
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.model.states import NodeStatus, RunStatus
-from tests.factories import create_node, create_run
+from apps.wire.schemas import Event
+from apps.wire.timestamps import use_zone
+from tests.factories import create_event, create_node, create_run
 
 START = datetime(2024, 3, 31, 0, 30, 0, tzinfo=UTC)
 
@@ -107,3 +111,49 @@ async def test_a_timestamp_stored_another_way_is_still_listed_as_the_model_write
     modelled = (await client.get(f"/runs/{run.id}")).json()
 
     assert item["updated_at"] == modelled["updated_at"] == "2024-03-31T01:00:00Z"
+
+
+EVENT_DATA: list[dict[str, Any]] = [
+    {},
+    {"error": 'Étude "q" \\ \n\t\x01 🚀 100%', "attempt": 2, "cost": 0.1 + 0.2, "ok": True},
+    {"expires_at": "2024-03-31T00:59:59.999999+00:00", "note": "due 2024-03-31T00:59:59+00:00"},
+    {"nested": [{"decided_at": "2024-03-31T01:00:00+00:00"}, None, 1e-7, 2**70]},
+]
+
+
+@pytest.mark.parametrize("zone", [None, "Europe/Paris", "Asia/Kolkata", "UTC"])
+async def test_event_pages_equal_the_models_json(
+    client: httpx.AsyncClient, sessions: SessionFactory, zone: str | None
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+        node = await create_node(session, run)
+        written = [
+            await create_event(
+                session,
+                run,
+                node_id=node.id if index % 2 else None,
+                type=f"node.t{index}",
+                ts=START + timedelta(minutes=index, microseconds=index * 250_000 % 1_000_000),
+                data=data,
+            )
+            for index, data in enumerate(EVENT_DATA)
+        ]
+        use_zone(ZoneInfo(zone) if zone else None)
+        try:
+            modelled = [
+                json.loads(Event.model_validate(event).model_dump_json()) for event in written
+            ]
+        finally:
+            use_zone(None)
+    headers = {"X-Timezone": zone} if zone else {}
+
+    first = await client.get("/events", params={"run_id": str(run.id), "limit": 3}, headers=headers)
+    rest = await client.get(
+        f"/runs/{run.id}/events", params={"cursor": first.json()["next_cursor"]}, headers=headers
+    )
+
+    assert first.headers["content-type"] == rest.headers["content-type"] == "application/json"
+    assert rest.json()["next_cursor"] is None
+    listed = first.json()["items"] + rest.json()["items"]
+    assert [canonical(item) for item in listed] == [canonical(item) for item in modelled]

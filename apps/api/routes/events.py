@@ -5,11 +5,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from apps.api.dependencies import Cursor, EventIdQuery, Limit, ReadConnection
+from apps.api import encoding
+from apps.api.dependencies import Cursor, DriverReads, EventIdQuery, Limit
+from apps.api.encoding import JSONBytes
 from apps.api.responses import errors
 from apps.api.routing import ProtectedRoute
 from apps.core.text import NO_NUL
-from apps.orchestrator.reading import events
+from apps.orchestrator.reading import event_pages
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_INT64
 from apps.wire.schemas import Event, Page
 
@@ -27,33 +29,42 @@ Types = Annotated[
 ]
 
 
-@router.get("/events", responses=errors(404, described={404: "No run by that `run_id`."}))
+# The page is encoded from its rows (apps/api/encoding.py); the model still documents it.
+@router.get(
+    "/events",
+    response_model=Page[Event],
+    responses=errors(404, described={404: "No run by that `run_id`."}),
+)
 async def list_events(
-    connection: ReadConnection,
+    reads: DriverReads,
     run_id: Annotated[uuid.UUID | None, Query(description="Only this run's events.")] = None,
     after: After = None,
     type: Types = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> Page[Event]:
+) -> JSONBytes:
     """Events in id order."""
     types = [name.strip() for name in (type or "").split(",") if name.strip()]
-    page = await events.list_events(
-        connection, run_id=run_id, types=types, after=after, limit=limit, cursor=cursor
+    page = await event_pages.list_events(
+        reads, run_id=run_id, types=types, after=after, limit=limit, cursor=cursor
     )
-    return Page[Event].model_validate({"items": page.items, "next_cursor": page.next_cursor})
+    return encoding.events_page(page)
 
 
-@router.get("/runs/{run_id}/events", responses=errors(404, described={404: "No such run."}))
+@router.get(
+    "/runs/{run_id}/events",
+    response_model=Page[Event],
+    responses=errors(404, described={404: "No such run."}),
+)
 async def list_run_events(
-    connection: ReadConnection,
+    reads: DriverReads,
     run_id: uuid.UUID,
     after: After = None,
     type: Types = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> Page[Event]:
+) -> JSONBytes:
     """A run's events in id order: `GET /events?run_id=`, at the run's own path."""
     return await list_events(
-        connection, run_id=run_id, after=after, type=type, limit=limit, cursor=cursor
+        reads, run_id=run_id, after=after, type=type, limit=limit, cursor=cursor
     )

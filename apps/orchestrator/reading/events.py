@@ -11,8 +11,7 @@ from apps.core.errors import NotFound
 from apps.orchestrator.model.models import EVENTS, Event, Run
 from apps.orchestrator.model.states import RUN_TERMINAL
 from apps.orchestrator.model.transitions import RUN_EVENTS
-from apps.orchestrator.reading.pagination import Keyset, Page, as_dicts
-from apps.orchestrator.reading.runs import require_run
+from apps.orchestrator.reading.pagination import Keyset, as_dicts
 
 # In id order, which is commit order: what polling and streams rely on.
 EVENT_ORDER = Keyset("events", EVENTS.c.id)
@@ -20,31 +19,6 @@ EVENT_ORDER = Keyset("events", EVENTS.c.id)
 EVENT_COLUMNS = (Event.id, Event.run_id, Event.node_id, Event.type, Event.ts, Event.data)
 # The events that may close a run's log: the one matching the run's final status does.
 FINAL_EVENT_TYPES = frozenset(RUN_EVENTS[status] for status in RUN_TERMINAL)
-
-
-async def list_events(
-    connection: AsyncConnection,
-    *,
-    run_id: uuid.UUID | None,
-    types: Sequence[str],
-    after: int | None,
-    limit: int,
-    cursor: str | None,
-) -> Page[dict[str, Any]]:
-    """Events in id order with an id above `after` (and the cursor's), of `types` if any."""
-    statement = select(*EVENT_COLUMNS)
-    if run_id is not None:
-        statement = statement.where(Event.run_id == run_id)
-    if types:
-        statement = statement.where(Event.type.in_(types))
-    if after:
-        statement = statement.where(Event.id > after)
-    statement, parameters = EVENT_ORDER.bounds(statement, limit, cursor)
-    rows = as_dicts(await connection.execute(statement, parameters))
-    if not rows and run_id is not None:
-        # Only an empty page can hide an unknown run: polling a live run costs one query.
-        await require_run(connection, run_id)
-    return EVENT_ORDER.page(rows, limit)
 
 
 async def events_after(

@@ -18,10 +18,9 @@ timestamp not stored as UTCDateTime writes it, `YYYY-MM-DD HH:MM:SS.ffffff`, whi
 version holds).
 """
 
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from sqlalchemy import (
@@ -38,12 +37,12 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.core.read_connections import SqliteReaders
 from apps.orchestrator.model.models import RUNS, Run
 from apps.orchestrator.model.states import NodeStatus
+from apps.orchestrator.reading.driver_calls import DriverStatement, fetch_all
 from apps.orchestrator.reading.runs import (
     RUN_ORDER,
     RunFilter,
@@ -87,10 +86,9 @@ _ITEMS = {"sqlite": _sqlite_node_counts, "postgresql": _postgres_node_counts}
 @lru_cache(maxsize=512)
 def _page_query(
     dialect: Dialect, filters: frozenset[str], resumed: bool, size: int | None = None
-) -> tuple[str, tuple[str, ...], Any]:
-    """The page's SQL for these filters in the driver's own parameter style, its parameters'
-    names in order, and the statement compiled (for the values of its own constants); the
-    page's size written into the SQL when `size` is given, else a parameter too."""
+) -> DriverStatement:
+    """The page's statement for these filters; the page's size written into the SQL when
+    `size` is given, else a parameter too."""
     item: Label[str] = literal_column(_item(_ITEMS[dialect.name]())).label("item")
     columns: list[Any] = [item, Run.created_at, Run.id]
     if dialect.name == "postgresql":
@@ -103,8 +101,7 @@ def _page_query(
     statement = statement.order_by(*RUN_ORDER.order_by()).limit(read)
     if dialect.name == "postgresql":
         statement = _one_row(statement.subquery("page"))
-    compiled = statement.compile(dialect=dialect)
-    return str(compiled), tuple(compiled.positiontup or ()), compiled
+    return DriverStatement.of(statement, dialect)
 
 
 def _one_row(page: Subquery) -> Select[*tuple[Any, ...]]:
@@ -125,15 +122,6 @@ def _one_row(page: Subquery) -> Select[*tuple[Any, ...]]:
     )
 
 
-def _as_stored(value: Any) -> Any:
-    """A parameter as SQLite holds the column: naive UTC text, or a UUID's hex."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
-    if isinstance(value, uuid.UUID):
-        return value.hex
-    return value
-
-
 def _page_statement(
     dialect: Dialect, where: RunFilter, limit: int, cursor: str | None
 ) -> tuple[str, list[Any]] | None:
@@ -150,14 +138,9 @@ def _page_statement(
     # and a page no longer pays for its planning. Not for a title search: a generic plan cannot
     # tell a rare text from a common one, and reads every title for the rare.
     planned_once = dialect.name == "postgresql" and "title" not in filters
-    sql, names, compiled = _page_query(
-        dialect, frozenset(filters), resumed, limit if planned_once else None
-    )
-    given = {**filters, **position}
-    if dialect.name == "sqlite":
-        given = {name: _as_stored(value) for name, value in given.items()}
-    values = compiled.construct_params({**given, "limit": limit + 1, "size": limit})
-    return sql, [values[name] for name in names]
+    statement = _page_query(dialect, frozenset(filters), resumed, limit if planned_once else None)
+    parameters = statement.parameters({**filters, **position, "limit": limit + 1, "size": limit})
+    return statement.sql, parameters
 
 
 async def run_page_json(
@@ -165,23 +148,13 @@ async def run_page_json(
 ) -> bytes | None:
     """The page `runs.list_runs` would give, as `Page[RunSummary]` JSON in UTC; None when this
     cannot write it (see the module's docstring)."""
-    dialect = connection.dialect.name
     statement = _page_statement(connection.dialect, where, limit, cursor)
     if statement is None:
         return None
-    sql, parameters = statement
-    # The driver itself, called once: aiosqlite hands the statement and the fetch of every row
-    # to its thread in one go, asyncpg prepares the statement once per connection.
-    driver = cast(Any, (await connection.get_raw_connection()).driver_connection)
-    try:
-        if dialect == "sqlite":
-            rows = list(await driver.execute_fetchall(sql, parameters))
-        else:
-            items, read, *key = await driver.fetchrow(sql, *parameters)
-    except Exception as error:
-        raise await _database_error(connection, driver, sql, parameters, error) from error
-    if dialect == "sqlite":
+    rows = await fetch_all(connection, *statement)
+    if connection.dialect.name == "sqlite":
         return _page(rows, limit)
+    [(items, read, *key)] = rows
     return _page_of(items or b"", key if read > limit else None)
 
 
@@ -194,18 +167,6 @@ async def sqlite_run_page_json(
     if statement is None:
         return None
     return _page(await readers.fetch_all(*statement), limit)
-
-
-async def _database_error(
-    connection: AsyncConnection, driver: Any, sql: str, parameters: list[Any], error: Exception
-) -> DBAPIError:
-    """The driver's error as SQLAlchemy raises one of a statement of its own: a DBAPIError,
-    which the API answers 503 when it is transient. A connection the server dropped is
-    invalidated, so that the pool does not hand it out again."""
-    dropped = connection.dialect.name == "postgresql" and driver.is_closed()
-    if dropped:
-        await connection.invalidate(error)
-    return DBAPIError(sql, parameters, error, connection_invalidated=dropped)
 
 
 def _page(rows: list[Any], limit: int) -> bytes | None:

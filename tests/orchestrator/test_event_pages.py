@@ -1,0 +1,163 @@
+"""Event pages read by the driver itself (`reading.event_pages`): the same page on SQLite's
+readers as on a connection of the read engine, with every filter, and a driver's failure raised
+as SQLAlchemy's."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from apps.core.database import unit_of_work
+from apps.core.errors import BadRequest, NotFound
+from apps.core.read_connections import DriverReads
+from apps.orchestrator.reading import event_pages
+from apps.orchestrator.reading.driver_calls import fetch_all
+from tests.factories import create_event, create_node, create_run
+
+START = datetime(2024, 3, 31, 0, 30, tzinfo=UTC)
+
+
+async def _seed(app: FastAPI) -> tuple[uuid.UUID, uuid.UUID, list[int]]:
+    async with unit_of_work(app.state.sessions) as session:
+        run = await create_run(session)
+        other = await create_run(session)
+        node = await create_node(session, run)
+        ids = []
+        for index in range(7):
+            event = await create_event(
+                session,
+                other if index == 3 else run,
+                node_id=node.id if index % 2 else None,
+                type=("node.started", "node.succeeded", "gate.waiting")[index % 3],
+                ts=START + timedelta(seconds=index, microseconds=index * 1001),
+                data={"index": index, "note": 'é \\ "'},
+            )
+            ids.append(event.id)
+    return run.id, node.id, ids
+
+
+def _plain(page: event_pages.Page[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    # The ids as UUIDs whichever way the driver gave them (asyncpg's UUID, SQLite's hex).
+    return [
+        (
+            row["id"],
+            uuid.UUID(str(row["run_id"])),
+            None if row["node_id"] is None else uuid.UUID(str(row["node_id"])),
+            row["type"],
+            row["ts"],
+            row["data"],
+        )
+        for row in page.items
+    ]
+
+
+@pytest.fixture(params=["readers", "engine"])
+def reads(request: pytest.FixtureRequest, app: FastAPI) -> DriverReads:
+    """On SQLite, its readers or a connection of the read engine; on PostgreSQL both are the
+    engine's."""
+    reads: DriverReads = app.state.driver_reads
+    return reads if request.param == "readers" else DriverReads(reads.engine, None)
+
+
+async def test_a_page_holds_each_event_as_stored_in_id_order(
+    app: FastAPI, reads: DriverReads
+) -> None:
+    run_id, node_id, ids = await _seed(app)
+
+    page = await event_pages.list_events(
+        reads, run_id=run_id, types=[], after=None, limit=50, cursor=None
+    )
+
+    assert page.next_cursor is None
+    assert [row["id"] for row in page.items] == [ids[index] for index in (0, 1, 2, 4, 5, 6)]
+    first, second = _plain(page)[:2]
+    assert first == (
+        ids[0],
+        run_id,
+        None,
+        "node.started",
+        START,
+        '{"index": 0, "note": "\\u00e9 \\\\ \\""}',
+    )
+    assert second[2] == node_id
+    assert second[4] == START + timedelta(seconds=1, microseconds=1001)
+    assert second[4].tzinfo is not None
+
+
+async def test_filters_and_cursor_combine(app: FastAPI, reads: DriverReads) -> None:
+    run_id, _, ids = await _seed(app)
+
+    def listed(**filters: Any) -> Any:
+        given = {"run_id": None, "types": [], "after": None, "limit": 50, "cursor": None}
+        return event_pages.list_events(reads, **(given | filters))
+
+    typed = await listed(types=["node.started", "gate.waiting", "node.started"])
+    after = await listed(run_id=run_id, after=ids[2])
+    first = await listed(limit=2)
+    rest = await listed(limit=50, cursor=first.next_cursor)
+    everything = await listed()
+
+    assert [row["id"] for row in typed.items] == [ids[index] for index in (0, 2, 3, 5, 6)]
+    assert [row["id"] for row in after.items] == [ids[index] for index in (4, 5, 6)]
+    assert first.next_cursor is not None
+    assert _plain(first) + _plain(rest) == _plain(everything)
+    assert len(everything.items) == 7
+
+
+async def test_an_unknown_run_is_not_found_and_a_known_one_without_events_is_empty(
+    app: FastAPI, reads: DriverReads
+) -> None:
+    run_id, _, ids = await _seed(app)
+    unknown = uuid.uuid4()
+
+    with pytest.raises(NotFound, match=str(unknown)):
+        await event_pages.list_events(
+            reads, run_id=unknown, types=[], after=None, limit=50, cursor=None
+        )
+    past_the_end = await event_pages.list_events(
+        reads, run_id=run_id, types=[], after=ids[-1], limit=50, cursor=None
+    )
+    assert past_the_end.items == []
+    with pytest.raises(BadRequest):
+        await event_pages.list_events(
+            reads, run_id=run_id, types=[], after=None, limit=50, cursor="bm90IGEgY3Vyc29y"
+        )
+
+
+async def test_type_filters_of_any_length_share_a_few_statements(
+    app: FastAPI, reads: DriverReads
+) -> None:
+    """A statement is compiled (and on PostgreSQL prepared) per shape of the filters: the number
+    of types a request names must not make a shape each."""
+    _, _, ids = await _seed(app)
+    before = event_pages._page_query.cache_info().currsize
+
+    for count in range(1, 41):
+        types = ["node.succeeded", "gate.waiting", *(f"other.{n}" for n in range(count - 2))]
+        page = await event_pages.list_events(
+            reads, run_id=None, types=types[:count], after=None, limit=50, cursor=None
+        )
+        expected = (1, 4) if count == 1 else (1, 2, 4, 5)
+        assert [row["id"] for row in page.items] == [ids[index] for index in expected], count
+
+    assert event_pages._page_query.cache_info().currsize - before <= 7
+
+
+async def test_a_drivers_error_is_raised_as_sqlalchemys_without_its_parameters(
+    app: FastAPI,
+) -> None:
+    engine: AsyncEngine = app.state.read_engine
+    placeholder = "?" if engine.dialect.name == "sqlite" else "$1"
+    async with engine.connect() as connection:
+        with pytest.raises(DBAPIError) as raised:
+            await fetch_all(
+                connection, f"SELECT id FROM no_such_table WHERE id = {placeholder}", ["a prompt"]
+            )
+        assert not raised.value.connection_invalidated
+        assert "no_such_table" in str(raised.value)
+        assert "a prompt" not in str(raised.value)
+        assert await fetch_all(connection, "SELECT 1", []) == [(1,)]
