@@ -84,7 +84,7 @@ class SqliteReaders:
             self._free_a_place()
             await _close_quietly(connection)
             if isinstance(error, sqlite3.Error):
-                raise _database_error(sql, parameters, error) from error
+                raise sqlite_error(sql, parameters, error) from error
             raise
         self._give_back(connection)
         return list(rows)
@@ -114,7 +114,7 @@ class SqliteReaders:
             self._opened -= 1
             self._wake_one(None)
             if isinstance(error, sqlite3.Error):
-                raise _database_error(None, None, error) from error
+                raise sqlite_error(None, None, error) from error
             raise
 
     def _pass_on(self, waiter: asyncio.Future[aiosqlite.Connection | None]) -> None:
@@ -178,10 +178,11 @@ def _clean(connection: aiosqlite.Connection) -> bool:
         return False
 
 
-def _database_error(
+def sqlite_error(
     sql: str | None, parameters: Sequence[Any] | None, error: sqlite3.Error
 ) -> StatementError:
-    # A DBAPIError of the class SQLAlchemy gives the driver's (OperationalError, ...).
+    """`error`, which sqlite3 raised running `sql`, as SQLAlchemy raises it: a DBAPIError of the
+    class SQLAlchemy gives the driver's (OperationalError, ...), its parameters hidden."""
     return DBAPIError.instance(sql, parameters, error, sqlite3.Error, hide_parameters=True)
 
 

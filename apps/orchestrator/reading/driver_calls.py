@@ -18,12 +18,11 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Dialect, Select
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from apps.core.database import asyncpg_error
-from apps.core.read_connections import DriverReads
+from apps.core.read_connections import DriverReads, sqlite_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +49,7 @@ class DriverStatement:
 
 
 # Every row of a statement, given its parameters by name.
-Reader = Callable[["DriverStatement", Mapping[str, Any]], Awaitable[list[Any]]]
+Reader = Callable[[DriverStatement, Mapping[str, Any]], Awaitable[list[Any]]]
 
 
 def as_stored(value: Any) -> Any:
@@ -70,9 +69,7 @@ async def fetch_all(connection: AsyncConnection, sql: str, parameters: list[Any]
             return list(await driver.execute_fetchall(sql, parameters))
         return list(await driver.fetch(sql, *parameters))
     except sqlite3.Error as error:
-        raise DBAPIError.instance(
-            sql, parameters, error, sqlite3.Error, hide_parameters=True
-        ) from error
+        raise sqlite_error(sql, parameters, error) from error
     except Exception as error:
         if connection.dialect.name == "postgresql":
             raise await connection.run_sync(asyncpg_error, sql, parameters, error) from error
