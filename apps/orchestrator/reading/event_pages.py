@@ -78,29 +78,30 @@ def _page_query(
     if resumed:
         statement = statement.where(EVENT_ORDER.resume_after())
     if by_run:
-        return DriverStatement.of(_of_known_run(statement, dialect), dialect)
-    return DriverStatement.of(_in_order(statement), dialect)
+        return DriverStatement.of(_page_or_unknown_run(statement, dialect), dialect)
+    return DriverStatement.of(_page_of(statement), dialect)
 
 
-def _in_order(statement: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
-    return statement.order_by(*EVENT_ORDER.order_by()).limit(bindparam("limit"))
+def _page_of(events: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
+    """The first `limit` rows of `events` in id order."""
+    return events.order_by(*EVENT_ORDER.order_by()).limit(bindparam("limit"))
 
 
-def _of_known_run(events: Select[*tuple[Any, ...]], dialect: Dialect) -> CompoundSelect[Any]:
-    """The page of `events`, and a row of nulls if their run does not exist: no row at all
-    for a known run's empty page.
+def _page_or_unknown_run(events: Select[*tuple[Any, ...]], dialect: Dialect) -> CompoundSelect[Any]:
+    """The page of one run's `events`, or a row of nulls if the run does not exist (it then
+    has no event): a known run's empty page is no row at all.
 
     SQLite merges the union in id order, reading the events from their index as the page
-    alone would and stopping at the limit. PostgreSQL does not merge it: it would read all
-    the run's events and sort them, so it reads the page first, then sorts at most a page."""
+    alone would and stopping at the limit; a page limited first would be sorted again. On
+    PostgreSQL the page must be limited first: of the union it would read every event of the
+    run and sort them all."""
     unknown = select(*(null().label(key) for key in _KEYS)).where(
         ~exists().where(Run.id == bindparam("run_id"))
     )
     if dialect.name == "postgresql":
-        events = select(*_in_order(events).subquery("page").c)
+        events = select(*_page_of(events).subquery("page").c)
     union: CompoundSelect[Any] = union_all(events, unknown)
-    order = [union.selected_columns[column.key] for column in EVENT_ORDER.columns]
-    return union.order_by(*order).limit(bindparam("limit"))
+    return union.order_by(*EVENT_ORDER.order_by(union)).limit(bindparam("limit"))
 
 
 def _row(row: Sequence[Any]) -> dict[str, Any]:
@@ -137,6 +138,7 @@ async def list_events(
         given |= EVENT_ORDER.cursor_parameters(cursor)
     async with reading(reads) as read:
         rows = await read(statement, given)
+    # A row without an id is `_page_or_unknown_run`'s sign that no run has that id.
     if run_id is not None and any(row[0] is None for row in rows):
         raise NotFound(f"run {run_id} not found")
     event = _sqlite_row if dialect.name == "sqlite" else _row
