@@ -3,17 +3,20 @@ readers as on a connection of the read engine, with every filter, and a driver's
 as SQLAlchemy's."""
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import insert, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from apps.core.database import unit_of_work
 from apps.core.errors import BadRequest, NotFound
 from apps.core.read_connections import DriverReads
+from apps.orchestrator.model.models import Event
 from apps.orchestrator.reading import event_pages
 from apps.orchestrator.reading.driver_calls import fetch_all
 from tests.factories import create_event, create_node, create_run
@@ -114,14 +117,19 @@ async def test_an_unknown_run_is_not_found_and_a_known_one_without_events_is_emp
     run_id, _, ids = await _seed(app)
     unknown = uuid.uuid4()
 
-    with pytest.raises(NotFound, match=str(unknown)):
-        await event_pages.list_events(
-            reads, run_id=unknown, types=[], after=None, limit=50, cursor=None
-        )
+    for types, after in (([], None), (["node.started"], ids[0])):
+        with pytest.raises(NotFound, match=str(unknown)):
+            await event_pages.list_events(
+                reads, run_id=unknown, types=types, after=after, limit=50, cursor=None
+            )
     past_the_end = await event_pages.list_events(
         reads, run_id=run_id, types=[], after=ids[-1], limit=50, cursor=None
     )
-    assert past_the_end.items == []
+    none_of_its_type = await event_pages.list_events(
+        reads, run_id=run_id, types=["run.failed"], after=None, limit=1, cursor=None
+    )
+    assert past_the_end.items == [] and past_the_end.next_cursor is None
+    assert none_of_its_type.items == [] and none_of_its_type.next_cursor is None
     with pytest.raises(BadRequest):
         await event_pages.list_events(
             reads, run_id=run_id, types=[], after=None, limit=50, cursor="bm90IGEgY3Vyc29y"
@@ -161,3 +169,55 @@ async def test_a_drivers_error_is_raised_as_sqlalchemys_without_its_parameters(
         assert "no_such_table" in str(raised.value)
         assert "a prompt" not in str(raised.value)
         assert await fetch_all(connection, "SELECT 1", []) == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("shape", "given"),
+    [
+        ((0, False, False), {}),
+        ((0, True, False), {"after": 0}),
+        ((0, False, True), {"events_cursor_0": 0}),
+        ((1, False, False), {"type_0": "node.started"}),
+    ],
+    ids=["first page", "after", "cursor", "of a type"],
+)
+async def test_a_runs_page_reads_no_more_of_its_events_than_the_page(
+    app: FastAPI, shape: tuple[int, bool, bool], given: dict[str, Any]
+) -> None:
+    """The run's look-up rides with the page: the union must still read the events from their
+    index in order and stop at the limit, not read every event of the run to sort them."""
+    async with unit_of_work(app.state.sessions) as session:
+        run = await create_run(session)
+        events = [{"run_id": run.id, "type": "node.started", "data": {}} for _ in range(2000)]
+        await session.execute(insert(Event), events)
+    engine: AsyncEngine = app.state.read_engine
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as connection:
+            # As autovacuum would: on a table it knows nothing of, reading it all is cheapest.
+            await connection.execute(text("ANALYZE events"))
+    statement = event_pages._page_query(engine.dialect, True, *shape)
+    parameters = statement.parameters(given | {"run_id": run.id, "limit": 6})
+
+    async with engine.connect() as connection:
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        if engine.dialect.name == "sqlite":
+            plan = await driver.execute_fetchall(f"EXPLAIN QUERY PLAN {statement.sql}", parameters)
+            assert not [step for step in plan if "TEMP B-TREE" in step[3]], plan
+        else:
+            # The engine's connections decode JSON (SQLAlchemy's codec for asyncpg).
+            explained = await driver.fetchval(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {statement.sql}", *parameters
+            )
+            scans = list(_plan_nodes(explained[0]["Plan"]))
+            read = [
+                node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+                for node in scans
+                if node.get("Relation Name") == "events"
+            ]
+            assert read and max(read) <= 6, scans
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)

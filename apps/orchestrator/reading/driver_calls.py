@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Dialect, Select
+from sqlalchemy import CompoundSelect, Dialect, Select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -35,7 +35,9 @@ class DriverStatement:
     compiled: SQLCompiler
 
     @classmethod
-    def of(cls, statement: Select[*tuple[Any, ...]], dialect: Dialect) -> "DriverStatement":
+    def of(
+        cls, statement: Select[*tuple[Any, ...]] | CompoundSelect[Any], dialect: Dialect
+    ) -> "DriverStatement":
         compiled = statement.compile(dialect=dialect)
         return cls(str(compiled), tuple(compiled.positiontup or ()), compiled)
 

@@ -8,6 +8,10 @@ engine's pool and a hand-off to aiosqlite's thread per step of the cursor. Here 
 is compiled once for each shape of the filters, and the page is one call of the driver: on a
 SQLite file on SQLite's readers (`core.read_connections`), else on a connection of the read
 engine.
+
+A page of one run's events also tells an unknown run from one with no event to show, in the
+same statement: a poller that has every event (`after` its last) gets an empty page on most
+requests, and a second statement to look the run up cost as much again.
 """
 
 import uuid
@@ -16,7 +20,19 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BindParameter, Dialect, Text, bindparam, cast, literal, select
+from sqlalchemy import (
+    BindParameter,
+    CompoundSelect,
+    Dialect,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    exists,
+    null,
+    select,
+    union_all,
+)
 
 from apps.core.errors import NotFound
 from apps.core.read_connections import DriverReads
@@ -61,13 +77,31 @@ def _page_query(
         statement = statement.where(Event.id > bindparam("after"))
     if resumed:
         statement = statement.where(EVENT_ORDER.resume_after())
-    statement = statement.order_by(*EVENT_ORDER.order_by()).limit(bindparam("limit"))
-    return DriverStatement.of(statement, dialect)
+    if by_run:
+        return DriverStatement.of(_page_or_unknown_run(statement, dialect), dialect)
+    return DriverStatement.of(_page_of(statement), dialect)
 
 
-@lru_cache(maxsize=4)
-def _run_query(dialect: Dialect) -> DriverStatement:
-    return DriverStatement.of(select(literal(1)).where(Run.id == bindparam("run_id")), dialect)
+def _page_of(events: Select[*tuple[Any, ...]]) -> Select[*tuple[Any, ...]]:
+    """The first `limit` rows of `events` in id order."""
+    return events.order_by(*EVENT_ORDER.order_by()).limit(bindparam("limit"))
+
+
+def _page_or_unknown_run(events: Select[*tuple[Any, ...]], dialect: Dialect) -> CompoundSelect[Any]:
+    """The page of one run's `events`, or a row of nulls if the run does not exist (it then
+    has no event): a known run's empty page is no row at all.
+
+    SQLite merges the union in id order, reading the events from their index as the page
+    alone would and stopping at the limit; a page limited first would be sorted again. On
+    PostgreSQL the page must be limited first: of the union it would read every event of the
+    run and sort them all."""
+    unknown = select(*(null().label(key) for key in _KEYS)).where(
+        ~exists().where(Run.id == bindparam("run_id"))
+    )
+    if dialect.name == "postgresql":
+        events = select(*_page_of(events).subquery("page").c)
+    union: CompoundSelect[Any] = union_all(events, unknown)
+    return union.order_by(*EVENT_ORDER.order_by(union)).limit(bindparam("limit"))
 
 
 def _row(row: Sequence[Any]) -> dict[str, Any]:
@@ -104,9 +138,8 @@ async def list_events(
         given |= EVENT_ORDER.cursor_parameters(cursor)
     async with reading(reads) as read:
         rows = await read(statement, given)
-        # Only an empty page can hide an unknown run: a page with events costs one statement.
-        known = rows or run_id is None or await read(_run_query(dialect), {"run_id": run_id})
-    if not known:
+    # A row without an id is `_page_or_unknown_run`'s sign that no run has that id.
+    if run_id is not None and any(row[0] is None for row in rows):
         raise NotFound(f"run {run_id} not found")
     event = _sqlite_row if dialect.name == "sqlite" else _row
     return EVENT_ORDER.page([event(row) for row in rows], limit)

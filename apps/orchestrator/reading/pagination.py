@@ -22,6 +22,7 @@ from sqlalchemy import (
     BigInteger,
     BindParameter,
     Column,
+    CompoundSelect,
     DateTime,
     Integer,
     Result,
@@ -114,8 +115,13 @@ class Keyset:
             for index, column in enumerate(columns)
         ]
 
-    def order_by(self) -> list[UnaryExpression[Any]]:
-        return [column.desc() if self.descending else column.asc() for column in self.columns]
+    def order_by(self, union: CompoundSelect[Any] | None = None) -> list[UnaryExpression[Any]]:
+        """The list's order; of `union`'s columns of the key's names when given (a union is
+        ordered by its own columns, not by those of a table it reads)."""
+        columns: Sequence[ColumnElement[Any]] = self.columns
+        if union is not None:
+            columns = [union.selected_columns[column.key] for column in self.columns]
+        return [column.desc() if self.descending else column.asc() for column in columns]
 
     def resume_after(self) -> ColumnElement[bool]:
         """The rows after the position `cursor_parameters` binds."""
