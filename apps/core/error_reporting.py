@@ -157,14 +157,8 @@ def report_run_error(error: BaseException, *, run_id: object, node_id: object = 
 
     Not for failures the retry policy expects (timeouts, provider errors, invalid outlines).
     """
-    if not _reporting():
-        return
-    import sentry_sdk
-
-    tags = {"run_id": str(run_id)} | ({"node_id": str(node_id)} if node_id is not None else {})
-    with sentry_sdk.new_scope() as scope:
-        scope.set_tags(tags)
-        sentry_sdk.capture_exception(error)
+    node = {} if node_id is None else {"node_id": node_id}
+    report_error(error, run_id=run_id, **node)
 
 
 def report_error(error: BaseException, **tags: object) -> None:
