@@ -17,6 +17,7 @@ from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from apps.api.routing import ProtectedRoute
+from apps.console.web import ROOT_PATH_BEFORE_API_V1
 
 API_V1 = "/api/v1"
 _UNDER_API_V1 = f"{API_V1}/"
@@ -88,7 +89,8 @@ class ApiV1:
     routing takes off (an ASGI path includes its root path). So the server's access log, error
     logs, Sentry events and redirects show the path the client sent, and the middleware outside
     this one find the route it matched in the same scope (metrics count it under the route's
-    template, `/runs/{run_id}`, whichever path it came by)."""
+    template, `/runs/{run_id}`, whichever path it came by). The root path it had before is kept
+    for the console: a page opened under the prefix leads to the console at the app's root."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -97,5 +99,6 @@ class ApiV1:
         if scope["type"] in ("http", "websocket"):
             path = get_route_path(scope)
             if path == API_V1 or path.startswith(_UNDER_API_V1):
+                scope[ROOT_PATH_BEFORE_API_V1] = scope.get("root_path", "")
                 scope["root_path"] = scope.get("root_path", "") + API_V1
         await self.app(scope, receive, send)

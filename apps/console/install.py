@@ -1,16 +1,23 @@
 """`install_console`: the console's pages, static files and headers, added to the app."""
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse
 
 from apps.console import admin_pages, auth_pages, gates_pages, runs_pages
 from apps.console.error_pages import install_error_pages
-from apps.console.web import HERE, PREFIX, SecurityHeaders, SignInNeeded, sign_in_redirect
+from apps.console.web import (
+    HERE,
+    PREFIX,
+    SecurityHeaders,
+    SignInNeeded,
+    path_for,
+    sign_in_redirect,
+)
 
 
-async def _home() -> RedirectResponse:
-    return RedirectResponse(f"{PREFIX}/runs", status_code=307)
+async def _home(request: Request) -> RedirectResponse:
+    return RedirectResponse(path_for(request, "runs_page"), status_code=307)
 
 
 def install_console(app: FastAPI) -> None:

@@ -7,6 +7,8 @@ from urllib.parse import quote
 
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from jinja2.runtime import Context
 from pydantic import BeforeValidator
 from starlette._utils import get_route_path
 from starlette.responses import RedirectResponse, Response
@@ -21,6 +23,10 @@ PREFIX = "/ui"
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 
+# Where the API's `/api/v1` copy of every route keeps the root path a request came with before
+# the prefix was added to it: the console is served there too, but its pages lead to its own.
+ROOT_PATH_BEFORE_API_V1 = "crew.root_path_before_api_v1"
+
 # A page's form sends every field, the unused ones empty: an empty one filters nothing.
 BLANK_IS_NONE = BeforeValidator(lambda value: value or None)
 
@@ -31,7 +37,28 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def root_path(request: Request) -> str:
+    """Where the app is served: "" at its host's root, or the prefix a proxy serves it under,
+    which the server passes on as the ASGI root path (`uvicorn --root-path /crew`). Every URL
+    the console writes starts with it. Under `/api/v1`, or a mount, it is the root path from
+    before them, as in Starlette's `url_for`."""
+    scope = request.scope
+    app_root_path = scope.get("app_root_path", scope.get("root_path", ""))
+    return str(scope.get(ROOT_PATH_BEFORE_API_V1, app_root_path))
+
+
+def path_for(request: Request, name: str, /, **params: Any) -> str:
+    """The path of the route `name` as a browser asks for it: under the root path."""
+    return root_path(request) + str(request.app.url_path_for(name, **params))
+
+
+@pass_context
+def _path_for_page(context: Context, name: str, /, **params: Any) -> str:
+    return path_for(context["request"], name, **params)
+
+
 templates.env.filters["compact_json"] = compact_json
+templates.env.globals["path_for"] = _path_for_page
 
 _RANK = {KeyRole.VIEWER: 0, KeyRole.OPERATOR: 1, KeyRole.ADMIN: 2}
 
@@ -52,7 +79,8 @@ SECURITY_HEADERS = [
 
 
 class SignInNeeded(Exception):
-    """A page asked for without a live session: answered with a redirect to the sign-in page."""
+    """A page asked for without a live session: answered with a redirect to the sign-in page,
+    which leads back to `path` (the page's path within the app, without the root path)."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
@@ -61,7 +89,8 @@ class SignInNeeded(Exception):
 
 def sign_in_redirect(request: Request, exc: Exception) -> Response:
     path = exc.path if isinstance(exc, SignInNeeded) else PREFIX + "/runs"
-    return RedirectResponse(f"{PREFIX}/sign-in?next={quote(path, safe='/')}", status_code=303)
+    sign_in = path_for(request, "sign_in_form")
+    return RedirectResponse(f"{sign_in}?next={quote(path, safe='/')}", status_code=303)
 
 
 def may_act_as(owner: SessionOwner, needed: KeyRole) -> bool:
