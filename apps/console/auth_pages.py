@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from apps.console import sessions
-from apps.console.web import PREFIX, page
+from apps.console.web import PREFIX, page, path_for, root_path
 from apps.core.errors import PayloadTooLarge
 from apps.orchestrator.control import api_keys, console_sessions
 from apps.orchestrator.control.console_sessions import SessionOwner
@@ -21,7 +21,8 @@ _NEXT_DEFAULT = f"{PREFIX}/runs"
 
 
 def _safe_next(target: str | None) -> str:
-    """Where to go after signing in: a console path of this site only (no open redirect)."""
+    """Where to go after signing in: a console path of this site only (no open redirect), within
+    the app: the root path goes before it in the redirect, so it cannot lead out of it."""
     if target and target.startswith(PREFIX + "/") and "\\" not in target and "//" not in target:
         return target
     return _NEXT_DEFAULT
@@ -47,6 +48,12 @@ async def _owner_of_key(request: Request, key: str) -> SessionOwner | None:
     async with request.app.state.engine.connect() as connection:
         found = await api_keys.find_active_key(connection, key)
     return None if found is None else SessionOwner(found.name, found.role, found.id)
+
+
+def _cookie_path(request: Request) -> str:
+    """The session's cookie goes with every request under the root path: the console's pages and
+    the API's routes, which their scripts call."""
+    return root_path(request) or "/"
 
 
 def _sign_in_page(request: Request, next_path: str, error: str = "", status: int = 200) -> Response:
@@ -80,12 +87,12 @@ async def sign_in(request: Request) -> Response:
             sessions.session_lifetime(request),
             sessions.settings_key_hash(request) if owner.key_id is None else None,
         )
-    response = RedirectResponse(next_path, status_code=303)
+    response = RedirectResponse(root_path(request) + next_path, status_code=303)
     response.set_cookie(
         sessions.COOKIE,
         token,
         max_age=int(sessions.session_lifetime(request).total_seconds()),
-        path="/",
+        path=_cookie_path(request),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -102,6 +109,8 @@ async def sign_out(request: Request) -> Response:
     if token:
         async with request.app.state.engine.begin() as connection:
             await console_sessions.end_session(connection, token)
-    response = RedirectResponse(f"{PREFIX}/sign-in", status_code=303)
-    response.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="strict")
+    response = RedirectResponse(path_for(request, "sign_in_form"), status_code=303)
+    response.delete_cookie(
+        sessions.COOKIE, path=_cookie_path(request), httponly=True, samesite="strict"
+    )
     return response
