@@ -120,9 +120,11 @@ Admin = Annotated[SessionOwner, Depends(_needs(KeyRole.ADMIN))]
 
 
 def page(request: Request, template: str, owner: SessionOwner | None, **context: Any) -> Response:
-    """`template` rendered for `owner`: the nav, their role's buttons, the session's CSRF token."""
+    """`template` rendered for `owner`: the nav, their role's buttons, the session's CSRF token,
+    and the root path the page's scripts put before every path they ask for."""
     token = request.cookies.get(COOKIE)
     shared = {
+        "root_path": root_path(request),
         "owner": owner,
         "csrf": csrf_token(token) if token and owner else "",
         "can_operate": owner is not None and may_act_as(owner, KeyRole.OPERATOR),

@@ -1,8 +1,14 @@
 // Calls to the API from the console: the session cookie authenticates, the CSRF token from the
-// page's <meta> goes in a header on every request that changes something.
-const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+// page's <meta> goes in a header on every request that changes something. Paths are the app's
+// own (`/runs/…`); the root path the page names (a proxy's prefix, or nothing) goes before them.
+const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? "";
+const csrf = () => meta("csrf-token");
+const root = meta("root-path");
 
-export async function send(method, url, body, contentType = "application/json") {
+// The address of the app's `path` as this page was served.
+export const url = (path) => `${root}${path}`;
+
+export async function send(method, path, body, contentType = "application/json") {
   const headers = { Accept: "application/json" };
   let payload;
   if (body !== undefined) {
@@ -10,7 +16,7 @@ export async function send(method, url, body, contentType = "application/json") 
     payload = typeof body === "string" ? body : JSON.stringify(body);
   }
   if (method !== "GET") headers["X-CSRF-Token"] = csrf();
-  const response = await fetch(url, { method, headers, body: payload, credentials: "same-origin" });
+  const response = await fetch(url(path), { method, headers, body: payload, credentials: "same-origin" });
   let data = null;
   try {
     data = await response.json();
@@ -20,8 +26,8 @@ export async function send(method, url, body, contentType = "application/json") 
   return { ok: response.ok, status: response.status, data };
 }
 
-export const getJson = (url) => send("GET", url);
-export const postJson = (url, body) => send("POST", url, body ?? {});
+export const getJson = (path) => send("GET", path);
+export const postJson = (path, body) => send("POST", path, body ?? {});
 
 // What went wrong, in words: the API's `detail`, or the status.
 export function problem(result) {

@@ -2,6 +2,7 @@
 // to the last event it handed on, so the server resumes after it (no gap), and it drops any
 // event whose id it has already seen (no duplicate). Read with fetch rather than EventSource so
 // that every event type arrives and a 401 (session ended) stops it for good.
+import { url } from "./http.js";
 
 function parseBlock(block) {
   const event = { id: null, type: "message", data: "" };
@@ -55,7 +56,7 @@ export function follow(path, after, onEvent, { onState = () => {}, isFinal = () 
       try {
         const headers = { Accept: "text/event-stream" };
         if (last) headers["Last-Event-ID"] = String(last);
-        const response = await fetch(path, { headers, signal: controller.signal, credentials: "same-origin" });
+        const response = await fetch(url(path), { headers, signal: controller.signal, credentials: "same-origin" });
         if (response.status === 401 || response.status === 403 || response.status === 404) {
           onState("ended", response.status);
           return;

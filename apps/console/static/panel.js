@@ -1,5 +1,6 @@
 // A node's panel, fetched as server-rendered (sanitised) HTML; its URL goes in the address bar,
 // so a link to it can be shared and the back button closes it.
+import { url } from "./http.js";
 import { localize } from "./time.js";
 
 const run = document.getElementById("run");
@@ -7,7 +8,7 @@ const panel = document.getElementById("panel");
 let shown = panel.querySelector(".node-panel")?.dataset.nodeId ?? null;
 
 async function load(nodeId) {
-  const response = await fetch(`/ui/runs/${run.dataset.runId}/nodes/${nodeId}/panel`, {
+  const response = await fetch(url(`/ui/runs/${run.dataset.runId}/nodes/${nodeId}/panel`), {
     credentials: "same-origin",
   });
   if (!response.ok) return;

@@ -1,5 +1,5 @@
 // The runs page, live: a new run appears at the top, a run's row changes with its events.
-import { getJson } from "./http.js";
+import { getJson, url } from "./http.js";
 import { follow } from "./live.js";
 import { statusBadge } from "./status.js";
 import { timeElement } from "./time.js";
@@ -22,7 +22,7 @@ function cells(run) {
     .filter(([status]) => ["succeeded", "failed", "cancelled", "skipped"].includes(status))
     .reduce((sum, [, n]) => sum + n, 0);
   const link = document.createElement("a");
-  link.href = `/ui/runs/${run.id}`;
+  link.href = url(`/ui/runs/${run.id}`);
   link.textContent = run.title;
   return [
     statusBadge(run.status),

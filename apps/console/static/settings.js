@@ -8,8 +8,8 @@ const result = document.getElementById("validate-result");
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   const kind = form.elements.kind.value;
-  const url = kind ? `/config/validate?kind=${encodeURIComponent(kind)}` : "/config/validate";
-  const answer = await send("POST", url, form.elements.document.value, form.elements.format.value);
+  const path = kind ? `/config/validate?kind=${encodeURIComponent(kind)}` : "/config/validate";
+  const answer = await send("POST", path, form.elements.document.value, form.elements.format.value);
   result.replaceChildren();
   if (!answer.ok) {
     result.textContent = problem(answer);

@@ -1,6 +1,6 @@
 // The new-task form: the server checks it (a DAG pasted as JSON or YAML included) and says what
 // is wrong next to each field; only a valid task is submitted to POST /tasks.
-import { postJson, problem } from "./http.js";
+import { postJson, problem, url } from "./http.js";
 
 const form = document.getElementById("task-form");
 const message = document.getElementById("task-message");
@@ -43,7 +43,7 @@ form.addEventListener("submit", async (event) => {
   showErrors([]);
   const submitted = await postJson("/tasks", checked.data.task);
   if (submitted.ok) {
-    location.assign(`/ui/runs/${submitted.data.id}`);
+    location.assign(url(`/ui/runs/${submitted.data.id}`));
     return;
   }
   message.textContent = problem(submitted);
