@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from alembic import command
 from tests.conftest import API_KEY, ROOT, alembic_config
+from tests.console.proxy import path_stripping_proxy
 from tests.servers import api_process, free_port
 
 BROWSER_HELP = (
@@ -77,6 +78,22 @@ def console_server(workdir: Path, **settings: str) -> Iterator[str]:
     port = free_port()
     with api_process(url, workdir, port, **(SERVER_DEFAULTS | settings)):
         yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def console_behind_proxy(workdir: Path, prefix: str) -> Iterator[str]:
+    """As `console_server`, but served by `uvicorn --root-path <prefix>` behind a proxy that
+    takes the prefix off, as the README's nginx does; the proxy's base URL, prefix included."""
+    url = migrated_sqlite(workdir)
+    port = free_port()
+    uvicorn = ("-m", "uvicorn", "apps.api.app:create_app", "--factory", "--port", str(port))
+    with (
+        api_process(
+            url, workdir, port, arguments=(*uvicorn, "--root-path", prefix), **SERVER_DEFAULTS
+        ),
+        path_stripping_proxy(prefix, port) as base_url,
+    ):
+        yield base_url
 
 
 def api(base_url: str) -> httpx.Client:
