@@ -1,7 +1,7 @@
 """A worker logs what its passes recorded that an operator must hear of: each failed attempt,
 whether it is retried, and each run it ended. A failure the deployment must fix (an artifact
 store that cannot be written) is an error, tagged with its run and node; a provider's failure is
-a warning, which the retry policy deals with."""
+a warning, which the retry policy deals with. Each failed attempt is counted by its cause."""
 
 import logging
 import shutil
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from apps.core.database import SessionFactory, Transactions
 from apps.core.logs import ContextFilter
@@ -22,6 +23,11 @@ ONE = {
     "type": "dag",
     "nodes": [{"key": "only", "role": "writer", "prompt": "Write it.", "max_attempts": 2}],
 }
+
+
+def failed_attempts(cause: str) -> float:
+    """The failed attempts of `cause` this process has counted."""
+    return REGISTRY.get_sample_value("crew_node_attempts_failed_total", {"cause": cause}) or 0.0
 
 
 class PassLines:
@@ -55,6 +61,7 @@ async def test_an_artifact_store_that_cannot_be_written_is_an_error_of_the_run_a
     settings: Settings,
     pass_lines: PassLines,
 ) -> None:
+    counted_before = failed_attempts("artifact_store")
     worker = Worker(transactions, settings)
     # The store's directory is a file now: every write fails as a full or broken disk would.
     shutil.rmtree(settings.artifacts_dir, ignore_errors=True)
@@ -80,6 +87,7 @@ async def test_an_artifact_store_that_cannot_be_written_is_an_error_of_the_run_a
     attempts, ended = pass_lines.records[:2], pass_lines.records[2]
     assert {(record.run_id, record.node_id) for record in attempts} == {(run_id, node["id"])}
     assert (ended.run_id, ended.node_id) == (run_id, None)
+    assert failed_attempts("artifact_store") - counted_before == 2
 
 
 async def test_a_providers_failure_is_a_warning_and_each_retry_says_so(

@@ -1,6 +1,6 @@
-"""The log lines of what a worker's pass recorded, written once it has committed: each failed
-attempt, retried or not, and each run it ended. Starts and successes are left to the events: a
-line each would be most of a busy worker's log.
+"""The log lines and counts of what a worker's pass recorded, once it has committed: each failed
+attempt, retried or not (counted by cause too), and each run it ended. Starts and successes are
+left to the events: a line each would be most of a busy worker's log.
 
 A failure that the deployment must fix (the artifact store cannot be written, a provider is not
 set up) is logged as an error, and so reaches Sentry through its logging integration, tagged with
@@ -11,6 +11,7 @@ the retry policy deals with it. A node handed back by a stopping worker is only 
 import logging
 
 from apps.core.logs import log_context
+from apps.core.metrics import record_failed_attempt
 from apps.orchestrator.engine.outcomes import FailedAttempt
 from apps.orchestrator.engine.passes import PassResult
 from apps.orchestrator.engine.scheduling import EndedRun
@@ -26,8 +27,9 @@ LEVEL_OF_CAUSE = {
 
 
 def log_pass(result: PassResult) -> None:
-    """Log the failed attempts and the ended runs of a committed pass."""
+    """Log the failed attempts and the ended runs of a committed pass, and count the attempts."""
     for attempt in result.failed:
+        record_failed_attempt(attempt.failure.cause)
         _log_failed_attempt(attempt)
     for run in result.ended:
         _log_ended_run(run)
