@@ -1,8 +1,10 @@
 """Sentry: set up once per process from the settings, and what it may carry out of the process.
 
 Only faults are reported: an unhandled error in a route, an unexpected error in a node's execution
-or in the worker's bookkeeping of a run (`report_run_error`). Expected outcomes are not: 4xx
-answers (the `CrewError` hierarchy), a provider's 429 or 5xx, a node failing by its retry policy.
+or in the worker's bookkeeping of a run (`report_run_error`), an attempt failed by the deployment
+(an artifact store that cannot be written, a provider not set up: the worker logs it as an error,
+`pass_log`). Expected outcomes are not: 4xx answers (the `CrewError` hierarchy), a provider's 429
+or 5xx, a node failing by its retry policy.
 That is why the SDK's auto-enabled integrations stay off: its OpenAI integration, for one,
 reports every failed call (a 429 too) and records prompts.
 

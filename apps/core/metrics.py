@@ -77,6 +77,12 @@ LEASES_TAKEN_BACK = Counter(
     "crew_leases_taken_back_total",
     "Running nodes taken back because their worker's lease expired (a worker died or hung).",
 )
+NODE_ATTEMPTS_FAILED = Counter(
+    "crew_node_attempts_failed_total",
+    "Attempts of nodes that failed, as a worker's pass recorded them, by cause (provider, timeout,"
+    " artifact_store, config, ...).",
+    ["cause"],
+)
 SSE_SUBSCRIBERS = Gauge(
     "crew_sse_subscribers",
     "Event streams (Server-Sent Events) open now.",
@@ -125,6 +131,11 @@ def record_gate_wait(seconds: float, *, decision: str) -> None:
 def record_leases_taken_back(count: int) -> None:
     """`count` running nodes were taken back from workers whose lease expired."""
     LEASES_TAKEN_BACK.inc(count)
+
+
+def record_failed_attempt(cause: str) -> None:
+    """A worker's pass recorded an attempt that failed for `cause` (its event's cause)."""
+    NODE_ATTEMPTS_FAILED.labels(cause).inc()
 
 
 def sse_subscriber_opened() -> None:

@@ -245,6 +245,44 @@ def test_an_unexpected_node_error_reaches_sentry_with_its_run_and_node() -> None
     assert messages == ["reported by the worker", "'only logged by the worker'"]
 
 
+def test_an_artifact_store_that_cannot_be_written_reaches_sentry_with_its_run_and_node(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    """A deployment's fault the worker turns into a failed attempt is reported all the same,
+    once: the node and the run fail by their retry policy, which reports nothing more."""
+    not_a_directory = tmp_path / "artifacts-file"
+    not_a_directory.write_text("the store's directory is a file")
+    node = {"key": "only", "role": "writer", "prompt": PROMPT, "max_attempts": 1}
+    task = {"title": "Nowhere to write", "task_spec": {"type": "dag", "nodes": [node]}}
+    with (
+        sentry_sink() as (sink, dsn),
+        instrumented_api(
+            migrated_database,
+            tmp_path,
+            SENTRY_DSN=dsn,
+            WORKER_IN_API="1",
+            ARTIFACTS_DIR=str(not_a_directory),
+        ) as base_url,
+    ):
+        submitted = httpx.post(f"{base_url}/tasks", headers=HEADERS, json=task)
+        run = wait_for_run(base_url, submitted.json()["id"], ("succeeded", "failed"))
+        [node_row] = httpx.get(f"{base_url}/runs/{run['id']}/nodes", headers=HEADERS).json()[
+            "items"
+        ]
+        sink.wait_for_events(1)
+        time.sleep(0.5)
+        events = sink.events()
+    assert run["status"] == "failed"
+    [event] = events
+    assert (event["tags"]["run_id"], event["tags"]["node_id"]) == (run["id"], node_row["id"])
+    assert event["level"] == "error"
+    assert event["logentry"]["formatted"] == (
+        "attempt 1 of 1 of node 'only' failed (artifact_store), the node failed:"
+        " artifact store: the artifact store failed: Not a directory"
+    )
+    assert PROMPT not in json.dumps(event)
+
+
 def test_a_stream_flows_chunk_by_chunk_with_metrics_and_sentry_on(
     migrated_database: str, tmp_path: Path
 ) -> None:

@@ -76,7 +76,8 @@ def take_back_expired_leases(session: Session, *, besides: str | None = None) ->
             taken_back += cancel_attempt(session, node)
             continue
         message = f"lease of worker {node.lease_owner} expired"
-        taken_back += end_attempt(session, node, message, retryable=True, cause="lease_expired")
+        ended = end_attempt(session, node, message, retryable=True, cause="lease_expired")
+        taken_back += ended is not None
     finish_runs(session, {node.run_id for node in nodes})
     return taken_back
 

@@ -5,7 +5,7 @@ being cancelled."""
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
@@ -31,15 +31,23 @@ from apps.orchestrator.model.states import NodeStatus
 from apps.orchestrator.model.transitions import move_node, record_event, record_node_moves
 
 
+class FailedAttempt(NamedTuple):
+    """A failed attempt recorded, and whether its node is to be retried (else it failed)."""
+
+    failure: Failed
+    retried: bool
+
+
 @dataclass(slots=True)
 class Recorded:
     """What `record_outcomes` did: the runs it touched, the nodes that succeeded whose
-    dependents are still to be made ready (`promote_pending_nodes`), and the runs whose nodes
-    it made ready already."""
+    dependents are still to be made ready (`promote_pending_nodes`), the runs whose nodes it
+    made ready already, and the failed attempts it ended."""
 
     runs: set[uuid.UUID]
     to_promote: list[uuid.UUID] = field(default_factory=list)
     promoted: set[uuid.UUID] = field(default_factory=set)
+    failed: list[FailedAttempt] = field(default_factory=list)
 
 
 def record_outcomes(
@@ -71,9 +79,11 @@ def record_outcomes(
     recorded |= _hold_outputs(session, held)
     refused.extend(outcome for outcome in successes if outcome.work.id not in recorded)
     for failure in failures:
-        end_attempt(
+        moved = end_attempt(
             session, failure.work, failure.message, retryable=failure.retryable, cause=failure.cause
         )
+        if moved is not None:
+            result.failed.append(FailedAttempt(failure, retried=moved is NodeStatus.READY))
     if not promote:
         result.to_promote = list(recorded - held_ids)
     return result

@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 from apps.core.settings import Settings
 from apps.orchestrator.engine.budgets import RunBudgets
 from apps.orchestrator.engine.executor import NodeWork, Outcome, Succeeded
-from apps.orchestrator.engine.outcomes import record_outcomes
+from apps.orchestrator.engine.outcomes import FailedAttempt, record_outcomes
 from apps.orchestrator.engine.scheduling import (
     BATCH,
+    EndedRun,
     claim_ready_nodes,
     finish_runs,
     promote_pending_nodes,
@@ -33,18 +34,22 @@ from apps.orchestrator.model.transitions import insert_recorded_events, move_nod
 @dataclass(slots=True)
 class PassResult:
     """What one pass did: the attempts it claimed, the successes it could not record (their
-    node ended meanwhile), the outcomes it left for the next pass, and whether it changed
-    anything."""
+    node ended meanwhile), the outcomes it left for the next pass, the failed attempts and the
+    runs it ended, and whether it changed anything."""
 
     claimed: list[NodeWork] = field(default_factory=list)
     refused: list[Succeeded] = field(default_factory=list)
     postponed: list[Outcome] = field(default_factory=list)
+    failed: list[FailedAttempt] = field(default_factory=list)
+    ended: list[EndedRun] = field(default_factory=list)
     changed: bool = False
 
     def add(self, other: "PassResult") -> None:
         self.claimed += other.claimed
         self.refused += other.refused
         self.postponed += other.postponed
+        self.failed += other.failed
+        self.ended += other.ended
         self.changed |= other.changed
 
 
@@ -82,8 +87,9 @@ def run_pass(
     # A run with a node just made ready or just claimed is not finished: no need to look (which
     # is why the claim comes first: while a run goes on, most passes claim from it).
     going_on = promoted | {work.run_id for work in result.claimed}
-    finished = finish_runs(session, recorded.runs - going_on)
-    result.changed = bool(outcomes or started or promoted or finished or result.claimed)
+    result.failed = recorded.failed
+    result.ended = finish_runs(session, recorded.runs - going_on)
+    result.changed = bool(outcomes or started or promoted or result.ended or result.claimed)
     insert_recorded_events(session)
     return result
 

@@ -10,7 +10,7 @@ win: the loser's conditional update matches nothing and it moves on.
 import random
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
@@ -63,6 +63,14 @@ class Attempt(Protocol):
     def max_attempts(self) -> int: ...
 
 
+class EndedRun(NamedTuple):
+    """A run that a transaction ended: the status it ended in, and why when it failed."""
+
+    id: uuid.UUID
+    status: RunStatus
+    error: str | None
+
+
 def cancel_attempt(session: Session, node: Attempt) -> bool:
     """A running attempt in a run being cancelled: its node is cancelled. False when the node
     is no longer running that attempt."""
@@ -103,10 +111,10 @@ def expand_report(
 
 def end_attempt(
     session: Session, node: Attempt, message: str, *, retryable: bool, cause: str
-) -> bool:
-    """A failed attempt: back to ready after a backoff while attempts remain, else failed.
-
-    False when the node is no longer running that attempt (it ended meanwhile)."""
+) -> NodeStatus | None:
+    """A failed attempt: back to ready after a backoff while attempts remain, else failed; the
+    status the node moved to (`READY` or `FAILED`), None when it was no longer running that
+    attempt (it ended meanwhile)."""
     dialect = session.get_bind().dialect.name
     try:
         if retryable and node.attempt < node.max_attempts:
@@ -124,7 +132,7 @@ def end_attempt(
                 lease_owner=None,
                 lease_expires_at=None,
             )
-            return True
+            return NodeStatus.READY
         reason = f"node {node.key!r} failed after {node.attempt} attempt(s): {message}"
         move_node(
             session,
@@ -136,9 +144,9 @@ def end_attempt(
             expected_attempt=node.attempt,
         )
     except InvalidTransition:
-        return False
+        return None
     skip_unstarted(session, node.run_id, f"node {node.key!r} failed")
-    return True
+    return NodeStatus.FAILED
 
 
 def skip_unstarted(session: Session, run_id: uuid.UUID, cause: str) -> None:
@@ -199,21 +207,23 @@ def record_promotions(session: Session, moved: Sequence[Any]) -> set[uuid.UUID]:
     return {node.run_id for node in moved}
 
 
-def finish_runs(session: Session, run_ids: Iterable[uuid.UUID]) -> int:
+def finish_runs(session: Session, run_ids: Iterable[uuid.UUID]) -> list[EndedRun]:
     """End those of `run_ids` whose nodes are all final (cancelled, when a cancel was asked
-    for); how many."""
+    for); the runs ended."""
     run_ids = list(run_ids)
     if not run_ids:
-        return 0
-    done = statements.finished_runs(connection_of(session), run_ids)
-    for run in done:
+        return []
+    ended = []
+    for run in statements.finished_runs(connection_of(session), run_ids):
         if run.cancelling:
             move_run(session, run.id, run.status, RunStatus.CANCELLED, cause="cancel")
+            ended.append(EndedRun(run.id, RunStatus.CANCELLED, None))
             continue
         error = _why_failed(session, run.id, run.budget or {}, run.total_tokens, run.cost)
         target = RunStatus.FAILED if error else RunStatus.SUCCEEDED
         move_run(session, run.id, run.status, target, cause="nodes", error=error)
-    return len(done)
+        ended.append(EndedRun(run.id, target, error))
+    return ended
 
 
 def _why_failed(

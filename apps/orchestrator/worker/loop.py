@@ -35,6 +35,7 @@ from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatible
 from apps.orchestrator.infra.storage import open_artifact_store
 from apps.orchestrator.infra.storage.base import ArtifactStore, sidecar_key, store_changes
 from apps.orchestrator.worker.gate_timer import GateTimer
+from apps.orchestrator.worker.pass_log import log_pass
 from apps.orchestrator.worker.pass_runner import PassRunner
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class Worker:
             self._look_for_runs |= look_for_runs
             raise
         self._outcomes[:0] = done.postponed
+        log_pass(done)
         if look_for_runs:
             self._looked_at = now
         for refused in done.refused:
@@ -281,6 +283,7 @@ class Worker:
             lease_seconds=self.settings.lease_seconds,
         )
         if taken_back:
+            logger.warning("took back %d running node(s) whose worker's lease expired", taken_back)
             record_leases_taken_back(taken_back)
             self.wake()
 
@@ -306,7 +309,7 @@ class Worker:
         if not self._outcomes:
             return
         try:
-            await self._passes.run(self._outcomes, slots=0)
+            log_pass(await self._passes.run(self._outcomes, slots=0))
         except (OSError, SQLAlchemyError) as error:
             logger.warning("could not hand nodes back, their leases will expire: %s", error)
 
