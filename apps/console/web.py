@@ -1,6 +1,7 @@
 """What every console page shares: its templates, who is signed in, and its security headers."""
 
 import json
+import weakref
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -47,9 +48,30 @@ def root_path(request: Request) -> str:
     return str(scope.get(ROOT_PATH_BEFORE_API_V1, app_root_path))
 
 
+# The paths of routes by name, their parameters left as markers, for each app. Starlette finds a
+# route by trying each one in turn: with this app's routers some 0.2 ms a call, which a page of
+# 50 runs, a link each, would pay 50 times.
+_PATHS: "weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[str, ...]], str]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _marker(name: str) -> str:
+    # No route's converter checks what it writes but `str`'s, which refuses only a "/".
+    return f"\x00{name}\x00"
+
+
 def path_for(request: Request, name: str, /, **params: Any) -> str:
     """The path of the route `name` as a browser asks for it: under the root path."""
-    return root_path(request) + str(request.app.url_path_for(name, **params))
+    paths = _PATHS.setdefault(request.app, {})
+    key = (name, tuple(sorted(params)))
+    path = paths.get(key)
+    if path is None:
+        markers = {param: _marker(param) for param in params}
+        path = paths[key] = str(request.app.url_path_for(name, **markers))
+    for param, value in params.items():
+        path = path.replace(_marker(param), str(value))
+    return root_path(request) + path
 
 
 @pass_context
