@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             log_config=logging_config(settings),
             log_level=settings.log_level,
             proxy_headers=args.prod,
+            root_path=settings.root_path,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
         )
 

@@ -60,6 +60,7 @@ _SECRET_FIELDS = frozenset(
 )
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _HTTP_URL = re.compile(r"https?://[^/?#\s]+(/[^?#\s]*)?")
+ROOT_PATH = re.compile(r"(/(?!\.+(/|$))[A-Za-z0-9._~-]+)+")
 
 
 class AgentBinding(BaseModel):
@@ -261,6 +262,11 @@ class Settings(BaseSettings):
     web_concurrency: int = Field(
         default=2, ge=1, le=64, description="API worker processes under api-run-prod."
     )
+    root_path: str = Field(
+        default="",
+        description="The prefix a reverse proxy serves the app under, which it takes off the "
+        "path (uvicorn's --root-path), e.g. /crew; empty: the host's root.",
+    )
     log_level: LogLevel = Field(default="info", description="Log level of the service.")
     log_format: LogFormat = Field(
         default="text", description="Log lines as readable text, or as one JSON object a line."
@@ -438,6 +444,16 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url_is_async(cls, value: str | None) -> str | None:
         return None if value is None else normalize_database_url(value)
+
+    @field_validator("root_path")
+    @classmethod
+    def _root_path_is_a_plain_prefix(cls, value: str) -> str:
+        if value and not ROOT_PATH.fullmatch(value):
+            raise ValueError(
+                "expected a path prefix like /crew or /ops/crew: segments of letters, digits"
+                " and ._~- (not dots alone), each after a /, none at the end"
+            )
+        return value
 
     @field_validator("artifacts_dir")
     @classmethod

@@ -82,15 +82,12 @@ def console_server(workdir: Path, **settings: str) -> Iterator[str]:
 
 @contextmanager
 def console_behind_proxy(workdir: Path, prefix: str) -> Iterator[str]:
-    """As `console_server`, but served by `uvicorn --root-path <prefix>` behind a proxy that
-    takes the prefix off, as the README's nginx does; the proxy's base URL, prefix included."""
+    """As `console_server`, but served with ROOT_PATH=<prefix> behind a proxy that takes the
+    prefix off, as the README's nginx does; the proxy's base URL, prefix included."""
     url = migrated_sqlite(workdir)
     port = free_port()
-    uvicorn = ("-m", "uvicorn", "apps.api.app:create_app", "--factory", "--port", str(port))
     with (
-        api_process(
-            url, workdir, port, arguments=(*uvicorn, "--root-path", prefix), **SERVER_DEFAULTS
-        ),
+        api_process(url, workdir, port, **SERVER_DEFAULTS, ROOT_PATH=prefix),
         path_stripping_proxy(prefix, port) as base_url,
     ):
         yield base_url

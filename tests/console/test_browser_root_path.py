@@ -1,6 +1,7 @@
-"""In Chromium, behind a proxy that serves the app under /crew (nginx's `location /crew/` in front
-of `uvicorn --root-path /crew`): sign in, a task from the form, the runs page and a run's DAG
-live, a gate approved, sign out; every request the browser makes stays under the prefix."""
+"""In Chromium, behind a proxy that serves the app under /crew (nginx's `location /crew/` in
+front of the API served with ROOT_PATH=/crew): sign in, a task from the form, the runs page and
+a run's DAG live, a gate approved, sign out; every request the browser makes stays under the
+prefix."""
 
 import json
 import re

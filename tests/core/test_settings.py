@@ -42,6 +42,11 @@ def test_the_example_env_file_is_valid_and_documents_every_setting() -> None:
         ("llm_role_models", "writer", "LLM_ROLE_MODELS"),
         ("llm_role_models", "astrologer=openai:gpt-4o", "LLM_ROLE_MODELS"),
         ("llm_role_models", "writer=watsonx:granite", "LLM_ROLE_MODELS"),
+        ("root_path", "crew", "ROOT_PATH"),
+        ("root_path", "/crew/", "ROOT_PATH"),
+        ("root_path", "/crew?x=1", "ROOT_PATH"),
+        ("root_path", "//evil.example", "ROOT_PATH"),
+        ("root_path", "/crew/..", "ROOT_PATH"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(variable: str, value: str, named: str) -> None:
