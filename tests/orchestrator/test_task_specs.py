@@ -51,6 +51,13 @@ def test_a_node_depending_on_itself_is_refused() -> None:
     assert "node 'a' depends on itself" in _problem(_dag(_node("a", "a")))
 
 
+def test_a_dependency_listed_twice_is_refused() -> None:
+    # Each dependency is a row of its own: twice, the plan could not be stored (a 500).
+    assert "node 'b' lists 'a' twice in its deps" in _problem(
+        _dag(_node("a"), _node("b", "a", "a"))
+    )
+
+
 def test_a_duplicate_key_is_refused() -> None:
     assert "node key 'a' is used twice" in _problem(_dag(_node("a"), _node("a")))
 

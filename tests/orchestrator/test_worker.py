@@ -235,6 +235,16 @@ async def test_an_expired_lease_is_taken_back_and_retried(
             },
             "node 'a' depends on itself",
         ),
+        (
+            {
+                "type": "dag",
+                "nodes": [
+                    {"key": "a", "role": "writer", "prompt": "p"},
+                    {"key": "b", "role": "writer", "prompt": "p", "deps": ["a", "a"]},
+                ],
+            },
+            "node 'b' lists 'a' twice in its deps",
+        ),
     ],
 )
 async def test_a_bad_task_is_422_and_writes_nothing(

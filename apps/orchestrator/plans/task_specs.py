@@ -79,11 +79,15 @@ class DagSpec(Spec):
     def _is_a_dag(self) -> "DagSpec":
         keys = _unique_keys(self.nodes)
         for node in self.nodes:
+            listed: set[str] = set()
             for dep in node.deps:
                 if dep == node.key:
                     raise ValueError(f"node {node.key!r} depends on itself")
                 if dep not in keys:
                     raise ValueError(f"node {node.key!r} depends on unknown node {dep!r}")
+                if dep in listed:
+                    raise ValueError(f"node {node.key!r} lists {dep!r} twice in its deps")
+                listed.add(dep)
         cycle = find_cycle({node.key: node.deps for node in self.nodes})
         if cycle:
             raise ValueError("dependency cycle: " + " -> ".join(cycle))
