@@ -271,6 +271,58 @@ async def test_an_expired_gate_is_decided_by_the_workers_timer_as_automatic(
     assert approved["data"]["automatic"] is True
 
 
+async def test_a_gate_that_times_out_into_rejects_retries_within_the_nodes_attempts(
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    """Each rejection by the timeout runs the node again, an LLM call; once the node has used
+    its attempts, the timeout fails it and the run, where it used to retry without end."""
+    gate = {"timeout_minutes": 0.002, "on_timeout": "reject"}
+    node = {"key": "draft", "role": "writer", "prompt": "Draft.", "max_attempts": 2, "gate": gate}
+    run_id = await _submit(client, _dag(node))
+
+    async with _working(Worker(transactions, settings)):
+
+        async def ended() -> bool:
+            return (await client.get(f"/runs/{run_id}")).json()["status"] == "failed"
+
+        await _wait_for(ended)
+
+    (draft,) = (await _nodes(client, run_id)).values()
+    assert (draft["status"], draft["attempt"]) == ("failed", 2)
+    assert draft["error"] == (
+        "node 'draft' was rejected by timeout: the gate timed out, and its node has used its"
+        " 2 attempt(s)"
+    )
+    gates = (await client.get("/gates", params={"run_id": run_id})).json()["items"]
+    decided = [(gate["status"], gate["action"], gate["automatic"]) for gate in gates]
+    assert decided == [("rejected", "retry", True), ("rejected", "fail", True)]
+    artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
+    assert len(artifacts) == 2
+
+
+async def test_a_person_may_reject_for_a_retry_past_the_nodes_attempts(
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    node = {"key": "draft", "role": "writer", "prompt": "Draft.", "max_attempts": 1, "gate": {}}
+    run_id = await _submit(client, _dag(node))
+    worker = Worker(transactions, settings)
+
+    for attempt in (1, 2):
+        await worker.drain()
+        assert (await _nodes(client, run_id))["draft"]["attempt"] == attempt
+        answer = await client.post(f"/runs/{run_id}/reject", json={"notes": "again"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["action"] == "retry"
+    await worker.drain()
+
+    draft = (await _nodes(client, run_id))["draft"]
+    assert (draft["status"], draft["attempt"]) == ("waiting_approval", 3)
+
+
 class HangingProvider:
     """Answers after an hour, unless cancelled; records the cancellations."""
 

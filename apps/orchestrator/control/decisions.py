@@ -15,7 +15,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import exists, select, update
@@ -180,6 +180,7 @@ def _decide(
     lock_run(session, run_id)
     gate_id = approval.gate_id if approval is not None else decision.gate_id
     gate = _waiting_gate(session, run_id, node_id, gate_id)
+    decision = _within_attempts(session, gate, decision)
     target = GateStatus.APPROVED if decision.approve else GateStatus.REJECTED
     check_gate_decision(GateStatus.PENDING, target)
     _claim_gate(session, gate, target, decision)
@@ -190,6 +191,21 @@ def _decide(
     _release_run(session, run_id)
     scheduling.finish_runs(session, [run_id])
     return get_gate(session, gate.id)
+
+
+def _within_attempts(session: Session, gate: Any, decision: Decision) -> Decision:
+    """`decision`, but a timeout's rejection of a node that has used all its attempts fails it:
+    retried, the node would be called again and time out again, without end. A person's
+    rejection retries whatever the count: it is theirs to stop."""
+    if decision.approve or not decision.automatic or decision.action != "retry":
+        return decision
+    attempt, max_attempts = session.execute(
+        select(Node.attempt, Node.max_attempts).where(Node.id == gate.node_id)
+    ).one()
+    if attempt < max_attempts:
+        return decision
+    notes = f"{decision.notes}, and its node has used its {max_attempts} attempt(s)"
+    return replace(decision, action="fail", notes=notes)
 
 
 def _waiting_gate(
