@@ -274,6 +274,46 @@ async def test_a_run_that_would_pass_its_token_budget_stops_as_failed(
     await _assert_events_replay_to_the_database(client, run_id)
 
 
+async def test_a_run_stopped_by_its_budget_is_not_resumed_to_spend_past_it(
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    run_id = await _submit(client, {"type": "demo", "budget": {"max_tokens": 250}})
+    await Worker(transactions, settings).drain()
+    stopped = (await client.get(f"/runs/{run_id}")).json()
+    events = (await client.get("/events", params={"run_id": run_id, "limit": 200})).json()
+
+    answer = await client.post(f"/runs/{run_id}/resume")
+
+    assert answer.status_code == 409
+    spent = stopped["usage"]["total_tokens"]
+    assert answer.json()["detail"] == (
+        f"the run's next call would pass its budget (budget_exceeded: spent {spent} of 250"
+        " tokens); not resumed"
+    )
+    await Worker(transactions, settings).drain()
+    assert (await client.get(f"/runs/{run_id}")).json() == stopped
+    after = (await client.get("/events", params={"run_id": run_id, "limit": 200})).json()
+    assert after == events
+
+
+async def test_a_failed_run_within_its_budget_is_resumed(
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    run_id = await _submit(client, {"type": "demo", "budget": {"max_tokens": 100_000}})
+    provider = FailingProvider("Write part 2 of", retryable=False)
+    await Worker(transactions, settings, {"demo": provider}).drain()
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "failed"
+
+    assert (await client.post(f"/runs/{run_id}/resume")).status_code == 202
+    await Worker(transactions, settings).drain()
+
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
+
+
 class ChattyPlanner:
     """The demo provider, except that the planner answers prose instead of an outline."""
 

@@ -157,7 +157,8 @@ async def cancel_run(
             409,
             described={
                 404: "No such run.",
-                409: "The run is not failed or cancelled; `detail` says what it is.",
+                409: "The run is not failed or cancelled, or its next call would pass its"
+                " budget; `detail` says which.",
             },
         ),
     },
@@ -171,7 +172,8 @@ async def resume_run(
     background: BackgroundTasks,
 ) -> Run:
     """Continue a failed or cancelled run from where it stopped: succeeded nodes and their
-    artifacts are kept, the others run again."""
+    artifacts are kept, the others run again. A run whose next call would pass its budget (one
+    stopped by it) is not resumed."""
     return await _change_run(
         run_control.resume, run_id, caller.name, transactions, request, response, background
     )

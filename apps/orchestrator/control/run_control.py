@@ -10,14 +10,15 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from apps.core.errors import Conflict
 from apps.orchestrator.engine import scheduling
 from apps.orchestrator.engine.gates import close_gates
+from apps.orchestrator.engine.outcomes import budget_problem
 from apps.orchestrator.model.locks import lock_run
-from apps.orchestrator.model.models import Node, Run, utcnow
+from apps.orchestrator.model.models import Artifact, Node, Run, utcnow
 from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
     RUN_TERMINAL,
@@ -50,15 +51,31 @@ def request_cancel(session: Session, run_id: uuid.UUID, by: str) -> dict[str, An
 
 def resume(session: Session, run_id: uuid.UUID, by: str) -> dict[str, Any]:
     """Continue a failed or cancelled run: its succeeded nodes and their artifacts are kept,
-    the others run again (their attempt counts go on); the run after."""
+    the others run again (their attempt counts go on); the run after. `Conflict` when its next
+    call would pass its budget: resumed, it would spend past it again before it stopped."""
     status, _ = lock_run(session, run_id)
     check_run_resume(status)
+    problem = _budget_spent(session, run_id)
+    if problem is not None:
+        raise Conflict(f"the run's next call would pass its budget ({problem}); not resumed")
     move_run(session, run_id, status, RunStatus.RUNNING, cause="operator", data={"by": by})
     rerun = sorted(NODE_RERUNNABLE)
     _move_run_nodes(session, run_id, rerun, NodeStatus.PENDING, cause="resume", by=by)
     scheduling.promote_pending_nodes(session, runs=[run_id])
     scheduling.finish_runs(session, [run_id])
     return get_run_in(session, run_id)
+
+
+def _budget_spent(session: Session, run_id: uuid.UUID) -> str | None:
+    """Why the run's next call would pass its budget, judged as a worker does; None if it would
+    not, or it has none."""
+    budget, tokens, cost = session.execute(
+        select(Run.task_spec["budget"], Run.total_tokens, Run.cost).where(Run.id == run_id)
+    ).one()
+    if not budget:
+        return None
+    calls = session.scalar(select(func.count()).where(Artifact.run_id == run_id)) or 0
+    return budget_problem(budget, tokens, cost, calls)
 
 
 def _move_run_nodes(
