@@ -123,7 +123,9 @@ async def authenticate(
     checked: Principal | None = getattr(request.state, "principal", None)
     if checked is not None:  # by the route, before it read the body
         return checked
-    presented = api_key or (bearer.credentials if bearer else None)
+    # Whitespace around a header's value is not part of it (RFC 9110, 5.5); not every server
+    # takes it off the way Starlette does for `Authorization`.
+    presented = (api_key or (bearer.credentials if bearer else "")).strip()
     if not presented:
         principal = await _console_principal(request)
         if principal is None:

@@ -709,13 +709,16 @@ async def open_database(settings: Settings, url: str | None = None) -> AsyncIter
 # SQLSTATE classes of failures that say nothing of the statement: connection exceptions, rollbacks
 # (serialization failures, deadlocks), insufficient resources, operator intervention.
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
-# sqlite3 raises OperationalError for a busy database and for malformed JSON alike.
+# sqlite3 raises OperationalError for a busy database and for malformed JSON alike. A file that
+# is not (or no longer) a database is out of reach too: nothing a statement or a run did.
 SQLITE_TRANSIENT_MESSAGES = (
     "database is locked",
     "database table is locked",
     "unable to open database",
     "disk i/o error",
     "database or disk is full",
+    "file is not a database",
+    "database disk image is malformed",
 )
 
 
@@ -732,7 +735,7 @@ def is_transient(error: BaseException) -> bool:
     sqlstate = getattr(error.orig, "sqlstate", None)
     if sqlstate:
         return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
-    if isinstance(error.orig, sqlite3.OperationalError):
+    if isinstance(error.orig, sqlite3.DatabaseError):
         message = str(error.orig).lower()
         return any(transient in message for transient in SQLITE_TRANSIENT_MESSAGES)
     return isinstance(error, OperationalError)
@@ -750,10 +753,13 @@ HEALTH_CHECK_SECONDS = 2.0
 
 
 async def check_database(engine: AsyncEngine) -> str | None:
-    """None when the database answers a query in time, else why it does not."""
+    """None when the database answers a query in time, else why it does not. On SQLite the
+    query reads the file's header: `SELECT 1` reads nothing, and answers from a file that is
+    not a database."""
+    query = "PRAGMA schema_version" if engine.dialect.name == "sqlite" else "SELECT 1"
     try:
         async with asyncio.timeout(HEALTH_CHECK_SECONDS), engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+            await connection.execute(text(query))
     except TimeoutError:
         return f"no answer within {HEALTH_CHECK_SECONDS:g}s"
     except (OSError, SQLAlchemyError) as error:

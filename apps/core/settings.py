@@ -60,6 +60,8 @@ _SECRET_FIELDS = frozenset(
 )
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _HTTP_URL = re.compile(r"https?://[^/?#\s]+(/[^?#\s]*)?")
+# A browser's Origin: scheme, host and port, nothing after; "*" allows every origin.
+_ORIGIN = re.compile(r"\*|https?://[^/?#\s]+")
 ROOT_PATH = re.compile(r"(/(?!\.+(/|$))[A-Za-z0-9._~-]+)+")
 
 
@@ -556,6 +558,16 @@ class Settings(BaseSettings):
     @classmethod
     def _split_origins(cls, value: object) -> object:
         return _comma_separated(value) if isinstance(value, str) else value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r}: an origin is http(s)://host[:port] with nothing after, or *"
+                )
+        return value
 
     @property
     def migrations_database_url(self) -> str:

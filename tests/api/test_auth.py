@@ -94,6 +94,34 @@ async def test_the_key_is_accepted_as_a_bearer_token(client: httpx.AsyncClient) 
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-API-Key": "test-key "},
+        {"X-API-Key": "\ttest-key"},
+        {"Authorization": "Bearer test-key "},
+    ],
+)
+async def test_whitespace_around_a_key_is_not_part_of_it(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    response = await client.get("/runs", headers={"X-API-Key": "", **headers})
+    assert response.status_code == 200, response.text
+
+
+async def test_a_key_named_as_a_gates_timeout_is_refused(client: httpx.AsyncClient) -> None:
+    # Decisions a gate's timeout makes are recorded as decided by "timeout".
+    for name in ("timeout", "Timeout"):
+        response = await client.post("/keys", json={"name": name, "role": "operator"})
+        assert response.status_code == 422
+        assert response.json()["detail"] == (
+            f"the name {name!r} is kept for the decisions of gates that time out"
+        )
+    assert all(
+        key["name"].casefold() != "timeout" for key in (await client.get("/keys")).json()["items"]
+    )
+
+
 async def test_a_non_bearer_authorization_is_401(client: httpx.AsyncClient) -> None:
     response = await client.get(
         "/runs", headers={"X-API-Key": "", "Authorization": "Basic dGVzdC1rZXk6"}

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -31,3 +33,23 @@ async def test_health_is_503_with_a_reason_when_the_database_is_unreachable(
     assert response.json()["status"] == "unavailable"
     # Unreachable at once, or no answer in time when the machine is busy: either is a reason.
     assert response.json()["database"].startswith(("unreachable", "no answer within"))
+
+
+async def test_a_file_that_is_not_a_database_is_503_for_health_and_routes(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "app.db"
+    broken.write_bytes(b"this is no SQLite database, whatever its name says" * 100)
+    settings = load_settings(
+        _env_file=None, database_url=f"sqlite+aiosqlite:///{broken}", api_key="test-key"
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            health = await client.get("/health")
+            runs = await client.get("/runs", headers={"X-API-Key": "test-key"})
+    assert health.status_code == 503
+    assert health.json() == {"status": "unavailable", "database": "unreachable (DatabaseError)"}
+    assert runs.status_code == 503
+    assert runs.json()["detail"] == "the database is unavailable; try again shortly"

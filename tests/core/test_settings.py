@@ -42,6 +42,8 @@ def test_the_example_env_file_is_valid_and_documents_every_setting() -> None:
         ("llm_role_models", "writer", "LLM_ROLE_MODELS"),
         ("llm_role_models", "astrologer=openai:gpt-4o", "LLM_ROLE_MODELS"),
         ("llm_role_models", "writer=watsonx:granite", "LLM_ROLE_MODELS"),
+        ("cors_origins", "not a url", "CORS_ORIGINS"),
+        ("cors_origins", "https://ops.example.com/console", "CORS_ORIGINS"),
         ("root_path", "crew", "ROOT_PATH"),
         ("root_path", "/crew/", "ROOT_PATH"),
         ("root_path", "/crew?x=1", "ROOT_PATH"),

@@ -122,12 +122,35 @@ async def test_a_second_decision_on_a_gate_is_409_with_its_state(
 ) -> None:
     run_id = await _waiting_at_its_gate(client, transactions, settings)
     draft = (await _nodes(client, run_id))["draft"]["id"]
-    assert (await client.post(f"/runs/{run_id}/approve", json={})).status_code == 200
+    approved = await client.post(f"/runs/{run_id}/approve", json={})
+    assert approved.status_code == 200
 
     response = await client.post(f"/runs/{run_id}/reject", json={"node_id": draft})
 
     assert response.status_code == 409
-    assert "already approved by admin" in response.json()["detail"]
+    decided_at = approved.json()["decided_at"]
+    assert decided_at.endswith("Z")
+    assert response.json()["detail"] == (
+        f"the gate of node {draft} is already approved by admin at {decided_at}"
+    )
+
+
+async def test_a_decision_on_a_node_not_in_the_run_is_404_and_changes_nothing(
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    run_id = await _waiting_at_its_gate(client, transactions, settings)
+    unknown = "00000000-0000-0000-0000-000000000001"
+    other_run = await _submit(client, GATED_DAG)
+    elsewhere = (await _nodes(client, other_run))["draft"]["id"]
+
+    for node_id in (unknown, elsewhere):
+        response = await client.post(f"/runs/{run_id}/approve", json={"node_id": node_id})
+        assert response.status_code == 404
+        assert response.json()["detail"] == f"node {node_id} not found in run {run_id}"
+    gates = (await client.get("/gates", params={"run_id": run_id})).json()["items"]
+    assert [gate["status"] for gate in gates] == ["pending"]
 
 
 async def test_two_decisions_racing_on_one_gate_one_wins_the_other_gets_409(

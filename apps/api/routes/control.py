@@ -33,7 +33,7 @@ _DECISION_ERRORS = {
         409,
         503,
         described={
-            404: "No such run.",
+            404: "No such run, or `node_id` is not a node of it.",
             409: "No gate waits on that node (`detail` gives its state: decided, by whom, "
             "when), or several wait and `node_id` is needed (`detail` lists them).",
             503: "The database or the artifact store, which an approval reads the gated "

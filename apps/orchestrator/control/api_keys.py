@@ -26,6 +26,8 @@ KEY_PREFIX = "crew_"
 ENV_KEY_NAME = "admin"
 # The name of the Operator Console's ADMIN_TOKEN (the setting admin_token), not stored either.
 ADMIN_TOKEN_NAME = "admin-token"
+# The name decisions record as who decided a gate that timed out: no key may pass for it.
+TIMEOUT_DECIDER = "timeout"
 LAST_USE_PRECISION = timedelta(minutes=1)
 
 _SECRET_ALPHABET = string.ascii_letters + string.digits
@@ -70,6 +72,8 @@ def _check_name(name: str) -> None:
         )
     if name.casefold() in (ENV_KEY_NAME, ADMIN_TOKEN_NAME):
         raise Unprocessable(f"the name {name!r} is kept for an admin key of the settings")
+    if name.casefold() == TIMEOUT_DECIDER:
+        raise Unprocessable(f"the name {name!r} is kept for the decisions of gates that time out")
 
 
 async def create_key(session: AsyncSession, name: str, role: KeyRole) -> CreatedKey:

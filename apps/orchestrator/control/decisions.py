@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from apps.core.database import Transactions
 from apps.core.errors import Conflict, NotFound, Unprocessable
 from apps.core.settings import Settings
+from apps.orchestrator.control.api_keys import TIMEOUT_DECIDER
 from apps.orchestrator.control.edits import Edit, apply_patch, discard, edit_of, write_edit
 from apps.orchestrator.engine import scheduling
 from apps.orchestrator.infra.storage.base import ArtifactStore
@@ -228,6 +229,8 @@ def _waiting_gate(
         raise _decided(session, GATES.c.id == gate_id) or Conflict("no such gate in this run")
     if node_id is None:
         raise Conflict(f"no gate waits in this run; the run is {status}")
+    if not session.scalar(select(exists().where(Node.id == node_id, Node.run_id == run_id))):
+        raise NotFound(f"node {node_id} not found in run {run_id}")
     where = (GATES.c.node_id == node_id, GATES.c.run_id == run_id)
     raise _decided(session, *where) or Conflict(f"node {node_id} of this run has no gate waiting")
 
@@ -245,7 +248,9 @@ def _decided(session: Session, *where: Any) -> GateDecided | None:
     if last is None:
         return None
     by = f" by {last.decided_by}" if last.decided_by else ""
-    state = f"the gate of node {last.node_id} is already {last.status}{by} at {last.decided_at}"
+    # As the API writes its timestamps: ISO 8601 in UTC, "Z".
+    at = f" at {last.decided_at.isoformat().replace('+00:00', 'Z')}" if last.decided_at else ""
+    state = f"the gate of node {last.node_id} is already {last.status}{by}{at}"
     return GateDecided(state)
 
 
@@ -351,7 +356,7 @@ class ExpiredGate(NamedTuple):
         """What its policy decides now that it timed out."""
         return Decision(
             approve=self.on_timeout == "approve",
-            by="timeout",
+            by=TIMEOUT_DECIDER,
             notes="the gate timed out",
             action="fail" if self.on_timeout == "fail" else "retry",
             automatic=True,
