@@ -148,6 +148,25 @@ async def test_a_report_is_planned_from_the_planners_outline(
     await _assert_events_replay_to_the_database(client, run_id)
 
 
+@pytest.mark.parametrize("sections", [1, 8])
+async def test_a_report_has_the_sections_asked_for_under_its_title(
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sections: int,
+) -> None:
+    run_id = await _submit(client, {"type": "report", "sections": sections})
+
+    await Worker(transactions, settings).drain()
+
+    nodes = (await client.get(f"/runs/{run_id}/nodes")).json()["items"]
+    written = [node["key"] for node in nodes if node["key"].startswith("section-")]
+    assert written == [f"section-{number}" for number in range(1, sections + 1)]
+    artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
+    assembled = await client.get(f"/artifacts/{artifacts[-1]['id']}/content")
+    assert assembled.text.startswith("# Quarterly report\n")
+
+
 async def test_a_failed_node_skips_what_had_not_started_and_fails_the_run(
     transactions: Transactions,
     client: httpx.AsyncClient,

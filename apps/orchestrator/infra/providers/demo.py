@@ -3,6 +3,7 @@
 import asyncio
 import hashlib
 import json
+import re
 
 from apps.orchestrator.infra.providers.base import LLMReply, LLMRequest
 
@@ -11,6 +12,11 @@ _WORDS = (
     "method", "source", "metric", "finding", "context", "decision", "owner", "timeline",
     "budget", "quality", "signal", "assumption",
 )  # fmt: skip
+
+
+# What a planner is asked (`planning._outline_node`): "... in 8 sections."; else it picks.
+_SECTIONS_ASKED = re.compile(r"\bin (\d+) sections\b")
+DEFAULT_SECTIONS = 3
 
 
 def _words(seed: bytes, count: int) -> list[str]:
@@ -34,7 +40,7 @@ class DemoProvider:
         await asyncio.sleep(self.latency_seconds)
         seed = f"{request.model}\n{request.system}\n{request.prompt}".encode()
         if request.json_schema:
-            text = self._outline(seed)
+            text = self._outline(seed, request)
         elif request.role == "assembler":
             text = self._assembly(request)
         else:
@@ -64,10 +70,20 @@ class DemoProvider:
         return f"# {title}\n\n" + "\n\n".join(parts) + "\n"
 
     @staticmethod
-    def _outline(seed: bytes) -> str:
-        words = _words(seed, 12)
+    def _outline(seed: bytes, request: LLMRequest) -> str:
+        """As many sections as the prompt asks for, under the task's title, as a planner
+        that follows its instructions would answer."""
+        asked = _SECTIONS_ASKED.search(request.prompt)
+        count = int(asked.group(1)) if asked else DEFAULT_SECTIONS
+        words = _words(seed, 3 * count + 3)
         sections = [
-            {"title": f"{words[i].capitalize()} and {words[i + 1]}", "brief": " ".join(words[i:])}
-            for i in range(0, 9, 3)
+            {
+                "title": f"{words[i].capitalize()} and {words[i + 1]}",
+                "brief": " ".join(words[i : i + 6]),
+            }
+            for i in range(0, 3 * count, 3)
         ]
-        return json.dumps({"title": " ".join(words[:3]).capitalize(), "sections": sections})
+        title = request.prompt.splitlines()[0].removeprefix("Task: ").strip()
+        return json.dumps(
+            {"title": title or " ".join(words[:3]).capitalize(), "sections": sections}
+        )
