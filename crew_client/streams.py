@@ -9,6 +9,7 @@ from httpx_sse import ServerSentEvent
 
 from apps.wire.schemas import Event, Run
 from crew_client.calls import RUN_FINAL_EVENTS, RUN_FINAL_STATUSES
+from crew_client.paths import optional_uuid, path
 
 
 @dataclass
@@ -21,13 +22,19 @@ class Resumption:
     received: int = 0
     finished: bool = False
 
+    def __post_init__(self) -> None:
+        self.run_id = optional_uuid(self.run_id, "run id")
+
     def request(self) -> dict[str, Any]:
         """The path, query and headers of the next connection."""
-        path = f"/runs/{self.run_id}/events/stream" if self.run_id else "/events/stream"
+        if self.run_id is None:
+            url = path("events", "stream")
+        else:
+            url = path("runs", str(self.run_id), "events", "stream")
         headers = {"Accept": "text/event-stream"}
         if self.last_event_id is not None:
             headers["Last-Event-ID"] = str(self.last_event_id)
-        return {"url": path, "headers": headers}
+        return {"url": url, "headers": headers}
 
     def read(self, sse: ServerSentEvent) -> Event | None:
         """The event `sse` carries (None for one without data), remembered as the last seen."""
