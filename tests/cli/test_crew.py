@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from crew_client import RunStatus
@@ -168,7 +169,7 @@ def test_keys_over_http(served: Served) -> None:
     assert as_bot.returncode == 4
 
 
-def test_errors_are_one_line_with_distinct_exit_statuses(served: Served) -> None:
+def test_errors_are_one_line_with_distinct_exit_statuses(served: Served, tmp_path: Path) -> None:
     missing = crew(served, "show", "5c1b2b6e-0000-4000-8000-000000000000")
     assert missing.returncode == 6 and "not found" in missing.stderr
     refused = crew(served, "runs", CREW_API_KEY="crew_nope")
@@ -177,14 +178,62 @@ def test_errors_are_one_line_with_distinct_exit_statuses(served: Served) -> None
         viewer = client.create_key("read-only", "viewer").secret
     forbidden = crew(served, "submit", "--demo", "--title", "No", CREW_API_KEY=viewer)
     assert forbidden.returncode == 5
-    invalid = crew(served, "show", "not-a-uuid")
-    assert invalid.returncode == 8
+    empty_plan = tmp_path / "empty.json"
+    empty_plan.write_text('{"type": "dag", "nodes": []}')
+    invalid = crew(served, "submit", "--spec", str(empty_plan), "--title", "Empty")
+    assert invalid.returncode == 8 and "nodes" in invalid.stderr
     unreachable = crew(served, "runs", CREW_URL="http://127.0.0.1:9")
     assert unreachable.returncode == 3
     both = crew(served, "submit", "--demo", "--report", "--title", "Two")
     assert both.returncode == 64
     for failure in (missing, refused, forbidden, invalid, unreachable, both):
         assert len(failure.stderr.strip().splitlines()) == 1, failure.stderr
+
+
+RUN = "5c1b2b6e-0000-4000-8000-000000000000"
+# Commands given something that is not an id where one goes, none of which may send a request.
+NOT_IDS = [
+    ("cancel", "../keys/victim/revoke?"),
+    ("resume", "../keys/victim/revoke?"),
+    ("show", "../keys"),
+    ("show", f"{RUN}?x=1"),
+    ("show", ""),
+    ("nodes", "../keys"),
+    ("events", "../events"),
+    ("events", "", "--follow"),
+    ("watch", f"{RUN}/../../keys"),
+    ("artifact", "../keys"),
+    ("approve", "../keys/victim/revoke?"),
+    ("approve", "..", "--node", "draft"),
+    ("reject", "../keys/victim/revoke?", "--notes", "no"),
+    ("gates", "--run", "../keys"),
+    ("keys", "revoke", "../runs"),
+    ("keys", "revoke", "victim/revoke?"),
+]
+
+
+def test_an_id_that_is_not_one_reaches_no_route(served: Served) -> None:
+    assert crew(served, "keys", "create", "victim", "--role", "viewer").returncode == 0
+
+    smuggled = crew(served, "cancel", "../keys/victim/revoke?")
+
+    assert smuggled.returncode == 64, smuggled.stderr
+    assert smuggled.stderr == "error: '../keys/victim/revoke?' is not a run id (a UUID)\n"
+    keys = {key["name"]: key for key in crew_json(served, "keys", "list")}
+    assert keys["victim"]["revoked_at"] is None
+    assert "/keys/victim/revoke" not in served.log()
+
+
+@pytest.mark.parametrize("arguments", NOT_IDS, ids=" ".join)
+def test_a_bad_id_is_a_usage_error_before_any_request(
+    served: Served, arguments: tuple[str, ...]
+) -> None:
+    # Nothing listens on port 9: a request would be exit 3.
+    refused = crew(served, *arguments, CREW_URL="http://127.0.0.1:9")
+
+    assert refused.returncode == 64, refused.stderr
+    assert refused.stderr.startswith("error: ") and "is not a" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1, refused.stderr
 
 
 def test_shell_completion_is_offered(served: Served) -> None:
