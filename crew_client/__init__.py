@@ -39,6 +39,7 @@ from crew_client.errors import (
     ServerError,
     ServiceUnavailable,
     Unauthorized,
+    UnexpectedAnswer,
     Unprocessable,
 )
 from crew_client.retry import RetryPolicy
@@ -74,6 +75,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailable",
     "Unauthorized",
+    "UnexpectedAnswer",
     "Unprocessable",
     "ValidationReport",
 ]

@@ -24,6 +24,7 @@ from apps.wire.schemas import (
     ValidationReport,
 )
 from apps.wire.statuses import GateStatus, KeyRole, RunStatus
+from crew_client.errors import UnexpectedAnswer
 from crew_client.paths import key_name, optional_uuid, path, uuid_of
 
 T = TypeVar("T")
@@ -49,6 +50,21 @@ class Call(Generic[T]):
     @property
     def idempotent(self) -> bool:
         return self.method == "GET"
+
+    def answer(self, response: httpx.Response) -> T:
+        """The successful `response` read as this call's result."""
+        try:
+            return self.read(response)
+        except (ValueError, TypeError) as error:  # pydantic's ValidationError is a ValueError
+            raise _unexpected(response) from error
+
+
+def _unexpected(response: httpx.Response) -> UnexpectedAnswer:
+    kind = response.headers.get("Content-Type", "no content type")
+    return UnexpectedAnswer(
+        f"{response.request.method} {response.request.url.path} answered "
+        f"{response.status_code} ({kind}) with what the API does not send; is the URL the API's?"
+    )
 
 
 def _model(model: type[M]) -> Callable[[httpx.Response], M]:

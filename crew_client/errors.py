@@ -4,6 +4,7 @@
     CrewClientError              anything this client raises
     ├── InvalidId                an id or key name that cannot be one (nothing was sent)
     ├── CrewConnectionError      the server could not be reached (after the retries)
+    ├── UnexpectedAnswer         a success that is not what the route answers (not this API?)
     └── ApiError                 the server answered with an error status
         ├── BadRequest           400  a malformed header, cursor or parameter
         ├── Unauthorized         401  no key, or one unknown or revoked
@@ -38,6 +39,11 @@ class InvalidId(CrewClientError, ValueError):
 
 class CrewConnectionError(CrewClientError):
     """The server could not be reached, or the connection broke, after the retries."""
+
+
+class UnexpectedAnswer(CrewClientError):
+    """A success whose body is not what the route answers: the URL is not this API's (a proxy's
+    sign-in page, another service), or the server speaks another version of it."""
 
 
 class ApiError(CrewClientError):

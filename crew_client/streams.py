@@ -9,6 +9,7 @@ from httpx_sse import ServerSentEvent
 
 from apps.wire.schemas import Event, Run
 from crew_client.calls import RUN_FINAL_EVENTS, RUN_FINAL_STATUSES
+from crew_client.errors import UnexpectedAnswer
 from crew_client.paths import optional_uuid, path
 
 
@@ -40,7 +41,12 @@ class Resumption:
         """The event `sse` carries (None for one without data), remembered as the last seen."""
         if not sse.data:
             return None
-        event = Event.model_validate_json(sse.data)
+        try:
+            event = Event.model_validate_json(sse.data)
+        except ValueError as error:  # pydantic's ValidationError is a ValueError
+            raise UnexpectedAnswer(
+                f"the event stream sent what is not an event of the API: {sse.data[:60]!r}"
+            ) from error
         self.last_event_id = event.id
         self.received += 1
         self.finished = self.run_id is not None and event.type in RUN_FINAL_EVENTS

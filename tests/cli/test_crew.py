@@ -5,6 +5,9 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +237,38 @@ def test_a_bad_id_is_a_usage_error_before_any_request(
     assert refused.returncode == 64, refused.stderr
     assert refused.stderr.startswith("error: ") and "is not a" in refused.stderr
     assert len(refused.stderr.splitlines()) == 1, refused.stderr
+
+
+@pytest.fixture
+def sign_in_page() -> Iterator[str]:
+    """The URL of a server that answers every request with a page, as a proxy's sign-in does."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><form>Sign in</form></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_answer_that_is_not_the_apis_is_exit_9(served: Served, sign_in_page: str) -> None:
+    for arguments in (("show", RUN), ("runs",), ("gates",)):
+        done = crew(served, *arguments, CREW_URL=sign_in_page)
+
+        assert done.returncode == 9, done.stderr
+        assert done.stderr.startswith("error: GET /") and "is the URL the API's?" in done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
 
 
 def test_shell_completion_is_offered(served: Served) -> None:
