@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from crew_client import RunStatus
+from crew_client import GateStatus, RunStatus
 from tests.client.serving import GATED_SPEC, Served, served, wait_for_gate
 from tests.conftest import process_env
 
@@ -115,6 +115,36 @@ def test_gates_approve_with_a_patch_file_and_with_an_editor(served: Served, tmp_
         assert gate.artifact_id is not None
         draft = [a for a in client.iter_artifacts(run_id=edited_id) if a.node_id == gate.node_id]
         assert client.get_artifact_content(draft[-1].id) == b"a haiku, edited\n"
+
+
+def _editor(tmp_path: Path, name: str, script: str) -> str:
+    editor = tmp_path / name
+    editor.write_text(f"#!/bin/sh\n{script}\n")
+    editor.chmod(0o755)
+    return str(editor)
+
+
+def test_an_edit_that_is_no_edit_approves_nothing(served: Served, tmp_path: Path) -> None:
+    run_id = _gated_run(served, tmp_path, "Unedited")
+    why_by_editor = {
+        "true": "the editor saved nothing",
+        "false": "the editor failed",
+        str(tmp_path / "no-such-editor"): "the editor failed",
+        _editor(tmp_path, "touch.sh", 'touch "$1"'): "the edit changed nothing",
+        _editor(tmp_path, "newline.sh", 'echo >> "$1"'): "the edit changed nothing",
+        _editor(tmp_path, "empty.sh", ': > "$1"'): "the edit left the artifact empty",
+        _editor(tmp_path, "latin1.sh", "printf 'caf\\351' > \"$1\""): "is not UTF-8 text",
+    }
+    for editor, why in why_by_editor.items():
+        done = crew(served, "approve", run_id, "--edit", EDITOR=editor)
+
+        assert done.returncode == 64, (editor, done.stderr)
+        assert done.stderr.startswith("error: ") and why in done.stderr, done.stderr
+        assert "nothing was approved" in done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+    with served.client() as client:
+        assert client.list_gates(status=GateStatus.PENDING, run_id=run_id).items
+        assert "gate.approved" not in {event.type for event in client.iter_events(run_id=run_id)}
 
 
 def test_a_gate_decided_elsewhere_is_exit_7(served: Served, tmp_path: Path) -> None:

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import click
 import typer
 import yaml
 
-from apps.cli.crew import output
+from apps.cli.crew import files, output
+from apps.cli.crew.files import LocalError
 from apps.cli.crew.watching import watch as watch_run
 from crew_client import (
     ApiError,
@@ -38,8 +38,8 @@ EPILOG = (
     "(403); 6 not found (404); 7 conflict, e.g. a gate already decided (409); 8 a request the API "
     "refused (400, 413, 422); 9 the server failed (503, 5xx) or its answer is not the API's; 64 a "
     "command that cannot be done as given, with nothing changed: options that do not go together, "
-    "an id that is not one (2 for a command line that cannot be parsed at all); 130 interrupted "
-    "(a watched run keeps running)."
+    "an id that is not one, an --edit that changed nothing or an editor that failed (2 for a "
+    "command line that cannot be parsed at all); 130 interrupted (a watched run keeps running)."
 )
 EXIT_UNREACHABLE = 3
 EXIT_BY_STATUS = {401: 4, 403: 5, 404: 6, 409: 7, 400: 8, 413: 8, 422: 8}
@@ -92,7 +92,7 @@ def _speaking_errors() -> Iterator[None]:
     except UnexpectedAnswer as error:
         output.fail(str(error))
         raise typer.Exit(EXIT_SERVER) from None
-    except InvalidId as error:
+    except (InvalidId, LocalError) as error:
         raise _usage(str(error)) from None
     except KeyboardInterrupt:
         output.fail("interrupted")
@@ -314,15 +314,14 @@ def _pending_gate(client: Client, run_id: str, node_id: uuid.UUID | None) -> Gat
     return waiting[0]
 
 
-def _edited_patch(client: Client, run_id: str, node_id: uuid.UUID | None) -> str | None:
-    """The gated artifact's content as changed in $EDITOR; None when it was left as it was."""
+def _edited_patch(client: Client, run_id: str, node_id: uuid.UUID | None) -> str:
+    """The gated artifact's content as changed in $EDITOR (`files.edited` says when it is no
+    edit, and nothing is approved)."""
     gate = _pending_gate(client, run_id, node_id)
     if gate.artifact_id is None:
         raise _usage("this gate is before its node runs: there is no artifact to edit")
-    original = client.get_artifact_content(gate.artifact_id).decode()
-    name = client.get_artifact(gate.artifact_id).name
-    edited = click.edit(original, extension=Path(name).suffix or ".txt")
-    return None if edited is None or edited == original else edited
+    content = client.get_artifact_content(gate.artifact_id)
+    return files.edited(content, client.get_artifact(gate.artifact_id).name)
 
 
 def _decided(gate: Gate, as_json: bool) -> None:
