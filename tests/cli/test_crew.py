@@ -269,6 +269,66 @@ def test_a_bad_id_is_a_usage_error_before_any_request(
     assert len(refused.stderr.splitlines()) == 1, refused.stderr
 
 
+def _files(tmp_path: Path) -> dict[str, Path]:
+    contents = {
+        "latin1.yaml": b"\xff\xfe",
+        "latin1.md": b"caf\xe9",
+        "broken.yaml": b"type: demo\nnodes: [a: b: c\n",
+        "dated.yaml": b"type: demo\ndue: 2025-01-01\n",
+        "nan.yaml": b"type: demo\nratio: .nan\n",
+        "broken.json": b'{"title": ',
+        "nan.json": b'{"title": NaN}',
+    }
+    for name, content in contents.items():
+        (tmp_path / name).write_bytes(content)
+    return {name: tmp_path / name for name in contents} | {"missing": tmp_path / "missing.yaml"}
+
+
+def test_a_file_that_cannot_be_read_is_one_line_and_sends_nothing(
+    served: Served, tmp_path: Path
+) -> None:
+    files = _files(tmp_path)
+    submit = ("submit", "--title", "From a file", "--spec")
+    approve = ("approve", RUN, "--node", "draft", "--patch-file")
+    why_by_command = {
+        (*submit, files["latin1.yaml"]): "is not UTF-8 text (byte 0xff at offset 0)",
+        (*submit, files["broken.yaml"]): "is not JSON or YAML: ",
+        (*submit, files["dated.yaml"]): "holds what JSON cannot",
+        (*submit, files["nan.yaml"]): "holds what JSON cannot",
+        (*submit, files["missing"]): "No such file or directory",
+        (*submit, tmp_path): "Is a directory",
+        (*approve, files["latin1.md"]): "is not UTF-8 text (byte 0xe9 at offset 3)",
+        (*approve, files["broken.json"]): "is not JSON: ",
+        (*approve, files["nan.json"]): "NaN is not a JSON value",
+        (*approve, files["missing"]): "No such file or directory",
+        (*approve, tmp_path): "Is a directory",
+    }
+    for command, why in why_by_command.items():
+        # Nothing listens on port 9: a request would be exit 3.
+        done = crew(served, *map(str, command), CREW_URL="http://127.0.0.1:9")
+
+        assert done.returncode == 64, (command, done.stderr)
+        assert done.stderr.startswith("error: ") and why in done.stderr, done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_an_artifact_that_cannot_be_written_is_one_line(served: Served, tmp_path: Path) -> None:
+    run = crew_json(served, "submit", "--demo", "--title", "Written")
+    assert crew(served, "watch", run["id"]).returncode == 0
+    with served.client() as client:
+        artifact = str(next(iter(client.iter_artifacts(run_id=run["id"]))).id)
+    why_by_target = {
+        tmp_path: "Is a directory",
+        tmp_path / "no" / "such" / "dir.md": "No such file or directory",
+    }
+    for target, why in why_by_target.items():
+        done = crew(served, "artifact", artifact, "-o", str(target))
+
+        assert done.returncode == 64, done.stderr
+        assert done.stderr == f"error: cannot write {target}: {why}\n"
+    assert not (tmp_path / "no").exists()
+
+
 @pytest.fixture
 def sign_in_page() -> Iterator[str]:
     """The URL of a server that answers every request with a page, as a proxy's sign-in does."""

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-import yaml
 
 from apps.cli.crew import files, output
 from apps.cli.crew.files import LocalError
@@ -38,8 +37,9 @@ EPILOG = (
     "(403); 6 not found (404); 7 conflict, e.g. a gate already decided (409); 8 a request the API "
     "refused (400, 413, 422); 9 the server failed (503, 5xx) or its answer is not the API's; 64 a "
     "command that cannot be done as given, with nothing changed: options that do not go together, "
-    "an id that is not one, an --edit that changed nothing or an editor that failed (2 for a "
-    "command line that cannot be parsed at all); 130 interrupted (a watched run keeps running)."
+    "an id that is not one, a file that cannot be read or written, an --edit that changed "
+    "nothing or an editor that failed (2 for a command line that cannot be parsed at all); 130 "
+    "interrupted (a watched run keeps running)."
 )
 EXIT_UNREACHABLE = 3
 EXIT_BY_STATUS = {401: 4, 403: 5, 404: 6, 409: 7, 400: 8, 413: 8, 422: 8}
@@ -204,10 +204,10 @@ def artifact(
     """An artifact's content."""
     with _speaking_errors():
         content = _client(context).get_artifact_content(artifact_id)
-    if out is None:
-        typer.get_binary_stream("stdout").write(content)
-        return
-    out.write_bytes(content)
+        if out is None:
+            typer.get_binary_stream("stdout").write(content)
+            return
+        files.write(out, content)
     output.errors.print(f"wrote {out} ({len(content):,} bytes)", markup=False, highlight=False)
 
 
@@ -215,13 +215,7 @@ def _spec_of(demo: bool, report: bool, sections: int | None, spec: Path | None) 
     if demo + report + (spec is not None) != 1:
         raise _usage("give one of --demo, --report or --spec FILE")
     if spec is not None:
-        try:
-            loaded = yaml.safe_load(spec.read_text())
-        except (OSError, yaml.YAMLError) as error:
-            raise _usage(f"cannot read the spec {spec}: {error}") from None
-        if not isinstance(loaded, dict):
-            raise _usage(f"the spec {spec} is not a JSON or YAML mapping")
-        return loaded
+        return files.read_spec(spec)
     task: dict[str, Any] = {"type": "demo" if demo else "report"}
     if sections is not None:
         task["sections"] = sections
@@ -244,9 +238,9 @@ def submit(
     as_json: Json = False,
 ) -> None:
     """Submit a task; with --watch, follow its run to the end (exit 0, 1 or 2 as `watch`)."""
-    task = _spec_of(demo, report, sections, spec)
     client = _client(context)
     with _speaking_errors():
+        task = _spec_of(demo, report, sections, spec)
         run = client.submit_task(title, task)
     if as_json:
         output.as_json(run)
@@ -350,25 +344,12 @@ def approve(
         raise _usage("give --patch-file or --edit, not both")
     client = _client(context)
     with _speaking_errors():
+        patch = files.read_patch(patch_file) if patch_file else None
         node_id = _node_id(client, run_id, node)
-        patch = _patch(patch_file) if patch_file else None
         if edit:
             patch = _edited_patch(client, run_id, node_id)
         gate = client.approve(run_id, node_id=node_id, notes=notes, patch=patch)
     _decided(gate, as_json)
-
-
-def _patch(path: Path) -> str | dict[str, Any]:
-    """A JSON file's object is a merge patch; any other content replaces the artifact's."""
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise _usage(f"cannot read {path}: {error}") from None
-    if path.suffix == ".json":
-        with_object = json.loads(text)
-        if isinstance(with_object, dict):
-            return with_object
-    return text
 
 
 @app.command()
