@@ -16,7 +16,7 @@ import yaml
 
 from crew_client import GateStatus, RunStatus
 from tests.client.serving import GATED_SPEC, Served, served, wait_for_gate
-from tests.conftest import process_env
+from tests.conftest import ROOT, process_env
 
 __all__ = ["served"]
 
@@ -359,6 +359,37 @@ def test_an_answer_that_is_not_the_apis_is_exit_9(served: Served, sign_in_page: 
         assert done.returncode == 9, done.stderr
         assert done.stderr.startswith("error: GET /") and "is the URL the API's?" in done.stderr
         assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def _readme_crew_block() -> list[str]:
+    """The command lines of the README's `crew` examples, comments left out."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## The `crew` command", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines()]
+
+
+def test_the_readmes_crew_examples_run_as_written(served: Served) -> None:
+    venv = Path(sys.executable).parent.parent
+    if venv.name != ".venv":
+        pytest.skip("the README's commands are for the checkout's .venv")
+    lines = _readme_crew_block()
+    first_crew = next(i for i, line in enumerate(lines) if line.startswith("crew "))
+    setup = lines[:first_crew]
+    # A shell as a reader's: PATH without the virtualenv, in the checkout that holds it.
+    script = " && ".join([*setup, f"export CREW_URL={served.url}", lines[first_crew]])
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=venv.parent,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, (script, done.stderr)
+    assert "succeeded" in done.stdout
 
 
 def test_shell_completion_is_offered(served: Served) -> None:
