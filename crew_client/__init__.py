@@ -33,11 +33,13 @@ from crew_client.errors import (
     CrewClientError,
     CrewConnectionError,
     Forbidden,
+    InvalidId,
     NotFound,
     PayloadTooLarge,
     ServerError,
     ServiceUnavailable,
     Unauthorized,
+    UnexpectedAnswer,
     Unprocessable,
 )
 from crew_client.retry import RetryPolicy
@@ -59,6 +61,7 @@ __all__ = [
     "Forbidden",
     "Gate",
     "GateStatus",
+    "InvalidId",
     "KeyRole",
     "Node",
     "NodeStatus",
@@ -72,6 +75,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailable",
     "Unauthorized",
+    "UnexpectedAnswer",
     "Unprocessable",
     "ValidationReport",
 ]

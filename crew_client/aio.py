@@ -86,7 +86,7 @@ class AsyncClient:
                 await asyncio.sleep(self.retry.delay(retry))
                 continue
             if response.is_success:
-                return call.read(response)
+                return call.answer(response)
             if last or not retryable_status(response):
                 raise error_of(response)
             await asyncio.sleep(self.retry.delay(retry, response.headers.get("Retry-After")))

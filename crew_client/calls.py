@@ -24,6 +24,8 @@ from apps.wire.schemas import (
     ValidationReport,
 )
 from apps.wire.statuses import GateStatus, KeyRole, RunStatus
+from crew_client.errors import UnexpectedAnswer
+from crew_client.paths import key_name, optional_uuid, path, uuid_of
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -49,6 +51,21 @@ class Call(Generic[T]):
     def idempotent(self) -> bool:
         return self.method == "GET"
 
+    def answer(self, response: httpx.Response) -> T:
+        """The successful `response` read as this call's result."""
+        try:
+            return self.read(response)
+        except (ValueError, TypeError) as error:  # pydantic's ValidationError is a ValueError
+            raise _unexpected(response) from error
+
+
+def _unexpected(response: httpx.Response) -> UnexpectedAnswer:
+    kind = response.headers.get("Content-Type", "no content type")
+    return UnexpectedAnswer(
+        f"{response.request.method} {response.request.url.path} answered "
+        f"{response.status_code} ({kind}) with what the API does not send; is the URL the API's?"
+    )
+
 
 def _model(model: type[M]) -> Callable[[httpx.Response], M]:
     return lambda response: model.model_validate_json(response.content)
@@ -66,6 +83,10 @@ def _query(**params: Any) -> dict[str, Any]:
             continue
         query[name] = value.isoformat() if isinstance(value, datetime) else str(value)
     return query
+
+
+def _run_action(run_id: uuid.UUID | str, action: str) -> str:
+    return path("runs", uuid_of(run_id, "run id"), action)
 
 
 def health() -> Call[Health]:
@@ -93,17 +114,18 @@ def list_runs(
 
 
 def get_run(run_id: uuid.UUID | str) -> Call[Run]:
-    return Call("GET", f"/runs/{run_id}", _model(Run))
+    return Call("GET", path("runs", uuid_of(run_id, "run id")), _model(Run))
 
 
 def list_nodes(
     run_id: uuid.UUID | str, *, limit: int | None = None, cursor: str | None = None
 ) -> Call[Page[Node]]:
-    return Call("GET", f"/runs/{run_id}/nodes", _page(Node), _query(limit=limit, cursor=cursor))
+    where = path("runs", uuid_of(run_id, "run id"), "nodes")
+    return Call("GET", where, _page(Node), _query(limit=limit, cursor=cursor))
 
 
 def get_node(node_id: uuid.UUID | str) -> Call[Node]:
-    return Call("GET", f"/nodes/{node_id}", _model(Node))
+    return Call("GET", path("nodes", uuid_of(node_id, "node id")), _model(Node))
 
 
 def list_artifacts(
@@ -113,16 +135,22 @@ def list_artifacts(
     limit: int | None = None,
     cursor: str | None = None,
 ) -> Call[Page[Artifact]]:
-    params = _query(run_id=run_id, node_id=node_id, limit=limit, cursor=cursor)
+    params = _query(
+        run_id=optional_uuid(run_id, "run id"),
+        node_id=optional_uuid(node_id, "node id"),
+        limit=limit,
+        cursor=cursor,
+    )
     return Call("GET", "/artifacts", _page(Artifact), params)
 
 
 def get_artifact(artifact_id: uuid.UUID | str) -> Call[Artifact]:
-    return Call("GET", f"/artifacts/{artifact_id}", _model(Artifact))
+    return Call("GET", path("artifacts", uuid_of(artifact_id, "artifact id")), _model(Artifact))
 
 
 def get_artifact_content(artifact_id: uuid.UUID | str) -> Call[bytes]:
-    return Call("GET", f"/artifacts/{artifact_id}/content", lambda response: response.content)
+    where = path("artifacts", uuid_of(artifact_id, "artifact id"), "content")
+    return Call("GET", where, lambda response: response.content)
 
 
 def list_events(
@@ -134,7 +162,11 @@ def list_events(
     cursor: str | None = None,
 ) -> Call[Page[Event]]:
     params = _query(
-        run_id=run_id, after=after, type=",".join(types) or None, limit=limit, cursor=cursor
+        run_id=optional_uuid(run_id, "run id"),
+        after=after,
+        type=",".join(types) or None,
+        limit=limit,
+        cursor=cursor,
     )
     return Call("GET", "/events", _page(Event), params)
 
@@ -151,7 +183,9 @@ def list_gates(
     limit: int | None = None,
     cursor: str | None = None,
 ) -> Call[Page[Gate]]:
-    params = _query(status=status, run_id=run_id, limit=limit, cursor=cursor)
+    params = _query(
+        status=status, run_id=optional_uuid(run_id, "run id"), limit=limit, cursor=cursor
+    )
     return Call("GET", "/gates", _page(Gate), params)
 
 
@@ -162,10 +196,11 @@ def approve(
     notes: str | None = None,
     patch: str | Mapping[str, Any] | None = None,
 ) -> Call[Gate]:
-    body = _query(node_id=node_id, notes=notes)
+    where = _run_action(run_id, "approve")
+    body = _query(node_id=optional_uuid(node_id, "node id"), notes=notes)
     if patch is not None:
         body["patch"] = patch if isinstance(patch, str) else dict(patch)
-    return Call("POST", f"/runs/{run_id}/approve", _model(Gate), json=body)
+    return Call("POST", where, _model(Gate), json=body)
 
 
 def reject(
@@ -175,16 +210,17 @@ def reject(
     notes: str | None = None,
     action: Literal["retry", "fail"] = "retry",
 ) -> Call[Gate]:
-    body = {**_query(node_id=node_id, notes=notes), "action": action}
-    return Call("POST", f"/runs/{run_id}/reject", _model(Gate), json=body)
+    where = _run_action(run_id, "reject")
+    body = {**_query(node_id=optional_uuid(node_id, "node id"), notes=notes), "action": action}
+    return Call("POST", where, _model(Gate), json=body)
 
 
 def cancel(run_id: uuid.UUID | str) -> Call[Run]:
-    return Call("POST", f"/runs/{run_id}/cancel", _model(Run))
+    return Call("POST", _run_action(run_id, "cancel"), _model(Run))
 
 
 def resume(run_id: uuid.UUID | str) -> Call[Run]:
-    return Call("POST", f"/runs/{run_id}/resume", _model(Run))
+    return Call("POST", _run_action(run_id, "resume"), _model(Run))
 
 
 def get_operator_config() -> Call[dict[str, Any]]:
@@ -215,7 +251,7 @@ def list_keys(*, limit: int | None = None, cursor: str | None = None) -> Call[Pa
 
 
 def get_key(name: str) -> Call[ApiKey]:
-    return Call("GET", f"/keys/{name}", _model(ApiKey))
+    return Call("GET", path("keys", key_name(name)), _model(ApiKey))
 
 
 def create_key(name: str, role: KeyRole | str) -> Call[CreatedApiKey]:
@@ -223,4 +259,4 @@ def create_key(name: str, role: KeyRole | str) -> Call[CreatedApiKey]:
 
 
 def revoke_key(name: str) -> Call[ApiKey]:
-    return Call("POST", f"/keys/{name}/revoke", _model(ApiKey))
+    return Call("POST", path("keys", key_name(name), "revoke"), _model(ApiKey))

@@ -2,7 +2,9 @@
 `detail` (and, for a 422, its `errors`):
 
     CrewClientError              anything this client raises
+    ├── InvalidId                an id or key name that cannot be one (nothing was sent)
     ├── CrewConnectionError      the server could not be reached (after the retries)
+    ├── UnexpectedAnswer         a success that is not what the route answers (not this API?)
     └── ApiError                 the server answered with an error status
         ├── BadRequest           400  a malformed header, cursor or parameter
         ├── Unauthorized         401  no key, or one unknown or revoked
@@ -24,8 +26,24 @@ class CrewClientError(Exception):
     """Anything this client raises."""
 
 
+class InvalidId(CrewClientError, ValueError):
+    """A value given as an id (or a key's name) that cannot be one; refused before any request,
+    so that it never becomes part of another route's path."""
+
+    def __init__(self, what: str, value: object, expected: str) -> None:
+        article = "an" if what[:1] in ("a", "e", "i", "o", "u") else "a"
+        super().__init__(f"{value!r} is not {article} {what} ({expected})")
+        self.what = what
+        self.value = value
+
+
 class CrewConnectionError(CrewClientError):
     """The server could not be reached, or the connection broke, after the retries."""
+
+
+class UnexpectedAnswer(CrewClientError):
+    """A success whose body is not what the route answers: the URL is not this API's (a proxy's
+    sign-in page, another service), or the server speaks another version of it."""
 
 
 class ApiError(CrewClientError):

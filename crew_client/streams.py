@@ -9,6 +9,8 @@ from httpx_sse import ServerSentEvent
 
 from apps.wire.schemas import Event, Run
 from crew_client.calls import RUN_FINAL_EVENTS, RUN_FINAL_STATUSES
+from crew_client.errors import UnexpectedAnswer
+from crew_client.paths import optional_uuid, path
 
 
 @dataclass
@@ -21,19 +23,30 @@ class Resumption:
     received: int = 0
     finished: bool = False
 
+    def __post_init__(self) -> None:
+        self.run_id = optional_uuid(self.run_id, "run id")
+
     def request(self) -> dict[str, Any]:
         """The path, query and headers of the next connection."""
-        path = f"/runs/{self.run_id}/events/stream" if self.run_id else "/events/stream"
+        if self.run_id is None:
+            url = path("events", "stream")
+        else:
+            url = path("runs", str(self.run_id), "events", "stream")
         headers = {"Accept": "text/event-stream"}
         if self.last_event_id is not None:
             headers["Last-Event-ID"] = str(self.last_event_id)
-        return {"url": path, "headers": headers}
+        return {"url": url, "headers": headers}
 
     def read(self, sse: ServerSentEvent) -> Event | None:
         """The event `sse` carries (None for one without data), remembered as the last seen."""
         if not sse.data:
             return None
-        event = Event.model_validate_json(sse.data)
+        try:
+            event = Event.model_validate_json(sse.data)
+        except ValueError as error:  # pydantic's ValidationError is a ValueError
+            raise UnexpectedAnswer(
+                f"the event stream sent what is not an event of the API: {sse.data[:60]!r}"
+            ) from error
         self.last_event_id = event.id
         self.received += 1
         self.finished = self.run_id is not None and event.type in RUN_FINAL_EVENTS

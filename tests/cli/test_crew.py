@@ -5,14 +5,18 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from crew_client import RunStatus
+from crew_client import GateStatus, RunStatus
 from tests.client.serving import GATED_SPEC, Served, served, wait_for_gate
-from tests.conftest import process_env
+from tests.conftest import ROOT, process_env
 
 __all__ = ["served"]
 
@@ -113,6 +117,36 @@ def test_gates_approve_with_a_patch_file_and_with_an_editor(served: Served, tmp_
         assert client.get_artifact_content(draft[-1].id) == b"a haiku, edited\n"
 
 
+def _editor(tmp_path: Path, name: str, script: str) -> str:
+    editor = tmp_path / name
+    editor.write_text(f"#!/bin/sh\n{script}\n")
+    editor.chmod(0o755)
+    return str(editor)
+
+
+def test_an_edit_that_is_no_edit_approves_nothing(served: Served, tmp_path: Path) -> None:
+    run_id = _gated_run(served, tmp_path, "Unedited")
+    why_by_editor = {
+        "true": "the editor saved nothing",
+        "false": "the editor failed",
+        str(tmp_path / "no-such-editor"): "the editor failed",
+        _editor(tmp_path, "touch.sh", 'touch "$1"'): "the edit changed nothing",
+        _editor(tmp_path, "newline.sh", 'echo >> "$1"'): "the edit changed nothing",
+        _editor(tmp_path, "empty.sh", ': > "$1"'): "the edit left the artifact empty",
+        _editor(tmp_path, "latin1.sh", "printf 'caf\\351' > \"$1\""): "is not UTF-8 text",
+    }
+    for editor, why in why_by_editor.items():
+        done = crew(served, "approve", run_id, "--edit", EDITOR=editor)
+
+        assert done.returncode == 64, (editor, done.stderr)
+        assert done.stderr.startswith("error: ") and why in done.stderr, done.stderr
+        assert "nothing was approved" in done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+    with served.client() as client:
+        assert client.list_gates(status=GateStatus.PENDING, run_id=run_id).items
+        assert "gate.approved" not in {event.type for event in client.iter_events(run_id=run_id)}
+
+
 def test_a_gate_decided_elsewhere_is_exit_7(served: Served, tmp_path: Path) -> None:
     run_id = _gated_run(served, tmp_path, "Decided")
     assert crew(served, "approve", run_id).returncode == 0
@@ -168,7 +202,7 @@ def test_keys_over_http(served: Served) -> None:
     assert as_bot.returncode == 4
 
 
-def test_errors_are_one_line_with_distinct_exit_statuses(served: Served) -> None:
+def test_errors_are_one_line_with_distinct_exit_statuses(served: Served, tmp_path: Path) -> None:
     missing = crew(served, "show", "5c1b2b6e-0000-4000-8000-000000000000")
     assert missing.returncode == 6 and "not found" in missing.stderr
     refused = crew(served, "runs", CREW_API_KEY="crew_nope")
@@ -177,14 +211,185 @@ def test_errors_are_one_line_with_distinct_exit_statuses(served: Served) -> None
         viewer = client.create_key("read-only", "viewer").secret
     forbidden = crew(served, "submit", "--demo", "--title", "No", CREW_API_KEY=viewer)
     assert forbidden.returncode == 5
-    invalid = crew(served, "show", "not-a-uuid")
-    assert invalid.returncode == 8
+    empty_plan = tmp_path / "empty.json"
+    empty_plan.write_text('{"type": "dag", "nodes": []}')
+    invalid = crew(served, "submit", "--spec", str(empty_plan), "--title", "Empty")
+    assert invalid.returncode == 8 and "nodes" in invalid.stderr
     unreachable = crew(served, "runs", CREW_URL="http://127.0.0.1:9")
     assert unreachable.returncode == 3
     both = crew(served, "submit", "--demo", "--report", "--title", "Two")
     assert both.returncode == 64
     for failure in (missing, refused, forbidden, invalid, unreachable, both):
         assert len(failure.stderr.strip().splitlines()) == 1, failure.stderr
+
+
+RUN = "5c1b2b6e-0000-4000-8000-000000000000"
+# Commands given something that is not an id where one goes, none of which may send a request.
+NOT_IDS = [
+    ("cancel", "../keys/victim/revoke?"),
+    ("resume", "../keys/victim/revoke?"),
+    ("show", "../keys"),
+    ("show", f"{RUN}?x=1"),
+    ("show", ""),
+    ("nodes", "../keys"),
+    ("events", "../events"),
+    ("events", "", "--follow"),
+    ("watch", f"{RUN}/../../keys"),
+    ("artifact", "../keys"),
+    ("approve", "../keys/victim/revoke?"),
+    ("approve", "..", "--node", "draft"),
+    ("reject", "../keys/victim/revoke?", "--notes", "no"),
+    ("gates", "--run", "../keys"),
+    ("keys", "revoke", "../runs"),
+    ("keys", "revoke", "victim/revoke?"),
+]
+
+
+def test_an_id_that_is_not_one_reaches_no_route(served: Served) -> None:
+    assert crew(served, "keys", "create", "victim", "--role", "viewer").returncode == 0
+
+    smuggled = crew(served, "cancel", "../keys/victim/revoke?")
+
+    assert smuggled.returncode == 64, smuggled.stderr
+    assert smuggled.stderr == "error: '../keys/victim/revoke?' is not a run id (a UUID)\n"
+    keys = {key["name"]: key for key in crew_json(served, "keys", "list")}
+    assert keys["victim"]["revoked_at"] is None
+    assert "/keys/victim/revoke" not in served.log()
+
+
+@pytest.mark.parametrize("arguments", NOT_IDS, ids=" ".join)
+def test_a_bad_id_is_a_usage_error_before_any_request(
+    served: Served, arguments: tuple[str, ...]
+) -> None:
+    # Nothing listens on port 9: a request would be exit 3.
+    refused = crew(served, *arguments, CREW_URL="http://127.0.0.1:9")
+
+    assert refused.returncode == 64, refused.stderr
+    assert refused.stderr.startswith("error: ") and "is not a" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1, refused.stderr
+
+
+def _files(tmp_path: Path) -> dict[str, Path]:
+    contents = {
+        "latin1.yaml": b"\xff\xfe",
+        "latin1.md": b"caf\xe9",
+        "broken.yaml": b"type: demo\nnodes: [a: b: c\n",
+        "dated.yaml": b"type: demo\ndue: 2025-01-01\n",
+        "nan.yaml": b"type: demo\nratio: .nan\n",
+        "broken.json": b'{"title": ',
+        "nan.json": b'{"title": NaN}',
+    }
+    for name, content in contents.items():
+        (tmp_path / name).write_bytes(content)
+    return {name: tmp_path / name for name in contents} | {"missing": tmp_path / "missing.yaml"}
+
+
+def test_a_file_that_cannot_be_read_is_one_line_and_sends_nothing(
+    served: Served, tmp_path: Path
+) -> None:
+    files = _files(tmp_path)
+    submit = ("submit", "--title", "From a file", "--spec")
+    approve = ("approve", RUN, "--node", "draft", "--patch-file")
+    why_by_command = {
+        (*submit, files["latin1.yaml"]): "is not UTF-8 text (byte 0xff at offset 0)",
+        (*submit, files["broken.yaml"]): "is not JSON or YAML: ",
+        (*submit, files["dated.yaml"]): "holds what JSON cannot",
+        (*submit, files["nan.yaml"]): "holds what JSON cannot",
+        (*submit, files["missing"]): "No such file or directory",
+        (*submit, tmp_path): "Is a directory",
+        (*approve, files["latin1.md"]): "is not UTF-8 text (byte 0xe9 at offset 3)",
+        (*approve, files["broken.json"]): "is not JSON: ",
+        (*approve, files["nan.json"]): "NaN is not a JSON value",
+        (*approve, files["missing"]): "No such file or directory",
+        (*approve, tmp_path): "Is a directory",
+    }
+    for command, why in why_by_command.items():
+        # Nothing listens on port 9: a request would be exit 3.
+        done = crew(served, *map(str, command), CREW_URL="http://127.0.0.1:9")
+
+        assert done.returncode == 64, (command, done.stderr)
+        assert done.stderr.startswith("error: ") and why in done.stderr, done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_an_artifact_that_cannot_be_written_is_one_line(served: Served, tmp_path: Path) -> None:
+    run = crew_json(served, "submit", "--demo", "--title", "Written")
+    assert crew(served, "watch", run["id"]).returncode == 0
+    with served.client() as client:
+        artifact = str(next(iter(client.iter_artifacts(run_id=run["id"]))).id)
+    why_by_target = {
+        tmp_path: "Is a directory",
+        tmp_path / "no" / "such" / "dir.md": "No such file or directory",
+    }
+    for target, why in why_by_target.items():
+        done = crew(served, "artifact", artifact, "-o", str(target))
+
+        assert done.returncode == 64, done.stderr
+        assert done.stderr == f"error: cannot write {target}: {why}\n"
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.fixture
+def sign_in_page() -> Iterator[str]:
+    """The URL of a server that answers every request with a page, as a proxy's sign-in does."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><form>Sign in</form></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_answer_that_is_not_the_apis_is_exit_9(served: Served, sign_in_page: str) -> None:
+    for arguments in (("show", RUN), ("runs",), ("gates",)):
+        done = crew(served, *arguments, CREW_URL=sign_in_page)
+
+        assert done.returncode == 9, done.stderr
+        assert done.stderr.startswith("error: GET /") and "is the URL the API's?" in done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def _readme_crew_block() -> list[str]:
+    """The command lines of the README's `crew` examples, comments left out."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## The `crew` command", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines()]
+
+
+def test_the_readmes_crew_examples_run_as_written(served: Served) -> None:
+    venv = Path(sys.executable).parent.parent
+    if venv.name != ".venv":
+        pytest.skip("the README's commands are for the checkout's .venv")
+    lines = _readme_crew_block()
+    first_crew = next(i for i, line in enumerate(lines) if line.startswith("crew "))
+    setup = lines[:first_crew]
+    # A shell as a reader's: PATH without the virtualenv, in the checkout that holds it.
+    script = " && ".join([*setup, f"export CREW_URL={served.url}", lines[first_crew]])
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=venv.parent,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, (script, done.stderr)
+    assert "succeeded" in done.stdout
 
 
 def test_shell_completion_is_offered(served: Served) -> None:

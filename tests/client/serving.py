@@ -36,6 +36,10 @@ class Served:
     def client(self, key: str | None = None) -> Client:
         return Client(self.url, key or self.key)
 
+    def log(self) -> str:
+        """What the API on this port has logged so far, its access log included."""
+        return (self.workdir / f"server-{self.port}.log").read_text()
+
     def serving(self) -> Any:
         """The API on this port and database again (after a stop), until the block ends."""
         return api_process(self.database_url, self.workdir, self.port, **SERVER_SETTINGS)

@@ -10,6 +10,7 @@ from crew_client import (
     AsyncClient,
     Conflict,
     Forbidden,
+    InvalidId,
     KeyRole,
     NodeStatus,
     NotFound,
@@ -116,6 +117,30 @@ def test_keys_over_http_and_roles(served: Served) -> None:
             crew.revoke_key(name)
         with served.client(created.secret) as viewer, pytest.raises(Unauthorized):
             viewer.list_runs()
+
+
+def test_an_id_cannot_reach_another_route(served: Served) -> None:
+    victim = f"victim-{uuid.uuid4().hex[:8]}"
+    with served.client() as crew:
+        crew.create_key(victim, KeyRole.VIEWER)
+        with pytest.raises(InvalidId):
+            crew.cancel(f"../keys/{victim}/revoke?")
+        with pytest.raises(InvalidId):
+            crew.get_run("../keys")
+        with pytest.raises(InvalidId):
+            crew.revoke_key(f"{victim}/revoke?")
+        assert crew.get_key(victim).revoked_at is None
+    logged = served.log()
+    assert f"GET /keys/{victim} " in logged  # what was sent is in the access log
+    assert f"/keys/{victim}/revoke" not in logged
+
+
+def test_a_key_name_with_an_at_sign_is_read_and_revoked_by_its_path(served: Served) -> None:
+    name = f"ops-{uuid.uuid4().hex[:8]}@team"
+    with served.client() as crew:
+        crew.create_key(name, KeyRole.VIEWER)
+        assert crew.get_key(name).name == name
+        assert crew.revoke_key(name).revoked_at is not None
 
 
 def test_a_gate_decided_elsewhere_is_a_409(served: Served) -> None:

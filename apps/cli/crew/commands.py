@@ -12,11 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import click
 import typer
-import yaml
 
-from apps.cli.crew import output
+from apps.cli.crew import files, output
+from apps.cli.crew.files import LocalError
 from apps.cli.crew.watching import watch as watch_run
 from crew_client import (
     ApiError,
@@ -24,19 +23,23 @@ from crew_client import (
     CrewConnectionError,
     Gate,
     GateStatus,
+    InvalidId,
     KeyRole,
     RunStatus,
+    UnexpectedAnswer,
 )
 from crew_client.sync import DEFAULT_URL
 
 EPILOG = (
-    "Configured by CREW_URL (default http://127.0.0.1:8000) and CREW_API_KEY, or --url and "
-    "--key. Exit statuses: 0 done; for watch (and submit --watch) 1 the run failed, 2 it was "
-    "cancelled; 3 the server cannot be reached; 4 no key or a wrong one (401); 5 the key's role "
-    "may not (403); 6 not found (404); 7 conflict, e.g. a gate already decided (409); 8 a "
-    "request the API refused (400, 413, 422); 9 the server failed (503, 5xx); 64 options that "
-    "do not go together (2 for a command line that cannot be parsed at all); 130 interrupted "
-    "(a watched run keeps running)."
+    "Configured by CREW_URL (default http://127.0.0.1:8000) and CREW_API_KEY, or --url and --key. "
+    "Exit statuses: 0 done; for watch (and submit --watch) 1 the run failed, 2 it was cancelled; "
+    "3 the server cannot be reached; 4 no key or a wrong one (401); 5 the key's role may not "
+    "(403); 6 not found (404); 7 conflict, e.g. a gate already decided (409); 8 a request the API "
+    "refused (400, 413, 422); 9 the server failed (503, 5xx) or its answer is not the API's; 64 a "
+    "command that cannot be done as given, with nothing changed: options that do not go together, "
+    "an id that is not one, a file that cannot be read or written, an --edit that changed "
+    "nothing or an editor that failed (2 for a command line that cannot be parsed at all); 130 "
+    "interrupted (a watched run keeps running)."
 )
 EXIT_UNREACHABLE = 3
 EXIT_BY_STATUS = {401: 4, 403: 5, 404: 6, 409: 7, 400: 8, 413: 8, 422: 8}
@@ -86,6 +89,11 @@ def _speaking_errors() -> Iterator[None]:
     except CrewConnectionError as error:
         output.fail(str(error))
         raise typer.Exit(EXIT_UNREACHABLE) from None
+    except UnexpectedAnswer as error:
+        output.fail(str(error))
+        raise typer.Exit(EXIT_SERVER) from None
+    except (InvalidId, LocalError) as error:
+        raise _usage(str(error)) from None
     except KeyboardInterrupt:
         output.fail("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -196,10 +204,10 @@ def artifact(
     """An artifact's content."""
     with _speaking_errors():
         content = _client(context).get_artifact_content(artifact_id)
-    if out is None:
-        typer.get_binary_stream("stdout").write(content)
-        return
-    out.write_bytes(content)
+        if out is None:
+            typer.get_binary_stream("stdout").write(content)
+            return
+        files.write(out, content)
     output.errors.print(f"wrote {out} ({len(content):,} bytes)", markup=False, highlight=False)
 
 
@@ -207,13 +215,7 @@ def _spec_of(demo: bool, report: bool, sections: int | None, spec: Path | None) 
     if demo + report + (spec is not None) != 1:
         raise _usage("give one of --demo, --report or --spec FILE")
     if spec is not None:
-        try:
-            loaded = yaml.safe_load(spec.read_text())
-        except (OSError, yaml.YAMLError) as error:
-            raise _usage(f"cannot read the spec {spec}: {error}") from None
-        if not isinstance(loaded, dict):
-            raise _usage(f"the spec {spec} is not a JSON or YAML mapping")
-        return loaded
+        return files.read_spec(spec)
     task: dict[str, Any] = {"type": "demo" if demo else "report"}
     if sections is not None:
         task["sections"] = sections
@@ -236,9 +238,9 @@ def submit(
     as_json: Json = False,
 ) -> None:
     """Submit a task; with --watch, follow its run to the end (exit 0, 1 or 2 as `watch`)."""
-    task = _spec_of(demo, report, sections, spec)
     client = _client(context)
     with _speaking_errors():
+        task = _spec_of(demo, report, sections, spec)
         run = client.submit_task(title, task)
     if as_json:
         output.as_json(run)
@@ -306,15 +308,14 @@ def _pending_gate(client: Client, run_id: str, node_id: uuid.UUID | None) -> Gat
     return waiting[0]
 
 
-def _edited_patch(client: Client, run_id: str, node_id: uuid.UUID | None) -> str | None:
-    """The gated artifact's content as changed in $EDITOR; None when it was left as it was."""
+def _edited_patch(client: Client, run_id: str, node_id: uuid.UUID | None) -> str:
+    """The gated artifact's content as changed in $EDITOR (`files.edited` says when it is no
+    edit, and nothing is approved)."""
     gate = _pending_gate(client, run_id, node_id)
     if gate.artifact_id is None:
         raise _usage("this gate is before its node runs: there is no artifact to edit")
-    original = client.get_artifact_content(gate.artifact_id).decode()
-    name = client.get_artifact(gate.artifact_id).name
-    edited = click.edit(original, extension=Path(name).suffix or ".txt")
-    return None if edited is None or edited == original else edited
+    content = client.get_artifact_content(gate.artifact_id)
+    return files.edited(content, client.get_artifact(gate.artifact_id).name)
 
 
 def _decided(gate: Gate, as_json: bool) -> None:
@@ -343,25 +344,12 @@ def approve(
         raise _usage("give --patch-file or --edit, not both")
     client = _client(context)
     with _speaking_errors():
+        patch = files.read_patch(patch_file) if patch_file else None
         node_id = _node_id(client, run_id, node)
-        patch = _patch(patch_file) if patch_file else None
         if edit:
             patch = _edited_patch(client, run_id, node_id)
         gate = client.approve(run_id, node_id=node_id, notes=notes, patch=patch)
     _decided(gate, as_json)
-
-
-def _patch(path: Path) -> str | dict[str, Any]:
-    """A JSON file's object is a merge patch; any other content replaces the artifact's."""
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise _usage(f"cannot read {path}: {error}") from None
-    if path.suffix == ".json":
-        with_object = json.loads(text)
-        if isinstance(with_object, dict):
-            return with_object
-    return text
 
 
 @app.command()
