@@ -115,4 +115,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(ConnectionError, _database_error)
+    # asyncpg's timeouts (a connection not opened, a statement not answered) come unwrapped.
+    app.add_exception_handler(TimeoutError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

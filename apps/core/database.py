@@ -134,6 +134,18 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     )
 
 
+# How long asyncpg waits for PostgreSQL. Its own defaults are a minute to connect and no limit on
+# a statement: a server that stops answering without refusing (a network partition, a failover
+# that drops packets) held requests for a minute, then answered them 500, or held them for good
+# on a pooled connection. A connection opens in milliseconds, and no statement of the service
+# takes seconds (a page, a pass, the scrape's count at ten million runs); past these the
+# database is out of reach: a request answers 503, a worker's pass is tried again.
+CONNECT_TIMEOUT_SECONDS = 5.0
+COMMAND_TIMEOUT_SECONDS = 30.0
+# The pool's pre-ping, which an answering server answers at once.
+PING_TIMEOUT_SECONDS = 2.0
+
+
 def _create_postgres_engine(
     url: str | URL,
     pool_size: int,
@@ -161,7 +173,11 @@ def _create_postgres_engine(
         # No JIT: the service's statements read or write a page of rows, which JIT never speeds
         # up, and a plan estimated over millions of rows (a generic plan of a list on ten million
         # runs) passes `jit_above_cost` and spent 80 ms compiling a query that runs in 2.
-        connect_args={"server_settings": {"jit": "off"}},
+        connect_args={
+            "server_settings": {"jit": "off"},
+            "timeout": CONNECT_TIMEOUT_SECONDS,
+            "command_timeout": COMMAND_TIMEOUT_SECONDS,
+        },
         **options,
     )
     event.listen(engine.sync_engine.pool, "checkout", on_checkout)
@@ -175,7 +191,7 @@ def _ping_postgresql(
     transaction of its own (BEGIN, `;`, ROLLBACK), three round trips before every request's one
     query. A connection the server dropped is replaced by a new one before the caller has it."""
     try:
-        await_(dbapi_connection.driver_connection.fetchrow(";"))
+        await_(dbapi_connection.driver_connection.fetchrow(";", timeout=PING_TIMEOUT_SECONDS))
     except Exception as error:
         raise DisconnectionError(f"the pooled connection is gone: {error!r}") from error
 

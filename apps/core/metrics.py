@@ -178,15 +178,16 @@ class DatabaseGauges:
 
 
 class _Scrape:
-    """What one scrape exposes: the recorded metrics, then the database's gauges."""
+    """What one scrape exposes: the recorded metrics, then the database's gauges if read."""
 
-    def __init__(self, recorded: Collector, gauges: DatabaseGauges) -> None:
+    def __init__(self, recorded: Collector, gauges: DatabaseGauges | None) -> None:
         self.recorded = recorded
         self.gauges = gauges
 
     def collect(self) -> Iterator[Metric]:
         yield from self.recorded.collect()
-        yield from self.gauges.families()
+        if self.gauges is not None:
+            yield from self.gauges.families()
 
 
 def recorded_metrics(multiprocess_dir: Path | None) -> Collector:
@@ -199,8 +200,9 @@ def recorded_metrics(multiprocess_dir: Path | None) -> Collector:
     return registry
 
 
-def render(recorded: Collector, gauges: DatabaseGauges) -> bytes:
-    """The scrape's body in the Prometheus text format."""
+def render(recorded: Collector, gauges: DatabaseGauges | None) -> bytes:
+    """The scrape's body in the Prometheus text format; without the database's gauges when
+    there are none (the database is out of reach)."""
     return generate_latest(_Scrape(recorded, gauges))
 
 

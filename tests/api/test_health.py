@@ -30,6 +30,7 @@ async def test_health_is_503_with_a_reason_when_the_database_is_unreachable(
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             response = await client.get("/health")
     assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
     assert response.json()["status"] == "unavailable"
     # Unreachable at once, or no answer in time when the machine is busy: either is a reason.
     assert response.json()["database"].startswith(("unreachable", "no answer within"))

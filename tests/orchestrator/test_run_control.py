@@ -135,6 +135,23 @@ async def test_a_second_decision_on_a_gate_is_409_with_its_state(
     )
 
 
+async def test_a_second_decision_without_a_node_says_how_the_gate_was_decided(
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    run_id = await _waiting_at_its_gate(client, transactions, settings)
+    draft = (await _nodes(client, run_id))["draft"]["id"]
+    approved = await client.post(f"/runs/{run_id}/approve", json={})
+
+    again = await client.post(f"/runs/{run_id}/approve", json={})
+
+    assert again.status_code == 409
+    assert again.json()["detail"] == (
+        f"the gate of node {draft} is already approved by admin at {approved.json()['decided_at']}"
+    )
+
+
 async def test_a_decision_on_a_node_not_in_the_run_is_404_and_changes_nothing(
     transactions: Transactions,
     client: httpx.AsyncClient,
@@ -361,6 +378,29 @@ class HangingProvider:
             self.cancelled += 1
             raise
         return LLMReply(text="never", prompt_tokens=1, completion_tokens=1)
+
+
+async def test_a_stopping_worker_hands_its_node_back_without_spending_an_attempt(
+    transactions: Transactions,
+    client: httpx.AsyncClient,
+    settings: Settings,
+) -> None:
+    """A SIGTERM (a rolling deploy) is no failure of the node: with one attempt allowed, it is
+    still run again at once, by the next worker."""
+    node = {"key": "draft", "role": "writer", "prompt": "Draft.", "max_attempts": 1}
+    run_id = await _submit(client, _dag(node))
+    provider = HangingProvider()
+
+    async with _working(Worker(transactions, settings, {"demo": provider})):
+        await asyncio.wait_for(provider.started.wait(), 10)
+
+    assert provider.cancelled == 1
+    handed_back = (await _nodes(client, run_id))["draft"]
+    assert (handed_back["status"], handed_back["attempt"]) == ("ready", 1)
+    await Worker(transactions, settings).drain()
+    draft = (await _nodes(client, run_id))["draft"]
+    assert (draft["status"], draft["attempt"]) == ("succeeded", 2)
+    assert (await client.get(f"/runs/{run_id}")).json()["status"] == "succeeded"
 
 
 async def test_cancel_stops_the_calls_in_flight_then_the_run_is_cancelled_for_good(

@@ -25,4 +25,6 @@ async def get_health(request: Request) -> Health | JSONResponse:
     problem = await check_database(request.app.state.engine)
     if problem is None:
         return Health(status="ok", database="ok")
-    return JSONResponse(Health(status="unavailable", database=problem).model_dump(), 503)
+    unavailable = Health(status="unavailable", database=problem).model_dump()
+    # As every 503 of a database out of reach says when to ask again.
+    return JSONResponse(unavailable, 503, headers={"Retry-After": "1"})

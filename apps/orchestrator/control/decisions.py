@@ -228,7 +228,9 @@ def _waiting_gate(
     if gate_id is not None:
         raise _decided(session, GATES.c.id == gate_id) or Conflict("no such gate in this run")
     if node_id is None:
-        raise Conflict(f"no gate waits in this run; the run is {status}")
+        # The common case of two operators deciding at once: say how the gate was decided.
+        decided = _decided(session, GATES.c.run_id == run_id)
+        raise decided or Conflict(f"no gate waits in this run; the run is {status}")
     if not session.scalar(select(exists().where(Node.id == node_id, Node.run_id == run_id))):
         raise NotFound(f"node {node_id} not found in run {run_id}")
     where = (GATES.c.node_id == node_id, GATES.c.run_id == run_id)

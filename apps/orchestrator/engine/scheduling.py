@@ -41,6 +41,9 @@ BATCH = 200
 BUDGET_EXCEEDED = "budget_exceeded"
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
+# An attempt a stopping worker hands back (SIGTERM, a rolling deploy): nothing went wrong with
+# the node, so it is run again at once, whatever attempts it has left.
+HANDED_BACK = "worker_stopped"
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -116,8 +119,9 @@ def end_attempt(
     status the node moved to (`READY` or `FAILED`), None when it was no longer running that
     attempt (it ended meanwhile)."""
     dialect = session.get_bind().dialect.name
+    handed_back = cause == HANDED_BACK
     try:
-        if retryable and node.attempt < node.max_attempts:
+        if retryable and (node.attempt < node.max_attempts or handed_back):
             move_node(
                 session,
                 node,
@@ -127,7 +131,9 @@ def end_attempt(
                 error=message,
                 data={"attempt": node.attempt, "max_attempts": node.max_attempts},
                 expected_attempt=node.attempt,
-                parameters=time_parameters(dialect, backoff_seconds(node.attempt)),
+                parameters=time_parameters(
+                    dialect, 0.0 if handed_back else backoff_seconds(node.attempt)
+                ),
                 next_attempt_at=database_time_later(dialect),
                 lease_owner=None,
                 lease_expires_at=None,

@@ -21,8 +21,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import Integer, column, func, select, table
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from apps.core.database import is_transient
 from apps.core.metrics import DatabaseGauges
 from apps.orchestrator.model.clock import database_time
 from apps.orchestrator.model.models import Gate, Node, Run
@@ -50,6 +52,8 @@ BACKGROUND_DUTY_CYCLE = 0.1
 # time reports the last count's terminal statuses, or leaves them out if there is none yet,
 # rather than report them 0.
 COUNT_WAIT = 1.0
+# How long a scrape waits for the database's gauges before it answers without them (seconds).
+GAUGES_WAIT = 5.0
 
 
 async def _count_by_status(
@@ -158,6 +162,21 @@ class StatusCounts:
             logger.warning("counting the runs and nodes by status failed", exc_info=True)
         finally:
             self._counting = None
+
+
+async def gauges_if_reachable(engine: AsyncEngine, counts: StatusCounts) -> DatabaseGauges | None:
+    """The database's gauges (`read_gauges`), or None when the database is out of reach or does
+    not answer within `GAUGES_WAIT`: the scrape then serves what the process recorded, which an
+    outage is when it matters most (its 5xx, for one), and `CrewApiDown` does not mistake a
+    database that is down for an API that is."""
+    try:
+        async with asyncio.timeout(GAUGES_WAIT), engine.connect() as connection:
+            return await read_gauges(connection, counts)
+    except (OSError, SQLAlchemyError) as error:
+        if not is_transient(error):
+            raise
+        logger.warning("the scrape leaves out the database's gauges: %s", error)
+        return None
 
 
 async def read_gauges(

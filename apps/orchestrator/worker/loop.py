@@ -29,6 +29,7 @@ from apps.orchestrator.engine import leases
 from apps.orchestrator.engine.executor import Ended, Executor, Failed, NodeWork, Succeeded, Unstored
 from apps.orchestrator.engine.gates import count_gate_decision
 from apps.orchestrator.engine.outcomes import output_recorded
+from apps.orchestrator.engine.scheduling import HANDED_BACK
 from apps.orchestrator.infra.providers.base import Provider
 from apps.orchestrator.infra.providers.demo import DemoProvider
 from apps.orchestrator.infra.providers.openai_compatible import OpenAICompatibleProvider
@@ -216,7 +217,7 @@ class Worker:
             if work.id in self._cancelled:
                 outcome = Failed(work, "the run was cancelled", retryable=False, cause="cancel")
                 return
-            outcome = Failed(work, "the worker stopped", retryable=True, cause="worker_stopped")
+            outcome = Failed(work, "the worker stopped", retryable=True, cause=HANDED_BACK)
             raise
         finally:
             self._running.pop(work.id, None)
