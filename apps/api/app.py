@@ -15,6 +15,7 @@ from apps.api.errors import install_error_handlers
 from apps.api.middleware import ObservedFastAPI
 from apps.api.observability import instrument
 from apps.api.openapi import use_described_openapi
+from apps.api.reference import serve_api_reference
 from apps.api.revocations import streams_end_on_revocation
 from apps.api.routes import (
     artifacts,
@@ -65,8 +66,11 @@ _PROTECTED_ROUTERS = (
     checks.router,
 )
 
+# FastAPI's own /docs and /redoc load Swagger UI and ReDoc from CDNs: `serve_api_reference`
+# serves them with the app's own files instead.
+_NO_CDN_PAGES: dict[str, Any] = {"docs_url": None, "redoc_url": None}
 # API_DOCS_ENABLED=0: no /docs, /redoc or /openapi.json (404s, with a key or without).
-_NO_API_REFERENCE: dict[str, Any] = {"docs_url": None, "redoc_url": None, "openapi_url": None}
+_NO_API_REFERENCE: dict[str, Any] = {"openapi_url": None}
 
 
 @asynccontextmanager
@@ -132,12 +136,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=f"{ROLES_DESCRIPTION}\n{ALIASES_DESCRIPTION}",
         version="0.1.0",
         lifespan=_lifespan,
+        **_NO_CDN_PAGES,
         **({} if settings.api_docs_enabled else _NO_API_REFERENCE),
     )
     app.state.settings = settings
     app.state.artifact_store = open_artifact_store(settings)
     install_error_handlers(app)
     use_described_openapi(app)
+    if settings.api_docs_enabled:
+        serve_api_reference(app)
     instrument(app, settings)
     app.outer_middleware.append(DetachedStreams)  # innermost: event streams outlive the stack
     _include_routes(app)

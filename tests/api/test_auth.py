@@ -11,13 +11,23 @@ from sqlalchemy import event, select, update
 
 from apps.api.app import create_app
 from apps.api.auth import AdminCaller
+from apps.api.reference import FILES_URL
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
 from apps.orchestrator.control import api_keys
 from apps.orchestrator.model.models import ApiKey, KeyRole, utcnow
 from tests.conftest import API_KEY, ROOT
 
-PUBLIC_PATHS = {"/health", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+# The API reference's pages and the files they load (a mount: every path under FILES_URL).
+API_REFERENCE = {
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/redoc/logo-mini.svg",
+    FILES_URL,
+    "/openapi.json",
+}
+PUBLIC_PATHS = {"/health", "/healthz", *API_REFERENCE}
 
 
 def _concrete(path: str) -> str:
@@ -53,7 +63,8 @@ async def test_every_route_but_health_and_docs_needs_a_key(
 
 
 async def test_public_paths_answer_without_a_key(client: httpx.AsyncClient) -> None:
-    for path in ("/health", "/healthz", "/openapi.json", "/docs", "/redoc"):
+    swagger_ui = f"{FILES_URL}/swagger/swagger-ui-bundle.js"
+    for path in ("/health", "/healthz", "/openapi.json", "/docs", "/redoc", swagger_ui):
         response = await client.get(path, headers={"X-API-Key": ""})
         assert response.status_code == 200, path
 
@@ -64,7 +75,7 @@ async def test_the_api_reference_can_be_turned_off(settings: Settings) -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             for headers in ({}, {"X-API-Key": API_KEY}):
-                for path in ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"):
+                for path in (*API_REFERENCE, f"{FILES_URL}/swagger/swagger-ui-bundle.js"):
                     response = await client.get(path, headers=headers)
                     assert response.status_code == 404, path
             assert (await client.get("/health")).status_code == 200
