@@ -1,14 +1,22 @@
 """Migrations run on the app's own metadata and an async engine, against ALEMBIC_DATABASE_URL
-(falling back to DATABASE_URL). A URL put in the Alembic config's attributes (as tests do) wins."""
+(falling back to DATABASE_URL). A URL put in the Alembic config's attributes (as tests do) wins.
+
+One process migrates a database at a time (`_migrating_alone`): the API and workers each run
+`alembic upgrade head` as they start, and two upgrades of a database still to migrate would both
+create its first tables."""
 
 import asyncio
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from logging.config import fileConfig
+from typing import Any
 
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy import Index
+from sqlalchemy import Index, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alembic import context
 from apps.core.database import create_migration_engine
@@ -18,6 +26,13 @@ from apps.orchestrator.model.models import ONLY_ON, Base, JSONDocument, UTCDateT
 config = context.config
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+logger = logging.getLogger("alembic.env")
+
+# The PostgreSQL advisory lock a migration holds (docs/deploy.md): "crewmigr" in ASCII.
+MIGRATION_LOCK_KEY = 0x637265776D696772
+# How long a migration on SQLite waits for the write lock, which another one holds to its end.
+SQLITE_MIGRATION_WAIT_MS = 3_600_000
 
 
 def _database_url() -> str:
@@ -84,10 +99,47 @@ def _run_sync_migrations(connection: Connection) -> None:
         context.run_migrations()
 
 
+@asynccontextmanager
+async def _postgresql_advisory_lock(connection: AsyncConnection) -> AsyncIterator[None]:
+    """Hold `MIGRATION_LOCK_KEY` for the session, across the migrations' own transaction. Should
+    they fail, closing the connection ends the session and so releases the lock."""
+    key = {"key": MIGRATION_LOCK_KEY}
+    if not await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), key):
+        logger.info("Another process is migrating this database; waiting for it to finish.")
+        await connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+    await connection.commit()
+    yield
+    await connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+    await connection.commit()
+
+
+def _begin_sqlite_write(connection: Connection) -> None:
+    """Take SQLite's write lock: the migrations then run in this one transaction, which the
+    caller commits. The driver's implicit BEGIN (before writes only, never before DDL) is off."""
+    driver: Any = connection.connection.dbapi_connection
+    driver.isolation_level = None
+    connection.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_MIGRATION_WAIT_MS}")
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@asynccontextmanager
+async def _migrating_alone(connection: AsyncConnection) -> AsyncIterator[None]:
+    """Keep other migrations of the database out from before Alembic reads `alembic_version` to
+    after the migrations commit, so that one started meanwhile waits, then finds the schema at
+    head and does nothing."""
+    if connection.dialect.name == "postgresql":
+        async with _postgresql_advisory_lock(connection):
+            yield
+        return
+    if connection.dialect.name == "sqlite":
+        await connection.run_sync(_begin_sqlite_write)
+    yield
+
+
 async def run_migrations_online() -> None:
     engine = create_migration_engine(_database_url())
     try:
-        async with engine.connect() as connection:
+        async with engine.connect() as connection, _migrating_alone(connection):
             await connection.run_sync(_run_sync_migrations)
             await connection.commit()
     finally:

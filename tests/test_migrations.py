@@ -1,15 +1,18 @@
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from alembic import command
 from apps.core.database import create_migration_engine
 from apps.orchestrator.model.models import Base
-from tests.conftest import alembic_config
+from tests.conftest import ROOT, alembic_config, process_env
 
 
 def _tables(url: str) -> set[str]:
@@ -49,6 +52,46 @@ def test_upgrade_downgrade_upgrade_round_trips(empty_database: str) -> None:
     assert _tables(empty_database) == {"alembic_version"}
     command.upgrade(config, "head")
     assert _tables_of_the_models(empty_database) == schema | {"alembic_version"}
+
+
+def _versions(url: str) -> list[str]:
+    async def read() -> list[str]:
+        engine = create_migration_engine(url)
+        try:
+            async with engine.connect() as connection:
+                rows = await connection.execute(text("SELECT version_num FROM alembic_version"))
+                return [version for (version,) in rows]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_upgrades_started_together_migrate_once(empty_database: str, tmp_path: Path) -> None:
+    """The API and every worker run `alembic upgrade head` as they start: started together on a
+    new database, one migrates it, the others wait for it and then find nothing to do."""
+    alembic = [str(Path(sys.executable).parent / "alembic"), "-c", str(ROOT / "alembic.ini")]
+    upgrades = [
+        subprocess.Popen(
+            [*alembic, "upgrade", "head"],
+            cwd=tmp_path,
+            env=process_env(ALEMBIC_DATABASE_URL=empty_database),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        logs = [upgrade.communicate(timeout=120)[1] for upgrade in upgrades]
+    finally:
+        for upgrade in upgrades:
+            upgrade.kill()
+
+    assert [upgrade.returncode for upgrade in upgrades] == [0] * 4, "\n".join(logs)
+    assert "\n".join(logs).count("Running upgrade  -> 0001") == 1
+    head = ScriptDirectory.from_config(alembic_config(empty_database)).get_current_head()
+    assert _versions(empty_database) == [head]
+    assert _tables_of_the_models(empty_database) == set(Base.metadata.tables) | {"alembic_version"}
 
 
 def test_the_models_and_the_migrations_agree(empty_database: str) -> None:
