@@ -4,6 +4,7 @@
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -59,4 +60,11 @@ def fields(pairs: Sequence[tuple[str, Any]]) -> None:
 
 
 def fail(message: str) -> None:
-    errors.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    note(f"error: {message}")
+
+
+def note(message: str) -> None:
+    """`message` on stderr, as one line. While `crew watch` shows its live view, stderr is
+    rich's stand-in, which prints the line above the view rather than through it."""
+    with suppress(OSError):  # stderr cannot be written either: nowhere to say it
+        sys.stderr.write(message + "\n")
