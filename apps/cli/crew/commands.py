@@ -5,7 +5,9 @@ Configured by CREW_URL (default http://127.0.0.1:8000) and CREW_API_KEY, or --ur
 The exit statuses are in `EPILOG`.
 """
 
+import errno
 import json
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from typer.core import TyperGroup
 
 from apps.cli.crew import files, output
 from apps.cli.crew.files import LocalError
@@ -47,7 +50,31 @@ EXIT_SERVER = 9
 EXIT_USAGE = 64
 EXIT_INTERRUPTED = 130
 
+
+class _Commands(TyperGroup):
+    """Every command, ending as a Unix tool does when its output cannot be written."""
+
+    def invoke(self, ctx: Any) -> Any:  # the click.Context typer carries within it
+        try:
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # here, not at exit, where a failure is a traceback
+        except OSError as error:  # files, editors and the network raise errors of their own
+            raise _unwritten(error) from None
+
+
+def _unwritten(error: OSError) -> typer.Exit:
+    """A reader gone away (`crew runs | head -1`) ends the command quietly, as it ends `cat`;
+    any other failure to write stdout (a full disk) is one line, exit 64."""
+    output.silence()
+    if error.errno == errno.EPIPE:
+        return typer.Exit(0)
+    return _usage(f"cannot write to standard output: {error.strerror or error}")
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="crew",
     help="Operate Crew Orchestrator over its HTTP API: runs, gates, keys.",
     epilog=EPILOG,
@@ -208,7 +235,7 @@ def artifact(
             typer.get_binary_stream("stdout").write(content)
             return
         files.write(out, content)
-    output.errors.print(f"wrote {out} ({len(content):,} bytes)", markup=False, highlight=False)
+    output.note(f"wrote {out} ({len(content):,} bytes)")
 
 
 def _spec_of(demo: bool, report: bool, sections: int | None, spec: Path | None) -> dict[str, Any]:
@@ -403,7 +430,7 @@ def create_key(
     if as_json:
         output.as_json(created)
         return
-    output.errors.print(f"created {created.role} key {created.name!r}; its secret, shown once:")
+    output.note(f"created {created.role} key {created.name!r}; its secret, shown once:")
     output.console.print(created.secret, markup=False, highlight=False)
 
 
