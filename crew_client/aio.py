@@ -48,7 +48,7 @@ class AsyncClient:
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"X-API-Key": key} if key else {}
+        headers = calls.key_headers(key)
         self.retry = retry or RetryPolicy()
         self._http = httpx.AsyncClient(
             base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport

@@ -3,6 +3,7 @@
 
     CrewClientError              anything this client raises
     ├── InvalidId                an id or key name that cannot be one (nothing was sent)
+    ├── InvalidKey               an API key no header can carry (nothing is sent)
     ├── CrewConnectionError      the server could not be reached (after the retries)
     ├── UnexpectedAnswer         a success that is not what the route answers (not this API?)
     └── ApiError                 the server answered with an error status
@@ -35,6 +36,15 @@ class InvalidId(CrewClientError, ValueError):
         super().__init__(f"{value!r} is not {article} {what} ({expected})")
         self.what = what
         self.value = value
+
+
+class InvalidKey(CrewClientError, ValueError):
+    """An API key that an HTTP header cannot carry: anything but printable ASCII. Raised when
+    the client is made, so that no request goes out with it (httpx would fail on it, or send
+    what is not the key). The message never holds the key."""
+
+    def __init__(self) -> None:
+        super().__init__("the API key can only hold printable ASCII characters")
 
 
 class CrewConnectionError(CrewClientError):

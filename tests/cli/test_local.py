@@ -1,6 +1,6 @@
 """What goes wrong on the operator's side of `crew`, on SQLite and PostgreSQL: a reader that
-stops reading, an output that cannot be written. Each ends as the exit statuses say, with one
-line or none, never a traceback."""
+stops reading, an output that cannot be written, a key no header can carry. Each ends as the
+exit statuses say, with one line or none, never a traceback."""
 
 import os
 import subprocess
@@ -92,3 +92,19 @@ def test_an_output_that_cannot_be_written_is_one_line_exit_64(
 
         assert done.returncode == 64, (arguments, done.stderr)
         assert done.stderr == "error: cannot write to standard output: No space left on device\n"
+
+
+@pytest.mark.parametrize("key", ["clé", "a\nkey", "tab\tkey"])
+def test_a_key_no_header_can_carry_is_a_usage_error_and_sends_nothing(
+    served: Served, key: str
+) -> None:
+    # Nothing listens on port 9: a request would be exit 3.
+    from_env = crew(served, "runs", CREW_URL="http://127.0.0.1:9", CREW_API_KEY=key)
+    from_option = crew(served, "--key", key, "runs", CREW_URL="http://127.0.0.1:9")
+
+    for done in (from_env, from_option):
+        assert done.returncode == 64, done.stderr
+        assert done.stderr == (
+            "error: the API key can only hold printable ASCII characters (--key or CREW_API_KEY)\n"
+        )
+        assert key not in done.stderr

@@ -27,6 +27,7 @@ from crew_client import (
     Gate,
     GateStatus,
     InvalidId,
+    InvalidKey,
     KeyRole,
     RunStatus,
     UnexpectedAnswer,
@@ -96,7 +97,10 @@ def configure(
         str | None, typer.Option(envvar="CREW_API_KEY", help="API key.", show_default=False)
     ] = None,
 ) -> None:
-    context.obj = Client(url, key)
+    try:
+        context.obj = Client(url, key)
+    except InvalidKey as error:  # nothing was sent
+        raise _usage(f"{error} (--key or CREW_API_KEY)") from None
     context.call_on_close(context.obj.close)
 
 
