@@ -36,14 +36,16 @@ from crew_client.sync import DEFAULT_URL
 
 EPILOG = (
     "Configured by CREW_URL (default http://127.0.0.1:8000) and CREW_API_KEY, or --url and --key. "
-    "Exit statuses: 0 done; for watch (and submit --watch) 1 the run failed, 2 it was cancelled; "
-    "3 the server cannot be reached; 4 no key or a wrong one (401); 5 the key's role may not "
-    "(403); 6 not found (404); 7 conflict, e.g. a gate already decided (409); 8 a request the API "
-    "refused (400, 413, 422); 9 the server failed (503, 5xx) or its answer is not the API's; 64 a "
-    "command that cannot be done as given, with nothing changed: options that do not go together, "
-    "an id that is not one, a file that cannot be read or written, an --edit that changed "
-    "nothing or an editor that failed (2 for a command line that cannot be parsed at all); 130 "
-    "interrupted (a watched run keeps running)."
+    "Exit statuses: 0 done, or the reader of the output went away (crew runs | head -1); for "
+    "watch (and submit --watch) 1 the run failed, 2 it was cancelled, and an outage of the "
+    "server (no connection, 502, 503, 504) is waited out; 3 the server cannot be reached; 4 no "
+    "key or a wrong one (401); 5 the key's role may not (403); 6 not found (404); 7 conflict, "
+    "e.g. a gate already decided (409); 8 a request the API refused (400, 413, 422); 9 the "
+    "server failed (503, 5xx) or its answer is not the API's; 64 a command that cannot be done "
+    "as given, with nothing changed: options that do not go together, an id that is not one, a "
+    "key that is not printable ASCII, a file that cannot be read or written (the output too), "
+    "an --edit that changed nothing or an editor that failed (2 for a command line that cannot "
+    "be parsed at all); 130 interrupted (a watched run keeps running)."
 )
 EXIT_UNREACHABLE = 3
 EXIT_BY_STATUS = {401: 4, 403: 5, 404: 6, 409: 7, 400: 8, 413: 8, 422: 8}
