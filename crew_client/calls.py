@@ -24,7 +24,7 @@ from apps.wire.schemas import (
     ValidationReport,
 )
 from apps.wire.statuses import GateStatus, KeyRole, RunStatus
-from crew_client.errors import UnexpectedAnswer
+from crew_client.errors import InvalidKey, UnexpectedAnswer
 from crew_client.paths import key_name, optional_uuid, path, uuid_of
 
 T = TypeVar("T")
@@ -57,6 +57,16 @@ class Call(Generic[T]):
             return self.read(response)
         except (ValueError, TypeError) as error:  # pydantic's ValidationError is a ValueError
             raise _unexpected(response) from error
+
+
+def key_headers(key: str | None) -> dict[str, str]:
+    """The header that carries `key` on every request (none without a key); a key no header can
+    carry is an `InvalidKey` here, before anything is sent."""
+    if not key:
+        return {}
+    if not (key.isascii() and key.isprintable()):
+        raise InvalidKey()
+    return {"X-API-Key": key}
 
 
 def _unexpected(response: httpx.Response) -> UnexpectedAnswer:

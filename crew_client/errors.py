@@ -1,8 +1,9 @@
 """What the client raises. One class per status the API answers with, each carrying the API's
-`detail` (and, for a 422, its `errors`):
+`detail` (and, for a 422, its `errors`; for a 503, its `retry_after`):
 
     CrewClientError              anything this client raises
     ├── InvalidId                an id or key name that cannot be one (nothing was sent)
+    ├── InvalidKey               an API key no header can carry (nothing is sent)
     ├── CrewConnectionError      the server could not be reached (after the retries)
     ├── UnexpectedAnswer         a success that is not what the route answers (not this API?)
     └── ApiError                 the server answered with an error status
@@ -37,6 +38,15 @@ class InvalidId(CrewClientError, ValueError):
         self.value = value
 
 
+class InvalidKey(CrewClientError, ValueError):
+    """An API key that an HTTP header cannot carry: anything but printable ASCII. Raised when
+    the client is made, so that no request goes out with it (httpx would fail on it, or send
+    what is not the key). The message never holds the key."""
+
+    def __init__(self) -> None:
+        super().__init__("the API key can only hold printable ASCII characters")
+
+
 class CrewConnectionError(CrewClientError):
     """The server could not be reached, or the connection broke, after the retries."""
 
@@ -51,11 +61,18 @@ class ApiError(CrewClientError):
 
     status_code: ClassVar[int] = 0
 
-    def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[dict[str, Any]] | None,
+        retry_after: str | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = errors or []
+        self.retry_after = retry_after  # the answer's Retry-After header, as sent
 
     def __str__(self) -> str:
         return f"{self.status}: {self.detail}"
@@ -123,4 +140,4 @@ def error_of(response: httpx.Response) -> ApiError:
         detail, errors = body["detail"], body.get("errors")
     fallback = ServerError if response.status_code >= 500 else ApiError
     error_class = _BY_STATUS.get(response.status_code, fallback)
-    return error_class(response.status_code, detail, errors)
+    return error_class(response.status_code, detail, errors, response.headers.get("Retry-After"))

@@ -26,7 +26,8 @@ from apps.wire.schemas import (
 from apps.wire.statuses import GateStatus, KeyRole, RunStatus
 from crew_client import calls
 from crew_client.calls import Call
-from crew_client.errors import CrewConnectionError, error_of
+from crew_client.errors import CrewClientError, CrewConnectionError, error_of
+from crew_client.outages import Outage
 from crew_client.retry import RetryPolicy, retryable_error, retryable_status
 from crew_client.streams import Resumption, run_is_over
 
@@ -47,7 +48,7 @@ class Client:
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"X-API-Key": key} if key else {}
+        headers = calls.key_headers(key)
         self.retry = retry or RetryPolicy()
         self._http = httpx.Client(
             base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
@@ -200,10 +201,12 @@ class Client:
         self, run_id: uuid.UUID | str | None = None, *, after: int | None = None
     ) -> Iterator[Event]:
         """Events live, as the server sends them. A dropped connection (a restart, a proxy) is
-        reopened with `Last-Event-ID`, so no event is missed or repeated. A run's stream ends
-        after the run's final event; the stream of every run never ends."""
+        reopened with `Last-Event-ID`, so no event is missed or repeated; so is one refused by
+        an outage (502, 503, 504), after its Retry-After (`crew_client.outages`). After
+        `retry.attempts * 4` failures in a row, the last is raised. A run's stream ends after
+        the run's final event; the stream of every run never ends."""
         position = Resumption(run_id, after)
-        failures = 0
+        outage = Outage(self.retry, limit=self.retry.attempts * 4)
         while True:
             try:
                 yield from self._one_connection(position)
@@ -214,29 +217,30 @@ class Client:
                     if run_is_over(self.get_run(str(run_id))):
                         return
                     time.sleep(self.retry.delay(0))
-                failures = 0
-            except (httpx.TransportError, CrewConnectionError) as error:
-                failures += 1
-                if failures >= self.retry.attempts * 4:
-                    raise CrewConnectionError(f"event stream: {error}") from error
-                time.sleep(self.retry.delay(min(failures - 1, 5)))
+                outage.over()
+            except CrewClientError as error:
+                seconds = outage.wait(error)
+                if seconds is None:
+                    raise
+                time.sleep(seconds)
             position.reconnecting()
 
     def _one_connection(self, position: Resumption) -> Iterator[Event]:
         request = position.request()
-        with connect_sse(self._http, "GET", timeout=None, **request) as source:
-            response = source.response
-            if response.status_code == 503:
-                raise CrewConnectionError("the server is unavailable (503)")
-            if not response.is_success:
-                response.read()
-                raise error_of(response)
-            for sse in source.iter_sse():
-                event = position.read(sse)
-                if event is not None:
-                    yield event
-                if position.finished:
-                    return
+        try:
+            with connect_sse(self._http, "GET", timeout=None, **request) as source:
+                response = source.response
+                if not response.is_success:
+                    response.read()
+                    raise error_of(response)
+                for sse in source.iter_sse():
+                    event = position.read(sse)
+                    if event is not None:
+                        yield event
+                    if position.finished:
+                        return
+        except httpx.TransportError as error:
+            raise CrewConnectionError(f"event stream: {error}") from error
 
     def submit_task(self, title: str, task_spec: Mapping[str, Any]) -> Run:
         return self.call(calls.submit_task(title, task_spec))

@@ -9,45 +9,23 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from crew_client import GateStatus, RunStatus
+from tests.cli.running import CREW, crew, crew_env, crew_json
 from tests.client.serving import GATED_SPEC, Served, served, wait_for_gate
 from tests.conftest import ROOT, process_env
 
 __all__ = ["served"]
 
-CREW = str(Path(sys.executable).parent / "crew")
 # Runs a command with SIGINT as a terminal's foreground command has it. A background job of a
 # non-interactive shell starts with SIGINT ignored, and so would every process the tests start.
 WITH_CTRL_C = (
     "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
     "os.execv(sys.argv[1], sys.argv[1:])"
 )
-
-
-def _env(server: Served, **extra: str) -> dict[str, str]:
-    return process_env(**({"CREW_URL": server.url, "CREW_API_KEY": server.key} | extra))
-
-
-def crew(server: Served, *arguments: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CREW, *arguments],
-        env=_env(server, **extra),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def crew_json(server: Served, *arguments: str) -> Any:
-    done = crew(server, *arguments, "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def _gated_run(server: Served, tmp_path: Path, title: str) -> str:
@@ -173,7 +151,7 @@ def test_ctrl_c_stops_watching_and_leaves_the_run_running(served: Served, tmp_pa
     run_id = _gated_run(served, tmp_path, "Watched")
     watcher = subprocess.Popen(
         [sys.executable, "-c", WITH_CTRL_C, CREW, "watch", run_id],
-        env=_env(served),
+        env=crew_env(served),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

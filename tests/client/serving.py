@@ -51,6 +51,14 @@ def migrated_url(backend: str, workdir: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def restartable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    """A database, and a port to serve it on, for a test that starts and stops the API."""
+    for url in migrated_url(request.param, tmp_path):
+        port = free_port()
+        yield Served(f"http://127.0.0.1:{port}", API_KEY, url, tmp_path, port)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """One API per module and backend, shared by its tests."""

@@ -4,17 +4,16 @@ none."""
 
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
 
 from crew_client import Client, Event, RetryPolicy, ServiceUnavailable
-from tests.client.serving import GATED_SPEC, Served, migrated_url, wait_for_gate
+from tests.client.serving import GATED_SPEC, Served, restartable, wait_for_gate
 from tests.conftest import API_KEY
-from tests.servers import free_port
+
+__all__ = ["restartable"]
 
 
 class _Unavailable:
@@ -59,14 +58,6 @@ class _Unavailable:
     def __exit__(self, *_: object) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def restartable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
-    """A database, and a port to serve it on, for a test that starts and stops the API."""
-    for url in migrated_url(request.param, tmp_path):
-        port = free_port()
-        yield Served(f"http://127.0.0.1:{port}", API_KEY, url, tmp_path, port)
 
 
 def test_a_503_is_retried_after_its_retry_after(restartable: Served) -> None:

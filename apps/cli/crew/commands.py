@@ -5,7 +5,9 @@ Configured by CREW_URL (default http://127.0.0.1:8000) and CREW_API_KEY, or --ur
 The exit statuses are in `EPILOG`.
 """
 
+import errno
 import json
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from typer.core import TyperGroup
 
 from apps.cli.crew import files, output
 from apps.cli.crew.files import LocalError
@@ -24,6 +27,7 @@ from crew_client import (
     Gate,
     GateStatus,
     InvalidId,
+    InvalidKey,
     KeyRole,
     RunStatus,
     UnexpectedAnswer,
@@ -32,14 +36,16 @@ from crew_client.sync import DEFAULT_URL
 
 EPILOG = (
     "Configured by CREW_URL (default http://127.0.0.1:8000) and CREW_API_KEY, or --url and --key. "
-    "Exit statuses: 0 done; for watch (and submit --watch) 1 the run failed, 2 it was cancelled; "
-    "3 the server cannot be reached; 4 no key or a wrong one (401); 5 the key's role may not "
-    "(403); 6 not found (404); 7 conflict, e.g. a gate already decided (409); 8 a request the API "
-    "refused (400, 413, 422); 9 the server failed (503, 5xx) or its answer is not the API's; 64 a "
-    "command that cannot be done as given, with nothing changed: options that do not go together, "
-    "an id that is not one, a file that cannot be read or written, an --edit that changed "
-    "nothing or an editor that failed (2 for a command line that cannot be parsed at all); 130 "
-    "interrupted (a watched run keeps running)."
+    "Exit statuses: 0 done, or the reader of the output went away (crew runs | head -1); for "
+    "watch (and submit --watch) 1 the run failed, 2 it was cancelled, and an outage of the "
+    "server (no connection, 502, 503, 504) is waited out; 3 the server cannot be reached; 4 no "
+    "key or a wrong one (401); 5 the key's role may not (403); 6 not found (404); 7 conflict, "
+    "e.g. a gate already decided (409); 8 a request the API refused (400, 413, 422); 9 the "
+    "server failed (503, 5xx) or its answer is not the API's; 64 a command that cannot be done "
+    "as given, with nothing changed: options that do not go together, an id that is not one, a "
+    "key that is not printable ASCII, a file that cannot be read or written (the output too), "
+    "an --edit that changed nothing or an editor that failed (2 for a command line that cannot "
+    "be parsed at all); 130 interrupted (a watched run keeps running)."
 )
 EXIT_UNREACHABLE = 3
 EXIT_BY_STATUS = {401: 4, 403: 5, 404: 6, 409: 7, 400: 8, 413: 8, 422: 8}
@@ -47,7 +53,31 @@ EXIT_SERVER = 9
 EXIT_USAGE = 64
 EXIT_INTERRUPTED = 130
 
+
+class _Commands(TyperGroup):
+    """Every command, ending as a Unix tool does when its output cannot be written."""
+
+    def invoke(self, ctx: Any) -> Any:  # the click.Context typer carries within it
+        try:
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # here, not at exit, where a failure is a traceback
+        except OSError as error:  # files, editors and the network raise errors of their own
+            raise _unwritten(error) from None
+
+
+def _unwritten(error: OSError) -> typer.Exit:
+    """A reader gone away (`crew runs | head -1`) ends the command quietly, as it ends `cat`;
+    any other failure to write stdout (a full disk) is one line, exit 64."""
+    output.silence()
+    if error.errno == errno.EPIPE:
+        return typer.Exit(0)
+    return _usage(f"cannot write to standard output: {error.strerror or error}")
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="crew",
     help="Operate Crew Orchestrator over its HTTP API: runs, gates, keys.",
     epilog=EPILOG,
@@ -69,7 +99,10 @@ def configure(
         str | None, typer.Option(envvar="CREW_API_KEY", help="API key.", show_default=False)
     ] = None,
 ) -> None:
-    context.obj = Client(url, key)
+    try:
+        context.obj = Client(url, key)
+    except InvalidKey as error:  # nothing was sent
+        raise _usage(f"{error} (--key or CREW_API_KEY)") from None
     context.call_on_close(context.obj.close)
 
 
@@ -208,7 +241,7 @@ def artifact(
             typer.get_binary_stream("stdout").write(content)
             return
         files.write(out, content)
-    output.errors.print(f"wrote {out} ({len(content):,} bytes)", markup=False, highlight=False)
+    output.note(f"wrote {out} ({len(content):,} bytes)")
 
 
 def _spec_of(demo: bool, report: bool, sections: int | None, spec: Path | None) -> dict[str, Any]:
@@ -403,7 +436,7 @@ def create_key(
     if as_json:
         output.as_json(created)
         return
-    output.errors.print(f"created {created.role} key {created.name!r}; its secret, shown once:")
+    output.note(f"created {created.role} key {created.name!r}; its secret, shown once:")
     output.console.print(created.secret, markup=False, highlight=False)
 
 

@@ -35,6 +35,10 @@ def edited(content: bytes, name: str) -> str:
         raise LocalError(
             f"the editor failed ({error.format_message()}){NOTHING_APPROVED}"
         ) from None
+    except OSError as error:  # its temporary file
+        raise LocalError(
+            f"the editor failed ({error.strerror or error}){NOTHING_APPROVED}"
+        ) from None
     if saved is None:
         raise LocalError(f"the editor saved nothing{NOTHING_APPROVED}")
     text = _text(saved, "what the editor saved", then=NOTHING_APPROVED)

@@ -1,9 +1,17 @@
 """How `crew` prints: a table on a terminal, tab-separated lines in a pipe, the API's JSON with
-`--json`; errors as one line on stderr."""
+`--json`; errors as one line on stderr.
 
+Writing stdout raises `OSError` when it cannot be written (a reader gone, a full disk), from
+`console` as from `sys.stdout`; `commands` turns that into an exit status. Nothing written to
+stderr can fail a command: there is nowhere left to say so.
+"""
+
+import errno
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -11,8 +19,17 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-errors = Console(stderr=True)
+
+class _Console(Console):
+    """A console whose reader went away raises `BrokenPipeError`, as a plain write does (rich
+    would exit 1 on its own)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+console = _Console()
 
 
 def as_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
@@ -59,4 +76,19 @@ def fields(pairs: Sequence[tuple[str, Any]]) -> None:
 
 
 def fail(message: str) -> None:
-    errors.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    note(f"error: {message}")
+
+
+def note(message: str) -> None:
+    """`message` on stderr, as one line. While `crew watch` shows its live view, stderr is
+    rich's stand-in, which prints the line above the view rather than through it."""
+    with suppress(OSError):  # stderr cannot be written either: nowhere to say it
+        sys.stderr.write(message + "\n")
+
+
+def silence() -> None:
+    """Send what is left for stdout to /dev/null, once stdout cannot be written: else Python
+    fails again at exit, flushing it, with a message on stderr and status 120."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -1,4 +1,8 @@
-"""`crew watch`: a run's progress, live, until it ends; the exit status says how it ended."""
+"""`crew watch`: a run's progress, live, until it ends; the exit status says how it ended.
+
+An outage of the server (a restart, its database down) does not end a watch: it says so on
+stderr, waits it out as the event streams do (`crew_client.outages`) and says when the server
+is back. What the server answers (a run not found, a key refused) ends it."""
 
 import time
 import uuid
@@ -7,8 +11,9 @@ from datetime import UTC, datetime
 from rich.live import Live
 from rich.table import Table
 
-from apps.cli.crew.output import console
-from crew_client import Client, NodeStatus, Run, RunStatus
+from apps.cli.crew.output import console, note
+from crew_client import Client, CrewClientError, NodeStatus, Run, RunStatus
+from crew_client.outages import Outage
 
 POLL_SECONDS = 0.5
 # Exit statuses of a watch: how the run ended.
@@ -47,22 +52,34 @@ def _running_nodes(client: Client, run_id: uuid.UUID | str) -> list[str]:
     return [node.key for node in client.iter_nodes(run_id) if node.status == NodeStatus.RUNNING]
 
 
+def _lost(error: CrewClientError) -> None:
+    note(f"lost the server ({error}); still watching, trying again")
+
+
+def _back() -> None:
+    note("the server is back")
+
+
 def watch(client: Client, run_id: uuid.UUID | str) -> int:
-    """Show the run until it ends; its exit status. Ctrl-C stops watching, not the run."""
-    run = client.get_run(run_id)
+    """Show the run until it ends, through any outage of the server; its exit status. Ctrl-C
+    stops watching, not the run."""
+    outage = Outage(client.retry, on_lost=_lost, on_back=_back)
+    run = outage.ride(lambda: client.get_run(run_id))
     if not console.is_terminal:
-        return _watch_plainly(client, run)
+        return _watch_plainly(outage, client, run)
     with Live(_view(run, []), console=console, refresh_per_second=4) as live:
         while run.status not in EXIT_BY_STATUS:
             time.sleep(POLL_SECONDS)
-            run = client.get_run(run_id)
-            live.update(_view(run, _running_nodes(client, run_id)))
+            run, running = outage.ride(
+                lambda: (client.get_run(run_id), _running_nodes(client, run_id))
+            )
+            live.update(_view(run, running))
     return _ended(run)
 
 
-def _watch_plainly(client: Client, run: Run) -> int:
+def _watch_plainly(outage: Outage, client: Client, run: Run) -> int:
     """One line per change of status or node counts, for a pipe or a log."""
-    last = ""
+    run_id, last = run.id, ""
     while True:
         line = summary(run, [])
         if line.split("  elapsed")[0] != last:
@@ -71,7 +88,7 @@ def _watch_plainly(client: Client, run: Run) -> int:
         if run.status in EXIT_BY_STATUS:
             return _ended(run)
         time.sleep(POLL_SECONDS)
-        run = client.get_run(run.id)
+        run = outage.ride(lambda: client.get_run(run_id))
 
 
 def _ended(run: Run) -> int:
