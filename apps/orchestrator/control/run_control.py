@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from apps.core.errors import Conflict
@@ -18,7 +18,7 @@ from apps.orchestrator.engine import scheduling
 from apps.orchestrator.engine.gates import close_gates
 from apps.orchestrator.engine.outcomes import budget_problem
 from apps.orchestrator.model.locks import lock_run
-from apps.orchestrator.model.models import Artifact, Node, Run, utcnow
+from apps.orchestrator.model.models import Node, Run, utcnow
 from apps.orchestrator.model.states import (
     NODE_RERUNNABLE,
     RUN_TERMINAL,
@@ -72,10 +72,7 @@ def _budget_spent(session: Session, run_id: uuid.UUID) -> str | None:
     budget, tokens, cost = session.execute(
         select(Run.task_spec["budget"], Run.total_tokens, Run.cost).where(Run.id == run_id)
     ).one()
-    if not budget:
-        return None
-    calls = session.scalar(select(func.count()).where(Artifact.run_id == run_id)) or 0
-    return budget_problem(budget, tokens, cost, calls)
+    return budget_problem(session, run_id, budget, tokens, cost) if budget else None
 
 
 def _move_run_nodes(

@@ -240,28 +240,22 @@ def _check_budgets(
     budgets = {outcome.work.run_id: outcome.work.budget for outcome in successes}
     for run_id, budget in budgets.items():
         now = usage.get(run_id)
-        if budget and now is not None and now.status in ACTIVE_RUNS:
-            _stop_if_over_budget(session, run_id, budget, now.total_tokens, now.cost)
+        if not budget or now is None or now.status not in ACTIVE_RUNS:
+            continue
+        if budget_problem(session, run_id, budget, now.total_tokens, now.cost) is not None:
+            # The run fails once its calls in flight have ended, saying what they all cost.
+            skip_unstarted(session, run_id, BUDGET_EXCEEDED)
 
 
-def budget_problem(budget: dict[str, Any], tokens: int, cost: float, calls: int) -> str | None:
-    """Why the run's next call would pass its budget (judged by its calls so far), or None."""
+def budget_problem(
+    session: Session, run_id: uuid.UUID, budget: dict[str, Any], tokens: int, cost: float
+) -> str | None:
+    """Why the run's next call would pass its budget, now that it has spent `tokens` and
+    `cost`, or None. The next call is judged to cost what its calls so far did on average."""
+    calls = session.scalar(select(func.count()).where(Artifact.run_id == run_id)) or 0
     max_tokens, max_cost = budget.get("max_tokens"), budget.get("max_cost")
     if max_tokens is not None and tokens + (tokens / calls if calls else 0) > max_tokens:
         return f"{BUDGET_EXCEEDED}: spent {tokens} of {max_tokens} tokens"
     if max_cost is not None and cost + (cost / calls if calls else 0) > max_cost:
         return f"{BUDGET_EXCEEDED}: spent ${cost:.6f} of ${max_cost:.6f}"
     return None
-
-
-def _stop_if_over_budget(
-    session: Session,
-    run_id: uuid.UUID,
-    budget: dict[str, Any],
-    tokens: int,
-    cost: float,
-) -> None:
-    calls = session.scalar(select(func.count()).where(Artifact.run_id == run_id))
-    if budget_problem(budget, tokens, cost, calls or 0) is not None:
-        # The run fails once its calls in flight have ended, saying what they all cost.
-        skip_unstarted(session, run_id, BUDGET_EXCEEDED)

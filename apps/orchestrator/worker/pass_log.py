@@ -14,7 +14,7 @@ from apps.core.logs import log_context
 from apps.core.metrics import record_failed_attempt
 from apps.orchestrator.engine.outcomes import FailedAttempt
 from apps.orchestrator.engine.passes import PassResult
-from apps.orchestrator.engine.scheduling import EndedRun
+from apps.orchestrator.engine.scheduling import HANDED_BACK, EndedRun
 from apps.orchestrator.model.states import RunStatus
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 LEVEL_OF_CAUSE = {
     "artifact_store": logging.ERROR,
     "config": logging.ERROR,
-    "worker_stopped": logging.INFO,
+    HANDED_BACK: logging.INFO,
 }
 
 
