@@ -6,79 +6,20 @@ process recorded; and the API goes on once the database answers again.
 The freeze is a proxy of the test's own between the API and the server: it stops passing bytes
 either way, and leaves every connection open."""
 
-import contextlib
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.engine import make_url
 
 from tests.conftest import API_KEY
+from tests.proxies import proxy_to
 from tests.servers import api_process, free_port
 
 HEADERS = {"X-API-Key": API_KEY}
 # What the service waits at most, with room for a busy machine: the pool's ping (2 s), then a new
 # connection (5 s).
 ANSWER_WITHIN_SECONDS = 15
-
-
-class FreezingProxy:
-    """A TCP proxy to `upstream` on a loopback port of its own; `frozen` stops it passing bytes."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.frozen = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self._closing = threading.Event()
-
-    def serve(self) -> None:
-        while not self._closing.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            for source, target in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                while self.frozen.is_set() and not self._closing.is_set():
-                    time.sleep(0.02)
-                target.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            # A shutdown, not a bare close, wakes the other direction's thread in its `recv`.
-            for end in (source, target):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-                end.close()
-
-    def close(self) -> None:
-        self._closing.set()
-        self.listener.close()
-
-
-@contextmanager
-def proxy_to(url: str) -> Iterator[tuple[FreezingProxy, str]]:
-    """The proxy in front of `url`'s server, and `url` through it."""
-    parsed = make_url(url)
-    proxy = FreezingProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
-    thread = threading.Thread(target=proxy.serve, daemon=True)
-    thread.start()
-    try:
-        yield proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
-    finally:
-        proxy.close()
-        thread.join(timeout=5)
 
 
 def _timed_get(base_url: str, path: str) -> tuple[httpx.Response, float]:

@@ -13,7 +13,13 @@ from fastapi import FastAPI
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from apps.core.database import SessionFactory, create_engine, create_session_factory, unit_of_work
+from apps.core.database import (
+    PING_TIMEOUT_SECONDS,
+    SessionFactory,
+    create_engine,
+    create_session_factory,
+    unit_of_work,
+)
 from apps.core.errors import NotFound
 from apps.core.settings import Settings, load_settings
 from apps.orchestrator.infra.event_wakes import CommitWake, NotifyWake, PollWake
@@ -29,6 +35,7 @@ from apps.orchestrator.reading.event_feed import (
 )
 from tests.conftest import postgres_dsn
 from tests.factories import create_event, create_run
+from tests.proxies import proxy_to
 
 WAIT = 5.0
 QUIET = 0.05  # a heartbeat this short shows that a stream is waiting, not over
@@ -415,6 +422,33 @@ async def test_events_another_process_writes_arrive_by_notify_not_by_the_poll(
     finally:
         await own.dispose()
         await other.dispose()
+
+
+async def test_a_notification_connection_gone_quiet_is_replaced(postgres_database: str) -> None:
+    """The listening connection's peer stops answering without closing it (a partition): the
+    feed notices at its next check and listens again on a new connection, which wakes it for
+    what was written meanwhile. Before, it listened on the dead one for good."""
+    settings = load_settings(_env_file=None, database_url=postgres_database)
+    own, other = create_engine(settings), create_engine(settings)
+    with proxy_to(postgres_database) as (proxy, through_proxy):
+        quick = NotifyWake(postgres_dsn(through_proxy), retry_seconds=0.05, check_seconds=0.2)
+        feed = EventFeed(own, [quick, PollWake(NEVER)])
+        try:
+            async with feed.running():
+                run = await new_run(create_session_factory(other))
+                stream = await follow(feed, run, heartbeat=QUIET)
+                assert await asyncio.wait_for(anext(stream), WAIT) == []
+                await listening(postgres_dsn(postgres_database))
+                proxy.stall_open_connections()
+                (written,) = await add_events(create_session_factory(other), run, "node.started")
+                async with asyncio.timeout(WAIT + PING_TIMEOUT_SECONDS):
+                    while not (batch := await anext(stream)):
+                        pass
+                assert [streamed.id for streamed in batch] == [written]
+                await stream.aclose()
+        finally:
+            await own.dispose()
+            await other.dispose()
 
 
 async def listening(dsn: str) -> None:

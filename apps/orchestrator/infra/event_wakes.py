@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from apps.core.database import Transactions
+from apps.core.database import CONNECT_TIMEOUT_SECONDS, PING_TIMEOUT_SECONDS, Transactions
 
 if TYPE_CHECKING:
     import asyncpg
@@ -87,10 +87,15 @@ class NotifyWake:
     """PostgreSQL's NOTIFY crew_events, which the schema sends when events commit (its payload
     is the highest event id; the feed reads from the database anyway): events written by any
     process, on any host, within milliseconds. Its own connection, re-opened when it is lost,
-    with a poke then for what was written meanwhile."""
+    with a poke then for what was written meanwhile.
+
+    A connection that goes quiet is checked every `check_seconds`: one whose peer stopped
+    answering without closing (a partition, a failover that drops packets) reports nothing, and
+    was listened on for good while every wake came from the poll."""
 
     dsn: str
     retry_seconds: float = 1.0
+    check_seconds: float = 30.0
 
     async def watch(self, poke: Poke) -> None:
         # Imported here, as SQLAlchemy's dialect imports it: a process on SQLite never loads
@@ -99,8 +104,9 @@ class NotifyWake:
 
         while True:
             try:
-                await self._listen(await asyncpg.connect(self.dsn), poke)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                connection = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_SECONDS)
+                await self._listen(connection, poke)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 logger.warning("event notifications lost, listening again: %s", error)
             await asyncio.sleep(self.retry_seconds)
 
@@ -110,7 +116,11 @@ class NotifyWake:
         try:
             await connection.add_listener(EVENTS_CHANNEL, lambda *_: poke())
             poke()
-            await lost.wait()
+            while not lost.is_set():
+                try:
+                    await asyncio.wait_for(lost.wait(), self.check_seconds)
+                except TimeoutError:
+                    await connection.execute(";", timeout=PING_TIMEOUT_SECONDS)
         finally:
             await connection.close(timeout=1)
 

@@ -1,0 +1,77 @@
+"""A TCP proxy between the service and PostgreSQL that can stop passing bytes without closing
+anything: how a network partition, or a failover that drops packets, looks from the service."""
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import make_url
+
+
+class FreezingProxy:
+    """A TCP proxy to `upstream` on a loopback port of its own; `frozen` stops it passing bytes."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.frozen = threading.Event()
+        self._stalls: list[threading.Event] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._closing = threading.Event()
+
+    def serve(self) -> None:
+        while not self._closing.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            stalled = threading.Event()
+            self._stalls.append(stalled)
+            for source, target in ((client, server), (server, client)):
+                pump = threading.Thread(
+                    target=self._pump, args=(source, target, stalled), daemon=True
+                )
+                pump.start()
+
+    def stall_open_connections(self) -> None:
+        """Stop passing bytes on the connections open now, for good; new ones pass: a peer
+        that went silent without closing, while the server itself still answers."""
+        for stalled in self._stalls:
+            stalled.set()
+
+    def _pump(self, source: socket.socket, target: socket.socket, stalled: threading.Event) -> None:
+        try:
+            while chunk := source.recv(65536):
+                while (self.frozen.is_set() or stalled.is_set()) and not self._closing.is_set():
+                    time.sleep(0.02)
+                target.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            # A shutdown, not a bare close, wakes the other direction's thread in its `recv`.
+            for end in (source, target):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+    def close(self) -> None:
+        self._closing.set()
+        self.listener.close()
+
+
+@contextmanager
+def proxy_to(url: str) -> Iterator[tuple[FreezingProxy, str]]:
+    """The proxy in front of `url`'s server, and `url` through it."""
+    parsed = make_url(url)
+    proxy = FreezingProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
+    thread = threading.Thread(target=proxy.serve, daemon=True)
+    thread.start()
+    try:
+        yield proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+    finally:
+        proxy.close()
+        thread.join(timeout=5)
