@@ -8,6 +8,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from apps.core.strict_models import StrictModel
+from apps.wire.event_types import EVENT_TYPES
 from apps.wire.statuses import GateStatus, KeyRole, NodeStatus, RunStatus
 from apps.wire.timestamps import Timestamp, ZonedDocument
 
@@ -170,7 +171,10 @@ class Event(BaseModel):
     id: int = Field(description="Event id; increases with every event, the polling cursor.")
     run_id: uuid.UUID = Field(description="Run the event belongs to.")
     node_id: uuid.UUID | None = Field(description="Node the event is about, if any.")
-    type: str = Field(description="What happened, e.g. node.succeeded.")
+    type: str = Field(
+        description="What happened, one of:\n\n"
+        + "\n".join(f"- `{name}`: {meaning}" for name, meaning in EVENT_TYPES.items())
+    )
     ts: Timestamp = Field(description="When it happened.")
     data: ZonedDocument = Field(
         description="Details of the event; its timestamps (`*_at`) in the X-Timezone zone."

@@ -9,6 +9,9 @@ import pytest
 
 from apps.core.database import SessionFactory, unit_of_work
 from apps.orchestrator.model.models import Event, Run
+from apps.orchestrator.model.transitions import NODE_EVENTS, RUN_EVENTS
+from apps.wire.event_types import EVENT_TYPES
+from apps.wire.statuses import GateStatus
 from tests.api.pages import error_detail, every_page, forge_cursor, get_json, single_page
 from tests.factories import create_event, create_node, create_run, minutes_ago
 
@@ -125,6 +128,34 @@ async def test_type_filter_with_several_comma_separated_types(
 
     assert await event_ids(client, type="run.created,node.failed") == expected
     assert await event_ids(client, type=" node.failed , run.created ,") == expected
+
+
+@pytest.mark.parametrize("path", ["/events", "/runs/{run}/events"])
+async def test_a_type_that_is_not_one_is_a_422_naming_it_and_the_types(
+    client: httpx.AsyncClient, sessions: SessionFactory, path: str
+) -> None:
+    """A misspelt type used to answer an empty page, as if nothing of the kind had happened."""
+    run, _, _ = await create_log(sessions)
+    url = path.format(run=run.id)
+
+    detail = await error_detail(client, url, 422, type="node.started,node.succeded,Run.created")
+
+    assert detail.startswith("query type: not a type of event: 'node.succeded', 'Run.created';")
+    assert "node.succeeded" in detail and "artifact.edited" in detail
+    wildcard = await error_detail(client, url, 422, type="gate.*")
+    assert wildcard.startswith("query type: not a type of event: 'gate.*'")
+
+
+async def test_the_documented_types_are_those_the_service_writes(client: httpx.AsyncClient) -> None:
+    """The filter's documentation lists the catalogue, which the engine's own names keep to."""
+    document = (await client.get("/openapi.json")).json()
+    (parameter,) = [
+        p for p in document["paths"]["/events"]["get"]["parameters"] if p["name"] == "type"
+    ]
+    assert all(f"`{name}`" in parameter["description"] for name in EVENT_TYPES)
+    written = {*RUN_EVENTS.values(), *NODE_EVENTS.values(), "run.resumed", "node.retrying"}
+    written |= {f"gate.{status}" for status in GateStatus if status != GateStatus.PENDING}
+    assert written <= EVENT_TYPES.keys()
 
 
 async def test_run_id_filter_keeps_only_that_runs_events(

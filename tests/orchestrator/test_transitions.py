@@ -123,13 +123,13 @@ async def test_transactions_write_their_work_and_its_events_in_the_order_recorde
 
     def start_and_note(session: Session) -> None:
         move_run(session, run.id, RunStatus.QUEUED, RunStatus.RUNNING, cause="worker")
-        record_event(session, run.id, "note.first")
-        record_event(session, run.id, "note.second")
+        record_event(session, run.id, "run.cancel_requested")
+        record_event(session, run.id, "run.cancelled")
 
     await transactions.run(start_and_note)
 
     kinds = [kind for kind, _, _ in await _events(sessions)]
-    assert kinds == ["run.started", "note.first", "note.second"]
+    assert kinds == ["run.started", "run.cancel_requested", "run.cancelled"]
 
 
 async def test_an_event_outside_a_unit_of_work_is_refused(sessions: SessionFactory) -> None:
@@ -138,4 +138,14 @@ async def test_an_event_outside_a_unit_of_work_is_refused(sessions: SessionFacto
 
     async with sessions() as session:
         with pytest.raises(RuntimeError, match="outside a unit of work"):
-            await session.run_sync(record_event, run.id, "note.lost")
+            await session.run_sync(record_event, run.id, "run.cancel_requested")
+
+
+async def test_an_event_of_a_type_clients_cannot_filter_by_is_refused(
+    sessions: SessionFactory,
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session)
+        with pytest.raises(ValueError, match=r"'node\.finished' is not in"):
+            await session.run_sync(record_event, run.id, "node.finished")
+    assert [kind for kind, _, _ in await _events(sessions)] == []

@@ -27,6 +27,7 @@ from apps.orchestrator.model.states import (
     check_node_transition,
     check_run_transition,
 )
+from apps.wire.event_types import EVENT_TYPES
 
 RUN_EVENTS = {
     RunStatus.RUNNING: "run.started",
@@ -71,6 +72,9 @@ def record_event(
     shorter the time between insert and commit, the less writers wait on each other. SQLite has
     one writer at a time. The event becomes visible with the change it describes, or never.
     """
+    if type not in EVENT_TYPES:
+        # A type clients cannot ask for by name (`GET /events?type=`) must not be written.
+        raise ValueError(f"{type!r} is not in apps.wire.event_types.EVENT_TYPES")
     row = {"run_id": run_id, "node_id": node_id, "type": type, "ts": utcnow(), "data": data or {}}
     insert_at_commit(session, INSERT_EVENTS, row)
 
