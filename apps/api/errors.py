@@ -59,9 +59,20 @@ async def _invalid_request(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail, "errors": problems}, 422)
 
 
+def _unreadable_body(cause: BaseException | None) -> str | None:
+    """What FastAPI's "There was an error parsing the body" was, when the client can mend it."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not UTF-8 text: byte {cause.start} is {cause.reason}"
+    if isinstance(cause, RecursionError):
+        return "the body nests arrays or objects too deeply to be read"
+    return None
+
+
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
-    detail = redact(str(error.detail), request.app.state.secrets)
+    detail = _unreadable_body(error.__cause__) or redact(
+        str(error.detail), request.app.state.secrets
+    )
     headers = error.headers
     if error.status_code == 405 and (allowed := _allowed_methods(request)):
         headers = {**(headers or {}), "Allow": allowed}

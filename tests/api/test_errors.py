@@ -46,3 +46,19 @@ async def test_a_validation_error_has_a_readable_detail_and_the_error_list(
     body = response.json()
     assert body["detail"] == "query limit: Input should be less than or equal to 200"
     assert body["errors"][0]["loc"] == ["query", "limit"]
+
+
+async def test_a_body_that_cannot_be_read_says_why(client: httpx.AsyncClient) -> None:
+    """FastAPI's own answer was "There was an error parsing the body", whatever was wrong."""
+    json_type = {"Content-Type": "application/json"}
+    not_utf8 = await client.post("/tasks", content=b'{"title": "\xff"}', headers=json_type)
+    deep = await client.post("/tasks", content=b"[" * 100_000 + b"]" * 100_000, headers=json_type)
+
+    assert (not_utf8.status_code, not_utf8.json()) == (
+        400,
+        {"detail": "the body is not UTF-8 text: byte 11 is invalid start byte"},
+    )
+    assert (deep.status_code, deep.json()) == (
+        400,
+        {"detail": "the body nests arrays or objects too deeply to be read"},
+    )

@@ -14,6 +14,14 @@ async def test_health_answers_without_a_key(client: httpx.AsyncClient) -> None:
         assert response.json() == {"status": "ok", "database": "ok"}
 
 
+async def test_health_answers_head_with_the_status_alone(client: httpx.AsyncClient) -> None:
+    """Uptime monitors ask with HEAD (UptimeRobot's by default): a 405 read as the API down."""
+    for path in ("/health", "/healthz"):
+        response = await client.head(path)
+        assert (response.status_code, response.content) == (200, b"")
+    assert (await client.delete("/health")).headers["allow"] == "GET, HEAD"
+
+
 @pytest.mark.parametrize(
     "unreachable_url",
     [

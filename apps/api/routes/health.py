@@ -18,10 +18,13 @@ _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 }
 
 
+# HEAD too: uptime monitors (UptimeRobot's by default) and some load balancers ask with it.
 @router.get("/health", response_model=Health, responses=_UNAVAILABLE)
+@router.head("/health", response_model=Health, responses=_UNAVAILABLE)
 @router.get("/healthz", response_model=Health, responses=_UNAVAILABLE, include_in_schema=False)
+@router.head("/healthz", response_model=Health, responses=_UNAVAILABLE, include_in_schema=False)
 async def get_health(request: Request) -> Health | JSONResponse:
-    """Whether the service is up and its database answers."""
+    """Whether the service is up and its database answers (`HEAD`: the status alone)."""
     problem = await check_database(request.app.state.engine)
     if problem is None:
         return Health(status="ok", database="ok")
