@@ -70,6 +70,22 @@ def test_the_reading_commands(served: Served, tmp_path: Path) -> None:
     assert target.read_bytes() == content
 
 
+def test_events_of_some_types_listed_and_followed(served: Served) -> None:
+    run = crew_json(served, "submit", "--demo", "--title", "Typed")
+    assert crew(served, "watch", run["id"]).returncode == 0
+    wanted = "node.succeeded,run.succeeded"
+
+    listed = crew(served, "events", run["id"], "--type", wanted, "--json").stdout.splitlines()
+    followed = crew(served, "events", run["id"], "-f", "--type", wanted, "--json").stdout
+    misspelt = crew(served, "events", run["id"], "--type", "node.succeded")
+
+    types = [json.loads(line)["type"] for line in listed]
+    assert set(types) == {"node.succeeded", "run.succeeded"} and types[-1] == "run.succeeded"
+    assert [json.loads(line)["type"] for line in followed.splitlines()] == types
+    assert misspelt.returncode == 64
+    assert misspelt.stderr.startswith("error: not a type of event: 'node.succeded'; the types are")
+
+
 def test_gates_approve_with_a_patch_file_and_with_an_editor(served: Served, tmp_path: Path) -> None:
     run_id = _gated_run(served, tmp_path, "Patched")
     inbox = crew_json(served, "gates", "--run", run_id)

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from apps.cli.crew import files, output
 from apps.cli.crew.files import LocalError
 from apps.cli.crew.watching import watch as watch_run
+from apps.wire.event_types import event_types_named
 from crew_client import (
     ApiError,
     Client,
@@ -206,13 +207,29 @@ def events(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing events live until the run ends.")
     ] = False,
+    types: Annotated[
+        str | None,
+        typer.Option(
+            "--type", help="Only events of these types, comma-separated (node.failed,run.failed)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line.")] = False,
 ) -> None:
     """A run's events in order; with --follow, live until the run ends."""
+    try:
+        wanted = event_types_named(types) if types else []
+    except ValueError as error:
+        raise _usage(str(error)) from None
     client = _client(context)
     with _speaking_errors():
-        stream = client.stream_events(run_id) if follow else client.iter_events(run_id=run_id)
+        if follow:
+            stream = client.stream_events(run_id)
+        else:
+            stream = client.iter_events(run_id=run_id, types=wanted)
         for event in stream:
+            # The streams send every type: a followed run's are picked here.
+            if wanted and event.type not in wanted:
+                continue
             if as_json:
                 output.json_line(event)
                 continue
