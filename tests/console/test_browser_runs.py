@@ -8,7 +8,7 @@ import httpx
 from playwright.sync_api import Browser, expect
 
 from tests.conftest import API_KEY
-from tests.console.browser import sign_in
+from tests.console.browser import api, sign_in, submit, wait_for
 
 SLOW = {"DEMO_LATENCY_MS": "1500"}
 
@@ -83,6 +83,23 @@ def test_a_task_from_the_form_appears_live_and_its_dag_turns_green(
     form.screenshot(path=screenshots / "run.png", full_page=True)
     assert errors == []
     context.close()
+
+
+def test_a_run_listed_before_the_page_opened_changes_live(browser: Browser, server: str) -> None:
+    draft = {"key": "draft", "role": "writer", "prompt": "Draft.", "gate": {}}
+    gated = {"type": "dag", "nodes": [draft]}
+    run_id = submit(server, "Listed already", gated)
+    with api(server) as client:
+        wait_for(lambda: client.get(f"/runs/{run_id}").json()["status"] == "waiting")
+        page = browser.new_page()
+        sign_in(page, server)
+        status = page.locator("#runs tbody tr", has_text="Listed already").locator(".status")
+        expect(status).to_have_text("waiting")
+        approved = client.post(f"/runs/{run_id}/approve", json={})
+        assert approved.status_code == 200, approved.text
+    expect(status).to_have_text("succeeded", timeout=20_000)
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    page.close()
 
 
 def test_a_dag_too_wide_for_its_box_shrinks_only_while_its_labels_stay_legible(

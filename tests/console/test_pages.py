@@ -240,3 +240,14 @@ async def test_a_browser_meets_errors_as_pages_and_scripts_as_json(
             f"/runs/{'0' * 8}-0000-4000-8000-{'0' * 12}", headers={**HTML, "X-API-Key": "x"}
         )
         assert api.headers["content-type"] == "application/json"
+
+
+async def test_pages_name_a_run_as_its_events_do(
+    admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, title="Named")
+    runs_page = (await admin.get("/ui/runs")).text
+    assert re.findall(r'<tr data-run-id="([^"]+)"', runs_page) == [str(run.id)]
+    run_page = (await admin.get(f"/ui/runs/{run.id}")).text
+    assert f'<section id="run" data-run-id="{run.id}"' in run_page
