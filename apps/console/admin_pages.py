@@ -7,14 +7,14 @@ submitted until it is valid. Keys are made and revoked by the domain's functions
 """
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
 from apps.console.sessions import check_not_forged
-from apps.console.web import BLANK_IS_NONE, PREFIX, Admin, Operator, page
+from apps.console.web import PREFIX, Admin, Cursor, Operator, page
 from apps.core.database import unit_of_work
 from apps.core.errors import BadRequest, PayloadTooLarge, Unprocessable
 from apps.core.validation import error_location, error_message
@@ -129,7 +129,7 @@ async def settings_page(request: Request, owner: Operator) -> Response:
 async def keys_page(
     request: Request,
     owner: Admin,
-    cursor: Annotated[str | None, BLANK_IS_NONE, Query(max_length=512)] = None,
+    cursor: Cursor = None,
 ) -> Response:
     """The keys, revoked ones included, oldest first a page at a time; create one (shown
     once) or revoke one."""

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from apps.console import artifacts as console_artifacts
 from apps.console.dag import lay_out
 from apps.console.views import budget_of, run_view
-from apps.console.web import BLANK_IS_NONE, PREFIX, Viewer, page
+from apps.console.web import BLANK_IS_NONE, PREFIX, Cursor, Viewer, page
 from apps.orchestrator.model.models import Event
 from apps.orchestrator.model.states import RunStatus
 from apps.orchestrator.reading import events, nodes, runs
@@ -39,7 +39,7 @@ async def runs_page(
     q: Annotated[str | None, Query(max_length=200)] = None,
     created_after: Annotated[date | None, BLANK_IS_NONE, Query()] = None,
     created_before: Annotated[date | None, BLANK_IS_NONE, Query()] = None,
-    cursor: Annotated[str | None, BLANK_IS_NONE, Query(max_length=512)] = None,
+    cursor: Cursor = None,
 ) -> Response:
     """Runs, newest first, with filters and keyset paging; new runs and statuses arrive live."""
     where = runs.RunFilter(

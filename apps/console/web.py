@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from jinja2.runtime import Context
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, StringConstraints
 from starlette._utils import get_route_path
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +30,9 @@ ROOT_PATH_BEFORE_API_V1 = "crew.root_path_before_api_v1"
 
 # A page's form sends every field, the unused ones empty: an empty one filters nothing.
 BLANK_IS_NONE = BeforeValidator(lambda value: value or None)
+# A keyset cursor of a page's link: an empty one is the first page. Its length is a constraint of
+# the text alone, or a blank one, None by then, would fail it with a 500.
+Cursor = Annotated[Annotated[str, StringConstraints(max_length=512)] | None, BLANK_IS_NONE, Query()]
 
 
 def compact_json(value: Any) -> str:

@@ -251,3 +251,17 @@ async def test_pages_name_a_run_as_its_events_do(
     assert re.findall(r'<tr data-run-id="([^"]+)"', runs_page) == [str(run.id)]
     run_page = (await admin.get(f"/ui/runs/{run.id}")).text
     assert f'<section id="run" data-run-id="{run.id}"' in run_page
+
+
+async def test_an_empty_cursor_is_the_first_page(
+    admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        await create_run(session, title="First")
+    every_filter_blank = "status=&q=&created_after=&created_before=&cursor="
+    for path in ("/ui/runs?cursor=", f"/ui/runs?{every_filter_blank}", "/ui/keys?cursor="):
+        answer = await admin.get(path, headers=HTML)
+        assert answer.status_code == 200, (path, answer.text)
+    assert "First" in (await admin.get("/ui/runs?cursor=")).text
+    too_long = await admin.get("/ui/runs", params={"cursor": "x" * 513}, headers=HTML)
+    assert too_long.status_code == 422
