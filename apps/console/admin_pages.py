@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
 from apps.console.sessions import check_not_forged
-from apps.console.web import PREFIX, Admin, Cursor, Operator, page
+from apps.console.web import PAGE_METHODS, PREFIX, Admin, Cursor, Operator, page
 from apps.core.database import unit_of_work
 from apps.core.errors import BadRequest, PayloadTooLarge, Unprocessable
 from apps.core.validation import error_location, error_message
@@ -83,7 +83,7 @@ def _form_field(location: str, kind: str) -> str:
     return "nodes" if kind == "dag" else "type"
 
 
-@router.get("/tasks/new")
+@router.api_route("/tasks/new", methods=PAGE_METHODS)
 async def new_task_page(request: Request, owner: Operator) -> Response:
     """The form for a demo, report or dag task."""
     return page(request, "new_task.html", owner)
@@ -112,7 +112,7 @@ async def check_task(request: Request, owner: Operator) -> Response:
     return JSONResponse({"task": task})
 
 
-@router.get("/settings")
+@router.api_route("/settings", methods=PAGE_METHODS)
 async def settings_page(request: Request, owner: Operator) -> Response:
     """The configuration in force (secrets redacted), the gate policy, and a validation box."""
     effective = configuration.effective_configuration(request.app.state.settings)
@@ -125,7 +125,7 @@ async def settings_page(request: Request, owner: Operator) -> Response:
     )
 
 
-@router.get("/keys")
+@router.api_route("/keys", methods=PAGE_METHODS)
 async def keys_page(
     request: Request,
     owner: Admin,

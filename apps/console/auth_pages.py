@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from apps.console import sessions
-from apps.console.web import PREFIX, page, path_for, root_path
+from apps.console.web import PAGE_METHODS, PREFIX, page, path_for, root_path
 from apps.core.errors import PayloadTooLarge
 from apps.orchestrator.control import api_keys, console_sessions
 from apps.orchestrator.control.console_sessions import SessionOwner
@@ -62,7 +62,7 @@ def _sign_in_page(request: Request, next_path: str, error: str = "", status: int
     return response
 
 
-@router.get("/sign-in")
+@router.api_route("/sign-in", methods=PAGE_METHODS)
 async def sign_in_form(
     request: Request, next_path: Annotated[str | None, Query(alias="next")] = None
 ) -> Response:
@@ -104,9 +104,11 @@ async def sign_in(request: Request) -> Response:
 async def sign_out(request: Request) -> Response:
     """End the session: its row is deleted and the cookie cleared."""
     form = await read_form(request)
-    sessions.check_not_forged(request, form.get(sessions.CSRF_FIELD))
     token = request.cookies.get(sessions.COOKIE)
+    # A page left open past its cookie's expiry still has the button: with no session there is
+    # nothing to end and nothing a forger could, so it only leads to the sign-in page.
     if token:
+        sessions.check_not_forged(request, form.get(sessions.CSRF_FIELD))
         async with request.app.state.engine.begin() as connection:
             await console_sessions.end_session(connection, token)
     response = RedirectResponse(path_for(request, "sign_in_form"), status_code=303)

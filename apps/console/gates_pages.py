@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from apps.console.artifacts import artifact_text
 from apps.console.rendering import render_artifact
-from apps.console.web import PREFIX, Viewer, page
+from apps.console.web import PAGE_METHODS, PREFIX, Viewer, page
 from apps.orchestrator.model.states import GateStatus
 from apps.orchestrator.reading import gates
 from apps.orchestrator.reading.pagination import MAX_LIMIT
@@ -33,7 +33,7 @@ async def _with_artifact(
     return gate | shown
 
 
-@router.get("/gates")
+@router.api_route("/gates", methods=PAGE_METHODS)
 async def gates_page(request: Request, owner: Viewer) -> Response:
     """Waiting gates, oldest first: approve, approve with an edit, or reject (j/k/a/r)."""
     async with request.app.state.engine.connect() as connection:

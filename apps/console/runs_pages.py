@@ -12,7 +12,7 @@ from starlette.responses import Response
 from apps.console import artifacts as console_artifacts
 from apps.console.dag import lay_out
 from apps.console.views import budget_of, run_view
-from apps.console.web import BLANK_IS_NONE, PREFIX, Cursor, Viewer, page
+from apps.console.web import BLANK_IS_NONE, PAGE_METHODS, PREFIX, Cursor, Viewer, page
 from apps.orchestrator.model.models import Event
 from apps.orchestrator.model.states import RunStatus
 from apps.orchestrator.reading import events, nodes, runs
@@ -31,7 +31,7 @@ def _day(value: date | None, *, end: bool = False) -> datetime | None:
     return datetime.combine(value, time.max if end else time.min, tzinfo=UTC)
 
 
-@router.get("/runs")
+@router.api_route("/runs", methods=PAGE_METHODS)
 async def runs_page(
     request: Request,
     owner: Viewer,
@@ -93,7 +93,7 @@ async def _latest_events(connection: AsyncConnection, run_id: uuid.UUID) -> list
     return list(reversed(as_dicts(await connection.execute(statement))))
 
 
-@router.get("/runs/{run_id}")
+@router.api_route("/runs/{run_id}", methods=PAGE_METHODS)
 async def run_page(
     request: Request,
     owner: Viewer,
@@ -127,7 +127,7 @@ async def run_page(
     )
 
 
-@router.get("/runs/{run_id}/nodes/{node_id}/panel")
+@router.api_route("/runs/{run_id}/nodes/{node_id}/panel", methods=PAGE_METHODS)
 async def node_panel(
     request: Request, owner: Viewer, run_id: uuid.UUID, node_id: uuid.UUID
 ) -> Response:

@@ -21,6 +21,9 @@ from apps.orchestrator.control.console_sessions import SessionOwner
 from apps.orchestrator.model.models import KeyRole
 
 PREFIX = "/ui"
+# A page answers HEAD as it does GET (link checkers, monitors, `curl -I`): FastAPI, unlike
+# Starlette, adds no HEAD to a GET route.
+PAGE_METHODS = ["GET", "HEAD"]
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 

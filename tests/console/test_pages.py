@@ -265,3 +265,40 @@ async def test_an_empty_cursor_is_the_first_page(
     assert "First" in (await admin.get("/ui/runs?cursor=")).text
     too_long = await admin.get("/ui/runs", params={"cursor": "x" * 513}, headers=HTML)
     assert too_long.status_code == 422
+
+
+async def test_pages_answer_head_as_they_answer_get(admin: httpx.AsyncClient) -> None:
+    for path in ("/ui/runs", "/ui/gates", "/ui/tasks/new", "/ui/settings", "/ui/keys"):
+        answer = await admin.head(path, headers=HTML)
+        assert answer.status_code == 200, (path, answer.status_code)
+        assert answer.headers["content-type"].startswith("text/html")
+    assert (await admin.head("/", headers=HTML)).status_code == 307
+    bad = await admin.head("/ui/runs/not-a-run", headers=HTML)
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("text/html")
+
+
+async def test_the_console_prefix_alone_opens_the_runs(admin: httpx.AsyncClient) -> None:
+    for path in ("/ui", "/ui/"):
+        answer = await admin.get(path, headers=HTML, follow_redirects=True)
+        assert answer.status_code == 200 and answer.url.path == "/ui/runs", path
+
+
+async def test_a_form_posted_by_a_browser_meets_its_errors_as_pages(app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url=ORIGIN, headers={"Origin": ORIGIN, **HTML}
+    ) as browser:
+        huge = await browser.post("/ui/sign-in", data={"key": "k" * 9_000})
+        assert huge.status_code == 413 and huge.headers["content-type"].startswith("text/html")
+        assert "Too large" in huge.text and "8,192 bytes" in huge.text
+        not_a_form = await browser.post("/ui/runs")
+        assert not_a_form.status_code == 405
+        assert not_a_form.headers["content-type"].startswith("text/html")
+        assert not_a_form.headers["allow"] == "GET, HEAD"
+        # A page left open after its session's cookie expired: signing out just signs in again.
+        expired = await browser.post("/ui/sign-out", data={"csrf_token": "stale"})
+        assert (expired.status_code, expired.headers["location"]) == (303, "/ui/sign-in")
+        await sign_in(browser)
+        forged = await browser.post("/ui/sign-out", data={"csrf_token": "stale"})
+        assert forged.status_code == 403 and "CSRF" in forged.text
+        assert (await browser.get("/ui/runs")).status_code == 200
