@@ -105,3 +105,20 @@ def test_two_operators_on_one_gate_one_wins_the_other_sees_who(
     assert "T" not in outcome.inner_text().split(" at ")[-1]  # shown in local time, not ISO
     admin.context.close()
     alice.context.close()
+
+
+def test_a_double_click_or_a_second_key_decides_a_gate_once(browser: Browser, server: str) -> None:
+    _waiting_run(server, "Clicked twice")
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/gates")
+    decisions: list[str] = []
+    page.on("request", lambda request: request.method == "POST" and decisions.append(request.url))
+    gate = page.locator("li.gate").first
+    gate.locator('button[data-action="approve"]').dblclick()
+    expect(gate.locator(".outcome")).to_have_text("Approved.")
+    page.keyboard.press("a")
+    page.wait_for_timeout(500)
+    expect(gate.locator(".outcome")).to_have_text("Approved.")
+    assert len(decisions) == 1, decisions
+    page.close()

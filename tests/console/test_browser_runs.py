@@ -155,6 +155,19 @@ def test_cancel_from_the_run_page_stops_the_run(browser: Browser, tmp_path: Path
         page.close()
 
 
+def test_a_double_click_on_submit_makes_one_run(browser: Browser, server: str) -> None:
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/tasks/new")
+    page.fill('input[name="title"]', "Only once")
+    page.dblclick('#task-form button[type="submit"]')
+    expect(page).to_have_url(re.compile(r"/ui/runs/[0-9a-f-]{36}$"))
+    page.wait_for_timeout(500)
+    with api(server) as client:
+        assert len(client.get("/runs").json()["items"]) == 1
+    page.close()
+
+
 def test_the_task_form_shows_problems_by_field_and_submits_nothing_until_valid(
     browser: Browser, server: str
 ) -> None:
