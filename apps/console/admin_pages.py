@@ -6,7 +6,10 @@ submitted until it is valid. Keys are made and revoked by the domain's functions
 `crew-keys` does.
 """
 
+import itertools
 import json
+import math
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -28,6 +31,8 @@ from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
+# The problems a check lists at most: enough to fix a form by, however many a pasted plan has.
+MAX_PROBLEMS = 20
 
 
 async def _json_body(request: Request, limit: int = 64 * 1024) -> dict[str, Any]:
@@ -65,6 +70,31 @@ def _spec_of(form: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
+def _unstorable(value: Any, location: str) -> Iterator[tuple[str, str]]:
+    """Where and what in a task `POST /tasks` refuses before validating it, as the API's
+    `storable_input` does (which the console, below the API, may not import): numbers past what
+    a column holds (`Infinity`, `1e400`, an integer past 64 bits) and text with a NUL."""
+    if isinstance(value, dict | list):
+        children = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in children:
+            yield from _unstorable(child, f"{location}.{key}" if location else str(key))
+    elif (problem := _scalar_problem(value)) is not None:
+        yield location, problem
+
+
+def _scalar_problem(value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "Input should be a finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        return "Input should fit in a 64-bit integer"
+    if isinstance(value, str) and "\x00" in value:
+        return "Text may not contain NUL characters"
+    return None
+
+
 class _FieldProblem(Exception):
     """A form field the task request cannot even be built from (a DAG that is not YAML)."""
 
@@ -96,20 +126,28 @@ async def check_task(request: Request, owner: Operator) -> Response:
     form = await _json_body(request, MAX_JSON_BYTES)
     try:
         task = {"title": form.get("title", ""), "task_spec": _spec_of(form)}
+        if unstorable := list(itertools.islice(_unstorable(task, ""), MAX_PROBLEMS)):
+            return _invalid(
+                {"field": _form_field(where, str(form.get("type"))), "message": f"{where}: {what}"}
+                for where, what in unstorable
+            )
         TaskRequest.model_validate(task)
     except _FieldProblem as error:
         problem = {"field": error.field, "message": error.message}
         return JSONResponse({"detail": error.message, "errors": [problem]}, 422)
     except ValidationError as error:
-        problems = [
+        return _invalid(
             {
                 "field": _form_field(error_location(item["loc"]), str(form.get("type"))),
                 "message": f"{error_location(item['loc'])}: {error_message(item)}",
             }
             for item in error.errors()
-        ]
-        return JSONResponse({"detail": "the task is not valid", "errors": problems}, 422)
+        )
     return JSONResponse({"task": task})
+
+
+def _invalid(problems: Iterable[dict[str, str]]) -> Response:
+    return JSONResponse({"detail": "the task is not valid", "errors": list(problems)}, 422)
 
 
 @router.api_route("/settings", methods=PAGE_METHODS)

@@ -302,3 +302,29 @@ async def test_a_form_posted_by_a_browser_meets_its_errors_as_pages(app: FastAPI
         forged = await browser.post("/ui/sign-out", data={"csrf_token": "stale"})
         assert forged.status_code == 403 and "CSRF" in forged.text
         assert (await browser.get("/ui/runs")).status_code == 200
+
+
+async def test_the_task_check_refuses_what_post_tasks_refuses(admin: httpx.AsyncClient) -> None:
+    headers = {"Content-Type": "application/json"}
+    infinite = b'{"title": "T", "type": "demo", "max_cost": Infinity}'
+    answer = await admin.post("/ui/tasks/check", content=infinite, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"][0]["field"] == "max_cost"
+    huge = await admin.post(
+        "/ui/tasks/check", json={"title": "T", "type": "demo", "max_tokens": 10**30}
+    )
+    assert huge.status_code == 422
+    assert huge.json()["errors"][0]["field"] == "max_tokens"
+    assert "64-bit" in huge.json()["errors"][0]["message"]
+    nul = '- key: a\n  role: writer\n  prompt: "Go.\\0"\n'
+    dag = await admin.post("/ui/tasks/check", json={"title": "T", "type": "dag", "nodes": nul})
+    assert dag.status_code == 422
+    assert dag.json()["errors"] == [
+        {
+            "field": "nodes",
+            "message": "task_spec.nodes.0.prompt: Text may not contain NUL characters",
+        }
+    ]
+    many = "\n".join(f'- {{key: n{i}, role: writer, prompt: "\\0"}}' for i in range(100))
+    listed = await admin.post("/ui/tasks/check", json={"title": "T", "type": "dag", "nodes": many})
+    assert len(listed.json()["errors"]) == 20
