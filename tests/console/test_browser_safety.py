@@ -5,7 +5,7 @@ import re
 import time
 from pathlib import Path
 
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Route, expect
 
 from tests.console.browser import (
     SERVER_DEFAULTS,
@@ -137,4 +137,33 @@ def test_a_dropped_connection_misses_no_event(browser: Browser, tmp_path: Path) 
             with api(base) as client:
                 stored = client.get("/events", params={"run_id": run_id, "limit": 200}).json()
             assert shown == [event["id"] for event in stored["items"]]
+    page.close()
+
+
+def test_a_stream_told_to_reconnect_adds_nothing_to_the_timeline(
+    browser: Browser, server: str
+) -> None:
+    """A reader that falls behind gets `event: reconnect` (no id, not an event of the run) and
+    the stream ends; the page reconnects, and shows only the run's events."""
+    gated = {"type": "dag", "nodes": [{"key": "a", "role": "writer", "prompt": "A.", "gate": {}}]}
+    run_id = submit(server, "Behind", gated)
+    with api(server) as client:
+        wait_for(lambda: client.get(f"/runs/{run_id}").json()["status"] == "waiting")
+    told: list[str] = []
+
+    def fell_behind(route: Route) -> None:
+        told.append(route.request.url)
+        body = 'event: reconnect\ndata: {"reason":"too far behind","last_event_id":"1"}\n'
+        route.fulfill(body=body + "retry: 1000\n\n", content_type="text/event-stream")
+
+    page = browser.new_page()
+    sign_in(page, server)
+    page.route(f"**/runs/{run_id}/events/stream", fell_behind)
+    page.goto(f"{server}/ui/runs/{run_id}")
+    # Route handlers run while Playwright is called, not during a plain sleep.
+    page.wait_for_timeout(1_500)
+    assert len(told) >= 2
+    shown = page.locator("#timeline li").evaluate_all("items => items.map(i => i.dataset.eventId)")
+    assert shown and all(event_id.isdigit() for event_id in shown), shown
+    expect(page.locator("#timeline")).not_to_contain_text("too far behind")
     page.close()

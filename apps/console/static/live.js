@@ -26,7 +26,9 @@ export function follow(path, after, onEvent, { onState = () => {}, isFinal = () 
 
   function handle(block) {
     const parsed = parseBlock(block);
-    if (!parsed || !parsed.data) return;
+    // Only the run's events have an id. `reconnect`, which ends the stream of a reader that fell
+    // behind, is not one of them: the loop below reconnects after the last id anyway.
+    if (!parsed || !parsed.data || parsed.id === null) return;
     const id = Number(parsed.id);
     if (id && id <= last) return; // already handed on before a reconnect
     if (id) last = id;
