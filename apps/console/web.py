@@ -1,6 +1,9 @@
 """What every console page shares: its templates, who is signed in, and its security headers."""
 
 import json
+import re
+import sys
+import unicodedata
 import weakref
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +34,13 @@ templates = Jinja2Templates(directory=HERE / "templates")
 # the prefix was added to it: the console is served there too, but its pages lead to its own.
 ROOT_PATH_BEFORE_API_V1 = "crew.root_path_before_api_v1"
 
+# Unicode's format characters (category Cf: bidi controls, zero-width ones), as timeline.js's
+# `\p{Cf}` finds them.
+_FORMAT_CHARACTERS = (
+    chr(point) for point in range(sys.maxunicode + 1) if unicodedata.category(chr(point)) == "Cf"
+)
+FORMAT_CHARACTER = re.compile(f"[{''.join(map(re.escape, _FORMAT_CHARACTERS))}]")
+
 # A page's form sends every field, the unused ones empty: an empty one filters nothing.
 BLANK_IS_NONE = BeforeValidator(lambda value: value or None)
 # A keyset cursor of a page's link: an empty one is the first page. Its length is a constraint of
@@ -38,10 +48,20 @@ BLANK_IS_NONE = BeforeValidator(lambda value: value or None)
 Cursor = Annotated[Annotated[str, StringConstraints(max_length=512)] | None, BLANK_IS_NONE, Query()]
 
 
+def _escaped(character: re.Match[str]) -> str:
+    # As JSON escapes it: one `\uXXXX` per UTF-16 code unit, a surrogate pair past U+FFFF.
+    units = character.group().encode("utf-16-be")
+    return "".join(f"\\u{units[i] << 8 | units[i + 1]:04x}" for i in range(0, len(units), 2))
+
+
 def compact_json(value: Any) -> str:
     """`value` as the live timeline shows it (`JSON.stringify`): keys in their order, no spaces,
-    characters as they are (the page escapes the text like any other)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    characters as they are (the page escapes the text like any other), but for invisible format
+    characters, written as escapes: a bidi override in a title would otherwise reverse the rest
+    of the line, and a zero-width one hide a difference."""
+    return FORMAT_CHARACTER.sub(
+        _escaped, json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    )
 
 
 def root_path(request: Request) -> str:

@@ -167,3 +167,29 @@ def test_a_stream_told_to_reconnect_adds_nothing_to_the_timeline(
     assert shown and all(event_id.isdigit() for event_id in shown), shown
     expect(page.locator("#timeline")).not_to_contain_text("too far behind")
     page.close()
+
+
+def test_a_hostile_title_neither_widens_nor_reverses_a_page(browser: Browser, server: str) -> None:
+    title = "\u202e" + "W" * 199
+    gated = {"type": "dag", "nodes": [{"key": "a", "role": "writer", "prompt": "A.", "gate": {}}]}
+    run_id = submit(server, title, gated)
+    with api(server) as client:
+        wait_for(lambda: client.get(f"/runs/{run_id}").json()["status"] == "waiting")
+        page = browser.new_page(viewport={"width": 1024, "height": 800})
+        sign_in(page, server)
+        for path in ("/ui/runs", f"/ui/runs/{run_id}", "/ui/gates"):
+            page.goto(f"{server}{path}")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 1024, (path, width)
+        for title_shown in page.locator("main bdi").all():
+            assert title_shown.evaluate("e => getComputedStyle(e).unicodeBidi") == "isolate"
+
+        page.goto(f"{server}/ui/runs/{run_id}")
+        created = page.locator("#timeline li", has_text="run.created").locator("code")
+        expect(created).to_contain_text('"title":"\\u202eWWW')
+        gate = client.get("/gates").json()["items"][0]
+        notes = {"node_id": gate["node_id"], "notes": "\u202elive"}
+        assert client.post(f"/runs/{run_id}/approve", json=notes).status_code == 200
+    approved = page.locator("#timeline li", has_text="gate.approved").locator("code")
+    expect(approved).to_contain_text('"notes":"\\u202elive"')
+    page.close()

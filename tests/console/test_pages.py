@@ -328,3 +328,17 @@ async def test_the_task_check_refuses_what_post_tasks_refuses(admin: httpx.Async
     many = "\n".join(f'- {{key: n{i}, role: writer, prompt: "\\0"}}' for i in range(100))
     listed = await admin.post("/ui/tasks/check", json={"title": "T", "type": "dag", "nodes": many})
     assert len(listed.json()["errors"]) == 20
+
+
+async def test_invisible_characters_are_shown_escaped_and_titles_isolated(
+    admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    title = "Quarterly \u202etroper\u200b"
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, title=title)
+        await create_event(session, run, type="run.created", data={"title": title})
+    page = (await admin.get(f"/ui/runs/{run.id}")).text
+    (code,) = re.findall(r"<b>run\.created</b> <code>(.*?)</code>", page)
+    assert html.unescape(code) == '{"title":"Quarterly \\u202etroper\\u200b"}'
+    assert f"<h1><bdi>{title}</bdi>" in page
+    assert f"<bdi>{title}</bdi></a>" in (await admin.get("/ui/runs")).text

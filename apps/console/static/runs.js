@@ -23,7 +23,10 @@ function cells(run) {
     .reduce((sum, [, n]) => sum + n, 0);
   const link = document.createElement("a");
   link.href = url(`/ui/runs/${run.id}`);
-  link.textContent = run.title;
+  // Isolated, as the server writes it: a bidi control in a title stays inside it.
+  const title = document.createElement("bdi");
+  title.textContent = run.title;
+  link.append(title);
   return [
     statusBadge(run.status),
     link,
