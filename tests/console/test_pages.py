@@ -12,11 +12,18 @@ from sqlalchemy import event, update
 from sqlalchemy.util import await_
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.model.models import KeyRole, Run
+from apps.core.settings import Settings
+from apps.orchestrator.model.models import Gate, KeyRole, Run
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 from tests.console.test_sessions import ORIGIN, csrf_of, make_key, sign_in
-from tests.factories import add_dependency, create_event, create_node, create_run
+from tests.factories import (
+    add_dependency,
+    create_artifact,
+    create_event,
+    create_node,
+    create_run,
+)
 
 
 @pytest.fixture
@@ -342,3 +349,20 @@ async def test_invisible_characters_are_shown_escaped_and_titles_isolated(
     assert html.unescape(code) == '{"title":"Quarterly \\u202etroper\\u200b"}'
     assert f"<h1><bdi>{title}</bdi>" in page
     assert f"<bdi>{title}</bdi></a>" in (await admin.get("/ui/runs")).text
+
+
+async def test_the_edit_box_keeps_an_artifact_s_leading_newline(
+    admin: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    content = "\n\n    indented code first\n"
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.WAITING)
+        node = await create_node(session, run, status=NodeStatus.WAITING_APPROVAL)
+        artifact = await create_artifact(
+            session, node, settings.artifacts_dir, content.encode(), media_type="text/plain"
+        )
+        session.add(Gate(run_id=run.id, node_id=node.id, artifact_id=artifact.id))
+    page = (await admin.get("/ui/gates")).text
+    (written,) = re.findall(r'<textarea class="edit-text" rows="14">(.*?)</textarea>', page, re.S)
+    # What a browser's textarea holds: the text less one newline right after the start tag.
+    assert html.unescape(written.removeprefix("\n")) == content
