@@ -127,9 +127,11 @@ def test_a_dropped_connection_misses_no_event(browser: Browser, tmp_path: Path) 
             page.goto(f"{base}/ui/runs/{run_id}")
             expect(page.locator("#dag g.node.s-succeeded")).not_to_have_count(0, timeout=10_000)
         expect(page.locator("#run")).to_have_attribute("data-stream", "reconnecting")
+        expect(page.locator("#live-state")).to_have_text("reconnecting…")
         time.sleep(1.5)  # the worker writes events no server is there to stream
         with api_process(url, tmp_path, port, **served):
             expect(page.locator("#run-status .status")).to_have_text("succeeded", timeout=30_000)
+            expect(page.locator("#live-state")).to_be_empty()
             shown = [
                 int(item.get_attribute("data-event-id") or 0)
                 for item in page.locator("#timeline li").all()
@@ -193,3 +195,28 @@ def test_a_hostile_title_neither_widens_nor_reverses_a_page(browser: Browser, se
     approved = page.locator("#timeline li", has_text="gate.approved").locator("code")
     expect(approved).to_contain_text('"notes":"\\u202elive"')
     page.close()
+
+
+def test_a_page_whose_session_ended_says_it_is_no_longer_live(
+    browser: Browser, server: str
+) -> None:
+    gated = {"type": "dag", "nodes": [{"key": "a", "role": "writer", "prompt": "A.", "gate": {}}]}
+    run_id = submit(server, "Watched", gated)
+    admin = browser.new_page()
+    sign_in(admin, server)
+    key = create_key(admin, server, "wanda", "viewer")
+    watcher = browser.new_context()
+    runs = watcher.new_page()
+    sign_in(runs, server, key)
+    expect(runs.locator("#live-state")).to_have_text("live")
+    run = watcher.new_page()
+    run.goto(f"{server}/ui/runs/{run_id}")
+    expect(run.locator("#live-state")).to_have_text("live")
+
+    with api(server) as client:
+        assert client.post("/keys/wanda/revoke").status_code == 200
+    ended = "not live: the session ended, sign in again"
+    expect(run.locator("#live-state")).to_have_text(ended, timeout=10_000)
+    expect(runs.locator("#live-state")).to_have_text(ended, timeout=10_000)
+    watcher.close()
+    admin.close()

@@ -1,6 +1,6 @@
 // The runs page, live: a new run appears at the top, a run's row changes with its events.
 import { getJson, url } from "./http.js";
-import { follow } from "./live.js";
+import { follow, showStateIn } from "./live.js";
 import { statusBadge } from "./status.js";
 import { timeElement } from "./time.js";
 
@@ -90,8 +90,11 @@ function scheduleRefresh(runId) {
 }
 
 if (table.dataset.live === "on") {
-  follow("/events/stream", table.dataset.after, (event) => {
+  const onEvent = (event) => {
     const known = body.querySelector(`tr[data-run-id="${event.run_id}"]`);
     if (known || event.type === "run.created") scheduleRefresh(event.run_id);
+  };
+  follow("/events/stream", table.dataset.after, onEvent, {
+    onState: showStateIn(document.getElementById("live-state")),
   });
 }
