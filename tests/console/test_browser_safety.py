@@ -220,3 +220,19 @@ def test_a_page_whose_session_ended_says_it_is_no_longer_live(
     expect(runs.locator("#live-state")).to_have_text(ended, timeout=10_000)
     watcher.close()
     admin.close()
+
+
+def test_a_node_chosen_after_the_session_ended_says_so_in_the_panel(
+    browser: Browser, server: str
+) -> None:
+    run_id = submit(server, "Looked at late", {"type": "demo"})
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/runs/{run_id}")
+    page.context.clear_cookies()
+    page.locator("#dag g.node").first.click()
+    expect(page.locator("#panel .error")).to_have_text(
+        "The session ended: sign in again to see this node."
+    )
+    expect(page.locator("#panel form")).to_have_count(0)
+    page.close()
