@@ -236,3 +236,17 @@ def test_a_node_chosen_after_the_session_ended_says_so_in_the_panel(
     )
     expect(page.locator("#panel form")).to_have_count(0)
     page.close()
+
+
+def test_a_double_click_makes_one_key_and_says_so(browser: Browser, server: str) -> None:
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/keys")
+    page.fill('#key-form input[name="name"]', "once")
+    page.dblclick('#key-form button[type="submit"]')
+    expect(page.locator("#new-key")).to_be_visible()
+    page.wait_for_timeout(500)
+    expect(page.locator("#key-message")).to_have_text(
+        "Key once (viewer) created; reload to see it listed."
+    )
+    page.close()
