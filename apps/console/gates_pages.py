@@ -6,8 +6,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from apps.console.artifacts import artifact_text
-from apps.console.rendering import render_artifact
+from apps.console.artifacts import artifact_text, rendered
 from apps.console.web import PAGE_METHODS, PREFIX, Viewer, page
 from apps.orchestrator.model.states import GateStatus
 from apps.orchestrator.reading import gates
@@ -19,17 +18,16 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 async def _with_artifact(
     request: Request, connection: AsyncConnection, gate: dict[str, Any]
 ) -> dict[str, Any]:
-    shown: dict[str, Any] = {"text": None, "rendered": None}
+    shown: dict[str, Any] = {"text": None, "rendered": None, "unreadable": ""}
     if gate["artifact_id"] is not None:
         found = await artifact_text(
             connection, request.app.state.artifact_store, gate["artifact_id"]
         )
-        if found is not None:
-            content, media_type = found
-            shown = {
-                "text": content.decode("utf-8", errors="replace"),
-                "rendered": render_artifact(content, media_type),
-            }
+        shown = {
+            "text": None if found.content is None else found.content.decode(errors="replace"),
+            "rendered": rendered(found),
+            "unreadable": found.unreadable,
+        }
     return gate | shown
 
 

@@ -366,3 +366,25 @@ async def test_the_edit_box_keeps_an_artifact_s_leading_newline(
     (written,) = re.findall(r'<textarea class="edit-text" rows="14">(.*?)</textarea>', page, re.S)
     # What a browser's textarea holds: the text less one newline right after the start tag.
     assert html.unescape(written.removeprefix("\n")) == content
+
+
+async def test_an_artifact_missing_from_the_store_takes_no_page_with_it(
+    admin: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.WAITING)
+        lost = await create_node(session, run, key="lost", status=NodeStatus.WAITING_APPROVAL)
+        kept = await create_node(
+            session, run, key="kept", position=1, status=NodeStatus.WAITING_APPROVAL
+        )
+        gone = await create_artifact(session, lost, settings.artifacts_dir, storage_key="gone.md")
+        here = await create_artifact(session, kept, settings.artifacts_dir, b"# Still here\n")
+        session.add(Gate(run_id=run.id, node_id=lost.id, artifact_id=gone.id))
+        session.add(Gate(run_id=run.id, node_id=kept.id, artifact_id=here.id))
+    inbox = await admin.get("/ui/gates", headers=HTML)
+    assert inbox.status_code == 200, inbox.text
+    assert inbox.text.count('<li class="gate"') == 2
+    assert "missing from the artifact store" in inbox.text and "Still here" in inbox.text
+    panel = await admin.get(f"/ui/runs/{run.id}?node={lost.id}", headers=HTML)
+    assert panel.status_code == 200 and "missing from the artifact store" in panel.text
+    assert "Too large" not in panel.text
