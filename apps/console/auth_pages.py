@@ -40,11 +40,14 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 async def _owner_of_key(request: Request, key: str) -> SessionOwner | None:
-    configured = request.app.state.settings.api_key
-    if configured is not None and hmac.compare_digest(
-        key.encode(), configured.get_secret_value().encode()
-    ):
-        return SessionOwner(name=api_keys.ENV_KEY_NAME, role=KeyRole.ADMIN, key_id=None)
+    # Every settings key is compared, in constant time, as the API's own authentication does.
+    matched = [
+        name
+        for name, configured in sessions.settings_keys(request)
+        if hmac.compare_digest(key.encode(), configured.encode())
+    ]
+    if matched:
+        return SessionOwner(name=matched[0], role=KeyRole.ADMIN, key_id=None)
     async with request.app.state.engine.connect() as connection:
         found = await api_keys.find_active_key(connection, key)
     return None if found is None else SessionOwner(found.name, found.role, found.id)
