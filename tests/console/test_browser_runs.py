@@ -102,6 +102,26 @@ def test_a_run_listed_before_the_page_opened_changes_live(browser: Browser, serv
     page.close()
 
 
+def test_a_new_run_outside_the_dates_filtered_does_not_arrive_live(
+    browser: Browser, server: str
+) -> None:
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/runs?created_before=2000-01-01")
+    expect(page.locator("#live-state")).to_have_text("live")
+    run_id = submit(server, "Made today", {"type": "demo"})
+    with api(server) as client:
+        wait_for(lambda: client.get(f"/runs/{run_id}").json()["status"] == "succeeded")
+    page.wait_for_timeout(1_000)
+    expect(page.locator("#runs tbody tr.empty")).to_be_visible()
+    expect(page.locator("#runs tbody tr", has_text="Made today")).to_have_count(0)
+    page.goto(f"{server}/ui/runs?created_after=2000-01-01")
+    expect(page.locator("#live-state")).to_have_text("live")
+    submit(server, "Also today", {"type": "demo"})
+    expect(page.locator("#runs tbody tr", has_text="Also today")).to_have_count(1)
+    page.close()
+
+
 def test_a_dag_too_wide_for_its_box_shrinks_only_while_its_labels_stay_legible(
     browser: Browser, server: str
 ) -> None:

@@ -55,9 +55,16 @@ function fill(row, run) {
 }
 
 function matchesFilters(run) {
-  const status = table.dataset.status;
+  const { status, createdAfter, createdBefore } = table.dataset;
   const q = table.dataset.q.toLowerCase();
-  return (!status || run.status === status) && (!q || run.title.toLowerCase().includes(q));
+  // The filter's dates are UTC days, as the API's timestamps are (no X-Timezone is sent).
+  const day = run.created_at.slice(0, 10);
+  return (
+    (!status || run.status === status) &&
+    (!q || run.title.toLowerCase().includes(q)) &&
+    (!createdAfter || day >= createdAfter) &&
+    (!createdBefore || day <= createdBefore)
+  );
 }
 
 async function refresh(runId) {
