@@ -12,12 +12,12 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
 from apps.console.sessions import check_not_forged
-from apps.console.web import PAGE_METHODS, PREFIX, Admin, Cursor, Operator, page
+from apps.console.web import PAGE_METHODS, Admin, Cursor, Operator, console_router, page
 from apps.core.database import unit_of_work
 from apps.core.errors import BadRequest, PayloadTooLarge, Unprocessable
 from apps.core.validation import error_location, error_message
@@ -28,7 +28,7 @@ from apps.orchestrator.plans.task_specs import TaskRequest
 from apps.orchestrator.reading import keys
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 
-router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router = console_router()
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
 # The problems a check lists at most: enough to fix a form by, however many a pasted plan has.
@@ -183,6 +183,14 @@ async def keys_page(
     )
 
 
+def _key_name(form: dict[str, Any]) -> str:
+    name = str(form.get("name", ""))
+    # PostgreSQL refuses a NUL in any text: looked up, such a name would be a 500.
+    if "\x00" in name:
+        raise Unprocessable("name: Text may not contain NUL characters (\\u0000)")
+    return name
+
+
 @router.post("/keys")
 async def create_key(request: Request, owner: Admin) -> Response:
     """Make a key; its secret is in this answer and nowhere else."""
@@ -191,7 +199,7 @@ async def create_key(request: Request, owner: Admin) -> Response:
     if role not in KeyRole.__members__.values():
         raise Unprocessable(f"role must be one of {', '.join(KeyRole)}")
     async with unit_of_work(request.app.state.sessions) as session:
-        created = await api_keys.create_key(session, str(form.get("name", "")), KeyRole(role))
+        created = await api_keys.create_key(session, _key_name(form), KeyRole(role))
     return JSONResponse({"name": created.row.name, "role": role, "key": created.secret}, 201)
 
 
@@ -200,6 +208,6 @@ async def revoke_key(request: Request, owner: Admin) -> Response:
     """Revoke a key by name: its requests and console sessions end at once."""
     form = await _json_body(request)
     async with unit_of_work(request.app.state.sessions) as session:
-        row = await api_keys.revoke_key(session, str(form.get("name", "")))
+        row = await api_keys.revoke_key(session, _key_name(form))
     revoked_at = row.revoked_at.isoformat() if row.revoked_at else None
     return JSONResponse({"name": row.name, "revoked_at": revoked_at})

@@ -4,17 +4,17 @@ import hmac
 from typing import Annotated
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from apps.console import sessions
-from apps.console.web import PAGE_METHODS, PREFIX, page, path_for, root_path
+from apps.console.web import PAGE_METHODS, PREFIX, console_router, page, path_for, root_path
 from apps.core.errors import PayloadTooLarge
 from apps.orchestrator.control import api_keys, console_sessions
 from apps.orchestrator.control.console_sessions import SessionOwner
 from apps.orchestrator.model.models import KeyRole
 
-router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router = console_router()
 
 MAX_FORM_BYTES = 8 * 1024
 _NEXT_DEFAULT = f"{PREFIX}/runs"

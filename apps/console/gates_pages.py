@@ -2,17 +2,17 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from apps.console.artifacts import artifact_text, rendered
-from apps.console.web import PAGE_METHODS, PREFIX, Viewer, page
+from apps.console.web import PAGE_METHODS, Viewer, console_router, page
 from apps.orchestrator.model.states import GateStatus
 from apps.orchestrator.reading import gates
 from apps.orchestrator.reading.pagination import MAX_LIMIT
 
-router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router = console_router()
 
 
 async def _with_artifact(

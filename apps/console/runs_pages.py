@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
@@ -12,14 +12,21 @@ from starlette.responses import Response
 from apps.console import artifacts as console_artifacts
 from apps.console.dag import lay_out
 from apps.console.views import budget_of, run_view
-from apps.console.web import BLANK_IS_NONE, PAGE_METHODS, PREFIX, Cursor, Viewer, page
+from apps.console.web import (
+    BLANK_IS_NONE,
+    PAGE_METHODS,
+    Cursor,
+    Viewer,
+    console_router,
+    page,
+)
 from apps.orchestrator.model.models import Event
 from apps.orchestrator.model.states import RunStatus
 from apps.orchestrator.reading import events, nodes, runs
 from apps.orchestrator.reading.events import EVENT_COLUMNS
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_LIMIT, as_dicts
 
-router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router = console_router()
 
 # The timeline shows a run's latest events; the live stream carries on after the last of them.
 TIMELINE_EVENTS = 200

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from jinja2.runtime import Context
@@ -124,6 +125,23 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+
+
+async def refuse_nul(request: Request) -> None:
+    """A 422 for a NUL in a page's address, as the API answers one: PostgreSQL refuses it in
+    any text, so a page searching for it would be a 500."""
+    sources = (("path", request.path_params.items()), ("query", request.query_params.multi_items()))
+    for source, items in sources:
+        for name, value in items:
+            if "\x00" in name or "\x00" in str(value):
+                message = "Text may not contain NUL characters (\\u0000)"
+                problem = {"type": "string_nul", "loc": (source, name), "msg": message}
+                raise RequestValidationError([problem | {"input": str(value)}])
+
+
+def console_router() -> APIRouter:
+    """A router of console pages under the prefix, kept out of the API's schema."""
+    return APIRouter(prefix=PREFIX, include_in_schema=False, dependencies=[Depends(refuse_nul)])
 
 
 class SignInNeeded(Exception):

@@ -388,3 +388,14 @@ async def test_an_artifact_missing_from_the_store_takes_no_page_with_it(
     panel = await admin.get(f"/ui/runs/{run.id}?node={lost.id}", headers=HTML)
     assert panel.status_code == 200 and "missing from the artifact store" in panel.text
     assert "Too large" not in panel.text
+
+
+async def test_a_nul_in_an_address_or_a_key_name_is_a_422(admin: httpx.AsyncClient) -> None:
+    """PostgreSQL refuses a NUL in any text: looking one up must not be a 500."""
+    for path in ("/ui/runs?q=%00", "/ui/runs?q=a%00b", "/ui/keys?cursor=%00"):
+        answer = await admin.get(path, headers=HTML)
+        assert answer.status_code == 422, (path, answer.status_code)
+        assert "NUL" in answer.text and answer.headers["content-type"].startswith("text/html")
+    for path in ("/ui/keys", "/ui/keys/revoke"):
+        named = await admin.post(path, json={"name": "a\x00b", "role": "viewer"})
+        assert named.status_code == 422 and "NUL" in named.json()["detail"], path
