@@ -122,3 +122,25 @@ def test_a_double_click_or_a_second_key_decides_a_gate_once(browser: Browser, se
     expect(gate.locator(".outcome")).to_have_text("Approved.")
     assert len(decisions) == 1, decisions
     page.close()
+
+
+def test_a_gate_whose_artifact_was_lost_can_still_be_rejected(
+    browser: Browser, server: str, tmp_path: Path
+) -> None:
+    run_id = _waiting_run(server, "Lost its draft")
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/gates")
+    gate = page.locator("li.gate").first
+    for artifact in (tmp_path / "artifacts").rglob("*"):
+        if run_id in str(artifact) and artifact.is_file():
+            artifact.unlink()
+    page.keyboard.press("e")
+    page.fill(".edit-text", "# Edited\n")
+    page.click('button[data-action="preview"]')
+    page.click('button[data-action="send-edit"]')
+    expect(gate.locator(".outcome")).to_contain_text("reject the gate with retry")
+    expect(gate.locator(".outcome")).not_to_contain_text("Already decided")
+    gate.locator('button[data-action="reject"]').click()
+    expect(gate.locator(".outcome")).to_have_text("Rejected (retry).")
+    page.close()

@@ -22,6 +22,10 @@ function conflictText(detail) {
   }).replace(/^the gate of node \S+ is /, "");
 }
 
+// The one 409 that ends a gate here. Others leave it open to another decision: an artifact
+// whose file is lost cannot be approved, and the answer says to reject with retry instead.
+const ALREADY_DECIDED = /^the gate of node \S+ is already /;
+
 function setButtons(gate, disabled) {
   gate.querySelectorAll(".decide button, .editor button").forEach((b) => (b.disabled = disabled));
 }
@@ -42,7 +46,8 @@ async function decide(gate, verb, body) {
   const result = await postJson(`/runs/${gate.dataset.runId}/${verb}`, payload);
   delete gate.dataset.busy;
   if (result.ok) settle(gate, verb === "approve" ? "Approved." : `Rejected (${payload.action}).`, "done");
-  else if (result.status === 409) settle(gate, `Already decided: ${conflictText(problem(result))}`, "conflict");
+  else if (result.status === 409 && ALREADY_DECIDED.test(problem(result)))
+    settle(gate, `Already decided: ${conflictText(problem(result))}`, "conflict");
   else {
     gate.querySelector(".outcome").textContent = problem(result);
     setButtons(gate, false);
