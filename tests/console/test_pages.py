@@ -399,3 +399,20 @@ async def test_a_nul_in_an_address_or_a_key_name_is_a_422(admin: httpx.AsyncClie
     for path in ("/ui/keys", "/ui/keys/revoke"):
         named = await admin.post(path, json={"name": "a\x00b", "role": "viewer"})
         assert named.status_code == 422 and "NUL" in named.json()["detail"], path
+
+
+async def test_a_json_artifact_nested_too_deep_is_shown_as_text(
+    admin: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    content = b"[" * 100_000 + b"]" * 100_000
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.WAITING)
+        node = await create_node(session, run, status=NodeStatus.WAITING_APPROVAL)
+        artifact = await create_artifact(
+            session, node, settings.artifacts_dir, content, media_type="application/json"
+        )
+        session.add(Gate(run_id=run.id, node_id=node.id, artifact_id=artifact.id))
+    for path in ("/ui/gates", f"/ui/runs/{run.id}?node={node.id}"):
+        page = await admin.get(path, headers=HTML)
+        assert page.status_code == 200, (path, page.status_code)
+        assert '<pre class="text">[[[[' in page.text
