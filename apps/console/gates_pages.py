@@ -25,7 +25,7 @@ async def _with_artifact(
         )
         shown = {
             "text": None if found.content is None else found.content.decode(errors="replace"),
-            "rendered": rendered(found),
+            "rendered": await rendered(found),
             "unreadable": found.unreadable,
         }
     return gate | shown
