@@ -6,15 +6,18 @@ submitted until it is valid. Keys are made and revoked by the domain's functions
 `crew-keys` does.
 """
 
+import itertools
 import json
-from typing import Annotated, Any
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
 from apps.console.sessions import check_not_forged
-from apps.console.web import BLANK_IS_NONE, PREFIX, Admin, Operator, page
+from apps.console.web import PAGE_METHODS, Admin, Cursor, Operator, console_router, page
 from apps.core.database import unit_of_work
 from apps.core.errors import BadRequest, PayloadTooLarge, Unprocessable
 from apps.core.validation import error_location, error_message
@@ -25,9 +28,11 @@ from apps.orchestrator.plans.task_specs import TaskRequest
 from apps.orchestrator.reading import keys
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 
-router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router = console_router()
 
 MAX_JSON_BYTES = 16 * 1024 * 1024
+# The problems a check lists at most: enough to fix a form by, however many a pasted plan has.
+MAX_PROBLEMS = 20
 
 
 async def _json_body(request: Request, limit: int = 64 * 1024) -> dict[str, Any]:
@@ -65,6 +70,31 @@ def _spec_of(form: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
+def _unstorable(value: Any, location: str) -> Iterator[tuple[str, str]]:
+    """Where and what in a task `POST /tasks` refuses before validating it, as the API's
+    `storable_input` does (which the console, below the API, may not import): numbers past what
+    a column holds (`Infinity`, `1e400`, an integer past 64 bits) and text with a NUL."""
+    if isinstance(value, dict | list):
+        children = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in children:
+            yield from _unstorable(child, f"{location}.{key}" if location else str(key))
+    elif (problem := _scalar_problem(value)) is not None:
+        yield location, problem
+
+
+def _scalar_problem(value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "Input should be a finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
+        return "Input should fit in a 64-bit integer"
+    if isinstance(value, str) and "\x00" in value:
+        return "Text may not contain NUL characters"
+    return None
+
+
 class _FieldProblem(Exception):
     """A form field the task request cannot even be built from (a DAG that is not YAML)."""
 
@@ -83,7 +113,7 @@ def _form_field(location: str, kind: str) -> str:
     return "nodes" if kind == "dag" else "type"
 
 
-@router.get("/tasks/new")
+@router.api_route("/tasks/new", methods=PAGE_METHODS)
 async def new_task_page(request: Request, owner: Operator) -> Response:
     """The form for a demo, report or dag task."""
     return page(request, "new_task.html", owner)
@@ -96,23 +126,31 @@ async def check_task(request: Request, owner: Operator) -> Response:
     form = await _json_body(request, MAX_JSON_BYTES)
     try:
         task = {"title": form.get("title", ""), "task_spec": _spec_of(form)}
+        if unstorable := list(itertools.islice(_unstorable(task, ""), MAX_PROBLEMS)):
+            return _invalid(
+                {"field": _form_field(where, str(form.get("type"))), "message": f"{where}: {what}"}
+                for where, what in unstorable
+            )
         TaskRequest.model_validate(task)
     except _FieldProblem as error:
         problem = {"field": error.field, "message": error.message}
         return JSONResponse({"detail": error.message, "errors": [problem]}, 422)
     except ValidationError as error:
-        problems = [
+        return _invalid(
             {
                 "field": _form_field(error_location(item["loc"]), str(form.get("type"))),
                 "message": f"{error_location(item['loc'])}: {error_message(item)}",
             }
             for item in error.errors()
-        ]
-        return JSONResponse({"detail": "the task is not valid", "errors": problems}, 422)
+        )
     return JSONResponse({"task": task})
 
 
-@router.get("/settings")
+def _invalid(problems: Iterable[dict[str, str]]) -> Response:
+    return JSONResponse({"detail": "the task is not valid", "errors": list(problems)}, 422)
+
+
+@router.api_route("/settings", methods=PAGE_METHODS)
 async def settings_page(request: Request, owner: Operator) -> Response:
     """The configuration in force (secrets redacted), the gate policy, and a validation box."""
     effective = configuration.effective_configuration(request.app.state.settings)
@@ -125,11 +163,11 @@ async def settings_page(request: Request, owner: Operator) -> Response:
     )
 
 
-@router.get("/keys")
+@router.api_route("/keys", methods=PAGE_METHODS)
 async def keys_page(
     request: Request,
     owner: Admin,
-    cursor: Annotated[str | None, BLANK_IS_NONE, Query(max_length=512)] = None,
+    cursor: Cursor = None,
 ) -> Response:
     """The keys, revoked ones included, oldest first a page at a time; create one (shown
     once) or revoke one."""
@@ -145,6 +183,14 @@ async def keys_page(
     )
 
 
+def _key_name(form: dict[str, Any]) -> str:
+    name = str(form.get("name", ""))
+    # PostgreSQL refuses a NUL in any text: looked up, such a name would be a 500.
+    if "\x00" in name:
+        raise Unprocessable("name: Text may not contain NUL characters (\\u0000)")
+    return name
+
+
 @router.post("/keys")
 async def create_key(request: Request, owner: Admin) -> Response:
     """Make a key; its secret is in this answer and nowhere else."""
@@ -153,7 +199,7 @@ async def create_key(request: Request, owner: Admin) -> Response:
     if role not in KeyRole.__members__.values():
         raise Unprocessable(f"role must be one of {', '.join(KeyRole)}")
     async with unit_of_work(request.app.state.sessions) as session:
-        created = await api_keys.create_key(session, str(form.get("name", "")), KeyRole(role))
+        created = await api_keys.create_key(session, _key_name(form), KeyRole(role))
     return JSONResponse({"name": created.row.name, "role": role, "key": created.secret}, 201)
 
 
@@ -162,6 +208,6 @@ async def revoke_key(request: Request, owner: Admin) -> Response:
     """Revoke a key by name: its requests and console sessions end at once."""
     form = await _json_body(request)
     async with unit_of_work(request.app.state.sessions) as session:
-        row = await api_keys.revoke_key(session, str(form.get("name", "")))
+        row = await api_keys.revoke_key(session, _key_name(form))
     revoked_at = row.revoked_at.isoformat() if row.revoked_at else None
     return JSONResponse({"name": row.name, "revoked_at": revoked_at})

@@ -1,16 +1,18 @@
 """A node's panel: its agent, attempts, error, prompt, and its artifacts rendered with their
 sidecar figures; and one artifact's text, for the gates inbox."""
 
+import asyncio
 import functools
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from apps.console.rendering import MAX_RENDERED_BYTES, Rendered, render_artifact
-from apps.core.errors import NotFound
+from apps.core.errors import NotFound, ServiceUnavailable
 from apps.orchestrator.infra.storage.base import ArtifactStore, store_io
 from apps.orchestrator.model.models import Artifact, Node
 from apps.orchestrator.reading import artifacts, nodes
@@ -19,10 +21,22 @@ from apps.orchestrator.reading import artifacts, nodes
 SIDECAR_FIGURES = ("provider", "model", "latency_ms", "cost")
 
 
+@dataclass(frozen=True, slots=True)
+class ArtifactText:
+    """An artifact's bytes to show inline, or (`content` None) why they are not shown:
+    `too_large` to inline, else `unreadable` says what the store answered."""
+
+    content: bytes | None
+    media_type: str
+    too_large: bool = False
+    unreadable: str = ""
+
+
 async def artifact_text(
     connection: AsyncConnection, store: ArtifactStore, artifact_id: uuid.UUID
-) -> tuple[bytes, str] | None:
-    """An artifact's bytes and media type, or None when it is too big to show inline."""
+) -> ArtifactText:
+    """An artifact's bytes and media type, unless it is too big to show inline or its file is
+    out of reach."""
     row = (
         await connection.execute(
             select(Artifact.storage_key, Artifact.media_type, Artifact.size).where(
@@ -33,9 +47,14 @@ async def artifact_text(
     if row is None:
         raise NotFound(f"artifact {artifact_id} not found")
     if row.size > MAX_RENDERED_BYTES:
-        return None
-    content = await store_io(store, row.size, functools.partial(store.read, row.storage_key))
-    return content, row.media_type
+        return ArtifactText(None, row.media_type, too_large=True)
+    try:
+        content = await store_io(store, row.size, functools.partial(store.read, row.storage_key))
+    except (NotFound, ServiceUnavailable) as error:
+        # One file out of reach (lost, or a store that is down) must not take the page with it:
+        # the inbox's other gates still need deciding.
+        return ArtifactText(None, row.media_type, unreadable=error.detail)
+    return ArtifactText(content, row.media_type)
 
 
 def _figures(sidecar: dict[str, Any]) -> list[tuple[str, str]]:
@@ -46,11 +65,13 @@ def _figures(sidecar: dict[str, Any]) -> list[tuple[str, str]]:
     return shown
 
 
-async def _rendered(
-    connection: AsyncConnection, store: ArtifactStore, artifact: dict[str, Any]
-) -> Rendered | None:
-    found = await artifact_text(connection, store, artifact["id"])
-    return None if found is None else render_artifact(*found)
+async def rendered(found: ArtifactText) -> Rendered | None:
+    """`found` rendered for a page, in a thread: markdown-it takes some 25 ms over 4 KB of plain
+    prose and seconds over half a megabyte of LLM output, which on the event loop would stall
+    every request, stream and the in-process worker meanwhile."""
+    if found.content is None:
+        return None
+    return await asyncio.to_thread(render_artifact, found.content, found.media_type)
 
 
 async def node_panel(
@@ -71,11 +92,13 @@ async def node_panel(
     for artifact in found.items:
         sidecar = artifact["sidecar"]
         sidecar = json.loads(sidecar) if isinstance(sidecar, str) else sidecar or {}
+        text = await artifact_text(connection, store, artifact["id"])
         shown.append(
             artifact
             | {
                 "figures": _figures(sidecar),
-                "rendered": await _rendered(connection, store, artifact),
+                "rendered": await rendered(text),
+                "unreadable": text.unreadable,
                 "sidecar_json": json.dumps(sidecar, indent=2, default=str),
             }
         )

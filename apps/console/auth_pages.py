@@ -4,17 +4,17 @@ import hmac
 from typing import Annotated
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from apps.console import sessions
-from apps.console.web import PREFIX, page, path_for, root_path
+from apps.console.web import PAGE_METHODS, PREFIX, console_router, page, path_for, root_path
 from apps.core.errors import PayloadTooLarge
 from apps.orchestrator.control import api_keys, console_sessions
 from apps.orchestrator.control.console_sessions import SessionOwner
 from apps.orchestrator.model.models import KeyRole
 
-router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router = console_router()
 
 MAX_FORM_BYTES = 8 * 1024
 _NEXT_DEFAULT = f"{PREFIX}/runs"
@@ -40,11 +40,14 @@ async def read_form(request: Request) -> dict[str, str]:
 
 
 async def _owner_of_key(request: Request, key: str) -> SessionOwner | None:
-    configured = request.app.state.settings.api_key
-    if configured is not None and hmac.compare_digest(
-        key.encode(), configured.get_secret_value().encode()
-    ):
-        return SessionOwner(name=api_keys.ENV_KEY_NAME, role=KeyRole.ADMIN, key_id=None)
+    # Every settings key is compared, in constant time, as the API's own authentication does.
+    matched = [
+        name
+        for name, configured in sessions.settings_keys(request)
+        if hmac.compare_digest(key.encode(), configured.encode())
+    ]
+    if matched:
+        return SessionOwner(name=matched[0], role=KeyRole.ADMIN, key_id=None)
     async with request.app.state.engine.connect() as connection:
         found = await api_keys.find_active_key(connection, key)
     return None if found is None else SessionOwner(found.name, found.role, found.id)
@@ -62,7 +65,7 @@ def _sign_in_page(request: Request, next_path: str, error: str = "", status: int
     return response
 
 
-@router.get("/sign-in")
+@router.api_route("/sign-in", methods=PAGE_METHODS)
 async def sign_in_form(
     request: Request, next_path: Annotated[str | None, Query(alias="next")] = None
 ) -> Response:
@@ -104,9 +107,11 @@ async def sign_in(request: Request) -> Response:
 async def sign_out(request: Request) -> Response:
     """End the session: its row is deleted and the cookie cleared."""
     form = await read_form(request)
-    sessions.check_not_forged(request, form.get(sessions.CSRF_FIELD))
     token = request.cookies.get(sessions.COOKIE)
+    # A page left open past its cookie's expiry still has the button: with no session there is
+    # nothing to end and nothing a forger could, so it only leads to the sign-in page.
     if token:
+        sessions.check_not_forged(request, form.get(sessions.CSRF_FIELD))
         async with request.app.state.engine.begin() as connection:
             await console_sessions.end_session(connection, token)
     response = RedirectResponse(path_for(request, "sign_in_form"), status_code=303)

@@ -17,19 +17,23 @@ from apps.core.errors import CrewError
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 TITLES = {
+    400: "That request is not valid",
+    401: "Not signed in",
     403: "Not allowed",
     404: "Not found",
+    405: "Not a page",
+    413: "Too large",
     422: "That address is not valid",
     503: "The service is unavailable",
 }
 
 
 def _is_page_visit(request: Request) -> bool:
-    """A browser opening a console page (`Accept: text/html`), not a script's fetch (`*/*`)."""
+    """A browser opening a console page (`Accept: text/html`), not a script's fetch (`*/*`).
+    Whatever the method: a form's POST (signing in, out) is a page visit as well."""
     path = get_route_path(request.scope)
     return (
-        request.method == "GET"
-        and path.startswith(PREFIX + "/")
+        path.startswith(PREFIX + "/")
         and not path.startswith(PREFIX + "/static/")
         and "text/html" in request.headers.get("accept", "")
     )

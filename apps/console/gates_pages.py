@@ -2,38 +2,36 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from apps.console.artifacts import artifact_text
-from apps.console.rendering import render_artifact
-from apps.console.web import PREFIX, Viewer, page
+from apps.console.artifacts import artifact_text, rendered
+from apps.console.web import PAGE_METHODS, Viewer, console_router, page
 from apps.orchestrator.model.states import GateStatus
 from apps.orchestrator.reading import gates
 from apps.orchestrator.reading.pagination import MAX_LIMIT
 
-router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router = console_router()
 
 
 async def _with_artifact(
     request: Request, connection: AsyncConnection, gate: dict[str, Any]
 ) -> dict[str, Any]:
-    shown: dict[str, Any] = {"text": None, "rendered": None}
+    shown: dict[str, Any] = {"text": None, "rendered": None, "unreadable": ""}
     if gate["artifact_id"] is not None:
         found = await artifact_text(
             connection, request.app.state.artifact_store, gate["artifact_id"]
         )
-        if found is not None:
-            content, media_type = found
-            shown = {
-                "text": content.decode("utf-8", errors="replace"),
-                "rendered": render_artifact(content, media_type),
-            }
+        shown = {
+            "text": None if found.content is None else found.content.decode(errors="replace"),
+            "rendered": await rendered(found),
+            "unreadable": found.unreadable,
+        }
     return gate | shown
 
 
-@router.get("/gates")
+@router.api_route("/gates", methods=PAGE_METHODS)
 async def gates_page(request: Request, owner: Viewer) -> Response:
     """Waiting gates, oldest first: approve, approve with an edit, or reject (j/k/a/r)."""
     async with request.app.state.engine.connect() as connection:

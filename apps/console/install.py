@@ -8,6 +8,7 @@ from apps.console import admin_pages, auth_pages, gates_pages, runs_pages
 from apps.console.error_pages import install_error_pages
 from apps.console.web import (
     HERE,
+    PAGE_METHODS,
     PREFIX,
     SecurityHeaders,
     SignInNeeded,
@@ -23,7 +24,9 @@ async def _home(request: Request) -> RedirectResponse:
 def install_console(app: FastAPI) -> None:
     """Serve the console under /ui (and / opening it); no API path changes. Call it after the
     API's error handlers are installed: a console page's errors are pages built on their answers."""
-    app.add_api_route("/", _home, include_in_schema=False)
+    # `/ui` finds `/ui/` by the router's slash redirect.
+    for path in ("/", PREFIX + "/"):
+        app.add_api_route(path, _home, methods=PAGE_METHODS, include_in_schema=False)
     for module in (auth_pages, runs_pages, gates_pages, admin_pages):
         app.include_router(module.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="console-static")

@@ -41,6 +41,7 @@ def render_artifact(content: bytes, media_type: str) -> Rendered:
     if media_type.startswith("application/json") or media_type.endswith("+json"):
         try:
             return Rendered(text=json.dumps(json.loads(text), indent=2, ensure_ascii=False))
-        except ValueError:
+        # Not JSON, or nested past what the parser recurses into: LLM output, shown as it is.
+        except (ValueError, RecursionError):
             return Rendered(text=text)
     return Rendered(text=text)

@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
@@ -12,14 +12,21 @@ from starlette.responses import Response
 from apps.console import artifacts as console_artifacts
 from apps.console.dag import lay_out
 from apps.console.views import budget_of, run_view
-from apps.console.web import BLANK_IS_NONE, PREFIX, Viewer, page
+from apps.console.web import (
+    BLANK_IS_NONE,
+    PAGE_METHODS,
+    Cursor,
+    Viewer,
+    console_router,
+    page,
+)
 from apps.orchestrator.model.models import Event
 from apps.orchestrator.model.states import RunStatus
 from apps.orchestrator.reading import events, nodes, runs
 from apps.orchestrator.reading.events import EVENT_COLUMNS
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT, MAX_LIMIT, as_dicts
 
-router = APIRouter(prefix=PREFIX, include_in_schema=False)
+router = console_router()
 
 # The timeline shows a run's latest events; the live stream carries on after the last of them.
 TIMELINE_EVENTS = 200
@@ -31,7 +38,7 @@ def _day(value: date | None, *, end: bool = False) -> datetime | None:
     return datetime.combine(value, time.max if end else time.min, tzinfo=UTC)
 
 
-@router.get("/runs")
+@router.api_route("/runs", methods=PAGE_METHODS)
 async def runs_page(
     request: Request,
     owner: Viewer,
@@ -39,7 +46,7 @@ async def runs_page(
     q: Annotated[str | None, Query(max_length=200)] = None,
     created_after: Annotated[date | None, BLANK_IS_NONE, Query()] = None,
     created_before: Annotated[date | None, BLANK_IS_NONE, Query()] = None,
-    cursor: Annotated[str | None, BLANK_IS_NONE, Query(max_length=512)] = None,
+    cursor: Cursor = None,
 ) -> Response:
     """Runs, newest first, with filters and keyset paging; new runs and statuses arrive live."""
     where = runs.RunFilter(
@@ -93,7 +100,7 @@ async def _latest_events(connection: AsyncConnection, run_id: uuid.UUID) -> list
     return list(reversed(as_dicts(await connection.execute(statement))))
 
 
-@router.get("/runs/{run_id}")
+@router.api_route("/runs/{run_id}", methods=PAGE_METHODS)
 async def run_page(
     request: Request,
     owner: Viewer,
@@ -127,7 +134,7 @@ async def run_page(
     )
 
 
-@router.get("/runs/{run_id}/nodes/{node_id}/panel")
+@router.api_route("/runs/{run_id}/nodes/{node_id}/panel", methods=PAGE_METHODS)
 async def node_panel(
     request: Request, owner: Viewer, run_id: uuid.UUID, node_id: uuid.UUID
 ) -> Response:

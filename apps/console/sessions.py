@@ -14,7 +14,7 @@ from datetime import timedelta
 from starlette.requests import Request
 
 from apps.core.errors import Forbidden
-from apps.orchestrator.control import console_sessions
+from apps.orchestrator.control import api_keys, console_sessions
 from apps.orchestrator.control.console_sessions import SessionOwner
 from apps.orchestrator.model.models import utcnow
 
@@ -30,9 +30,22 @@ def csrf_token(session_token: str) -> str:
     return hmac.new(session_token.encode(), b"csrf", hashlib.sha256).hexdigest()
 
 
+def settings_keys(request: Request) -> list[tuple[str, str]]:
+    """The admin keys the settings hold, by the name a session of each acts as: API_KEY, and
+    the Operator Console's admin token (ADMIN_TOKEN, or the variable ADMIN_TOKEN_ENV names)."""
+    settings = request.app.state.settings
+    named = (
+        (api_keys.ENV_KEY_NAME, settings.api_key),
+        (api_keys.ADMIN_TOKEN_NAME, settings.admin_token),
+    )
+    return [(name, key.get_secret_value()) for name, key in named if key is not None]
+
+
 def settings_key_hash(request: Request) -> str | None:
-    key = request.app.state.settings.api_key
-    return None if key is None else hashlib.sha256(key.get_secret_value().encode()).hexdigest()
+    """What a session of a settings key is bound to: the hash of the keys the settings hold (of
+    API_KEY alone when it is the only one), so that it ends when either of them changes."""
+    keys = [key for _, key in settings_keys(request)]
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest() if keys else None
 
 
 def session_lifetime(request: Request) -> timedelta:

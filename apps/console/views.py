@@ -1,6 +1,7 @@
 """Run rows as the pages show them: JSON parts parsed, progress and duration worked out."""
 
 import json
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +31,9 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
     total = sum(counts.values())
     done = sum(n for status, n in counts.items() if status in DONE)
     return row | {
-        "id": str(row["id"]),
+        # SQLite's driver gives the id as bare hex; the live stream's events name runs in the
+        # canonical form, which the runs page matches its rows by.
+        "id": str(uuid.UUID(str(row["id"]))),
         "status": str(row["status"]),
         "node_counts": counts,
         "usage": usage,

@@ -1,16 +1,20 @@
 """What every console page shares: its templates, who is signed in, and its security headers."""
 
 import json
+import re
+import sys
+import unicodedata
 import weakref
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from jinja2.runtime import Context
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, StringConstraints
 from starlette._utils import get_route_path
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,6 +25,9 @@ from apps.orchestrator.control.console_sessions import SessionOwner
 from apps.orchestrator.model.models import KeyRole
 
 PREFIX = "/ui"
+# A page answers HEAD as it does GET (link checkers, monitors, `curl -I`): FastAPI, unlike
+# Starlette, adds no HEAD to a GET route.
+PAGE_METHODS = ["GET", "HEAD"]
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 
@@ -28,14 +35,34 @@ templates = Jinja2Templates(directory=HERE / "templates")
 # the prefix was added to it: the console is served there too, but its pages lead to its own.
 ROOT_PATH_BEFORE_API_V1 = "crew.root_path_before_api_v1"
 
+# Unicode's format characters (category Cf: bidi controls, zero-width ones), as timeline.js's
+# `\p{Cf}` finds them.
+_FORMAT_CHARACTERS = (
+    chr(point) for point in range(sys.maxunicode + 1) if unicodedata.category(chr(point)) == "Cf"
+)
+FORMAT_CHARACTER = re.compile(f"[{''.join(map(re.escape, _FORMAT_CHARACTERS))}]")
+
 # A page's form sends every field, the unused ones empty: an empty one filters nothing.
 BLANK_IS_NONE = BeforeValidator(lambda value: value or None)
+# A keyset cursor of a page's link: an empty one is the first page. Its length is a constraint of
+# the text alone, or a blank one, None by then, would fail it with a 500.
+Cursor = Annotated[Annotated[str, StringConstraints(max_length=512)] | None, BLANK_IS_NONE, Query()]
+
+
+def _escaped(character: re.Match[str]) -> str:
+    # As JSON escapes it: one `\uXXXX` per UTF-16 code unit, a surrogate pair past U+FFFF.
+    units = character.group().encode("utf-16-be")
+    return "".join(f"\\u{units[i] << 8 | units[i + 1]:04x}" for i in range(0, len(units), 2))
 
 
 def compact_json(value: Any) -> str:
     """`value` as the live timeline shows it (`JSON.stringify`): keys in their order, no spaces,
-    characters as they are (the page escapes the text like any other)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    characters as they are (the page escapes the text like any other), but for invisible format
+    characters, written as escapes: a bidi override in a title would otherwise reverse the rest
+    of the line, and a zero-width one hide a difference."""
+    return FORMAT_CHARACTER.sub(
+        _escaped, json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    )
 
 
 def root_path(request: Request) -> str:
@@ -98,6 +125,23 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+
+
+async def refuse_nul(request: Request) -> None:
+    """A 422 for a NUL in a page's address, as the API answers one: PostgreSQL refuses it in
+    any text, so a page searching for it would be a 500."""
+    sources = (("path", request.path_params.items()), ("query", request.query_params.multi_items()))
+    for source, items in sources:
+        for name, value in items:
+            if "\x00" in name or "\x00" in str(value):
+                message = "Text may not contain NUL characters (\\u0000)"
+                problem = {"type": "string_nul", "loc": (source, name), "msg": message}
+                raise RequestValidationError([problem | {"input": str(value)}])
+
+
+def console_router() -> APIRouter:
+    """A router of console pages under the prefix, kept out of the API's schema."""
+    return APIRouter(prefix=PREFIX, include_in_schema=False, dependencies=[Depends(refuse_nul)])
 
 
 class SignInNeeded(Exception):

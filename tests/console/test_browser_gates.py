@@ -105,3 +105,42 @@ def test_two_operators_on_one_gate_one_wins_the_other_sees_who(
     assert "T" not in outcome.inner_text().split(" at ")[-1]  # shown in local time, not ISO
     admin.context.close()
     alice.context.close()
+
+
+def test_a_double_click_or_a_second_key_decides_a_gate_once(browser: Browser, server: str) -> None:
+    _waiting_run(server, "Clicked twice")
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/gates")
+    decisions: list[str] = []
+    page.on("request", lambda request: request.method == "POST" and decisions.append(request.url))
+    gate = page.locator("li.gate").first
+    gate.locator('button[data-action="approve"]').dblclick()
+    expect(gate.locator(".outcome")).to_have_text("Approved.")
+    page.keyboard.press("a")
+    page.wait_for_timeout(500)
+    expect(gate.locator(".outcome")).to_have_text("Approved.")
+    assert len(decisions) == 1, decisions
+    page.close()
+
+
+def test_a_gate_whose_artifact_was_lost_can_still_be_rejected(
+    browser: Browser, server: str, tmp_path: Path
+) -> None:
+    run_id = _waiting_run(server, "Lost its draft")
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/gates")
+    gate = page.locator("li.gate").first
+    for artifact in (tmp_path / "artifacts").rglob("*"):
+        if run_id in str(artifact) and artifact.is_file():
+            artifact.unlink()
+    page.keyboard.press("e")
+    page.fill(".edit-text", "# Edited\n")
+    page.click('button[data-action="preview"]')
+    page.click('button[data-action="send-edit"]')
+    expect(gate.locator(".outcome")).to_contain_text("reject the gate with retry")
+    expect(gate.locator(".outcome")).not_to_contain_text("Already decided")
+    gate.locator('button[data-action="reject"]').click()
+    expect(gate.locator(".outcome")).to_have_text("Rejected (retry).")
+    page.close()

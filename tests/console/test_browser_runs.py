@@ -8,7 +8,7 @@ import httpx
 from playwright.sync_api import Browser, expect
 
 from tests.conftest import API_KEY
-from tests.console.browser import sign_in
+from tests.console.browser import api, sign_in, submit, wait_for
 
 SLOW = {"DEMO_LATENCY_MS": "1500"}
 
@@ -85,6 +85,43 @@ def test_a_task_from_the_form_appears_live_and_its_dag_turns_green(
     context.close()
 
 
+def test_a_run_listed_before_the_page_opened_changes_live(browser: Browser, server: str) -> None:
+    draft = {"key": "draft", "role": "writer", "prompt": "Draft.", "gate": {}}
+    gated = {"type": "dag", "nodes": [draft]}
+    run_id = submit(server, "Listed already", gated)
+    with api(server) as client:
+        wait_for(lambda: client.get(f"/runs/{run_id}").json()["status"] == "waiting")
+        page = browser.new_page()
+        sign_in(page, server)
+        status = page.locator("#runs tbody tr", has_text="Listed already").locator(".status")
+        expect(status).to_have_text("waiting")
+        approved = client.post(f"/runs/{run_id}/approve", json={})
+        assert approved.status_code == 200, approved.text
+    expect(status).to_have_text("succeeded", timeout=20_000)
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    page.close()
+
+
+def test_a_new_run_outside_the_dates_filtered_does_not_arrive_live(
+    browser: Browser, server: str
+) -> None:
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/runs?created_before=2000-01-01")
+    expect(page.locator("#live-state")).to_have_text("live")
+    run_id = submit(server, "Made today", {"type": "demo"})
+    with api(server) as client:
+        wait_for(lambda: client.get(f"/runs/{run_id}").json()["status"] == "succeeded")
+    page.wait_for_timeout(1_000)
+    expect(page.locator("#runs tbody tr.empty")).to_be_visible()
+    expect(page.locator("#runs tbody tr", has_text="Made today")).to_have_count(0)
+    page.goto(f"{server}/ui/runs?created_after=2000-01-01")
+    expect(page.locator("#live-state")).to_have_text("live")
+    submit(server, "Also today", {"type": "demo"})
+    expect(page.locator("#runs tbody tr", has_text="Also today")).to_have_count(1)
+    page.close()
+
+
 def test_a_dag_too_wide_for_its_box_shrinks_only_while_its_labels_stay_legible(
     browser: Browser, server: str
 ) -> None:
@@ -136,6 +173,19 @@ def test_cancel_from_the_run_page_stops_the_run(browser: Browser, tmp_path: Path
         expect(page.locator("#dag g.node.s-running")).to_have_count(0)
         expect(page.locator("#dag g.node.s-succeeded")).not_to_have_count(6)
         page.close()
+
+
+def test_a_double_click_on_submit_makes_one_run(browser: Browser, server: str) -> None:
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/tasks/new")
+    page.fill('input[name="title"]', "Only once")
+    page.dblclick('#task-form button[type="submit"]')
+    expect(page).to_have_url(re.compile(r"/ui/runs/[0-9a-f-]{36}$"))
+    page.wait_for_timeout(500)
+    with api(server) as client:
+        assert len(client.get("/runs").json()["items"]) == 1
+    page.close()
 
 
 def test_the_task_form_shows_problems_by_field_and_submits_nothing_until_valid(

@@ -5,7 +5,7 @@ import re
 import time
 from pathlib import Path
 
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Route, expect
 
 from tests.console.browser import (
     SERVER_DEFAULTS,
@@ -127,9 +127,11 @@ def test_a_dropped_connection_misses_no_event(browser: Browser, tmp_path: Path) 
             page.goto(f"{base}/ui/runs/{run_id}")
             expect(page.locator("#dag g.node.s-succeeded")).not_to_have_count(0, timeout=10_000)
         expect(page.locator("#run")).to_have_attribute("data-stream", "reconnecting")
+        expect(page.locator("#live-state")).to_have_text("reconnecting…")
         time.sleep(1.5)  # the worker writes events no server is there to stream
         with api_process(url, tmp_path, port, **served):
             expect(page.locator("#run-status .status")).to_have_text("succeeded", timeout=30_000)
+            expect(page.locator("#live-state")).to_be_empty()
             shown = [
                 int(item.get_attribute("data-event-id") or 0)
                 for item in page.locator("#timeline li").all()
@@ -137,4 +139,114 @@ def test_a_dropped_connection_misses_no_event(browser: Browser, tmp_path: Path) 
             with api(base) as client:
                 stored = client.get("/events", params={"run_id": run_id, "limit": 200}).json()
             assert shown == [event["id"] for event in stored["items"]]
+    page.close()
+
+
+def test_a_stream_told_to_reconnect_adds_nothing_to_the_timeline(
+    browser: Browser, server: str
+) -> None:
+    """A reader that falls behind gets `event: reconnect` (no id, not an event of the run) and
+    the stream ends; the page reconnects, and shows only the run's events."""
+    gated = {"type": "dag", "nodes": [{"key": "a", "role": "writer", "prompt": "A.", "gate": {}}]}
+    run_id = submit(server, "Behind", gated)
+    with api(server) as client:
+        wait_for(lambda: client.get(f"/runs/{run_id}").json()["status"] == "waiting")
+    told: list[str] = []
+
+    def fell_behind(route: Route) -> None:
+        told.append(route.request.url)
+        body = 'event: reconnect\ndata: {"reason":"too far behind","last_event_id":"1"}\n'
+        route.fulfill(body=body + "retry: 1000\n\n", content_type="text/event-stream")
+
+    page = browser.new_page()
+    sign_in(page, server)
+    page.route(f"**/runs/{run_id}/events/stream", fell_behind)
+    page.goto(f"{server}/ui/runs/{run_id}")
+    # Route handlers run while Playwright is called, not during a plain sleep.
+    page.wait_for_timeout(1_500)
+    assert len(told) >= 2
+    shown = page.locator("#timeline li").evaluate_all("items => items.map(i => i.dataset.eventId)")
+    assert shown and all(event_id.isdigit() for event_id in shown), shown
+    expect(page.locator("#timeline")).not_to_contain_text("too far behind")
+    page.close()
+
+
+def test_a_hostile_title_neither_widens_nor_reverses_a_page(browser: Browser, server: str) -> None:
+    title = "\u202e" + "W" * 199
+    gated = {"type": "dag", "nodes": [{"key": "a", "role": "writer", "prompt": "A.", "gate": {}}]}
+    run_id = submit(server, title, gated)
+    with api(server) as client:
+        wait_for(lambda: client.get(f"/runs/{run_id}").json()["status"] == "waiting")
+        page = browser.new_page(viewport={"width": 1024, "height": 800})
+        sign_in(page, server)
+        for path in ("/ui/runs", f"/ui/runs/{run_id}", "/ui/gates"):
+            page.goto(f"{server}{path}")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 1024, (path, width)
+        for title_shown in page.locator("main bdi").all():
+            assert title_shown.evaluate("e => getComputedStyle(e).unicodeBidi") == "isolate"
+
+        page.goto(f"{server}/ui/runs/{run_id}")
+        created = page.locator("#timeline li", has_text="run.created").locator("code")
+        expect(created).to_contain_text('"title":"\\u202eWWW')
+        gate = client.get("/gates").json()["items"][0]
+        notes = {"node_id": gate["node_id"], "notes": "\u202elive"}
+        assert client.post(f"/runs/{run_id}/approve", json=notes).status_code == 200
+    approved = page.locator("#timeline li", has_text="gate.approved").locator("code")
+    expect(approved).to_contain_text('"notes":"\\u202elive"')
+    page.close()
+
+
+def test_a_page_whose_session_ended_says_it_is_no_longer_live(
+    browser: Browser, server: str
+) -> None:
+    gated = {"type": "dag", "nodes": [{"key": "a", "role": "writer", "prompt": "A.", "gate": {}}]}
+    run_id = submit(server, "Watched", gated)
+    admin = browser.new_page()
+    sign_in(admin, server)
+    key = create_key(admin, server, "wanda", "viewer")
+    watcher = browser.new_context()
+    runs = watcher.new_page()
+    sign_in(runs, server, key)
+    expect(runs.locator("#live-state")).to_have_text("live")
+    run = watcher.new_page()
+    run.goto(f"{server}/ui/runs/{run_id}")
+    expect(run.locator("#live-state")).to_have_text("live")
+
+    with api(server) as client:
+        assert client.post("/keys/wanda/revoke").status_code == 200
+    ended = "not live: the session ended, sign in again"
+    expect(run.locator("#live-state")).to_have_text(ended, timeout=10_000)
+    expect(runs.locator("#live-state")).to_have_text(ended, timeout=10_000)
+    watcher.close()
+    admin.close()
+
+
+def test_a_node_chosen_after_the_session_ended_says_so_in_the_panel(
+    browser: Browser, server: str
+) -> None:
+    run_id = submit(server, "Looked at late", {"type": "demo"})
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/runs/{run_id}")
+    page.context.clear_cookies()
+    page.locator("#dag g.node").first.click()
+    expect(page.locator("#panel .error")).to_have_text(
+        "The session ended: sign in again to see this node."
+    )
+    expect(page.locator("#panel form")).to_have_count(0)
+    page.close()
+
+
+def test_a_double_click_makes_one_key_and_says_so(browser: Browser, server: str) -> None:
+    page = browser.new_page()
+    sign_in(page, server)
+    page.goto(f"{server}/ui/keys")
+    page.fill('#key-form input[name="name"]', "once")
+    page.dblclick('#key-form button[type="submit"]')
+    expect(page.locator("#new-key")).to_be_visible()
+    page.wait_for_timeout(500)
+    expect(page.locator("#key-message")).to_have_text(
+        "Key once (viewer) created; reload to see it listed."
+    )
     page.close()

@@ -1,6 +1,7 @@
 """Console pages and their own routes through HTTP: the new-task check, keys for admins, runs
 filters, and a 500-node run's page."""
 
+import asyncio
 import html
 import re
 from typing import Any
@@ -12,11 +13,18 @@ from sqlalchemy import event, update
 from sqlalchemy.util import await_
 
 from apps.core.database import SessionFactory, unit_of_work
-from apps.orchestrator.model.models import KeyRole, Run
+from apps.core.settings import Settings
+from apps.orchestrator.model.models import Gate, KeyRole, Run
 from apps.orchestrator.model.states import NodeStatus, RunStatus
 from apps.orchestrator.reading.pagination import DEFAULT_LIMIT
 from tests.console.test_sessions import ORIGIN, csrf_of, make_key, sign_in
-from tests.factories import add_dependency, create_event, create_node, create_run
+from tests.factories import (
+    add_dependency,
+    create_artifact,
+    create_event,
+    create_node,
+    create_run,
+)
 
 
 @pytest.fixture
@@ -240,3 +248,195 @@ async def test_a_browser_meets_errors_as_pages_and_scripts_as_json(
             f"/runs/{'0' * 8}-0000-4000-8000-{'0' * 12}", headers={**HTML, "X-API-Key": "x"}
         )
         assert api.headers["content-type"] == "application/json"
+
+
+async def test_pages_name_a_run_as_its_events_do(
+    admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, title="Named")
+    runs_page = (await admin.get("/ui/runs")).text
+    assert re.findall(r'<tr data-run-id="([^"]+)"', runs_page) == [str(run.id)]
+    run_page = (await admin.get(f"/ui/runs/{run.id}")).text
+    assert f'<section id="run" data-run-id="{run.id}"' in run_page
+
+
+async def test_an_empty_cursor_is_the_first_page(
+    admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    async with unit_of_work(sessions) as session:
+        await create_run(session, title="First")
+    every_filter_blank = "status=&q=&created_after=&created_before=&cursor="
+    for path in ("/ui/runs?cursor=", f"/ui/runs?{every_filter_blank}", "/ui/keys?cursor="):
+        answer = await admin.get(path, headers=HTML)
+        assert answer.status_code == 200, (path, answer.text)
+    assert "First" in (await admin.get("/ui/runs?cursor=")).text
+    too_long = await admin.get("/ui/runs", params={"cursor": "x" * 513}, headers=HTML)
+    assert too_long.status_code == 422
+
+
+async def test_pages_answer_head_as_they_answer_get(admin: httpx.AsyncClient) -> None:
+    for path in ("/ui/runs", "/ui/gates", "/ui/tasks/new", "/ui/settings", "/ui/keys"):
+        answer = await admin.head(path, headers=HTML)
+        assert answer.status_code == 200, (path, answer.status_code)
+        assert answer.headers["content-type"].startswith("text/html")
+    assert (await admin.head("/", headers=HTML)).status_code == 307
+    bad = await admin.head("/ui/runs/not-a-run", headers=HTML)
+    assert bad.status_code == 422 and bad.headers["content-type"].startswith("text/html")
+
+
+async def test_the_console_prefix_alone_opens_the_runs(admin: httpx.AsyncClient) -> None:
+    for path in ("/ui", "/ui/"):
+        answer = await admin.get(path, headers=HTML, follow_redirects=True)
+        assert answer.status_code == 200 and answer.url.path == "/ui/runs", path
+
+
+async def test_a_form_posted_by_a_browser_meets_its_errors_as_pages(app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url=ORIGIN, headers={"Origin": ORIGIN, **HTML}
+    ) as browser:
+        huge = await browser.post("/ui/sign-in", data={"key": "k" * 9_000})
+        assert huge.status_code == 413 and huge.headers["content-type"].startswith("text/html")
+        assert "Too large" in huge.text and "8,192 bytes" in huge.text
+        not_a_form = await browser.post("/ui/runs")
+        assert not_a_form.status_code == 405
+        assert not_a_form.headers["content-type"].startswith("text/html")
+        assert not_a_form.headers["allow"] == "GET, HEAD"
+        # A page left open after its session's cookie expired: signing out just signs in again.
+        expired = await browser.post("/ui/sign-out", data={"csrf_token": "stale"})
+        assert (expired.status_code, expired.headers["location"]) == (303, "/ui/sign-in")
+        await sign_in(browser)
+        forged = await browser.post("/ui/sign-out", data={"csrf_token": "stale"})
+        assert forged.status_code == 403 and "CSRF" in forged.text
+        assert (await browser.get("/ui/runs")).status_code == 200
+
+
+async def test_the_task_check_refuses_what_post_tasks_refuses(admin: httpx.AsyncClient) -> None:
+    headers = {"Content-Type": "application/json"}
+    infinite = b'{"title": "T", "type": "demo", "max_cost": Infinity}'
+    answer = await admin.post("/ui/tasks/check", content=infinite, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"][0]["field"] == "max_cost"
+    huge = await admin.post(
+        "/ui/tasks/check", json={"title": "T", "type": "demo", "max_tokens": 10**30}
+    )
+    assert huge.status_code == 422
+    assert huge.json()["errors"][0]["field"] == "max_tokens"
+    assert "64-bit" in huge.json()["errors"][0]["message"]
+    nul = '- key: a\n  role: writer\n  prompt: "Go.\\0"\n'
+    dag = await admin.post("/ui/tasks/check", json={"title": "T", "type": "dag", "nodes": nul})
+    assert dag.status_code == 422
+    assert dag.json()["errors"] == [
+        {
+            "field": "nodes",
+            "message": "task_spec.nodes.0.prompt: Text may not contain NUL characters",
+        }
+    ]
+    many = "\n".join(f'- {{key: n{i}, role: writer, prompt: "\\0"}}' for i in range(100))
+    listed = await admin.post("/ui/tasks/check", json={"title": "T", "type": "dag", "nodes": many})
+    assert len(listed.json()["errors"]) == 20
+
+
+async def test_invisible_characters_are_shown_escaped_and_titles_isolated(
+    admin: httpx.AsyncClient, sessions: SessionFactory
+) -> None:
+    title = "Quarterly \u202etroper\u200b"
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, title=title)
+        await create_event(session, run, type="run.created", data={"title": title})
+    page = (await admin.get(f"/ui/runs/{run.id}")).text
+    (code,) = re.findall(r"<b>run\.created</b> <code>(.*?)</code>", page)
+    assert html.unescape(code) == '{"title":"Quarterly \\u202etroper\\u200b"}'
+    assert f"<h1><bdi>{title}</bdi>" in page
+    assert f"<bdi>{title}</bdi></a>" in (await admin.get("/ui/runs")).text
+
+
+async def test_the_edit_box_keeps_an_artifact_s_leading_newline(
+    admin: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    content = "\n\n    indented code first\n"
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.WAITING)
+        node = await create_node(session, run, status=NodeStatus.WAITING_APPROVAL)
+        artifact = await create_artifact(
+            session, node, settings.artifacts_dir, content.encode(), media_type="text/plain"
+        )
+        session.add(Gate(run_id=run.id, node_id=node.id, artifact_id=artifact.id))
+    page = (await admin.get("/ui/gates")).text
+    (written,) = re.findall(r'<textarea class="edit-text" rows="14">(.*?)</textarea>', page, re.S)
+    # What a browser's textarea holds: the text less one newline right after the start tag.
+    assert html.unescape(written.removeprefix("\n")) == content
+
+
+async def test_an_artifact_missing_from_the_store_takes_no_page_with_it(
+    admin: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.WAITING)
+        lost = await create_node(session, run, key="lost", status=NodeStatus.WAITING_APPROVAL)
+        kept = await create_node(
+            session, run, key="kept", position=1, status=NodeStatus.WAITING_APPROVAL
+        )
+        gone = await create_artifact(session, lost, settings.artifacts_dir, storage_key="gone.md")
+        here = await create_artifact(session, kept, settings.artifacts_dir, b"# Still here\n")
+        session.add(Gate(run_id=run.id, node_id=lost.id, artifact_id=gone.id))
+        session.add(Gate(run_id=run.id, node_id=kept.id, artifact_id=here.id))
+    inbox = await admin.get("/ui/gates", headers=HTML)
+    assert inbox.status_code == 200, inbox.text
+    assert inbox.text.count('<li class="gate"') == 2
+    assert "missing from the artifact store" in inbox.text and "Still here" in inbox.text
+    panel = await admin.get(f"/ui/runs/{run.id}?node={lost.id}", headers=HTML)
+    assert panel.status_code == 200 and "missing from the artifact store" in panel.text
+    assert "Too large" not in panel.text
+
+
+async def test_a_nul_in_an_address_or_a_key_name_is_a_422(admin: httpx.AsyncClient) -> None:
+    """PostgreSQL refuses a NUL in any text: looking one up must not be a 500."""
+    for path in ("/ui/runs?q=%00", "/ui/runs?q=a%00b", "/ui/keys?cursor=%00"):
+        answer = await admin.get(path, headers=HTML)
+        assert answer.status_code == 422, (path, answer.status_code)
+        assert "NUL" in answer.text and answer.headers["content-type"].startswith("text/html")
+    for path in ("/ui/keys", "/ui/keys/revoke"):
+        named = await admin.post(path, json={"name": "a\x00b", "role": "viewer"})
+        assert named.status_code == 422 and "NUL" in named.json()["detail"], path
+
+
+async def test_a_json_artifact_nested_too_deep_is_shown_as_text(
+    admin: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    content = b"[" * 100_000 + b"]" * 100_000
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.WAITING)
+        node = await create_node(session, run, status=NodeStatus.WAITING_APPROVAL)
+        artifact = await create_artifact(
+            session, node, settings.artifacts_dir, content, media_type="application/json"
+        )
+        session.add(Gate(run_id=run.id, node_id=node.id, artifact_id=artifact.id))
+    for path in ("/ui/gates", f"/ui/runs/{run.id}?node={node.id}"):
+        page = await admin.get(path, headers=HTML)
+        assert page.status_code == 200, (path, page.status_code)
+        assert '<pre class="text">[[[[' in page.text
+
+
+async def test_rendering_a_big_artifact_leaves_the_event_loop_free(
+    admin: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    """Markdown-it takes seconds over half a megabyte of `![`: not on the loop that serves every
+    other request, streams and the worker included."""
+    content = b"![" * 200_000
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.WAITING)
+        node = await create_node(session, run, status=NodeStatus.WAITING_APPROVAL)
+        artifact = await create_artifact(session, node, settings.artifacts_dir, content)
+        session.add(Gate(run_id=run.id, node_id=node.id, artifact_id=artifact.id))
+    loop = asyncio.get_running_loop()
+    page = asyncio.ensure_future(admin.get("/ui/gates"))
+    longest, before = 0.0, loop.time()
+    while not page.done():
+        await asyncio.sleep(0.01)
+        longest, before = max(longest, loop.time() - before), loop.time()
+    assert (await page).status_code == 200
+    # Some 11 s on the loop; in a thread, the loop waits only while one of markdown-it's regular
+    # expressions holds the GIL (half a second here).
+    assert longest < 3, f"the event loop was held for {longest:.1f} s"

@@ -68,6 +68,8 @@ async def test_the_root_and_a_page_without_a_session_redirect_under_the_prefix(
 ) -> None:
     home = await browser.get("/")
     assert (home.status_code, home.headers["location"]) == (307, f"{prefix}/ui/runs")
+    bare = await browser.get("/ui", follow_redirects=True)
+    assert bare.url.path == f"{prefix}/ui/sign-in"
     page = await browser.get("/ui/runs", params={"q": "x"})
     assert page.status_code == 303
     # `next` is the page within the app: signing in puts the prefix before it.

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy import update
 
 from apps.api.revocations import REVOCATION_CHECK_SECONDS
@@ -219,3 +220,30 @@ async def test_a_console_stream_ends_within_seconds_of_its_keys_revocation(
     await asyncio.wait_for(stream, REVOCATION_CHECK_SECONDS + 3)
     assert asyncio.get_running_loop().time() - revoked_at <= REVOCATION_CHECK_SECONDS + 1
     assert feed.subscriber_count == 0
+
+
+async def test_the_settings_keys_sign_in_until_they_change(
+    app: FastAPI, browser: httpx.AsyncClient
+) -> None:
+    """API_KEY and the Operator Console's admin token (ADMIN_TOKEN) are admin keys of the API,
+    and so of the console; a session of either ends when either setting changes."""
+    settings = app.state.settings
+    app.state.settings = settings.model_copy(update={"admin_token": SecretStr("op-token")})
+    try:
+        signed_in = await sign_in(browser, "op-token")
+        assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/ui/gates")
+        page = await browser.get("/ui/keys")
+        assert page.status_code == 200 and "admin-token" in page.text
+        await sign_in(browser)  # API_KEY's session, in the same cookie
+        assert (await browser.get("/ui/runs")).status_code == 200
+        app.state.settings = settings.model_copy(update={"admin_token": SecretStr("rotated")})
+        assert (await browser.get("/ui/runs")).status_code == 303
+        assert (await sign_in(browser, "op-token")).status_code == 401
+    finally:
+        app.state.settings = settings
+    await sign_in(browser)
+    app.state.settings = settings.model_copy(update={"api_key": SecretStr("rotated")})
+    try:
+        assert (await browser.get("/ui/runs")).status_code == 303
+    finally:
+        app.state.settings = settings

@@ -22,18 +22,36 @@ function conflictText(detail) {
   }).replace(/^the gate of node \S+ is /, "");
 }
 
+// The one 409 that ends a gate here. Others leave it open to another decision: an artifact
+// whose file is lost cannot be approved, and the answer says to reject with retry instead.
+const ALREADY_DECIDED = /^the gate of node \S+ is already /;
+
+function setButtons(gate, disabled) {
+  gate.querySelectorAll(".decide button, .editor button").forEach((b) => (b.disabled = disabled));
+}
+
 function settle(gate, text, outcome) {
   gate.querySelector(".outcome").textContent = text;
   gate.dataset.outcome = outcome;
-  gate.querySelectorAll(".decide button, .editor button").forEach((b) => (b.disabled = true));
+  setButtons(gate, true);
 }
 
+// One decision per gate: a double click or a second key press while the first is on its way
+// would be answered 409 and turn "Approved." into "Already decided".
 async function decide(gate, verb, body) {
+  if (gate.dataset.outcome || gate.dataset.busy) return;
+  gate.dataset.busy = "true";
+  setButtons(gate, true);
   const payload = { node_id: gate.dataset.nodeId, notes: gate.querySelector(".notes").value || null, ...body };
   const result = await postJson(`/runs/${gate.dataset.runId}/${verb}`, payload);
+  delete gate.dataset.busy;
   if (result.ok) settle(gate, verb === "approve" ? "Approved." : `Rejected (${payload.action}).`, "done");
-  else if (result.status === 409) settle(gate, `Already decided: ${conflictText(problem(result))}`, "conflict");
-  else gate.querySelector(".outcome").textContent = problem(result);
+  else if (result.status === 409 && ALREADY_DECIDED.test(problem(result)))
+    settle(gate, `Already decided: ${conflictText(problem(result))}`, "conflict");
+  else {
+    gate.querySelector(".outcome").textContent = problem(result);
+    setButtons(gate, false);
+  }
 }
 
 function original(gate) {

@@ -16,7 +16,13 @@ export async function send(method, path, body, contentType = "application/json")
     payload = typeof body === "string" ? body : JSON.stringify(body);
   }
   if (method !== "GET") headers["X-CSRF-Token"] = csrf();
-  const response = await fetch(url(path), { method, headers, body: payload, credentials: "same-origin" });
+  let response;
+  try {
+    response = await fetch(url(path), { method, headers, body: payload, credentials: "same-origin" });
+  } catch {
+    // The server is down or restarting: an answer the page can show, not a stuck button.
+    return { ok: false, status: 0, data: { detail: "the server could not be reached: try again" } };
+  }
   let data = null;
   try {
     data = await response.json();

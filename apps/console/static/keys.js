@@ -6,9 +6,16 @@ const message = document.getElementById("key-message");
 const shown = document.getElementById("new-key");
 const value = document.getElementById("new-key-value");
 
+const create = form.querySelector('button[type="submit"]');
+
+// One key per submission: a double click would be answered 409 ("already exists") over the
+// message that the key was made, while its secret is shown.
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
+  if (create.disabled) return;
+  create.disabled = true;
   const result = await postJson("/ui/keys", { name: form.elements.name.value, role: form.elements.role.value });
+  create.disabled = false;
   if (!result.ok) {
     message.textContent = problem(result);
     return;

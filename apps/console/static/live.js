@@ -4,6 +4,24 @@
 // that every event type arrives and a 401 (session ended) stops it for good.
 import { url } from "./http.js";
 
+// What a page says of its live updates, by the stream's state; "ended" is for good (the session
+// ended, or the role may no longer read), so the page no longer looks live when it is not.
+const SAID = {
+  live: () => "live",
+  reconnecting: () => "reconnecting…",
+  ended: (status) =>
+    status === 401 ? "not live: the session ended, sign in again" : `not live (the server answered ${status})`,
+  done: () => "",
+};
+
+export function showStateIn(element) {
+  return (state, detail) => {
+    if (!element) return;
+    element.dataset.state = state;
+    element.textContent = SAID[state](detail);
+  };
+}
+
 function parseBlock(block) {
   const event = { id: null, type: "message", data: "" };
   for (const line of block.split("\n")) {
@@ -26,7 +44,9 @@ export function follow(path, after, onEvent, { onState = () => {}, isFinal = () 
 
   function handle(block) {
     const parsed = parseBlock(block);
-    if (!parsed || !parsed.data) return;
+    // Only the run's events have an id. `reconnect`, which ends the stream of a reader that fell
+    // behind, is not one of them: the loop below reconnects after the last id anyway.
+    if (!parsed || !parsed.data || parsed.id === null) return;
     const id = Number(parsed.id);
     if (id && id <= last) return; // already handed on before a reconnect
     if (id) last = id;

@@ -2,7 +2,7 @@
 // and resume show only while the run's status allows them, and ask for confirmation first.
 import { setNodeStatus } from "./dag.js";
 import { getJson, postJson, problem } from "./http.js";
-import { follow } from "./live.js";
+import { follow, showStateIn } from "./live.js";
 import { refreshPanel } from "./panel.js";
 import { FINAL_RUN_EVENTS, NODE_STATUS, RUN_STATUS, statusBadge } from "./status.js";
 import { appendEvent } from "./timeline.js";
@@ -11,6 +11,7 @@ import { timeElement } from "./time.js";
 const run = document.getElementById("run");
 const runId = run.dataset.runId;
 let figuresQueued = false;
+const showState = showStateIn(document.getElementById("live-state"));
 
 function setText(id, text) {
   const element = document.getElementById(id);
@@ -85,8 +86,9 @@ showActions(run.dataset.status);
 if (!["succeeded", "failed", "cancelled"].includes(run.dataset.status)) {
   follow(`/runs/${runId}/events/stream`, run.dataset.after, onEvent, {
     isFinal: (event) => FINAL_RUN_EVENTS.has(event.type),
-    onState: (state) => {
+    onState: (state, detail) => {
       run.dataset.stream = state;
+      showState(state, detail);
     },
   });
 }

@@ -1,6 +1,6 @@
 // The runs page, live: a new run appears at the top, a run's row changes with its events.
 import { getJson, url } from "./http.js";
-import { follow } from "./live.js";
+import { follow, showStateIn } from "./live.js";
 import { statusBadge } from "./status.js";
 import { timeElement } from "./time.js";
 
@@ -23,7 +23,10 @@ function cells(run) {
     .reduce((sum, [, n]) => sum + n, 0);
   const link = document.createElement("a");
   link.href = url(`/ui/runs/${run.id}`);
-  link.textContent = run.title;
+  // Isolated, as the server writes it: a bidi control in a title stays inside it.
+  const title = document.createElement("bdi");
+  title.textContent = run.title;
+  link.append(title);
   return [
     statusBadge(run.status),
     link,
@@ -52,9 +55,16 @@ function fill(row, run) {
 }
 
 function matchesFilters(run) {
-  const status = table.dataset.status;
+  const { status, createdAfter, createdBefore } = table.dataset;
   const q = table.dataset.q.toLowerCase();
-  return (!status || run.status === status) && (!q || run.title.toLowerCase().includes(q));
+  // The filter's dates are UTC days, as the API's timestamps are (no X-Timezone is sent).
+  const day = run.created_at.slice(0, 10);
+  return (
+    (!status || run.status === status) &&
+    (!q || run.title.toLowerCase().includes(q)) &&
+    (!createdAfter || day >= createdAfter) &&
+    (!createdBefore || day <= createdBefore)
+  );
 }
 
 async function refresh(runId) {
@@ -87,8 +97,11 @@ function scheduleRefresh(runId) {
 }
 
 if (table.dataset.live === "on") {
-  follow("/events/stream", table.dataset.after, (event) => {
+  const onEvent = (event) => {
     const known = body.querySelector(`tr[data-run-id="${event.run_id}"]`);
     if (known || event.type === "run.created") scheduleRefresh(event.run_id);
+  };
+  follow("/events/stream", table.dataset.after, onEvent, {
+    onState: showStateIn(document.getElementById("live-state")),
   });
 }

@@ -4,6 +4,7 @@ import { postJson, problem, url } from "./http.js";
 
 const form = document.getElementById("task-form");
 const message = document.getElementById("task-message");
+const submitButton = form.querySelector('button[type="submit"]');
 
 function showFields() {
   const type = form.elements.type.value;
@@ -31,22 +32,36 @@ function formValues() {
   return values;
 }
 
-form.addEventListener("submit", async (event) => {
-  event.preventDefault();
+// Whether the task was submitted (the page is going to its run).
+async function checkThenSubmit() {
   message.textContent = "Checking…";
   const checked = await postJson("/ui/tasks/check", formValues());
   if (!checked.ok) {
     showErrors(checked.data?.errors ?? [{ field: "title", message: problem(checked) }]);
     message.textContent = "Not submitted: fix the fields marked.";
-    return;
+    return false;
   }
   showErrors([]);
   const submitted = await postJson("/tasks", checked.data.task);
   if (submitted.ok) {
     location.assign(url(`/ui/runs/${submitted.data.id}`));
-    return;
+    return true;
   }
   message.textContent = problem(submitted);
+  return false;
+}
+
+// One submission at a time: a double click, or Enter pressed twice, must not start two runs.
+let busy = false;
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (busy) return;
+  busy = true;
+  submitButton.disabled = true;
+  if (!(await checkThenSubmit())) {
+    busy = false;
+    submitButton.disabled = false;
+  }
 });
 
 form.elements.type.addEventListener("change", showFields);
