@@ -8,7 +8,6 @@ is a 422 naming where it is: the request changes nothing, and no stored row can 
 """
 
 import itertools
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,72 +16,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from apps.api.errors import MAX_REPORTED_ERRORS
-
-INT64 = range(-(2**63), 2**63)
-_NUL_MESSAGE = "Text may not contain NUL characters (\\u0000)"
-Location = tuple[str | int, ...]
-
-
-def _problem(location: Location, kind: str, message: str, value: Any) -> dict[str, Any]:
-    return {"type": kind, "loc": location, "msg": message, "input": value}
-
-
-def _nul(location: Location, text: str) -> dict[str, Any]:
-    return _problem(location, "string_nul", _NUL_MESSAGE, text)
-
-
-def _scalar_problem(item: Any) -> tuple[str, str, str] | None:
-    """The kind, message and shown input of what is wrong with a scalar, or None."""
-    if isinstance(item, str):
-        return ("string_nul", _NUL_MESSAGE, item) if "\x00" in item else None
-    if isinstance(item, bool):
-        return None
-    if isinstance(item, float) and not math.isfinite(item):
-        return "finite_number", "Input should be a finite number", str(item)
-    if isinstance(item, int) and item not in INT64:
-        return "int64", "Input should fit in a 64-bit integer", str(item)
-    return None
-
-
-def _children(container: dict[str, Any] | list[Any]) -> Iterator[tuple[str | int, Any]]:
-    return iter(container.items()) if isinstance(container, dict) else enumerate(container)
-
-
-def _nul_keys(where: Location, container: dict[str, Any] | list[Any]) -> Iterator[dict[str, Any]]:
-    if isinstance(container, dict):
-        yield from (_nul(where, key) for key in container if "\x00" in key)
-
-
-def unstorable_values(value: Any, location: Location) -> Iterator[dict[str, Any]]:
-    """Every non-finite number, integer past 64 bits and text with a NUL in `value` (a parsed
-    JSON document), in document order, as validation errors located under `location`."""
-    if not isinstance(value, dict | list):
-        if (found := _scalar_problem(value)) is not None:
-            yield _problem(location, *found)
-        return
-    yield from _nul_keys(location, value)
-    # Iterative, one iterator per open container: a deeply nested document must not exhaust
-    # the stack, nor a list of millions of numbers cost a location for each of them.
-    open_containers = [(location, _children(value))]
-    while open_containers:
-        where, children = open_containers[-1]
-        for key, child in children:
-            if isinstance(child, dict | list):
-                inner = (*where, key)
-                yield from _nul_keys(inner, child)
-                open_containers.append((inner, _children(child)))
-                break
-            if (found := _scalar_problem(child)) is not None:
-                yield _problem((*where, key), *found)
-        else:
-            open_containers.pop()
+from apps.core.storable import nul_problem, unstorable_values
 
 
 def _text_problems(source: str, items: Iterator[tuple[str, Any]]) -> Iterator[dict[str, Any]]:
     for name, value in items:
         text = str(value)
         if "\x00" in name or "\x00" in text:
-            yield _nul((source, name), text)
+            yield nul_problem((source, name), text)
 
 
 async def _json_body(request: Request) -> Any:

@@ -8,8 +8,7 @@ submitted until it is valid. Keys are made and revoked by the domain's functions
 
 import itertools
 import json
-import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import Request
@@ -20,6 +19,7 @@ from apps.console.sessions import check_not_forged
 from apps.console.web import PAGE_METHODS, Admin, Cursor, Operator, console_router, page
 from apps.core.database import unit_of_work
 from apps.core.errors import BadRequest, PayloadTooLarge, Unprocessable
+from apps.core.storable import unstorable_values
 from apps.core.validation import error_location, error_message
 from apps.orchestrator.control import api_keys, configuration
 from apps.orchestrator.model.models import KeyRole
@@ -70,31 +70,6 @@ def _spec_of(form: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-_INT64 = range(-(2**63), 2**63)
-
-
-def _unstorable(value: Any, location: str) -> Iterator[tuple[str, str]]:
-    """Where and what in a task `POST /tasks` refuses before validating it, as the API's
-    `storable_input` does (which the console, below the API, may not import): numbers past what
-    a column holds (`Infinity`, `1e400`, an integer past 64 bits) and text with a NUL."""
-    if isinstance(value, dict | list):
-        children = value.items() if isinstance(value, dict) else enumerate(value)
-        for key, child in children:
-            yield from _unstorable(child, f"{location}.{key}" if location else str(key))
-    elif (problem := _scalar_problem(value)) is not None:
-        yield location, problem
-
-
-def _scalar_problem(value: Any) -> str | None:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "Input should be a finite number"
-    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
-        return "Input should fit in a 64-bit integer"
-    if isinstance(value, str) and "\x00" in value:
-        return "Text may not contain NUL characters"
-    return None
-
-
 class _FieldProblem(Exception):
     """A form field the task request cannot even be built from (a DAG that is not YAML)."""
 
@@ -126,24 +101,22 @@ async def check_task(request: Request, owner: Operator) -> Response:
     form = await _json_body(request, MAX_JSON_BYTES)
     try:
         task = {"title": form.get("title", ""), "task_spec": _spec_of(form)}
-        if unstorable := list(itertools.islice(_unstorable(task, ""), MAX_PROBLEMS)):
-            return _invalid(
-                {"field": _form_field(where, str(form.get("type"))), "message": f"{where}: {what}"}
-                for where, what in unstorable
-            )
+        # What `POST /tasks` refuses before validating the task.
+        if unstorable := list(itertools.islice(unstorable_values(task, ()), MAX_PROBLEMS)):
+            return _invalid(_problem(item, str(form.get("type"))) for item in unstorable)
         TaskRequest.model_validate(task)
     except _FieldProblem as error:
         problem = {"field": error.field, "message": error.message}
         return JSONResponse({"detail": error.message, "errors": [problem]}, 422)
     except ValidationError as error:
-        return _invalid(
-            {
-                "field": _form_field(error_location(item["loc"]), str(form.get("type"))),
-                "message": f"{error_location(item['loc'])}: {error_message(item)}",
-            }
-            for item in error.errors()
-        )
+        return _invalid(_problem(item, str(form.get("type"))) for item in error.errors())
     return JSONResponse({"task": task})
+
+
+def _problem(item: Mapping[str, Any], kind: str) -> dict[str, str]:
+    """A validation error as the form shows it: the field it is about, and what is wrong."""
+    where = error_location(item["loc"])
+    return {"field": _form_field(where, kind), "message": f"{where}: {error_message(item)}"}
 
 
 def _invalid(problems: Iterable[dict[str, str]]) -> Response:
