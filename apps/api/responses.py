@@ -20,7 +20,8 @@ _WHY: dict[int, str] = {
     404: "Nothing by that id or name.",
     409: "The request does not fit the current state; `detail` says what it is.",
     413: "The body is over the route's limit.",
-    415: "A body that is not sent as JSON (`Content-Type: application/json`).",
+    415: "A body that is not sent as JSON (`Content-Type: application/json`), or is sent "
+    "compressed (any `Content-Encoding` but `identity`).",
     422: "The request is well-formed but invalid; `errors` lists every problem.",
     503: "The database or the artifact store did not answer; nothing was changed. Try again "
     "after `Retry-After` seconds.",

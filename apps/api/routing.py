@@ -8,9 +8,9 @@ the principal on the request), runs the route's role checks (a viewer's task is 
 16 MB are read), and lets the body be read only up to the route's
 `max_body_size`: a declared length over it is a 413 before a byte is read, and a body without a
 declared length is cut off with a 413 once it passes it. A body a route reads as JSON must say
-so (`Content-Type: application/json` or `+json`): FastAPI would skip any other and hand the
-route no body, which for a route whose body is optional (an approval) drops the notes and patch
-the caller sent, so it is a 415 instead. Routes declare their limit with
+so (`Content-Type: application/json` or `+json`), uncompressed: FastAPI would skip any other and
+hand the route no body, which for a route whose body is optional (an approval) drops the notes
+and patch the caller sent, so it is a 415 instead. Routes declare their limit with
 FastAPI's own `max_body_size`, which this class takes over: Starlette's limiter, which FastAPI
 would install, answers a declared length over the limit in plain text instead of the JSON
 every other error is. The limit, the 401, the 403 of a route that needs a role, and the other
@@ -98,13 +98,25 @@ class ProtectedRoute(APIRoute):
             declared = request.headers.get("content-length", "")
             if _DIGITS.fullmatch(declared) and int(declared) > limit:
                 raise PayloadTooLarge(_too_large(limit))
-            if reads_json and _has_body(request) and not _is_json(request):
-                raise UnsupportedMediaType(
-                    "the body must be JSON, sent with Content-Type: application/json"
-                )
+            if reads_json and _has_body(request):
+                _check_json_body(request)
             return await handle(Request(request.scope, _limited(request.receive, limit)))
 
         return checked_first
+
+
+def _check_json_body(request: Request) -> None:
+    if not _is_json(request):
+        raise UnsupportedMediaType(
+            "the body must be JSON, sent with Content-Type: application/json"
+        )
+    # Nothing here decodes a compressed body: read as it came, a gzip body was a 400 that
+    # blamed its JSON (RFC 9110, 15.5.16: an unsupported coding is a 415).
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"the body must be sent uncompressed: Content-Encoding {coding!r} is not accepted"
+        )
 
 
 def _has_body(request: Request) -> bool:

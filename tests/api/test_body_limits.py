@@ -2,6 +2,7 @@
 stated in the OpenAPI document. Memory under a real uvicorn is in test_body_limits_served.py."""
 
 import asyncio
+import gzip
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -122,6 +123,37 @@ async def test_a_task_just_under_its_limit_is_read_and_judged(client: httpx.Asyn
     )
 
     assert response.status_code == 202, response.text[:200]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+@pytest.mark.parametrize("compressed", [True, False], ids=["compressed", "labelled only"])
+async def test_a_compressed_body_is_a_415_that_says_so_and_writes_nothing(
+    client: httpx.AsyncClient, encoding: str, compressed: bool
+) -> None:
+    body = json.dumps({"title": "Zipped", "task_spec": {"type": "demo"}}).encode()
+
+    response = await client.post(
+        "/tasks",
+        content=gzip.compress(body) if compressed else body,
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+
+    assert response.status_code == 415, response.text
+    assert response.json() == {
+        "detail": f"the body must be sent uncompressed: Content-Encoding {encoding!r} is not "
+        "accepted"
+    }
+    assert (await client.get("/runs")).json()["items"] == []
+
+
+async def test_a_body_sent_with_the_identity_coding_is_read(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/tasks",
+        json={"title": "Plain", "task_spec": {"type": "demo"}},
+        headers={"Content-Encoding": "identity"},
+    )
+
+    assert response.status_code == 202, response.text
 
 
 async def test_the_openapi_document_states_every_limit_and_the_401(

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from apps.api.auth import AdminCaller
 from apps.api.dependencies import Cursor, DbSession, Limit, ReadConnection
@@ -57,8 +57,22 @@ async def get_key(_caller: AdminCaller, connection: ReadConnection, name: KeyNam
 
 @router.post(
     "/{name}/revoke",
-    responses=errors(404, 409, described={409: "The key is already revoked; `detail` says when."}),
+    responses=errors(
+        404,
+        409,
+        described={
+            409: "The key is already revoked (`detail` says when), or it is the last admin key "
+            "and the settings hold none (API_KEY, ADMIN_TOKEN)."
+        },
+    ),
 )
-async def revoke_key(_caller: AdminCaller, session: DbSession, name: KeyName) -> ApiKey:
-    """Revoke a key: its next request is refused, and its open streams end within seconds."""
-    return ApiKey.model_validate(await api_keys.revoke_key(session, name))
+async def revoke_key(
+    _caller: AdminCaller, session: DbSession, request: Request, name: KeyName
+) -> ApiKey:
+    """Revoke a key: its next request is refused, and its open streams end within seconds. The
+    last admin key is kept while the settings hold no admin key: no one could manage keys over
+    HTTP any more."""
+    settings = request.app.state.settings
+    settings_admin = settings.api_key is not None or settings.admin_token is not None
+    row = await api_keys.revoke_key(session, name, keep_an_admin=not settings_admin)
+    return ApiKey.model_validate(row)

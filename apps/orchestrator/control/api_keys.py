@@ -103,8 +103,13 @@ async def list_keys(session: AsyncSession) -> list[ApiKey]:
     return list(rows)
 
 
-async def revoke_key(session: AsyncSession, name: str) -> ApiKey:
-    """Revoke the key named `name`: from its next request on, it is refused."""
+async def revoke_key(session: AsyncSession, name: str, *, keep_an_admin: bool = False) -> ApiKey:
+    """Revoke the key named `name`: from its next request on, it is refused.
+
+    With `keep_an_admin` (for callers who need an admin key to undo it), the last unrevoked
+    admin key is not revoked: a Conflict instead.
+    """
+    admins = await _lock_active_admins(session) if keep_an_admin else None
     row = await session.scalar(select(ApiKey).where(ApiKey.name == name).with_for_update())
     if row is None:
         raise NotFound(f"no API key named {name!r}")
@@ -112,9 +117,30 @@ async def revoke_key(session: AsyncSession, name: str) -> ApiKey:
         raise Conflict(
             f"the API key {name!r} was already revoked at {row.revoked_at:%Y-%m-%dT%H:%M:%SZ}"
         )
+    if admins is not None and admins == [row.id]:
+        raise Conflict(
+            f"the API key {name!r} is the last admin key: create another admin key first, "
+            "or set API_KEY"
+        )
     row.revoked_at = utcnow()
     await session.flush()
     return row
+
+
+async def _lock_active_admins(session: AsyncSession) -> list[uuid.UUID]:
+    """The unrevoked admin keys' ids, locked in id order until the transaction ends.
+
+    Two admins revoking each other at once then take turns, and the second sees the first's
+    revocation: without it, each saw the other's key still active and both were revoked. Locked
+    before the key to revoke, so that no two revocations lock the same rows in two orders.
+    """
+    ids = await session.scalars(
+        select(ApiKey.id)
+        .where(ApiKey.role == KeyRole.ADMIN, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.id)
+        .with_for_update()
+    )
+    return list(ids)
 
 
 # Built once with its parameter bound at execution: building the statement per request cost as
