@@ -277,6 +277,10 @@ async def test_content_is_the_exact_bytes_with_the_media_type_of_the_row(
     assert response.headers["content-length"] == str(len(content))
     assert response.headers["content-disposition"].startswith("inline")
     assert "chart.png" in response.headers["content-disposition"]
+    # What a model wrote runs no script in the API's origin (tests/console: in Chromium).
+    assert response.headers["x-content-type-options"] == "nosniff"
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "sandbox" in policy
 
 
 async def test_text_content_keeps_its_markdown_media_type(

@@ -155,6 +155,8 @@ async def test_big_content_is_streamed_in_chunks_with_its_length_and_media_type(
     assert headers["content-type"] == "application/json"
     assert headers["content-length"] == str(len(content))
     assert headers["content-disposition"] == "inline; filename*=utf-8''donn%C3%A9es.json"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in headers["content-security-policy"]
     chunks = [message["body"] for message in body]
     assert len(chunks) >= 4
     assert max(len(chunk) for chunk in chunks) <= CHUNK_BYTES

@@ -2,7 +2,9 @@
 connection that loses no event."""
 
 import re
+import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 from playwright.sync_api import Browser, Route, expect
@@ -109,6 +111,42 @@ def test_an_artifact_with_script_in_it_runs_nothing(browser: Browser, server: st
     assert page.locator("#panel script, #panel img[onerror], #panel [onerror]").count() == 0
     assert dialogs == []
     assert re.search(r"/ui/runs/", page.url)
+    page.close()
+
+
+def test_an_html_artifact_opened_as_a_file_runs_nothing(
+    browser: Browser, server: str, tmp_path: Path
+) -> None:
+    """The console links to an artifact's file (`/artifacts/{id}/content`), served from its own
+    origin to a signed-in operator. Should a provider ever write HTML, its script must neither
+    run nor reach the API with the operator's cookie."""
+    run_id = submit(server, "HTML output", {"type": "demo"})
+    with api(server) as client:
+        wait_for(lambda: client.get(f"/runs/{run_id}").json()["status"] == "succeeded")
+        artifact = client.get(f"/runs/{run_id}/artifacts").json()["items"][-1]
+    hostile = b"<html><body><script>window.pwned = 1; fetch('/keys')</script>hi</body></html>"
+    with sqlite3.connect(tmp_path / "console.db") as database:
+        (key,) = database.execute(
+            "SELECT storage_key FROM artifacts WHERE id = ?", (uuid.UUID(artifact["id"]).hex,)
+        ).fetchone()
+        (tmp_path / "artifacts" / key).write_bytes(hostile)
+        database.execute(
+            "UPDATE artifacts SET media_type = 'text/html', size = ? WHERE id = ?",
+            (len(hostile), uuid.UUID(artifact["id"]).hex),
+        )
+    page = browser.new_page()
+    sign_in(page, server)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+
+    opened = page.goto(f"{server}/artifacts/{artifact['id']}/content")
+
+    assert opened is not None and opened.status == 200
+    assert opened.headers["content-type"].startswith("text/html")
+    expect(page.locator("body")).to_have_text("hi")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.pwned") is None
+    assert [url for url in requests if url.endswith("/keys")] == []
     page.close()
 
 

@@ -29,6 +29,13 @@ _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     ),
 }
 _NOT_FOUND = errors(404)
+# An artifact is what a model wrote, served from the console's origin to an operator signed in
+# to it: never sniffed into HTML, and, should one be HTML or SVG, shown without its scripts and
+# in an origin of its own.
+_UNTRUSTED_FILE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+}
 
 
 @router.get("/artifacts", responses=errors(404, described={404: "No run by that `run_id`."}))
@@ -71,7 +78,8 @@ async def get_artifact(connection: ReadConnection, artifact_id: uuid.UUID) -> Ar
 async def get_artifact_content(
     connection: ReadConnection, store: ArtifactStore, artifact_id: uuid.UUID
 ) -> Response:
-    """The artifact's file, with its media type, streamed from the artifact store."""
+    """The artifact's file, with its media type, streamed from the artifact store; with a
+    Content-Security-Policy that runs none of its scripts."""
     content = await artifacts.get_artifact_content(connection, store, artifact_id)
     stored = content.stored
     if isinstance(stored, StoredFile):
@@ -80,8 +88,13 @@ async def get_artifact_content(
             media_type=content.media_type,
             filename=content.name,
             content_disposition_type="inline",
+            headers=_UNTRUSTED_FILE_HEADERS,
         )
-    headers = {"content-length": str(stored.size), "content-disposition": _inline(content.name)}
+    headers = {
+        "content-length": str(stored.size),
+        "content-disposition": _inline(content.name),
+        **_UNTRUSTED_FILE_HEADERS,
+    }
     if stored.etag:
         headers["etag"] = stored.etag
     return StreamingResponse(stored.chunks, media_type=content.media_type, headers=headers)
