@@ -123,3 +123,14 @@ def test_deleting_an_attempts_last_file_removes_its_directory_and_a_new_write_ma
     store.write("run/node/1/draft.md", b"again")
 
     assert store.read("run/node/1/draft.md") == b"again"
+
+
+def test_content_exists_once_written_and_only_inside_the_store(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    store.write("run/node/1/draft.md", b"")
+    (tmp_path / "outside.md").write_bytes(b"not the store's")
+
+    assert store.exists("run/node/1/draft.md")
+    assert not store.exists("run/node/1/never-written.md")
+    assert not store.exists("run/node")
+    assert not store.exists("../outside.md")

@@ -71,6 +71,16 @@ def test_missing_content_is_not_found(s3_endpoint: str, s3_bucket: str) -> None:
         store.read("run/node/never-written.md")
     with pytest.raises(NotFound):
         store.open("run/node/never-written.md")
+    assert not store.exists("run/node/never-written.md")
+
+
+def test_content_exists_once_written_even_empty(s3_endpoint: str, s3_bucket: str) -> None:
+    store = _store(s3_endpoint, s3_bucket)
+    store.write("run/node/draft.md", b"# Draft\n")
+    store.write("run/node/empty.md", b"")
+
+    assert store.exists("run/node/draft.md")
+    assert store.exists("run/node/empty.md")
 
 
 def test_content_is_opened_as_a_stream_of_chunks(s3_endpoint: str, s3_bucket: str) -> None:
@@ -102,6 +112,7 @@ def test_a_key_that_is_not_plain_names_is_refused(
         store.open(key)
     with pytest.raises(ValueError):
         store.write(key, b"written")
+    assert not store.exists(key)
     assert bucket_keys(s3_endpoint, s3_bucket) == {"crew/test/outside.md"}
 
 
@@ -112,6 +123,8 @@ def test_a_missing_bucket_is_the_store_failing_not_missing_content(s3_endpoint: 
         store.write("run/node/draft.md", b"draft")
     with pytest.raises(ServiceUnavailable, match="NoSuchBucket"):
         store.read("run/node/draft.md")
+    with pytest.raises(ServiceUnavailable, match="NoSuchBucket"):
+        store.exists("run/node/draft.md")
 
 
 def test_an_unreachable_endpoint_is_the_store_failing() -> None:

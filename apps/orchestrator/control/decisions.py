@@ -93,6 +93,12 @@ async def decide_gate(
         raise
 
 
+_GATED_CONTENT_MISSING = (
+    "the gated artifact's content is missing from the artifact store; "
+    "reject the gate with retry to run its node again"
+)
+
+
 class GateToDecide(NamedTuple):
     """The gate a decision is about (as `get_gate` shows it) and its artifact, if any."""
 
@@ -121,7 +127,12 @@ async def _prepare_approval(
     """Read what the approval plans from and write its edit, in threads; see `Approval`."""
     gate, artifact = found
     outline_gate = gate.node_key == OUTLINE_KEY and gate.when == "after"
-    if artifact is None or (decision.patch is None and not outline_gate):
+    if artifact is None:
+        return Approval(gate.id)
+    if decision.patch is None and not outline_gate:
+        # Approved as it is, the output is read by the nodes after it: they could only fail.
+        if not await asyncio.to_thread(store.exists, artifact.storage_key):
+            raise Conflict(_GATED_CONTENT_MISSING)
         return Approval(gate.id)
     content = await asyncio.to_thread(_read_gated, store, artifact.storage_key)
     edit = None
@@ -138,10 +149,7 @@ def _read_gated(store: ArtifactStore, storage_key: str) -> bytes:
     try:
         return store.read(storage_key)
     except NotFound:
-        raise Conflict(
-            "the gated artifact's content is missing from the artifact store; "
-            "reject the gate with retry to run its node again"
-        ) from None
+        raise Conflict(_GATED_CONTENT_MISSING) from None
 
 
 def _read_outline(content: bytes) -> Outline:

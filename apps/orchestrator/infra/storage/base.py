@@ -58,6 +58,10 @@ class ArtifactStore(Protocol):
         """The content under `storage_key`; `NotFound` when there is none."""
         ...
 
+    def exists(self, storage_key: str) -> bool:
+        """Whether `storage_key` holds content, without reading it."""
+        ...
+
     def write(self, storage_key: str, content: bytes) -> None:
         """Store `content` under `storage_key`, replacing what was there."""
         ...

@@ -57,6 +57,13 @@ class LocalArtifactStore:
             raise NotFound("artifact content is not in the artifact store")
         return candidate
 
+    def exists(self, storage_key: str) -> bool:
+        try:
+            self.path_for(storage_key)
+        except NotFound:
+            return False
+        return True
+
     def read(self, storage_key: str) -> bytes:
         path = self._inside(storage_key)
         try:

@@ -73,6 +73,22 @@ class S3ArtifactStore:
             content: bytes = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
             return content
 
+    def exists(self, storage_key: str) -> bool:
+        try:
+            key = self.object_key(storage_key)
+            with self._answers(key):
+                # A GET of one byte, not a HEAD, whose 404 is the same for a missing bucket as
+                # for a missing object; an empty object has no byte to give (InvalidRange).
+                try:
+                    answer = self.client.get_object(Bucket=self.bucket, Key=key, Range="bytes=0-0")
+                    answer["Body"].close()
+                except ClientError as error:
+                    if error.response.get("Error", {}).get("Code") != "InvalidRange":
+                        raise
+        except NotFound:
+            return False
+        return True
+
     def write(self, storage_key: str, content: bytes) -> None:
         if not is_plain_key(storage_key):
             raise ValueError(f"storage key outside the artifact store: {storage_key!r}")
