@@ -33,10 +33,13 @@ class ArtifactText:
 
 
 async def artifact_text(
-    connection: AsyncConnection, store: ArtifactStore, artifact_id: uuid.UUID
+    connection: AsyncConnection,
+    store: ArtifactStore,
+    artifact_id: uuid.UUID,
+    limit: int = MAX_RENDERED_BYTES,
 ) -> ArtifactText:
-    """An artifact's bytes and media type, unless it is too big to show inline or its file is
-    out of reach."""
+    """An artifact's bytes and media type, unless it is over `limit` bytes to show inline or
+    its file is out of reach."""
     row = (
         await connection.execute(
             select(Artifact.storage_key, Artifact.media_type, Artifact.size).where(
@@ -46,7 +49,7 @@ async def artifact_text(
     ).first()
     if row is None:
         raise NotFound(f"artifact {artifact_id} not found")
-    if row.size > MAX_RENDERED_BYTES:
+    if row.size > limit:
         return ArtifactText(None, row.media_type, too_large=True)
     try:
         content = await store_io(store, row.size, functools.partial(store.read, row.storage_key))

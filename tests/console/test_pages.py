@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from sqlalchemy import event, update
 from sqlalchemy.util import await_
 
+from apps.console.gates_pages import INBOX_SHOWN_BYTES
+from apps.console.rendering import MAX_RENDERED_BYTES
 from apps.core.database import SessionFactory, unit_of_work
 from apps.core.settings import Settings
 from apps.orchestrator.model.models import Gate, KeyRole, Run
@@ -393,6 +395,39 @@ async def test_an_artifact_missing_from_the_store_takes_no_page_with_it(
     panel = await admin.get(f"/ui/runs/{run.id}?node={lost.id}", headers=HTML)
     assert panel.status_code == 200 and "missing from the artifact store" in panel.text
     assert "Too large" not in panel.text
+
+
+async def test_the_gates_inbox_shows_artifacts_up_to_a_page_s_worth(
+    admin: httpx.AsyncClient, sessions: SessionFactory, settings: Settings
+) -> None:
+    """Each artifact fits on its own, but together they are more than a page should carry: the
+    oldest are shown, the others link to their run."""
+    each = MAX_RENDERED_BYTES - 1024
+    count = INBOX_SHOWN_BYTES // each + 2
+    async with unit_of_work(sessions) as session:
+        run = await create_run(session, status=RunStatus.WAITING)
+        for position in range(count):
+            node = await create_node(
+                session,
+                run,
+                key=f"part-{position}",
+                position=position,
+                status=NodeStatus.WAITING_APPROVAL,
+            )
+            content = f"part {position}: ".encode() + b"x" * each
+            artifact = await create_artifact(
+                session, node, settings.artifacts_dir, content, media_type="text/plain"
+            )
+            session.add(Gate(run_id=run.id, node_id=node.id, artifact_id=artifact.id))
+
+    inbox = await admin.get("/ui/gates", headers=HTML)
+
+    assert inbox.status_code == 200
+    assert inbox.text.count('<li class="gate"') == count
+    shown = [position for position in range(count) if f"part {position}: x" in inbox.text]
+    assert shown == list(range(INBOX_SHOWN_BYTES // each))
+    assert inbox.text.count("too large to show on this page") == count - len(shown)
+    assert len(inbox.content) < 3 * INBOX_SHOWN_BYTES
 
 
 async def test_a_nul_in_an_address_or_a_key_name_is_a_422(admin: httpx.AsyncClient) -> None:
