@@ -27,12 +27,24 @@ def _in_response_zone(value: datetime) -> datetime:
 Timestamp = Annotated[datetime, PlainSerializer(_in_response_zone, return_type=datetime)]
 
 
+def _iso(moment: datetime) -> str:
+    """ISO 8601 as pydantic writes an answer's timestamps: a zero offset is Z."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def utc_text(moment: datetime) -> str:
+    """`moment` as the API writes a timestamp in UTC: what the writers of event data and
+    sidecars use, so that their timestamps read as the rest of an answer's."""
+    return _iso(moment.astimezone(UTC))
+
+
 def _zoned_text(text: str, zone: tzinfo) -> str:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return text
-    return text if moment.tzinfo is None else moment.astimezone(zone).isoformat()
+    return text if moment.tzinfo is None else _iso(moment.astimezone(zone))
 
 
 def _zoned(value: Any, zone: tzinfo) -> Any:

@@ -6,11 +6,14 @@ from typing import Any
 import httpx
 import pytest
 
-from apps.core.database import SessionFactory, unit_of_work
+from apps.core.database import SessionFactory, Transactions, unit_of_work
 from apps.core.settings import Settings
 from apps.orchestrator.model.states import RunStatus
+from apps.orchestrator.worker.loop import Worker
 from tests.api.pages import get_json, single_page
 from tests.factories import create_artifact, create_event, create_node, create_run
+from tests.orchestrator.test_run_control import GATED_DAG
+from tests.orchestrator.test_worker import _submit
 from tests.sse import parse_sse
 
 PARIS = {"X-Timezone": "Europe/Paris"}
@@ -78,3 +81,25 @@ async def test_event_data_timestamps_follow_the_zone_when_polled_and_streamed(
     }
     assert in_utc[0]["data"] == GATE_DATA
     assert parse_sse(streamed.text).events[0]["data"] == polled[0]["data"]
+
+
+async def test_written_timestamps_read_as_the_answer_s_own(
+    client: httpx.AsyncClient, transactions: Transactions, settings: Settings
+) -> None:
+    """A gate's `expires_at` and a sidecar's `timestamps`, as the worker writes them, end in Z
+    as the answer's own fields do; they ended in +00:00."""
+    gated = {**GATED_DAG, "nodes": [{**GATED_DAG["nodes"][0], "gate": {"timeout_minutes": 60}}]}
+    gated["nodes"] += GATED_DAG["nodes"][1:]
+    run_id = await _submit(client, gated)
+    await Worker(transactions, settings).drain()
+
+    (artifact,) = await single_page(client, f"/runs/{run_id}/artifacts")
+    (waiting,) = await single_page(client, "/events", run_id=run_id, type="gate.waiting")
+    in_utc = await single_page(
+        client, "/events", run_id=run_id, type="gate.waiting", headers={"X-Timezone": "UTC"}
+    )
+
+    written = [*artifact["sidecar"]["timestamps"].values(), waiting["data"]["expires_at"]]
+    assert artifact["created_at"].endswith("Z") and waiting["ts"].endswith("Z")
+    assert all(text.endswith("Z") for text in written), written
+    assert in_utc[0]["data"]["expires_at"] == waiting["data"]["expires_at"]

@@ -35,6 +35,7 @@ from apps.orchestrator.model.states import GateStatus, NodeStatus, RunStatus, ch
 from apps.orchestrator.model.transitions import move_nodes, move_runs, record_event
 from apps.orchestrator.plans.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
 from apps.orchestrator.reading.gates import get_gate, pending_gates
+from apps.wire.timestamps import utc_text
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ def _decided(session: Session, *where: Any) -> GateDecided | None:
         return None
     by = f" by {last.decided_by}" if last.decided_by else ""
     # As the API writes its timestamps: ISO 8601 in UTC, "Z".
-    at = f" at {last.decided_at.isoformat().replace('+00:00', 'Z')}" if last.decided_at else ""
+    at = f" at {utc_text(last.decided_at)}" if last.decided_at else ""
     state = f"the gate of node {last.node_id} is already {last.status}{by}{at}"
     return GateDecided(state)
 

@@ -29,6 +29,7 @@ from apps.orchestrator.infra.storage.base import (
 from apps.orchestrator.model.models import utcnow
 from apps.orchestrator.plans.agents import cost_of
 from apps.orchestrator.plans.planning import OUTLINE_KEY, InvalidOutline, Outline, parse_outline
+from apps.wire.timestamps import utc_text
 
 SIDECAR_VERSION = 1
 # How much of the outputs it wrote last an executor keeps, for the attempts that read them next.
@@ -359,7 +360,7 @@ def describe_output(
         },
         "cost": cost,
         "prompts": {"system": request.system, "user": request.prompt},
-        "timestamps": {"started_at": started_at.isoformat(), "finished_at": utcnow().isoformat()},
+        "timestamps": {"started_at": utc_text(started_at), "finished_at": utc_text(utcnow())},
     }
     return NodeOutput(
         name=name,

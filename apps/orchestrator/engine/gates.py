@@ -20,6 +20,7 @@ from apps.orchestrator.model.models import GATES, Run
 from apps.orchestrator.model.states import GateStatus, RunStatus
 from apps.orchestrator.model.transitions import move_runs, record_event
 from apps.orchestrator.plans.gate_policy import EffectiveGate, read_gate
+from apps.wire.timestamps import utc_text
 
 
 def gate_when(stored: dict[str, Any] | None) -> str | None:
@@ -49,7 +50,7 @@ def open_gates(session: Session, holds: Sequence[Hold]) -> None:
             "gate_id": str(row["id"]),
             "when": row["when"],
             "on_timeout": row["on_timeout"],
-            "expires_at": row["expires_at"].isoformat() if row["expires_at"] else None,
+            "expires_at": utc_text(row["expires_at"]) if row["expires_at"] else None,
             "artifact_id": str(row["artifact_id"]) if row["artifact_id"] else None,
         }
         record_event(session, row["run_id"], "gate.waiting", node_id=row["node_id"], data=data)
