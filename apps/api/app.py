@@ -16,6 +16,7 @@ from apps.api.middleware import ObservedFastAPI
 from apps.api.observability import instrument
 from apps.api.openapi import use_described_openapi
 from apps.api.reference import serve_api_reference
+from apps.api.repeated_query import refuse_repeated_query
 from apps.api.revocations import streams_end_on_revocation
 from apps.api.routes import (
     artifacts,
@@ -119,6 +120,7 @@ def _include_routes(app: FastAPI) -> None:
     guards = [
         Depends(authenticate),
         Depends(refuse_unstorable_input),
+        Depends(refuse_repeated_query),
         Depends(use_request_timezone),
     ]
     for router in (*_PROTECTED_ROUTERS, job_routes(_PROTECTED_ROUTERS)):

@@ -62,3 +62,23 @@ async def test_a_body_that_cannot_be_read_says_why(client: httpx.AsyncClient) ->
         400,
         {"detail": "the body nests arrays or objects too deeply to be read"},
     )
+
+
+async def test_a_parameter_given_twice_is_a_422_not_the_last_one_quietly(
+    client: httpx.AsyncClient,
+) -> None:
+    """FastAPI keeps the last value: `?status=failed&status=running` listed running runs only."""
+    both = await client.get("/runs", params=[("status", "failed"), ("status", "running")])
+    paged = await client.get("/events", params=[("limit", "5"), ("type", "run.created")] * 2)
+    undeclared = await client.get("/runs", params=[("utm", "a"), ("utm", "b")])
+
+    assert (both.status_code, both.json()["detail"]) == (
+        422,
+        "query status: Given more than once; give one value",
+    )
+    assert paged.status_code == 422
+    assert [error["loc"] for error in paged.json()["errors"]] == [
+        ["query", "limit"],
+        ["query", "type"],
+    ]
+    assert undeclared.status_code == 200
