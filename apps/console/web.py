@@ -50,7 +50,8 @@ Cursor = Annotated[Annotated[str, StringConstraints(max_length=512)] | None, BLA
 
 
 def _escaped(character: re.Match[str]) -> str:
-    # As JSON escapes it: one `\uXXXX` per UTF-16 code unit, a surrogate pair past U+FFFF.
+    # As JSON escapes it: a `\u` and four hex digits per UTF-16 code unit (a surrogate pair past
+    # U+FFFF).
     units = character.group().encode("utf-16-be")
     return "".join(f"\\u{units[i] << 8 | units[i + 1]:04x}" for i in range(0, len(units), 2))
 
