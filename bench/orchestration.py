@@ -107,7 +107,7 @@ def artifacts_dir(in_ram: bool, parent: Path | None = None) -> Iterator[Path]:
     (under `parent`, else the system's temporary directory), unless `in_ram` (a RAM file system,
     to see the orchestrator without the disk).
 
-    A node creates four inodes (its directory, its attempt's, the artifact and the sidecar).
+    A node creates two inodes (the artifact and its sidecar, in its run's directory of the attempt).
     This machine's ext4 runs without a journal, and without one ext4 will not reuse an inode
     freed in the last 60 s (360 s while its table block is unwritten): it steps over each such
     inode of the group, one by one, before it hands out a free one. In a directory whose group

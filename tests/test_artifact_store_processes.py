@@ -38,7 +38,7 @@ def _finished_run(base: str, run_id: str) -> dict:
 def _stored_sidecars(store: dict[str, str], run_id: str) -> list[dict]:
     """The sidecars of the run's artifacts as the store holds them."""
     if store["ARTIFACT_STORE"] == "local":
-        paths = Path(store["ARTIFACTS_DIR"]).glob(f"{run_id}/*/*/*.sidecar.json")
+        paths = Path(store["ARTIFACTS_DIR"]).glob(f"{run_id}/*/*.sidecar.json")
         return [json.loads(path.read_text()) for path in paths]
     endpoint, bucket = store["ARTIFACT_S3_ENDPOINT_URL"], store["ARTIFACT_S3_BUCKET"]
     keys = bucket_keys(endpoint, bucket)

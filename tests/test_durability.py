@@ -71,5 +71,5 @@ def test_a_run_survives_its_worker_being_killed(migrated_database: str, tmp_path
     assert any(
         e["type"] == "node.retrying" and e["data"]["cause"] == "lease_expired" for e in events
     )
-    written = sorted(tmp_path.glob(f"artifacts/{run_id}/*/*/*.md"))
+    written = sorted(tmp_path.glob(f"artifacts/{run_id}/*/*.md"))
     assert len(written) == 6

@@ -66,7 +66,7 @@ async def _artifact_at(
 
 def _attempt_key(run_id: str, artifact: dict[str, Any]) -> str:
     """Where the attempt that produced `artifact` wrote it."""
-    return f"{run_id}/{artifact['node_id']}/{artifact['sidecar']['attempt']}/{artifact['name']}"
+    return f"{run_id}/{artifact['sidecar']['attempt']}/{artifact['name']}"
 
 
 async def test_a_demo_run_keeps_artifacts_and_sidecars_in_the_bucket_and_is_served_from_it(

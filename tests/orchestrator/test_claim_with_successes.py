@@ -110,7 +110,7 @@ async def test_a_chain_node_starts_in_the_pass_that_records_its_predecessor(
     third = await _pass(transactions, worker, settings, await _run(worker, second.claimed), slots=4)
     assert [work.key for work in third.claimed] == ["c"]
     [(_, b_storage)] = third.claimed[0].upstream
-    assert b_storage.startswith(f"{run_id}/{b.id}/1/")
+    assert b_storage == f"{run_id}/1/b.md"
 
 
 async def test_an_older_runs_ready_node_goes_before_a_newer_runs_dependent(

@@ -157,7 +157,7 @@ class CountingStore(LocalArtifactStore):
 
 def _prompt(settings: Settings, run_id: str, name: str) -> str:
     """The prompt of the output `name` of the run, from its sidecar's file."""
-    (sidecar,) = (settings.artifacts_dir / run_id).glob(f"*/1/{name}.sidecar.json")
+    (sidecar,) = (settings.artifacts_dir / run_id).glob(f"1/{name}.sidecar.json")
     return json.loads(sidecar.read_text())["prompts"]["user"]
 
 
@@ -177,6 +177,6 @@ async def test_a_chain_reads_what_its_worker_wrote_last_from_memory_and_the_rest
 
     assert len(store.reads) == (0 if kept_bytes else 2)
     for earlier, later in (("first", "second"), ("second", "third")):
-        (output,) = (settings.artifacts_dir / run_id).glob(f"*/1/{earlier}.md")
+        (output,) = (settings.artifacts_dir / run_id).glob(f"1/{earlier}.md")
         expected = f"### Output of {earlier}\n\n{output.read_text()}"
         assert expected in _prompt(settings, run_id, f"{later}.md")

@@ -49,9 +49,8 @@ async def test_the_files_of_an_attempt_whose_output_was_refused_are_deleted(
     provider.release.set()
     await worker.drain()
 
-    first = settings.artifacts_dir / run_id / draft / "1"
-    assert not (first / "draft.md").exists()
-    assert not (first / sidecar_key("draft.md")).exists()
-    assert not first.exists()
+    first = "1/draft.md"
+    assert not (settings.artifacts_dir / run_id / first).exists()
+    assert not (settings.artifacts_dir / run_id / sidecar_key(first)).exists()
     assert (await client.get(f"/runs/{run_id}/artifacts")).json()["items"] == []
     assert (await _nodes(client, run_id))["draft"]["status"] == "running"

@@ -107,8 +107,13 @@ async def test_the_seed_demo_task_runs_to_success_with_artifacts_and_sidecars(
     assert run["usage"]["total_tokens"] > 0
     artifacts = (await client.get(f"/runs/{run_id}/artifacts")).json()["items"]
     assert len(artifacts) == 6
-    on_disk = sorted(settings.artifacts_dir.glob(f"{run_id}/*/*/*.sidecar.json"))
+    on_disk = sorted(settings.artifacts_dir.glob(f"{run_id}/1/*.sidecar.json"))
     assert len(on_disk) == 6
+    # A node's two files sit in its run's directory of the attempt, named for the node's key.
+    assert [path.name for path in (settings.artifacts_dir / run_id).iterdir()] == ["1"]
+    named = {artifact["name"] for artifact in artifacts}
+    files = {path.name for path in (settings.artifacts_dir / run_id / "1").iterdir()}
+    assert files == named | {f"{name}.sidecar.json" for name in named}
     for sidecar in [json.loads(path.read_text()) for path in on_disk]:
         SIDECARS.validate(sidecar)
     for artifact in artifacts:

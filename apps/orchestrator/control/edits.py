@@ -36,7 +36,7 @@ def edit_of(original: Artifact, content: bytes) -> Edit:
     """The edited copy of `original`: a new artifact of the node, which its dependents read;
     the original stays, and the copy's sidecar keeps the original call's figures."""
     artifact_id = uuid.uuid4()
-    storage_key = f"{original.run_id}/{original.node_id}/edited-{artifact_id.hex}/{original.name}"
+    storage_key = f"{original.run_id}/edited-{artifact_id.hex}/{original.name}"
     row = {
         "id": artifact_id,
         "run_id": original.run_id,

@@ -337,7 +337,8 @@ def describe_output(
     cost: float,
 ) -> NodeOutput:
     """The artifact of a reply (`content`, its text encoded) and its sidecar, to be written
-    under `<run>/<node>/<attempt>/`.
+    as `<run>/<attempt>/<name>`, named for the node's key, which is its run's only one (see
+    `apps.orchestrator.infra.storage.base`).
 
     Every attempt writes files of its own: a retry (after a rejection, a timeout, a lease taken
     back, a resume) never rewrites what an earlier attempt's artifact describes.
@@ -365,7 +366,7 @@ def describe_output(
     return NodeOutput(
         name=name,
         media_type="application/json" if is_json else "text/markdown",
-        storage_key=f"{run_id}/{node_id}/{work.attempt}/{name}",
+        storage_key=f"{run_id}/{work.attempt}/{name}",
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
         sidecar=sidecar,

@@ -1,9 +1,16 @@
 """What every artifact store offers, and what callers of any store share.
 
-Keys are the `storage_key`s of artifacts, `<run>/<node>/<attempt>/<name>` for what an attempt
-produced and `<run>/<node>/edited-<artifact>/<name>` for an operator's edit, with each sidecar
-beside its artifact under `<key>.sidecar.json`. A key is written once: every attempt and every
-edit has keys of its own, so the content an artifact's size and sha256 describe never changes.
+Keys are the `storage_key`s of artifacts, `<run>/<attempt>/<name>` for what an attempt produced
+(its name is its node's key, one node's in its run, and an extension) and
+`<run>/edited-<artifact>/<name>` for an operator's edit, with each sidecar beside its artifact
+under `<key>.sidecar.json`. A key is written once: every attempt and every edit has keys of its
+own, so the content an artifact's size and sha256 describe never changes.
+
+The nodes of a run share the directory of each attempt number: a node costs the file system two
+new inodes (the artifact and its sidecar), not four, as it did with a directory of its own and
+one for each of its attempts (`<run>/<node>/<attempt>/<name>`, which keys stored before still
+name, and which every store still reads). Creating an inode is what a node's files cost most on
+a disk (see `apps.orchestrator.infra.storage.local`).
 
 No key from the database or a request names anything outside the store: the local store resolves
 every path inside its root (refusing `..`, absolute paths and symlinks out), the S3 store refuses

@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 # handing the work to a thread and back, which at a few milliseconds a node is what counts.
 INLINE_IO_BYTES = 256 * 1024
 
-# How many directories a store remembers being there (see `LocalArtifactStore.write`): runs'
-# and attempts' are a few a node, and a run's are needed again by each of its nodes.
+# How many directories a store remembers being there (see `LocalArtifactStore.write`): a run's
+# and its attempts' are needed again by each of its nodes.
 KNOWN_DIRECTORIES = 1024
 
 # `chattr +T`: the flag ext2/3/4 read as "the top of unrelated directory hierarchies", and the
@@ -96,9 +96,9 @@ class LocalArtifactStore:
 
     def _make_under_known(self, directory: str) -> None:
         """`directory` (a key's) made from the deepest of its parents known to be there down,
-        when one is: an attempt's two directories under its run's are two mkdirs, where trying
-        the file first costs a failed open and a refused mkdir of the run's directory more, on
-        every node. Nothing when `directory` is known, or none of its parents (the file is
+        when one is: a key's directories under its run's (an old layout's) are that many
+        mkdirs, where trying the file first costs a failed open and a refused mkdir of the run's
+        directory more. Nothing when `directory` is known, or none of its parents (the file is
         tried first, `write`)."""
         parent, missing = directory, []
         while parent not in self._known:
@@ -140,7 +140,8 @@ class LocalArtifactStore:
             path.unlink(missing_ok=True)
         except OSError as error:
             raise ServiceUnavailable(f"the artifact store failed: {error.strerror}") from None
-        # The directory of an attempt or an edit is its own: gone with its last file.
+        # A directory goes with its last file (an attempt's or an edit's): a write into it
+        # meanwhile makes it again (`write`).
         self._known.discard(storage_key.rpartition("/")[0])
         with contextlib.suppress(OSError):
             path.parent.rmdir()
@@ -176,9 +177,10 @@ def _spread_subdirectories(directory: Path) -> None:
     Unmarked, every inode of every run goes to the group of the store's parent directory. An
     ext4 without a journal will not reuse an inode freed in the last minutes and steps over
     each one before it finds a free one: in a group where others delete files (a temporary
-    directory beside test suites) a node's four inodes cost 0.36-0.6 ms of CPU, against 0.06 ms
-    in the group a marked root gives a run. Where the flag is unknown or refused (another file
-    system, a directory of another user's) nothing changes.
+    directory beside test suites) the four inodes a node had then cost 0.36-0.6 ms of CPU,
+    against 0.06 ms in the group a marked root gives a run (a node now makes two, see `base`).
+    Where the flag is unknown or refused (another file system, a directory of another user's)
+    nothing changes.
     """
     try:
         descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
