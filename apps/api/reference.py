@@ -6,9 +6,15 @@ a firewall, or with no network, they stay blank. The files come from the `fastap
 package (Swagger UI 5.33.1 and ReDoc 2.5.4 as their npm releases have them, ReDoc's logo asked of
 the page's own host). Their URL names the package and its version, so a browser keeps them for a
 year and fetches them again only after an upgrade.
+
+The pages carry a Content-Security-Policy that allows what they load and nothing else, and may
+not be framed: what Chromium needs to draw them is in tests/api/test_api_reference_browser.py.
 """
 
+import base64
+import hashlib
 import os
+import re
 from importlib.metadata import version
 from importlib.resources import files
 from pathlib import Path
@@ -33,6 +39,22 @@ _FILES = Path(str(files("fastapi_standalone_docs") / "static"))
 _REDOC_LOGO = "logo-mini.svg"
 _KEPT_A_YEAR = "public, max-age=31536000, immutable"
 _KEPT_A_DAY = "public, max-age=86400"
+# What the pages load, and nothing else: the app's files and document, data: icons, and the
+# inline scripts FastAPI writes into them, each allowed by its hash (see `_guarded`).
+_POLICY = {
+    "default-src": "'none'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "img-src": "'self' data:",
+    "connect-src": "'self'",
+    "base-uri": "'none'",
+    "form-action": "'none'",
+    "frame-ancestors": "'none'",
+}
+# ReDoc's styled-components write <style> elements as it draws, some as its script loads, before
+# any nonce could reach them; its search runs in a worker made from a blob: URL.
+_REDOC_POLICY = _POLICY | {"style-src": "'self' 'unsafe-inline'", "worker-src": "blob:"}
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 
 class _VersionedFiles(StaticFiles):
@@ -51,6 +73,24 @@ class _VersionedFiles(StaticFiles):
         return response
 
 
+def _guarded(page: HTMLResponse, policy: dict[str, str] = _POLICY) -> HTMLResponse:
+    """The page with a Content-Security-Policy that allows what it loads, and no framing.
+
+    Its inline scripts are allowed by their hashes, taken from the page as written: they name
+    the root path, so they differ from one prefix to another.
+    """
+    inline = _INLINE_SCRIPT.findall(bytes(page.body).decode())
+    digests = (base64.b64encode(hashlib.sha256(script.encode()).digest()) for script in inline)
+    scripts = [policy["script-src"], *(f"'sha256-{digest.decode()}'" for digest in digests)]
+    directives = policy | {"script-src": " ".join(scripts)}
+    page.headers["Content-Security-Policy"] = "; ".join(
+        f"{name} {sources}" for name, sources in directives.items()
+    )
+    page.headers["X-Frame-Options"] = "DENY"
+    page.headers["X-Content-Type-Options"] = "nosniff"
+    return page
+
+
 def _served_at(request: Request) -> str:
     """The root path the page was asked under (a proxy's prefix, `/api/v1`), as FastAPI's own
     pages take it: the document and files are fetched under it too."""
@@ -60,7 +100,7 @@ def _served_at(request: Request) -> str:
 async def _swagger_ui(request: Request) -> HTMLResponse:
     app: FastAPI = request.app
     root = _served_at(request)
-    return get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=f"{root}{app.openapi_url}",
         title=f"{app.title} - Swagger UI",
         swagger_js_url=f"{root}{FILES_URL}/swagger/swagger-ui-bundle.js",
@@ -70,22 +110,24 @@ async def _swagger_ui(request: Request) -> HTMLResponse:
         init_oauth=app.swagger_ui_init_oauth,
         swagger_ui_parameters=app.swagger_ui_parameters,
     )
+    return _guarded(page)
 
 
 async def _oauth2_redirect(request: Request) -> HTMLResponse:
-    return get_swagger_ui_oauth2_redirect_html()
+    return _guarded(get_swagger_ui_oauth2_redirect_html())
 
 
 async def _redoc(request: Request) -> HTMLResponse:
     app: FastAPI = request.app
     root = _served_at(request)
-    return get_redoc_html(
+    page = get_redoc_html(
         openapi_url=f"{root}{app.openapi_url}",
         title=f"{app.title} - ReDoc",
         redoc_js_url=f"{root}{FILES_URL}/redoc/redoc.standalone.js",
         redoc_favicon_url=f"{root}{FILES_URL}/fastapi/favicon.png",
         with_google_fonts=False,
     )
+    return _guarded(page, _REDOC_POLICY)
 
 
 async def _redoc_logo(request: Request) -> FileResponse:

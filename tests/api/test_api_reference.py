@@ -2,6 +2,8 @@
 serves every file it loads, with its media type, at the root, under /api/v1 and behind a proxy's
 prefix. In Chromium: tests/api/test_api_reference_browser.py."""
 
+import base64
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
@@ -115,3 +117,36 @@ async def test_the_files_are_kept_by_browsers_until_the_version_in_their_url_cha
         # The logo's URL, beside the page, names no version: kept a day.
         logo = await http.get("/redoc/logo-mini.svg")
         assert logo.headers["cache-control"] == "public, max-age=86400"
+
+
+async def test_the_pages_allow_only_what_they_load_and_no_framing(
+    browser: httpx.AsyncClient, where: tuple[str, str]
+) -> None:
+    _, prefix = where
+    for page in (*PAGES, "/docs/oauth2-redirect"):
+        answer = await browser.get(f"{prefix}{page}")
+        policy = _directives(answer.headers["content-security-policy"])
+        assert policy["default-src"] == ["'none'"], page
+        assert policy["frame-ancestors"] == ["'none'"], page
+        assert policy["base-uri"] == ["'none'"], page
+        assert answer.headers["x-frame-options"] == "DENY", page
+        assert answer.headers["x-content-type-options"] == "nosniff", page
+        # Scripts come from the app, and an inline one only by the hash of what the page holds.
+        scripts = policy["script-src"]
+        assert "'unsafe-inline'" not in scripts and "'unsafe-eval'" not in scripts, page
+        assert set(scripts) - {"'self'"} == _inline_script_hashes(answer.text), page
+        # No host anywhere: icons may be data: URLs, and ReDoc's search worker a blob: one.
+        named = {(name, s) for name, sources in policy.items() for s in sources if s[0] != "'"}
+        assert named <= {("img-src", "data:"), ("worker-src", "blob:")}, page
+
+
+def _directives(policy: str) -> dict[str, list[str]]:
+    pairs = (directive.strip().split(" ", 1) for directive in policy.split(";"))
+    return {name: sources.split() for name, sources in pairs}
+
+
+def _inline_script_hashes(page: str) -> set[str]:
+    """CSP's `'sha256-…'` source for each inline script of the page."""
+    bodies = re.findall(r"<script>(.*?)</script>", page, flags=re.DOTALL)
+    digests = (base64.b64encode(hashlib.sha256(body.encode()).digest()) for body in bodies)
+    return {f"'sha256-{digest.decode()}'" for digest in digests}

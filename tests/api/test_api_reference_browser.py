@@ -1,5 +1,6 @@
 """The API reference in Chromium, served by a real server with no network: Swagger UI lists the
-operations and ReDoc draws the API, at the root, under /api/v1 and behind a proxy's prefix, and
+operations and tries one out, and ReDoc draws the API and searches it, at the root, under /api/v1
+and behind a proxy's prefix, under the pages' Content-Security-Policy with nothing refused, and
 no request the browser makes leaves the app's host."""
 
 from collections.abc import Iterator
@@ -12,6 +13,12 @@ from tests.console.browser import chromium, console_behind_proxy, console_server
 
 # Time for the whole document to be drawn, on a slow machine too.
 DRAWN_MS = 30_000
+# A refusal by the Content-Security-Policy, as an error on the console (Chromium logs one too,
+# but not for every kind of refusal).
+_REPORT_REFUSALS = """
+document.addEventListener("securitypolicyviolation", (event) => console.error(
+    `refused by the CSP: ${event.effectiveDirective} ${event.blockedURI}`));
+"""
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +41,7 @@ class _Visit:
             "console", lambda message: message.type == "error" and self.errors.append(message.text)
         )
         self.context.route(lambda url: not url.startswith(f"{base}/"), self._refuse)
+        self.context.add_init_script(_REPORT_REFUSALS)
 
     @staticmethod
     def _refuse(route: Route) -> None:
@@ -41,7 +49,9 @@ class _Visit:
 
     def page(self, url: str) -> Page:
         page = self.context.new_page()
-        page.goto(url)
+        answer = page.goto(url)
+        assert answer is not None
+        assert "default-src 'none'" in answer.headers["content-security-policy"]
         return page
 
 
@@ -51,6 +61,13 @@ def _check_swagger_ui(visit: _Visit, url: str) -> None:
     expect(operation).to_have_count(1, timeout=DRAWN_MS)
     expect(operation).to_be_visible()
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("Crew Orchestrator")
+    # Tried out: the request goes to the app, and its answer is shown.
+    health = page.locator('.opblock-get:has([data-path="/health"])').first
+    health.locator(".opblock-summary").click()
+    health.locator("button.try-out__btn").click()
+    health.locator("button.execute").click()
+    status = health.locator(".live-responses-table tbody .response-col_status")
+    expect(status).to_have_text("200", timeout=DRAWN_MS)
 
 
 def _check_redoc(visit: _Visit, url: str) -> None:
@@ -60,6 +77,9 @@ def _check_redoc(visit: _Visit, url: str) -> None:
     expect(page.locator("h2", has=post_tasks)).to_have_text("Submit Task")
     # Its logo came from the app: a failed one is taken out of the page.
     expect(page.locator('img[alt="redocly logo"]')).to_be_visible()
+    # Its search runs in a worker of its own.
+    page.fill('input[aria-label="Search"]', "gate")
+    expect(page.locator('[data-role="search:results"] li').first).to_be_visible()
 
 
 def _check_the_reference(browser: Browser, base: str, prefixes: tuple[str, ...]) -> None:
