@@ -21,14 +21,15 @@ def gates(
     """The gates inbox: pending gates, oldest first."""
     with speaking_errors():
         found = list(client_of(context).iter_gates(status=status, run_id=run))
-    if as_json:
-        output.as_json(found)
-        return
-    rows = [
-        (gate.run_id, gate.run_title, gate.node_key, gate.when, gate.opened_at, gate.expires_at)
-        for gate in found
-    ]
-    output.table(("run", "title", "node", "when", "opened", "expires"), rows)
+    columns = {
+        "run": "run_id",
+        "title": "run_title",
+        "node": "node_key",
+        "when": "when",
+        "opened": "opened_at",
+        "expires": "expires_at",
+    }
+    output.listing(found, columns, json=as_json)
 
 
 def _node_id(client: Client, run_id: str, key: str | None) -> uuid.UUID | None:

@@ -31,14 +31,15 @@ def list_keys(context: typer.Context, as_json: Json = False) -> None:
     """Every key, revoked ones included."""
     with speaking_errors():
         found = list(client_of(context).iter_keys())
-    if as_json:
-        output.as_json(found)
-        return
-    rows = [
-        (key.name, key.role, key.key_prefix, key.created_at, key.last_used_at, key.revoked_at)
-        for key in found
-    ]
-    output.table(("name", "role", "prefix", "created", "last used", "revoked"), rows)
+    columns = {
+        "name": "name",
+        "role": "role",
+        "prefix": "key_prefix",
+        "created": "created_at",
+        "last used": "last_used_at",
+        "revoked": "revoked_at",
+    }
+    output.listing(found, columns, json=as_json)
 
 
 @keys_app.command("revoke")

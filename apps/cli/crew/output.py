@@ -10,14 +10,17 @@ import errno
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+
+from crew_client import Page
 
 
 class _Console(Console):
@@ -30,6 +33,10 @@ class _Console(Console):
 
 
 console = _Console()
+
+Column = str | Callable[[Any], Any]
+"""What a column of a listing shows of each item: an attribute (dotted for a nested one:
+`usage.total_tokens`), or a function of the item."""
 
 
 def as_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
@@ -66,6 +73,19 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     for row in rows:
         shown.add_row(*(cell(value) for value in row))
     console.print(shown)
+
+
+def listing(
+    found: Page[Any] | Sequence[BaseModel], columns: Mapping[str, Column], *, json: bool
+) -> None:
+    """What a listing command prints: `found` as the API's JSON with --json (a page whole, its
+    cursor included), else a `table` of its items under `columns`' headings."""
+    if json:
+        as_json(found)
+        return
+    items = found.items if isinstance(found, Page) else found
+    cells = [attrgetter(c) if isinstance(c, str) else c for c in columns.values()]
+    table(tuple(columns), ([cell_of(item) for cell_of in cells] for item in items))
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:

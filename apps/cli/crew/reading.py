@@ -23,14 +23,15 @@ def runs(
     """List runs, newest first."""
     with speaking_errors():
         page = client_of(context).list_runs(status=status, q=search, limit=limit)
-    if as_json:
-        output.as_json(page)
-        return
-    rows = [
-        (run.id, run.status, run.title, run.created_at, run.usage.total_tokens, run.created_by)
-        for run in page.items
-    ]
-    output.table(("id", "status", "title", "created", "tokens", "by"), rows)
+    columns = {
+        "id": "id",
+        "status": "status",
+        "title": "title",
+        "created": "created_at",
+        "tokens": "usage.total_tokens",
+        "by": "created_by",
+    }
+    output.listing(page, columns, json=as_json)
 
 
 @app.command()
@@ -64,14 +65,15 @@ def nodes(context: typer.Context, run_id: RunArg, as_json: Json = False) -> None
     """A run's nodes in plan order."""
     with speaking_errors():
         found = list(client_of(context).iter_nodes(run_id))
-    if as_json:
-        output.as_json(found)
-        return
-    rows = [
-        (node.key, node.role, node.status, ",".join(node.deps) or "-", node.attempt, node.error)
-        for node in found
-    ]
-    output.table(("key", "role", "status", "deps", "attempt", "error"), rows)
+    columns: dict[str, output.Column] = {
+        "key": "key",
+        "role": "role",
+        "status": "status",
+        "deps": lambda node: ",".join(node.deps) or "-",
+        "attempt": "attempt",
+        "error": "error",
+    }
+    output.listing(found, columns, json=as_json)
 
 
 @app.command()
