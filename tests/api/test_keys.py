@@ -125,6 +125,7 @@ async def test_mistakes_are_one_line_and_a_non_zero_exit(
     _create(migrated_database, tmp_path, "alice", "viewer")
 
     duplicate = _keys(migrated_database, tmp_path, "create", "--name", "alice", "--role", "admin")
+    cased = _keys(migrated_database, tmp_path, "create", "--name", "Alice", "--role", "admin")
     unknown = _keys(migrated_database, tmp_path, "revoke", "--name", "carol")
     bad_role = _keys(migrated_database, tmp_path, "create", "--name", "x", "--role", "root")
 
@@ -132,6 +133,12 @@ async def test_mistakes_are_one_line_and_a_non_zero_exit(
     assert duplicate.stderr == (
         "error: an API key named 'alice' already exists (revoked keys keep their names); "
         "choose another name\n"
+    )
+    assert (cased.returncode, cased.stdout) == (1, "")
+    assert cased.stderr == (
+        "error: an API key named 'alice' already exists, and 'Alice' differs from it only in "
+        "case; choose another name (names are compared ignoring case, and revoked keys keep "
+        "theirs)\n"
     )
     assert (unknown.returncode, unknown.stderr) == (1, "error: no API key named 'carol'\n")
     assert bad_role.returncode == 2

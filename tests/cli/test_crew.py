@@ -190,6 +190,12 @@ def test_keys_over_http(served: Served) -> None:
     assert created["secret"].startswith("crew_")
     assert "ci-bot" in [key["name"] for key in crew_json(served, "keys", "list")]
     assert "ci-bot" in crew(served, "keys", "list").stdout
+    cased = crew(served, "keys", "create", "CI-Bot")
+    assert (cased.returncode, cased.stdout) == (7, "")
+    assert cased.stderr.startswith(
+        "error: an API key named 'ci-bot' already exists, and 'CI-Bot' differs from it only in "
+        "case; choose another name"
+    )
     assert crew(served, "keys", "revoke", "ci-bot").returncode == 0
     assert crew(served, "keys", "revoke", "ci-bot").returncode == 7
     as_bot = crew(served, "runs", CREW_API_KEY=created["secret"])

@@ -58,6 +58,45 @@ async def test_a_taken_name_is_a_conflict_even_once_revoked(sessions: SessionFac
         await _create(sessions)
 
 
+async def test_a_name_differing_only_in_case_is_a_conflict_naming_the_key(
+    sessions: SessionFactory,
+) -> None:
+    await _create(sessions, "ops")
+
+    with pytest.raises(Conflict) as refused:
+        await _create(sessions, "OPS")
+
+    assert refused.value.detail == (
+        "an API key named 'ops' already exists, and 'OPS' differs from it only in case; "
+        "choose another name (names are compared ignoring case, and revoked keys keep theirs)"
+    )
+
+
+async def test_a_revoked_keys_name_is_taken_in_every_case(sessions: SessionFactory) -> None:
+    # Runs and decisions record a key by its name: `Ops` would read as the revoked `ops`.
+    await _create(sessions, "ops")
+    async with unit_of_work(sessions) as session:
+        await api_keys.revoke_key(session, "ops")
+
+    with pytest.raises(Conflict, match="named 'ops' already exists, and 'Ops' differs"):
+        await _create(sessions, "Ops")
+
+
+async def test_names_taken_in_two_cases_before_the_rule_are_kept_and_refuse_a_third(
+    sessions: SessionFactory,
+) -> None:
+    # A database from before the rule may hold `ops` and `OPS`: both still work, and a new
+    # name is refused naming the older of them.
+    await _create(sessions, "ops")
+    async with unit_of_work(sessions) as session:
+        session.add(ApiKey(name="OPS", role=KeyRole.VIEWER, key_hash="0" * 64, key_prefix="crew_0"))
+
+    with pytest.raises(Conflict, match="named 'ops' already exists, and 'oPs' differs"):
+        await _create(sessions, "oPs")
+    async with unit_of_work(sessions) as session:
+        assert (await api_keys.revoke_key(session, "OPS")).name == "OPS"
+
+
 @pytest.mark.parametrize("name", ["", "has space", "-dash-first", "x" * 101, "admin", "ADMIN"])
 async def test_a_bad_or_reserved_name_is_refused(sessions: SessionFactory, name: str) -> None:
     with pytest.raises(Unprocessable):

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -77,14 +77,22 @@ def _check_name(name: str) -> None:
 
 
 async def create_key(session: AsyncSession, name: str, role: KeyRole) -> CreatedKey:
-    """Add a key named `name` with `role`; its secret is in the answer and nowhere else."""
+    """Add a key named `name` with `role`; its secret is in the answer and nowhere else.
+
+    A name is taken by any key, revoked ones included, whose name differs from it only in case:
+    keys are addressed by name and runs and decisions record theirs, so `OPS` beside `ops` would
+    be taken for it (revoking one when the other was meant).
+    """
     _check_name(name)
-    duplicate = Conflict(
-        f"an API key named {name!r} already exists (revoked keys keep their names); "
-        "choose another name"
+    await _lock_key_names(session)
+    holder = await session.scalar(
+        select(ApiKey)
+        .where(func.lower(ApiKey.name) == name.lower())
+        .order_by(ApiKey.created_at, ApiKey.name)
+        .limit(1)
     )
-    if await session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
-        raise duplicate
+    if holder is not None:
+        raise _name_taken(name, holder.name)
     secret = _new_secret()
     row = ApiKey(
         name=name, role=role, key_hash=hash_key(secret), key_prefix=secret[:_SHOWN_PREFIX_LENGTH]
@@ -93,8 +101,35 @@ async def create_key(session: AsyncSession, name: str, role: KeyRole) -> Created
     try:
         await session.flush()
     except IntegrityError:
-        raise duplicate from None  # the same name, created by someone else a moment ago
+        raise _name_taken(name, name) from None  # added without the lock, a moment ago
     return CreatedKey(row=row, secret=secret)
+
+
+async def _lock_key_names(session: AsyncSession) -> None:
+    """Until the transaction ends, no other one adds a key: two creations of `ops` and `OPS` at
+    once take turns, and the second sees the first's key.
+
+    On PostgreSQL, SHARE ROW EXCLUSIVE: it conflicts with itself and with every write to the
+    table, and waits for those in progress; reads (a request's key lookup) go on. On SQLite a
+    unit of work holds the database's one write lock from its BEGIN IMMEDIATE: no statement.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text(f"LOCK TABLE {ApiKey.__tablename__} IN SHARE ROW EXCLUSIVE MODE")
+        )
+
+
+def _name_taken(name: str, holder: str) -> Conflict:
+    if holder == name:
+        return Conflict(
+            f"an API key named {name!r} already exists (revoked keys keep their names); "
+            "choose another name"
+        )
+    return Conflict(
+        f"an API key named {holder!r} already exists, and {name!r} differs from it only in "
+        "case; choose another name (names are compared ignoring case, and revoked keys keep "
+        "theirs)"
+    )
 
 
 async def list_keys(session: AsyncSession) -> list[ApiKey]:
