@@ -37,7 +37,13 @@ async def list_keys(
     max_body_size=MAX_KEY_REQUEST_BYTES,
     responses={
         **located(201, "The key's URL."),
-        **errors(409, described={409: "A key of that name exists (revoked keys keep theirs)."}),
+        **errors(
+            409,
+            described={
+                409: "A key of that name exists, or one whose name differs from it only in case "
+                "(revoked keys keep theirs)."
+            },
+        ),
     },
 )
 async def create_key(
