@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -100,7 +101,7 @@ def normalize_database_url(value: str) -> str:
     except ArgumentError:
         raise ValueError(
             "not a database URL; expected sqlite+aiosqlite:///path/to/file.db "
-            "or postgresql+asyncpg://user:password@host:5432/dbname"
+            "or postgresql+asyncpg://user@host:5432/dbname"
         ) from None
     driver = _ASYNC_DRIVERS.get(url.drivername)
     if driver is None:
@@ -496,6 +497,14 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:9000")
         return value
 
+    @field_validator("openai_base_url", "ollama_base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:11434/v1")
+        return value
+
     @field_validator("artifact_s3_prefix")
     @classmethod
     def _prefix_is_plain(cls, value: str) -> str:
@@ -611,6 +620,10 @@ def load_settings(*, operator_console: bool = False, **overrides: Any) -> Settin
         return kind(**overrides)
     except ValidationError as error:
         raise SettingsError(describe_validation_error(error)) from None
+    except UnicodeDecodeError as error:  # only `.env` is read as text without a check of its own
+        raise SettingsError(
+            f"invalid settings file .env: is not UTF-8 text (byte {error.start})"
+        ) from None
 
 
 def startup_warnings(settings: Settings) -> list[str]:
