@@ -16,10 +16,11 @@ from typing import Any
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Index, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from alembic import context
-from apps.core.database import create_migration_engine
+from apps.core.database import create_migration_engine, describe_fault
 from apps.core.settings import SettingsError, load_settings
 from apps.orchestrator.model.models import ONLY_ON, Base, JSONDocument, UTCDateTime
 
@@ -43,6 +44,17 @@ def _database_url() -> str:
         return load_settings().migrations_database_url
     except SettingsError as error:
         sys.exit(f"error: {error}")
+
+
+def _unreachable(url: str, error: Exception) -> SystemExit:
+    """One line saying which database could not be reached and why, its password hidden."""
+    variable = "ALEMBIC_DATABASE_URL" if load_settings().alembic_database_url else "DATABASE_URL"
+    if config.attributes.get("database_url"):
+        variable = "the database URL given"
+    shown = make_url(url).render_as_string(hide_password=True)
+    return SystemExit(
+        f"error: cannot reach the database to migrate, {variable} {shown}: {describe_fault(error)}"
+    )
 
 
 def _render_item(kind: str, item: object, autogen: AutogenContext) -> str | bool:
@@ -137,11 +149,19 @@ async def _migrating_alone(connection: AsyncConnection) -> AsyncIterator[None]:
 
 
 async def run_migrations_online() -> None:
-    engine = create_migration_engine(_database_url())
+    url = _database_url()
+    engine = create_migration_engine(url)
     try:
-        async with engine.connect() as connection, _migrating_alone(connection):
-            await connection.run_sync(_run_sync_migrations)
-            await connection.commit()
+        try:
+            connection = await engine.connect()
+        except (OSError, SQLAlchemyError) as error:
+            raise _unreachable(url, error) from None
+        try:
+            async with _migrating_alone(connection):
+                await connection.run_sync(_run_sync_migrations)
+                await connection.commit()
+        finally:
+            await connection.close()
     finally:
         await engine.dispose()
 
