@@ -2,7 +2,9 @@
 settings; as the Operator Console (`make op-console`, `run_server.py`), conf/operator.yaml's
 `server:` section gives them where the environment and `.env` do not (127.0.0.1:8008).
 
-Settings are checked here first, so a bad value stops start-up with one line instead of a trace.
+Settings are checked here first, then the address, the artifact store and the database (reachable,
+migrated to this version's schema: `apps.cli.startup`), so a bad value stops start-up with one line
+instead of a trace, or of a server answering 500s.
 With metrics on and several worker processes (`--prod`), their metrics are shared through
 PROMETHEUS_MULTIPROC_DIR, which is prepared here before any worker starts.
 """
@@ -17,7 +19,13 @@ from pathlib import Path
 
 import uvicorn
 
-from apps.cli.startup import invoked_as, load_checked_settings
+from apps.cli.startup import (
+    StartupError,
+    check_can_listen,
+    check_can_start,
+    invoked_as,
+    load_checked_settings,
+)
 from apps.core.logs import logging_config
 from apps.core.settings import Settings, SettingsError
 
@@ -44,9 +52,15 @@ def _shared_metrics_directory(settings: Settings, several_processes: bool) -> It
         directory = settings.prometheus_multiproc_dir or Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="crew-metrics-"))
         )
-        directory.mkdir(parents=True, exist_ok=True)
-        for stale in directory.glob("*.db"):
-            stale.unlink()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            for stale in directory.glob("*.db"):
+                stale.unlink()
+        except OSError as error:
+            reason = error.strerror or error
+            raise StartupError(
+                f"cannot use PROMETHEUS_MULTIPROC_DIR {directory}: {reason}"
+            ) from None
         # Read by prometheus-client in each worker process, and by the settings there.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
         yield
@@ -69,21 +83,30 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {error}")
     if args.prod:
         _refuse_weak_key(settings)
-    with _shared_metrics_directory(settings, several_processes=args.prod):
-        uvicorn.run(
-            "apps.api.app:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            reload=args.reload,
-            reload_dirs=["apps"] if args.reload else None,
-            workers=settings.web_concurrency if args.prod else None,
-            log_config=logging_config(settings),
-            log_level=settings.log_level,
-            proxy_headers=args.prod,
-            root_path=settings.root_path,
-            timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-        )
+    try:
+        check_can_listen(settings.host, settings.port)
+        check_can_start(settings)
+        with _shared_metrics_directory(settings, several_processes=args.prod):
+            _serve(settings, args)
+    except StartupError as error:
+        sys.exit(f"error: {error}")
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    uvicorn.run(
+        "apps.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        reload=args.reload,
+        reload_dirs=["apps"] if args.reload else None,
+        workers=settings.web_concurrency if args.prod else None,
+        log_config=logging_config(settings),
+        log_level=settings.log_level,
+        proxy_headers=args.prod,
+        root_path=settings.root_path,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 
-from apps.cli.startup import invoked_as, load_checked_settings
+from apps.cli.startup import StartupError, check_can_start, invoked_as, load_checked_settings
 from apps.core.database import open_database
 from apps.core.error_reporting import init_sentry
 from apps.core.logs import configure_logging
@@ -53,11 +53,18 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_checked_settings()
     except SettingsError as error:
         sys.exit(f"error: {error}")
-    configure_logging(settings)
-    init_sentry(settings)
     with contextlib.ExitStack() as stack:
-        if settings.worker_metrics_port is not None:
-            _serve_metrics(stack, settings.host, settings.worker_metrics_port)
+        port = settings.worker_metrics_port
+        if port is not None:
+            _serve_metrics(stack, settings.host, port)
+        try:
+            check_can_start(settings)
+        except StartupError as error:
+            sys.exit(f"error: {error}")
+        configure_logging(settings)
+        init_sentry(settings)
+        if port is not None:
+            logger.info("metrics on http://%s:%d/metrics", settings.host, port)
         asyncio.run(serve(settings))
 
 
@@ -67,7 +74,6 @@ def _serve_metrics(stack: contextlib.ExitStack, host: str, port: int) -> None:
         stack.enter_context(serving_recorded_metrics(host, port))
     except OSError as error:
         sys.exit(f"error: cannot serve metrics on {host}:{port}: {error.strerror or error}")
-    logger.info("metrics on http://%s:%d/metrics", host, port)
 
 
 if __name__ == "__main__":
