@@ -166,3 +166,26 @@ def test_a_metrics_directory_that_cannot_be_made_stops_start_up(
     settings = {"METRICS_ENABLED": "1", "PROMETHEUS_MULTIPROC_DIR": str(shared)}
     [line] = _start(API, tmp_path, DATABASE_URL=migrated_database, **settings)
     assert line.startswith(f"error: cannot use PROMETHEUS_MULTIPROC_DIR {shared}: ")
+
+
+def test_the_operator_console_names_the_file_its_port_came_from(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "operator.yaml").write_text(f"server:\n  port: {port}\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "apps.api", "--op-console"],
+            cwd=tmp_path,
+            env=process_env(DATABASE_URL=migrated_database, OPERATOR_CONFIG="operator.yaml"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port} (HOST, PORT, or server.host and server.port "
+        "of operator.yaml): Address already in use"
+    ]

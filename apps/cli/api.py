@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.prod:
         _refuse_weak_key(settings)
     try:
-        check_can_listen(settings.host, settings.port)
+        check_can_listen(settings)
         check_can_start(settings)
         with _shared_metrics_directory(settings, several_processes=args.prod):
             _serve(settings, args)

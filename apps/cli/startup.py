@@ -63,23 +63,28 @@ def check_can_start(settings: Settings) -> None:
     asyncio.run(_check_database(settings.database_url))
 
 
-def check_can_listen(host: str, port: int) -> None:
-    """Raise `StartupError` unless `host` is an address of this machine where `port` is free,
+def check_can_listen(settings: Settings) -> None:
+    """Raise `StartupError` unless HOST is an address of this machine where PORT is free,
     binding as uvicorn does (SO_REUSEADDR) and letting go at once."""
+    host, port = settings.host, settings.port
+    host_named, named = "HOST", "HOST, PORT"
+    if settings.listens_as_operator_console and settings.operator_config is not None:
+        host_named += f" (or server.host of {settings.operator_config})"
+        named += f", or server.host and server.port of {settings.operator_config}"
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except (socket.gaierror, UnicodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
-        raise StartupError(f"invalid setting HOST: {host!r}: {reason}") from None
+        raise StartupError(f"invalid setting {host_named}: {host!r}: {reason}") from None
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(address)
         except OSError as error:
             raise StartupError(
-                f"cannot listen on {host}:{port} (HOST, PORT): {error.strerror or error}"
+                f"cannot listen on {host}:{port} ({named}): {error.strerror or error}"
             ) from None
 
 
