@@ -137,11 +137,25 @@ def test_an_artifacts_dir_that_cannot_be_written_stops_start_up(
 
 
 def test_a_missing_artifacts_dir_is_made(migrated_database: str, tmp_path: Path) -> None:
-    store = tmp_path / "new" / "artifacts"
+    store = tmp_path / "artifacts"
     port = free_port()
     with api_process(migrated_database, tmp_path, port, ARTIFACTS_DIR=str(store)):
         assert store.is_dir()
     assert list(store.iterdir()) == []  # the check leaves nothing behind
+
+
+@COMMANDS
+def test_an_artifacts_dir_whose_parent_is_missing_stops_start_up(
+    program: tuple[str, ...], migrated_database: str, tmp_path: Path
+) -> None:
+    """A shared volume not mounted yet, or a typo: its files would go to the host's disk."""
+    store = tmp_path / "shared" / "artifacts"
+    [line] = _start(program, tmp_path, DATABASE_URL=migrated_database, ARTIFACTS_DIR=str(store))
+    assert line == (
+        f"error: cannot use ARTIFACTS_DIR {store}: {store.parent} does not exist (only the "
+        "last directory is made)"
+    )
+    assert not store.parent.exists()
 
 
 def test_a_port_in_use_stops_start_up(migrated_database: str, tmp_path: Path) -> None:

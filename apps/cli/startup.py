@@ -89,14 +89,21 @@ def check_can_listen(settings: Settings) -> None:
 
 
 def _check_artifacts_dir(settings: Settings) -> None:
-    """The local store's directory exists (made now if it does not) and takes a new file."""
+    """The local store's directory takes a new file. Only its last directory is made when
+    missing (`./artifacts` on a fresh clone): a missing parent is more likely a typo, or a
+    shared volume not mounted, whose files would go to the host's own disk instead."""
     if settings.artifact_store != "local":
         return
     directory = settings.artifacts_dir
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(exist_ok=True)
         with tempfile.TemporaryFile(dir=directory, prefix=".crew-write-check-"):
             pass
+    except FileNotFoundError:
+        raise StartupError(
+            f"cannot use ARTIFACTS_DIR {directory}: {directory.parent} does not exist (only "
+            "the last directory is made)"
+        ) from None
     except OSError as error:
         raise StartupError(
             f"cannot use ARTIFACTS_DIR {directory}: {error.strerror or error}"
