@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from apps.core.database import Transactions
+from apps.core.database import Transactions, describe_fault
 from apps.core.error_reporting import report_run_error
 from apps.core.errors import CrewError
 from apps.core.logs import log_context
@@ -312,7 +312,9 @@ class Worker:
         try:
             log_pass(await self._passes.run(self._outcomes, slots=0))
         except (OSError, SQLAlchemyError) as error:
-            logger.warning("could not hand nodes back, their leases will expire: %s", error)
+            logger.warning(
+                "could not hand nodes back, their leases will expire: %s", describe_fault(error)
+            )
 
 
 def _delete_files(store: ArtifactStore, keys: tuple[str, ...]) -> None:
