@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from alembic import command
+from apps.cli import startup
 from apps.core.database import create_migration_engine
 from tests.conftest import alembic_config, process_env
 from tests.servers import api_process, free_port
@@ -203,3 +204,14 @@ def test_the_operator_console_names_the_file_its_port_came_from(
         f"error: cannot listen on 127.0.0.1:{port} (HOST, PORT, or server.host and server.port "
         "of operator.yaml): Address already in use"
     ]
+
+
+def test_a_database_with_no_schema_stops_an_install_without_its_migrations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed from a wheel, the migrations are not beside the code: a schema's revision
+    cannot be compared, but a database never migrated is still none to serve."""
+    monkeypatch.setattr(startup, "MIGRATIONS", tmp_path / "no-migrations")
+    with pytest.raises(startup.StartupError, match="has no schema yet"):
+        startup._check_revision(None, "sqlite+aiosqlite:///app.db")
+    startup._check_revision("0099", "sqlite+aiosqlite:///app.db")  # nothing to compare it with

@@ -162,6 +162,9 @@ def _check_revision(revision: str | None, shown: str) -> None:
     """Stop on a schema older than this version's; only warn on one newer than it knows, which
     an older version is meant to keep running on during a rollover (migrations add before they
     remove)."""
+    migrate = "migrate it first: `make db-upgrade` (alembic upgrade head)"
+    if revision is None:
+        raise StartupError(f"the database of DATABASE_URL {shown} has no schema yet; {migrate}")
     if not MIGRATIONS.is_dir():
         return  # installed without its migrations: whoever migrates knows the schema
     # Imported here: only the processes that serve read the migrations.
@@ -172,9 +175,6 @@ def _check_revision(revision: str | None, shown: str) -> None:
     head = scripts.get_current_head()
     if revision == head:
         return
-    migrate = "migrate it first: `make db-upgrade` (alembic upgrade head)"
-    if revision is None:
-        raise StartupError(f"the database of DATABASE_URL {shown} has no schema yet; {migrate}")
     try:
         scripts.get_revision(revision)
     except CommandError:
