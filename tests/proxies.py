@@ -1,14 +1,18 @@
-"""A TCP proxy between the service and PostgreSQL that can stop passing bytes without closing
-anything: how a network partition, or a failover that drops packets, looks from the service."""
+"""TCP proxies between the service and PostgreSQL. One can stop passing bytes without closing
+anything: how a network partition, or a failover that drops packets, looks from the service. The
+other resets every connection and refuses new ones: a restarting server, or a failover."""
 
 import contextlib
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy.engine import make_url
+
+RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close with a reset
 
 
 class FreezingProxy:
@@ -75,3 +79,71 @@ def proxy_to(url: str) -> Iterator[tuple[FreezingProxy, str]]:
     finally:
         proxy.close()
         thread.join(timeout=5)
+
+
+class ResettingProxy:
+    """A TCP proxy to `upstream`; `cut()` resets every connection and refuses new ones until
+    `mend()`."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.refusing = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._open: list[socket.socket] = []
+
+    def serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.refusing.is_set():
+                _reset(client)
+                continue
+            server = socket.create_connection(self.upstream)
+            self._open += [client, server]
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=_pass_on, args=(source, target), daemon=True).start()
+
+    def cut(self) -> None:
+        self.refusing.set()
+        for end in self._open:
+            _reset(end)
+        self._open = []
+
+    def mend(self) -> None:
+        self.refusing.clear()
+
+
+def _reset(end: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+        end.close()
+
+
+def _pass_on(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while chunk := source.recv(65536):
+            target.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        for end in (source, target):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+
+@contextmanager
+def resetting_proxy_to(url: str) -> Iterator[tuple[ResettingProxy, str]]:
+    """The resetting proxy in front of `url`'s server, and `url` through it."""
+    parsed = make_url(url)
+    proxy = ResettingProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
+    thread = threading.Thread(target=proxy.serve, daemon=True)
+    thread.start()
+    try:
+        yield proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+    finally:
+        proxy.listener.close()
+        proxy.cut()

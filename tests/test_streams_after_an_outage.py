@@ -6,18 +6,14 @@ connection and refuses new ones for `OUTAGE_SECONDS`, as a restarting server or 
 """
 
 import contextlib
-import socket
-import struct
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from sqlalchemy.engine import make_url
 
 from tests.conftest import API_KEY
+from tests.proxies import resetting_proxy_to
 from tests.servers import api_process, free_port, worker_process
 
 HEADERS = {"X-API-Key": API_KEY}
@@ -25,74 +21,6 @@ HEADERS = {"X-API-Key": API_KEY}
 OUTAGE_SECONDS = 20
 # What a stream may lag behind the database once it answers again: its poll, a reconnection.
 CAUGHT_UP_WITHIN_SECONDS = 5
-RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close with a reset
-
-
-class ResettingProxy:
-    """A TCP proxy to `upstream`; `cut()` resets every connection and refuses new ones until
-    `mend()`."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.refusing = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self._open: list[socket.socket] = []
-
-    def serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.refusing.is_set():
-                _reset(client)
-                continue
-            server = socket.create_connection(self.upstream)
-            self._open += [client, server]
-            for source, target in ((client, server), (server, client)):
-                threading.Thread(target=_pump, args=(source, target), daemon=True).start()
-
-    def cut(self) -> None:
-        self.refusing.set()
-        for end in self._open:
-            _reset(end)
-        self._open = []
-
-    def mend(self) -> None:
-        self.refusing.clear()
-
-
-def _reset(end: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        end.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
-        end.close()
-
-
-def _pump(source: socket.socket, target: socket.socket) -> None:
-    try:
-        while chunk := source.recv(65536):
-            target.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        for end in (source, target):
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
-
-
-@contextlib.contextmanager
-def resetting_proxy_to(url: str) -> Iterator[tuple[ResettingProxy, str]]:
-    parsed = make_url(url)
-    proxy = ResettingProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
-    thread = threading.Thread(target=proxy.serve, daemon=True)
-    thread.start()
-    try:
-        yield proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
-    finally:
-        proxy.listener.close()
-        proxy.cut()
 
 
 def _follow(base_url: str, run_id: str, arrivals: dict[str, float]) -> None:
@@ -108,13 +36,6 @@ def _follow(base_url: str, run_id: str, arrivals: dict[str, float]) -> None:
                 arrivals.setdefault(line.removeprefix("event:").strip(), time.monotonic())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the event feed's supervisor backs off up to 30 s while the database is down, and "
-    "only reads again when that delay is over: apps/orchestrator/reading/event_feed.py's "
-    "start_supervised('event feed', ...) needs a max_delay of a few seconds, as the worker's "
-    "passes have (5 s)",
-)
 def test_a_stream_catches_up_within_seconds_of_the_database_coming_back(
     postgres_database: str, tmp_path: Path
 ) -> None:

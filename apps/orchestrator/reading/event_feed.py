@@ -55,6 +55,9 @@ RECENT_EVENTS = 5_000
 # The least time between two reads of new events: the first event after a quiet spell is handed
 # out at once, those that follow within this are handed out together.
 FAN_OUT_SECONDS = 0.03
+# The longest the feed's reader waits to try again after failing (the database out of reach): a
+# stream lags the database that long at most once it answers.
+FEED_MAX_RESTART_SECONDS = 2.0
 
 
 @dataclass(slots=True, eq=False)
@@ -294,7 +297,11 @@ class EventFeed:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator["EventFeed"]:
         """Read and fan out while the block runs; close every subscription when it ends."""
-        self._tasks = [start_supervised("event feed", self._pump)]
+        # After an outage every live stream waits for the reader's next try, which the
+        # supervisor's default would put up to 30 s off.
+        self._tasks = [
+            start_supervised("event feed", self._pump, max_delay=FEED_MAX_RESTART_SECONDS)
+        ]
         self._tasks += [
             start_supervised(
                 f"event feed wake source {type(source).__name__}",
