@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from apps.core.errors import ServiceUnavailable
 from apps.orchestrator.infra.storage import local
 from apps.orchestrator.infra.storage.local import (
     FS_IOC_GETFLAGS,
@@ -134,3 +135,17 @@ def test_content_exists_once_written_and_only_inside_the_store(tmp_path: Path) -
     assert not store.exists("run/node/1/never-written.md")
     assert not store.exists("run/node")
     assert not store.exists("../outside.md")
+
+
+def test_a_root_removed_while_in_use_is_made_again_but_not_its_parents(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "volume" / "artifacts")
+    store.write("run/1/draft.md", b"one")
+
+    shutil.rmtree(tmp_path / "volume" / "artifacts")
+    store.write("other/1/draft.md", b"two")
+    assert store.read("other/1/draft.md") == b"two"
+
+    shutil.rmtree(tmp_path / "volume")
+    with pytest.raises(ServiceUnavailable):
+        store.write("third/1/draft.md", b"three")
+    assert not (tmp_path / "volume").exists()

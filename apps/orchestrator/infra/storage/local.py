@@ -96,10 +96,9 @@ class LocalArtifactStore:
 
     def _make_under_known(self, directory: str) -> None:
         """`directory` (a key's) made from the deepest of its parents known to be there down,
-        when one is: a key's directories under its run's (an old layout's) are that many
-        mkdirs, where trying the file first costs a failed open and a refused mkdir of the run's
-        directory more. Nothing when `directory` is known, or none of its parents (the file is
-        tried first, `write`)."""
+        when one is: an attempt's directory under its run's is one mkdir, where trying the file
+        first costs a failed open and a refused mkdir of the run's directory more. Nothing when
+        `directory` is known, or none of its parents (the file is tried first, `write`)."""
         parent, missing = directory, []
         while parent not in self._known:
             parent, _, name = parent.rpartition("/")
@@ -116,6 +115,13 @@ class LocalArtifactStore:
             self.root.mkdir(parents=True, exist_ok=True)
             _spread_subdirectories(self.root)
             self._root_marked = True
+        elif not os.path.isdir(self._root_text):
+            # Removed while in use (a cleaner of old temporary files): made again, but not its
+            # parents, which a volume no longer mounted would have the files land on the host's
+            # own disk for.
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self._root_text)
+            _spread_subdirectories(self.root)
         self._make_down("", storage_key.split("/")[:-1])
 
     def _make_down(self, parent: str, names: Iterable[str]) -> None:
