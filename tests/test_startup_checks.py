@@ -20,7 +20,12 @@ from tests.servers import api_process, free_port
 
 API = ("-m", "apps.api")
 WORKER = ("-m", "apps.orchestrator.worker")
+TASK = ("-m", "apps.orchestrator.main", "--title", "Checked first")
 COMMANDS = pytest.mark.parametrize("program", [API, WORKER], ids=["api", "worker"])
+# What reaches the database and the store from the command line, besides the two services.
+EVERY_COMMAND = pytest.mark.parametrize(
+    "program", [API, WORKER, TASK], ids=["api", "worker", "crew-task"]
+)
 
 
 def _start(program: tuple[str, ...], workdir: Path, **settings: str) -> list[str]:
@@ -65,7 +70,7 @@ def unused_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
-@COMMANDS
+@EVERY_COMMAND
 def test_an_unreachable_database_stops_start_up(
     program: tuple[str, ...], tmp_path: Path, unused_port: int
 ) -> None:
@@ -90,7 +95,7 @@ def test_a_missing_sqlite_file_stops_start_up_and_is_not_created(
     assert not (tmp_path / "app.db").exists()
 
 
-@COMMANDS
+@EVERY_COMMAND
 def test_a_database_at_an_older_schema_stops_start_up(
     program: tuple[str, ...], empty_database: str, tmp_path: Path
 ) -> None:
@@ -103,7 +108,7 @@ def test_a_database_at_an_older_schema_stops_start_up(
     )
 
 
-@COMMANDS
+@EVERY_COMMAND
 def test_a_database_with_no_schema_stops_start_up(program: tuple[str, ...], tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
     (tmp_path / "app.db").touch()

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from apps.cli.startup import invoked_as, load_checked_settings
+from apps.cli.startup import StartupError, check_can_start, invoked_as, load_checked_settings
 from apps.core.database import Database, SessionFactory, open_database, unit_of_work
 from apps.core.settings import Settings, SettingsError
 from apps.core.supervision import start_supervised
@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = _settings(args)
         task = _task(args)
-    except SettingsError as error:
+        check_can_start(settings)
+    except (SettingsError, StartupError) as error:
         sys.exit(f"error: {error}")
     except ValueError as error:
         sys.exit(f"error: invalid task: {error}")
