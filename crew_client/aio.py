@@ -235,6 +235,7 @@ class AsyncClient:
                 if not response.is_success:
                     await response.aread()
                     raise error_of(response)
+                position.check_opened(response)
                 async for sse in source.aiter_sse():
                     event = position.read(sse)
                     if event is not None:

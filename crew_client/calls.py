@@ -56,7 +56,7 @@ class Call(Generic[T]):
         try:
             return self.read(response)
         except (ValueError, TypeError) as error:  # pydantic's ValidationError is a ValueError
-            raise _unexpected(response) from error
+            raise unexpected_answer(response) from error
 
 
 def key_headers(key: str | None) -> dict[str, str]:
@@ -69,7 +69,8 @@ def key_headers(key: str | None) -> dict[str, str]:
     return {"X-API-Key": key}
 
 
-def _unexpected(response: httpx.Response) -> UnexpectedAnswer:
+def unexpected_answer(response: httpx.Response) -> UnexpectedAnswer:
+    """The error for a success whose body is not what the API sends (see `UnexpectedAnswer`)."""
     kind = response.headers.get("Content-Type", "no content type")
     return UnexpectedAnswer(
         f"{response.request.method} {response.request.url.path} answered "

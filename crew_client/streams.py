@@ -5,10 +5,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from httpx_sse import ServerSentEvent
 
 from apps.wire.schemas import Event, Run
-from crew_client.calls import RUN_FINAL_EVENTS, RUN_FINAL_STATUSES
+from crew_client.calls import RUN_FINAL_EVENTS, RUN_FINAL_STATUSES, unexpected_answer
 from crew_client.errors import UnexpectedAnswer
 from crew_client.paths import optional_uuid, path
 
@@ -36,6 +37,14 @@ class Resumption:
         if self.last_event_id is not None:
             headers["Last-Event-ID"] = str(self.last_event_id)
         return {"url": url, "headers": headers}
+
+    def check_opened(self, response: httpx.Response) -> None:
+        """`UnexpectedAnswer` unless the successful `response` is an event stream: a page that
+        is not the API's (a proxy's sign-in) would otherwise be waited on as a stream that
+        stays silent, and then retried as an outage."""
+        kind = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+        if kind != "text/event-stream":
+            raise unexpected_answer(response)
 
     def read(self, sse: ServerSentEvent) -> Event | None:
         """The event `sse` carries (None for one without data), remembered as the last seen."""

@@ -233,6 +233,7 @@ class Client:
                 if not response.is_success:
                     response.read()
                     raise error_of(response)
+                position.check_opened(response)
                 for sse in source.iter_sse():
                     event = position.read(sse)
                     if event is not None:

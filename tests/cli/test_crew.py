@@ -353,7 +353,7 @@ def sign_in_page() -> Iterator[str]:
 
 
 def test_an_answer_that_is_not_the_apis_is_exit_9(served: Served, sign_in_page: str) -> None:
-    for arguments in (("show", RUN), ("runs",), ("gates",)):
+    for arguments in (("show", RUN), ("runs",), ("gates",), ("events", RUN, "--follow")):
         done = crew(served, *arguments, CREW_URL=sign_in_page)
 
         assert done.returncode == 9, done.stderr

@@ -49,6 +49,13 @@ def test_settings_that_are_not_json_are_an_unexpected_answer() -> None:
         crew.get_operator_config()
 
 
+def test_a_stream_that_opens_on_a_page_is_an_unexpected_answer_not_a_silent_stream() -> None:
+    transport = httpx.MockTransport(_sign_in_page)
+    crew = Client("http://crew.test", "key", transport=transport)
+    with crew, pytest.raises(UnexpectedAnswer, match=r"events/stream answered 200 \(text/html"):
+        list(crew.stream_events(RUN))
+
+
 def test_an_event_that_is_not_the_apis_is_an_unexpected_answer() -> None:
     transport = httpx.MockTransport(_stream_of_other_things)
     crew = Client("http://crew.test", "key", transport=transport)
@@ -61,6 +68,10 @@ async def test_the_async_client_says_so_too() -> None:
     async with AsyncClient("http://crew.test", "key", transport=transport) as crew:
         with pytest.raises(UnexpectedAnswer):
             await crew.get_run(RUN)
+    async with AsyncClient("http://crew.test", "key", transport=transport) as crew:
+        with pytest.raises(UnexpectedAnswer, match="events/stream answered 200"):
+            async for _ in crew.stream_events(RUN):
+                pass
     transport = httpx.MockTransport(_stream_of_other_things)
     async with AsyncClient("http://crew.test", "key", transport=transport) as crew:
         with pytest.raises(UnexpectedAnswer):
