@@ -352,13 +352,23 @@ def sign_in_page() -> Iterator[str]:
     server.server_close()
 
 
-def test_an_answer_that_is_not_the_apis_is_exit_9(served: Served, sign_in_page: str) -> None:
-    for arguments in (("show", RUN), ("runs",), ("gates",), ("events", RUN, "--follow")):
+def test_an_answer_that_is_not_the_apis_is_exit_9(
+    served: Served, sign_in_page: str, tmp_path: Path
+) -> None:
+    written = tmp_path / "artifact.md"
+    for arguments in (
+        ("show", RUN),
+        ("runs",),
+        ("gates",),
+        ("events", RUN, "--follow"),
+        ("artifact", RUN, "-o", str(written)),
+    ):
         done = crew(served, *arguments, CREW_URL=sign_in_page)
 
         assert done.returncode == 9, done.stderr
         assert done.stderr.startswith("error: GET /") and "is the URL the API's?" in done.stderr
         assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert not written.exists()
 
 
 def _readme_crew_block() -> list[str]:
