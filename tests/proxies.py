@@ -7,12 +7,24 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol, TypeVar
 
 from sqlalchemy.engine import make_url
 
 RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close with a reset
+
+
+class _Proxy(Protocol):
+    port: int
+
+    def serve(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+P = TypeVar("P", bound=_Proxy)
 
 
 class FreezingProxy:
@@ -67,18 +79,9 @@ class FreezingProxy:
         self.listener.close()
 
 
-@contextmanager
-def proxy_to(url: str) -> Iterator[tuple[FreezingProxy, str]]:
-    """The proxy in front of `url`'s server, and `url` through it."""
-    parsed = make_url(url)
-    proxy = FreezingProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
-    thread = threading.Thread(target=proxy.serve, daemon=True)
-    thread.start()
-    try:
-        yield proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
-    finally:
-        proxy.close()
-        thread.join(timeout=5)
+def proxy_to(url: str) -> AbstractContextManager[tuple[FreezingProxy, str]]:
+    """The freezing proxy in front of `url`'s server, and `url` through it."""
+    return _in_front_of(url, FreezingProxy)
 
 
 class ResettingProxy:
@@ -115,6 +118,10 @@ class ResettingProxy:
     def mend(self) -> None:
         self.refusing.clear()
 
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()
+
 
 def _reset(end: socket.socket) -> None:
     with contextlib.suppress(OSError):
@@ -135,15 +142,19 @@ def _pass_on(source: socket.socket, target: socket.socket) -> None:
             end.close()
 
 
-@contextmanager
-def resetting_proxy_to(url: str) -> Iterator[tuple[ResettingProxy, str]]:
+def resetting_proxy_to(url: str) -> AbstractContextManager[tuple[ResettingProxy, str]]:
     """The resetting proxy in front of `url`'s server, and `url` through it."""
+    return _in_front_of(url, ResettingProxy)
+
+
+@contextmanager
+def _in_front_of(url: str, make: Callable[[tuple[str, int]], P]) -> Iterator[tuple[P, str]]:
     parsed = make_url(url)
-    proxy = ResettingProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
+    proxy = make((parsed.host or "127.0.0.1", parsed.port or 5432))
     thread = threading.Thread(target=proxy.serve, daemon=True)
     thread.start()
     try:
         yield proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
     finally:
-        proxy.listener.close()
-        proxy.cut()
+        proxy.close()
+        thread.join(timeout=5)
