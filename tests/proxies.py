@@ -68,11 +68,7 @@ class FreezingProxy:
         except OSError:
             pass
         finally:
-            # A shutdown, not a bare close, wakes the other direction's thread in its `recv`.
-            for end in (source, target):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-                end.close()
+            _close_both(source, target)
 
     def close(self) -> None:
         self._closing.set()
@@ -136,10 +132,15 @@ def _pass_on(source: socket.socket, target: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        for end in (source, target):
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
+        _close_both(source, target)
+
+
+def _close_both(source: socket.socket, target: socket.socket) -> None:
+    # A shutdown, not a bare close, wakes the other direction's thread in its `recv`.
+    for end in (source, target):
+        with contextlib.suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)
+        end.close()
 
 
 def resetting_proxy_to(url: str) -> AbstractContextManager[tuple[ResettingProxy, str]]:
