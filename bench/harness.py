@@ -285,10 +285,33 @@ def process_round_trip_us(exchanges: int = 2_000) -> float:
         echo.wait()
 
 
+def _reference_work() -> int:
+    keys = []
+    for index in range(100_000):
+        row = {"id": index, "key": f"node-{index}", "deps": [index - 1, index - 2]}
+        keys.append(row["key"].upper() + str(len(row["deps"])))
+    return len("".join(keys))
+
+
+def python_pace_ms(times: int = 5) -> float:
+    """Milliseconds for a fixed piece of plain Python (100,000 small dicts and strings), the
+    fastest of `times` after a first run that grows the heap: how fast the machine runs the
+    interpreter now. Sessions run on virtual machines whose CPUs differ, and a CPU-bound figure
+    (a chain node's pass) moves with the pace where the load and the round trip say nothing."""
+    _reference_work()
+    fastest = float("inf")
+    for _ in range(times):
+        started = time.perf_counter()
+        _reference_work()
+        fastest = min(fastest, time.perf_counter() - started)
+    return fastest * 1000
+
+
 def machine_state() -> str:
-    """`machine_load` and `process_round_trip_us`, as a benchmark prints them beside its
-    figures."""
+    """`machine_load`, `process_round_trip_us` and `python_pace_ms`, as a benchmark prints them
+    beside its figures."""
     return (
         f"load (1, 5, 15 min) {machine_load()}; "
-        f"a round trip between two processes {process_round_trip_us():.0f} µs"
+        f"a round trip between two processes {process_round_trip_us():.0f} µs; "
+        f"Python's pace {python_pace_ms():.0f} ms (a fixed loop, lower is faster)"
     )
