@@ -17,10 +17,10 @@ from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import Index, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from alembic import context
-from apps.core.database import create_migration_engine, describe_fault
+from apps.core.database import CONNECT_TIMEOUT_SECONDS, create_migration_engine, describe_fault
 from apps.core.settings import SettingsError, load_settings
 from apps.orchestrator.model.models import ONLY_ON, Base, JSONDocument, UTCDateTime
 
@@ -46,15 +46,27 @@ def _database_url() -> str:
         sys.exit(f"error: {error}")
 
 
-def _unreachable(url: str, error: Exception) -> SystemExit:
+def _unreachable(url: str, reason: str) -> SystemExit:
     """One line saying which database could not be reached and why, its password hidden."""
     variable = "ALEMBIC_DATABASE_URL" if load_settings().alembic_database_url else "DATABASE_URL"
     if config.attributes.get("database_url"):
         variable = "the database URL given"
     shown = make_url(url).render_as_string(hide_password=True)
-    return SystemExit(
-        f"error: cannot reach the database to migrate, {variable} {shown}: {describe_fault(error)}"
-    )
+    return SystemExit(f"error: cannot reach the database to migrate, {variable} {shown}: {reason}")
+
+
+async def _connect(engine: AsyncEngine, url: str) -> AsyncConnection:
+    """A connection, or the one line that says why there is none. A server that accepts the
+    connection and then says nothing (a partition, a failover dropping packets) is given what
+    start-up gives it, not the driver's minute; the migrations themselves are not timed, as a
+    large table's may take long."""
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+            return await engine.connect()
+    except TimeoutError:
+        raise _unreachable(url, f"no answer within {CONNECT_TIMEOUT_SECONDS:g}s") from None
+    except (OSError, SQLAlchemyError) as error:
+        raise _unreachable(url, describe_fault(error)) from None
 
 
 def _render_item(kind: str, item: object, autogen: AutogenContext) -> str | bool:
@@ -152,10 +164,7 @@ async def run_migrations_online() -> None:
     url = _database_url()
     engine = create_migration_engine(url)
     try:
-        try:
-            connection = await engine.connect()
-        except (OSError, SQLAlchemyError) as error:
-            raise _unreachable(url, error) from None
+        connection = await _connect(engine, url)
         try:
             async with _migrating_alone(connection):
                 await connection.run_sync(_run_sync_migrations)

@@ -9,7 +9,7 @@
 
 Answers are the models the API declares (`apps.wire.schemas`); errors are `ApiError`
 subclasses carrying the API's `detail` (`crew_client.errors`); 503s and connection failures are
-retried with backoff (`RetryPolicy`).
+retried with backoff (`RetryPolicy`), within the client's `timeout` (`crew_client.retry`).
 """
 
 from apps.wire.schemas import (

@@ -28,7 +28,7 @@ from crew_client import calls
 from crew_client.calls import Call
 from crew_client.errors import CrewClientError, CrewConnectionError, error_of
 from crew_client.outages import Outage
-from crew_client.retry import RetryPolicy, retryable_error, retryable_status
+from crew_client.retry import DEFAULT_TIMEOUT, STREAM_TIMEOUT, Attempts, RetryPolicy
 from crew_client.streams import Resumption, run_is_over
 from crew_client.sync import DEFAULT_URL
 
@@ -44,12 +44,13 @@ class AsyncClient:
         url: str = DEFAULT_URL,
         key: str | None = None,
         *,
-        timeout: float = 30.0,
+        timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = calls.key_headers(key)
         self.retry = retry or RetryPolicy()
+        self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
         )
@@ -69,9 +70,9 @@ class AsyncClient:
         await self._http.aclose()
 
     async def call(self, call: Call[T]) -> T:
-        """Send `call`, retrying per the policy, and read its answer."""
-        for retry in range(self.retry.attempts):
-            last = retry == self.retry.attempts - 1
+        """Send `call`, retrying per the policy within `timeout` seconds, and read its answer."""
+        attempts = Attempts(self.retry, self.timeout, idempotent=call.idempotent)
+        while True:
             try:
                 response = await self._http.request(
                     call.method,
@@ -80,18 +81,21 @@ class AsyncClient:
                     json=call.json,
                     content=call.content,
                     headers=call.headers,
+                    timeout=attempts.timeout(),
                 )
             except httpx.TransportError as error:
-                if last or not retryable_error(error, idempotent=call.idempotent):
-                    raise CrewConnectionError(f"{call.method} {call.path}: {error}") from error
-                await asyncio.sleep(self.retry.delay(retry))
+                wait = attempts.after_error(error)
+                if wait is None:
+                    failure = f"{call.method} {call.path}: {attempts.failure(error)}"
+                    raise CrewConnectionError(failure) from error
+                await asyncio.sleep(wait)
                 continue
             if response.is_success:
                 return call.answer(response)
-            if last or not retryable_status(response):
+            wait = attempts.after_response(response)
+            if wait is None:
                 raise error_of(response)
-            await asyncio.sleep(self.retry.delay(retry, response.headers.get("Retry-After")))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            await asyncio.sleep(wait)
 
     async def _pages(self, page: Callable[[str | None], Call[Page[T]]]) -> AsyncIterator[T]:
         cursor: str | None = None
@@ -230,7 +234,7 @@ class AsyncClient:
     async def _one_connection(self, position: Resumption) -> AsyncIterator[Event]:
         request = position.request()
         try:
-            async with aconnect_sse(self._http, "GET", timeout=None, **request) as source:
+            async with aconnect_sse(self._http, "GET", timeout=STREAM_TIMEOUT, **request) as source:
                 response = source.response
                 if not response.is_success:
                     await response.aread()

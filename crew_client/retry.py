@@ -1,10 +1,24 @@
-"""When the client tries a request again: after a 503 or a connection error, with exponential
-backoff and jitter, waiting at least what the server's `Retry-After` asks."""
+"""When the client tries a request again, and for how long: each call has a deadline, its
+retries included (`Attempts`); within it a failure to connect, a 503, and for a request that
+changes nothing a broken connection or a proxy's 502 or 504, are tried again after a backoff
+with jitter, never sooner than the server's `Retry-After`."""
 
 import random
+import time
 from dataclasses import dataclass
 
 import httpx
+
+# How long a call may take, its retries included, unless the client is given another.
+DEFAULT_TIMEOUT = 30.0
+# How long a connection may take to open: a server that accepts none in this is away.
+CONNECT_TIMEOUT = 5.0
+# An event stream waits for its next event as long as it takes; not for a connection.
+STREAM_TIMEOUT = httpx.Timeout(None, connect=CONNECT_TIMEOUT)
+# A retry whose backoff leaves less than this of the deadline is not worth sending.
+_SHORTEST_TRY = 0.5
+# A proxy's answer when the API behind it is away (502, 504); the request may have reached it.
+_PROXY_OUTAGES = frozenset({502, 504})
 
 
 @dataclass(frozen=True)
@@ -13,7 +27,8 @@ class RetryPolicy:
     seconds, at most `max_delay`, or the server's Retry-After when that is longer (capped too).
 
     A request that may change something (POST) is retried after a 503 (the API changed nothing)
-    or a failure to connect (nothing was sent), never after a connection that broke mid-way.
+    or a failure to connect (nothing was sent), never after a connection that broke or timed
+    out once the request was sent, nor after a proxy's 502 or 504: the API may have done it.
     """
 
     attempts: int = 4
@@ -40,8 +55,11 @@ def _seconds(retry_after: str | None) -> float | None:
     return float(retry_after)
 
 
-def retryable_status(response: httpx.Response) -> bool:
-    return response.status_code == 503
+def retryable_status(response: httpx.Response, *, idempotent: bool) -> bool:
+    """Whether a request answered `response` may be sent again."""
+    if response.status_code == 503:
+        return True
+    return idempotent and response.status_code in _PROXY_OUTAGES
 
 
 def retryable_error(error: httpx.TransportError, *, idempotent: bool) -> bool:
@@ -49,3 +67,55 @@ def retryable_error(error: httpx.TransportError, *, idempotent: bool) -> bool:
     if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
         return True  # the request never reached the server
     return idempotent
+
+
+class Attempts:
+    """The tries of one call, within `seconds` of its start: each try's timeouts (a connection
+    gets `CONNECT_TIMEOUT` at most, the answer what is left), and after a failure how long to
+    wait before the next, or None when the call should fail now: the failure is not one to try
+    again, the tries are spent, or the wait would end past the deadline.
+
+    The deadline bounds waiting for an answer; a long answer that keeps coming (an artifact's
+    content) is read to its end.
+    """
+
+    def __init__(self, policy: RetryPolicy, seconds: float, *, idempotent: bool) -> None:
+        self.policy, self.seconds, self.idempotent = policy, seconds, idempotent
+        self.deadline = time.monotonic() + seconds
+        self.tried = 0
+
+    def timeout(self) -> httpx.Timeout:
+        """The timeouts of the next try."""
+        self.tried += 1
+        left = max(self.deadline - time.monotonic(), 0.001)
+        return httpx.Timeout(left, connect=min(CONNECT_TIMEOUT, left))
+
+    def after_error(self, error: httpx.TransportError) -> float | None:
+        if not retryable_error(error, idempotent=self.idempotent):
+            return None
+        return self._wait()
+
+    def after_response(self, response: httpx.Response) -> float | None:
+        if not retryable_status(response, idempotent=self.idempotent):
+            return None
+        return self._wait(response.headers.get("Retry-After"))
+
+    def _wait(self, retry_after: str | None = None) -> float | None:
+        if self.tried >= self.policy.attempts:
+            return None
+        wait = self.policy.delay(self.tried - 1, retry_after)
+        if time.monotonic() + wait + _SHORTEST_TRY > self.deadline:
+            return None
+        return wait
+
+    def failure(self, error: httpx.TransportError) -> str:
+        """Why the call failed with `error`, in words (httpx says only "timed out"), and for a
+        request that changes something and may have reached the server, that it may be done."""
+        if isinstance(error, httpx.ConnectTimeout):
+            return f"no connection within {min(CONNECT_TIMEOUT, self.seconds):g}s"
+        reason = str(error) or type(error).__name__
+        if isinstance(error, httpx.TimeoutException):
+            reason = f"no answer within {self.seconds:g}s"
+        if self.idempotent or isinstance(error, httpx.ConnectError):
+            return reason
+        return f"{reason}; the server may have done it, check before sending it again"

@@ -3,10 +3,13 @@ stop with one line naming the problem (no trace, exit 1), instead of serving 500
 database that does not exist for ever."""
 
 import asyncio
+import errno
+import os
+import resource
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,8 +31,15 @@ EVERY_COMMAND = pytest.mark.parametrize(
 )
 
 
-def _start(program: tuple[str, ...], workdir: Path, **settings: str) -> list[str]:
-    """What `program` says on stderr as it stops at start-up, line by line."""
+def _start(
+    program: tuple[str, ...],
+    workdir: Path,
+    *,
+    limits: Callable[[], None] | None = None,
+    **settings: str,
+) -> list[str]:
+    """What `program` says on stderr as it stops at start-up, line by line; `limits` are set
+    in its process before it starts."""
     env = {
         "API_KEY": "a-long-random-key",
         "ARTIFACTS_DIR": str(workdir / "artifacts"),
@@ -42,6 +52,7 @@ def _start(program: tuple[str, ...], workdir: Path, **settings: str) -> list[str
         capture_output=True,
         text=True,
         timeout=30,
+        preexec_fn=limits,
     )
     assert done.returncode == 1, done.stderr
     return done.stderr.splitlines()
@@ -140,6 +151,64 @@ def test_an_artifacts_dir_that_cannot_be_written_stops_start_up(
     store = tmp_path / "a-file" / "artifacts"
     [line] = _start(program, tmp_path, DATABASE_URL=migrated_database, ARTIFACTS_DIR=str(store))
     assert line == f"error: cannot use ARTIFACTS_DIR {store}: Not a directory"
+
+
+@pytest.fixture
+def full_file_system(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs with no room left, though with inodes to spare; a skip where this process
+    may not mount one."""
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        with (mount_point / "filler").open("wb", buffering=0) as filler:
+            with pytest.raises(OSError) as full:
+                while True:
+                    filler.write(bytes(65536))
+            assert full.value.errno == errno.ENOSPC
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@COMMANDS
+def test_an_artifacts_dir_on_a_full_file_system_stops_start_up(
+    program: tuple[str, ...], migrated_database: str, tmp_path: Path, full_file_system: Path
+) -> None:
+    """A full disk still makes an empty file: the check writes data, as the store will."""
+    [line] = _start(
+        program, tmp_path, DATABASE_URL=migrated_database, ARTIFACTS_DIR=str(full_file_system)
+    )
+    assert line == f"error: cannot use ARTIFACTS_DIR {full_file_system}: No space left on device"
+    assert os.listdir(full_file_system) == ["filler"]
+
+
+def _no_file_data() -> None:
+    """Files may be made and not written (RLIMIT_FSIZE 0): a full disk, with no mount needed."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+
+@COMMANDS
+def test_an_artifacts_dir_that_takes_no_data_stops_start_up(
+    program: tuple[str, ...], migrated_database: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "artifacts"
+    [line] = _start(
+        program,
+        tmp_path,
+        limits=_no_file_data,
+        DATABASE_URL=migrated_database,
+        ARTIFACTS_DIR=str(store),
+    )
+    assert line == f"error: cannot use ARTIFACTS_DIR {store}: File too large"
+    assert list(store.iterdir()) == []
 
 
 def test_a_missing_artifacts_dir_is_made(migrated_database: str, tmp_path: Path) -> None:

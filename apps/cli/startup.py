@@ -26,6 +26,8 @@ from apps.core.database import (
 from apps.core.settings import Settings, load_settings, startup_warnings
 from apps.orchestrator.plans.gate_policy import gate_policy_of
 
+# What the artifacts directory's check writes: a block of the file system.
+_WRITE_CHECK_BYTES = 4096
 # The migrations of this checkout (alembic.ini's script_location), which say the schema it needs.
 MIGRATIONS = Path(__file__).resolve().parents[2] / "alembic"
 
@@ -89,7 +91,9 @@ def check_can_listen(settings: Settings) -> None:
 
 
 def _check_artifacts_dir(settings: Settings) -> None:
-    """The local store's directory takes a new file. Only its last directory is made when
+    """The local store's directory takes a new file, and data in it: a full file system still
+    makes an empty file while it has inodes, so the check writes a block and syncs it (which a
+    network file system may be the first to refuse). Only its last directory is made when
     missing (`./artifacts` on a fresh clone): a missing parent is more likely a typo, or a
     shared volume not mounted, whose files would go to the host's own disk instead."""
     if settings.artifact_store != "local":
@@ -97,8 +101,10 @@ def _check_artifacts_dir(settings: Settings) -> None:
     directory = settings.artifacts_dir
     try:
         directory.mkdir(exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory, prefix=".crew-write-check-"):
-            pass
+        with tempfile.TemporaryFile(dir=directory, prefix=".crew-write-check-") as probe:
+            probe.write(bytes(_WRITE_CHECK_BYTES))
+            probe.flush()
+            os.fsync(probe.fileno())
     except FileNotFoundError:
         raise StartupError(
             f"cannot use ARTIFACTS_DIR {directory}: {directory.parent} does not exist (only "

@@ -5,6 +5,7 @@ file (`apps.core.operator_file`), the defaults below. Nothing else in the code b
 environment: entry points call `load_settings()` and pass the result down.
 """
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -613,8 +614,31 @@ class OperatorConsoleSettings(Settings):
     listens_as_operator_console: ClassVar[bool] = True
 
 
+class _OncePerProcess(logging.Filter):
+    """Lets each message through once: python-dotenv warns of a line of `.env` it cannot parse
+    each time the file is read, and a process reads its settings more than once (the API's
+    entry point, then its app)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.said:
+            return False
+        self.said.add(message)
+        return True
+
+
+_DOTENV_WARNINGS = _OncePerProcess()
+
+
 def load_settings(*, operator_console: bool = False, **overrides: Any) -> Settings:
     """Read the settings, raising `SettingsError` with one line when a value is bad."""
+    dotenv_logger = logging.getLogger("dotenv.main")
+    if _DOTENV_WARNINGS not in dotenv_logger.filters:
+        dotenv_logger.addFilter(_DOTENV_WARNINGS)
     kind = OperatorConsoleSettings if operator_console else Settings
     try:
         return kind(**overrides)

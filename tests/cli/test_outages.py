@@ -121,12 +121,16 @@ def test_watch_rides_out_502_503_and_504(restartable: Served, gated_spec: str) -
             assert time.monotonic() < deadline, "the run did not end"
             time.sleep(0.1)
         assert watcher.poll() is None, watcher.communicate()
+        # A read is tried again within its call (`crew_client.retry`): the watch says it lost
+        # the server once a call's tries are spent.
+        assert watcher.stderr is not None
+        lost = watcher.stderr.readline()
         front.refusing = []
         stdout, stderr = watcher.communicate(timeout=60)
 
     assert watcher.returncode == 0, stderr
     assert stdout.splitlines()[-1] == f"run {run.id} succeeded"
-    _said_once(stderr)
+    _said_once(lost + stderr)
     after_503 = [
         later - when
         for (when, status), (later, _) in zip(front.refused, front.refused[1:], strict=False)

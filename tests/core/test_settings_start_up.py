@@ -9,6 +9,7 @@ import pytest
 
 from apps.core.settings import SettingsError, load_settings
 from tests.conftest import process_env
+from tests.servers import api_process, free_port
 
 
 @pytest.mark.parametrize("variable", ["openai_base_url", "ollama_base_url"])
@@ -48,3 +49,17 @@ def test_a_dotenv_file_that_is_not_utf8_stops_start_up_in_one_line(tmp_path: Pat
     assert done.stderr.splitlines() == [
         "error: invalid settings file .env: is not UTF-8 text (byte 8)"
     ]
+
+
+def test_a_dotenv_line_that_cannot_be_parsed_is_warned_of_once(
+    migrated_database: str, tmp_path: Path
+) -> None:
+    """The API's entry point reads its settings, then its app does: python-dotenv warns of a
+    line it cannot parse each time; the operator hears of each such line once."""
+    (tmp_path / ".env").write_text("LOG_LEVEL=info\nthis is not a setting\n'unterminated\n")
+    port = free_port()
+    with api_process(migrated_database, tmp_path, port, WORKER_IN_API="0"):
+        pass
+    log = (tmp_path / f"server-{port}.log").read_text()
+    for line in (2, 3):
+        assert log.count(f"could not parse statement starting at line {line}\n") == 1, log

@@ -1,9 +1,10 @@
 """`crew`: the operator's command over HTTP. `crew --help` lists the commands; every reading
 command takes `--json` and prints the API's JSON.
 
-Configured by CREW_URL (default http://127.0.0.1:8000) and CREW_API_KEY, or --url and --key.
-The exit statuses are in `EPILOG`. This module makes the command, its options and how it ends;
-the commands themselves are in `reading`, `running`, `gating` and `keys`.
+Configured by CREW_URL (default http://127.0.0.1:8000) and CREW_API_KEY, or --url and --key;
+CREW_TIMEOUT or --timeout bounds each request, its retries included. The exit statuses are in
+`EPILOG`. This module makes the command, its options and how it ends; the commands themselves
+are in `reading`, `running`, `gating` and `keys`.
 """
 
 import errno
@@ -25,20 +26,23 @@ from crew_client import (
     InvalidKey,
     UnexpectedAnswer,
 )
+from crew_client.retry import DEFAULT_TIMEOUT
 from crew_client.sync import DEFAULT_URL
 
 EPILOG = (
-    "Configured by CREW_URL (default http://127.0.0.1:8000) and CREW_API_KEY, or --url and --key. "
-    "Exit statuses: 0 done, or the reader of the output went away (crew runs | head -1); for "
-    "watch (and submit --watch) 1 the run failed, 2 it was cancelled, and an outage of the "
-    "server (no connection, 502, 503, 504) is waited out; 3 the server cannot be reached; 4 no "
-    "key or a wrong one (401); 5 the key's role may not (403); 6 not found (404); 7 conflict, "
-    "e.g. a gate already decided (409); 8 a request the API refused (400, 413, 422); 9 the "
-    "server failed (503, 5xx) or its answer is not the API's; 64 a command that cannot be done "
-    "as given, with nothing changed: options that do not go together, an id that is not one, a "
-    "key that is not printable ASCII, a file that cannot be read or written (the output too), "
-    "an --edit that changed nothing or an editor that failed (2 for a command line that cannot "
-    "be parsed at all); 130 interrupted (a watched run keeps running)."
+    "Configured by CREW_URL (default http://127.0.0.1:8000) and CREW_API_KEY, or --url and "
+    "--key; a request not answered within CREW_TIMEOUT or --timeout seconds (default 30, its "
+    "retries included) fails. Exit statuses: 0 done, or the reader of the output went away (crew "
+    "runs | head -1); for watch (and submit --watch) 1 the run failed, 2 it was cancelled, and "
+    "an outage of the server (no connection, 502, 503, 504) is waited out; 3 the server cannot "
+    "be reached or does not answer in time; 4 no key or a wrong one (401); 5 the key's role may "
+    "not (403); 6 not found (404); 7 conflict, e.g. a gate already decided (409); 8 a request "
+    "the API refused (400, 413, 422); 9 the server failed (503, 5xx) or its answer is not the "
+    "API's; 64 a command that cannot be done as given, with nothing changed: options that do not "
+    "go together, an id that is not one, a key that is not printable ASCII, a file that cannot "
+    "be read or written (the output too), an --edit that changed nothing or an editor that "
+    "failed (2 for a command line that cannot be parsed at all); 130 interrupted (a watched run "
+    "keeps running)."
 )
 EXIT_UNREACHABLE = 3
 EXIT_BY_STATUS = {401: 4, 403: 5, 404: 6, 409: 7, 400: 8, 413: 8, 422: 8}
@@ -91,9 +95,17 @@ def configure(
     key: Annotated[
         str | None, typer.Option(envvar="CREW_API_KEY", help="API key.", show_default=False)
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="CREW_TIMEOUT",
+            min=1,
+            help="Seconds to wait for an answer to a request, its retries included.",
+        ),
+    ] = DEFAULT_TIMEOUT,
 ) -> None:
     try:
-        context.obj = Client(url, key)
+        context.obj = Client(url, key, timeout=timeout)
     except InvalidKey as error:  # nothing was sent
         raise usage_error(f"{error} (--key or CREW_API_KEY)") from None
     context.call_on_close(context.obj.close)
