@@ -6,17 +6,20 @@ gates timing out or events being streamed.
 A task that fails restarts after a delay that doubles with each failure in a row, from
 `first_delay` up to `max_delay` (`MAX_DELAY_SECONDS`, 5 s, by default): once what made it fail
 goes away (the database answers again), no task is more than that behind. A task that has run
-for `max_delay` without failing ends its streak of failures: an info line says it is running
-again, and its next failure starts from `first_delay`.
+for `max_delay` without failing ends its streak of failures: its next failure starts from
+`first_delay`, and an info line says it is running again (a debug line if the streak's failures
+were all said at debug level, below).
 
 What a failure logs:
 
 - an unexpected error (not `is_transient`): an error line with its traceback, and a report to
   Sentry tagged with the task's name, every time;
 - the database being out of reach or busy (`is_transient`): a warning for the first of a streak,
-  then at most one every `STILL_FAILING_LOG_SECONDS` saying how long it has lasted, and debug lines
-  for the restarts between. An outage of an hour is a few dozen lines per task, not one every few
-  seconds, and never a report: it is the deployment's fault, not the code's;
+  then one every `STILL_FAILING_LOG_SECONDS` saying how long it has lasted, and debug lines for
+  the restarts between. An outage of an hour is a few dozen lines per task, not one every few
+  seconds, and never a report: it is the deployment's fault, not the code's. The warnings of a
+  task are that far apart across streaks too: a database that flaps, up for seconds between
+  blinks, makes a streak of each blink;
 - a task that returns, which it should never do: an error line, every time.
 """
 
@@ -109,6 +112,10 @@ class _Streak:
         self.failures = 0
         self._next_delay = first_delay
         self._began = 0.0
+        # Whether this streak was said above debug level; and until when a warning would come
+        # too soon after the last, which outlives the streak (a database that flaps makes a
+        # streak of every blink).
+        self._loud = False
         self._quiet_until = float("-inf")
 
     def failed(self, error: Exception) -> float:
@@ -119,6 +126,7 @@ class _Streak:
         else:
             report_error(error, task=self.name)
             logger.error("%s failed, restarting in %gs", self.name, delay, exc_info=error)
+            self._loud = True
         return delay
 
     def returned(self) -> float:
@@ -127,13 +135,15 @@ class _Streak:
         logger.error(
             "%s returned, which it should never do; restarting it in %gs", self.name, delay
         )
+        self._loud = True
         return delay
 
     def end(self, started: float) -> None:
         """The task, started at `started`, has run for `max_delay` without failing: the streak
-        is over."""
+        is over. Said at info level when its failures were said above debug."""
         if self.failures:
-            logger.info(
+            logger.log(
+                logging.INFO if self._loud else logging.DEBUG,
                 "%s is running again, after %d failure(s) in a row over %.0fs",
                 self.name,
                 self.failures,
@@ -141,7 +151,7 @@ class _Streak:
             )
         self.failures = 0
         self._next_delay = self.first_delay
-        self._quiet_until = float("-inf")
+        self._loud = False
 
     def _count(self) -> float:
         self.failures += 1
@@ -152,13 +162,13 @@ class _Streak:
         return delay
 
     def _log_fault(self, error: Exception, delay: float) -> None:
-        """A warning for the first fault of the streak, then at most one every
+        """A warning for the first fault of the streak, and at most one every
         `STILL_FAILING_LOG_SECONDS`; a debug line for the others."""
         now, fault = _now(), describe_fault(error)
         if now < self._quiet_until:
             logger.debug("%s failed again, restarting in %gs: %s", self.name, delay, fault)
             return
-        self._quiet_until = now + STILL_FAILING_LOG_SECONDS
+        self._loud, self._quiet_until = True, now + STILL_FAILING_LOG_SECONDS
         if self.failures == 1:
             logger.warning("%s failed, restarting in %gs: %s", self.name, delay, fault)
             return

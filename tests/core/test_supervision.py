@@ -197,6 +197,29 @@ async def test_a_long_streak_of_database_faults_warns_again_once_per_interval(
     )
 
 
+async def test_a_database_that_flaps_is_not_a_warning_per_blink(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="apps.core.supervision")
+    # Each start after the first runs past the bound, then fails: a streak of one per blink.
+    blink = (0.15, _unreachable("reset"))
+    work = Scripted((0.0, _unreachable("refused")), blink, blink, blink)
+    task = start_supervised("worker leases", work, first_delay=0.01, max_delay=0.05)
+    try:
+        await asyncio.wait_for(work.running.wait(), 5)
+        await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+
+    lines = _lines_of(caplog, "worker leases")
+    said = [(r.levelno, r.getMessage().split(",")[0]) for r in lines if r.levelno > logging.DEBUG]
+    assert said == [
+        (logging.WARNING, "worker leases failed"),
+        (logging.INFO, "worker leases is running again"),
+    ]
+    assert len(lines) == 8
+
+
 async def test_a_task_that_returns_is_started_again() -> None:
     starts = 0
     again = asyncio.Event()
