@@ -1,12 +1,26 @@
-"""Background tasks that must live as long as their process: the worker's loops, the event feed's
-reader and its wake sources. Each runs under `supervise`, which restarts it when it fails, so that
-one unexpected error never silently stops leases being renewed, cancels being watched or events
-being streamed.
+"""Background tasks that must live as long as their process: the worker and its loops, the event
+feed's reader and its wake sources. Each runs under `supervise`, which restarts it when it fails,
+so that one unexpected error never silently stops leases being renewed, cancels being watched,
+gates timing out or events being streamed.
 
-A failure is logged and, unless it is the database being out of reach or busy (`is_transient`),
-reported to Sentry with the task's name; the task restarts after a delay that doubles with each
-failure in a row, up to `max_delay`, and starts again from `first_delay` once the task has run
-for `max_delay` without failing.
+A task that fails restarts after a delay that doubles with each failure in a row, from
+`first_delay` up to `max_delay` (`MAX_DELAY_SECONDS`, 5 s, by default): once what made it fail
+goes away (the database answers again), no task is more than that behind. A task that has run
+for `max_delay` without failing ends its streak of failures: its next failure starts from
+`first_delay`, and an info line says it is running again (a debug line if the streak's failures
+were all said at debug level, below).
+
+What a failure logs:
+
+- an unexpected error (not `is_transient`): an error line with its traceback, and a report to
+  Sentry tagged with the task's name, every time;
+- the database being out of reach or busy (`is_transient`): a warning for the first of a streak,
+  then one every `STILL_FAILING_LOG_SECONDS` saying how long it has lasted, and debug lines for
+  the restarts between. An outage of an hour is a few dozen lines per task, not one every few
+  seconds, and never a report: it is the deployment's fault, not the code's. The warnings of a
+  task are that far apart across streaks too: a database that flaps, up for seconds between
+  blinks, makes a streak of each blink;
+- a task that returns, which it should never do: an error line, every time.
 """
 
 import asyncio
@@ -21,7 +35,9 @@ from apps.core.error_reporting import report_error
 logger = logging.getLogger(__name__)
 
 FIRST_DELAY_SECONDS = 0.5
-MAX_DELAY_SECONDS = 30.0
+MAX_DELAY_SECONDS = 5.0
+# The least time between two warnings of a task that keeps failing for the database.
+STILL_FAILING_LOG_SECONDS = 60.0
 
 
 async def supervise(
@@ -33,22 +49,21 @@ async def supervise(
 ) -> NoReturn:
     """Run `work()` until cancelled, restarting it whenever it fails or returns."""
     loop = asyncio.get_running_loop()
-    delay = first_delay
+    streak = _Streak(name, first_delay, max_delay)
     while True:
-        started = loop.time()
+        ended = loop.call_later(max_delay, streak.end, loop.time())
         try:
             await work()
         except Exception as error:
             if _stopping():
                 # It failed while being stopped: stopping it is what was asked.
                 raise
-            _log_failure(name, error, delay)
+            delay = streak.failed(error)
         else:
-            logger.error("%s returned, which it should never do; restarting it in %gs", name, delay)
-        if loop.time() - started >= max_delay:
-            delay = first_delay
+            delay = streak.returned()
+        finally:
+            ended.cancel()
         await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay)
 
 
 def start_supervised(
@@ -86,9 +101,86 @@ def _stopping() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-def _log_failure(name: str, error: Exception, delay: float) -> None:
-    if is_transient(error):
-        logger.warning("%s failed, restarting in %gs: %s", name, delay, describe_fault(error))
-        return
-    report_error(error, task=name)
-    logger.error("%s failed, restarting in %gs", name, delay, exc_info=error)
+class _Streak:
+    """One supervised task's failures in a row: the delay before each restart, and what of them
+    is logged (see the module's docstring)."""
+
+    def __init__(self, name: str, first_delay: float, max_delay: float) -> None:
+        self.name = name
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.failures = 0
+        self._next_delay = first_delay
+        self._began = 0.0
+        # Whether this streak was said above debug level; and until when a warning would come
+        # too soon after the last, which outlives the streak (a database that flaps makes a
+        # streak of every blink).
+        self._loud = False
+        self._quiet_until = float("-inf")
+
+    def failed(self, error: Exception) -> float:
+        """Count `error` in the streak and log it; the delay before the restart."""
+        delay = self._count()
+        if is_transient(error):
+            self._log_fault(error, delay)
+        else:
+            report_error(error, task=self.name)
+            logger.error("%s failed, restarting in %gs", self.name, delay, exc_info=error)
+            self._loud = True
+        return delay
+
+    def returned(self) -> float:
+        """Count a return in the streak and log it; the delay before the restart."""
+        delay = self._count()
+        logger.error(
+            "%s returned, which it should never do; restarting it in %gs", self.name, delay
+        )
+        self._loud = True
+        return delay
+
+    def end(self, started: float) -> None:
+        """The task, started at `started`, has run for `max_delay` without failing: the streak
+        is over. Said at info level when its failures were said above debug."""
+        if self.failures:
+            logger.log(
+                logging.INFO if self._loud else logging.DEBUG,
+                "%s is running again, after %d failure(s) in a row over %.0fs",
+                self.name,
+                self.failures,
+                started - self._began,
+            )
+        self.failures = 0
+        self._next_delay = self.first_delay
+        self._loud = False
+
+    def _count(self) -> float:
+        self.failures += 1
+        if self.failures == 1:
+            self._began = _now()
+        delay = self._next_delay
+        self._next_delay = min(delay * 2, self.max_delay)
+        return delay
+
+    def _log_fault(self, error: Exception, delay: float) -> None:
+        """A warning for the first fault of the streak, and at most one every
+        `STILL_FAILING_LOG_SECONDS`; a debug line for the others."""
+        now, fault = _now(), describe_fault(error)
+        if now < self._quiet_until:
+            logger.debug("%s failed again, restarting in %gs: %s", self.name, delay, fault)
+            return
+        self._loud, self._quiet_until = True, now + STILL_FAILING_LOG_SECONDS
+        if self.failures == 1:
+            logger.warning("%s failed, restarting in %gs: %s", self.name, delay, fault)
+            return
+        logger.warning(
+            "%s still failing (%d times in %.0fs), restarting in %gs: %s",
+            self.name,
+            self.failures,
+            now - self._began,
+            delay,
+            fault,
+        )
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()

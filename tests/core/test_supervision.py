@@ -1,5 +1,6 @@
 """A supervised background task that fails is logged, reported to Sentry and started again after
-a delay that grows; the database being out of reach is a warning, not a fault to report."""
+a delay that grows up to a bound; the database being out of reach is a warning, not a fault to
+report, and a long outage is a few lines, not one per restart."""
 
 import asyncio
 import logging
@@ -10,6 +11,7 @@ import pytest
 import sentry_sdk
 from sqlalchemy.exc import OperationalError
 
+from apps.core import supervision
 from apps.core.error_reporting import init_sentry
 from apps.core.settings import load_settings
 from apps.core.supervision import start_supervised, supervised
@@ -82,6 +84,140 @@ async def test_the_database_out_of_reach_is_a_warning_and_is_not_reported(
     assert warning.levelno == logging.WARNING
     assert "event feed failed, restarting" in warning.getMessage()
     assert sink.events() == []
+
+
+def _unreachable(message: str) -> OperationalError:
+    return OperationalError("SELECT 1", {}, ConnectionRefusedError(message))
+
+
+class Scripted:
+    """One step of its script per start: a step runs for its seconds, then fails with its error;
+    after the last step it runs until cancelled. Records when each start happened."""
+
+    def __init__(self, *steps: tuple[float, Exception]) -> None:
+        self.steps = list(steps)
+        self.starts: list[float] = []
+        self.running = asyncio.Event()
+
+    async def __call__(self) -> None:
+        self.starts.append(time.monotonic())
+        if len(self.starts) > len(self.steps):
+            self.running.set()
+            await asyncio.Event().wait()
+        seconds, error = self.steps[len(self.starts) - 1]
+        await asyncio.sleep(seconds)
+        raise error
+
+
+def _lines_of(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage().startswith(name)]
+
+
+async def test_the_delay_doubles_up_to_its_bound_and_starts_over_after_a_run_without_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="apps.core.supervision")
+    fail_at_once = (0.0, _unreachable("refused"))
+    # Six failures in a row; then a start that runs longer than the bound before it fails.
+    work = Scripted(*[fail_at_once] * 6, (0.5, _unreachable("reset")))
+    task = start_supervised("gate timer", work, first_delay=0.05, max_delay=0.2)
+    try:
+        await asyncio.wait_for(work.running.wait(), 10)
+    finally:
+        task.cancel()
+
+    said = [r.getMessage() for r in _lines_of(caplog, "gate timer") if "restarting" in r.msg]
+    delays = [float(message.split("restarting in ")[1].split("s:")[0]) for message in said]
+    # Doubled up to the bound (not 0.4, 0.8, 1.6), then from the first delay again.
+    assert delays == [0.05, 0.1, 0.2, 0.2, 0.2, 0.2, 0.05]
+    gaps = [later - earlier for earlier, later in zip(work.starts, work.starts[1:], strict=False)]
+    waits = [*gaps[:-1], gaps[-1] - 0.5]
+    assert all(delay <= wait < delay + 0.15 for delay, wait in zip(delays, waits, strict=True))
+
+
+async def test_a_streak_of_database_faults_warns_once_and_says_when_it_is_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="apps.core.supervision")
+    streak = [(0.0, _unreachable(f"refused {n}")) for n in range(3)]
+    work = Scripted(*streak, (0.0, RuntimeError("a bug")), *streak)
+    with sentry_sink() as (sink, dsn):
+        init_sentry(load_settings(_env_file=None, sentry_dsn=dsn))
+        task = start_supervised("worker passes", work, first_delay=0.01, max_delay=0.05)
+        try:
+            await asyncio.wait_for(work.running.wait(), 5)
+            # Longer than the bound: the start that runs ends the streak.
+            await asyncio.sleep(0.2)
+        finally:
+            task.cancel()
+        sentry_sdk.flush()
+        events = await asyncio.to_thread(sink.wait_for_events, 1)
+
+    lines = _lines_of(caplog, "worker passes")
+    assert [r.levelno for r in lines] == [
+        logging.WARNING,
+        *[logging.DEBUG] * 2,
+        logging.ERROR,
+        *[logging.DEBUG] * 3,
+        logging.INFO,
+    ]
+    assert lines[0].getMessage() == (
+        "worker passes failed, restarting in 0.01s: ConnectionRefusedError: refused 0"
+    )
+    assert lines[1].getMessage().startswith("worker passes failed again, restarting in 0.02s")
+    assert lines[3].exc_info and lines[3].exc_info[1] is work.steps[3][1]
+    assert (
+        lines[-1]
+        .getMessage()
+        .startswith("worker passes is running again, after 7 failure(s) in a row over")
+    )
+    # The unexpected error is reported, the database's faults are not.
+    ours = [event for event in events if event["tags"].get("task") == "worker passes"]
+    assert [event["exception"]["values"][-1]["value"] for event in ours] == ["a bug"]
+
+
+async def test_a_long_streak_of_database_faults_warns_again_once_per_interval(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervision, "STILL_FAILING_LOG_SECONDS", 0.25)
+    work = Scripted(*[(0.0, _unreachable("refused"))] * 30)
+    task = start_supervised("event feed", work, first_delay=0.01, max_delay=0.02)
+    try:
+        await asyncio.wait_for(work.running.wait(), 5)
+    finally:
+        task.cancel()
+
+    warnings = [r.getMessage() for r in _lines_of(caplog, "event feed")]
+    # 30 failures about 0.02 s apart, some 0.6 s: the first and one or two a quarter second on.
+    assert 2 <= len(warnings) <= 4, warnings
+    assert warnings[0].startswith("event feed failed, restarting in 0.01s")
+    assert all(
+        message.startswith("event feed still failing (") and "refused" in message
+        for message in warnings[1:]
+    )
+
+
+async def test_a_database_that_flaps_is_not_a_warning_per_blink(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="apps.core.supervision")
+    # Each start after the first runs past the bound, then fails: a streak of one per blink.
+    blink = (0.15, _unreachable("reset"))
+    work = Scripted((0.0, _unreachable("refused")), blink, blink, blink)
+    task = start_supervised("worker leases", work, first_delay=0.01, max_delay=0.05)
+    try:
+        await asyncio.wait_for(work.running.wait(), 5)
+        await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+
+    lines = _lines_of(caplog, "worker leases")
+    said = [(r.levelno, r.getMessage().split(",")[0]) for r in lines if r.levelno > logging.DEBUG]
+    assert said == [
+        (logging.WARNING, "worker leases failed"),
+        (logging.INFO, "worker leases is running again"),
+    ]
+    assert len(lines) == 8
 
 
 async def test_a_task_that_returns_is_started_again() -> None:

@@ -24,7 +24,7 @@ from apps.core.errors import CrewError
 from apps.core.logs import log_context
 from apps.core.metrics import record_leases_taken_back, record_llm_usage, record_node_duration
 from apps.core.settings import Settings
-from apps.core.supervision import start_supervised
+from apps.core.supervision import MAX_DELAY_SECONDS, start_supervised
 from apps.orchestrator.engine import leases
 from apps.orchestrator.engine.executor import Ended, Executor, Failed, NodeWork, Succeeded, Unstored
 from apps.orchestrator.engine.gates import count_gate_decision
@@ -108,11 +108,13 @@ class Worker:
 
         Its loops run supervised (`supervise`): one that fails is logged, reported and
         restarted, and the others go on meanwhile."""
-        renew_every = self.settings.lease_seconds / 3
+        # The leases' loop tries again within a renewal period (a short lease expires sooner
+        # than the supervisor's bound), and never later than the other loops.
+        leases_within = min(self.settings.lease_seconds / 3, MAX_DELAY_SECONDS)
         loops = [
-            start_supervised("worker passes", self._pass_loop, max_delay=5.0),
-            start_supervised("worker cancel watch", self._watch_loop, max_delay=5.0),
-            start_supervised("worker leases", self._lease_loop, max_delay=renew_every),
+            start_supervised("worker passes", self._pass_loop),
+            start_supervised("worker cancel watch", self._watch_loop),
+            start_supervised("worker leases", self._lease_loop, max_delay=leases_within),
             start_supervised("worker gate timer", self._gate_loop),
         ]
         try:
