@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, PoolResetState
 from sqlalchemy.util import await_, greenlet_spawn
 
-from apps.core.fair_pool import FirstComePool
+from apps.core.fair_pool import IDLE_SECONDS, FirstComePool
 from apps.core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,11 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         event.listen(engine.sync_engine, "reset", _roll_back_what_is_open)
         return engine
     return _create_postgres_engine(
-        url, settings.db_pool_size, settings.db_max_overflow, on_checkout=_ping_postgresql
+        url,
+        settings.db_pool_size,
+        settings.db_max_overflow,
+        idle_seconds=settings.db_pool_idle_seconds,
+        on_checkout=_ping_postgresql,
     )
 
 
@@ -151,24 +155,31 @@ def _create_postgres_engine(
     pool_size: int,
     max_overflow: int,
     *,
+    idle_seconds: float,
     on_checkout: Callable[[Any, ConnectionPoolEntry, PoolProxiedConnection], None],
-    lifo: bool = False,
     isolation_level: str | None = None,
 ) -> AsyncEngine:
-    """An engine on PostgreSQL whose pool runs `on_checkout` before lending a connection, the
-    one returned last first when `lifo`; in `isolation_level` when given."""
+    """An engine on PostgreSQL whose pool runs `on_checkout` before lending a connection, and
+    closes a connection beyond `pool_size` once it has sat idle `idle_seconds`; in
+    `isolation_level` when given."""
     options = {"isolation_level": isolation_level} if isolation_level else {}
     engine = _create_async_engine(
         url,
         # First come, first served: a request arriving as a connection is given back does not
-        # take it from the ones waiting (`fair_pool`).
+        # take it from the ones waiting (`fair_pool`). Overflow connections are kept while in
+        # use now and then: one closed when it came back was opened again at the next burst (a
+        # server process, the driver's type set-up, a prepare of each statement again), which
+        # at 32 concurrent reads cost more than the reads. Closed once idle `idle_seconds`, they
+        # no longer pile up, past `max_connections`, in a deployment that had a burst.
         poolclass=FirstComePool,
-        pool_use_lifo=lifo,
-        # Every connection opened is kept: an overflow connection closed when it came back was
-        # opened again at the next burst (a server process, the driver's type set-up, a prepare
-        # of each statement again), which at 32 concurrent reads cost more than the reads.
-        pool_size=pool_size + max_overflow,
-        max_overflow=0,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        idle_seconds=idle_seconds,
+        # The connection given back last is lent first, as pgbouncer lends its server
+        # connections: below full load the few connections that serve stay warm (caches, plans)
+        # and the others sit idle until they are closed. Lent in turn, a trickle of requests
+        # kept every connection of a burst open and spread them over as many server processes.
+        pool_use_lifo=True,
         json_serializer=JSON_SERIALIZER,
         # No JIT: the service's statements read or write a page of rows, which JIT never speeds
         # up, and a plan estimated over millions of rows (a generic plan of a list on ten million
@@ -294,7 +305,14 @@ class Transactions:
     (`_SqliteWriter`).
     """
 
-    def __init__(self, engine: AsyncEngine, *, pool_size: int = 5, max_overflow: int = 10) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        idle_seconds: float = IDLE_SECONDS,
+    ) -> None:
         self._committed: set[Callable[[], None]] = set()
         self._thread: _WriterThread | None = None
         self._postgres: _PostgresWriter | None = None
@@ -303,7 +321,7 @@ class Transactions:
             self._sqlite = _SqliteWriter(engine.url)
             self._thread = _WriterThread("sqlite-writer")
         else:
-            self._postgres = _PostgresWriter(engine.url, pool_size, max_overflow)
+            self._postgres = _PostgresWriter(engine.url, pool_size, max_overflow, idle_seconds)
 
     @property
     def on_loop(self) -> bool:
@@ -454,7 +472,9 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
 
 
-def _create_postgres_writer(url: URL, pool_size: int, max_overflow: int) -> AsyncEngine:
+def _create_postgres_writer(
+    url: URL, pool_size: int, max_overflow: int, idle_seconds: float
+) -> AsyncEngine:
     """The engine of the orchestrator's transactions on PostgreSQL: the API's, without the pool's
     pre-ping, in SQLAlchemy's autocommit (`_PostgresWriter` begins and commits each transaction
     on the driver). A ping is a round trip at every checkout, and a worker's pass is about ten.
@@ -463,15 +483,15 @@ def _create_postgres_writer(url: URL, pool_size: int, max_overflow: int) -> Asyn
     disconnect, which the pool recovers from and the worker takes as transient (see
     `is_transient`), as a connection dying mid-pass always was.
 
-    Its pool lends the connection returned last: a worker's passes follow one another, and
-    taking the idle connections in turn spread them over as many server processes, each with
-    colder caches than the one just used (and a statement prepared again on each)."""
+    Its pool lends the connection returned last, as the API's does: a worker's passes follow one
+    another, and taking the idle connections in turn spread them over as many server processes,
+    each with colder caches than the one just used (and a statement prepared again on each)."""
     return _create_postgres_engine(
         url,
         pool_size,
         max_overflow,
+        idle_seconds=idle_seconds,
         on_checkout=_refuse_closed_connection,
-        lifo=True,
         isolation_level="AUTOCOMMIT",
     )
 
@@ -507,8 +527,8 @@ class _PostgresWriter:
     connection that cannot say where it stands (dropped, or interrupted mid-statement) is
     invalidated, so the pool never lends it again."""
 
-    def __init__(self, url: URL, pool_size: int, max_overflow: int) -> None:
-        self.engine = _create_postgres_writer(url, pool_size, max_overflow)
+    def __init__(self, url: URL, pool_size: int, max_overflow: int, idle_seconds: float) -> None:
+        self.engine = _create_postgres_writer(url, pool_size, max_overflow, idle_seconds)
         event.listen(self.engine.sync_engine, "before_cursor_execute", _begin_before_statement)
 
     def run(
@@ -713,7 +733,10 @@ async def open_database(settings: Settings, url: str | None = None) -> AsyncIter
     engine = create_engine(settings, url)
     sessions = create_session_factory(engine)
     transactions = Transactions(
-        engine, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+        engine,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        idle_seconds=settings.db_pool_idle_seconds,
     )
     try:
         yield Database(engine, sessions, transactions, create_read_engine(engine))

@@ -34,6 +34,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from apps.core import operator_file
+from apps.core.fair_pool import IDLE_SECONDS
 from apps.core.operator_file import DEFAULT_OPERATOR_FILE, ENV_NAME, LogLevel, OperatorFileError
 from apps.core.redaction import redact
 from apps.core.roles import Role
@@ -257,6 +258,13 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=5, ge=1, le=100, description="Connections kept per process.")
     db_max_overflow: int = Field(
         default=10, ge=0, le=100, description="Extra connections allowed on PostgreSQL."
+    )
+    db_pool_idle_seconds: float = Field(
+        default=IDLE_SECONDS,
+        gt=0,
+        le=86_400,
+        description="Seconds an extra PostgreSQL connection (beyond DB_POOL_SIZE in a pool) may "
+        "sit idle before it is closed.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS; empty is off."
