@@ -7,6 +7,7 @@ restarting server or a failover does."""
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
@@ -67,10 +68,12 @@ async def test_an_outage_is_a_few_warnings_and_a_line_when_the_check_works_again
                 async with streams_end_on_revocation(
                     feed, engine, 0.02, still_failing_log_seconds=STILL_FAILING_LOG_SECONDS
                 ):
+                    cut_at = time.monotonic()
                     proxy.cut()
                     await asyncio.sleep(OUTAGE_SECONDS)
                     proxy.mend()
                     await until(lambda: any(r.levelno == logging.INFO for r in _lines(caplog)))
+                    lasted = time.monotonic() - cut_at
                 # The stream went on through the outage, as its key allowed.
                 assert not streaming.done()
                 assert feed.subscriber_count == 1
@@ -83,7 +86,8 @@ async def test_an_outage_is_a_few_warnings_and_a_line_when_the_check_works_again
     lines = _lines(caplog)
     warnings = [r.getMessage() for r in lines if r.levelno == logging.WARNING]
     # A check every 0.02 s for 1.25 s: the first failure, then one every half second.
-    assert 2 <= len(warnings) <= 1 + OUTAGE_SECONDS // STILL_FAILING_LOG_SECONDS, warnings
+    # (The outage lasts longer than the sleep on a loaded machine: bounded by what it lasted.)
+    assert 2 <= len(warnings) <= 1 + lasted // STILL_FAILING_LOG_SECONDS, (lasted, warnings)
     assert warnings[0].startswith("stream-key-revocations failed, checking again in 0.02s: ")
     assert all(
         message.startswith("stream-key-revocations still failing (") for message in warnings[1:]

@@ -7,6 +7,7 @@ restarting server or a failover does."""
 import asyncio
 import contextlib
 import logging
+import time
 
 import pytest
 
@@ -37,10 +38,12 @@ async def test_an_outage_is_a_few_warnings_and_a_line_when_it_listens_again(
         try:
             await asyncio.wait_for(listening.wait(), WAIT)
             listening.clear()
+            cut_at = time.monotonic()
             proxy.cut()
             await asyncio.sleep(OUTAGE_SECONDS)
             proxy.mend()
             await asyncio.wait_for(listening.wait(), WAIT)
+            lasted = time.monotonic() - cut_at
         finally:
             watching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -49,7 +52,8 @@ async def test_an_outage_is_a_few_warnings_and_a_line_when_it_listens_again(
     lines = [r for r in caplog.records if r.name == event_wakes.__name__]
     warnings = [r.getMessage() for r in lines if r.levelno == logging.WARNING]
     # A retry every 0.02 s for 1.25 s: the first, then one every half second.
-    assert 2 <= len(warnings) <= 1 + OUTAGE_SECONDS // STILL_FAILING_LOG_SECONDS, warnings
+    # (The outage lasts longer than the sleep on a loaded machine: bounded by what it lasted.)
+    assert 2 <= len(warnings) <= 1 + lasted // STILL_FAILING_LOG_SECONDS, (lasted, warnings)
     assert warnings[0].startswith("event notifications listener failed, listening again in 0.02s")
     assert all(
         message.startswith("event notifications listener still failing (")
