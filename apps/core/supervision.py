@@ -16,10 +16,11 @@ What a failure logs:
   Sentry tagged with the task's name, every time;
 - the database being out of reach or busy (`is_transient`): a warning for the first of a streak,
   then one every `STILL_FAILING_LOG_SECONDS` saying how long it has lasted, and debug lines for
-  the restarts between. An outage of an hour is a few dozen lines per task, not one every few
-  seconds, and never a report: it is the deployment's fault, not the code's. The warnings of a
-  task are that far apart across streaks too: a database that flaps, up for seconds between
-  blinks, makes a streak of each blink;
+  the restarts between: a `FaultStreak` (`apps/core/fault_log.py`) decides it, as it does for
+  the other loops that retry. An outage of an hour is a few dozen lines per task, not one every
+  few seconds, and never a report: it is the deployment's fault, not the code's. The warnings
+  of a task are that far apart across streaks too: a database that flaps, up for seconds
+  between blinks, makes a streak of each blink;
 - a task that returns, which it should never do: an error line, every time.
 """
 
@@ -31,13 +32,12 @@ from typing import NoReturn
 
 from apps.core.database import describe_fault, is_transient
 from apps.core.error_reporting import report_error
+from apps.core.fault_log import STILL_FAILING_LOG_SECONDS, FaultStreak
 
 logger = logging.getLogger(__name__)
 
 FIRST_DELAY_SECONDS = 0.5
 MAX_DELAY_SECONDS = 5.0
-# The least time between two warnings of a task that keeps failing for the database.
-STILL_FAILING_LOG_SECONDS = 60.0
 
 
 async def supervise(
@@ -103,84 +103,42 @@ def _stopping() -> bool:
 
 class _Streak:
     """One supervised task's failures in a row: the delay before each restart, and what of them
-    is logged (see the module's docstring)."""
+    is logged (see the module's docstring; `FaultStreak` decides it for database faults)."""
 
     def __init__(self, name: str, first_delay: float, max_delay: float) -> None:
         self.name = name
         self.first_delay = first_delay
         self.max_delay = max_delay
-        self.failures = 0
         self._next_delay = first_delay
-        self._began = 0.0
-        # Whether this streak was said above debug level; and until when a warning would come
-        # too soon after the last, which outlives the streak (a database that flaps makes a
-        # streak of every blink).
-        self._loud = False
-        self._quiet_until = float("-inf")
+        self._faults = FaultStreak(name, logger, interval=STILL_FAILING_LOG_SECONDS)
 
     def failed(self, error: Exception) -> float:
         """Count `error` in the streak and log it; the delay before the restart."""
-        delay = self._count()
+        delay = self._delay()
         if is_transient(error):
-            self._log_fault(error, delay)
+            self._faults.transient("restarting in %gs: %s", delay, describe_fault(error))
         else:
+            self._faults.unexpected()
             report_error(error, task=self.name)
             logger.error("%s failed, restarting in %gs", self.name, delay, exc_info=error)
-            self._loud = True
         return delay
 
     def returned(self) -> float:
         """Count a return in the streak and log it; the delay before the restart."""
-        delay = self._count()
+        delay = self._delay()
+        self._faults.unexpected()
         logger.error(
             "%s returned, which it should never do; restarting it in %gs", self.name, delay
         )
-        self._loud = True
         return delay
 
     def end(self, started: float) -> None:
         """The task, started at `started`, has run for `max_delay` without failing: the streak
         is over. Said at info level when its failures were said above debug."""
-        if self.failures:
-            logger.log(
-                logging.INFO if self._loud else logging.DEBUG,
-                "%s is running again, after %d failure(s) in a row over %.0fs",
-                self.name,
-                self.failures,
-                started - self._began,
-            )
-        self.failures = 0
+        self._faults.over(started)
         self._next_delay = self.first_delay
-        self._loud = False
 
-    def _count(self) -> float:
-        self.failures += 1
-        if self.failures == 1:
-            self._began = _now()
+    def _delay(self) -> float:
         delay = self._next_delay
         self._next_delay = min(delay * 2, self.max_delay)
         return delay
-
-    def _log_fault(self, error: Exception, delay: float) -> None:
-        """A warning for the first fault of the streak, and at most one every
-        `STILL_FAILING_LOG_SECONDS`; a debug line for the others."""
-        now, fault = _now(), describe_fault(error)
-        if now < self._quiet_until:
-            logger.debug("%s failed again, restarting in %gs: %s", self.name, delay, fault)
-            return
-        self._loud, self._quiet_until = True, now + STILL_FAILING_LOG_SECONDS
-        if self.failures == 1:
-            logger.warning("%s failed, restarting in %gs: %s", self.name, delay, fault)
-            return
-        logger.warning(
-            "%s still failing (%d times in %.0fs), restarting in %gs: %s",
-            self.name,
-            self.failures,
-            now - self._began,
-            delay,
-            fault,
-        )
-
-
-def _now() -> float:
-    return asyncio.get_running_loop().time()

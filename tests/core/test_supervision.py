@@ -132,7 +132,8 @@ async def test_the_delay_doubles_up_to_its_bound_and_starts_over_after_a_run_wit
     assert delays == [0.05, 0.1, 0.2, 0.2, 0.2, 0.2, 0.05]
     gaps = [later - earlier for earlier, later in zip(work.starts, work.starts[1:], strict=False)]
     waits = [*gaps[:-1], gaps[-1] - 0.5]
-    assert all(delay <= wait < delay + 0.15 for delay, wait in zip(delays, waits, strict=True))
+    # Never sooner than said; later only by what a loaded machine's loop stalls.
+    assert all(delay <= wait < delay + 0.4 for delay, wait in zip(delays, waits, strict=True))
 
 
 async def test_a_streak_of_database_faults_warns_once_and_says_when_it_is_over(
@@ -143,11 +144,13 @@ async def test_a_streak_of_database_faults_warns_once_and_says_when_it_is_over(
     work = Scripted(*streak, (0.0, RuntimeError("a bug")), *streak)
     with sentry_sink() as (sink, dsn):
         init_sentry(load_settings(_env_file=None, sentry_dsn=dsn))
-        task = start_supervised("worker passes", work, first_delay=0.01, max_delay=0.05)
+        # A bound far above a loaded machine's stalls: a start that stalls past it while
+        # failing would end the streak early.
+        task = start_supervised("worker passes", work, first_delay=0.01, max_delay=0.5)
         try:
-            await asyncio.wait_for(work.running.wait(), 5)
+            await asyncio.wait_for(work.running.wait(), 10)
             # Longer than the bound: the start that runs ends the streak.
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0)
         finally:
             task.cancel()
         sentry_sdk.flush()
@@ -188,8 +191,10 @@ async def test_a_long_streak_of_database_faults_warns_again_once_per_interval(
         task.cancel()
 
     warnings = [r.getMessage() for r in _lines_of(caplog, "event feed")]
-    # 30 failures about 0.02 s apart, some 0.6 s: the first and one or two a quarter second on.
-    assert 2 <= len(warnings) <= 4, warnings
+    # 30 failures about 0.02 s apart (longer on a loaded machine): the first warning, then one a
+    # quarter second at most.
+    lasted = work.starts[-1] - work.starts[0]
+    assert 2 <= len(warnings) <= 2 + lasted / 0.25, (lasted, warnings)
     assert warnings[0].startswith("event feed failed, restarting in 0.01s")
     assert all(
         message.startswith("event feed still failing (") and "refused" in message

@@ -15,7 +15,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from apps.core.database import CONNECT_TIMEOUT_SECONDS, PING_TIMEOUT_SECONDS, Transactions
+from apps.core.database import (
+    CONNECT_TIMEOUT_SECONDS,
+    PING_TIMEOUT_SECONDS,
+    TRANSIENT_SQLSTATE_CLASSES,
+    Transactions,
+    describe_fault,
+)
+from apps.core.fault_log import STILL_FAILING_LOG_SECONDS, FaultStreak
 
 if TYPE_CHECKING:
     import asyncpg
@@ -91,30 +98,47 @@ class NotifyWake:
 
     A connection that goes quiet is checked every `check_seconds`: one whose peer stopped
     answering without closing (a partition, a failover that drops packets) reports nothing, and
-    was listened on for good while every wake came from the poll."""
+    was listened on for good while every wake came from the poll.
+
+    While the database is out of reach it tries again every `retry_seconds`, and says so as a
+    `FaultStreak`: a warning when it starts, one every `still_failing_log_seconds`, one line when
+    it listens again. Another failure of the connection (a password refused, a database that
+    does not exist) is a warning every time."""
 
     dsn: str
     retry_seconds: float = 1.0
     check_seconds: float = 30.0
+    still_failing_log_seconds: float = STILL_FAILING_LOG_SECONDS
 
     async def watch(self, poke: Poke) -> None:
         # Imported here, as SQLAlchemy's dialect imports it: a process on SQLite never loads
         # the driver (2.6 MB of its memory).
         import asyncpg
 
+        faults = FaultStreak(
+            "event notifications listener", logger, interval=self.still_failing_log_seconds
+        )
         while True:
             try:
                 connection = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_SECONDS)
-                await self._listen(connection, poke)
+                await self._listen(connection, poke, faults.over)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                logger.warning("event notifications lost, listening again: %s", error)
+                if _out_of_reach(error):
+                    then = "listening again in %gs: %s"
+                    faults.transient(then, self.retry_seconds, describe_fault(error))
+                else:
+                    faults.unexpected()
+                    logger.warning("event notifications lost, listening again: %s", error)
             await asyncio.sleep(self.retry_seconds)
 
-    async def _listen(self, connection: "asyncpg.Connection", poke: Poke) -> None:
+    async def _listen(
+        self, connection: "asyncpg.Connection", poke: Poke, listening: Callable[[], None]
+    ) -> None:
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _connection: lost.set())
         try:
             await connection.add_listener(EVENTS_CHANNEL, lambda *_: poke())
+            listening()
             poke()
             while not lost.is_set():
                 try:
@@ -123,6 +147,18 @@ class NotifyWake:
                     await connection.execute(";", timeout=PING_TIMEOUT_SECONDS)
         finally:
             await connection.close(timeout=1)
+
+
+def _out_of_reach(error: Exception) -> bool:
+    """Whether an error of asyncpg's own (`is_transient` knows SQLAlchemy's) is the server out
+    of reach or busy: a refused or lost connection (a bare InterfaceError: "connection is
+    closed"; its subclasses are settings the client refuses), or an error of a class that says
+    so (08 connection, 53 resources, 57 shutting down, ...)."""
+    import asyncpg
+
+    if isinstance(error, asyncpg.PostgresError):
+        return (error.sqlstate or "")[:2] in TRANSIENT_SQLSTATE_CLASSES
+    return isinstance(error, OSError) or type(error) is asyncpg.InterfaceError
 
 
 @dataclass(frozen=True, slots=True)
