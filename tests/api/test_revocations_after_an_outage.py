@@ -9,7 +9,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 
@@ -22,20 +21,13 @@ from apps.orchestrator.infra.event_wakes import PollWake
 from apps.orchestrator.model.models import KeyRole
 from apps.orchestrator.reading.event_feed import EventFeed
 from tests.proxies import resetting_proxy_to
+from tests.waiting import until
 
 WAIT = 5.0
 NEVER = 3600.0
 QUIET = 0.05  # a heartbeat this short shows that a stream is waiting, not over
 OUTAGE_SECONDS = 1.25
 STILL_FAILING_LOG_SECONDS = 0.5
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(int(WAIT / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the condition never held")
 
 
 async def _follow(feed: EventFeed, owner: uuid.UUID, opened: asyncio.Event) -> None:
@@ -72,7 +64,9 @@ async def test_an_outage_is_a_few_warnings_and_a_line_when_the_check_works_again
                     proxy.cut()
                     await asyncio.sleep(OUTAGE_SECONDS)
                     proxy.mend()
-                    await until(lambda: any(r.levelno == logging.INFO for r in _lines(caplog)))
+                    await until(
+                        lambda: any(r.levelno == logging.INFO for r in _lines(caplog)), WAIT
+                    )
                     lasted = time.monotonic() - cut_at
                 # The stream went on through the outage, as its key allowed.
                 assert not streaming.done()

@@ -3,7 +3,6 @@ end too); live streaming over a real server is in test_streams_served.py."""
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ from tests.asgi import http_get
 from tests.conftest import API_KEY
 from tests.factories import create_event, create_node, create_run
 from tests.sse import SseStream, parse_sse
+from tests.waiting import until
 
 WAIT = 10.0
 TYPES = ["run.created", "run.started", "node.started", "node.succeeded", "run.succeeded"]
@@ -268,7 +268,7 @@ async def test_a_stream_ends_within_seconds_of_its_keys_revocation(
         return asyncio.create_task(app(scope, receive, send))
 
     revoked_stream, other_stream = watch(watcher.secret), watch(other.secret)
-    await until(lambda: feed.subscriber_count == 2)
+    await until(lambda: feed.subscriber_count == 2, WAIT)
     async with unit_of_work(sessions) as session:
         await api_keys.revoke_key(session, "watcher")
     revoked_at = asyncio.get_running_loop().time()
@@ -279,14 +279,6 @@ async def test_a_stream_ends_within_seconds_of_its_keys_revocation(
     assert not other_stream.done()
     assert feed.subscriber_count == 1
     other_stream.cancel()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    for _ in range(int(WAIT / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the condition never held")
 
 
 def keyed_get(path: str, key: str = API_KEY) -> dict[str, Any]:
