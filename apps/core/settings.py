@@ -255,9 +255,18 @@ class Settings(BaseSettings):
     alembic_database_url: str | None = Field(
         default=None, description="Database URL for migrations; DATABASE_URL when unset."
     )
-    db_pool_size: int = Field(default=5, ge=1, le=100, description="Connections kept per process.")
+    db_pool_size: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Connections a pool keeps open while idle (a process has two on PostgreSQL: "
+        "requests' and the orchestrator's transactions').",
+    )
     db_max_overflow: int = Field(
-        default=10, ge=0, le=100, description="Extra connections allowed on PostgreSQL."
+        default=10,
+        ge=0,
+        le=100,
+        description="Extra connections a PostgreSQL pool may open in a burst, beyond DB_POOL_SIZE.",
     )
     db_pool_idle_seconds: float = Field(
         default=IDLE_SECONDS,
