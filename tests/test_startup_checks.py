@@ -45,10 +45,15 @@ def _start(
         "ARTIFACTS_DIR": str(workdir / "artifacts"),
         "PORT": str(free_port()),
     }
+    environment = process_env(**(env | settings))
+    if limits is not None:
+        # A process that may write no file cannot save its coverage either (`make coverage`,
+        # CI): it is not measured, rather than have coverage's complaint on its stderr.
+        environment = {k: v for k, v in environment.items() if not k.startswith("COVERAGE_")}
     done = subprocess.run(
         [sys.executable, *program],
         cwd=workdir,
-        env=process_env(**(env | settings)),
+        env=environment,
         capture_output=True,
         text=True,
         timeout=30,
